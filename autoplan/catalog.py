@@ -1,0 +1,112 @@
+"""The shipped catalog: models, topologies, device kinds and default calibration.
+
+In a wheel the catalog sits in ``autoplan/_catalog``; in a checkout (editable install)
+it is read from the repository's top-level ``models/``, ``topologies/`` and
+``hardware/`` folders.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from autoplan.errors import InputError, first_error
+from autoplan.model import ModelSpec, load_model_file
+from autoplan.topology import Calibration, DeviceKind, Topology, load_topology_file
+
+
+def catalog_root() -> Path:
+    packaged = Path(__file__).resolve().parent / "_catalog"
+    if (packaged / "models").is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent
+
+
+def _dir(name: str) -> Path:
+    return catalog_root() / name
+
+
+def list_models() -> list[str]:
+    """Hugging Face ids of the shipped models, sorted."""
+    root = _dir("models")
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob("*/*.json"))
+
+
+def list_topologies() -> list[str]:
+    return sorted(p.stem for p in _dir("topologies").glob("*.yaml"))
+
+
+def load_model(name_or_path: str) -> ModelSpec:
+    """A shipped model by HF id, or a ``config.json`` path."""
+    p = Path(name_or_path)
+    if p.suffix == ".json" or p.is_file():
+        if not p.is_file():
+            raise InputError(f"model config file {name_or_path!r} does not exist")
+        return load_model_file(p)
+    return _load_shipped_model(name_or_path)
+
+
+@lru_cache(maxsize=64)
+def _load_shipped_model(name: str) -> ModelSpec:
+    f = _dir("models") / f"{name}.json"
+    if "/" not in name or ".." in name or not f.is_file():
+        raise InputError(f"unknown model {name!r}; see `autoplan models` or pass a config.json path")
+    return load_model_file(f, name=name)
+
+
+@lru_cache(maxsize=1)
+def builtin_device_kinds() -> dict[str, DeviceKind]:
+    data = _read_yaml(_dir("hardware") / "device_kinds.yaml")
+    try:
+        return {k: DeviceKind.model_validate(v) for k, v in data["device_kinds"].items()}
+    except (ValidationError, KeyError, AttributeError) as e:
+        raise InputError(f"hardware/device_kinds.yaml: {first_error(e)}") from None
+
+
+@lru_cache(maxsize=1)
+def default_calibrations() -> dict[str, Calibration]:
+    return load_profile(_dir("hardware") / "calibration.yaml")
+
+
+def load_profile(path: str | Path) -> dict[str, Calibration]:
+    """A calibration profile: ``device_kinds: {kind: {parameter: value}}``."""
+    data = _read_yaml(Path(path))
+    kinds = data.get("device_kinds") if isinstance(data, dict) else None
+    if not isinstance(kinds, dict):
+        raise InputError(f"profile {str(path)!r} needs a 'device_kinds' mapping")
+    try:
+        return {k: Calibration.model_validate(v) for k, v in kinds.items()}
+    except ValidationError as e:
+        raise InputError(f"profile {str(path)!r}: {first_error(e)}") from None
+
+
+def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = None) -> Topology:
+    """A shipped topology by name, or a YAML path; ``profile`` overrides calibration."""
+    cal = dict(default_calibrations())
+    cal.update(profile or {})
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise InputError(f"topology file {name_or_path!r} does not exist")
+        return load_topology_file(p, builtin_device_kinds(), cal)
+    f = _dir("topologies") / f"{name_or_path}.yaml"
+    if "/" in name_or_path or not f.is_file():
+        raise InputError(
+            f"unknown topology {name_or_path!r}; see `autoplan topologies` or pass a YAML path"
+        )
+    return load_topology_file(f, builtin_device_kinds(), cal)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {str(path)!r}: {e.__class__.__name__}") from None
+    except yaml.YAMLError:
+        raise InputError(f"{str(path)!r} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{str(path)!r} must be a YAML mapping")
+    return data

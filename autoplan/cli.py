@@ -1,0 +1,128 @@
+"""The ``autoplan`` command line. It parses flags, calls the API and renders; no logic.
+
+Errors: bad input prints one line and exits 2; an infeasible request exits 3. No
+traceback reaches the user, and files are written only when the command succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import click
+import typer
+
+from autoplan.errors import AutoplanError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Plan how to split an LLM across devices, and predict its latency.",
+)
+
+
+@app.command("estimate")
+def estimate_cmd(
+    model: str = typer.Option(..., "--model", help="HF id of a shipped model or a config.json path"),
+    topology: str = typer.Option(..., "--topology", help="shipped topology name or YAML path"),
+    tp: int = typer.Option(1, "--tp", help="tensor-parallel degree"),
+    pp: int = typer.Option(1, "--pp", help="pipeline-parallel degree"),
+    device_kind: Optional[str] = typer.Option(None, "--device-kind",
+                                              help="device kind, when the topology has several"),
+    isl: int = typer.Option(2048, "--isl", help="input (prompt) tokens per request"),
+    osl: int = typer.Option(128, "--osl", help="output tokens per request"),
+    batch: int = typer.Option(1, "--batch", help="requests run together"),
+    dtype: str = typer.Option("bf16", "--dtype", help="weights and GEMM format: bf16 fp16 fp8 int8 int4"),
+    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache format"),
+    max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction",
+                                              help="usable fraction of device memory"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="calibration profile YAML"),
+    breakdown: bool = typer.Option(False, "--breakdown", help="per-operator times"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Predict TTFT, TPOT, end-to-end latency and memory of one configuration."""
+    from autoplan.catalog import load_profile
+    from autoplan.estimate import estimate
+    from autoplan.render import print_estimate
+
+    est = estimate(
+        model, topology, tp, pp, device_kind=device_kind, isl=isl, osl=osl, batch=batch,
+        dtype=dtype, kv_dtype=kv_dtype, max_memory_fraction=max_memory_fraction,
+        breakdown=breakdown, profile=load_profile(profile) if profile else None,
+    )
+    if as_json:
+        typer.echo(json.dumps(est.model_dump(mode="json", exclude_none=True), indent=2))
+    else:
+        print_estimate(est)
+
+
+@app.command("models")
+def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the shipped models."""
+    from autoplan.catalog import list_models, load_model
+    from autoplan.model_graph import parameter_count
+
+    rows = []
+    for name in list_models():
+        m = load_model(name)
+        rows.append({"id": name, "family": m.family, "layers": m.num_layers,
+                     "parameters_b": round(parameter_count(m) / 1e9, 2),
+                     "moe": m.moe is not None, "mla": m.mla is not None})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        extra = ", ".join(x for x in ("MoE" if r["moe"] else "", "MLA" if r["mla"] else "") if x)
+        typer.echo(f"{r['id']:<34} {r['family']:<10} {r['layers']:>4} layers "
+                   f"{r['parameters_b']:>8.2f}B {extra}")
+
+
+@app.command("topologies")
+def topologies_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the shipped topologies."""
+    from autoplan.catalog import list_topologies, load_topology
+
+    rows = []
+    for name in list_topologies():
+        t = load_topology(name)
+        kinds = {k: len(t.devices_of_kind(k)) for k in t.kind_names}
+        rows.append({"name": name, "devices": kinds,
+                     "fast_domain": {k: t.max_fast_domain(k) for k in t.kind_names},
+                     "description": t.spec.description})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        devs = " + ".join(f"{n}x {k}" for k, n in r["devices"].items())
+        typer.echo(f"{r['name']:<18} {devs:<28} {r['description']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turn every expected failure into one line and a code."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="autoplan")
+    except AutoplanError as e:
+        print(f"autoplan: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("autoplan: interrupted", file=sys.stderr)
+        return 130
+    except click.UsageError as e:
+        print(f"autoplan: error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except click.ClickException as e:
+        print(f"autoplan: error: {e.format_message()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("autoplan: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

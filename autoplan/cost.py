@@ -1,0 +1,340 @@
+"""Calibrated roofline cost model (DESIGN.md §4).
+
+An operator on a device with peak ``P`` FLOP/s, achieved-compute efficiency ``eta_c(m)``
+and memory tiers of bandwidth ``W_i`` (achieved fraction ``eta_m``) takes::
+
+    time = max(flops / (P * eta_c(m)), sum_i bytes_i / (W_i * eta_m)) + kernels * kernel_overhead
+
+where ``m`` is the GEMM row count (tokens) and ``bytes_i`` the bytes it streams from
+tier ``i`` (weights and KV cache live in the fastest tier while they fit, then spill).
+Tensor parallelism of degree ``t`` divides GEMM weights and FLOPs and attention heads by
+``t`` (KV heads by ``min(t, n_kv)``, replicated beyond) and adds all-reduces of the
+layer's activations (two per layer, one with parallel attention). The calibration
+parameters (``eta_c``, half-efficiency rows, ``eta_m``, kernel overhead, collective
+launch, runtime reserve) are named fields of :class:`~autoplan.topology.Calibration`.
+
+Phases:
+
+- prefill: ``batch`` sequences of ``isl`` new tokens each, context before them 0;
+- decode: ``batch`` sequences of 1 new token at context ``ctx``. Decode is priced at
+  the mean context over the output, ``isl + osl / 2``: a decode step's time is linear in
+  the context within a bound regime, so the mean step equals the mean TPOT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from autoplan.dtypes import bytes_per_element
+from autoplan.errors import InputError
+from autoplan.model import ModelSpec
+from autoplan.model_graph import Op, head_ops, layer_ops, tail_ops
+from autoplan.topology import Calibration, DeviceKind
+
+Phase = Literal["prefill", "decode"]
+Bound = Literal["compute", "memory", "communication"]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Formats of weights (and GEMM compute), activations and the KV cache."""
+
+    weight: str = "bf16"
+    activation: str = "bf16"
+    kv: str = "bf16"
+
+    def __post_init__(self) -> None:
+        for d in (self.weight, self.activation, self.kv):
+            bytes_per_element(d)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The work of one forward pass: ``batch`` sequences, ``new`` tokens each."""
+
+    batch: int
+    new: int
+    context_before: float
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.new
+
+
+def phase_shape(phase: Phase, batch: int, isl: int, osl: int,
+                context: float | None = None) -> Shape:
+    if phase == "prefill":
+        return Shape(batch=batch, new=isl, context_before=0.0)
+    ctx = context if context is not None else isl + osl / 2
+    return Shape(batch=batch, new=1, context_before=float(ctx))
+
+
+def check_tp(model: ModelSpec, tp: int) -> None:
+    """TP must split attention heads evenly; KV heads split or replicate evenly."""
+    if tp < 1:
+        raise InputError(f"tensor-parallel degree must be >= 1, got {tp}")
+    if model.num_attention_heads % tp:
+        raise InputError(
+            f"TP {tp} does not divide the {model.num_attention_heads} attention heads of "
+            f"{model.name}"
+        )
+    kv = model.num_kv_heads
+    if model.mla is None and kv % tp and tp % kv:
+        raise InputError(f"TP {tp} neither divides nor is a multiple of the {kv} KV heads")
+
+
+def valid_tps(model: ModelSpec, limit: int) -> list[int]:
+    out = []
+    for t in range(1, limit + 1):
+        try:
+            check_tp(model, t)
+        except InputError:
+            continue
+        out.append(t)
+    return out
+
+
+def kv_heads_per_device(model: ModelSpec, tp: int) -> int:
+    return max(1, model.num_kv_heads // tp)
+
+
+def kv_bytes_per_token_layer(model: ModelSpec, tp: int, precision: Precision) -> float:
+    """KV-cache bytes one token adds to one layer on one TP rank."""
+    b = bytes_per_element(precision.kv)
+    if model.mla is not None:  # one latent + rope key per token, replicated on every rank
+        return (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) * b
+    return 2 * kv_heads_per_device(model, tp) * model.head_dim * b
+
+
+def op_weight_bytes(op: Op, model: ModelSpec, tp: int, precision: Precision) -> float:
+    """Bytes of this operator's weights held by one TP rank."""
+    wb = bytes_per_element(precision.weight)
+    if op.kind == "norm":
+        return op.params() * bytes_per_element(precision.activation)
+    if op.kind == "qkv":
+        return _qkv_n(op, model, tp) * op.k * wb
+    if op.kind in ("gemm", "moe_gemm"):
+        return op.params() * wb / (tp if op.split != "none" or op.kind == "moe_gemm" else 1)
+    if op.kind == "embedding":
+        return op.params() * wb / tp  # vocabulary-parallel
+    return 0.0
+
+
+def _qkv_n(op: Op, model: ModelSpec, tp: int) -> float:
+    hd = model.head_dim
+    return (model.num_attention_heads // tp + 2 * kv_heads_per_device(model, tp)) * hd
+
+
+@dataclass
+class OpCost:
+    name: str
+    flops: float
+    bytes: float
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+
+    @property
+    def time_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.overhead_s
+
+    @property
+    def bound(self) -> Bound:
+        return "compute" if self.compute_s >= self.memory_s else "memory"
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, FLOPs per byte moved."""
+        return self.flops / self.bytes if self.bytes else 0.0
+
+
+@dataclass
+class Residency:
+    """Seconds per byte of weights and of KV cache, after tier placement."""
+
+    weight_s_per_byte: float
+    kv_s_per_byte: float
+    act_s_per_byte: float
+
+
+def residency(kind: DeviceKind, weight_bytes: float, kv_bytes: float) -> Residency:
+    """Place weights, then KV cache, in the fastest tiers first (spilling to slower)."""
+    cal = kind.calibration
+    assert cal is not None
+    tiers = kind.tiers_fastest_first()
+    free = [t.capacity_bytes for t in tiers]
+
+    def place(amount: float) -> float:
+        if amount <= 0:
+            return 1.0 / (tiers[0].bandwidth_bytes_per_s * cal.memory_efficiency)
+        s, left = 0.0, amount
+        for i, t in enumerate(tiers):
+            take = min(left, free[i]) if i < len(tiers) - 1 else left
+            free[i] -= take
+            s += take / (t.bandwidth_bytes_per_s * cal.memory_efficiency)
+            left -= take
+            if left <= 0:
+                break
+        return s / amount
+
+    w = place(weight_bytes)
+    kv = place(kv_bytes)
+    act = 1.0 / (tiers[0].bandwidth_bytes_per_s * cal.memory_efficiency)
+    return Residency(w, kv, act)
+
+
+def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
+            precision: Precision, res: Residency) -> OpCost:
+    """FLOPs, bytes and time of one operator on one TP rank."""
+    cal: Calibration = kind.calibration  # type: ignore[assignment]
+    ab = bytes_per_element(precision.activation)
+    T = shape.tokens
+    flops = 0.0
+    w_bytes = op_weight_bytes(op, model, tp, precision)
+    kv_bytes = 0.0
+    act_bytes = 0.0
+    gemm_rows = T
+    if op.kind in ("gemm", "qkv"):
+        rows = shape.batch if op.name == "lm_head" else T  # logits only for the last token
+        gemm_rows = rows
+        if op.kind == "qkv":
+            k, n = op.k, _qkv_n(op, model, tp)
+        elif op.split == "col":
+            k, n = op.k, op.n / tp
+        elif op.split == "row":
+            k, n = op.k / tp, op.n
+        else:
+            k, n = op.k, op.n
+        flops = 2.0 * rows * k * n
+        act_bytes = rows * (k + n) * ab
+    elif op.kind == "moe_gemm":
+        # Expected distinct experts touched by T tokens routing top_k of E each.
+        e, kk = op.experts, op.top_k
+        touched = e * (1.0 - (1.0 - kk / e) ** T)
+        w_bytes *= touched / e
+        n = op.n / tp if op.name == "experts_up" else op.n
+        k = op.k if op.name == "experts_up" else op.k / tp
+        flops = 2.0 * T * kk * k * n
+        act_bytes = T * kk * (k + n) * ab
+        gemm_rows = max(1.0, T * kk / max(touched, 1.0))  # rows per expert GEMM
+    elif op.kind == "attention":
+        flops, act_bytes, kv_bytes = _attention(model, tp, shape, precision)
+        gemm_rows = shape.new
+    elif op.kind == "norm":
+        flops = 5.0 * T * op.width
+        act_bytes = 2.0 * T * op.width * ab
+    elif op.kind == "elementwise":
+        width = op.width / tp if op.name != "residual_add" else op.width
+        flops = 1.0 * T * width
+        act_bytes = 3.0 * T * width * ab * op.kernels
+    elif op.kind == "embedding":
+        w_bytes = T * op.n * bytes_per_element(precision.weight)  # gathers T rows only
+        act_bytes = T * op.n * ab
+    peak, _ = kind.peak_flops(precision.weight if op.kind in ("gemm", "qkv", "moe_gemm")
+                              else precision.activation)
+    eff = cal.compute_efficiency * gemm_rows / (gemm_rows + cal.compute_half_tokens)
+    compute_s = flops / (peak * eff) if flops else 0.0
+    memory_s = (w_bytes * res.weight_s_per_byte + kv_bytes * res.kv_s_per_byte
+                + act_bytes * res.act_s_per_byte)
+    return OpCost(op.name, flops, w_bytes + kv_bytes + act_bytes, compute_s, memory_s,
+                  op.kernels * cal.kernel_overhead_s)
+
+
+def _attention(model: ModelSpec, tp: int, shape: Shape,
+               precision: Precision) -> tuple[float, float, float]:
+    """(FLOPs, activation bytes, KV bytes) of the attention core on one rank."""
+    ab = bytes_per_element(precision.activation)
+    heads = model.num_attention_heads / tp
+    s, c0 = shape.new, shape.context_before
+    pairs = s * c0 + s * (s + 1) / 2  # causal (query, key) pairs per sequence
+    if model.mla is not None:
+        m = model.mla
+        if s == 1:  # decode: weights absorbed, attention runs over the latent cache
+            d_qk, d_v = m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank
+        else:
+            d_qk, d_v = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
+    else:
+        d_qk = d_v = model.head_dim
+    flops = 2.0 * shape.batch * pairs * heads * (d_qk + d_v)
+    kv_tok = kv_bytes_per_token_layer(model, tp, precision)
+    # Read the cached context once per sequence; write the new tokens' keys and values.
+    kv_bytes = shape.batch * (c0 * kv_tok + s * kv_tok)
+    act = shape.tokens * heads * (d_qk + d_v) * ab
+    return flops, act, kv_bytes
+
+
+@dataclass
+class PartCost:
+    """Cost of a run of operators on one TP rank (one layer, or embedding / head)."""
+
+    ops: list[OpCost] = field(default_factory=list)
+    comm_s: float = 0.0
+
+    @property
+    def compute_s(self) -> float:
+        return sum(o.time_s for o in self.ops)
+
+    @property
+    def time_s(self) -> float:
+        return self.compute_s + self.comm_s
+
+
+def allreduces_per_layer(model: ModelSpec) -> int:
+    return 1 if model.parallel_attention else 2
+
+
+def part_cost(ops: tuple[Op, ...], model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
+              precision: Precision, res: Residency, allreduce_s: float = 0.0,
+              n_allreduce: int = 0) -> PartCost:
+    return PartCost([op_cost(o, model, kind, tp, shape, precision, res) for o in ops],
+                    n_allreduce * allreduce_s)
+
+
+def activation_message_bytes(model: ModelSpec, shape: Shape, precision: Precision) -> float:
+    """Bytes of the hidden state of the tokens in flight (all-reduce and PP hand-off)."""
+    return shape.tokens * model.hidden_size * bytes_per_element(precision.activation)
+
+
+@dataclass
+class StageMemory:
+    weights_bytes: float
+    kv_bytes: float
+    activation_bytes: float
+    reserved_bytes: float
+
+    @property
+    def total_bytes(self) -> float:
+        return self.weights_bytes + self.kv_bytes + self.activation_bytes + self.reserved_bytes
+
+
+def stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, first: bool,
+                 last: bool, batch: int, max_context: int, prefill_tokens: int,
+                 precision: Precision) -> StageMemory:
+    """Per-device memory of a stage holding ``layers`` at TP ``tp``.
+
+    KV cache is sized for ``batch`` sequences at the full context ``max_context``;
+    activation workspace for the largest forward pass (``prefill_tokens`` tokens).
+    """
+    w = 0.0
+    for i in layers:
+        w += sum(op_weight_bytes(o, model, tp, precision) for o in layer_ops(model, model.layer_kind(i)))
+    if first:
+        w += sum(op_weight_bytes(o, model, tp, precision) for o in head_ops(model))
+    if last:
+        for o in tail_ops(model):
+            if o.name == "lm_head" and model.tie_word_embeddings and first:
+                continue  # the embedding table is the LM head on a single stage
+            w += op_weight_bytes(o, model, tp, precision)
+    kv = batch * max_context * kv_bytes_per_token_layer(model, tp, precision) * len(layers)
+    ab = bytes_per_element(precision.activation)
+    widest = max(
+        (o.n / (tp if o.split == "col" or o.kind == "moe_gemm" else 1))
+        for i in {model.layer_kind(j) for j in layers} or {"dense"}
+        for o in layer_ops(model, i) if o.kind in ("gemm", "qkv", "moe_gemm")
+    )
+    # Residual stream, its normalised copy and the widest intermediate, for every token.
+    act = prefill_tokens * (2 * model.hidden_size + widest) * ab
+    if last:
+        act += batch * model.vocab_size / tp * 4  # fp32 logits of the last tokens
+    return StageMemory(w, kv, act, kind.calibration.reserved_bytes)  # type: ignore[union-attr]

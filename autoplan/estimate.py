@@ -1,0 +1,220 @@
+"""``autoplan.estimate``: latency and memory of one given parallel configuration.
+
+Both phases run on the same ``tp * pp`` devices (colocated): TP groups are packed into
+the fast domains of the chosen device kind in device order, and layers are cut into
+``pp`` stages as evenly as possible.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from autoplan.catalog import load_model, load_topology
+from autoplan.cost import Bound, Precision, check_tp, phase_shape
+from autoplan.errors import InputError
+from autoplan.model import ModelSpec
+from autoplan.pipeline import (
+    PhaseCost,
+    StagePlacement,
+    even_cuts,
+    memories_for,
+    pipeline_cost,
+)
+from autoplan.topology import Calibration, Topology
+
+
+class OperatorRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    count: int
+    time_ms: float
+    flops: float
+    bytes: float
+
+
+class PhaseEstimate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    time_ms: float
+    bottleneck: Bound
+    compute_ms: float
+    memory_ms: float
+    communication_ms: float
+    stage_times_ms: list[float]
+    operators: list[OperatorRow] | None = None
+
+
+class StageMemoryRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stage: int
+    layers: tuple[int, int]
+    devices: list[str]
+    weights_gb: float
+    kv_cache_gb: float
+    activations_gb: float
+    reserved_gb: float
+    capacity_gb: float
+    memory_fraction: float
+
+
+class Estimate(BaseModel):
+    """What ``autoplan estimate`` prints with ``--json``."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    topology: str
+    device_kind: str
+    tp: int
+    pp: int
+    devices: int
+    isl: int
+    osl: int
+    batch: int
+    dtype: str
+    kv_dtype: str
+    ttft_ms: float
+    tpot_ms: float
+    e2e_ms: float
+    decode_context: float
+    fits: bool
+    peak_memory_fraction: float
+    max_memory_fraction: float
+    prefill: PhaseEstimate
+    decode: PhaseEstimate
+    memory: list[StageMemoryRow]
+
+
+def place_even_pipeline(model: ModelSpec, topo: Topology, kind: str, tp: int,
+                        pp: int) -> list[StagePlacement]:
+    """``pp`` even stages, each a TP group of ``tp`` devices inside one fast domain."""
+    check_tp(model, tp)
+    if pp < 1:
+        raise InputError(f"pipeline-parallel degree must be >= 1, got {pp}")
+    if pp > model.num_layers:
+        raise InputError(f"PP {pp} exceeds the {model.num_layers} layers of {model.name}")
+    domains = topo.domains_of_kind(kind)
+    largest = max(d.size for d in domains)
+    if tp > largest:
+        raise InputError(
+            f"TP {tp} is larger than the fast domain of {kind} in {topo.name} ({largest} devices)"
+        )
+    total = sum(d.size for d in domains)
+    if tp * pp > total:
+        raise InputError(
+            f"TP {tp} x PP {pp} needs {tp * pp} devices; {topo.name} has {total} of kind {kind}"
+        )
+    groups = [d.devices[i:i + tp] for d in domains for i in range(0, d.size - tp + 1, tp)]
+    if len(groups) < pp:
+        raise InputError(
+            f"only {len(groups)} TP groups of {tp} fit in the fast domains of {topo.name}; PP {pp} "
+            "needs more"
+        )
+    return [StagePlacement(a, b, kind, tuple(groups[s]))
+            for s, (a, b) in enumerate(even_cuts(model.num_layers, pp))]
+
+
+def _phase(cost: PhaseCost, breakdown: bool) -> PhaseEstimate:
+    ops = None
+    if breakdown:
+        agg: dict[str, dict[str, float]] = {}
+        for st in cost.stages:
+            for name, d in st.ops.items():
+                a = agg.setdefault(name, {"time_s": 0.0, "flops": 0.0, "bytes": 0.0, "count": 0})
+                for k in a:
+                    a[k] += d[k]
+        ops = [OperatorRow(name=k, count=int(v["count"]), time_ms=v["time_s"] * 1e3,
+                           flops=v["flops"], bytes=v["bytes"])
+               for k, v in sorted(agg.items(), key=lambda kv: -kv[1]["time_s"])]
+    return PhaseEstimate(
+        time_ms=cost.time_s * 1e3,
+        bottleneck=cost.bottleneck,
+        compute_ms=cost.compute_s * 1e3,
+        memory_ms=cost.memory_s * 1e3,
+        communication_ms=cost.comm_s * 1e3,
+        stage_times_ms=[s.time_s * 1e3 for s in cost.stages],
+        operators=ops,
+    )
+
+
+def check_workload(isl: int, osl: int, batch: int, max_memory_fraction: float) -> None:
+    if isl < 1:
+        raise InputError(f"--isl must be >= 1, got {isl}")
+    if osl < 1:
+        raise InputError(f"--osl must be >= 1, got {osl}")
+    if batch < 1:
+        raise InputError(f"--batch must be >= 1, got {batch}")
+    if not 0 < max_memory_fraction <= 1:
+        raise InputError(f"max memory fraction must be in (0, 1], got {max_memory_fraction}")
+
+
+def resolve_kind(topo: Topology, device_kind: str | None) -> str:
+    if device_kind is None:
+        if len(topo.kind_names) > 1:
+            raise InputError(
+                f"topology {topo.name} has several device kinds ({', '.join(topo.kind_names)}); "
+                "choose one with --device-kind"
+            )
+        return topo.kind_names[0]
+    if device_kind not in topo.kind_names:
+        raise InputError(
+            f"device kind {device_kind!r} is not in {topo.name} ({', '.join(topo.kind_names)})"
+        )
+    return device_kind
+
+
+def estimate(
+    model: str | ModelSpec,
+    topology: str | Topology,
+    tp: int = 1,
+    pp: int = 1,
+    *,
+    device_kind: str | None = None,
+    isl: int = 2048,
+    osl: int = 128,
+    batch: int = 1,
+    dtype: str = "bf16",
+    kv_dtype: str | None = None,
+    decode_context: float | None = None,
+    max_memory_fraction: float = 0.9,
+    breakdown: bool = False,
+    profile: dict[str, Calibration] | None = None,
+) -> Estimate:
+    """Predict TTFT, TPOT, end-to-end latency and memory of one configuration.
+
+    ``model`` is a shipped HF id, a ``config.json`` path or a :class:`ModelSpec`;
+    ``topology`` a shipped name, a YAML path or a :class:`Topology`. ``dtype`` is the
+    weight and GEMM format (activations stay 16-bit), ``kv_dtype`` the KV-cache format
+    (default: ``dtype`` for 16- and 8-bit floats, else bf16). ``decode_context``
+    overrides the mean decode context (default ``isl + osl / 2``).
+    """
+    m = model if isinstance(model, ModelSpec) else load_model(model)
+    topo = topology if isinstance(topology, Topology) else load_topology(topology, profile)
+    check_workload(isl, osl, batch, max_memory_fraction)
+    kv = kv_dtype or (dtype if dtype in ("bf16", "fp16", "fp8") else "bf16")
+    precision = Precision(weight=dtype, activation="bf16", kv=kv)
+    kind = resolve_kind(topo, device_kind)
+    stages = place_even_pipeline(m, topo, kind, tp, pp)
+    mems = memories_for(m, topo, stages, batch, isl + osl, batch * isl, precision)
+    pre_shape = phase_shape("prefill", batch, isl, osl)
+    dec_shape = phase_shape("decode", batch, isl, osl, decode_context)
+    pre = pipeline_cost(m, topo, stages, "prefill", pre_shape, precision, mems, breakdown)
+    dec = pipeline_cost(m, topo, stages, "decode", dec_shape, precision, mems, breakdown)
+    rows = []
+    for s, (st, sc) in enumerate(zip(stages, pre.stages)):
+        mem = sc.memory
+        rows.append(StageMemoryRow(
+            stage=s, layers=(st.first, st.end), devices=list(st.devices),
+            weights_gb=mem.weights_bytes / 1e9, kv_cache_gb=mem.kv_bytes / 1e9,
+            activations_gb=mem.activation_bytes / 1e9, reserved_gb=mem.reserved_bytes / 1e9,
+            capacity_gb=sc.capacity_bytes / 1e9, memory_fraction=sc.memory_fraction))
+    peak = max(r.memory_fraction for r in rows)
+    ttft = pre.time_s * 1e3
+    tpot = dec.time_s * 1e3
+    return Estimate(
+        model=m.name, topology=topo.name, device_kind=kind, tp=tp, pp=pp, devices=tp * pp,
+        isl=isl, osl=osl, batch=batch, dtype=dtype, kv_dtype=kv,
+        ttft_ms=ttft, tpot_ms=tpot, e2e_ms=ttft + (osl - 1) * tpot,
+        decode_context=dec_shape.context_before,
+        fits=peak <= max_memory_fraction, peak_memory_fraction=peak,
+        max_memory_fraction=max_memory_fraction,
+        prefill=_phase(pre, breakdown), decode=_phase(dec, breakdown), memory=rows,
+    )

@@ -1,0 +1,354 @@
+"""Model input: a Hugging Face ``config.json`` read into a :class:`ModelSpec`.
+
+HF configs carry dozens of training and tokenizer keys, so keys this module does not
+use are ignored (unlike autoplan's own formats, which refuse unknown fields). Each
+family's architecture keys are read by name, and a missing required key is an
+:class:`~autoplan.errors.InputError` naming it.
+
+Families: Llama / Mistral / Qwen2 / Qwen3 (GQA, optional explicit ``head_dim``),
+Mixtral and Qwen3-MoE (routed experts, top-k), DeepSeek-V2/V3 (MLA, shared experts,
+first dense layers), Falcon (multi-query or grouped KV, parallel attention, plain
+GELU MLP), BLOOM and OPT (MHA, plain MLP, biases, LayerNorm).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from autoplan.errors import InputError, first_error
+
+
+class MLASpec(BaseModel):
+    """DeepSeek multi-head latent attention dimensions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    q_lora_rank: int | None  # None: queries projected directly from the hidden state
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+
+class MoESpec(BaseModel):
+    """Routed mixture of experts in the MLP of some layers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_experts: int
+    top_k: int
+    expert_intermediate_size: int
+    num_shared_experts: int = 0
+    shared_intermediate_size: int = 0
+    # Layer indices that use the MoE MLP; the others use the dense MLP.
+    moe_layers: tuple[int, ...]
+
+
+class ModelSpec(BaseModel):
+    """The shape of a decoder-only transformer, as the cost model needs it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    family: str
+    hidden_size: int
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int  # dense MLP width (dense layers of MoE models included)
+    vocab_size: int
+    tie_word_embeddings: bool
+    gated_mlp: bool  # SwiGLU-style gate+up+down (3 matrices) vs up+down (2)
+    parallel_attention: bool = False  # attention and MLP read the same input: one all-reduce
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    linear_bias: bool = False  # biases on every projection (BLOOM, OPT)
+    qkv_bias: bool = False  # biases on Q, K, V only (Qwen2)
+    qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3)
+    learned_positions: int = 0  # rows of a learned position table (OPT)
+    embedding_norm: bool = False  # LayerNorm right after the embedding (BLOOM)
+    norms_per_layer: int = 2
+    mla: MLASpec | None = None
+    moe: MoESpec | None = None
+    source: str = ""
+    published_parameters: float | None = None
+
+    @property
+    def is_moe_layer(self) -> tuple[bool, ...]:
+        moe = set(self.moe.moe_layers) if self.moe else set()
+        return tuple(i in moe for i in range(self.num_layers))
+
+    def layer_kind(self, index: int) -> str:
+        """``"moe"`` or ``"dense"``: layers of one kind are identical."""
+        return "moe" if self.moe and index in set(self.moe.moe_layers) else "dense"
+
+
+def _req(cfg: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` present in ``cfg``; an error naming them if none is."""
+    for k in keys:
+        if k in cfg and cfg[k] is not None:
+            return cfg[k]
+    raise InputError(f"model config is missing required key {' / '.join(repr(k) for k in keys)}")
+
+
+def _opt(cfg: dict[str, Any], key: str, default: Any) -> Any:
+    v = cfg.get(key)
+    return default if v is None else v
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InputError(f"model config key {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _family(cfg: dict[str, Any]) -> str:
+    mt = cfg.get("model_type")
+    if not isinstance(mt, str) or not mt:
+        archs = cfg.get("architectures")
+        if isinstance(archs, list) and archs and isinstance(archs[0], str):
+            mt = archs[0].lower().replace("forcausallm", "")
+        else:
+            raise InputError("model config is missing required key 'model_type'")
+    return mt.lower()
+
+
+_LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe"}
+_DEEPSEEK = {"deepseek_v3", "deepseek_v2"}
+_FALCON = {"falcon", "refinedweb", "refinedwebmodel", "rw"}
+_SUPPORTED = sorted(_LLAMA_LIKE | _DEEPSEEK | _FALCON | {"bloom", "opt"})
+
+
+def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
+    """Read a parsed HF ``config.json`` into a :class:`ModelSpec`.
+
+    >>> m = model_from_config({"model_type": "llama", "hidden_size": 64,
+    ...     "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    ...     "vocab_size": 100})
+    >>> (m.num_kv_heads, m.head_dim, m.gated_mlp)
+    (4, 16, True)
+    """
+    if not isinstance(cfg, dict):
+        raise InputError("model config must be a JSON object")
+    meta = cfg.get("_autoplan") if isinstance(cfg.get("_autoplan"), dict) else {}
+    family = _family(cfg)
+    if family in _LLAMA_LIKE:
+        fields = _llama_like(cfg, family)
+    elif family in _DEEPSEEK:
+        fields = _deepseek(cfg)
+    elif family in _FALCON:
+        fields = _falcon(cfg)
+    elif family == "bloom":
+        fields = _bloom(cfg)
+    elif family == "opt":
+        fields = _opt_family(cfg)
+    else:
+        raise InputError(
+            f"unsupported model_type {family!r}; supported: {', '.join(_SUPPORTED)}"
+        )
+    for key in ("hidden_size", "num_layers", "num_attention_heads", "num_kv_heads",
+                "head_dim", "intermediate_size", "vocab_size"):
+        _positive_int(fields[key], key)
+    if fields["num_attention_heads"] % fields["num_kv_heads"]:
+        raise InputError(
+            f"num_attention_heads ({fields['num_attention_heads']}) is not a multiple of "
+            f"the number of KV heads ({fields['num_kv_heads']})"
+        )
+    published = meta.get("published_parameters")
+    try:
+        return ModelSpec(
+            name=name or str(cfg.get("_name_or_path") or family),
+            family=family,
+            source=str(meta.get("source", "")),
+            published_parameters=float(published) if published is not None else None,
+            **fields,
+        )
+    except (ValidationError, TypeError, ValueError) as e:
+        raise InputError(f"model config has an invalid value: {first_error(e)}") from None
+
+
+
+def _moe_layers(n_layers: int, first_dense: int, freq: int, dense_list: list[int]) -> tuple:
+    freq = max(1, int(freq))
+    return tuple(
+        i for i in range(n_layers)
+        if i >= first_dense and (i - first_dense) % freq == 0 and i not in set(dense_list)
+    )
+
+
+def _llama_like(cfg: dict[str, Any], family: str) -> dict[str, Any]:
+    h = _positive_int(_req(cfg, "hidden_size"), "hidden_size")
+    heads = _positive_int(_req(cfg, "num_attention_heads"), "num_attention_heads")
+    layers = _positive_int(_req(cfg, "num_hidden_layers"), "num_hidden_layers")
+    kv = _opt(cfg, "num_key_value_heads", heads)
+    head_dim = _opt(cfg, "head_dim", None) or (h // heads)
+    moe = None
+    inter_key = "intermediate_size"
+    if family == "mixtral":
+        n_exp = _positive_int(_req(cfg, "num_local_experts"), "num_local_experts")
+        moe = MoESpec(
+            num_experts=n_exp,
+            top_k=_positive_int(_req(cfg, "num_experts_per_tok"), "num_experts_per_tok"),
+            expert_intermediate_size=_positive_int(_req(cfg, "intermediate_size"),
+                                                   "intermediate_size"),
+            moe_layers=tuple(range(layers)),
+        )
+    elif family in ("qwen2_moe", "qwen3_moe"):
+        n_exp = _positive_int(_req(cfg, "num_experts"), "num_experts")
+        shared = int(_opt(cfg, "shared_expert_intermediate_size", 0))
+        moe = MoESpec(
+            num_experts=n_exp,
+            top_k=_positive_int(_req(cfg, "num_experts_per_tok"), "num_experts_per_tok"),
+            expert_intermediate_size=_positive_int(_req(cfg, "moe_intermediate_size"),
+                                                   "moe_intermediate_size"),
+            num_shared_experts=1 if shared else 0,
+            shared_intermediate_size=shared,
+            moe_layers=_moe_layers(layers, 0, _opt(cfg, "decoder_sparse_step", 1),
+                                   list(_opt(cfg, "mlp_only_layers", []))),
+        )
+    inter = _req(cfg, inter_key)
+    return dict(
+        hidden_size=h,
+        num_layers=layers,
+        num_attention_heads=heads,
+        num_kv_heads=kv,
+        head_dim=head_dim,
+        intermediate_size=inter,
+        vocab_size=_req(cfg, "vocab_size"),
+        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", False)),
+        gated_mlp=True,
+        qkv_bias=family in ("qwen2", "qwen2_moe") or bool(_opt(cfg, "attention_bias", False)),
+        qk_norm=family in ("qwen3", "qwen3_moe"),
+        moe=moe,
+    )
+
+
+def _deepseek(cfg: dict[str, Any]) -> dict[str, Any]:
+    h = _positive_int(_req(cfg, "hidden_size"), "hidden_size")
+    heads = _positive_int(_req(cfg, "num_attention_heads"), "num_attention_heads")
+    layers = _positive_int(_req(cfg, "num_hidden_layers"), "num_hidden_layers")
+    mla = MLASpec(
+        q_lora_rank=cfg.get("q_lora_rank"),
+        kv_lora_rank=_positive_int(_req(cfg, "kv_lora_rank"), "kv_lora_rank"),
+        qk_nope_head_dim=_positive_int(_req(cfg, "qk_nope_head_dim"), "qk_nope_head_dim"),
+        qk_rope_head_dim=_positive_int(_req(cfg, "qk_rope_head_dim"), "qk_rope_head_dim"),
+        v_head_dim=_positive_int(_req(cfg, "v_head_dim"), "v_head_dim"),
+    )
+    n_routed = cfg.get("n_routed_experts")
+    moe = None
+    if n_routed:
+        moe_inter = _positive_int(_req(cfg, "moe_intermediate_size"), "moe_intermediate_size")
+        n_shared = int(_opt(cfg, "n_shared_experts", 0))
+        moe = MoESpec(
+            num_experts=_positive_int(n_routed, "n_routed_experts"),
+            top_k=_positive_int(_req(cfg, "num_experts_per_tok"), "num_experts_per_tok"),
+            expert_intermediate_size=moe_inter,
+            num_shared_experts=n_shared,
+            shared_intermediate_size=moe_inter * n_shared,
+            moe_layers=_moe_layers(layers, int(_opt(cfg, "first_k_dense_replace", 0)),
+                                   _opt(cfg, "moe_layer_freq", 1), []),
+        )
+    return dict(
+        hidden_size=h,
+        num_layers=layers,
+        num_attention_heads=heads,
+        # MLA caches one latent vector per token shared by all heads.
+        num_kv_heads=1,
+        head_dim=mla.qk_nope_head_dim + mla.qk_rope_head_dim,
+        intermediate_size=_req(cfg, "intermediate_size"),
+        vocab_size=_req(cfg, "vocab_size"),
+        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", False)),
+        gated_mlp=True,
+        mla=mla,
+        moe=moe,
+    )
+
+
+def _falcon(cfg: dict[str, Any]) -> dict[str, Any]:
+    h = _positive_int(_req(cfg, "hidden_size", "n_embed"), "hidden_size")
+    heads = _positive_int(_req(cfg, "num_attention_heads", "n_head"), "num_attention_heads")
+    layers = _positive_int(_req(cfg, "num_hidden_layers", "n_layer"), "num_hidden_layers")
+    new_arch = bool(_opt(cfg, "new_decoder_architecture", False))
+    if new_arch:
+        kv = _req(cfg, "num_kv_heads", "n_head_kv")
+    elif _opt(cfg, "multi_query", True):
+        kv = 1
+    else:
+        kv = heads
+    return dict(
+        hidden_size=h,
+        num_layers=layers,
+        num_attention_heads=heads,
+        num_kv_heads=kv,
+        head_dim=h // heads,
+        intermediate_size=_opt(cfg, "ffn_hidden_size", 4 * h),
+        vocab_size=_req(cfg, "vocab_size"),
+        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", True)),
+        gated_mlp=False,
+        parallel_attention=bool(_opt(cfg, "parallel_attn", True)),
+        norm="layernorm",
+        linear_bias=bool(_opt(cfg, "bias", False)),
+        # The new decoder architecture has a LayerNorm before attention and one before the
+        # MLP; the original one a single LayerNorm feeding both.
+        norms_per_layer=2 if new_arch else 1,
+    )
+
+
+def _bloom(cfg: dict[str, Any]) -> dict[str, Any]:
+    h = _positive_int(_req(cfg, "hidden_size", "n_embed"), "hidden_size")
+    heads = _positive_int(_req(cfg, "n_head", "num_attention_heads"), "n_head")
+    return dict(
+        hidden_size=h,
+        num_layers=_req(cfg, "n_layer", "num_hidden_layers"),
+        num_attention_heads=heads,
+        num_kv_heads=heads,
+        head_dim=h // heads,
+        intermediate_size=4 * h,
+        vocab_size=_req(cfg, "vocab_size"),
+        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", True)),
+        gated_mlp=False,
+        norm="layernorm",
+        linear_bias=True,
+        embedding_norm=True,
+    )
+
+
+def _opt_family(cfg: dict[str, Any]) -> dict[str, Any]:
+    h = _positive_int(_req(cfg, "hidden_size"), "hidden_size")
+    heads = _positive_int(_req(cfg, "num_attention_heads"), "num_attention_heads")
+    return dict(
+        hidden_size=h,
+        num_layers=_req(cfg, "num_hidden_layers"),
+        num_attention_heads=heads,
+        num_kv_heads=heads,
+        head_dim=h // heads,
+        intermediate_size=_req(cfg, "ffn_dim"),
+        vocab_size=_req(cfg, "vocab_size"),
+        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", True)),
+        gated_mlp=False,
+        norm="layernorm",
+        linear_bias=bool(_opt(cfg, "enable_bias", True)),
+        # OPT offsets positions by 2 in its learned table.
+        learned_positions=int(_req(cfg, "max_position_embeddings")) + 2,
+    )
+
+
+def load_model_file(path: str | Path, name: str = "") -> ModelSpec:
+    """Read a ``config.json`` file; errors name the file and the problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read model config {str(p)!r}: {e.__class__.__name__}") from None
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"model config {str(p)!r} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    try:
+        return model_from_config(cfg, name=name or p.stem)
+    except InputError as e:
+        raise InputError(f"{p.name}: {e}") from None

@@ -1,0 +1,165 @@
+"""Cost of a concrete pipeline: stages with layer ranges, TP groups and devices.
+
+Shared by ``estimate`` (even stages on a given TP/PP), the planner's tables and the
+validator, so every figure autoplan prints comes from this one place.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from autoplan.cost import (
+    Bound,
+    Phase,
+    Precision,
+    Shape,
+    StageMemory,
+    activation_message_bytes,
+    allreduces_per_layer,
+    part_cost,
+    residency,
+    stage_memory,
+)
+from autoplan.model import ModelSpec
+from autoplan.model_graph import head_ops, layer_ops, tail_ops
+from autoplan.topology import Topology
+
+
+@dataclass(frozen=True)
+class StagePlacement:
+    """Layers ``[first, end)`` on a TP group of ``len(devices)`` devices of ``kind``."""
+
+    first: int
+    end: int
+    kind: str
+    devices: tuple[str, ...]
+
+    @property
+    def tp(self) -> int:
+        return len(self.devices)
+
+
+@dataclass
+class StageCost:
+    time_s: float
+    compute_s: float  # roofline time of compute-bound operators (with their overheads)
+    memory_s: float  # roofline time of memory-bound operators (with their overheads)
+    comm_s: float  # tensor-parallel all-reduces
+    memory: StageMemory
+    capacity_bytes: float
+    ops: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def bottleneck(self) -> Bound:
+        return _argmax(self.compute_s, self.memory_s, self.comm_s)
+
+    @property
+    def memory_fraction(self) -> float:
+        return self.memory.total_bytes / self.capacity_bytes
+
+
+@dataclass
+class PhaseCost:
+    time_s: float
+    stages: list[StageCost]
+    hops_s: list[float]
+
+    @property
+    def compute_s(self) -> float:
+        return sum(s.compute_s for s in self.stages)
+
+    @property
+    def memory_s(self) -> float:
+        return sum(s.memory_s for s in self.stages)
+
+    @property
+    def comm_s(self) -> float:
+        return sum(s.comm_s for s in self.stages) + sum(self.hops_s)
+
+    @property
+    def bottleneck(self) -> Bound:
+        return _argmax(self.compute_s, self.memory_s, self.comm_s)
+
+    @property
+    def slowest_stage_s(self) -> float:
+        return max(s.time_s for s in self.stages)
+
+
+def _argmax(compute: float, memory: float, comm: float) -> Bound:
+    # Ties resolve in this fixed order so the label is deterministic.
+    best: Bound = "compute"
+    if memory > compute:
+        best = "memory"
+    if comm > max(compute, memory):
+        best = "communication"
+    return best
+
+
+def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shape,
+               precision: Precision, mem: StageMemory, breakdown: bool = False) -> StageCost:
+    """Time of one forward pass of ``shape`` through one stage."""
+    kind = topo.kinds[st.kind]
+    res = residency(kind, mem.weights_bytes, mem.kv_bytes)
+    ar = topo.allreduce_time_s(st.devices, activation_message_bytes(model, shape, precision))
+    parts = []
+    counts = Counter(model.layer_kind(i) for i in range(st.first, st.end))
+    for lk in sorted(counts):
+        c = part_cost(layer_ops(model, lk), model, kind, st.tp, shape, precision, res,
+                      ar, allreduces_per_layer(model) if st.tp > 1 else 0)
+        parts.append((counts[lk], c))
+    if st.first == 0:
+        parts.append((1, part_cost(head_ops(model), model, kind, st.tp, shape, precision, res,
+                                   ar, 1 if st.tp > 1 else 0)))
+    if st.end == model.num_layers:
+        parts.append((1, part_cost(tail_ops(model), model, kind, st.tp, shape, precision, res)))
+    compute = memory = comm = 0.0
+    ops: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for n, c in parts:
+        comm += n * c.comm_s
+        for o in c.ops:
+            if o.bound == "compute":
+                compute += n * o.time_s
+            else:
+                memory += n * o.time_s
+            if breakdown:
+                d = ops[o.name]
+                d["time_s"] += n * o.time_s
+                d["flops"] += n * o.flops
+                d["bytes"] += n * o.bytes
+                d["count"] += n
+    cap = kind.capacity_bytes
+    return StageCost(compute + memory + comm, compute, memory, comm, mem, cap,
+                     {k: dict(v) for k, v in ops.items()})
+
+
+def pipeline_cost(model: ModelSpec, topo: Topology, stages: list[StagePlacement], phase: Phase,
+                  shape: Shape, precision: Precision, memories: list[StageMemory],
+                  breakdown: bool = False) -> PhaseCost:
+    """One forward pass through every stage in order, with the hand-offs between them."""
+    costs = [stage_cost(model, topo, st, shape, precision, m, breakdown)
+             for st, m in zip(stages, memories)]
+    msg = activation_message_bytes(model, shape, precision)
+    hops = [topo.p2p_time_s(a.devices[0], b.devices[0], msg) for a, b in zip(stages, stages[1:])]
+    return PhaseCost(sum(c.time_s for c in costs) + sum(hops), costs, hops)
+
+
+def memories_for(model: ModelSpec, topo: Topology, stages: list[StagePlacement], batch: int,
+                 max_context: int, prefill_tokens: int, precision: Precision) -> list[StageMemory]:
+    return [
+        stage_memory(model, topo.kinds[st.kind], st.tp, range(st.first, st.end),
+                     st.first == 0, st.end == model.num_layers, batch, max_context,
+                     prefill_tokens, precision)
+        for st in stages
+    ]
+
+
+def even_cuts(num_layers: int, pp: int) -> list[tuple[int, int]]:
+    """``pp`` contiguous ranges as even as possible; earlier stages take the remainder."""
+    base, extra = divmod(num_layers, pp)
+    out, start = [], 0
+    for s in range(pp):
+        n = base + (1 if s < extra else 0)
+        out.append((start, start + n))
+        start += n
+    return out

@@ -1,0 +1,409 @@
+"""Topology input: device kinds, devices, fabrics and networks, as a networkx Graph.
+
+A topology YAML names device kinds (or uses the built-in ones from
+``hardware/device_kinds.yaml``), groups of identical nodes, each node with its devices
+and an intra-node fabric (NVSwitch, NVLink mesh, PCIe, chip-to-chip), and networks that
+join nodes (InfiniBand, Ethernet, chip-to-chip). Links marked ``tensor_parallel: true``
+are fast enough for tensor parallelism; the connected components over them are the
+*fast domains*.
+
+The graph has one vertex per device (``type="device"``) and one per fabric or network
+switch (``type="switch"``); every edge carries ``bandwidth_bytes_per_s`` (per device, per
+direction), ``latency_s``, ``kind`` and ``tensor_parallel``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autoplan.dtypes import COMPUTE_FALLBACK, DType
+from autoplan.errors import InputError, first_error
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class MemoryTier(BaseModel):
+    """One level of device memory (HBM, GDDR, on-chip SRAM)."""
+
+    model_config = _STRICT
+    name: str
+    capacity_bytes: float = Field(gt=0)
+    bandwidth_bytes_per_s: float = Field(gt=0)
+
+
+class Calibration(BaseModel):
+    """Named, fitted parameters that turn a raw roofline into measured times.
+
+    Defaults per device kind live in ``hardware/calibration.yaml`` with the data they
+    were fitted to; a topology or a profile may override them.
+    """
+
+    model_config = _STRICT
+    # Fraction of peak FLOP/s a large GEMM achieves.
+    compute_efficiency: float = Field(gt=0, le=1)
+    # GEMM rows (tokens) at which achieved FLOP/s falls to half of the above:
+    # eff(m) = compute_efficiency * m / (m + compute_half_tokens).
+    compute_half_tokens: float = Field(ge=0)
+    # Fraction of peak memory bandwidth a streaming kernel achieves.
+    memory_efficiency: float = Field(gt=0, le=1)
+    # Fixed time per kernel launch (launch, tail effects, synchronisation).
+    kernel_overhead_s: float = Field(ge=0)
+    # Fixed time of one collective on top of link latency and bandwidth terms.
+    collective_launch_s: float = Field(ge=0)
+    # Memory held by the runtime and not available to weights or KV cache.
+    reserved_bytes: float = Field(ge=0)
+    source: str = ""
+
+
+class DeviceKind(BaseModel):
+    """A kind of accelerator: peak compute per format and memory tiers."""
+
+    model_config = _STRICT
+    description: str = ""
+    source: str = ""
+    peak_flops_per_s: dict[DType, float]
+    memory_tiers: list[MemoryTier] = Field(min_length=1)
+    calibration: Calibration | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DeviceKind:
+        if not self.peak_flops_per_s:
+            raise ValueError("peak_flops_per_s must list at least one format")
+        for k, v in self.peak_flops_per_s.items():
+            if not v > 0:
+                raise ValueError(f"peak_flops_per_s.{k} must be positive")
+        return self
+
+    @property
+    def capacity_bytes(self) -> float:
+        return sum(t.capacity_bytes for t in self.memory_tiers)
+
+    def tiers_fastest_first(self) -> list[MemoryTier]:
+        return sorted(self.memory_tiers, key=lambda t: -t.bandwidth_bytes_per_s)
+
+    def peak_flops(self, dtype: str) -> tuple[float, str]:
+        """Peak FLOP/s for GEMMs in ``dtype`` and the format they actually run in."""
+        for d in COMPUTE_FALLBACK.get(dtype, (dtype,)):
+            if d in self.peak_flops_per_s:
+                return self.peak_flops_per_s[d], d
+        best = max(self.peak_flops_per_s, key=self.peak_flops_per_s.get)
+        return self.peak_flops_per_s[best], best
+
+
+class LinkSpec(BaseModel):
+    """A fabric or network: bandwidth per device and direction, one-hop latency."""
+
+    model_config = _STRICT
+    kind: str
+    bandwidth_bytes_per_s: float = Field(gt=0)
+    latency_s: float = Field(ge=0)
+    tensor_parallel: bool = False
+    source: str = ""
+
+
+class NodeDevices(BaseModel):
+    model_config = _STRICT
+    kind: str
+    count: int = Field(ge=1)
+
+
+class NodeGroup(BaseModel):
+    """``count`` identical nodes named ``{name}{i}``, each with devices and a fabric."""
+
+    model_config = _STRICT
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    count: int = Field(default=1, ge=1)
+    devices: NodeDevices
+    fabric: LinkSpec | None = None
+
+
+class Network(LinkSpec):
+    """A switch joining every device of the listed node groups (all groups if empty)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    node_groups: list[str] = Field(default_factory=list)
+
+
+class TopologySpec(BaseModel):
+    """A topology file, validated; unknown fields are refused."""
+
+    model_config = _STRICT
+    name: str
+    description: str = ""
+    sources: list[str] = Field(default_factory=list)
+    device_kinds: dict[str, DeviceKind] = Field(default_factory=dict)
+    nodes: list[NodeGroup] = Field(min_length=1)
+    networks: list[Network] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> TopologySpec:
+        names = [g.name for g in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("node group names must be unique")
+        for net in self.networks:
+            for g in net.node_groups:
+                if g not in names:
+                    raise ValueError(f"network {net.name!r} names unknown node group {g!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class FastDomain:
+    """Devices of one kind joined by tensor-parallel links, in canonical order."""
+
+    index: int
+    kind: str
+    devices: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.devices)
+
+
+@dataclass
+class Topology:
+    """A validated topology with its graph and derived queries."""
+
+    spec: TopologySpec
+    kinds: dict[str, DeviceKind]
+    graph: nx.Graph
+    _pair_cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def devices(self) -> tuple[str, ...]:
+        return tuple(n for n, d in self.graph.nodes(data=True) if d["type"] == "device")
+
+    def device_kind_of(self, device: str) -> str:
+        return self.graph.nodes[device]["kind"]
+
+    def devices_of_kind(self, kind: str) -> tuple[str, ...]:
+        return tuple(d for d in self.devices if self.device_kind_of(d) == kind)
+
+    @cached_property
+    def kind_names(self) -> tuple[str, ...]:
+        seen: list[str] = []
+        for d in self.devices:
+            k = self.device_kind_of(d)
+            if k not in seen:
+                seen.append(k)
+        return tuple(seen)
+
+    @cached_property
+    def fast_domains(self) -> tuple[FastDomain, ...]:
+        """Components over tensor-parallel links, split by device kind, in device order."""
+        fast = nx.Graph()
+        fast.add_nodes_from(self.graph.nodes)
+        fast.add_edges_from((u, v) for u, v, d in self.graph.edges(data=True)
+                            if d["tensor_parallel"])
+        order = {d: i for i, d in enumerate(self.devices)}
+        groups: list[tuple[str, tuple[str, ...]]] = []
+        for comp in nx.connected_components(fast):
+            devs = sorted((n for n in comp if n in order), key=order.__getitem__)
+            by_kind: dict[str, list[str]] = {}
+            for d in devs:
+                by_kind.setdefault(self.device_kind_of(d), []).append(d)
+            groups += [(k, tuple(v)) for k, v in by_kind.items()]
+        groups.sort(key=lambda g: order[g[1][0]])
+        return tuple(FastDomain(i, k, devs) for i, (k, devs) in enumerate(groups))
+
+    def domains_of_kind(self, kind: str) -> tuple[FastDomain, ...]:
+        return tuple(d for d in self.fast_domains if d.kind == kind)
+
+    def max_fast_domain(self, kind: str) -> int:
+        return max((d.size for d in self.domains_of_kind(kind)), default=0)
+
+    @cached_property
+    def _widest_tree(self) -> nx.Graph:
+        # On a maximum spanning tree the path between two vertices is a widest path.
+        return nx.maximum_spanning_tree(self.graph, weight="bandwidth_bytes_per_s")
+
+    def path(self, a: str, b: str) -> tuple[float, float]:
+        """(bottleneck bandwidth, latency) of the widest path between two devices."""
+        if a == b:
+            return float("inf"), 0.0
+        key = (a, b) if a < b else (b, a)
+        hit = self._pair_cache.get(key)
+        if hit is not None:
+            return hit
+        try:
+            nodes = nx.shortest_path(self._widest_tree, a, b)
+        except nx.NetworkXNoPath:
+            raise InputError(f"topology {self.name!r}: no path between {a} and {b}") from None
+        bw, lat = float("inf"), 0.0
+        for u, v in zip(nodes, nodes[1:]):
+            e = self.graph.edges[u, v]
+            bw = min(bw, e["bandwidth_bytes_per_s"])
+            lat += e["latency_s"]
+        self._pair_cache[key] = (bw, lat)
+        return bw, lat
+
+    def group_link(self, group: tuple[str, ...] | list[str]) -> tuple[float, float]:
+        """(bottleneck bandwidth, worst latency) around a ring over ``group``."""
+        if len(group) < 2:
+            return float("inf"), 0.0
+        ring = list(group) + [group[0]]
+        bws, lats = zip(*(self.path(a, b) for a, b in zip(ring, ring[1:])))
+        return min(bws), max(lats)
+
+    def bottleneck_between(self, src: list[str], dst: list[str]) -> tuple[float, float]:
+        """(aggregate bandwidth, latency) from one pool to another.
+
+        Devices move data in parallel: the aggregate is the max flow from the source pool
+        to the destination pool over the graph (edge capacity = per-direction bandwidth).
+        """
+        if set(src) & set(dst):
+            return float("inf"), 0.0
+        flow_graph = nx.DiGraph()
+        for u, v, d in self.graph.edges(data=True):
+            flow_graph.add_edge(u, v, capacity=d["bandwidth_bytes_per_s"])
+            flow_graph.add_edge(v, u, capacity=d["bandwidth_bytes_per_s"])
+        for s in src:
+            flow_graph.add_edge("__src__", s, capacity=float("inf"))
+        for t in dst:
+            flow_graph.add_edge(t, "__dst__", capacity=float("inf"))
+        value = nx.maximum_flow_value(flow_graph, "__src__", "__dst__")
+        latency = max(self.path(src[0], t)[1] for t in dst[:1]) if dst else 0.0
+        return value, latency
+
+    def allreduce_time_s(self, group: tuple[str, ...] | list[str], message_bytes: float) -> float:
+        """All-reduce of ``message_bytes`` over ``group``.
+
+        ``2(t-1)/t * M / B + 2 ceil(log2 t) * latency + launch``: the ring's bandwidth
+        term with ``B`` the ring's bottleneck bandwidth, and the latency of a tree
+        (NCCL, and scheduled fabrics, use trees or in-switch reduction for the small
+        messages of inference, so latency grows with log t, not with t), plus the device
+        kind's fixed collective cost ``collective_launch_s`` (``hardware/calibration.yaml``).
+        """
+        t = len(group)
+        if t < 2:
+            return 0.0
+        bw, lat = self.group_link(group)
+        launch = self.calibration(self.device_kind_of(group[0])).collective_launch_s
+        steps = math.ceil(math.log2(t))
+        return 2 * (t - 1) / t * message_bytes / bw + 2 * steps * lat + launch
+
+    def p2p_time_s(self, a: str, b: str, message_bytes: float) -> float:
+        """Send ``message_bytes`` from device ``a`` to device ``b``."""
+        if a == b:
+            return 0.0
+        bw, lat = self.path(a, b)
+        launch = self.calibration(self.device_kind_of(a)).collective_launch_s
+        return message_bytes / bw + lat + launch
+
+    def calibration(self, kind: str) -> Calibration:
+        cal = self.kinds[kind].calibration
+        assert cal is not None  # filled by build_topology
+        return cal
+
+
+def build_topology(spec: TopologySpec, builtin_kinds: dict[str, DeviceKind] | None = None,
+                   calibrations: dict[str, Calibration] | None = None) -> Topology:
+    """Expand node groups into a graph and resolve device kinds and their calibration."""
+    builtin_kinds = builtin_kinds or {}
+    calibrations = calibrations or {}
+    kinds: dict[str, DeviceKind] = {}
+    for group in spec.nodes:
+        name = group.devices.kind
+        if name in kinds:
+            continue
+        kind = spec.device_kinds.get(name) or builtin_kinds.get(name)
+        if kind is None:
+            raise InputError(
+                f"topology {spec.name!r}: unknown device kind {name!r} (define it under "
+                f"device_kinds or use one of: {', '.join(sorted(builtin_kinds))})"
+            )
+        if kind.calibration is None:
+            cal = calibrations.get(name) or _generic_calibration(kind, calibrations)
+            kind = kind.model_copy(update={"calibration": cal})
+        kinds[name] = kind
+
+    g = nx.Graph(name=spec.name)
+    members: dict[str, list[str]] = {}
+    for group in spec.nodes:
+        members[group.name] = []
+        if group.devices.count > 1 and group.fabric is None:
+            raise InputError(
+                f"topology {spec.name!r}: node group {group.name!r} has "
+                f"{group.devices.count} devices but no fabric joining them"
+            )
+        for i in range(group.count):
+            node = f"{group.name}{i}"
+            switch = f"{node}.fabric"
+            if group.fabric is not None:
+                g.add_node(switch, type="switch", kind=group.fabric.kind, node=node)
+            for j in range(group.devices.count):
+                dev = f"{node}.d{j}"
+                g.add_node(dev, type="device", kind=group.devices.kind, node=node)
+                members[group.name].append(dev)
+                if group.fabric is not None:
+                    _add_link(g, dev, switch, group.fabric)
+    for net in spec.networks:
+        switch = f"net.{net.name}"
+        g.add_node(switch, type="switch", kind=net.kind, node=None)
+        for gname in net.node_groups or list(members):
+            for dev in members[gname]:
+                _add_link(g, dev, switch, net)
+    if not nx.is_connected(g):
+        raise InputError(f"topology {spec.name!r}: devices are not all connected; add a network")
+    return Topology(spec=spec, kinds=kinds, graph=g)
+
+
+def _add_link(g: nx.Graph, dev: str, switch: str, link: LinkSpec) -> None:
+    # A device-to-device path crosses two such edges, so each carries half the latency.
+    g.add_edge(dev, switch, bandwidth_bytes_per_s=link.bandwidth_bytes_per_s,
+               latency_s=link.latency_s / 2, kind=link.kind,
+               tensor_parallel=link.tensor_parallel)
+
+
+def _generic_calibration(kind: DeviceKind, calibrations: dict[str, Calibration]) -> Calibration:
+    """Calibration for a kind the shipped profile does not name.
+
+    An SRAM-only chip borrows the LPU's parameters and anything else the H100's: the
+    closest measured devices. Users should fit their own with ``autoplan calibrate``.
+    """
+    sram_only = all("sram" in t.name.lower() for t in kind.memory_tiers)
+    ref = calibrations.get("lpu" if sram_only else "h100-sxm")
+    if ref is None:
+        raise InputError("no calibration is available for a custom device kind")
+    return ref
+
+
+def parse_topology_yaml(text: str, origin: str,
+                        builtin_kinds: dict[str, DeviceKind] | None = None,
+                        calibrations: dict[str, Calibration] | None = None) -> Topology:
+    """Safe-load and validate topology YAML; errors are one line naming ``origin``."""
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"topology {origin!r} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"topology {origin!r} must be a YAML mapping")
+    try:
+        spec = TopologySpec.model_validate(data)
+    except ValidationError as e:
+        raise InputError(f"topology {origin!r}: {first_error(e)}") from None
+    return build_topology(spec, builtin_kinds, calibrations)
+
+
+def load_topology_file(path: str | Path, builtin_kinds: dict[str, DeviceKind] | None = None,
+                       calibrations: dict[str, Calibration] | None = None) -> Topology:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read topology {str(p)!r}: {e.__class__.__name__}") from None
+    return parse_topology_yaml(text, str(p), builtin_kinds, calibrations)
