@@ -71,6 +71,10 @@ def default_calibrations() -> dict[str, Calibration]:
     return load_profile(_dir("hardware") / "calibration.yaml")
 
 
+def prior_path() -> Path:
+    return _dir("hardware") / "prior.yaml"
+
+
 def load_profile(path: str | Path) -> dict[str, Calibration]:
     """A calibration profile: ``device_kinds: {kind: {parameter: value}}``."""
     data = _read_yaml(Path(path))

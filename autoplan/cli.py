@@ -59,6 +59,47 @@ def estimate_cmd(
         print_estimate(est)
 
 
+@app.command("calibrate")
+def calibrate_cmd(
+    measurements: str = typer.Argument(..., help="CSV of measured TTFT/TPOT rows"),
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="write the fitted profile YAML"),
+    prior: Optional[str] = typer.Option(None, "--prior", help="prior profile (default: shipped)"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="fit only rows of this engine"),
+    leave_one_out: bool = typer.Option(True, "--loo/--no-loo", help="report leave-one-out error"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fit the cost model's calibration parameters to measurements; write a profile."""
+    from autoplan.calibration import read_measurements
+    from autoplan.catalog import default_calibrations, load_profile, prior_path
+    from autoplan.errors import InputError
+    from autoplan.fit import fit_all
+    from autoplan.profile_io import profile_yaml, write_atomic
+    from autoplan.render import print_fit
+
+    rows = read_measurements(measurements)
+    if engine:
+        rows = [r for r in rows if r.engine == engine]
+        if not rows:
+            raise InputError(f"no rows of engine {engine!r} in {measurements}")
+    priors = load_profile(prior or prior_path())
+    missing = sorted({r.device_kind for r in rows} - set(priors))
+    if missing:
+        raise InputError(f"the prior profile has no parameters for {', '.join(missing)}")
+    fits = fit_all(rows, priors, leave_one_out=leave_one_out)
+    cals = dict(default_calibrations())
+    for f in fits:
+        ids = ", ".join(r.id for r in f.rows)
+        cals[f.kind] = f.calibration.model_copy(update={"source": f"fitted to rows {ids}"})
+    if out:
+        write_atomic(out, profile_yaml(cals, measurements,
+                                       "autoplan calibrate " + " ".join(sys.argv[2:])))
+    if as_json:
+        typer.echo(json.dumps([{"kind": f.kind, "calibration": f.calibration.model_dump(),
+                                "rows": [r.__dict__ for r in f.rows]} for f in fits], indent=2))
+    else:
+        print_fit(fits)
+
+
 @app.command("models")
 def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the shipped models."""

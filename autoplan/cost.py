@@ -231,9 +231,11 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
     elif op.kind == "embedding":
         w_bytes = T * op.n * bytes_per_element(precision.weight)  # gathers T rows only
         act_bytes = T * op.n * ab
-    peak, _ = kind.peak_flops(precision.weight if op.kind in ("gemm", "qkv", "moe_gemm")
-                              else precision.activation)
+    fmt = precision.weight if op.kind in ("gemm", "qkv", "moe_gemm") else precision.activation
+    peak, ran_in = kind.peak_flops(fmt)
     eff = cal.compute_efficiency * gemm_rows / (gemm_rows + cal.compute_half_tokens)
+    if bytes_per_element(ran_in) < 2:
+        eff *= cal.low_precision_efficiency
     compute_s = flops / (peak * eff) if flops else 0.0
     memory_s = (w_bytes * res.weight_s_per_byte + kv_bytes * res.kv_s_per_byte
                 + act_bytes * res.act_s_per_byte)

@@ -45,3 +45,35 @@ def print_estimate(est: Estimate, console: Console | None = None) -> None:
                 o.add_row(r.name, str(r.count), f"{r.time_ms:.3f}", f"{r.flops / 1e9:.1f}",
                           f"{r.bytes / 1e9:.3f}")
             c.print(o)
+
+
+def print_fit(fits, console: Console | None = None) -> None:
+    """Per-row error before and after a calibration fit, with leave-one-out error."""
+    import statistics
+
+    c = console or Console()
+    t = Table(header_style="bold", title="calibration fit (error = predicted / measured - 1)")
+    for col in ("row", "kind", "measured", "before", "after", "leave-one-out"):
+        t.add_column(col, justify="right")
+    errs_b, errs_a, errs_l = [], [], []
+    for f in fits:
+        for r in f.rows:
+            eb, ea = r.before / r.measured - 1, r.after / r.measured - 1
+            el = r.leave_one_out / r.measured - 1 if r.leave_one_out is not None else None
+            errs_b.append(abs(eb))
+            errs_a.append(abs(ea))
+            if el is not None:
+                errs_l.append(abs(el))
+            t.add_row(r.id, f.kind, f"{r.measured:.2f}", f"{eb:+.1%}", f"{ea:+.1%}",
+                      f"{el:+.1%}" if el is not None else "-")
+    c.print(t)
+    for name, e in (("before", errs_b), ("after", errs_a), ("leave-one-out", errs_l)):
+        if e:
+            c.print(f"{name:>14}: median |error| {statistics.median(e):.1%}, max {max(e):.1%}")
+    for f in fits:
+        p = f.calibration
+        c.print(f"{f.kind}: compute_efficiency {p.compute_efficiency:.3f}, half tokens "
+                f"{p.compute_half_tokens:.0f}, low precision x{p.low_precision_efficiency:.2f}, "
+                f"memory_efficiency {p.memory_efficiency:.3f}, kernel overhead "
+                f"{p.kernel_overhead_s * 1e6:.1f} us, collective launch "
+                f"{p.collective_launch_s * 1e6:.1f} us")

@@ -54,6 +54,9 @@ class Calibration(BaseModel):
     compute_half_tokens: float = Field(ge=0)
     # Fraction of peak memory bandwidth a streaming kernel achieves.
     memory_efficiency: float = Field(gt=0, le=1)
+    # Multiplier on compute_efficiency for 8- and 4-bit GEMM formats: low-precision
+    # kernels reach a smaller share of their (doubled) peak.
+    low_precision_efficiency: float = Field(default=1.0, gt=0, le=1)
     # Fixed time per kernel launch (launch, tail effects, synchronisation).
     kernel_overhead_s: float = Field(ge=0)
     # Fixed time of one collective on top of link latency and bandwidth terms.
@@ -72,6 +75,8 @@ class DeviceKind(BaseModel):
     peak_flops_per_s: dict[DType, float]
     memory_tiers: list[MemoryTier] = Field(min_length=1)
     calibration: Calibration | None = None
+    # Kind whose fitted calibration this one borrows until it has measurements of its own.
+    calibrate_like: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> DeviceKind:
@@ -230,7 +235,7 @@ class Topology:
         return nx.maximum_spanning_tree(self.graph, weight="bandwidth_bytes_per_s")
 
     def path(self, a: str, b: str) -> tuple[float, float]:
-        """(bottleneck bandwidth, latency) of the widest path between two devices."""
+        """(bandwidth of the widest route, latency of the quickest route) between devices."""
         if a == b:
             return float("inf"), 0.0
         key = (a, b) if a < b else (b, a)
@@ -241,11 +246,8 @@ class Topology:
             nodes = nx.shortest_path(self._widest_tree, a, b)
         except nx.NetworkXNoPath:
             raise InputError(f"topology {self.name!r}: no path between {a} and {b}") from None
-        bw, lat = float("inf"), 0.0
-        for u, v in zip(nodes, nodes[1:]):
-            e = self.graph.edges[u, v]
-            bw = min(bw, e["bandwidth_bytes_per_s"])
-            lat += e["latency_s"]
+        bw = min(self.graph.edges[u, v]["bandwidth_bytes_per_s"] for u, v in zip(nodes, nodes[1:]))
+        lat = nx.shortest_path_length(self.graph, a, b, weight="latency_s")
         self._pair_cache[key] = (bw, lat)
         return bw, lat
 
@@ -301,6 +303,12 @@ class Topology:
         bw, lat = self.path(a, b)
         launch = self.calibration(self.device_kind_of(a)).collective_launch_s
         return message_bytes / bw + lat + launch
+
+    def with_calibration(self, calibrations: dict[str, Calibration]) -> Topology:
+        """The same topology with other calibration for the named kinds (graph shared)."""
+        kinds = {k: v.model_copy(update={"calibration": calibrations.get(k, v.calibration)})
+                 for k, v in self.kinds.items()}
+        return Topology(spec=self.spec, kinds=kinds, graph=self.graph, _pair_cache=self._pair_cache)
 
     def calibration(self, kind: str) -> Calibration:
         cal = self.kinds[kind].calibration
@@ -368,13 +376,14 @@ def _add_link(g: nx.Graph, dev: str, switch: str, link: LinkSpec) -> None:
 
 
 def _generic_calibration(kind: DeviceKind, calibrations: dict[str, Calibration]) -> Calibration:
-    """Calibration for a kind the shipped profile does not name.
+    """Calibration for a kind the profile does not name.
 
-    An SRAM-only chip borrows the LPU's parameters and anything else the H100's: the
-    closest measured devices. Users should fit their own with ``autoplan calibrate``.
+    The kind's ``calibrate_like`` if it names one; else an SRAM-only chip borrows the
+    LPU's parameters and anything else the H100's: the closest measured devices. Users
+    with measurements fit their own with ``autoplan calibrate``.
     """
     sram_only = all("sram" in t.name.lower() for t in kind.memory_tiers)
-    ref = calibrations.get("lpu" if sram_only else "h100-sxm")
+    ref = calibrations.get(kind.calibrate_like or ("lpu" if sram_only else "h100-sxm"))
     if ref is None:
         raise InputError("no calibration is available for a custom device kind")
     return ref

@@ -1,0 +1,46 @@
+"""Write calibration profiles (the YAML that ``--profile`` and the catalog read)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from autoplan.topology import Calibration
+
+HEADER = """\
+# Calibration profile: the named cost-model parameters of each device kind
+# (autoplan/topology.py:Calibration), fitted by `autoplan calibrate` to the rows of
+# {data} (least squares on log(predicted / measured), bounded, with a weak pull toward
+# the prior). Refit with:
+#   {command}
+"""
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def profile_yaml(cals: dict[str, Calibration], data: str, command: str) -> str:
+    body = {"profile": "fitted", "device_kinds": {}}
+    for kind in sorted(cals):
+        d = cals[kind].model_dump(exclude={"source"})
+        body["device_kinds"][kind] = {k: _sig(v) for k, v in d.items()}
+        body["device_kinds"][kind]["source"] = cals[kind].source or f"fitted to {data}"
+    return HEADER.format(data=data, command=command) + yaml.safe_dump(body, sort_keys=False)
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent if str(p.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
