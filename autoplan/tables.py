@@ -1,0 +1,271 @@
+"""Integer cost tables the planner optimises over (no solver here).
+
+Device *classes* are identical fast domains (kind, domain size, how many); a *config*
+is a (class, TP) pair with TP dividing the domain size and valid for the model. A
+*pool* is one pipeline: a prefill pool, a decode pool, or a colocated pool serving both.
+For every pool, stage role (only / first / middle / last), config and stage length in
+layers, the tables hold the stage's time in integer microseconds (rounded up, so the
+solver is conservative) for each phase the pool serves, and the longest stage that fits
+in memory. Times come from :func:`autoplan.pipeline.stage_cost`, the function the
+validator uses, so the solver and the validator price a stage identically.
+
+Layers: a model's leading dense layers before its MoE layers (DeepSeek-V3's first three)
+ride on the first stage with the embedding; the remaining ``U`` layers are uniform and
+are what stages count. The LM head rides on the last stage.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autoplan.cost import Precision, kv_bytes_per_token_layer, phase_shape, valid_tps
+from autoplan.model import ModelSpec
+from autoplan.pipeline import StagePlacement, memories_for, stage_cost
+from autoplan.topology import FastDomain, Topology
+
+ROLES = ("only", "first", "mid", "last")
+POOL_PHASES = {"prefill": ("prefill",), "decode": ("decode",), "colocated": ("prefill", "decode")}
+INF = 1 << 40
+
+
+@dataclass(frozen=True)
+class Workload:
+    isl: int
+    osl: int
+    batch: int
+    precision: Precision
+    max_memory_fraction: float = 0.9
+
+
+@dataclass
+class DeviceClass:
+    index: int
+    kind: str
+    domain_size: int
+    domains: list[FastDomain]
+
+    @property
+    def devices(self) -> int:
+        return self.domain_size * len(self.domains)
+
+
+@dataclass(frozen=True)
+class Config:
+    index: int
+    cls: int
+    kind: str
+    tp: int
+    group: tuple[str, ...]  # a representative TP group (all are priced alike)
+
+
+@dataclass
+class PoolTable:
+    """Costs of one pool type. Arrays are indexed ``[role, config, length]``."""
+
+    pool: str
+    time_us: dict[str, np.ndarray]  # phase -> int64 array; INF where the stage cannot exist
+    max_len: np.ndarray  # [role, config]: longest stage that fits (0: none)
+    hop_us: dict[str, np.ndarray]  # phase -> [config]: hand-off into a stage of this config
+    mem_fraction: dict[tuple[int, int, int], float] = field(default_factory=dict)
+
+
+@dataclass
+class Tables:
+    model: ModelSpec
+    topo: Topology
+    work: Workload
+    prefix: int  # layers that ride on the first stage with the embedding
+    units: int  # uniform layers cut into stages
+    classes: list[DeviceClass]
+    configs: list[Config]
+    pools: dict[str, PoolTable]
+    kv_us: np.ndarray  # [role, config, length, decode_kind] KV hand-off of a prefill stage
+    kinds: list[str]
+
+    def layers_of(self, role: str, length: int) -> int:
+        return length + (self.prefix if role in ("only", "first") else 0)
+
+
+def leading_dense(model: ModelSpec) -> int:
+    """Layers before the uniform run (dense layers ahead of the MoE layers)."""
+    if model.moe is None:
+        return 0
+    kinds = [model.layer_kind(i) for i in range(model.num_layers)]
+    p = 0
+    while p < len(kinds) and kinds[p] != kinds[-1]:
+        p += 1
+    if any(k != kinds[-1] for k in kinds[p:]):
+        # Interleaved dense and MoE layers: the cost model prices each stage from its
+        # real layers, but the planner's count form needs a uniform run.
+        from autoplan.errors import InputError
+
+        raise InputError(f"{model.name}: interleaved dense/MoE layers are not supported by the planner")
+    return p
+
+
+def device_classes(topo: Topology) -> list[DeviceClass]:
+    by: dict[tuple[str, int], list[FastDomain]] = {}
+    for d in topo.fast_domains:
+        by.setdefault((d.kind, d.size), []).append(d)
+    return [DeviceClass(i, k, n, doms) for i, ((k, n), doms) in enumerate(by.items())]
+
+
+def build_configs(model: ModelSpec, classes: list[DeviceClass]) -> list[Config]:
+    out: list[Config] = []
+    for c in classes:
+        for t in valid_tps(model, c.domain_size):
+            if c.domain_size % t == 0:
+                out.append(Config(len(out), c.index, c.kind, t, c.domains[0].devices[:t]))
+    return out
+
+
+def _placement(t: Tables | None, model: ModelSpec, prefix: int, role: str, length: int,
+               cfg: Config) -> StagePlacement:
+    L = model.num_layers
+    if role == "only":
+        return StagePlacement(0, L, cfg.kind, cfg.group)
+    if role == "first":
+        return StagePlacement(0, prefix + length, cfg.kind, cfg.group)
+    if role == "last":
+        return StagePlacement(L - length, L, cfg.kind, cfg.group)
+    return StagePlacement(prefix, prefix + length, cfg.kind, cfg.group)
+
+
+def pool_memory_args(pool: str, work: Workload) -> tuple[int, int]:
+    """(KV context held, tokens of the largest forward pass) for a pool's memory."""
+    if pool == "prefill":
+        return work.isl, work.batch * work.isl
+    if pool == "decode":
+        return work.isl + work.osl, work.batch
+    return work.isl + work.osl, work.batch * work.isl
+
+
+def build_tables(model: ModelSpec, topo: Topology, work: Workload,
+                 pools: tuple[str, ...]) -> Tables:
+    prefix = leading_dense(model)
+    units = model.num_layers - prefix
+    classes = device_classes(topo)
+    configs = build_configs(model, classes)
+    kinds = list(topo.kind_names)
+    tables = Tables(model, topo, work, prefix, units, classes, configs, {},
+                    np.zeros((0,)), kinds)
+    for pool in pools:
+        tables.pools[pool] = _pool_table(tables, pool)
+    if "prefill" in pools:
+        tables.kv_us = _kv_table(tables)
+    return tables
+
+
+def _pool_table(t: Tables, pool: str) -> PoolTable:
+    model, work, U = t.model, t.work, t.units
+    C = len(t.configs)
+    ctx, tokens = pool_memory_args(pool, work)
+    max_len = np.zeros((len(ROLES), C), dtype=np.int64)
+    times = {ph: np.full((len(ROLES), C, U + 1), INF, dtype=np.int64) for ph in POOL_PHASES[pool]}
+    hops = {ph: np.zeros(C, dtype=np.int64) for ph in POOL_PHASES[pool]}
+    fractions: dict[tuple[int, int, int], float] = {}
+    for cfg in t.configs:
+        kind = t.topo.kinds[cfg.kind]
+        cap = kind.capacity_bytes * work.max_memory_fraction
+        for r, role in enumerate(ROLES):
+            lengths = [U] if role == "only" else range(1, U + (0 if role != "mid" else 1))
+            # Memory is affine in the stage length: two evaluations give it exactly.
+            pts = []
+            for ln in (1, 2) if role != "only" else (U,):
+                st = _placement(t, model, t.prefix, role, ln, cfg)
+                mem = memories_for(model, t.topo, [st], work.batch, ctx, tokens,
+                                   work.precision)[0]
+                pts.append((ln, mem))
+            if role == "only":
+                ok = pts[0][1].total_bytes <= cap
+                best = U if ok else 0
+            else:
+                (l1, m1), (l2, m2) = pts
+                slope = m2.total_bytes - m1.total_bytes
+                base = m1.total_bytes - slope * l1
+                best = int(math.floor((cap - base) / slope)) if slope > 0 else U
+                best = max(0, min(best, U - (0 if role == "mid" else 1) if role != "mid" else U))
+                if role in ("first", "last"):
+                    best = min(best, U - 1)
+            max_len[r, cfg.index] = best
+            if best == 0:
+                continue
+            multi_tier = len(kind.memory_tiers) > 1
+            for ph in POOL_PHASES[pool]:
+                shape = phase_shape(ph, work.batch, work.isl, work.osl)
+                def exact(ln: int) -> float:
+                    st = _placement(t, model, t.prefix, role, ln, cfg)
+                    mem = memories_for(model, t.topo, [st], work.batch, ctx, tokens,
+                                       work.precision)[0]
+                    return stage_cost(model, t.topo, st, shape, work.precision, mem).time_s
+                if role == "only":
+                    times[ph][r, cfg.index, U] = math.ceil(exact(U) * 1e6)
+                    continue
+                if multi_tier:
+                    vals = [exact(ln) for ln in range(1, best + 1)]
+                else:  # stage time is affine in the length on a single memory tier
+                    a1, a2 = exact(1), (exact(2) if best >= 2 or U >= 2 else exact(1))
+                    vals = [a1 + (a2 - a1) * (ln - 1) for ln in range(1, best + 1)]
+                for ln, v in zip(range(1, best + 1), vals):
+                    times[ph][r, cfg.index, ln] = math.ceil(v * 1e6)
+    for ph in POOL_PHASES[pool]:
+        shape = phase_shape(ph, work.batch, work.isl, work.osl)
+        from autoplan.cost import activation_message_bytes
+
+        msg = activation_message_bytes(model, shape, work.precision)
+        for cfg in t.configs:
+            a, b = _hop_pair(t, cfg)
+            hops[ph][cfg.index] = math.ceil(t.topo.p2p_time_s(a, b, msg) * 1e6)
+    return PoolTable(pool, times, max_len, hops, fractions)
+
+
+def _hop_pair(t: Tables, cfg: Config) -> tuple[str, str]:
+    """Two devices a stage hand-off of this config crosses: the worst case of its class
+    (another domain when there is one, else another TP group of the domain)."""
+    cls = t.classes[cfg.cls]
+    a = cls.domains[0].devices[0]
+    if len(cls.domains) > 1:
+        return a, cls.domains[-1].devices[0]
+    devs = cls.domains[0].devices
+    return a, devs[min(cfg.tp, len(devs) - 1)]
+
+
+def kv_pair_bandwidth(topo: Topology, kind_from: str, kind_to: str) -> tuple[float, float]:
+    """Per-device (bandwidth, latency) of the KV hand-off path between two kinds.
+
+    From the first device of ``kind_from`` to the last device of ``kind_to`` (another
+    device, in another domain where there is one): the conservative path of the pair.
+    """
+    a = topo.devices_of_kind(kind_from)[0]
+    cands = [d for d in topo.devices_of_kind(kind_to) if d != a]
+    if not cands:
+        return float("inf"), 0.0
+    return topo.path(a, cands[-1])
+
+
+def kv_stage_bytes(model: ModelSpec, work: Workload, layers: int) -> float:
+    """KV cache of the prompts for ``layers`` layers (all heads: the whole cache)."""
+    return work.batch * work.isl * layers * kv_bytes_per_token_layer(model, 1, work.precision)
+
+
+def kv_stage_time_s(model: ModelSpec, topo: Topology, work: Workload, layers: int, tp: int,
+                    kind_from: str, kind_to: str) -> float:
+    """A prefill stage ships its layers' KV over its ``tp`` devices' links in parallel."""
+    bw, lat = kv_pair_bandwidth(topo, kind_from, kind_to)
+    return kv_stage_bytes(model, work, layers) / (tp * bw) + lat
+
+
+def _kv_table(t: Tables) -> np.ndarray:
+    U, C, K = t.units, len(t.configs), len(t.kinds)
+    kv = np.zeros((len(ROLES), C, U + 1, K), dtype=np.int64)
+    for cfg in t.configs:
+        for r, role in enumerate(ROLES):
+            for ln in range(1, U + 1):
+                for kd, kind_to in enumerate(t.kinds):
+                    s = kv_stage_time_s(t.model, t.topo, t.work, t.layers_of(role, ln), cfg.tp,
+                                        cfg.kind, kind_to)
+                    kv[r, cfg.index, ln, kd] = math.ceil(s * 1e6)
+    return kv

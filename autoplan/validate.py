@@ -1,0 +1,210 @@
+"""Recompute a plan's figures from the cost model alone, and check its rules.
+
+No solver here: the validator rebuilds the model and topology named by the plan's
+inputs, prices every stage with :mod:`autoplan.pipeline`, and checks layer coverage,
+device disjointness, TP groups inside fast domains, memory headroom and SLOs. The
+planner fills its figures with :func:`evaluate`, so a fresh plan validates exactly; a
+tampered plan fails with a message naming the broken rule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from autoplan.catalog import load_model, load_topology
+from autoplan.cost import Precision, check_tp, phase_shape
+from autoplan.errors import InputError, first_error
+from autoplan.model import ModelSpec
+from autoplan.pipeline import StagePlacement, memories_for, pipeline_cost
+from autoplan.plan_schema import Plan
+from autoplan.tables import Workload, kv_stage_time_s, pool_memory_args
+from autoplan.topology import Topology
+
+
+@dataclass
+class Figures:
+    ttft_ms: float
+    tpot_ms: float
+    e2e_ms: float
+    kv_transfer_ms: float
+    throughput_tokens_per_s: float
+    prefill_ms: float
+    stage_ms: dict[str, list[float]]
+    stage_fraction: dict[str, list[float]]
+    stage_bottleneck: dict[str, list[str]]
+    phase_bottleneck: dict[str, str]
+
+
+def workload_of(plan: Plan) -> Workload:
+    i = plan.inputs
+    return Workload(i.isl, i.osl, i.batch, Precision(i.dtype, "bf16", i.kv_dtype),
+                    i.max_memory_fraction)
+
+
+def placements(plan_phase) -> list[StagePlacement]:
+    return [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices))
+            for s in plan_phase.stages]
+
+
+def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
+             pre: list[StagePlacement], dec: list[StagePlacement]) -> Figures:
+    """Every figure of a plan, from its stages, by the cost model."""
+    pools = {"prefill": pre, "decode": dec}
+    stage_ms: dict[str, list[float]] = {}
+    fractions: dict[str, list[float]] = {}
+    bottlenecks: dict[str, list[str]] = {}
+    phase_bn: dict[str, str] = {}
+    times: dict[str, float] = {}
+    slowest: dict[str, float] = {}
+    for ph, stages in pools.items():
+        pool = "colocated" if placement == "colocated" else ph
+        ctx, tokens = pool_memory_args(pool, work)
+        mems = memories_for(model, topo, stages, work.batch, ctx, tokens, work.precision)
+        if placement == "colocated":
+            # Colocated devices hold both phases' needs; memory_for already sizes the KV
+            # cache at full context and activations for the prompt.
+            pass
+        shape = phase_shape(ph, work.batch, work.isl, work.osl)
+        cost = pipeline_cost(model, topo, stages, ph, shape, work.precision, mems)
+        times[ph] = cost.time_s
+        slowest[ph] = cost.slowest_stage_s
+        stage_ms[ph] = [s.time_s * 1e3 for s in cost.stages]
+        fractions[ph] = [s.memory_fraction for s in cost.stages]
+        bottlenecks[ph] = [s.bottleneck for s in cost.stages]
+        phase_bn[ph] = cost.bottleneck
+    kv_s = 0.0
+    if placement == "disaggregated":
+        dec_kinds = sorted({s.kind for s in dec})
+        kv_s = max(kv_stage_time_s(model, topo, work, st.end - st.first, st.tp, st.kind, kd)
+                   for st in pre for kd in dec_kinds)
+    ttft = times["prefill"] + kv_s
+    tpot = times["decode"]
+    e2e = ttft + (work.osl - 1) * tpot
+    if placement == "colocated":
+        rate = work.batch / e2e  # one batch at a time on shared devices
+    else:
+        # The pools work on different batches at once: prompts enter the prefill pipeline
+        # every slowest-stage time; the decode pool serves one batch for osl steps.
+        rate = min(work.batch / slowest["prefill"], work.batch / (work.osl * tpot))
+    return Figures(
+        ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_ms=e2e * 1e3, kv_transfer_ms=kv_s * 1e3,
+        throughput_tokens_per_s=rate * work.osl, prefill_ms=times["prefill"] * 1e3,
+        stage_ms=stage_ms, stage_fraction=fractions, stage_bottleneck=bottlenecks,
+        phase_bottleneck=phase_bn,
+    )
+
+
+@dataclass
+class Report:
+    ok: bool
+    errors: list[str]
+    figures: Figures | None
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def validate(plan: Plan | dict | str | Path) -> Report:
+    """Check a plan's rules and recompute its figures; ``ok`` when all hold."""
+    plan = _as_plan(plan)
+    i = plan.inputs
+    model = load_model(i.model)
+    topo = load_topology(i.topology)
+    work = workload_of(plan)
+    errors: list[str] = []
+    pre, dec = placements(plan.prefill), placements(plan.decode)
+    for name, phase, stages in (("prefill", plan.prefill, pre), ("decode", plan.decode, dec)):
+        errors += _check_phase(name, model, topo, phase, stages)
+    pre_devs = {d for s in pre for d in s.devices}
+    dec_devs = {d for s in dec for d in s.devices}
+    if plan.placement == "disaggregated" and pre_devs & dec_devs:
+        errors.append(f"device disjointness: {sorted(pre_devs & dec_devs)[0]} serves both pools")
+    if plan.placement == "colocated" and pre != dec:
+        errors.append("colocated placement: prefill and decode stages must be the same")
+    if errors:
+        return Report(False, errors, None)
+    fig = evaluate(model, topo, work, plan.placement, pre, dec)
+    for name, phase in (("prefill", plan.prefill), ("decode", plan.decode)):
+        for s, ms, frac, bn in zip(phase.stages, fig.stage_ms[name], fig.stage_fraction[name],
+                                   fig.stage_bottleneck[name]):
+            if not _close(s.time_ms, ms):
+                errors.append(f"figures: {name} stage {s.index} time_ms {s.time_ms} != {ms}")
+            if not _close(s.memory_fraction, frac):
+                errors.append(f"figures: {name} stage {s.index} memory_fraction differs")
+            if frac > i.max_memory_fraction + 1e-12:
+                errors.append(f"memory headroom: {name} stage {s.index} uses {frac:.1%} of "
+                              f"device memory, above {i.max_memory_fraction:.0%}")
+            if s.bottleneck != bn:
+                errors.append(f"figures: {name} stage {s.index} bottleneck {s.bottleneck} != {bn}")
+    for field in ("ttft_ms", "tpot_ms", "e2e_ms", "kv_transfer_ms", "throughput_tokens_per_s"):
+        if not _close(getattr(plan, field), getattr(fig, field)):
+            errors.append(f"figures: {field} {getattr(plan, field)} != recomputed {getattr(fig, field)}")
+    if i.ttft_slo_ms is not None and fig.ttft_ms > i.ttft_slo_ms * (1 + 1e-9):
+        errors.append(f"SLO: TTFT {fig.ttft_ms:.2f} ms exceeds {i.ttft_slo_ms} ms")
+    if i.tpot_slo_ms is not None and fig.tpot_ms > i.tpot_slo_ms * (1 + 1e-9):
+        errors.append(f"SLO: TPOT {fig.tpot_ms:.2f} ms exceeds {i.tpot_slo_ms} ms")
+    used = len(pre_devs | dec_devs)
+    if plan.devices != used:
+        errors.append(f"figures: devices {plan.devices} != {used} devices listed")
+    return Report(not errors, errors, fig)
+
+
+def _check_phase(name: str, model: ModelSpec, topo: Topology, phase,
+                 stages: list[StagePlacement]) -> list[str]:
+    errs: list[str] = []
+    expect = 0
+    for s in stages:
+        if s.first != expect or s.end <= s.first:
+            errs.append(f"layer coverage: {name} stage layers [{s.first}, {s.end}) do not "
+                        f"continue from layer {expect}")
+            return errs
+        expect = s.end
+    if expect != model.num_layers:
+        errs.append(f"layer coverage: {name} stages end at layer {expect}, the model has "
+                    f"{model.num_layers}")
+    seen: set[str] = set()
+    domain_of = {d: dom.index for dom in topo.fast_domains for d in dom.devices}
+    for k, (s, st) in enumerate(zip(phase.stages, stages)):
+        if s.index != k:
+            errs.append(f"stage order: {name} stage {k} has index {s.index}")
+        if s.tp != len(s.devices):
+            errs.append(f"TP: {name} stage {k} has tp {s.tp} but {len(s.devices)} devices")
+        try:
+            check_tp(model, s.tp)
+        except InputError as e:
+            errs.append(f"TP: {name} stage {k}: {e}")
+        for d in s.devices:
+            if d not in domain_of:
+                errs.append(f"devices: {name} stage {k} names unknown device {d}")
+                return errs
+            if topo.device_kind_of(d) != s.device_kind:
+                errs.append(f"devices: {d} is not a {s.device_kind}")
+            if d in seen:
+                errs.append(f"device disjointness: {d} is used twice in {name}")
+            seen.add(d)
+        if len({domain_of[d] for d in s.devices}) > 1:
+            errs.append(f"TP inside fast domains: {name} stage {k} spans several fast domains")
+    return errs
+
+
+def _as_plan(plan: Plan | dict | str | Path) -> Plan:
+    if isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, (str, Path)):
+        p = Path(plan)
+        try:
+            plan = json.loads(p.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise InputError(f"cannot read plan {str(p)!r}: {e.__class__.__name__}") from None
+        except json.JSONDecodeError as e:
+            raise InputError(f"plan {str(p)!r} is not valid JSON: {e.msg}") from None
+    try:
+        return Plan.model_validate(plan)
+    except ValidationError as e:
+        raise InputError(f"plan: {first_error(e)}") from None
