@@ -59,6 +59,67 @@ def estimate_cmd(
         print_estimate(est)
 
 
+@app.command("plan")
+def plan_cmd(
+    model: str = typer.Option(..., "--model", help="HF id of a shipped model or a config.json path"),
+    topology: str = typer.Option(..., "--topology", help="shipped topology name or YAML path"),
+    isl: int = typer.Option(2048, "--isl"),
+    osl: int = typer.Option(256, "--osl"),
+    batch: int = typer.Option(1, "--batch"),
+    dtype: str = typer.Option("bf16", "--dtype"),
+    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype"),
+    objective: str = typer.Option("latency", "--objective", help="latency | throughput | devices"),
+    placement: str = typer.Option("auto", "--placement", help="auto | colocated | disaggregated"),
+    ttft_slo_ms: Optional[float] = typer.Option(None, "--ttft-slo-ms"),
+    tpot_slo_ms: Optional[float] = typer.Option(None, "--tpot-slo-ms"),
+    request_rate: Optional[float] = typer.Option(None, "--request-rate"),
+    max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction"),
+    time_limit_s: float = typer.Option(30.0, "--time-limit-s"),
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="write the plan JSON here"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan JSON"),
+) -> None:
+    """Find the best deployment: pipeline cuts, TP per stage, prefill/decode placement."""
+    from autoplan.planner import plan
+    from autoplan.profile_io import write_atomic
+    from autoplan.render import print_plan
+
+    p = plan(model, topology, isl=isl, osl=osl, batch=batch, dtype=dtype, kv_dtype=kv_dtype,
+             objective=objective, placement=placement, ttft_slo_ms=ttft_slo_ms,
+             tpot_slo_ms=tpot_slo_ms, request_rate=request_rate,
+             max_memory_fraction=max_memory_fraction, time_limit_s=time_limit_s,
+             progress=not as_json)
+    text = p.model_dump_json(indent=2)
+    if out:
+        write_atomic(out, text + "\n")
+    if as_json:
+        typer.echo(text)
+    else:
+        print_plan(p)
+
+
+@app.command("validate")
+def validate_cmd(plan_file: str = typer.Argument(..., help="plan JSON")) -> None:
+    """Recompute a plan's figures without the solver and check its rules."""
+    from autoplan.errors import InputError
+    from autoplan.validate import validate
+
+    rep = validate(plan_file)
+    if not rep.ok:
+        raise InputError(f"plan is invalid: {rep.errors[0]}"
+                         + (f" (and {len(rep.errors) - 1} more)" if len(rep.errors) > 1 else ""))
+    f = rep.figures
+    typer.echo(f"valid: TTFT {f.ttft_ms:.3f} ms, TPOT {f.tpot_ms:.3f} ms, e2e {f.e2e_ms:.1f} ms, "
+               f"KV transfer {f.kv_transfer_ms:.3f} ms (recomputed, equal to the plan)")
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the plan's JSON Schema."""
+    from autoplan.plan_schema import Plan
+
+    typer.echo(json.dumps(Plan.model_json_schema(), indent=2))
+
+
 @app.command("calibrate")
 def calibrate_cmd(
     measurements: str = typer.Argument(..., help="CSV of measured TTFT/TPOT rows"),

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autoplan.estimate import Estimate
+from autoplan.plan_schema import Plan
 
 
 def print_estimate(est: Estimate, console: Console | None = None) -> None:
@@ -77,3 +78,26 @@ def print_fit(fits, console: Console | None = None) -> None:
                 f"memory_efficiency {p.memory_efficiency:.3f}, kernel overhead "
                 f"{p.kernel_overhead_s * 1e6:.1f} us, collective launch "
                 f"{p.collective_launch_s * 1e6:.1f} us")
+
+
+def print_plan(p: Plan, console: Console | None = None) -> None:
+    """Headline figures and a table of stages per phase."""
+    c = console or Console()
+    i = p.inputs
+    c.print(f"[bold]{i.model}[/] on [bold]{i.topology}[/]: {p.placement} placement, "
+            f"{p.devices} devices; batch {i.batch}, ISL {i.isl}, OSL {i.osl}, {i.dtype} weights")
+    c.print(f"TTFT [bold]{p.ttft_ms:.2f} ms[/] (KV transfer {p.kv_transfer_ms:.3f} ms)  "
+            f"TPOT [bold]{p.tpot_ms:.3f} ms[/]  e2e [bold]{p.e2e_ms:.1f} ms[/]  "
+            f"throughput {p.throughput_tokens_per_s:.1f} tok/s")
+    c.print(f"solver: {p.status}, objective {p.objective:.3f} ms, bound {p.best_bound:.3f} ms, "
+            f"gap {p.gap:.2%}, {p.solve_seconds:.2f} s")
+    for name, ph in (("prefill", p.prefill), ("decode", p.decode)):
+        t = Table(title=f"{name}: {ph.time_ms:.3f} ms, {ph.bottleneck}-bound, "
+                        f"{ph.replicas} replica(s) of {ph.devices} devices", header_style="bold")
+        for col in ("stage", "layers", "kind", "TP", "devices", "time ms", "memory", "bottleneck"):
+            t.add_column(col, justify="right")
+        for s in ph.stages:
+            devs = s.devices[0] if len(s.devices) == 1 else f"{s.devices[0]}..{s.devices[-1]}"
+            t.add_row(str(s.index), f"{s.layers[0]}-{s.layers[1]}", s.device_kind, str(s.tp), devs,
+                      f"{s.time_ms:.3f}", f"{s.memory_fraction:.1%}", s.bottleneck)
+        c.print(t)

@@ -74,10 +74,16 @@ class _Progress(cp_model.CpSolverSolutionCallback):
         super().__init__()
         self._scale = scale
         self._t0 = time.perf_counter()
+        self._last = (float("inf"), -1.0)
 
     def on_solution_callback(self) -> None:
         obj = self.objective_value / self._scale / 1e3
         bound = self.best_objective_bound / self._scale / 1e3
+        now = time.perf_counter()
+        # Only material improvements, or a heartbeat each second: tie-break steps are noise.
+        if obj > self._last[0] * (1 - 1e-4) and now - self._last[1] < 1.0:
+            return
+        self._last = (obj, now)
         print(f"  [{time.perf_counter() - self._t0:6.2f}s] incumbent {obj:.3f} ms, "
               f"bound {bound:.3f} ms", file=sys.stderr)
 
