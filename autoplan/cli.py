@@ -10,8 +10,12 @@ import json
 import sys
 from typing import Optional
 
-import click
 import typer
+
+try:  # typer >= 0.24 vendors click as typer._click
+    from typer._click import exceptions as _click_exc
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as _click_exc
 
 from autoplan.errors import AutoplanError
 
@@ -209,20 +213,25 @@ def main(argv: list[str] | None = None) -> int:
     except AutoplanError as e:
         print(f"autoplan: error: {e}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("autoplan: interrupted", file=sys.stderr)
         return 130
-    except click.UsageError as e:
-        print(f"autoplan: error: {e.format_message()}", file=sys.stderr)
+    except _click_exc.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `autoplan`: show the help
+            print(e.format_message())
+            return 0
+        print(f"autoplan: error: {' '.join(e.format_message().split())}", file=sys.stderr)
         return 2
-    except click.ClickException as e:
+    except _click_exc.ClickException as e:
         print(f"autoplan: error: {e.format_message()}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("autoplan: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a command that stopped reading
+        return 141
     return 0
 
 

@@ -113,7 +113,8 @@ def op_weight_bytes(op: Op, model: ModelSpec, tp: int, precision: Precision) -> 
     if op.kind == "norm":
         return op.params() * bytes_per_element(precision.activation)
     if op.kind == "qkv":
-        return _qkv_n(op, model, tp) * op.k * wb
+        n = _qkv_n(op, model, tp)
+        return n * (op.k + (1 if op.bias else 0)) * wb
     if op.kind in ("gemm", "moe_gemm"):
         return op.params() * wb / (tp if op.split != "none" or op.kind == "moe_gemm" else 1)
     if op.kind == "embedding":
@@ -331,12 +332,14 @@ def stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, fir
     kv = batch * max_context * kv_bytes_per_token_layer(model, tp, precision) * len(layers)
     ab = bytes_per_element(precision.activation)
     widest = max(
-        (o.n / (tp if o.split == "col" or o.kind == "moe_gemm" else 1))
+        (_qkv_n(o, model, tp) if o.kind == "qkv"
+         else o.n / (tp if o.split == "col" or o.kind == "moe_gemm" else 1))
         for i in {model.layer_kind(j) for j in layers} or {"dense"}
         for o in layer_ops(model, i) if o.kind in ("gemm", "qkv", "moe_gemm")
     )
-    # Residual stream, its normalised copy and the widest intermediate, for every token.
-    act = prefill_tokens * (2 * model.hidden_size + widest) * ab
+    # The residual stream and the widest intermediate are live together, for every token
+    # of the largest forward pass (norms write in place).
+    act = prefill_tokens * (model.hidden_size + widest) * ab
     if last:
         act += batch * model.vocab_size / tp * 4  # fp32 logits of the last tokens
     return StageMemory(w, kv, act, kind.calibration.reserved_bytes)  # type: ignore[union-attr]

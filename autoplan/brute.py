@@ -1,0 +1,131 @@
+"""Brute-force enumerator over the planner's tables: the test oracle for CP-SAT.
+
+It lists every pipeline of every pool explicitly (one ``only`` stage, or a first and a
+last stage with any multiset of middle stages: stage order changes no figure the
+solver optimises), prices it with the same integer tables and returns the best
+objective. Exponential: small instances only (a dozen layers, a few configs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+from autoplan.solver import Limits
+from autoplan.tables import POOL_PHASES, ROLES, Tables
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    stages: tuple[tuple[str, int, int], ...]  # (role, config, length)
+    times: tuple[tuple[str, int], ...]  # (phase, microseconds)
+    usage: tuple[int, ...]  # devices per class
+    kinds: frozenset[str]
+
+    def time(self, phase: str) -> int:
+        return dict(self.times)[phase]
+
+
+def pipelines(t: Tables, pool: str) -> list[Pipeline]:
+    """Every pipeline of ``pool`` that fits in memory and in the device inventory."""
+    tab, U = t.pools[pool], t.units
+    C = len(t.configs)
+    cap = [c.devices for c in t.classes]
+    out: list[Pipeline] = []
+
+    def ok(role: str, c: int, ln: int) -> bool:
+        return 1 <= ln <= tab.max_len[ROLES.index(role), c]
+
+    def make(stages: list[tuple[str, int, int]]) -> None:
+        usage = [0] * len(t.classes)
+        for _, c, _ in stages:
+            usage[t.configs[c].cls] += t.configs[c].tp
+        if any(u > k for u, k in zip(usage, cap)):
+            return
+        times = []
+        for ph in POOL_PHASES[pool]:
+            total = 0
+            for role, c, ln in stages:
+                total += int(tab.time_us[ph][ROLES.index(role), c, ln])
+                if role in ("mid", "last"):
+                    total += int(tab.hop_us[ph][c])
+            times.append((ph, total))
+        out.append(Pipeline(tuple(stages), tuple(times), tuple(usage),
+                            frozenset(t.configs[c].kind for _, c, _ in stages)))
+
+    for c in range(C):
+        if tab.max_len[ROLES.index("only"), c] == U:
+            make([("only", c, U)])
+    mids = [(c, ln) for c in range(C) for ln in range(1, U + 1) if ok("mid", c, ln)]
+    for cf, lf, cl, ll in product(range(C), range(1, U), range(C), range(1, U)):
+        if not (ok("first", cf, lf) and ok("last", cl, ll)) or lf + ll > U:
+            continue
+
+        base = [0] * len(t.classes)
+        for c in (cf, cl):
+            base[t.configs[c].cls] += t.configs[c].tp
+        if any(u > k for u, k in zip(base, cap)):
+            continue
+
+        def rec(i: int, left: int, chosen: list[tuple[str, int, int]], usage: list[int]) -> None:
+            if left == 0:
+                make([("first", cf, lf), *chosen, ("last", cl, ll)])
+                return
+            for j in range(i, len(mids)):
+                c, ln = mids[j]
+                k, tp = t.configs[c].cls, t.configs[c].tp
+                if ln <= left and usage[k] + tp <= cap[k]:  # prune: inventory exhausted
+                    usage[k] += tp
+                    rec(j, left - ln, chosen + [("mid", c, ln)], usage)
+                    usage[k] -= tp
+
+        rec(0, U - lf - ll, [], base)
+    return out
+
+
+def brute_force(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> int | None:
+    """The optimal solver objective (``scale * latency_us + devices``), or None."""
+    scale = sum(c.devices for c in t.classes) + 1
+    cap = [c.devices for c in t.classes]
+    best: int | None = None
+
+    def consider(ttft: int, tpot: int, devices: int) -> None:
+        nonlocal best
+        if limits.ttft_slo_us is not None and ttft > limits.ttft_slo_us:
+            return
+        if limits.tpot_slo_us is not None and tpot > limits.tpot_slo_us:
+            return
+        obj = scale * (ttft + (osl - 1) * tpot) + devices
+        if best is None or obj < best:
+            best = obj
+
+    if pools == ("colocated",):
+        for p in pipelines(t, "colocated"):
+            consider(p.time("prefill"), p.time("decode"), sum(p.usage))
+        return best
+    # Exhaustive over pairs, aggregated exactly: a pair's objective depends on the
+    # prefill pipeline only through (device usage, TTFT given the decode kinds) and on the
+    # decode pipeline only through (device usage, kinds used, TPOT). Keep the best of each.
+    best_pre: dict[tuple[tuple[int, ...], frozenset[str]], int] = {}
+    best_dec: dict[tuple[tuple[int, ...], frozenset[str]], int] = {}
+    kind_sets = {b.kinds for b in pipelines(t, "decode")}
+    for a in pipelines(t, "prefill"):
+        for kinds in kind_sets:
+            kv = max(int(t.kv_us[ROLES.index(r), c, ln, t.kinds.index(kd)])
+                     for r, c, ln in a.stages for kd in kinds)
+            ttft = a.time("prefill") + kv
+            if limits.ttft_slo_us is not None and ttft > limits.ttft_slo_us:
+                continue
+            key = (a.usage, kinds)
+            best_pre[key] = min(best_pre.get(key, ttft), ttft)
+    for b in pipelines(t, "decode"):
+        tpot = b.time("decode")
+        if limits.tpot_slo_us is not None and tpot > limits.tpot_slo_us:
+            continue
+        key = (b.usage, b.kinds)
+        best_dec[key] = min(best_dec.get(key, tpot), tpot)
+    for (ua, kinds), ttft in best_pre.items():
+        for (ub, kb), tpot in best_dec.items():
+            if kb == kinds and all(x + y <= k for x, y, k in zip(ua, ub, cap)):
+                consider(ttft, tpot, sum(ua) + sum(ub))
+    return best
