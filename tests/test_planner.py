@@ -1,0 +1,128 @@
+"""Planner behaviour: validator agreement, tampering, determinism, CLI = API, errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from autoplan.cli import main
+from autoplan.errors import InfeasibleError
+from autoplan.planner import plan
+from autoplan.validate import validate
+
+ARGS = dict(isl=1024, osl=64, batch=1)
+
+
+@pytest.fixture(scope="module")
+def p70():
+    return plan("meta-llama/Llama-3.1-70B", "h100-sxm-x8", **ARGS)
+
+
+@pytest.fixture(scope="module")
+def p8_disagg():
+    return plan("meta-llama/Llama-3.1-8B", "h100-sxm-x8", placement="disaggregated", **ARGS)
+
+
+def test_plan_figures_equal_validator(p70, p8_disagg):
+    for p in (p70, p8_disagg):
+        rep = validate(p)
+        assert rep.ok, rep.errors
+        assert rep.figures.ttft_ms == p.ttft_ms and rep.figures.tpot_ms == p.tpot_ms
+        assert p.e2e_ms == pytest.approx(p.ttft_ms + (p.inputs.osl - 1) * p.tpot_ms)
+
+
+def test_every_layer_placed_once_and_memory_under_limit(p70, p8_disagg):
+    for p in (p70, p8_disagg):
+        for phase in (p.prefill, p.decode):
+            covered = [i for s in phase.stages for i in range(*s.layers)]
+            assert covered == list(range(80 if "70B" in p.inputs.model else 32))
+            assert all(s.memory_fraction <= p.inputs.max_memory_fraction for s in phase.stages)
+            devs = [d for s in phase.stages for d in s.devices]
+            assert len(devs) == len(set(devs))
+
+
+def test_solver_objective_is_an_upper_bound_of_the_exact_latency(p70):
+    # Tables round each stage up to the microsecond and charge the worst hand-off.
+    assert p70.objective >= p70.e2e_ms - 1e-9
+    assert p70.objective <= p70.e2e_ms * 1.01
+
+
+@pytest.mark.parametrize("tamper, rule", [
+    (lambda d: d["prefill"]["stages"][0].update(layers=[0, 79]), "layer coverage"),
+    (lambda d: d["decode"]["stages"][0].update(time_ms=1.0), "figures"),
+    (lambda d: d.update(ttft_ms=d["ttft_ms"] * 0.9), "figures: ttft_ms"),
+    (lambda d: d["prefill"]["stages"][0]["devices"].__setitem__(1, "node0.d0"), "device disjointness"),
+    (lambda d: d["prefill"]["stages"][0].update(tp=4), "TP"),
+    (lambda d: d["inputs"].update(max_memory_fraction=0.05), "memory headroom"),
+])
+def test_tampered_plan_fails_naming_the_rule(p70, tamper, rule):
+    d = json.loads(p70.model_dump_json())
+    d = copy.deepcopy(d)
+    tamper(d)
+    rep = validate(d)
+    assert not rep.ok
+    assert any(e.startswith(rule) for e in rep.errors), rep.errors
+
+
+def test_disaggregated_tp_groups_inside_domains_and_disjoint(p8_disagg):
+    pre = {d for s in p8_disagg.prefill.stages for d in s.devices}
+    dec = {d for s in p8_disagg.decode.stages for d in s.devices}
+    assert not pre & dec
+    assert p8_disagg.kv_transfer_ms > 0
+    assert p8_disagg.ttft_ms == pytest.approx(
+        sum(s.time_ms for s in p8_disagg.prefill.stages) + p8_disagg.kv_transfer_ms, rel=0.05)
+
+
+def test_same_inputs_same_plan():
+    a = plan("meta-llama/Llama-3.1-8B", "h100-sxm-4node", **ARGS).model_dump()
+    b = plan("meta-llama/Llama-3.1-8B", "h100-sxm-4node", **ARGS).model_dump()
+    a.pop("solve_seconds")
+    b.pop("solve_seconds")
+    assert a == b
+
+
+def test_cli_plan_equals_api(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    rc = main(["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h100-sxm-x8",
+               "--isl", "1024", "--osl", "64", "--json", "-o", str(out)])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads(out.read_text())
+    api = json.loads(plan("meta-llama/Llama-3.1-8B", "h100-sxm-x8", **ARGS).model_dump_json())
+    for d in (printed, written, api):
+        d.pop("solve_seconds")
+    assert printed == written == api
+    assert main(["validate", str(out)]) == 0
+
+
+def test_slo_is_respected_or_infeasible_with_reason():
+    free = plan("meta-llama/Llama-3.1-70B", "h100-sxm-x8", **ARGS)
+    tight = plan("meta-llama/Llama-3.1-70B", "h100-sxm-x8", tpot_slo_ms=free.tpot_ms * 1.5, **ARGS)
+    assert tight.tpot_ms <= free.tpot_ms * 1.5
+    with pytest.raises(InfeasibleError) as e:
+        plan("meta-llama/Llama-3.1-70B", "h100-sxm-x8", tpot_slo_ms=free.tpot_ms * 0.3, **ARGS)
+    assert e.value.reason == "slo" and "TPOT" in str(e.value)
+    assert e.value.achievable["tpot_ms"] >= free.tpot_ms * 0.99
+
+
+def test_infeasible_memory_exits_3(capsys):
+    rc = main(["plan", "--model", "meta-llama/Llama-3.1-405B", "--topology", "h100-sxm-x8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3 and len(err) == 1 and err[0].startswith("autoplan: error: memory")
+
+
+def test_bad_plan_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["validate", str(bad)]) == 2
+    assert main(["validate", str(tmp_path / "missing.json")]) == 2
+
+
+def test_schema_names_the_documented_fields(capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    for key in ("status", "objective", "best_bound", "gap", "solve_seconds", "ttft_ms", "tpot_ms",
+                "e2e_ms", "throughput_tokens_per_s", "kv_transfer_ms", "prefill", "decode"):
+        assert key in schema["properties"]
