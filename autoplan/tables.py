@@ -248,7 +248,7 @@ def kv_pair_bandwidth(topo: Topology, kind_from: str, kind_to: str) -> tuple[flo
 
 def kv_stage_bytes(model: ModelSpec, work: Workload, layers: int) -> float:
     """KV cache of the prompts for ``layers`` layers (all heads: the whole cache)."""
-    return work.batch * work.isl * layers * kv_bytes_per_token_layer(model, 1, work.precision)
+    return work.batch * work.isl * kv_bytes_per_token_layer(model, 1, work.precision) * layers
 
 
 def kv_stage_time_s(model: ModelSpec, topo: Topology, work: Workload, layers: int, tp: int,
@@ -261,11 +261,14 @@ def kv_stage_time_s(model: ModelSpec, topo: Topology, work: Workload, layers: in
 def _kv_table(t: Tables) -> np.ndarray:
     U, C, K = t.units, len(t.configs), len(t.kinds)
     kv = np.zeros((len(ROLES), C, U + 1, K), dtype=np.int64)
+    per_layer = kv_stage_bytes(t.model, t.work, 1)
+    links = {(a, b): kv_pair_bandwidth(t.topo, a, b) for a in t.kinds for b in t.kinds}
     for cfg in t.configs:
         for r, role in enumerate(ROLES):
-            for ln in range(1, U + 1):
-                for kd, kind_to in enumerate(t.kinds):
-                    s = kv_stage_time_s(t.model, t.topo, t.work, t.layers_of(role, ln), cfg.tp,
-                                        cfg.kind, kind_to)
+            for kd, kind_to in enumerate(t.kinds):
+                bw, lat = links[cfg.kind, kind_to]
+                for ln in range(1, U + 1):
+                    # Same arithmetic as kv_stage_time_s, which the validator uses.
+                    s = per_layer * t.layers_of(role, ln) / (cfg.tp * bw) + lat
                     kv[r, cfg.index, ln, kd] = math.ceil(s * 1e6)
     return kv
