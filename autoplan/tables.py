@@ -17,7 +17,7 @@ are what stages count. The LM head rides on the last stage.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -69,7 +69,6 @@ class PoolTable:
     time_us: dict[str, np.ndarray]  # phase -> int64 array; INF where the stage cannot exist
     max_len: np.ndarray  # [role, config]: longest stage that fits (0: none)
     hop_us: dict[str, np.ndarray]  # phase -> [config]: hand-off into a stage of this config
-    mem_fraction: dict[tuple[int, int, int], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,12 +165,10 @@ def _pool_table(t: Tables, pool: str) -> PoolTable:
     max_len = np.zeros((len(ROLES), C), dtype=np.int64)
     times = {ph: np.full((len(ROLES), C, U + 1), INF, dtype=np.int64) for ph in POOL_PHASES[pool]}
     hops = {ph: np.zeros(C, dtype=np.int64) for ph in POOL_PHASES[pool]}
-    fractions: dict[tuple[int, int, int], float] = {}
     for cfg in t.configs:
         kind = t.topo.kinds[cfg.kind]
         cap = kind.capacity_bytes * work.max_memory_fraction
         for r, role in enumerate(ROLES):
-            lengths = [U] if role == "only" else range(1, U + (0 if role != "mid" else 1))
             # Memory is affine in the stage length: two evaluations give it exactly.
             pts = []
             for ln in (1, 2) if role != "only" else (U,):
@@ -187,9 +184,8 @@ def _pool_table(t: Tables, pool: str) -> PoolTable:
                 slope = m2.total_bytes - m1.total_bytes
                 base = m1.total_bytes - slope * l1
                 best = int(math.floor((cap - base) / slope)) if slope > 0 else U
-                best = max(0, min(best, U - (0 if role == "mid" else 1) if role != "mid" else U))
-                if role in ("first", "last"):
-                    best = min(best, U - 1)
+                # A first or last stage leaves at least one layer for the other end.
+                best = max(0, min(best, U if role == "mid" else U - 1))
             max_len[r, cfg.index] = best
             if best == 0:
                 continue
@@ -219,7 +215,7 @@ def _pool_table(t: Tables, pool: str) -> PoolTable:
         for cfg in t.configs:
             a, b = _hop_pair(t, cfg)
             hops[ph][cfg.index] = math.ceil(t.topo.p2p_time_s(a, b, msg) * 1e6)
-    return PoolTable(pool, times, max_len, hops, fractions)
+    return PoolTable(pool, times, max_len, hops)
 
 
 def _hop_pair(t: Tables, cfg: Config) -> tuple[str, str]:

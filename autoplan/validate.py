@@ -64,11 +64,8 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
     for ph, stages in pools.items():
         pool = "colocated" if placement == "colocated" else ph
         ctx, tokens = pool_memory_args(pool, work)
+        # A colocated pool holds both phases' needs: KV at full context, prompt activations.
         mems = memories_for(model, topo, stages, work.batch, ctx, tokens, work.precision)
-        if placement == "colocated":
-            # Colocated devices hold both phases' needs; memory_for already sizes the KV
-            # cache at full context and activations for the prompt.
-            pass
         shape = phase_shape(ph, work.batch, work.isl, work.osl)
         cost = pipeline_cost(model, topo, stages, ph, shape, work.precision, mems)
         times[ph] = cost.time_s
