@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from autoplan.catalog import load_model, load_topology
 from autoplan.cost import Precision
+from autoplan.dtypes import bytes_per_element
 from autoplan.errors import InfeasibleError, InputError
 from autoplan.estimate import check_workload
 from autoplan.model import ModelSpec
@@ -17,7 +18,7 @@ from autoplan.model_graph import parameter_count
 from autoplan.pipeline import StagePlacement
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
 from autoplan.solver import Limits, SolveResult, StageChoice, solve
-from autoplan.tables import Tables, build_tables
+from autoplan.tables import Tables, Workload, build_tables
 from autoplan.topology import Topology
 from autoplan.validate import evaluate
 
@@ -62,8 +63,6 @@ def plan(
         placement=placement, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
         request_rate=request_rate, max_memory_fraction=max_memory_fraction,
     )
-    from autoplan.tables import Workload
-
     work = Workload(isl, osl, batch, precision, max_memory_fraction)
     modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
     if len(topo.devices) < 2 and "disaggregated" in modes:
@@ -165,7 +164,7 @@ def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: 
 def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str],
                         limits: Limits, osl: int, work) -> InfeasibleError:
     """Name the binding constraint family, and what these devices can achieve."""
-    wb = parameter_count(m) * _bytes(work.precision.weight)
+    wb = parameter_count(m) * bytes_per_element(work.precision.weight)
     cap = sum(topo.kinds[topo.device_kind_of(d)].capacity_bytes for d in topo.devices)
     usable = cap * work.max_memory_fraction
     if wb > usable:
@@ -195,9 +194,3 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
 
 def _ms(us: int | None) -> str:
     return "-" if us is None else f"{us / 1e3:g} ms"
-
-
-def _bytes(dtype: str) -> float:
-    from autoplan.dtypes import bytes_per_element
-
-    return bytes_per_element(dtype)

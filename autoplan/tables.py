@@ -21,7 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoplan.cost import Precision, kv_bytes_per_token_layer, phase_shape, valid_tps
+from autoplan.cost import (
+    Precision,
+    activation_message_bytes,
+    kv_bytes_per_token_layer,
+    phase_shape,
+    valid_tps,
+)
 from autoplan.model import ModelSpec
 from autoplan.pipeline import StagePlacement, memories_for, stage_cost
 from autoplan.topology import FastDomain, Topology
@@ -121,7 +127,7 @@ def build_configs(model: ModelSpec, classes: list[DeviceClass]) -> list[Config]:
     return out
 
 
-def _placement(t: Tables | None, model: ModelSpec, prefix: int, role: str, length: int,
+def _placement(model: ModelSpec, prefix: int, role: str, length: int,
                cfg: Config) -> StagePlacement:
     L = model.num_layers
     if role == "only":
@@ -172,7 +178,7 @@ def _pool_table(t: Tables, pool: str) -> PoolTable:
             # Memory is affine in the stage length: two evaluations give it exactly.
             pts = []
             for ln in (1, 2) if role != "only" else (U,):
-                st = _placement(t, model, t.prefix, role, ln, cfg)
+                st = _placement(model, t.prefix, role, ln, cfg)
                 mem = memories_for(model, t.topo, [st], work.batch, ctx, tokens,
                                    work.precision)[0]
                 pts.append((ln, mem))
@@ -193,7 +199,7 @@ def _pool_table(t: Tables, pool: str) -> PoolTable:
             for ph in POOL_PHASES[pool]:
                 shape = phase_shape(ph, work.batch, work.isl, work.osl)
                 def exact(ln: int) -> float:
-                    st = _placement(t, model, t.prefix, role, ln, cfg)
+                    st = _placement(model, t.prefix, role, ln, cfg)
                     mem = memories_for(model, t.topo, [st], work.batch, ctx, tokens,
                                        work.precision)[0]
                     return stage_cost(model, t.topo, st, shape, work.precision, mem).time_s
@@ -209,8 +215,6 @@ def _pool_table(t: Tables, pool: str) -> PoolTable:
                     times[ph][r, cfg.index, ln] = math.ceil(v * 1e6)
     for ph in POOL_PHASES[pool]:
         shape = phase_shape(ph, work.batch, work.isl, work.osl)
-        from autoplan.cost import activation_message_bytes
-
         msg = activation_message_bytes(model, shape, work.precision)
         for cfg in t.configs:
             a, b = _hop_pair(t, cfg)
