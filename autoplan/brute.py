@@ -8,11 +8,13 @@ objective. Exponential: small instances only (a dozen layers, a few configs).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from itertools import product
 
 from autoplan.solver import Limits
-from autoplan.tables import POOL_PHASES, ROLES, Tables
+from autoplan.tables import POOL_PHASES, ROLES, Tables, kv_pair_bandwidth, kv_stage_bytes
 
 
 @dataclass(frozen=True)
@@ -129,3 +131,80 @@ def brute_force(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> 
             if kb == kinds and all(x + y <= k for x, y, k in zip(ua, ub, cap)):
                 consider(ttft, tpot, sum(ua) + sum(ub))
     return best
+
+
+def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objective: str,
+                           request_rate: float | None = None) -> tuple[Fraction, int] | None:
+    """The best (requests/s, devices) of one placement mode over every pipeline pair and
+    every replica count, or None: the oracle of :mod:`autoplan.replicas`.
+
+    Throughput: the highest rate, then the fewest devices; devices: the fewest devices
+    whose rate reaches ``request_rate``, then the highest rate.
+    """
+    cap = [c.devices for c in t.classes]
+    B = t.work.batch * 10**6
+    lam = Fraction(request_rate).limit_denominator(10**9) if request_rate else None
+    best: tuple | None = None
+
+    def consider(rate: Fraction, devices: int) -> None:
+        nonlocal best
+        if lam is not None and rate < lam:
+            return
+        key = (devices, -rate) if objective == "devices" else (-rate, devices)
+        if best is None or key < best:
+            best = key
+
+    def ok(ttft: int | None, tpot: int | None) -> bool:
+        return not ((ttft is not None and limits.ttft_slo_us is not None and ttft > limits.ttft_slo_us)
+                    or (tpot is not None and limits.tpot_slo_us is not None
+                        and tpot > limits.tpot_slo_us))
+
+    if mode == "colocated":
+        for p in pipelines(t, "colocated"):
+            ttft, tpot = p.time("prefill"), p.time("decode")
+            if not ok(ttft, tpot):
+                continue
+            r = Fraction(B, ttft + (osl - 1) * tpot)
+            y = 1
+            while all(y * u <= k for u, k in zip(p.usage, cap)):
+                consider(y * r, y * sum(p.usage))
+                y += 1
+        return None if best is None else _unkey(best, objective)
+    tab = t.pools["prefill"]
+    per_req = kv_stage_bytes(t.model, t.work, t.model.num_layers) / t.work.batch
+    decs: dict[tuple[tuple[int, ...], frozenset[str]], Fraction] = {}
+    for b in pipelines(t, "decode"):
+        if ok(None, b.time("decode")):
+            key = (b.usage, b.kinds)
+            decs[key] = max(decs.get(key, Fraction(0)), Fraction(B, osl * b.time("decode")))
+    pres: dict[tuple[tuple[int, ...], frozenset[str], frozenset[str]], Fraction] = {}
+    for a in pipelines(t, "prefill"):
+        slowest = max(int(tab.time_us["prefill"][ROLES.index(r), c, ln]) for r, c, ln in a.stages)
+        for kinds in {k for _, k in decs}:
+            kv = max(int(t.kv_us[ROLES.index(r), c, ln, t.kinds.index(kd)])
+                     for r, c, ln in a.stages for kd in kinds)
+            if ok(a.time("prefill") + kv, None):
+                key = (a.usage, a.kinds, kinds)
+                pres[key] = max(pres.get(key, Fraction(0)), Fraction(B, slowest))
+    for (ua, ka, kinds), ra in pres.items():
+        for (ub, kb), rb in decs.items():
+            if kb != kinds:
+                continue
+            bw = min(kv_pair_bandwidth(t.topo, x, y)[0] for x in ka for y in kb)
+            link = Fraction(bw / per_req) if math.isfinite(bw) else None
+            na, nb = sum(ua), sum(ub)
+            yp = 1
+            while all(yp * u <= k for u, k in zip(ua, cap)):
+                yd = 1
+                while all(yp * u + yd * v <= k for u, v, k in zip(ua, ub, cap)):
+                    rate = min(yp * ra, yd * rb)
+                    if link is not None:
+                        rate = min(rate, min(yp * na, yd * nb) * link)
+                    consider(rate, yp * na + yd * nb)
+                    yd += 1
+                yp += 1
+    return None if best is None else _unkey(best, objective)
+
+
+def _unkey(key: tuple, objective: str) -> tuple[Fraction, int]:
+    return (-key[1], key[0]) if objective == "devices" else (-key[0], key[1])

@@ -1,15 +1,17 @@
 """Measurement rows (TTFT / TPOT) and the cost model's prediction for each.
 
-The CSV format is the one of ``hardware/data/calibration.csv``: columns ``id, engine,
-model, device_kind, tp, pp, weight_dtype, batch, isl, context, metric, value`` (extra
-columns such as ``source`` and ``notes`` are ignored). ``metric`` is ``ttft_ms`` or
-``tpot_ms``. Used by the accuracy test and benchmark, and by ``autoplan calibrate``.
+The CSV format is documented in ``hardware/data/SOURCE.md``: columns ``id, engine,
+model, device_kind, tp, pp, weight_dtype, batch, isl, context, metric, value`` found by
+name in any order (all must be in the header; extra columns such as ``source`` and
+``notes`` are ignored). ``metric`` is ``ttft_ms`` or ``tpot_ms``, ``value`` in ms.
+Used by the accuracy test and benchmark, and by ``autoplan calibrate``.
 """
 
 from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from autoplan.catalog import catalog_root, list_topologies, load_model, load_topology
@@ -83,47 +85,83 @@ def _int(s: str) -> int | None:
 
 
 def system_for(m: Measurement, profile: dict[str, Calibration] | None = None,
-               topology: str | None = None) -> tuple[Topology, int, int]:
+               topology: str | Topology | None = None) -> tuple[Topology, int, int]:
     """The topology, TP and PP a measurement row ran on.
 
-    With TP/PP given: the smallest shipped topology of that device kind that has the
-    devices. Without (unpublished splits): the largest shipped system of that kind, the
-    largest valid TP inside its fast domain, and as many stages as the devices allow.
+    ``topology`` (a name, a YAML path or a loaded topology), when it has the row's
+    device kind, is the system: it must hold the row's TP x PP devices of that kind.
+    Otherwise, with TP/PP given: the smallest shipped single-kind topology of that
+    device kind that has the devices. Without (unpublished splits): the largest such
+    system, the largest valid TP inside its fast domain, and as many stages as the
+    devices allow.
     """
-    cands = []
-    for name in ([topology] if topology else list_topologies()):
-        t = load_topology(name, profile)
-        if m.device_kind in t.kind_names and len(t.kind_names) == 1:
-            cands.append(t)
+    if topology is not None:
+        t = topology if isinstance(topology, Topology) else load_topology(topology, profile)
+        if m.device_kind in t.kind_names:
+            return _split(m, [t], t.name)
+    cands = [t for t in (_shipped() if profile is None else _load_shipped(profile))
+             if m.device_kind in t.kind_names and len(t.kind_names) == 1]
     if not cands:
         raise InputError(f"no topology has device kind {m.device_kind!r}")
+    return _split(m, cands, None)
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> tuple[Topology, ...]:
+    return _load_shipped(None)
+
+
+def _load_shipped(profile: dict[str, Calibration] | None) -> tuple[Topology, ...]:
+    return tuple(load_topology(name, profile) for name in list_topologies())
+
+
+def _split(m: Measurement, cands: list[Topology], named: str | None) -> tuple[Topology, int, int]:
+    kind = m.device_kind
     model = load_model(m.model)
     if m.tp:
         tp, pp = m.tp, m.pp or 1
-        fit = [t for t in cands if len(t.devices) >= tp * pp and t.max_fast_domain(m.device_kind) >= tp]
+        fit = [t for t in cands
+               if len(t.devices_of_kind(kind)) >= tp * pp and t.max_fast_domain(kind) >= tp]
         if not fit:
-            raise InputError(f"no topology of {m.device_kind} has {tp * pp} devices")
+            where = f"topology {named!r}" if named else f"no shipped topology of {kind}"
+            raise InputError(f"{where} cannot hold row {m.id} (TP {tp} x PP {pp} devices "
+                             f"of {kind}, TP inside one fast domain)")
         return min(fit, key=lambda t: (len(t.devices), t.name)), tp, pp
     topo = max(cands, key=lambda t: (len(t.devices), t.name))
-    tp = max(valid_tps(model, topo.max_fast_domain(m.device_kind)))
-    pp = min(len(topo.devices) // tp, model.num_layers)
+    tp = max(valid_tps(model, topo.max_fast_domain(kind)))
+    pp = min(len(topo.devices_of_kind(kind)) // tp, model.num_layers)
     return topo, tp, pp
 
 
-def predict(m: Measurement, profile: dict[str, Calibration] | None = None) -> float:
+def systems_for(rows: list[Measurement],
+                topology: str | Topology | None = None) -> dict[str, tuple[Topology, int, int]]:
+    """``system_for`` of every row, by id. A ``topology`` that has none of the rows'
+    device kinds is an input error (it would price nothing)."""
+    topo = None
+    if topology is not None:
+        topo = topology if isinstance(topology, Topology) else load_topology(topology)
+        kinds = sorted({m.device_kind for m in rows})
+        if not set(kinds) & set(topo.kind_names):
+            raise InputError(f"topology {topo.name!r} ({', '.join(topo.kind_names)}) has none "
+                             f"of the rows' device kinds ({', '.join(kinds)})")
+    return {m.id: system_for(m, topology=topo) for m in rows}
+
+
+def predict(m: Measurement, profile: dict[str, Calibration] | None = None,
+            topology: str | Topology | None = None) -> float:
     """The cost model's figure (ms) for a measurement row."""
-    return predict_on(m, *system_for(m, profile))
+    return predict_on(m, *system_for(m, profile, topology))
 
 
 def predict_on(m: Measurement, topo: Topology, tp: int, pp: int) -> float:
     """The cost model's figure (ms) for a row on a given system."""
     kv = m.weight_dtype if m.weight_dtype in ("bf16", "fp16") or m.device_kind == "lpu" else "bf16"
     if m.metric == "ttft_ms":
-        est = estimate(m.model, topo, tp, pp, isl=m.isl, osl=1, batch=m.batch,
-                       dtype=m.weight_dtype, kv_dtype=kv, max_memory_fraction=1.0)
+        est = estimate(m.model, topo, tp, pp, device_kind=m.device_kind, isl=m.isl, osl=1,
+                       batch=m.batch, dtype=m.weight_dtype, kv_dtype=kv, max_memory_fraction=1.0)
         return est.ttft_ms
     ctx = m.context or m.isl
-    est = estimate(m.model, topo, tp, pp, isl=m.isl or ctx, osl=1, batch=m.batch,
-                   dtype=m.weight_dtype, kv_dtype=kv, decode_context=ctx,
+    est = estimate(m.model, topo, tp, pp, device_kind=m.device_kind, isl=m.isl or ctx, osl=1,
+                   batch=m.batch, dtype=m.weight_dtype, kv_dtype=kv, decode_context=ctx,
                    max_memory_fraction=1.0)
     return est.tpot_ms

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
 from autoplan.model import ModelSpec, load_model_file
-from autoplan.topology import Calibration, DeviceKind, Topology, load_topology_file
+from autoplan.topology import YAML_ERRORS, Calibration, DeviceKind, Topology, load_topology_file
 
 
 def catalog_root() -> Path:
@@ -44,7 +44,8 @@ def load_model(name_or_path: str) -> ModelSpec:
     p = Path(name_or_path)
     if p.suffix == ".json" or p.is_file():
         if not p.is_file():
-            raise InputError(f"model config file {name_or_path!r} does not exist")
+            raise InputError(f"model config file {name_or_path!r} "
+                             + ("is a directory" if p.is_dir() else "does not exist"))
         return load_model_file(p)
     return _load_shipped_model(name_or_path)
 
@@ -75,16 +76,55 @@ def prior_path() -> Path:
     return _dir("hardware") / "prior.yaml"
 
 
+def list_profiles() -> list[str]:
+    """Names of the shipped calibration profiles (``--profile NAME``): ``default``
+    (``hardware/calibration.yaml``) and one per engine in ``hardware/profiles/``."""
+    return ["default"] + sorted(p.stem for p in (_dir("hardware") / "profiles").glob("*.yaml"))
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """The file of a profile given as a YAML path or a shipped profile name."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    name = str(name_or_path)
+    if p.suffix in (".yaml", ".yml") or "/" in name or "\\" in name:
+        raise InputError(f"profile file {name!r} does not exist")
+    f = (_dir("hardware") / "calibration.yaml" if name == "default"
+         else _dir("hardware") / "profiles" / f"{name}.yaml")
+    if not f.is_file():
+        raise InputError(f"unknown profile {name!r}; shipped profiles: "
+                         f"{', '.join(list_profiles())}, or pass a YAML path")
+    return f
+
+
+def _read_profile(name_or_path: str | Path) -> tuple[dict, str]:
+    path = profile_path(name_or_path)
+    data = _read_yaml(path)
+    engine = data.get("engine")
+    if engine is not None and not (isinstance(engine, str) and engine):
+        raise InputError(f"profile {str(name_or_path)!r}: 'engine' must be a non-empty string")
+    return data, str(name_or_path)
+
+
 def load_profile(path: str | Path) -> dict[str, Calibration]:
-    """A calibration profile: ``device_kinds: {kind: {parameter: value}}``."""
-    data = _read_yaml(Path(path))
-    kinds = data.get("device_kinds") if isinstance(data, dict) else None
+    """A calibration profile, by YAML path or shipped name (``list_profiles``):
+    ``device_kinds: {kind: {parameter: value}}``, with optional top-level ``profile``
+    and ``engine`` keys (see ``profile_engine``)."""
+    data, shown = _read_profile(path)
+    kinds = data.get("device_kinds")
     if not isinstance(kinds, dict):
-        raise InputError(f"profile {str(path)!r} needs a 'device_kinds' mapping")
+        raise InputError(f"profile {shown!r} needs a 'device_kinds' mapping")
     try:
         return {k: Calibration.model_validate(v) for k, v in kinds.items()}
     except ValidationError as e:
-        raise InputError(f"profile {str(path)!r}: {first_error(e)}") from None
+        raise InputError(f"profile {shown!r}: {first_error(e)}") from None
+
+
+def profile_engine(path: str | Path) -> str | None:
+    """The serving engine a profile was fitted to (its ``engine`` key), or None for a
+    profile fitted to several engines' rows."""
+    return _read_profile(path)[0].get("engine")
 
 
 def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = None) -> Topology:
@@ -94,7 +134,8 @@ def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = No
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
-            raise InputError(f"topology file {name_or_path!r} does not exist")
+            raise InputError(f"topology file {name_or_path!r} "
+                             + ("is a directory" if p.is_dir() else "does not exist"))
         return load_topology_file(p, builtin_device_kinds(), cal)
     f = _dir("topologies") / f"{name_or_path}.yaml"
     if "/" in name_or_path or not f.is_file():
@@ -109,7 +150,7 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read {str(path)!r}: {e.__class__.__name__}") from None
-    except yaml.YAMLError:
+    except YAML_ERRORS:
         raise InputError(f"{str(path)!r} is not valid YAML") from None
     if not isinstance(data, dict):
         raise InputError(f"{str(path)!r} must be a YAML mapping")

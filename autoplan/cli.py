@@ -79,6 +79,7 @@ def plan_cmd(
     request_rate: Optional[float] = typer.Option(None, "--request-rate"),
     max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction"),
     time_limit_s: float = typer.Option(30.0, "--time-limit-s"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="calibration profile YAML"),
     out: Optional[str] = typer.Option(None, "-o", "--out", help="write the plan JSON here"),
     as_json: bool = typer.Option(False, "--json", help="print the plan JSON"),
 ) -> None:
@@ -91,7 +92,7 @@ def plan_cmd(
              objective=objective, placement=placement, ttft_slo_ms=ttft_slo_ms,
              tpot_slo_ms=tpot_slo_ms, request_rate=request_rate,
              max_memory_fraction=max_memory_fraction, time_limit_s=time_limit_s,
-             progress=not as_json)
+             progress=not as_json, profile=profile)
     text = p.model_dump_json(indent=2)
     if out:
         write_atomic(out, text + "\n")
@@ -116,6 +117,62 @@ def validate_cmd(plan_file: str = typer.Argument(..., help="plan JSON")) -> None
                f"KV transfer {f.kv_transfer_ms:.3f} ms (recomputed, equal to the plan)")
 
 
+@app.command("explain")
+def explain_cmd(
+    plan_file: str = typer.Argument(..., help="plan JSON"),
+    solve: bool = typer.Option(True, "--solve/--no-solve",
+                               help="also re-solve the other placement with the planner"),
+    time_limit_s: float = typer.Option(10.0, "--time-limit-s", help="re-solve time limit"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Why this plan wins: its nearest alternatives, their figures and what rules them out."""
+    from autoplan.explain import explain
+    from autoplan.render import print_explain
+
+    e = explain(plan_file, solve=solve, time_limit_s=time_limit_s)
+    if as_json:
+        typer.echo(e.model_dump_json(indent=2))
+    else:
+        print_explain(e)
+
+
+@app.command("export")
+def export_cmd(
+    plan_file: str = typer.Argument(..., help="plan JSON (autoplan plan -o PLAN.json)"),
+    to: str = typer.Option(..., "--to", help="engine: vllm | sglang | dynamo"),
+    out: Optional[str] = typer.Option(None, "--out", help="write the files into this folder"),
+) -> None:
+    """Engine launch configs for a plan: vLLM / SGLang launch.sh, Dynamo deployment.yaml."""
+    from autoplan.export import check_engine, export, write_export
+    from autoplan.validate import _as_plan
+
+    engine = check_engine(to)
+    exp = export(_as_plan(plan_file), engine)
+    for w in exp.warnings:
+        print(f"autoplan: warning: {w}", file=sys.stderr)
+    if out:
+        for path in write_export(exp, out):
+            typer.echo(f"wrote {path}")
+    else:
+        for name, text in exp.files.items():
+            if len(exp.files) > 1:
+                typer.echo(f"# ==> {name} <==")
+            typer.echo(text, nl=False)
+
+
+@app.command("chart")
+def chart_cmd(
+    plan_file: str = typer.Argument(..., help="plan JSON"),
+    out: str = typer.Option("charts", "--out", "-o", help="directory for the PNG and SVG files"),
+) -> None:
+    """Draw a plan: pipeline timeline, roofline of its operators, placement on the topology."""
+    from autoplan.charts import chart_all
+    from autoplan.validate import _as_plan
+
+    for path in chart_all(_as_plan(plan_file), out):
+        typer.echo(str(path))
+
+
 @app.command("schema")
 def schema_cmd() -> None:
     """Print the plan's JSON Schema."""
@@ -126,19 +183,30 @@ def schema_cmd() -> None:
 
 @app.command("calibrate")
 def calibrate_cmd(
-    measurements: str = typer.Argument(..., help="CSV of measured TTFT/TPOT rows"),
+    measurements: str = typer.Argument(
+        ..., help="CSV of measured TTFT/TPOT rows (columns: hardware/data/SOURCE.md)"),
     out: Optional[str] = typer.Option(None, "-o", "--out", help="write the fitted profile YAML"),
+    topology: Optional[str] = typer.Option(
+        None, "--topology", help="topology (name or YAML) pricing the rows of its device "
+        "kinds; other rows use the smallest shipped system that holds them"),
     prior: Optional[str] = typer.Option(None, "--prior", help="prior profile (default: shipped)"),
-    engine: Optional[str] = typer.Option(None, "--engine", help="fit only rows of this engine"),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", help="fit only rows of this engine; the profile records it"),
     leave_one_out: bool = typer.Option(True, "--loo/--no-loo", help="report leave-one-out error"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fit the cost model's calibration parameters to measurements; write a profile."""
+    """Fit the cost model's calibration parameters to measurements; write a profile.
+
+    Shipped profiles, taken by estimate and plan as --profile NAME: default
+    (hardware/calibration.yaml, all rows of hardware/data/calibration.csv) and one per
+    engine in hardware/profiles/ (trtllm-0.5, splitwise-sim, groq), each refit by the
+    command in its header.
+    """
     from autoplan.calibration import read_measurements
-    from autoplan.catalog import default_calibrations, load_profile, prior_path
+    from autoplan.catalog import load_profile, prior_path
     from autoplan.errors import InputError
     from autoplan.fit import fit_all
-    from autoplan.profile_io import profile_yaml, write_atomic
+    from autoplan.profile_io import calibrate_command, profile_yaml, write_atomic
     from autoplan.render import print_fit
 
     rows = read_measurements(measurements)
@@ -147,17 +215,14 @@ def calibrate_cmd(
         if not rows:
             raise InputError(f"no rows of engine {engine!r} in {measurements}")
     priors = load_profile(prior or prior_path())
-    missing = sorted({r.device_kind for r in rows} - set(priors))
-    if missing:
-        raise InputError(f"the prior profile has no parameters for {', '.join(missing)}")
-    fits = fit_all(rows, priors, leave_one_out=leave_one_out)
-    cals = dict(default_calibrations())
+    fits = fit_all(rows, priors, leave_one_out=leave_one_out, topology=topology)
+    cals = {}
     for f in fits:
         ids = ", ".join(r.id for r in f.rows)
         cals[f.kind] = f.calibration.model_copy(update={"source": f"fitted to rows {ids}"})
     if out:
-        write_atomic(out, profile_yaml(cals, measurements,
-                                       "autoplan calibrate " + " ".join(sys.argv[2:])))
+        cmd = calibrate_command(measurements, out, engine=engine, topology=topology, prior=prior)
+        write_atomic(out, profile_yaml(cals, measurements, cmd, engine=engine))
     if as_json:
         typer.echo(json.dumps([{"kind": f.kind, "calibration": f.calibration.model_dump(),
                                 "rows": [r.__dict__ for r in f.rows]} for f in fits], indent=2))

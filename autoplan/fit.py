@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from autoplan.calibration import Measurement, predict_on, system_for
+from autoplan.calibration import Measurement, predict_on, systems_for
+from autoplan.errors import InputError
 from autoplan.topology import Calibration, Topology
 
 # Fitted parameters, their bounds and the scale used to normalise them.
@@ -29,6 +30,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "collective_launch_s": (0.0, 100e-6),
 }
 PRIOR_WEIGHT = 0.05
+# A solution this close to a bound (as a fraction of the bound's span) is put on the
+# bound: the last digits of such a value are solver noise, not evidence, and would
+# make the written profile depend on the platform's floating-point details.
+SNAP = 1e-6
 
 
 @dataclass
@@ -72,7 +77,8 @@ def fit_kind(kind: str, rows: list[Measurement], prior: Calibration,
     z0 = (x0 - lo) / span
     res = least_squares(residuals, z0, bounds=(0.0, 1.0), method="trf", x_scale=1.0,
                         diff_step=1e-3, max_nfev=200)
-    return _cal(prior, lo + res.x * span)
+    z = np.where(res.x < SNAP, 0.0, np.where(res.x > 1.0 - SNAP, 1.0, res.x))
+    return _cal(prior, lo + z * span)
 
 
 def _with(system: tuple[Topology, int, int], kind: str,
@@ -81,14 +87,28 @@ def _with(system: tuple[Topology, int, int], kind: str,
     return topo.with_calibration({kind: cal}), tp, pp
 
 
+def prior_for(kind: str, priors: dict[str, Calibration], topo: Topology) -> Calibration:
+    """The prior of ``kind``: its own, else that of the kind it is calibrated like."""
+    if kind in priors:
+        return priors[kind]
+    like = topo.kinds[kind].calibrate_like
+    if like in priors:
+        return priors[like]
+    raise InputError(f"the prior profile has no parameters for {kind}"
+                     + (f" (nor for {like}, which it is calibrated like)" if like else ""))
+
+
 def fit_all(rows: list[Measurement], priors: dict[str, Calibration],
-            leave_one_out: bool = True) -> list[KindFit]:
-    """Fit every device kind present in ``rows``; optionally leave-one-out errors."""
-    systems = {m.id: system_for(m) for m in rows}
+            leave_one_out: bool = True, topology: str | Topology | None = None) -> list[KindFit]:
+    """Fit every device kind present in ``rows``; optionally leave-one-out errors.
+
+    ``topology`` prices the rows of its device kinds (see ``calibration.system_for``).
+    """
+    systems = systems_for(rows, topology)
     out = []
     for kind in sorted({m.device_kind for m in rows}):
         mine = [m for m in rows if m.device_kind == kind]
-        prior = priors[kind]
+        prior = prior_for(kind, priors, systems[mine[0].id][0])
         fitted = fit_kind(kind, mine, prior, systems)
         fits = []
         for m in mine:

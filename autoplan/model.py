@@ -100,15 +100,50 @@ def _opt(cfg: dict[str, Any], key: str, default: Any) -> Any:
     return default if v is None else v
 
 
-def _positive_int(value: Any, key: str) -> int:
+# Upper bounds far above any published model; they keep absurd values (1e30 layers) from
+# hanging the per-layer loops or overflowing the cost model's floats.
+_MAX_DIM = 1 << 24
+_MAX_LAYERS = 1 << 12
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _positive_int(value: Any, key: str, maximum: int = _MAX_DIM) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InputError(f"model config key {key!r} must be a positive integer, got {value!r}")
+        raise InputError(f"model config key {key!r} must be a positive integer, got {_show(value)}")
+    if value > maximum:
+        raise InputError(f"model config key {key!r} must be at most {maximum}, got {_show(value)}")
     return value
+
+
+def _count(value: Any, key: str, maximum: int = _MAX_DIM) -> int:
+    """A non-negative integer (0 allowed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0
+    return _positive_int(value, key, maximum)
+
+
+def _flag(cfg: dict[str, Any], key: str, default: bool) -> bool:
+    v = _opt(cfg, key, default)
+    if not isinstance(v, bool):
+        raise InputError(f"model config key {key!r} must be true or false, got {_show(v)}")
+    return v
+
+
+def _layer_list(value: Any, key: str) -> list[int]:
+    if not isinstance(value, list):
+        raise InputError(f"model config key {key!r} must be a list of layer indices")
+    return [_count(v, key, _MAX_LAYERS) for v in value]
 
 
 def _family(cfg: dict[str, Any]) -> str:
     mt = cfg.get("model_type")
-    if not isinstance(mt, str) or not mt:
+    if mt is not None and not isinstance(mt, str):
+        raise InputError(f"model config key 'model_type' must be a string, got {_show(mt)}")
+    if not mt:
         archs = cfg.get("architectures")
         if isinstance(archs, list) and archs and isinstance(archs[0], str):
             mt = archs[0].lower().replace("forcausallm", "")
@@ -152,7 +187,11 @@ def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
         )
     for key in ("hidden_size", "num_layers", "num_attention_heads", "num_kv_heads",
                 "head_dim", "intermediate_size", "vocab_size"):
-        _positive_int(fields[key], key)
+        _positive_int(fields[key], key, _MAX_LAYERS if key == "num_layers" else _MAX_DIM)
+    moe = fields.get("moe")
+    if moe is not None and moe.top_k > moe.num_experts:
+        raise InputError(f"model config routes each token to {moe.top_k} experts but has "
+                         f"only {moe.num_experts}")
     if fields["num_attention_heads"] % fields["num_kv_heads"]:
         raise InputError(
             f"num_attention_heads ({fields['num_attention_heads']}) is not a multiple of "
@@ -167,7 +206,7 @@ def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
             published_parameters=float(published) if published is not None else None,
             **fields,
         )
-    except (ValidationError, TypeError, ValueError) as e:
+    except (ValidationError, TypeError, ValueError, OverflowError) as e:
         raise InputError(f"model config has an invalid value: {first_error(e)}") from None
 
 
@@ -183,9 +222,9 @@ def _moe_layers(n_layers: int, first_dense: int, freq: int, dense_list: list[int
 def _llama_like(cfg: dict[str, Any], family: str) -> dict[str, Any]:
     h = _positive_int(_req(cfg, "hidden_size"), "hidden_size")
     heads = _positive_int(_req(cfg, "num_attention_heads"), "num_attention_heads")
-    layers = _positive_int(_req(cfg, "num_hidden_layers"), "num_hidden_layers")
+    layers = _positive_int(_req(cfg, "num_hidden_layers"), "num_hidden_layers", _MAX_LAYERS)
     kv = _opt(cfg, "num_key_value_heads", heads)
-    head_dim = _opt(cfg, "head_dim", None) or (h // heads)
+    head_dim = _opt(cfg, "head_dim", h // heads)
     moe = None
     inter_key = "intermediate_size"
     if family == "mixtral":
@@ -199,7 +238,8 @@ def _llama_like(cfg: dict[str, Any], family: str) -> dict[str, Any]:
         )
     elif family in ("qwen2_moe", "qwen3_moe"):
         n_exp = _positive_int(_req(cfg, "num_experts"), "num_experts")
-        shared = int(_opt(cfg, "shared_expert_intermediate_size", 0))
+        shared = _count(_opt(cfg, "shared_expert_intermediate_size", 0),
+                        "shared_expert_intermediate_size")
         moe = MoESpec(
             num_experts=n_exp,
             top_k=_positive_int(_req(cfg, "num_experts_per_tok"), "num_experts_per_tok"),
@@ -207,8 +247,9 @@ def _llama_like(cfg: dict[str, Any], family: str) -> dict[str, Any]:
                                                    "moe_intermediate_size"),
             num_shared_experts=1 if shared else 0,
             shared_intermediate_size=shared,
-            moe_layers=_moe_layers(layers, 0, _opt(cfg, "decoder_sparse_step", 1),
-                                   list(_opt(cfg, "mlp_only_layers", []))),
+            moe_layers=_moe_layers(
+                layers, 0, _positive_int(_opt(cfg, "decoder_sparse_step", 1), "decoder_sparse_step"),
+                _layer_list(_opt(cfg, "mlp_only_layers", []), "mlp_only_layers")),
         )
     inter = _req(cfg, inter_key)
     return dict(
@@ -219,9 +260,9 @@ def _llama_like(cfg: dict[str, Any], family: str) -> dict[str, Any]:
         head_dim=head_dim,
         intermediate_size=inter,
         vocab_size=_req(cfg, "vocab_size"),
-        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", False)),
+        tie_word_embeddings=_flag(cfg, "tie_word_embeddings", False),
         gated_mlp=True,
-        qkv_bias=family in ("qwen2", "qwen2_moe") or bool(_opt(cfg, "attention_bias", False)),
+        qkv_bias=family in ("qwen2", "qwen2_moe") or _flag(cfg, "attention_bias", False),
         qk_norm=family in ("qwen3", "qwen3_moe"),
         moe=moe,
     )
@@ -230,27 +271,29 @@ def _llama_like(cfg: dict[str, Any], family: str) -> dict[str, Any]:
 def _deepseek(cfg: dict[str, Any]) -> dict[str, Any]:
     h = _positive_int(_req(cfg, "hidden_size"), "hidden_size")
     heads = _positive_int(_req(cfg, "num_attention_heads"), "num_attention_heads")
-    layers = _positive_int(_req(cfg, "num_hidden_layers"), "num_hidden_layers")
+    layers = _positive_int(_req(cfg, "num_hidden_layers"), "num_hidden_layers", _MAX_LAYERS)
+    q_lora = cfg.get("q_lora_rank")
     mla = MLASpec(
-        q_lora_rank=cfg.get("q_lora_rank"),
+        q_lora_rank=None if q_lora is None else _positive_int(q_lora, "q_lora_rank"),
         kv_lora_rank=_positive_int(_req(cfg, "kv_lora_rank"), "kv_lora_rank"),
         qk_nope_head_dim=_positive_int(_req(cfg, "qk_nope_head_dim"), "qk_nope_head_dim"),
         qk_rope_head_dim=_positive_int(_req(cfg, "qk_rope_head_dim"), "qk_rope_head_dim"),
         v_head_dim=_positive_int(_req(cfg, "v_head_dim"), "v_head_dim"),
     )
-    n_routed = cfg.get("n_routed_experts")
+    n_routed = _count(_opt(cfg, "n_routed_experts", 0), "n_routed_experts")
     moe = None
     if n_routed:
         moe_inter = _positive_int(_req(cfg, "moe_intermediate_size"), "moe_intermediate_size")
-        n_shared = int(_opt(cfg, "n_shared_experts", 0))
+        n_shared = _count(_opt(cfg, "n_shared_experts", 0), "n_shared_experts", 1 << 16)
         moe = MoESpec(
-            num_experts=_positive_int(n_routed, "n_routed_experts"),
+            num_experts=n_routed,
             top_k=_positive_int(_req(cfg, "num_experts_per_tok"), "num_experts_per_tok"),
             expert_intermediate_size=moe_inter,
             num_shared_experts=n_shared,
             shared_intermediate_size=moe_inter * n_shared,
-            moe_layers=_moe_layers(layers, int(_opt(cfg, "first_k_dense_replace", 0)),
-                                   _opt(cfg, "moe_layer_freq", 1), []),
+            moe_layers=_moe_layers(
+                layers, _count(_opt(cfg, "first_k_dense_replace", 0), "first_k_dense_replace"),
+                _positive_int(_opt(cfg, "moe_layer_freq", 1), "moe_layer_freq"), []),
         )
     return dict(
         hidden_size=h,
@@ -261,7 +304,7 @@ def _deepseek(cfg: dict[str, Any]) -> dict[str, Any]:
         head_dim=mla.qk_nope_head_dim + mla.qk_rope_head_dim,
         intermediate_size=_req(cfg, "intermediate_size"),
         vocab_size=_req(cfg, "vocab_size"),
-        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", False)),
+        tie_word_embeddings=_flag(cfg, "tie_word_embeddings", False),
         gated_mlp=True,
         mla=mla,
         moe=moe,
@@ -271,11 +314,12 @@ def _deepseek(cfg: dict[str, Any]) -> dict[str, Any]:
 def _falcon(cfg: dict[str, Any]) -> dict[str, Any]:
     h = _positive_int(_req(cfg, "hidden_size", "n_embed"), "hidden_size")
     heads = _positive_int(_req(cfg, "num_attention_heads", "n_head"), "num_attention_heads")
-    layers = _positive_int(_req(cfg, "num_hidden_layers", "n_layer"), "num_hidden_layers")
-    new_arch = bool(_opt(cfg, "new_decoder_architecture", False))
+    layers = _positive_int(_req(cfg, "num_hidden_layers", "n_layer"), "num_hidden_layers",
+                           _MAX_LAYERS)
+    new_arch = _flag(cfg, "new_decoder_architecture", False)
     if new_arch:
         kv = _req(cfg, "num_kv_heads", "n_head_kv")
-    elif _opt(cfg, "multi_query", True):
+    elif _flag(cfg, "multi_query", True):
         kv = 1
     else:
         kv = heads
@@ -287,11 +331,11 @@ def _falcon(cfg: dict[str, Any]) -> dict[str, Any]:
         head_dim=h // heads,
         intermediate_size=_opt(cfg, "ffn_hidden_size", 4 * h),
         vocab_size=_req(cfg, "vocab_size"),
-        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", True)),
+        tie_word_embeddings=_flag(cfg, "tie_word_embeddings", True),
         gated_mlp=False,
-        parallel_attention=bool(_opt(cfg, "parallel_attn", True)),
+        parallel_attention=_flag(cfg, "parallel_attn", True),
         norm="layernorm",
-        linear_bias=bool(_opt(cfg, "bias", False)),
+        linear_bias=_flag(cfg, "bias", False),
         # The new decoder architecture has a LayerNorm before attention and one before the
         # MLP; the original one a single LayerNorm feeding both.
         norms_per_layer=2 if new_arch else 1,
@@ -309,7 +353,7 @@ def _bloom(cfg: dict[str, Any]) -> dict[str, Any]:
         head_dim=h // heads,
         intermediate_size=4 * h,
         vocab_size=_req(cfg, "vocab_size"),
-        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", True)),
+        tie_word_embeddings=_flag(cfg, "tie_word_embeddings", True),
         gated_mlp=False,
         norm="layernorm",
         linear_bias=True,
@@ -328,12 +372,13 @@ def _opt_family(cfg: dict[str, Any]) -> dict[str, Any]:
         head_dim=h // heads,
         intermediate_size=_req(cfg, "ffn_dim"),
         vocab_size=_req(cfg, "vocab_size"),
-        tie_word_embeddings=bool(_opt(cfg, "tie_word_embeddings", True)),
+        tie_word_embeddings=_flag(cfg, "tie_word_embeddings", True),
         gated_mlp=False,
         norm="layernorm",
-        linear_bias=bool(_opt(cfg, "enable_bias", True)),
+        linear_bias=_flag(cfg, "enable_bias", True),
         # OPT offsets positions by 2 in its learned table.
-        learned_positions=int(_req(cfg, "max_position_embeddings")) + 2,
+        learned_positions=_positive_int(_req(cfg, "max_position_embeddings"),
+                                        "max_position_embeddings") + 2,
     )
 
 
@@ -348,6 +393,8 @@ def load_model_file(path: str | Path, name: str = "") -> ModelSpec:
         cfg = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"model config {str(p)!r} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    except (ValueError, RecursionError) as e:  # over-long integer literal, nesting too deep
+        raise InputError(f"model config {str(p)!r} is not valid JSON: {first_error(e)}") from None
     try:
         return model_from_config(cfg, name=name or p.stem)
     except InputError as e:

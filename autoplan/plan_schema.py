@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from autoplan.topology import Calibration
+
 SCHEMA_VERSION = 1
 
 _STRICT = ConfigDict(extra="forbid")
@@ -33,6 +35,9 @@ class PlanInputs(BaseModel):
     tpot_slo_ms: float | None = None
     request_rate: float | None = None
     max_memory_fraction: float = Field(gt=0, le=1)
+    calibration: dict[str, Calibration] | None = Field(
+        default=None, description="calibration profile the plan was priced with, per device "
+        "kind (absent: the shipped defaults)")
 
 
 class Stage(BaseModel):
@@ -49,11 +54,21 @@ class Stage(BaseModel):
 
 class PhasePlan(BaseModel):
     model_config = _STRICT
-    replicas: int = Field(ge=1)
+    replicas: int = Field(ge=1, description="identical copies of this pipeline")
     devices: int = Field(description="devices of one replica")
     time_ms: float = Field(description="prefill: pipeline time of a batch; decode: TPOT")
     bottleneck: Literal["compute", "memory", "communication"]
-    stages: list[Stage]
+    requests_per_s: float = Field(
+        description="requests per second all replicas of this phase serve: prefill "
+        "batch / slowest stage (batches pipelined through the stages), decode batch / "
+        "(osl * TPOT), colocated batch / e2e")
+    bubble_fraction: float = Field(
+        description="share of stage-time a replica's devices idle in steady state: "
+        "1 - mean stage time / the period (prefill: slowest stage; decode and "
+        "colocated: the whole pass, one batch in flight)")
+    stages: list[Stage] = Field(description="the first replica's stages")
+    replica_devices: list[list[list[str]]] = Field(
+        description="devices of every replica (the first included), per stage")
 
 
 class Plan(BaseModel):
@@ -64,14 +79,20 @@ class Plan(BaseModel):
     inputs: PlanInputs
     placement: Literal["disaggregated", "colocated"]
     status: Literal["optimal", "feasible", "infeasible"]
-    objective: float = Field(description="solver objective: TTFT + (osl-1) TPOT in ms")
-    best_bound: float = Field(description="solver's proven lower bound on the objective, ms")
-    gap: float = Field(description="(objective - best_bound) / objective")
+    objective: float = Field(description="the solver's objective in objective_unit: latency "
+                             "TTFT + (osl-1) TPOT; throughput output tokens/s; devices")
+    objective_unit: Literal["ms", "tokens/s", "devices"]
+    best_bound: float = Field(description="solver's proven bound on the objective")
+    gap: float = Field(description="|objective - best_bound| / objective")
     solve_seconds: float
     ttft_ms: float
     tpot_ms: float
     e2e_ms: float
-    throughput_tokens_per_s: float
+    throughput_tokens_per_s: float = Field(
+        description="output tokens/s of the whole deployment: osl * requests_per_s")
+    requests_per_s: float = Field(
+        description="requests/s the deployment sustains: the smaller phase's, capped by "
+        "the KV link budget between the pools")
     kv_transfer_ms: float
     devices: int = Field(description="devices used by all phases and replicas")
     prefill: PhasePlan

@@ -8,7 +8,7 @@ colocated).
 
 from __future__ import annotations
 
-from autoplan.catalog import load_model, load_topology
+from autoplan.catalog import load_model, load_profile, load_topology
 from autoplan.cost import Precision
 from autoplan.dtypes import bytes_per_element
 from autoplan.errors import InfeasibleError, InputError
@@ -17,9 +17,10 @@ from autoplan.model import ModelSpec
 from autoplan.model_graph import parameter_count
 from autoplan.pipeline import StagePlacement
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
-from autoplan.solver import Limits, SolveResult, StageChoice, solve
+from autoplan.replicas import plan_replicated
+from autoplan.solver import Limits, StageChoice, solve
 from autoplan.tables import Tables, Workload, build_tables
-from autoplan.topology import Topology
+from autoplan.topology import Calibration, Topology
 from autoplan.validate import evaluate
 
 PLACEMENT_POOLS = {"colocated": ("colocated",), "disaggregated": ("prefill", "decode")}
@@ -42,13 +43,25 @@ def plan(
     max_memory_fraction: float = 0.9,
     time_limit_s: float = 30.0,
     progress: bool = False,
+    profile: str | dict[str, Calibration] | None = None,
 ) -> Plan:
     """Solve for the best plan; raises :class:`InfeasibleError` when none exists."""
     m = model if isinstance(model, ModelSpec) else load_model(model)
-    topo = topology if isinstance(topology, Topology) else load_topology(topology)
+    cal = load_profile(profile) if isinstance(profile, str) else profile
+    if isinstance(topology, Topology):
+        topo = topology.with_calibration(cal) if cal else topology
+    else:
+        topo = load_topology(topology, cal)
     check_workload(isl, osl, batch, max_memory_fraction)
-    if objective != "latency":
-        raise InputError(f"objective {objective!r} is not implemented yet; use 'latency'")
+    if objective not in ("latency", "throughput", "devices"):
+        raise InputError(f"unknown objective {objective!r}; use latency, throughput or devices")
+    if request_rate is not None and not request_rate > 0:
+        raise InputError(f"--request-rate must be positive, got {request_rate}")
+    if objective == "devices" and request_rate is None:
+        raise InputError("objective 'devices' needs --request-rate (requests per second)")
+    if objective == "latency" and request_rate is not None:
+        raise InputError("--request-rate applies to the devices and throughput objectives; "
+                         "with latency the plan is one replica")
     if placement not in ("auto", "colocated", "disaggregated"):
         raise InputError(f"unknown placement {placement!r}")
     for name, v in (("--ttft-slo-ms", ttft_slo_ms), ("--tpot-slo-ms", tpot_slo_ms),
@@ -62,6 +75,7 @@ def plan(
         isl=isl, osl=osl, batch=batch, dtype=dtype, kv_dtype=kv, objective=objective,
         placement=placement, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
         request_rate=request_rate, max_memory_fraction=max_memory_fraction,
+        calibration={k: v for k, v in sorted(cal.items()) if k in topo.kinds} if cal else None,
     )
     work = Workload(isl, osl, batch, precision, max_memory_fraction)
     modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
@@ -76,6 +90,14 @@ def plan(
         tpot_slo_us=int(tpot_slo_ms * 1e3) if tpot_slo_ms else None,
         time_limit_s=time_limit_s, progress=progress,
     )
+    if objective != "latency":
+        best, _, wall, _ = plan_replicated(tables, modes, osl, limits, objective, request_rate)
+        if best is None:
+            raise _explain_infeasible(m, topo, tables, modes, limits, osl, work, request_rate)
+        value = float(best.rate * osl) if objective == "throughput" else float(best.devices)
+        return assemble(m, topo, tables, inputs, best.mode,
+                        {p: d.stages for p, d in best.designs.items()}, best.replicas,
+                        "optimal" if best.optimal else "feasible", value, value, wall)
     results = {mode: solve(tables, PLACEMENT_POOLS[mode], osl, limits) for mode in modes}
     feasible = {k: r for k, r in results.items() if r.status != "infeasible"}
     if not feasible:
@@ -83,7 +105,9 @@ def plan(
     mode = min(feasible, key=lambda k: (feasible[k].objective_us, feasible[k].devices,
                                         k != "colocated"))
     res = feasible[mode]
-    return assemble(m, topo, tables, inputs, mode, res, sum(r.wall_s for r in results.values()))
+    return assemble(m, topo, tables, inputs, mode, res.pools,
+                    {p: 1 for p in res.pools}, res.status, res.objective_us / 1e3,
+                    res.best_bound_us / 1e3, sum(r.wall_s for r in results.values()))
 
 
 def _order(t: Tables, choices: list[StageChoice]) -> list[tuple[str, int, int]]:
@@ -96,8 +120,11 @@ def _order(t: Tables, choices: list[StageChoice]) -> list[tuple[str, int, int]]:
     return seq
 
 
-def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]]) -> dict[str, list[tuple[str, ...]]]:
-    """Concrete TP groups: largest TP first, first fit into aligned blocks of a domain.
+def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]],
+                   replicas: dict[str, int]) -> dict[str, list[list[tuple[str, ...]]]]:
+    """Concrete TP groups per pool, replica and stage: largest TP first, first fit into
+    aligned blocks of a domain, in (pool, replica, stage) order so a replica's stages
+    sit next to each other.
 
     TP sizes divide the domain size, so aligned blocks never straddle a domain and the
     solver's device counts always pack.
@@ -106,18 +133,19 @@ def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]]) -> d
     domains = {c.index: c.domains for c in t.classes}
     demands = []
     for p_i, (p, seq) in enumerate(pools.items()):
-        for s_i, (_, cfg, _) in enumerate(seq):
-            c = t.configs[cfg]
-            demands.append((-c.tp, p_i, s_i, p, c))
-    out: dict[str, list[tuple[str, ...]]] = {p: [()] * len(seq) for p, seq in pools.items()}
-    for _, _, s_i, p, c in sorted(demands, key=lambda d: d[:3]):
+        for r in range(replicas[p]):
+            for s_i, (_, cfg, _) in enumerate(seq):
+                c = t.configs[cfg]
+                demands.append((-c.tp, p_i, r, s_i, p, c))
+    out = {p: [[()] * len(seq) for _ in range(replicas[p])] for p, seq in pools.items()}
+    for _, _, r, s_i, p, c in sorted(demands, key=lambda d: d[:4]):
         for dom in domains[c.cls]:
             slots = free[dom.index]
             start = next((b for b in range(0, dom.size, c.tp) if all(slots[b:b + c.tp])), None)
             if start is not None:
                 for j in range(start, start + c.tp):
                     slots[j] = False
-                out[p][s_i] = dom.devices[start:start + c.tp]
+                out[p][r][s_i] = dom.devices[start:start + c.tp]
                 break
         else:
             raise InfeasibleError(f"cannot pack a TP group of {c.tp} {c.kind} devices", "devices")
@@ -125,44 +153,53 @@ def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]]) -> d
 
 
 def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: str,
-             res: SolveResult, wall_s: float) -> Plan:
-    seqs = {p: _order(t, res.pools[p]) for p in PLACEMENT_POOLS[mode]}
-    groups = assign_devices(t, seqs)
+             choices: dict[str, list[StageChoice]], replicas: dict[str, int], status: str,
+             objective: float, bound: float, wall_s: float) -> Plan:
+    seqs = {p: _order(t, choices[p]) for p in PLACEMENT_POOLS[mode]}
+    groups = assign_devices(t, seqs, replicas)
     placed: dict[str, list[StagePlacement]] = {}
     for p, seq in seqs.items():
         stages, start = [], 0
-        for (role, cfg, ln), devs in zip(seq, groups[p]):
+        for (role, cfg, ln), devs in zip(seq, groups[p][0]):
             layers = t.layers_of(role, ln)
             stages.append(StagePlacement(start, start + layers, t.configs[cfg].kind, devs))
             start += layers
         placed[p] = stages
-    pre = placed.get("prefill", placed.get("colocated"))
-    dec = placed.get("decode", placed.get("colocated"))
-    fig = evaluate(m, topo, t.work, mode, pre, dec)
+    pre_pool = "prefill" if "prefill" in placed else "colocated"
+    dec_pool = "decode" if "decode" in placed else "colocated"
+    pre, dec = placed[pre_pool], placed[dec_pool]
+    fig = evaluate(m, topo, t.work, mode, pre, dec, (replicas[pre_pool], replicas[dec_pool]))
 
-    def phase(name: str, stages: list[StagePlacement], time_ms: float) -> PhasePlan:
+    def phase(name: str, pool: str, stages: list[StagePlacement], time_ms: float) -> PhasePlan:
         return PhasePlan(
-            replicas=1, devices=sum(s.tp for s in stages), time_ms=time_ms,
+            replicas=replicas[pool], devices=sum(s.tp for s in stages), time_ms=time_ms,
             bottleneck=fig.phase_bottleneck[name],
+            requests_per_s=fig.phase_requests_per_s[name],
+            bubble_fraction=fig.bubble_fraction[name],
             stages=[Stage(index=k, layers=(s.first, s.end), device_kind=s.kind, tp=s.tp,
                           devices=list(s.devices), time_ms=fig.stage_ms[name][k],
                           memory_fraction=fig.stage_fraction[name][k],
                           bottleneck=fig.stage_bottleneck[name][k])
-                    for k, s in enumerate(stages)])
+                    for k, s in enumerate(stages)],
+            replica_devices=[[list(g) for g in rep] for rep in groups[pool]])
 
-    used = {d for s in pre + dec for d in s.devices}
+    used = {d for reps in groups.values() for rep in reps for g in rep for d in g}
+    unit = {"latency": "ms", "throughput": "tokens/s", "devices": "devices"}[inputs.objective]
+    gap = abs(objective - bound) / objective if objective else 0.0
     return Plan(
-        inputs=inputs, placement=mode, status=res.status,
-        objective=res.objective_us / 1e3, best_bound=res.best_bound_us / 1e3, gap=res.gap,
+        inputs=inputs, placement=mode, status=status,
+        objective=objective, objective_unit=unit, best_bound=bound, gap=gap,
         solve_seconds=wall_s, ttft_ms=fig.ttft_ms, tpot_ms=fig.tpot_ms, e2e_ms=fig.e2e_ms,
-        throughput_tokens_per_s=fig.throughput_tokens_per_s,
+        throughput_tokens_per_s=fig.throughput_tokens_per_s, requests_per_s=fig.requests_per_s,
         kv_transfer_ms=fig.kv_transfer_ms, devices=len(used),
-        prefill=phase("prefill", pre, fig.prefill_ms), decode=phase("decode", dec, fig.tpot_ms),
+        prefill=phase("prefill", pre_pool, pre, fig.prefill_ms),
+        decode=phase("decode", dec_pool, dec, fig.tpot_ms),
     )
 
 
 def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str],
-                        limits: Limits, osl: int, work) -> InfeasibleError:
+                        limits: Limits, osl: int, work,
+                        request_rate: float | None = None) -> InfeasibleError:
     """Name the binding constraint family, and what these devices can achieve."""
     wb = parameter_count(m) * bytes_per_element(work.precision.weight)
     cap = sum(topo.kinds[topo.device_kind_of(d)].capacity_bytes for d in topo.devices)
@@ -184,6 +221,15 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
                 f"{_ms(limits.tpot_slo_us)}; with these devices the best latency plans reach "
                 f"TTFT {ttft:.1f} ms and TPOT {tpot:.2f} ms", "slo",
                 {"ttft_ms": ttft, "tpot_ms": tpot})
+    if request_rate is not None:
+        most, _, _, _ = plan_replicated(t, modes, osl, limits, "throughput", None)
+        if most is not None:
+            r = float(most.rate)
+            return InfeasibleError(
+                f"rate: no deployment of these {len(topo.devices)} devices serves "
+                f"{request_rate:g} requests/s within the SLOs; the most they serve is "
+                f"{r:.3g} requests/s ({r * osl:.4g} output tokens/s, {most.mode})", "devices",
+                {"requests_per_s": r, "tokens_per_s": r * osl})
     return InfeasibleError(
         f"memory/devices: no pipeline of the {len(topo.devices)} devices holds "
         f"{m.name} with its KV cache for batch {work.batch} at context "

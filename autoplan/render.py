@@ -88,12 +88,15 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
             f"{p.devices} devices; batch {i.batch}, ISL {i.isl}, OSL {i.osl}, {i.dtype} weights")
     c.print(f"TTFT [bold]{p.ttft_ms:.2f} ms[/] (KV transfer {p.kv_transfer_ms:.3f} ms)  "
             f"TPOT [bold]{p.tpot_ms:.3f} ms[/]  e2e [bold]{p.e2e_ms:.1f} ms[/]  "
-            f"throughput {p.throughput_tokens_per_s:.1f} tok/s")
-    c.print(f"solver: {p.status}, objective {p.objective:.3f} ms, bound {p.best_bound:.3f} ms, "
-            f"gap {p.gap:.2%}, {p.solve_seconds:.2f} s")
+            f"throughput [bold]{p.throughput_tokens_per_s:.1f} tok/s[/] "
+            f"({p.requests_per_s:.3g} requests/s)")
+    c.print(f"solver: {p.status}, objective ({i.objective}) {p.objective:.6g} {p.objective_unit}, "
+            f"bound {p.best_bound:.6g}, gap {p.gap:.2%}, {p.solve_seconds:.2f} s")
     for name, ph in (("prefill", p.prefill), ("decode", p.decode)):
         t = Table(title=f"{name}: {ph.time_ms:.3f} ms, {ph.bottleneck}-bound, "
-                        f"{ph.replicas} replica(s) of {ph.devices} devices", header_style="bold")
+                        f"{ph.replicas} replica(s) of {ph.devices} devices, "
+                        f"{ph.requests_per_s:.3g} requests/s, bubbles {ph.bubble_fraction:.0%}",
+                  header_style="bold")
         for col in ("stage", "layers", "kind", "TP", "devices", "time ms", "memory", "bottleneck"):
             t.add_column(col, justify="right")
         for s in ph.stages:
@@ -101,3 +104,40 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
             t.add_row(str(s.index), f"{s.layers[0]}-{s.layers[1]}", s.device_kind, str(s.tp), devs,
                       f"{s.time_ms:.3f}", f"{s.memory_fraction:.1%}", s.bottleneck)
         c.print(t)
+
+
+def print_explain(e, console: Console | None = None) -> None:
+    """``autoplan explain``: the headline, then one row per nearest alternative.
+
+    The reason is a column on wide terminals (>= 140 columns); on narrower ones it is
+    listed under the table, numbered like the rows.
+    """
+    c = console or Console()
+    c.print(f"[bold]{e.model}[/] on [bold]{e.topology}[/]: objective {e.objective} "
+            f"({e.objective_value:.6g} {e.objective_unit})")
+    c.print(e.headline, highlight=False)
+    wide = c.width >= 140
+    t = Table(header_style="bold", show_lines=wide)
+    cols = [("#", "right"), ("alternative", "left"), ("TTFT ms", "right"), ("TPOT ms", "right"),
+            ("e2e ms", "right"), ("devices", "right"), (f"Δ {e.objective_unit}", "right"),
+            ("verdict", "left")] + ([("reason", "left")] if wide else [])
+    for col, just in cols:
+        t.add_column(col, justify=just, overflow="fold",
+                     no_wrap=col not in ("alternative", "reason"),
+                     ratio=1 if col == "reason" else None)
+    style = {"worse": "", "ruled out": "yellow", "equal": "cyan", "better": "bold red"}
+
+    def num(x, fmt):
+        return "-" if x is None else format(x, fmt)
+
+    for k, a in enumerate(e.alternatives, 1):
+        row = [str(k), a.name, num(a.ttft_ms, ".2f"), num(a.tpot_ms, ".3f"), num(a.e2e_ms, ".1f"),
+               num(a.devices, "d"), num(a.delta, "+.4g"),
+               f"[{style[a.verdict]}]{a.verdict}[/]" if style[a.verdict] else a.verdict]
+        t.add_row(*row, *([a.reason] if wide else []))
+    c.print(t)
+    if not wide:
+        for k, a in enumerate(e.alternatives, 1):
+            c.print(f"{k}. {a.name}: {a.reason}", highlight=False)
+    for n in e.notes:
+        c.print(f"note: {n}", highlight=False)

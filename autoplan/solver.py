@@ -1,21 +1,32 @@
-"""The CP-SAT model over the integer tables (the only module that imports OR-Tools).
+"""The CP-SAT models over the integer tables (the only module that imports OR-Tools).
 
-Count form (FORMULATION.md): per pool ``p``, role ``r``, config ``c`` and stage length
-``l`` (layers of the uniform run)
+Count form (FORMULATION.md). Per pool (a prefill, decode or colocated pipeline), stage
+role (only / first / middle / last) and config ``c`` (device class, TP):
 
-- ``x[p, r, c, l]`` in {0, 1} for the roles only / first / last: this stage exists;
-- ``n[p, c, l]`` >= 0 for middle stages: how many middle stages of this length on ``c``.
+- *compact* groups, where the tables say a stage's time (and KV hand-off) is affine in
+  its length, ``A + B * length`` (every single-memory-tier kind): for ``only`` one
+  boolean; for ``first`` and ``last`` a boolean ``x`` and a length ``l`` in
+  ``[x, Lmax * x]``; for middles a count ``N``, the layers they hold ``Lam`` in
+  ``[N, Lmax * N]`` and, where the objective needs the longest middle stage (slowest
+  stage, KV hand-off), ``M`` with ``Lam <= N * M``: balanced cuts then give every
+  middle stage at most ``M`` layers. About ten variables per config, whatever the
+  layer count.
+- *per-length* groups otherwise (multi-tier kinds, where the tier split makes time
+  non-affine): one boolean or count per stage length, priced from the table.
 
 Constraints: one pipeline per pool (one ``only`` stage, or one ``first`` and one
-``last``); the stages cover the ``U`` uniform layers; devices of each class suffice for
-both pools (TP sizes divide the domain size, so counting devices is enough to pack TP
-groups into domains); SLOs. Pool times are table constants times the counts, plus a
-hand-off into every stage but the first. A disaggregated plan adds the KV hand-off: the
-slowest prefill stage's KV transfer to the decode pool's kind(s).
+``last``); the stages cover the ``U`` uniform layers; devices of each class suffice
+for every pool (TP sizes divide the domain size, so counting devices is enough to pack
+TP groups into domains); SLOs. A pool's phase time is its stage times plus a hand-off
+into every stage but the first. A disaggregated plan adds the KV hand-off: the largest
+KV transfer of a prefill stage to a kind the decode pool uses.
 
-Objective (latency): ``W * (TTFT + (osl - 1) * TPOT) + devices``, ``W`` larger than any
-device count, so fewer devices break ties; the solver runs deterministically (one
-worker, fixed seed), so equal inputs give equal plans.
+Goals: ``latency`` minimises ``W * (TTFT + (osl - 1) * TPOT) + devices`` over the
+pools together; ``phase`` (one pool) minimises the pool's own time (prefill: its
+TTFT part with the KV hand-off to given decode kinds; decode: TPOT; colocated: the
+end-to-end latency); ``slowest`` (a prefill pool) minimises its slowest stage, which
+sets a pipelined pool's rate. ``W`` exceeds any device count, so fewer devices break
+ties; the solver runs deterministically (one worker, fixed seed).
 """
 
 from __future__ import annotations
@@ -27,8 +38,6 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from autoplan.tables import INF, POOL_PHASES, ROLES, Tables
-
-BOOL_ROLES = ("only", "first", "last")
 
 
 @dataclass
@@ -49,8 +58,9 @@ class SolveResult:
     ttft_us: int = 0
     tpot_us: int = 0
     kv_us: int = 0
+    slowest_us: int = 0
     devices: int = 0
-    infeasible_families: list[str] = field(default_factory=list)
+    usage: tuple[int, ...] = ()
 
     @property
     def gap(self) -> float:
@@ -88,79 +98,207 @@ class _Progress(cp_model.CpSolverSolutionCallback):
               f"bound {bound:.3f} ms", file=sys.stderr)
 
 
-def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> SolveResult:
-    """Minimise end-to-end latency over the pools' pipelines (see module docstring)."""
-    m = cp_model.CpModel()
-    U = t.units
-    # x[pool, role, cfg, length]: a stage of this role exists (roles only/first/last).
-    x: dict[tuple[str, str, int, int], cp_model.IntVar] = {}
-    # n[pool, cfg, length]: number of middle stages of this length on this config.
-    n: dict[tuple[str, int, int], cp_model.IntVar] = {}
-    for p in pools:
-        tab = t.pools[p]
+@dataclass
+class _Group:
+    """Stage variables of one (pool, role, config)."""
+
+    role: str
+    cfg: int
+    count: cp_model.LinearExprT  # stages in the group
+    layers: cp_model.LinearExprT  # uniform layers they hold
+    time: dict[str, cp_model.LinearExprT]  # phase -> total time, hand-offs included
+    longest: dict[str, list[cp_model.LinearExprT]]  # phase -> each a stage's time (lower bounds of the max)
+    kv: list[list[cp_model.LinearExprT]]  # decode kind -> KV hand-offs of stages (prefill pools)
+    values: object  # how to read the chosen stages back
+
+
+class _PoolModel:
+    """One pool's pipeline inside a CP-SAT model."""
+
+    def __init__(self, m: cp_model.CpModel, t: Tables, pool: str, need_max: bool) -> None:
+        self.m, self.t, self.pool = m, t, pool
+        self.groups: list[_Group] = []
+        tab, U = t.pools[pool], t.units
+        kv_tab = t.kv_us if pool == "prefill" else None
         for r, role in enumerate(ROLES):
             for cfg in t.configs:
-                best = int(tab.max_len[r, cfg.index])
-                lengths = [U] if role == "only" and best else range(1, best + 1)
-                for ln in lengths:
-                    if role == "mid":
-                        n[p, cfg.index, ln] = m.new_int_var(0, U // ln, f"n[{p},{cfg.index},{ln}]")
-                    else:
-                        x[p, role, cfg.index, ln] = m.new_bool_var(f"x[{p},{role},{cfg.index},{ln}]")
+                c = cfg.index
+                best = int(tab.max_len[r, c])
+                if best == 0:
+                    continue
+                if role == "only":
+                    self._only(c, kv_tab)
+                elif tab.affine[r, c]:
+                    self._compact(role, c, best, need_max, kv_tab)
+                else:
+                    self._per_length(role, c, best, kv_tab)
+        only = [g.count for g in self.groups if g.role == "only"]
+        first = [g.count for g in self.groups if g.role == "first"]
+        last = [g.count for g in self.groups if g.role == "last"]
+        mids = [g.count for g in self.groups if g.role == "mid"]
+        m.add(sum(only) + sum(first) == 1)
+        m.add(sum(first) == sum(last))
+        if mids:
+            m.add(sum(mids) <= U * sum(first))
+        m.add(sum(g.layers for g in self.groups) == U)
 
-    def stage_terms(p: str):
-        """(role, cfg, length, variable) for every stage variable of pool p."""
-        for (pp, role, c, ln), v in x.items():
-            if pp == p:
-                yield role, c, ln, v
-        for (pp, c, ln), v in n.items():
-            if pp == p:
-                yield "mid", c, ln, v
+    # -- group builders -------------------------------------------------------------
+    def _name(self, *parts) -> str:
+        return f"{self.pool}[" + ",".join(str(p) for p in parts) + "]"
 
-    for p in pools:
-        _one_pipeline(m, x, n, p, U)
-        # Cover: the stages hold every uniform layer exactly once.
-        m.add(sum(ln * v for _, _, ln, v in stage_terms(p)) == U)
+    def _kv_const(self, kv_tab, r: int, c: int, ln: int) -> list[int]:
+        if kv_tab is None:
+            return []
+        return [int(kv_tab[r, c, ln, kd]) for kd in range(len(self.t.kinds))]
 
-    # Inventory: devices of each class suffice for every pool together.
-    used_by_class = {c.index: [] for c in t.classes}
-    for p in pools:
-        for _, c, _, v in stage_terms(p):
-            used_by_class[t.configs[c].cls].append(t.configs[c].tp * v)
-    for cls in t.classes:
-        if used_by_class[cls.index]:
-            m.add(sum(used_by_class[cls.index]) <= cls.devices)
-    devices = sum(sum(v) for v in used_by_class.values() if v)
+    def _only(self, c: int, kv_tab) -> None:
+        tab, U, r = self.t.pools[self.pool], self.t.units, ROLES.index("only")
+        x = self.m.new_bool_var(self._name("only", c))
+        time_ = {ph: int(tab.time_us[ph][r, c, U]) * x for ph in POOL_PHASES[self.pool]}
+        kv = [[k * x] for k in self._kv_const(kv_tab, r, c, U)]
+        self.groups.append(_Group("only", c, x, U * x, time_,
+                                  {ph: [v] for ph, v in time_.items()}, kv,
+                                  ("fixed", x, U)))
 
-    # Phase times per pool: stage times plus a hand-off into every non-first stage.
-    phase_time: dict[tuple[str, str], cp_model.LinearExpr] = {}
-    for p in pools:
-        tab = t.pools[p]
-        for ph in POOL_PHASES[p]:
-            terms = []
-            for role, c, ln, v in stage_terms(p):
-                r = ROLES.index(role)
-                cost = int(tab.time_us[ph][r, c, ln])
-                assert cost < INF
-                if role in ("mid", "last"):
-                    cost += int(tab.hop_us[ph][c])
-                terms.append(cost * v)
-            phase_time[p, ph] = sum(terms)
+    def _compact(self, role: str, c: int, best: int, need_max: bool, kv_tab) -> None:
+        m, tab, U = self.m, self.t.pools[self.pool], self.t.units
+        r = ROLES.index(role)
+        A, B = {}, {}
+        for ph in POOL_PHASES[self.pool]:
+            a1 = int(tab.time_us[ph][r, c, 1])
+            B[ph] = int(tab.time_us[ph][r, c, 2]) - a1 if best >= 2 else 0
+            A[ph] = a1 - B[ph]
+        hop = {ph: int(tab.hop_us[ph][c]) if role in ("mid", "last") else 0
+               for ph in POOL_PHASES[self.pool]}
+        kvA, kvB = [], []
+        if kv_tab is not None:
+            for kd in range(len(self.t.kinds)):
+                k1 = int(kv_tab[r, c, 1, kd])
+                kb = int(kv_tab[r, c, 2, kd]) - k1 if best >= 2 else 0
+                kvA.append(k1 - kb)
+                kvB.append(kb)
+        if role in ("first", "last"):
+            x = m.new_bool_var(self._name(role, c))
+            ln = m.new_int_var(0, best, self._name(role, c, "len"))
+            m.add(ln >= x)
+            m.add(ln <= best * x)
+            stage = {ph: A[ph] * x + B[ph] * ln for ph in A}
+            self.groups.append(_Group(
+                role, c, x, ln, {ph: stage[ph] + hop[ph] * x for ph in A},
+                {ph: [v] for ph, v in stage.items()},
+                [[a * x + b * ln] for a, b in zip(kvA, kvB)], ("one", x, ln)))
+            return
+        n = m.new_int_var(0, U, self._name("mid", c, "n"))
+        lam = m.new_int_var(0, U, self._name("mid", c, "layers"))
+        m.add(lam >= n)
+        m.add(lam <= best * n)
+        longest: dict[str, list] = {ph: [] for ph in A}
+        kv: list[list] = [[] for _ in kvA]
+        longest_len = None
+        if need_max:
+            on = m.new_bool_var(self._name("mid", c, "on"))
+            mx = m.new_int_var(0, best, self._name("mid", c, "max"))
+            m.add(n >= on)
+            m.add(n <= U * on)
+            m.add(mx >= on)
+            m.add(mx <= best * on)
+            prod = m.new_int_var(0, U * best, self._name("mid", c, "n*max"))
+            m.add_multiplication_equality(prod, [n, mx])
+            m.add(lam <= prod)
+            longest = {ph: [A[ph] * on + B[ph] * mx] for ph in A}
+            kv = [[a * on + b * mx] for a, b in zip(kvA, kvB)]
+            longest_len = mx
+        self.groups.append(_Group(
+            "mid", c, n, lam, {ph: (A[ph] + hop[ph]) * n + B[ph] * lam for ph in A},
+            longest, kv, ("balanced", n, lam, longest_len)))
 
-    kv = 0
-    if "prefill" in pools:
-        kv = _kv_handoff(m, t, x, n, stage_terms)
-    pre_pool = "prefill" if "prefill" in pools else "colocated"
-    dec_pool = "decode" if "decode" in pools else "colocated"
-    ttft = phase_time[pre_pool, "prefill"] + kv
-    tpot = phase_time[dec_pool, "decode"]
-    if limits.ttft_slo_us is not None:
-        m.add(ttft <= limits.ttft_slo_us)
-    if limits.tpot_slo_us is not None:
-        m.add(tpot <= limits.tpot_slo_us)
-    scale = sum(c.devices for c in t.classes) + 1
-    m.minimize(scale * (ttft + (osl - 1) * tpot) + devices)
+    def _per_length(self, role: str, c: int, best: int, kv_tab) -> None:
+        m, tab, U = self.m, self.t.pools[self.pool], self.t.units
+        r = ROLES.index(role)
+        hop = {ph: int(tab.hop_us[ph][c]) if role in ("mid", "last") else 0
+               for ph in POOL_PHASES[self.pool]}
+        for ln in range(1, best + 1):
+            cost = {ph: int(tab.time_us[ph][r, c, ln]) for ph in hop}
+            assert all(v < INF for v in cost.values())
+            if role == "mid":
+                v = m.new_int_var(0, U // ln, self._name("mid", c, ln))
+                on = m.new_bool_var(self._name("mid", c, ln, "on"))
+                m.add(v >= on)
+                m.add(v <= (U // ln) * on)
+            else:
+                v = on = m.new_bool_var(self._name(role, c, ln))
+            self.groups.append(_Group(
+                role, c, v, ln * v, {ph: (cost[ph] + hop[ph]) * v for ph in cost},
+                {ph: [cost[ph] * on] for ph in cost},
+                [[k * on] for k in self._kv_const(kv_tab, r, c, ln)], ("fixed", v, ln)))
 
+    # -- expressions ----------------------------------------------------------------
+    def phase_time(self, ph: str) -> cp_model.LinearExprT:
+        return sum(g.time[ph] for g in self.groups)
+
+    def usage(self) -> list[cp_model.LinearExprT]:
+        out: list = [0] * len(self.t.classes)
+        for g in self.groups:
+            cfg = self.t.configs[g.cfg]
+            out[cfg.cls] += cfg.tp * g.count
+        return out
+
+    def slowest(self, ph: str, hi: int) -> cp_model.IntVar:
+        s = self.m.new_int_var(0, hi, self._name("slowest", ph))
+        for g in self.groups:
+            for e in g.longest[ph]:
+                self.m.add(s >= e)
+        return s
+
+    def kinds_used(self) -> list[cp_model.IntVar]:
+        """u[kind]: the pool uses a device of this kind."""
+        u = [self.m.new_bool_var(self._name("uses", k)) for k in self.t.kinds]
+        for g in self.groups:
+            kd = self.t.kinds.index(self.t.configs[g.cfg].kind)
+            self.m.add(self.t.units * u[kd] >= g.count)
+        return u
+
+    def kv_handoff(self, decode_kinds: list) -> cp_model.IntVar:
+        """kv >= the KV transfer of every prefill stage to every kind the decode pool uses.
+
+        ``decode_kinds``: per kind a literal (or a constant 0/1)."""
+        hi = int(self.t.kv_us.max()) if self.t.kv_us.size else 0
+        kv = self.m.new_int_var(0, max(hi, 0), self._name("kv"))
+        for g in self.groups:
+            for kd, terms in enumerate(g.kv):
+                lit = decode_kinds[kd]
+                if isinstance(lit, int):
+                    if lit:
+                        for e in terms:
+                            self.m.add(kv >= e)
+                    continue
+                for e in terms:
+                    self.m.add(kv >= e).only_enforce_if(lit)
+        return kv
+
+    def chosen(self, s: cp_model.CpSolver) -> list[StageChoice]:
+        out: list[StageChoice] = []
+        for g in self.groups:
+            how = g.values
+            if how[0] == "fixed":
+                k = int(s.value(how[1]))
+                if k:
+                    out.append(StageChoice(g.role, g.cfg, how[2], k))
+            elif how[0] == "one":
+                if s.value(how[1]):
+                    out.append(StageChoice(g.role, g.cfg, int(s.value(how[2]))))
+            else:  # balanced middles: N stages holding Lam layers
+                n, lam = int(s.value(how[1])), int(s.value(how[2]))
+                if n:
+                    q, rem = divmod(lam, n)
+                    if rem:
+                        out.append(StageChoice("mid", g.cfg, q + 1, rem))
+                    if n - rem:
+                        out.append(StageChoice("mid", g.cfg, q, n - rem))
+        return out
+
+
+def _solve(m: cp_model.CpModel, scale: int, limits: Limits):
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
@@ -168,7 +306,62 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> SolveR
     t0 = time.perf_counter()
     cb = _Progress(scale) if limits.progress else None
     status = solver.solve(m, cb) if cb else solver.solve(m)
-    wall = time.perf_counter() - t0
+    return solver, status, time.perf_counter() - t0
+
+
+def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
+          goal: str = "latency", caps: list[int] | None = None,
+          decode_kinds: tuple[str, ...] = ()) -> SolveResult:
+    """Best pipelines for ``pools`` (see the module docstring for the goals).
+
+    ``caps``: devices per class available (default: the whole inventory).
+    ``decode_kinds``: for a prefill pool solved alone, the kinds its KV is sent to.
+    """
+    m = cp_model.CpModel()
+    caps = list(caps) if caps is not None else [c.devices for c in t.classes]
+    need_max = goal == "slowest" or "prefill" in pools
+    pm = {p: _PoolModel(m, t, p, need_max) for p in pools}
+
+    usage: list = [0] * len(t.classes)
+    for p in pools:
+        for k, e in enumerate(pm[p].usage()):
+            usage[k] += e
+    for k, cap in enumerate(caps):
+        if not isinstance(usage[k], int):
+            m.add(usage[k] <= cap)
+    devices = sum(usage)
+
+    kv = 0
+    if "prefill" in pools:
+        if "decode" in pools:
+            lits = pm["decode"].kinds_used()
+        else:
+            lits = [1 if k in decode_kinds else 0 for k in t.kinds]
+        kv = pm["prefill"].kv_handoff(lits)
+    pre_pool = "prefill" if "prefill" in pools else ("colocated" if "colocated" in pools else None)
+    dec_pool = "decode" if "decode" in pools else ("colocated" if "colocated" in pools else None)
+    ttft = pm[pre_pool].phase_time("prefill") + kv if pre_pool else 0
+    tpot = pm[dec_pool].phase_time("decode") if dec_pool else 0
+    if limits.ttft_slo_us is not None and pre_pool:
+        m.add(ttft <= limits.ttft_slo_us)
+    if limits.tpot_slo_us is not None and dec_pool:
+        m.add(tpot <= limits.tpot_slo_us)
+    slowest = 0
+    if goal == "slowest":
+        arr = t.pools[pools[0]].time_us["prefill"]
+        finite = arr[arr < INF]
+        slowest = pm[pools[0]].slowest("prefill", int(finite.max()) if finite.size else 0)
+        value = slowest
+    elif goal == "phase" and pools == ("prefill",):
+        value = ttft
+    elif goal == "phase" and pools == ("decode",):
+        value = tpot
+    else:
+        value = ttft + (osl - 1) * tpot
+    scale = sum(caps) + 1
+    m.minimize(scale * value + devices)
+
+    solver, status, wall = _solve(m, scale, limits)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return SolveResult("infeasible", None, None, wall)
     res = SolveResult(
@@ -176,56 +369,11 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> SolveR
         solver.objective_value / scale, solver.best_objective_bound / scale, wall,
     )
     for p in pools:
-        chosen = []
-        for role, c, ln, v in stage_terms(p):
-            k = solver.value(v)
-            if k:
-                chosen.append(StageChoice(role, c, ln, int(k)))
-        res.pools[p] = chosen
-    res.ttft_us = int(solver.value(ttft))
-    res.tpot_us = int(solver.value(tpot))
+        res.pools[p] = pm[p].chosen(solver)
+    res.ttft_us = int(solver.value(ttft)) if pre_pool else 0
+    res.tpot_us = int(solver.value(tpot)) if dec_pool else 0
     res.kv_us = int(solver.value(kv)) if "prefill" in pools else 0
-    res.devices = int(solver.value(devices))
+    res.slowest_us = int(solver.value(slowest)) if goal == "slowest" else 0
+    res.usage = tuple(int(solver.value(u)) if not isinstance(u, int) else 0 for u in usage)
+    res.devices = sum(res.usage)
     return res
-
-
-def _one_pipeline(m: cp_model.CpModel, x, n, p: str, U: int) -> None:
-    """One ``only`` stage, or one ``first`` and one ``last`` with any middles between."""
-    only = [v for (pp, r, _, _), v in x.items() if pp == p and r == "only"]
-    first = [v for (pp, r, _, _), v in x.items() if pp == p and r == "first"]
-    last = [v for (pp, r, _, _), v in x.items() if pp == p and r == "last"]
-    mids = [v for (pp, _, _), v in n.items() if pp == p]
-    m.add(sum(only) + sum(first) == 1)
-    m.add(sum(first) == sum(last))
-    if mids:
-        m.add(sum(mids) <= U * sum(first))
-
-
-def _kv_handoff(m: cp_model.CpModel, t: Tables, x, n, stage_terms) -> cp_model.IntVar:
-    """kv >= the KV transfer of every prefill stage to every kind the decode pool uses."""
-    K = len(t.kinds)
-    # u[kind]: the decode pool uses a device of this kind.
-    u = [m.new_bool_var(f"u[{k}]") for k in t.kinds]
-    for role, c, ln, v in stage_terms("decode"):
-        kd = t.kinds.index(t.configs[c].kind)
-        if role == "mid":
-            m.add(t.units * u[kd] >= v)
-        else:
-            m.add(u[kd] >= v)
-    hi = int(t.kv_us.max()) if t.kv_us.size else 0
-    kv = m.new_int_var(0, max(hi, 0), "kv_handoff")
-    for role, c, ln, v in stage_terms("prefill"):
-        r = ROLES.index(role)
-        if role == "mid":
-            # on <=> at least one middle stage of this (config, length) exists.
-            on = m.new_bool_var(f"on[prefill,{c},{ln}]")
-            m.add(v >= 1).only_enforce_if(on)
-            m.add(v == 0).only_enforce_if(~on)
-            sel = on
-        else:
-            sel = v
-        for kd in range(K):
-            cost = int(t.kv_us[r, c, ln, kd])
-            if cost:
-                m.add(kv >= cost * (sel + u[kd] - 1))
-    return kv

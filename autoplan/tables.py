@@ -75,6 +75,9 @@ class PoolTable:
     time_us: dict[str, np.ndarray]  # phase -> int64 array; INF where the stage cannot exist
     max_len: np.ndarray  # [role, config]: longest stage that fits (0: none)
     hop_us: dict[str, np.ndarray]  # phase -> [config]: hand-off into a stage of this config
+    # [role, config]: times (and KV hand-offs) are A + B * length, so the solver may use
+    # the compact form; False for multi-tier kinds (and when forced, for tests).
+    affine: np.ndarray
 
 
 @dataclass
@@ -149,7 +152,7 @@ def pool_memory_args(pool: str, work: Workload) -> tuple[int, int]:
 
 
 def build_tables(model: ModelSpec, topo: Topology, work: Workload,
-                 pools: tuple[str, ...]) -> Tables:
+                 pools: tuple[str, ...], force_per_length: bool = False) -> Tables:
     prefix = leading_dense(model)
     units = model.num_layers - prefix
     classes = device_classes(topo)
@@ -158,17 +161,18 @@ def build_tables(model: ModelSpec, topo: Topology, work: Workload,
     tables = Tables(model, topo, work, prefix, units, classes, configs, {},
                     np.zeros((0,)), kinds)
     for pool in pools:
-        tables.pools[pool] = _pool_table(tables, pool)
+        tables.pools[pool] = _pool_table(tables, pool, force_per_length)
     if "prefill" in pools:
         tables.kv_us = _kv_table(tables)
     return tables
 
 
-def _pool_table(t: Tables, pool: str) -> PoolTable:
+def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     model, work, U = t.model, t.work, t.units
     C = len(t.configs)
     ctx, tokens = pool_memory_args(pool, work)
     max_len = np.zeros((len(ROLES), C), dtype=np.int64)
+    affine = np.zeros((len(ROLES), C), dtype=bool)
     times = {ph: np.full((len(ROLES), C, U + 1), INF, dtype=np.int64) for ph in POOL_PHASES[pool]}
     hops = {ph: np.zeros(C, dtype=np.int64) for ph in POOL_PHASES[pool]}
     for cfg in t.configs:
@@ -207,19 +211,24 @@ def _pool_table(t: Tables, pool: str) -> PoolTable:
                     times[ph][r, cfg.index, U] = math.ceil(exact(U) * 1e6)
                     continue
                 if multi_tier:
-                    vals = [exact(ln) for ln in range(1, best + 1)]
-                else:  # stage time is affine in the length on a single memory tier
-                    a1, a2 = exact(1), (exact(2) if best >= 2 or U >= 2 else exact(1))
-                    vals = [a1 + (a2 - a1) * (ln - 1) for ln in range(1, best + 1)]
-                for ln, v in zip(range(1, best + 1), vals):
-                    times[ph][r, cfg.index, ln] = math.ceil(v * 1e6)
+                    for ln in range(1, best + 1):
+                        times[ph][r, cfg.index, ln] = math.ceil(exact(ln) * 1e6)
+                    continue
+                # On a single memory tier a stage's time is affine in its length: integer
+                # A + B * length, each rounded up so it bounds the exact time from above.
+                a1 = exact(1)
+                b = math.ceil((exact(2) - a1) * 1e6) if best >= 2 else 0
+                a = math.ceil(a1 * 1e6) - b
+                for ln in range(1, best + 1):
+                    times[ph][r, cfg.index, ln] = a + b * ln
+            affine[r, cfg.index] = not multi_tier and not force_per_length
     for ph in POOL_PHASES[pool]:
         shape = phase_shape(ph, work.batch, work.isl, work.osl)
         msg = activation_message_bytes(model, shape, work.precision)
         for cfg in t.configs:
             a, b = _hop_pair(t, cfg)
             hops[ph][cfg.index] = math.ceil(t.topo.p2p_time_s(a, b, msg) * 1e6)
-    return PoolTable(pool, times, max_len, hops)
+    return PoolTable(pool, times, max_len, hops, affine)
 
 
 def _hop_pair(t: Tables, cfg: Config) -> tuple[str, str]:
@@ -267,8 +276,9 @@ def _kv_table(t: Tables) -> np.ndarray:
         for r, role in enumerate(ROLES):
             for kd, kind_to in enumerate(t.kinds):
                 bw, lat = links[cfg.kind, kind_to]
-                for ln in range(1, U + 1):
-                    # Same arithmetic as kv_stage_time_s, which the validator uses.
-                    s = per_layer * t.layers_of(role, ln) / (cfg.tp * bw) + lat
-                    kv[r, cfg.index, ln, kd] = math.ceil(s * 1e6)
+                # kv_stage_time_s (the validator's) is affine in the stage length:
+                # integer A + B * length, each part rounded up (an upper bound).
+                b = math.ceil(per_layer / (cfg.tp * bw) * 1e6)
+                a = math.ceil((per_layer * t.layers_of(role, 0) / (cfg.tp * bw) + lat) * 1e6)
+                kv[r, cfg.index, 1:, kd] = a + b * np.arange(1, U + 1)
     return kv

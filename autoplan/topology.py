@@ -27,7 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from autoplan.dtypes import COMPUTE_FALLBACK, DType
 from autoplan.errors import InputError, first_error
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+# Bounds far outside real hardware (1 MB/s .. 1 PB/s links, 1 s hop latency, 64Ki
+# devices): they refuse typos and absurd values before they hang the graph build or
+# overflow the cost model and the solver's integer tables.
+MAX_DEVICES = 1 << 16
+_MIN_BW, _MAX_BW = 1e6, 1e16
+_MAX_BYTES = 1e15
+_MIN_FLOPS, _MAX_FLOPS = 1e9, 1e19
 
 
 class MemoryTier(BaseModel):
@@ -35,8 +43,8 @@ class MemoryTier(BaseModel):
 
     model_config = _STRICT
     name: str
-    capacity_bytes: float = Field(gt=0)
-    bandwidth_bytes_per_s: float = Field(gt=0)
+    capacity_bytes: float = Field(gt=0, le=_MAX_BYTES)
+    bandwidth_bytes_per_s: float = Field(ge=_MIN_BW, le=_MAX_BW)
 
 
 class Calibration(BaseModel):
@@ -48,21 +56,21 @@ class Calibration(BaseModel):
 
     model_config = _STRICT
     # Fraction of peak FLOP/s a large GEMM achieves.
-    compute_efficiency: float = Field(gt=0, le=1)
+    compute_efficiency: float = Field(ge=0.01, le=1)
     # GEMM rows (tokens) at which achieved FLOP/s falls to half of the above:
     # eff(m) = compute_efficiency * m / (m + compute_half_tokens).
-    compute_half_tokens: float = Field(ge=0)
+    compute_half_tokens: float = Field(ge=0, le=1e6)
     # Fraction of peak memory bandwidth a streaming kernel achieves.
-    memory_efficiency: float = Field(gt=0, le=1)
+    memory_efficiency: float = Field(ge=0.01, le=1)
     # Multiplier on compute_efficiency for 8- and 4-bit GEMM formats: low-precision
     # kernels reach a smaller share of their (doubled) peak.
-    low_precision_efficiency: float = Field(default=1.0, gt=0, le=1)
+    low_precision_efficiency: float = Field(default=1.0, ge=0.01, le=1)
     # Fixed time per kernel launch (launch, tail effects, synchronisation).
-    kernel_overhead_s: float = Field(ge=0)
+    kernel_overhead_s: float = Field(ge=0, le=1)
     # Fixed time of one collective on top of link latency and bandwidth terms.
-    collective_launch_s: float = Field(ge=0)
+    collective_launch_s: float = Field(ge=0, le=1)
     # Memory held by the runtime and not available to weights or KV cache.
-    reserved_bytes: float = Field(ge=0)
+    reserved_bytes: float = Field(ge=0, le=_MAX_BYTES)
     source: str = ""
 
 
@@ -85,6 +93,9 @@ class DeviceKind(BaseModel):
         for k, v in self.peak_flops_per_s.items():
             if not v > 0:
                 raise ValueError(f"peak_flops_per_s.{k} must be positive")
+            if not _MIN_FLOPS <= v <= _MAX_FLOPS:
+                raise ValueError(f"peak_flops_per_s.{k} must be between {_MIN_FLOPS:g} and "
+                                 f"{_MAX_FLOPS:g}, got {v:g}")
         return self
 
     @property
@@ -108,8 +119,8 @@ class LinkSpec(BaseModel):
 
     model_config = _STRICT
     kind: str
-    bandwidth_bytes_per_s: float = Field(gt=0)
-    latency_s: float = Field(ge=0)
+    bandwidth_bytes_per_s: float = Field(ge=_MIN_BW, le=_MAX_BW)
+    latency_s: float = Field(ge=0, le=1)
     tensor_parallel: bool = False
     source: str = ""
 
@@ -117,7 +128,7 @@ class LinkSpec(BaseModel):
 class NodeDevices(BaseModel):
     model_config = _STRICT
     kind: str
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_DEVICES)
 
 
 class NodeGroup(BaseModel):
@@ -125,7 +136,7 @@ class NodeGroup(BaseModel):
 
     model_config = _STRICT
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
-    count: int = Field(default=1, ge=1)
+    count: int = Field(default=1, ge=1, le=MAX_DEVICES)
     devices: NodeDevices
     fabric: LinkSpec | None = None
 
@@ -153,6 +164,12 @@ class TopologySpec(BaseModel):
         names = [g.name for g in self.nodes]
         if len(set(names)) != len(names):
             raise ValueError("node group names must be unique")
+        nets = [n.name for n in self.networks]
+        if len(set(nets)) != len(nets):
+            raise ValueError("network names must be unique")
+        total = sum(g.count * g.devices.count for g in self.nodes)
+        if total > MAX_DEVICES:
+            raise ValueError(f"{total} devices is more than autoplan handles ({MAX_DEVICES})")
         for net in self.networks:
             for g in net.node_groups:
                 if g not in names:
@@ -349,6 +366,9 @@ def build_topology(spec: TopologySpec, builtin_kinds: dict[str, DeviceKind] | No
         for i in range(group.count):
             node = f"{group.name}{i}"
             switch = f"{node}.fabric"
+            if f"{node}.d0" in g:  # e.g. group "a" (count 11) and group "a1" both make "a10"
+                raise InputError(f"topology {spec.name!r}: node name {node!r} is made twice; "
+                                 f"rename node group {group.name!r}")
             if group.fabric is not None:
                 g.add_node(switch, type="switch", kind=group.fabric.kind, node=node)
             for j in range(group.devices.count):
@@ -389,13 +409,19 @@ def _generic_calibration(kind: DeviceKind, calibrations: dict[str, Calibration])
     return ref
 
 
+# What yaml.safe_load raises on bad text: YAMLError, and, from its scalar constructors,
+# ValueError / TypeError / AttributeError (a 13th month, `!!float abc`, `!!timestamp x`,
+# an integer of over 4300 digits); RecursionError for nesting deeper than Python's stack.
+YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError)
+
+
 def parse_topology_yaml(text: str, origin: str,
                         builtin_kinds: dict[str, DeviceKind] | None = None,
                         calibrations: dict[str, Calibration] | None = None) -> Topology:
     """Safe-load and validate topology YAML; errors are one line naming ``origin``."""
     try:
         data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except YAML_ERRORS as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise InputError(f"topology {origin!r} is not valid YAML{where}") from None

@@ -22,7 +22,13 @@ from autoplan.errors import InputError, first_error
 from autoplan.model import ModelSpec
 from autoplan.pipeline import StagePlacement, memories_for, pipeline_cost
 from autoplan.plan_schema import Plan
-from autoplan.tables import Workload, kv_stage_time_s, pool_memory_args
+from autoplan.tables import (
+    Workload,
+    kv_pair_bandwidth,
+    kv_stage_bytes,
+    kv_stage_time_s,
+    pool_memory_args,
+)
 from autoplan.topology import Topology
 
 
@@ -33,6 +39,9 @@ class Figures:
     e2e_ms: float
     kv_transfer_ms: float
     throughput_tokens_per_s: float
+    requests_per_s: float
+    phase_requests_per_s: dict[str, float]
+    bubble_fraction: dict[str, float]
     prefill_ms: float
     stage_ms: dict[str, list[float]]
     stage_fraction: dict[str, list[float]]
@@ -52,8 +61,9 @@ def placements(plan_phase) -> list[StagePlacement]:
 
 
 def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
-             pre: list[StagePlacement], dec: list[StagePlacement]) -> Figures:
-    """Every figure of a plan, from its stages, by the cost model."""
+             pre: list[StagePlacement], dec: list[StagePlacement],
+             replicas: tuple[int, int] = (1, 1)) -> Figures:
+    """Every figure of a plan, from its stages and replica counts, by the cost model."""
     pools = {"prefill": pre, "decode": dec}
     stage_ms: dict[str, list[float]] = {}
     fractions: dict[str, list[float]] = {}
@@ -82,18 +92,46 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
     ttft = times["prefill"] + kv_s
     tpot = times["decode"]
     e2e = ttft + (work.osl - 1) * tpot
+    y_pre, y_dec = replicas
+    B = work.batch
     if placement == "colocated":
-        rate = work.batch / e2e  # one batch at a time on shared devices
+        # One batch at a time on shared devices: the prompt pass, then osl - 1 steps.
+        rate = y_pre * B / e2e
+        phase_rate = {"prefill": rate, "decode": rate}
+        busy = [a + (work.osl - 1) * b for a, b in zip(stage_ms["prefill"], stage_ms["decode"])]
+        bubble = 1 - sum(busy) / len(busy) / (e2e * 1e3)
+        bubbles = {"prefill": bubble, "decode": bubble}
     else:
         # The pools work on different batches at once: prompts enter the prefill pipeline
-        # every slowest-stage time; the decode pool serves one batch for osl steps.
-        rate = min(work.batch / slowest["prefill"], work.batch / (work.osl * tpot))
+        # every slowest-stage time; the decode pool serves one batch for osl steps. The
+        # prompts' KV crosses from pool to pool within the link budget.
+        phase_rate = {"prefill": y_pre * B / slowest["prefill"],
+                      "decode": y_dec * B / (work.osl * tpot)}
+        link = kv_link_bytes_per_s(topo, pre, dec, replicas)
+        per_request = kv_stage_bytes(model, work, model.num_layers) / B
+        rate = min(*phase_rate.values(), link / per_request)
+        bubbles = {"prefill": 1 - _mean(stage_ms["prefill"]) / max(stage_ms["prefill"]),
+                   "decode": 1 - _mean(stage_ms["decode"]) / (tpot * 1e3)}
     return Figures(
         ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3, e2e_ms=e2e * 1e3, kv_transfer_ms=kv_s * 1e3,
-        throughput_tokens_per_s=rate * work.osl, prefill_ms=times["prefill"] * 1e3,
+        throughput_tokens_per_s=rate * work.osl, requests_per_s=rate,
+        phase_requests_per_s=phase_rate, bubble_fraction=bubbles,
+        prefill_ms=times["prefill"] * 1e3,
         stage_ms=stage_ms, stage_fraction=fractions, stage_bottleneck=bottlenecks,
         phase_bottleneck=phase_bn,
     )
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def kv_link_bytes_per_s(topo: Topology, pre: list[StagePlacement], dec: list[StagePlacement],
+                        replicas: tuple[int, int]) -> float:
+    """KV bandwidth between the pools: every prefill device sends and every decode device
+    receives at its kinds' per-device path bandwidth; the smaller side bounds the flow."""
+    bw = min(kv_pair_bandwidth(topo, a.kind, b.kind)[0] for a in pre for b in dec)
+    return min(replicas[0] * sum(s.tp for s in pre), replicas[1] * sum(s.tp for s in dec)) * bw
 
 
 @dataclass
@@ -112,21 +150,25 @@ def validate(plan: Plan | dict | str | Path) -> Report:
     plan = _as_plan(plan)
     i = plan.inputs
     model = load_model(i.model)
-    topo = load_topology(i.topology)
+    topo = load_topology(i.topology, i.calibration)
     work = workload_of(plan)
     errors: list[str] = []
     pre, dec = placements(plan.prefill), placements(plan.decode)
     for name, phase, stages in (("prefill", plan.prefill, pre), ("decode", plan.decode, dec)):
         errors += _check_phase(name, model, topo, phase, stages)
-    pre_devs = {d for s in pre for d in s.devices}
-    dec_devs = {d for s in dec for d in s.devices}
+    for name, phase in (("prefill", plan.prefill), ("decode", plan.decode)):
+        errors += _check_replicas(name, topo, phase)
+    pre_devs = {d for r in plan.prefill.replica_devices for g in r for d in g}
+    dec_devs = {d for r in plan.decode.replica_devices for g in r for d in g}
     if plan.placement == "disaggregated" and pre_devs & dec_devs:
         errors.append(f"device disjointness: {sorted(pre_devs & dec_devs)[0]} serves both pools")
-    if plan.placement == "colocated" and pre != dec:
+    if plan.placement == "colocated" and (
+            pre != dec or plan.prefill.replica_devices != plan.decode.replica_devices):
         errors.append("colocated placement: prefill and decode stages must be the same")
     if errors:
         return Report(False, errors, None)
-    fig = evaluate(model, topo, work, plan.placement, pre, dec)
+    fig = evaluate(model, topo, work, plan.placement, pre, dec,
+                   (plan.prefill.replicas, plan.decode.replicas))
     for name, phase in (("prefill", plan.prefill), ("decode", plan.decode)):
         for s, ms, frac, bn in zip(phase.stages, fig.stage_ms[name], fig.stage_fraction[name],
                                    fig.stage_bottleneck[name]):
@@ -139,9 +181,16 @@ def validate(plan: Plan | dict | str | Path) -> Report:
                               f"device memory, above {i.max_memory_fraction:.0%}")
             if s.bottleneck != bn:
                 errors.append(f"figures: {name} stage {s.index} bottleneck {s.bottleneck} != {bn}")
-    for field in ("ttft_ms", "tpot_ms", "e2e_ms", "kv_transfer_ms", "throughput_tokens_per_s"):
+    for field in ("ttft_ms", "tpot_ms", "e2e_ms", "kv_transfer_ms", "throughput_tokens_per_s",
+                  "requests_per_s"):
         if not _close(getattr(plan, field), getattr(fig, field)):
             errors.append(f"figures: {field} {getattr(plan, field)} != recomputed {getattr(fig, field)}")
+    for name, phase in (("prefill", plan.prefill), ("decode", plan.decode)):
+        if not _close(phase.requests_per_s, fig.phase_requests_per_s[name]):
+            errors.append(f"figures: {name} requests_per_s {phase.requests_per_s} != recomputed "
+                          f"{fig.phase_requests_per_s[name]}")
+        if not _close(phase.bubble_fraction, fig.bubble_fraction[name]):
+            errors.append(f"figures: {name} bubble_fraction differs")
     if i.ttft_slo_ms is not None and fig.ttft_ms > i.ttft_slo_ms * (1 + 1e-9):
         errors.append(f"SLO: TTFT {fig.ttft_ms:.2f} ms exceeds {i.ttft_slo_ms} ms")
     if i.tpot_slo_ms is not None and fig.tpot_ms > i.tpot_slo_ms * (1 + 1e-9):
@@ -187,6 +236,39 @@ def _check_phase(name: str, model: ModelSpec, topo: Topology, phase,
             seen.add(d)
         if len({domain_of[d] for d in s.devices}) > 1:
             errs.append(f"TP inside fast domains: {name} stage {k} spans several fast domains")
+    return errs
+
+
+def _check_replicas(name: str, topo: Topology, phase) -> list[str]:
+    """Every replica: the first replica's stages again, on devices of their own."""
+    errs: list[str] = []
+    if len(phase.replica_devices) != phase.replicas:
+        return [f"replicas: {name} lists devices of {len(phase.replica_devices)} replicas, "
+                f"not {phase.replicas}"]
+    if phase.replica_devices and phase.replica_devices[0] != [s.devices for s in phase.stages]:
+        errs.append(f"replicas: {name} replica 0 devices differ from its stages' devices")
+    domain_of = {d: dom.index for dom in topo.fast_domains for d in dom.devices}
+    seen: set[str] = set()
+    for r, groups in enumerate(phase.replica_devices):
+        if len(groups) != len(phase.stages):
+            errs.append(f"replicas: {name} replica {r} has {len(groups)} stages, "
+                        f"not {len(phase.stages)}")
+            continue
+        for k, (g, s) in enumerate(zip(groups, phase.stages)):
+            if len(g) != s.tp:
+                errs.append(f"TP: {name} replica {r} stage {k} has {len(g)} devices, not {s.tp}")
+            for d in g:
+                if d not in domain_of:
+                    errs.append(f"devices: {name} replica {r} names unknown device {d}")
+                    return errs
+                if topo.device_kind_of(d) != s.device_kind:
+                    errs.append(f"devices: {d} is not a {s.device_kind}")
+                if d in seen:
+                    errs.append(f"device disjointness: {d} is used twice in {name}")
+                seen.add(d)
+            if len({domain_of[d] for d in g}) > 1:
+                errs.append(f"TP inside fast domains: {name} replica {r} stage {k} spans "
+                            f"several fast domains")
     return errs
 
 

@@ -12,10 +12,11 @@ import random
 
 import pytest
 
-from autoplan.brute import brute_force
+from autoplan.brute import brute_force, brute_force_replicated
 from autoplan.catalog import builtin_device_kinds, default_calibrations
 from autoplan.cost import Precision
 from autoplan.model import model_from_config
+from autoplan.replicas import plan_replicated
 from autoplan.solver import Limits, solve
 from autoplan.tables import Workload, build_tables
 from autoplan.topology import TopologySpec, build_topology
@@ -59,7 +60,9 @@ def test_cpsat_equals_brute_force(chunk: int) -> None:
     agree = infeasible = 0
     for seed in range(chunk, N_INSTANCES, 8):
         model, topo, work, pools, rng = instance(seed)
-        tables = build_tables(model, topo, work, pools)
+        # A quarter of the instances force the per-length form on every config, so both
+        # forms of the stage variables meet the oracle.
+        tables = build_tables(model, topo, work, pools, force_per_length=seed % 4 == 3)
         limits = Limits(time_limit_s=60)
         if rng.random() < 0.3:  # sometimes bind an SLO: a fraction of the unconstrained optimum
             free = solve(tables, pools, work.osl, limits)
@@ -75,3 +78,35 @@ def test_cpsat_equals_brute_force(chunk: int) -> None:
         agree += 1
         infeasible += expected is None
     assert agree == len(range(chunk, N_INSTANCES, 8))
+
+
+N_REPLICATED = 120
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_replica_choice_equals_brute_force(chunk: int) -> None:
+    """Throughput and devices objectives: Pareto fronts + replica choice against every
+    pipeline pair and every replica count, on the same integer tables."""
+    for seed in range(1000 + chunk, 1000 + N_REPLICATED, 4):
+        model, topo, work, pools, rng = instance(seed)
+        mode = "colocated" if pools == ("colocated",) else "disaggregated"
+        tables = build_tables(model, topo, work, pools)
+        objective = rng.choice(["throughput", "devices"])
+        limits = Limits(time_limit_s=60)
+        if rng.random() < 0.4:
+            free = solve(tables, pools, work.osl, limits)
+            if free.status != "infeasible":
+                limits = Limits(tpot_slo_us=int(free.tpot_us * rng.choice([1.0, 1.5, 3.0])),
+                                time_limit_s=60)
+        rate = None
+        if objective == "devices":
+            top = brute_force_replicated(tables, mode, work.osl, limits, "throughput")
+            if top is None:
+                continue
+            rate = float(top[0]) * rng.choice([0.2, 0.5, 0.99])
+        expected = brute_force_replicated(tables, mode, work.osl, limits, objective, rate)
+        best, _, _, _ = plan_replicated(tables, [mode], work.osl, limits, objective, rate)
+        got = None if best is None else (best.rate, best.devices)
+        assert got == expected, f"seed {seed} {mode} {objective}: {got} != brute force {expected}"
+        if best is not None:
+            assert best.optimal

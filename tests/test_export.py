@@ -1,0 +1,517 @@
+"""``autoplan export``: engine launch configs parsed back and checked against the plan.
+
+Every command line of a written ``launch.sh`` is split with shlex and its flags checked
+against the engine's documented flag set; the Dynamo YAML is loaded and its GPU counts
+compared with the plan. Pools an engine cannot run (LPU chips, different TP per stage,
+two GPU vendors in one pipeline) are left out with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoplan.catalog import load_model
+from autoplan.cli import main
+from autoplan.errors import InputError
+from autoplan.export import (
+    DYNAMO_VLLM_FLAGS,
+    RAY_START_FLAGS,
+    SGLANG_ENV,
+    SGLANG_FLAGS,
+    SGLANG_KV_CACHE_DTYPES,
+    SGLANG_ROUTER_FLAGS,
+    VLLM_DTYPES,
+    VLLM_ENV,
+    VLLM_FLAGS,
+    VLLM_KV_CACHE_DTYPES,
+    export,
+)
+from autoplan.plan_schema import Plan
+from autoplan.validate import _as_plan
+
+GOLDEN = Path(__file__).parent / "golden"
+NAMES = sorted(p.name[: -len(".plan.json")] for p in GOLDEN.glob("*.plan.json"))
+LPU = "llama31-70b-fp8-h100x8-lpu576-disaggregated"
+DISAGG = "llama31-70b-h100x8-batch16-disaggregated"
+COLOC = "llama31-70b-h100x8-latency"
+UNEVEN = ["llama31-405b-h100-4node", "deepseek-v3-h100-4node"]  # cuts 55/71 and 45/16
+
+
+def load(name: str) -> Plan:
+    return _as_plan(GOLDEN / f"{name}.plan.json")
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+
+def parse_flags(tokens: list[str], repeat: bool = False) -> dict[str, list]:
+    """``--flag v1 v2 --other`` -> {flag: [v1, v2], other: []}; ``--k=v`` split at '='.
+
+    With ``repeat`` a flag may come back (the router's ``--prefill``, ``--decode``) and
+    each value is the list of one use's arguments.
+    """
+    out: dict[str, list] = {}
+    cur: list[str] = []
+    for t in tokens:
+        if t.startswith("--"):
+            key, _, val = t.partition("=")
+            assert repeat or key not in out, f"flag {key} given twice"
+            cur = [val] if val else []
+            if repeat:
+                out.setdefault(key, []).append(cur)
+            else:
+                out[key] = cur
+        else:
+            assert out, f"stray argument {t!r}"
+            cur.append(t)
+    return out
+
+
+def parse_script(text: str) -> list[tuple[dict[str, str], list[str]]]:
+    """(env, argv) of every command line of a launch.sh (comments and shell syntax dropped)."""
+    cmds = []
+    for line in text.splitlines():
+        toks = shlex.split(line, comments=True)
+        if toks and toks[-1] == "&":
+            toks = toks[:-1]
+        env = {}
+        while toks and "=" in toks[0] and toks[0].split("=", 1)[0].isupper():
+            k, v = toks.pop(0).split("=", 1)
+            env[k] = v
+        if toks and toks[0] in ("vllm", "python", "ray"):
+            cmds.append((env, toks))
+    return cmds
+
+
+def servers(text: str, engine: str) -> list[dict]:
+    """Server command lines with their role (server / prefill / decode) and parsed flags."""
+    out = []
+    for env, argv in parse_script(text):
+        if engine == "vllm" and argv[:2] == ["vllm", "serve"]:
+            flags = parse_flags(argv[3:])
+            role = "server"
+            if "--kv-transfer-config" in flags:
+                kv = json.loads(flags["--kv-transfer-config"][0])
+                role = {"kv_producer": "prefill", "kv_consumer": "decode"}[kv["kv_role"]]
+            out.append({"env": env, "argv": argv, "flags": flags, "role": role,
+                        "model": argv[2]})
+        elif engine == "sglang" and argv[:3] == ["python", "-m", "sglang.launch_server"]:
+            flags = parse_flags(argv[3:])
+            role = flags.get("--disaggregation-mode", ["server"])[0]
+            out.append({"env": env, "argv": argv, "flags": flags, "role": role,
+                        "model": flags["--model-path"][0]})
+    return out
+
+
+def one(flags: dict, key: str) -> str:
+    assert len(flags[key]) == 1, (key, flags[key])
+    return flags[key][0]
+
+
+def local_indices(stages) -> list[int]:
+    return [int(d.rsplit(".d", 1)[1]) for s in stages for d in s.devices]
+
+
+def hosts_of(stages) -> list[str]:
+    return list(dict.fromkeys(d.rsplit(".d", 1)[0] for s in stages for d in s.devices))
+
+
+def check_documented(engine: str, text: str) -> None:
+    """Every flag of every command is in the engine's documented set, values in range."""
+    for env, argv in parse_script(text):
+        assert set(env) <= (SGLANG_ENV if engine == "sglang" else VLLM_ENV), set(env)
+        if argv[:2] == ["vllm", "serve"]:
+            flags = parse_flags(argv[3:])
+            assert set(flags) <= VLLM_FLAGS, set(flags) - VLLM_FLAGS
+            assert all(len(v) == 1 for v in flags.values())
+            if "--kv-cache-dtype" in flags:
+                assert one(flags, "--kv-cache-dtype") in VLLM_KV_CACHE_DTYPES
+            if "--dtype" in flags:
+                assert one(flags, "--dtype") in VLLM_DTYPES
+            if "--quantization" in flags:
+                assert one(flags, "--quantization") == "fp8"
+        elif argv[:3] == ["python", "-m", "sglang.launch_server"]:
+            flags = parse_flags(argv[3:])
+            assert set(flags) <= SGLANG_FLAGS, set(flags) - SGLANG_FLAGS
+            assert all(len(v) == 1 for v in flags.values())
+            if "--kv-cache-dtype" in flags:
+                assert one(flags, "--kv-cache-dtype") in SGLANG_KV_CACHE_DTYPES
+            if "--disaggregation-mode" in flags:
+                assert one(flags, "--disaggregation-mode") in ("prefill", "decode")
+        elif argv[:3] == ["python", "-m", "sglang_router.launch_router"]:
+            assert set(parse_flags(argv[3:], repeat=True)) <= SGLANG_ROUTER_FLAGS
+        elif argv[:2] == ["ray", "start"]:
+            assert set(parse_flags(argv[2:])) <= RAY_START_FLAGS
+            assert set(env) <= {"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"}
+        else:
+            raise AssertionError(f"unexpected command {argv[:3]}")
+        assert argv[0] != "python" or engine == "sglang"
+
+
+def bash_syntax_ok(text: str, tmp_path: Path) -> None:
+    if shutil.which("bash") is None:
+        return
+    f = tmp_path / "launch.sh"
+    f.write_text(text)
+    r = subprocess.run(["bash", "-n", str(f)], check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------- vLLM / SGLang vs the plan
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+@pytest.mark.parametrize("name", NAMES)
+def test_script_matches_plan(engine, name, tmp_path):
+    plan = load(name)
+    exp = export(plan, engine)
+    text = exp.files["launch.sh"]
+    assert text.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in text
+    bash_syntax_ok(text, tmp_path)
+    check_documented(engine, text)
+    layers = load_model(plan.inputs.model).num_layers
+    phases = ({"server": plan.prefill} if plan.placement == "colocated"
+              else {"prefill": plan.prefill, "decode": plan.decode})
+    srv = servers(text, engine)
+    exported = {s["role"] for s in srv}
+    for role, phase in phases.items():
+        runs_here = all(s.device_kind != "lpu" for s in phase.stages)
+        assert (role in exported) == runs_here, (role, exported)
+        if not runs_here:
+            continue
+        cmds = [s for s in srv if s["role"] == role]
+        tp = {int(one(c["flags"], "--tp-size" if engine == "sglang" else
+                      "--tensor-parallel-size")) for c in cmds}
+        pp = {int(one(c["flags"], "--pp-size" if engine == "sglang" else
+                      "--pipeline-parallel-size")) for c in cmds}
+        assert tp == {phase.stages[0].tp} and pp == {len(phase.stages)}
+        assert tp.pop() * pp.pop() == phase.devices
+        var = "SGLANG_PP_LAYER_PARTITION" if engine == "sglang" else "VLLM_PP_LAYER_PARTITION"
+        for c in cmds:
+            assert c["model"] == plan.inputs.model
+            if len(phase.stages) > 1:
+                cuts = [int(x) for x in c["env"][var].split(",")]
+                assert cuts == [s.layers[1] - s.layers[0] for s in phase.stages]
+                assert sum(cuts) == layers
+            else:
+                assert var not in c["env"]
+            f = c["flags"]
+            assert int(one(f, "--max-model-len" if engine == "vllm" else "--context-length")) \
+                == plan.inputs.isl + plan.inputs.osl
+            assert int(one(f, "--max-num-seqs" if engine == "vllm" else
+                           "--max-running-requests")) == plan.inputs.batch
+        hosts = hosts_of(phase.stages)
+        if len(hosts) == 1:  # one server, pinned to the plan's devices in stage order
+            (c,) = cmds
+            assert [int(x) for x in c["env"]["CUDA_VISIBLE_DEVICES"].split(",")] \
+                == local_indices(phase.stages)
+    # distinct servers on one host listen on distinct ports (a multi-node server repeats its own)
+    seen: dict[tuple[str, str], tuple] = {}
+    for c in exp.commands:
+        if c.role in ("server", "prefill", "decode") and c.host is not None:
+            port = c.argv[c.argv.index("--port") + 1]
+            key = (c.host, port)
+            assert seen.setdefault(key, (c.role, c.replica)) == (c.role, c.replica), key
+
+
+@pytest.mark.parametrize("name", UNEVEN)
+def test_vllm_multinode_uses_ray_and_pins_each_host(name):
+    plan = load(name)
+    exp = export(plan, "vllm")
+    text = exp.files["launch.sh"]
+    assert any("Ray cluster" in w for w in exp.warnings)
+    cmds = parse_script(text)
+    (serve,) = [(e, a) for e, a in cmds if a[:2] == ["vllm", "serve"]]
+    flags = parse_flags(serve[1][3:])
+    assert one(flags, "--distributed-executor-backend") == "ray"
+    heads = [(e, a) for e, a in cmds if a[:3] == ["ray", "start", "--head"]]
+    workers = [(e, a) for e, a in cmds if a[:2] == ["ray", "start"] and "--head" not in a]
+    assert len(heads) == 1 and len(workers) == len(hosts_of(plan.prefill.stages)) - 1
+    port = heads[0][1][3].split("=")[1]
+    assert serve[0]["RAY_ADDRESS"].endswith(f":{port}")
+    assert all(a[2] == f"--address={serve[0]['RAY_ADDRESS']}" for _, a in workers)
+    # the Ray nodes together offer exactly the plan's devices
+    pinned = sum(len(e["CUDA_VISIBLE_DEVICES"].split(",")) for e, _ in heads + workers)
+    assert pinned == plan.prefill.devices
+
+
+@pytest.mark.parametrize("name", UNEVEN)
+def test_sglang_multinode_one_command_per_node(name):
+    plan = load(name)
+    text = export(plan, "sglang").files["launch.sh"]
+    cmds = servers(text, "sglang")
+    hosts = hosts_of(plan.prefill.stages)
+    assert len(cmds) == len(hosts)
+    assert [int(one(c["flags"], "--node-rank")) for c in cmds] == list(range(len(hosts)))
+    assert {one(c["flags"], "--nnodes") for c in cmds} == {str(len(hosts))}
+    assert len({one(c["flags"], "--dist-init-addr") for c in cmds}) == 1
+    assert sum(len(c["env"]["CUDA_VISIBLE_DEVICES"].split(",")) for c in cmds) \
+        == plan.prefill.devices
+
+
+def test_vllm_disaggregated_kv_transfer_and_disjoint_devices():
+    plan = load(DISAGG)
+    exp = export(plan, "vllm")
+    srv = servers(exp.files["launch.sh"], "vllm")
+    by_role = {s["role"]: s for s in srv}
+    assert set(by_role) == {"prefill", "decode"}
+    for role, phase in (("prefill", plan.prefill), ("decode", plan.decode)):
+        s = by_role[role]
+        kv = json.loads(one(s["flags"], "--kv-transfer-config"))
+        assert kv["kv_connector"] == "NixlConnector"
+        assert kv["kv_role"] == {"prefill": "kv_producer", "decode": "kv_consumer"}[role]
+        assert [int(x) for x in s["env"]["CUDA_VISIBLE_DEVICES"].split(",")] \
+            == local_indices(phase.stages)
+    pre, dec = by_role["prefill"], by_role["decode"]
+    assert not set(pre["env"]["CUDA_VISIBLE_DEVICES"].split(",")) \
+        & set(dec["env"]["CUDA_VISIBLE_DEVICES"].split(","))
+    assert one(pre["flags"], "--port") != one(dec["flags"], "--port")
+    assert pre["env"]["VLLM_NIXL_SIDE_CHANNEL_PORT"] != dec["env"]["VLLM_NIXL_SIDE_CHANNEL_PORT"]
+    text = exp.files["launch.sh"]
+    assert f"--prefiller-ports {one(pre['flags'], '--port')}" in text
+    assert f"--decoder-ports {one(dec['flags'], '--port')}" in text
+
+
+def test_sglang_disaggregated_router_points_at_the_servers():
+    exp = export(load(DISAGG), "sglang")
+    text = exp.files["launch.sh"]
+    srv = {s["role"]: s for s in servers(text, "sglang")}
+    assert set(srv) == {"prefill", "decode"}
+    for s in srv.values():
+        assert one(s["flags"], "--disaggregation-transfer-backend") == "nixl"
+    (router,) = [a for _, a in parse_script(text) if a[:3] == ["python", "-m",
+                                                               "sglang_router.launch_router"]]
+    rf = parse_flags(router[3:], repeat=True)
+    assert rf["--pd-disaggregation"] == [[]]
+    ((url, boot),) = rf["--prefill"]
+    assert url.endswith(":" + one(srv["prefill"]["flags"], "--port"))
+    assert boot == one(srv["prefill"]["flags"], "--disaggregation-bootstrap-port")
+    ((dec_url,),) = rf["--decode"]
+    assert dec_url.endswith(":" + one(srv["decode"]["flags"], "--port"))
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "dynamo"])
+def test_lpu_pool_is_not_exported_and_said_so(engine):
+    plan = load(LPU)
+    exp = export(plan, engine)
+    (w,) = [w for w in exp.warnings if "lpu" in w]
+    assert "cannot run on lpu devices" in w and "decode pool" in w and "not exported" in w
+    assert "432" in w
+    roles = {c.role for c in exp.commands}
+    assert "decode" not in roles and "prefill" in roles
+    (pre,) = [c for c in exp.commands if c.role == "prefill"]
+    tp_flag = "--tp-size" if engine == "sglang" else "--tensor-parallel-size"
+    assert pre.argv[pre.argv.index(tp_flag) + 1] == str(plan.prefill.devices) == "8"
+    if engine != "dynamo":
+        assert any("cannot serve requests by themselves" in x for x in exp.warnings)
+        assert "WARNING: " + w in exp.files["launch.sh"]
+
+
+# ---------------------------------------------------------------- Dynamo
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dynamo_yaml_loads_and_gpu_counts_match(name):
+    plan = load(name)
+    exp = export(plan, "dynamo")
+    doc = yaml.safe_load(exp.files["deployment.yaml"])
+    assert doc["apiVersion"] == "nvidia.com/v1alpha1"
+    assert doc["kind"] == "DynamoGraphDeployment"
+    svcs = doc["spec"]["services"]
+    assert svcs["Frontend"]["componentType"] == "frontend"
+    phases = ({"VllmWorker": plan.prefill} if plan.placement == "colocated" else
+              {"VllmPrefillWorker": plan.prefill, "VllmDecodeWorker": plan.decode})
+    layers = load_model(plan.inputs.model).num_layers
+    for svc_name, phase in phases.items():
+        if any(s.device_kind == "lpu" for s in phase.stages):
+            assert svc_name not in svcs
+            continue
+        svc = svcs[svc_name]
+        nodes = svc.get("multinode", {}).get("nodeCount", 1)
+        assert int(svc["resources"]["limits"]["gpu"]) * nodes == phase.devices
+        assert nodes == len(hosts_of(phase.stages))
+        assert svc["replicas"] == phase.replicas
+        c = svc["extraPodSpec"]["mainContainer"]
+        assert c["command"] == ["python3", "-m", "dynamo.vllm"]
+        assert all(isinstance(a, str) for a in c["args"])
+        flags = parse_flags(c["args"])
+        assert set(flags) <= DYNAMO_VLLM_FLAGS, set(flags) - DYNAMO_VLLM_FLAGS
+        assert one(flags, "--model") == plan.inputs.model
+        assert int(one(flags, "--tensor-parallel-size")) \
+            * int(one(flags, "--pipeline-parallel-size")) == phase.devices
+        if plan.placement == "disaggregated":
+            mode = one(flags, "--disaggregation-mode")
+            assert mode == svc["subComponentType"] == svc_name[4:-6].lower()
+        envs = {e["name"]: e["value"] for e in svc.get("envs", [])}
+        if len(phase.stages) > 1:
+            cuts = [int(x) for x in envs["VLLM_PP_LAYER_PARTITION"].split(",")]
+            assert cuts == [s.layers[1] - s.layers[0] for s in phase.stages]
+            assert sum(cuts) == layers
+        else:
+            assert "VLLM_PP_LAYER_PARTITION" not in envs
+
+
+# ---------------------------------------------------------------- what engines cannot express
+
+
+def with_decode(plan: Plan, stages: list[dict], replicas: int = 1) -> Plan:
+    base = plan.decode.stages[0]
+    new = [base.model_copy(update={"index": k, **s}) for k, s in enumerate(stages)]
+    dec = plan.decode.model_copy(update={"stages": new, "replicas": replicas,
+                                         "devices": sum(len(s.devices) for s in new)})
+    return plan.model_copy(update={"decode": dec})
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "dynamo"])
+def test_different_tp_per_stage_is_not_exported(engine):
+    plan = with_decode(load(DISAGG), [
+        {"layers": (0, 40), "tp": 1, "devices": ["node0.d4"]},
+        {"layers": (40, 80), "tp": 2, "devices": ["node0.d5", "node0.d6"]},
+    ])
+    exp = export(plan, engine)
+    (w,) = [w for w in exp.warnings if "tensor-parallel degree" in w]
+    assert "decode pool" in w and "TP 1, 2" in w and "not exported" in w
+    assert {c.role for c in exp.commands} == {"prefill"}
+
+
+def test_mixed_gpu_vendors_not_exported_same_vendor_kinds_exported():
+    two = [{"layers": (0, 40), "tp": 2, "devices": ["node0.d4", "node0.d5"]},
+           {"layers": (40, 80), "tp": 2, "devices": ["node0.d6", "node0.d7"]}]
+    amd = with_decode(load(DISAGG), [dict(two[0], device_kind="h100-sxm"),
+                                     dict(two[1], device_kind="mi300x")])
+    exp = export(amd, "vllm")
+    assert any("mixes GPU vendors" in w and "not exported" in w for w in exp.warnings)
+    assert {c.role for c in exp.commands} == {"prefill"}
+    nv = with_decode(load(DISAGG), [dict(two[0], device_kind="h100-sxm"),
+                                    dict(two[1], device_kind="h200")])
+    exp = export(nv, "vllm")
+    assert any("mixes device kinds (h100-sxm, h200)" in w for w in exp.warnings)
+    dec = [s for s in servers(exp.files["launch.sh"], "vllm") if s["role"] == "decode"]
+    assert len(dec) == 1 and dec[0]["env"]["VLLM_PP_LAYER_PARTITION"] == "40,40"
+    assert dec[0]["env"]["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
+
+
+def test_amd_pool_selects_gpus_with_hip_visible_devices():
+    plan = load(COLOC)
+    stages = [s.model_copy(update={"device_kind": "mi300x"}) for s in plan.prefill.stages]
+    ph = plan.prefill.model_copy(update={"stages": stages})
+    plan = plan.model_copy(update={"prefill": ph, "decode": ph})
+    (s,) = servers(export(plan, "vllm").files["launch.sh"], "vllm")
+    assert s["env"]["HIP_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+    assert "CUDA_VISIBLE_DEVICES" not in s["env"]
+
+
+def test_colocated_plan_nothing_expressible_raises():
+    plan = load(COLOC)
+    stages = [s.model_copy(update={"device_kind": "lpu"}) for s in plan.prefill.stages]
+    ph = plan.prefill.model_copy(update={"stages": stages})
+    plan = plan.model_copy(update={"prefill": ph, "decode": ph})
+    for engine in ("vllm", "sglang", "dynamo"):
+        with pytest.raises(InputError, match="can express no part of this plan"):
+            export(plan, engine)
+
+
+def test_unmappable_device_ids_and_extra_replicas_are_not_pinned():
+    plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 4,
+                                      "devices": ["gpu-a", "gpu-b", "gpu-c", "gpu-d"]}])
+    exp = export(plan, "vllm")
+    assert any("do not name a host" in w for w in exp.warnings)
+    dec = [s for s in servers(exp.files["launch.sh"], "vllm") if s["role"] == "decode"]
+    assert len(dec) == 1 and "CUDA_VISIBLE_DEVICES" not in dec[0]["env"]
+    assert "unpinned)" in exp.files["launch.sh"]
+
+    plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 4, "devices":
+                                      ["node0.d4", "node0.d5", "node0.d6", "node0.d7"]}],
+                       replicas=2)
+    exp = export(plan, "sglang")
+    assert any("2 replicas" in w for w in exp.warnings)
+    dec = [s for s in servers(exp.files["launch.sh"], "sglang") if s["role"] == "decode"]
+    assert len(dec) == 2
+    assert dec[0]["env"]["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
+    assert "CUDA_VISIBLE_DEVICES" not in dec[1]["env"]
+    assert one(dec[0]["flags"], "--port") != one(dec[1]["flags"], "--port")
+    (router,) = [a for _, a in parse_script(exp.files["launch.sh"]) if "sglang_router" in a[2]]
+    decode_urls = [u for (u,) in parse_flags(router[3:], repeat=True)["--decode"]]
+    assert decode_urls == [f"http://node0:{one(dec[0]['flags'], '--port')}",
+                           f"http://HOST:{one(dec[1]['flags'], '--port')}"]
+
+
+def test_precision_flags():
+    plan = load(LPU)  # fp8 weights, fp8 KV
+    (v,) = servers(export(plan, "vllm").files["launch.sh"], "vllm")
+    assert one(v["flags"], "--quantization") == "fp8"
+    assert one(v["flags"], "--kv-cache-dtype") == "fp8"
+    (s,) = servers(export(plan, "sglang").files["launch.sh"], "sglang")
+    assert one(s["flags"], "--kv-cache-dtype") == "fp8_e4m3"
+    int4 = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={"dtype": "int4"})})
+    exp = export(int4, "vllm")
+    assert any("int4 has no single vLLM flag" in w for w in exp.warnings)
+    (v,) = servers(exp.files["launch.sh"], "vllm")
+    assert "--quantization" not in v["flags"] and "--dtype" not in v["flags"]
+
+
+# ---------------------------------------------------------------- command line
+
+
+def run(capsys, argv):
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("engine,fname", [("vllm", "launch.sh"), ("sglang", "launch.sh"),
+                                          ("dynamo", "deployment.yaml")])
+def test_cli_writes_files(engine, fname, tmp_path, capsys):
+    src = str(GOLDEN / f"{DISAGG}.plan.json")
+    out = tmp_path / "deploy"
+    rc, stdout, err = run(capsys, ["export", src, "--to", engine, "--out", str(out)])
+    assert rc == 0, err
+    assert err == ""
+    assert [p.name for p in out.iterdir()] == [fname]
+    text = (out / fname).read_text()
+    assert text == export(load(DISAGG), engine).files[fname]
+    mode = (out / fname).stat().st_mode
+    assert bool(mode & stat.S_IXUSR) == fname.endswith(".sh")
+    assert str(out / fname) in stdout
+    rc, stdout, err = run(capsys, ["export", src, "--to", engine])
+    assert rc == 0 and stdout == text
+
+
+def test_cli_lpu_warnings_on_stderr(tmp_path, capsys):
+    rc, _out, err = run(capsys, ["export", str(GOLDEN / f"{LPU}.plan.json"), "--to", "vllm",
+                                 "--out", str(tmp_path)])
+    assert rc == 0
+    lines = err.strip().splitlines()
+    assert lines and all(x.startswith("autoplan: warning: ") for x in lines)
+    assert any("lpu" in x for x in lines)
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", str(GOLDEN / f"{COLOC}.plan.json"), "--to", "tensorrt"],
+    ["export", "no/such/plan.json", "--to", "vllm"],
+    ["export", str(GOLDEN / "cases.yaml"), "--to", "vllm"],
+])
+def test_cli_bad_input_exits_2_and_writes_nothing(argv, tmp_path, capsys):
+    out = tmp_path / "deploy"
+    rc, stdout, err = run(capsys, argv + ["--out", str(out)])
+    assert rc == 2
+    assert not out.exists()
+    assert stdout == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("autoplan: error: ")
+
+
+def test_cli_out_is_a_file(tmp_path, capsys):
+    f = tmp_path / "taken"
+    f.write_text("x")
+    rc, _, err = run(capsys, ["export", str(GOLDEN / f"{COLOC}.plan.json"), "--to", "vllm",
+                              "--out", str(f)])
+    assert rc == 2 and "not a folder" in err
+    assert f.read_text() == "x"
