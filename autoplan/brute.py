@@ -142,7 +142,7 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
     whose rate reaches ``request_rate``, then the highest rate.
     """
     cap = [c.devices for c in t.classes]
-    B = t.work.batch * 10**6
+    B, P = t.work.batch, t.work.pb
     lam = Fraction(request_rate).limit_denominator(10**9) if request_rate else None
     best: tuple | None = None
 
@@ -164,19 +164,20 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
             ttft, tpot = p.time("prefill"), p.time("decode")
             if not ok(ttft, tpot):
                 continue
-            r = Fraction(B, ttft + (osl - 1) * tpot)
+            r = Fraction(P * B * 10**6, B * ttft + P * (osl - 1) * tpot)
             y = 1
             while all(y * u <= k for u, k in zip(p.usage, cap)):
                 consider(y * r, y * sum(p.usage))
                 y += 1
         return None if best is None else _unkey(best, objective)
     tab = t.pools["prefill"]
-    per_req = kv_stage_bytes(t.model, t.work, t.model.num_layers) / t.work.batch
+    per_req = kv_stage_bytes(t.model, t.work, t.model.num_layers) / P
     decs: dict[tuple[tuple[int, ...], frozenset[str]], Fraction] = {}
     for b in pipelines(t, "decode"):
         if ok(None, b.time("decode")):
             key = (b.usage, b.kinds)
-            decs[key] = max(decs.get(key, Fraction(0)), Fraction(B, osl * b.time("decode")))
+            decs[key] = max(decs.get(key, Fraction(0)),
+                            Fraction(B * 10**6, osl * b.time("decode")))
     pres: dict[tuple[tuple[int, ...], frozenset[str], frozenset[str]], Fraction] = {}
     for a in pipelines(t, "prefill"):
         slowest = max(int(tab.time_us["prefill"][ROLES.index(r), c, ln]) for r, c, ln in a.stages)
@@ -185,7 +186,7 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
                      for r, c, ln in a.stages for kd in kinds)
             if ok(a.time("prefill") + kv, None):
                 key = (a.usage, a.kinds, kinds)
-                pres[key] = max(pres.get(key, Fraction(0)), Fraction(B, slowest))
+                pres[key] = max(pres.get(key, Fraction(0)), Fraction(P * 10**6, slowest))
     for (ua, ka, kinds), ra in pres.items():
         for (ub, kb), rb in decs.items():
             if kb != kinds:

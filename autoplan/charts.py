@@ -371,20 +371,14 @@ def _op_kinds(model: ModelSpec) -> dict[str, str]:
 
 def _stage_breakdowns(plan: Plan, model: ModelSpec, topo: Topology):
     """Yield (phase, stage, StageCost with per-operator breakdown), as ``evaluate`` prices."""
-    from autoplan.cost import phase_shape
-    from autoplan.pipeline import memories_for, stage_cost
-    from autoplan.tables import pool_memory_args
-    from autoplan.validate import placements, workload_of
+    from autoplan.validate import phase_cost, placements, workload_of
 
     work = workload_of(plan)
     for ph in PHASES:
         stages = placements(getattr(plan, ph))
-        pool = "colocated" if plan.placement == "colocated" else ph
-        ctx, tokens = pool_memory_args(pool, work)
-        mems = memories_for(model, topo, stages, work.batch, ctx, tokens, work.precision)
-        shape = phase_shape(ph, work.batch, work.isl, work.osl)
-        for st, mem in zip(stages, mems):
-            yield ph, st, stage_cost(model, topo, st, shape, work.precision, mem, breakdown=True)
+        cost = phase_cost(model, topo, work, plan.placement, ph, stages, breakdown=True)
+        for st, sc in zip(stages, cost.stages):
+            yield ph, st, sc
 
 
 def operator_points(plan: Plan | dict | str | Path, *, _ctx=None) -> list[OpPoint]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 import typer
 
@@ -34,16 +33,16 @@ def estimate_cmd(
     topology: str = typer.Option(..., "--topology", help="shipped topology name or YAML path"),
     tp: int = typer.Option(1, "--tp", help="tensor-parallel degree"),
     pp: int = typer.Option(1, "--pp", help="pipeline-parallel degree"),
-    device_kind: Optional[str] = typer.Option(None, "--device-kind",
+    device_kind: str | None = typer.Option(None, "--device-kind",
                                               help="device kind, when the topology has several"),
     isl: int = typer.Option(2048, "--isl", help="input (prompt) tokens per request"),
     osl: int = typer.Option(128, "--osl", help="output tokens per request"),
     batch: int = typer.Option(1, "--batch", help="requests run together"),
     dtype: str = typer.Option("bf16", "--dtype", help="weights and GEMM format: bf16 fp16 fp8 int8 int4"),
-    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache format"),
+    kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache format"),
     max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction",
                                               help="usable fraction of device memory"),
-    profile: Optional[str] = typer.Option(None, "--profile", help="calibration profile YAML"),
+    profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
     breakdown: bool = typer.Option(False, "--breakdown", help="per-operator times"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
@@ -69,18 +68,20 @@ def plan_cmd(
     topology: str = typer.Option(..., "--topology", help="shipped topology name or YAML path"),
     isl: int = typer.Option(2048, "--isl"),
     osl: int = typer.Option(256, "--osl"),
-    batch: int = typer.Option(1, "--batch"),
+    batch: int = typer.Option(1, "--batch", help="sequences decoded together per replica"),
+    prefill_batch: int | None = typer.Option(
+        None, "--prefill-batch", help="prompts prefilled together (default: --batch)"),
     dtype: str = typer.Option("bf16", "--dtype"),
-    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype"),
+    kv_dtype: str | None = typer.Option(None, "--kv-dtype"),
     objective: str = typer.Option("latency", "--objective", help="latency | throughput | devices"),
     placement: str = typer.Option("auto", "--placement", help="auto | colocated | disaggregated"),
-    ttft_slo_ms: Optional[float] = typer.Option(None, "--ttft-slo-ms"),
-    tpot_slo_ms: Optional[float] = typer.Option(None, "--tpot-slo-ms"),
-    request_rate: Optional[float] = typer.Option(None, "--request-rate"),
+    ttft_slo_ms: float | None = typer.Option(None, "--ttft-slo-ms"),
+    tpot_slo_ms: float | None = typer.Option(None, "--tpot-slo-ms"),
+    request_rate: float | None = typer.Option(None, "--request-rate"),
     max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction"),
     time_limit_s: float = typer.Option(30.0, "--time-limit-s"),
-    profile: Optional[str] = typer.Option(None, "--profile", help="calibration profile YAML"),
-    out: Optional[str] = typer.Option(None, "-o", "--out", help="write the plan JSON here"),
+    profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
+    out: str | None = typer.Option(None, "-o", "--out", help="write the plan JSON here"),
     as_json: bool = typer.Option(False, "--json", help="print the plan JSON"),
 ) -> None:
     """Find the best deployment: pipeline cuts, TP per stage, prefill/decode placement."""
@@ -88,12 +89,16 @@ def plan_cmd(
     from autoplan.profile_io import write_atomic
     from autoplan.render import print_plan
 
-    p = plan(model, topology, isl=isl, osl=osl, batch=batch, dtype=dtype, kv_dtype=kv_dtype,
+    p = plan(model, topology, isl=isl, osl=osl, batch=batch, prefill_batch=prefill_batch,
+             dtype=dtype, kv_dtype=kv_dtype,
              objective=objective, placement=placement, ttft_slo_ms=ttft_slo_ms,
              tpot_slo_ms=tpot_slo_ms, request_rate=request_rate,
              max_memory_fraction=max_memory_fraction, time_limit_s=time_limit_s,
              progress=not as_json, profile=profile)
     text = p.model_dump_json(indent=2)
+    if p.stop_reason == "interrupted":
+        print(f"autoplan: interrupted: the best plan found so far ({p.status}, gap {p.gap:.2%})",
+              file=sys.stderr)
     if out:
         write_atomic(out, text + "\n")
     if as_json:
@@ -140,7 +145,7 @@ def explain_cmd(
 def export_cmd(
     plan_file: str = typer.Argument(..., help="plan JSON (autoplan plan -o PLAN.json)"),
     to: str = typer.Option(..., "--to", help="engine: vllm | sglang | dynamo"),
-    out: Optional[str] = typer.Option(None, "--out", help="write the files into this folder"),
+    out: str | None = typer.Option(None, "--out", help="write the files into this folder"),
 ) -> None:
     """Engine launch configs for a plan: vLLM / SGLang launch.sh, Dynamo deployment.yaml."""
     from autoplan.export import check_engine, export, write_export
@@ -185,12 +190,12 @@ def schema_cmd() -> None:
 def calibrate_cmd(
     measurements: str = typer.Argument(
         ..., help="CSV of measured TTFT/TPOT rows (columns: hardware/data/SOURCE.md)"),
-    out: Optional[str] = typer.Option(None, "-o", "--out", help="write the fitted profile YAML"),
-    topology: Optional[str] = typer.Option(
+    out: str | None = typer.Option(None, "-o", "--out", help="write the fitted profile YAML"),
+    topology: str | None = typer.Option(
         None, "--topology", help="topology (name or YAML) pricing the rows of its device "
         "kinds; other rows use the smallest shipped system that holds them"),
-    prior: Optional[str] = typer.Option(None, "--prior", help="prior profile (default: shipped)"),
-    engine: Optional[str] = typer.Option(
+    prior: str | None = typer.Option(None, "--prior", help="prior profile (default: shipped)"),
+    engine: str | None = typer.Option(
         None, "--engine", help="fit only rows of this engine; the profile records it"),
     leave_one_out: bool = typer.Option(True, "--loo/--no-loo", help="report leave-one-out error"),
     as_json: bool = typer.Option(False, "--json"),

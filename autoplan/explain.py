@@ -25,14 +25,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from autoplan.catalog import load_model, load_topology
-from autoplan.cost import check_tp, phase_shape, valid_tps
+from autoplan.cost import check_tp, valid_tps
 from autoplan.errors import AutoplanError, InfeasibleError, InputError
 from autoplan.model import ModelSpec
-from autoplan.pipeline import StagePlacement, memories_for, pipeline_cost
+from autoplan.pipeline import StagePlacement
 from autoplan.plan_schema import Plan
-from autoplan.tables import Workload, pool_memory_args
+from autoplan.tables import Workload
 from autoplan.topology import Topology
-from autoplan.validate import Figures, _as_plan, evaluate, placements, workload_of
+from autoplan.validate import Figures, _as_plan, evaluate, phase_cost, placements, workload_of
 
 Verdict = Literal["worse", "ruled out", "equal", "better"]
 
@@ -149,11 +149,7 @@ def _terms(model: ModelSpec, topo: Topology, work: Workload, placement: str,
     """(compute, memory, communication) seconds of each phase's pipeline, summed over stages."""
     out = {}
     for ph, stages in (("prefill", pre), ("decode", dec)):
-        pool = "colocated" if placement == "colocated" else ph
-        ctx, tokens = pool_memory_args(pool, work)
-        mems = memories_for(model, topo, stages, work.batch, ctx, tokens, work.precision)
-        shape = phase_shape(ph, work.batch, work.isl, work.osl)
-        c = pipeline_cost(model, topo, stages, ph, shape, work.precision, mems)
+        c = phase_cost(model, topo, work, placement, ph, stages)
         out[ph] = (c.compute_s, c.memory_s, c.comm_s)
     return out
 

@@ -26,7 +26,9 @@ class PlanInputs(BaseModel):
     topology: str
     isl: int = Field(ge=1)
     osl: int = Field(ge=1)
-    batch: int = Field(ge=1)
+    batch: int = Field(ge=1, description="sequences decoded together per replica")
+    prefill_batch: int | None = Field(
+        default=None, ge=1, description="prompts prefilled together (absent: batch)")
     dtype: str
     kv_dtype: str
     objective: Literal["latency", "throughput", "devices"]
@@ -85,6 +87,9 @@ class Plan(BaseModel):
     best_bound: float = Field(description="solver's proven bound on the objective")
     gap: float = Field(description="|objective - best_bound| / objective")
     solve_seconds: float
+    stop_reason: Literal["completed", "time_limit", "interrupted", "front_limit"] = Field(
+        default="completed", description="why the search ended: completed (status optimal "
+        "or infeasible), the time limit, Ctrl-C, or the cap on designs per front")
     ttft_ms: float
     tpot_ms: float
     e2e_ms: float

@@ -33,6 +33,7 @@ def plan(
     isl: int = 2048,
     osl: int = 256,
     batch: int = 1,
+    prefill_batch: int | None = None,
     dtype: str = "bf16",
     kv_dtype: str | None = None,
     objective: str = "latency",
@@ -53,6 +54,8 @@ def plan(
     else:
         topo = load_topology(topology, cal)
     check_workload(isl, osl, batch, max_memory_fraction)
+    if prefill_batch is not None and not (isinstance(prefill_batch, int) and prefill_batch >= 1):
+        raise InputError(f"--prefill-batch must be a positive integer, got {prefill_batch}")
     if objective not in ("latency", "throughput", "devices"):
         raise InputError(f"unknown objective {objective!r}; use latency, throughput or devices")
     if request_rate is not None and not request_rate > 0:
@@ -72,12 +75,12 @@ def plan(
     precision = Precision(weight=dtype, activation="bf16", kv=kv)
     inputs = PlanInputs(
         model=m.name, topology=topo.name if isinstance(topology, Topology) else topology,
-        isl=isl, osl=osl, batch=batch, dtype=dtype, kv_dtype=kv, objective=objective,
+        isl=isl, osl=osl, batch=batch, prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv, objective=objective,
         placement=placement, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
         request_rate=request_rate, max_memory_fraction=max_memory_fraction,
         calibration={k: v for k, v in sorted(cal.items()) if k in topo.kinds} if cal else None,
     )
-    work = Workload(isl, osl, batch, precision, max_memory_fraction)
+    work = Workload(isl, osl, batch, precision, max_memory_fraction, prefill_batch)
     modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
     if len(topo.devices) < 2 and "disaggregated" in modes:
         if placement == "disaggregated":
@@ -97,23 +100,34 @@ def plan(
         value = float(best.rate * osl) if objective == "throughput" else float(best.devices)
         return assemble(m, topo, tables, inputs, best.mode,
                         {p: d.stages for p, d in best.designs.items()}, best.replicas,
-                        "optimal" if best.optimal else "feasible", value, value, wall)
-    results = {mode: solve(tables, PLACEMENT_POOLS[mode], osl, limits) for mode in modes}
+                        "optimal" if best.optimal else "feasible", value, value, wall,
+                        best.stop_reason)
+    results: dict = {}
+    for mode in modes:
+        results[mode] = solve(tables, PLACEMENT_POOLS[mode], osl, limits)
+        if results[mode].interrupted:  # Ctrl-C: no more solves, keep the best so far
+            break
+    interrupted = any(r.interrupted for r in results.values())
     feasible = {k: r for k, r in results.items() if r.status != "infeasible"}
     if not feasible:
+        if interrupted:
+            raise KeyboardInterrupt
         raise _explain_infeasible(m, topo, tables, modes, limits, osl, work)
     mode = min(feasible, key=lambda k: (feasible[k].objective_us, feasible[k].devices,
                                         k != "colocated"))
     res = feasible[mode]
+    status = "feasible" if interrupted else res.status
+    stop = ("interrupted" if interrupted else
+            "time_limit" if any(r.status == "feasible" for r in results.values()) else "completed")
     return assemble(m, topo, tables, inputs, mode, res.pools,
-                    {p: 1 for p in res.pools}, res.status, res.objective_us / 1e3,
-                    res.best_bound_us / 1e3, sum(r.wall_s for r in results.values()))
+                    {p: 1 for p in res.pools}, status, res.objective_us / 1e3,
+                    res.best_bound_us / 1e3, sum(r.wall_s for r in results.values()), stop)
 
 
 def _order(t: Tables, choices: list[StageChoice]) -> list[tuple[str, int, int]]:
     """Stages in pipeline order: first, middles in canonical (config, length) order, last."""
     seq = [(c.role, c.config, c.length) for c in choices if c.role in ("only", "first")]
-    mids = sorted(((c.config, c.length, c.count) for c in choices if c.role == "mid"))
+    mids = sorted((c.config, c.length, c.count) for c in choices if c.role == "mid")
     for cfg, ln, k in mids:
         seq += [("mid", cfg, ln)] * k
     seq += [(c.role, c.config, c.length) for c in choices if c.role == "last"]
@@ -154,7 +168,8 @@ def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]],
 
 def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: str,
              choices: dict[str, list[StageChoice]], replicas: dict[str, int], status: str,
-             objective: float, bound: float, wall_s: float) -> Plan:
+             objective: float, bound: float, wall_s: float,
+             stop_reason: str = "completed") -> Plan:
     seqs = {p: _order(t, choices[p]) for p in PLACEMENT_POOLS[mode]}
     groups = assign_devices(t, seqs, replicas)
     placed: dict[str, list[StagePlacement]] = {}
@@ -189,7 +204,7 @@ def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: 
     return Plan(
         inputs=inputs, placement=mode, status=status,
         objective=objective, objective_unit=unit, best_bound=bound, gap=gap,
-        solve_seconds=wall_s, ttft_ms=fig.ttft_ms, tpot_ms=fig.tpot_ms, e2e_ms=fig.e2e_ms,
+        solve_seconds=wall_s, stop_reason=stop_reason, ttft_ms=fig.ttft_ms, tpot_ms=fig.tpot_ms, e2e_ms=fig.e2e_ms,
         throughput_tokens_per_s=fig.throughput_tokens_per_s, requests_per_s=fig.requests_per_s,
         kv_transfer_ms=fig.kv_transfer_ms, devices=len(used),
         prefill=phase("prefill", pre_pool, pre, fig.prefill_ms),

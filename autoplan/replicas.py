@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -61,7 +62,7 @@ class Choice:
     optimal: bool
     wall_s: float = 0.0
     solves: int = 0
-    notes: list[str] = field(default_factory=list)
+    stop_reason: str = "completed"  # completed | time_limit | interrupted | front_limit
 
 
 def design_times(t: Tables, pool: str, stages: list[StageChoice],
@@ -84,19 +85,26 @@ def design_times(t: Tables, pool: str, stages: list[StageChoice],
 
 
 def _rate(t: Tables, pool: str, ttft: int, tpot: int, slowest: int, osl: int) -> Fraction:
-    B = t.work.batch * 10**6
+    B, P = t.work.batch, t.work.pb
     if pool == "prefill":
-        return Fraction(B, slowest)
+        return Fraction(P * 10**6, slowest)
     if pool == "decode":
-        return Fraction(B, osl * tpot)
-    return Fraction(B, ttft + (osl - 1) * tpot)
+        return Fraction(B * 10**6, osl * tpot)
+    # Per request: its share of a prompt pass and of osl - 1 decode steps.
+    return Fraction(P * B * 10**6, B * ttft + P * (osl - 1) * tpot)
 
 
 def front(t: Tables, pool: str, osl: int, limits: Limits,
-          decode_kinds: frozenset[str] = frozenset()) -> tuple[list[Design], int, bool]:
-    """Pareto front of replica designs of ``pool``: (designs, solves, complete)."""
+          decode_kinds: frozenset[str] = frozenset(),
+          stop: dict | None = None,
+          start: tuple[int, ...] | None = None) -> tuple[list[Design], int, bool]:
+    """Pareto front of replica designs of ``pool``: (designs, solves, complete).
+
+    ``stop["reason"]`` records why the enumeration ended early (interrupted, front_limit).
+    """
+    stop = {} if stop is None else stop
     goal = {"prefill": "slowest", "decode": "phase", "colocated": "latency"}[pool]
-    full = tuple(c.devices for c in t.classes)
+    full = start if start is not None else tuple(c.devices for c in t.classes)
     stack, seen = [full], set()
     designs: dict[tuple[int, ...], Design] = {}
     solves, complete = 0, True
@@ -107,14 +115,37 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
         seen.add(caps)
         if len(designs) >= MAX_FRONT:
             complete = False
+            stop["reason"] = stop.get("reason") or "front_limit"
             break
-        quiet = Limits(limits.ttft_slo_us, limits.tpot_slo_us, limits.time_limit_s, False)
-        res: SolveResult = solve(t, (pool,), osl, quiet, goal=goal, caps=list(caps),
-                                 decode_kinds=tuple(sorted(decode_kinds)))
+        left = stop.get("deadline", float("inf")) - time.perf_counter()
+        if left <= 0:
+            complete = False
+            stop["reason"] = stop.get("reason") or "time_limit"
+            break
+        quiet = Limits(limits.ttft_slo_us, limits.tpot_slo_us, min(limits.time_limit_s, left),
+                       False)
+        try:
+            if pool == "prefill":
+                res, n = _min_slowest(t, osl, quiet, list(caps), decode_kinds)
+                solves += n - 1
+            else:
+                res = solve(t, (pool,), osl, quiet, goal=goal, caps=list(caps),
+                            decode_kinds=tuple(sorted(decode_kinds)))
+        except KeyboardInterrupt:  # Ctrl-C between two solves: keep what was found
+            res = SolveResult("infeasible", None, None, 0.0, interrupted=True)
         solves += 1
+        if res.interrupted:
+            stop["reason"] = "interrupted"
+            complete = False
+        if res.status == "infeasible" and res.interrupted:
+            break
         if res.status == "infeasible":
-            complete = complete and res.wall_s < limits.time_limit_s
+            if res.wall_s >= quiet.time_limit_s * 0.98:
+                complete = False
+                stop["reason"] = stop.get("reason") or "time_limit"
             continue
+        if res.status != "optimal" and not res.interrupted:
+            stop["reason"] = stop.get("reason") or "time_limit"
         stages = res.pools[pool]
         kinds = frozenset(t.configs[s.config].kind for s in stages)
         ttft, tpot, slowest, _ = design_times(t, pool, stages, decode_kinds)
@@ -126,6 +157,8 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
             if limits.progress:
                 print(f"  [{pool} front] {sum(res.usage)} devices: {float(d.rate):.4g} "
                       f"requests/s per replica ({res.status})", file=sys.stderr)
+        if res.interrupted:
+            break
         for k in reversed(range(len(caps))):  # sorted pushes: deterministic order
             if res.usage[k] > 0:
                 stack.append(tuple(u - 1 if j == k else c
@@ -138,8 +171,46 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     return out, solves, complete
 
 
+def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
+                 decode_kinds: frozenset[str]) -> tuple[SolveResult, int]:
+    """The prefill design with the shortest slowest stage under ``caps`` (then the fewest
+    devices, then the shortest TTFT), by bisection over the table's stage times: each
+    step asks CP-SAT for the fewest devices with no stage above a cap, a linear model
+    (a min-max objective would need products of variables)."""
+    kinds = tuple(sorted(decode_kinds))
+
+    def at(cap: int | None) -> SolveResult:
+        return solve(t, ("prefill",), osl, limits, goal="devices", caps=caps,
+                     decode_kinds=kinds, stage_cap=cap)
+
+    best = at(None)
+    n, proved = 1, best.status != "feasible"
+    if best.status == "infeasible":
+        return best, n
+    slowest = design_times(t, "prefill", best.pools["prefill"], decode_kinds)[2]
+    arr = t.pools["prefill"].time_us["prefill"]
+    values = np.unique(arr[arr < slowest])  # candidate caps below the incumbent, ascending
+    lo, hi = 0, len(values)  # the answer's cap is values[k] for some k in [lo, hi)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        res = at(int(values[mid]))
+        n += 1
+        proved = proved and res.status != "feasible" and not (
+            res.status == "infeasible" and res.wall_s >= limits.time_limit_s * 0.98)
+        if res.interrupted:
+            best.interrupted = True
+            break
+        if res.status == "infeasible":
+            lo = mid + 1
+        else:
+            best, hi = res, mid
+    if not proved:
+        best.status = "feasible"
+    return best, n
+
+
 def kv_request_bytes(t: Tables) -> float:
-    return kv_stage_bytes(t.model, t.work, t.model.num_layers) / t.work.batch
+    return kv_stage_bytes(t.model, t.work, t.model.num_layers) / t.work.pb
 
 
 def _link_bw(t: Tables, a: Design, b: Design) -> float:
@@ -265,26 +336,44 @@ def _pair(t: Tables, a: Design, b: Design, caps: np.ndarray, objective: str,
 
 def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objective: str,
                     request_rate: float | None) -> tuple[Choice | None, dict[str, Choice | None], float, int]:
-    """Fronts, then the best choice per mode; returns (best, per mode, wall s, solves)."""
-    import time
+    """Fronts, then the best choice per mode; returns (best, per mode, wall s, solves).
 
+    ``limits.time_limit_s`` bounds all the front solves together."""
     t0 = time.perf_counter()
     solves = 0
     complete = True
     per_mode: dict[str, Choice | None] = {}
+    stop: dict = {"deadline": t0 + limits.time_limit_s}
     for mode in modes:
+        if stop.get("reason") == "interrupted":
+            break
         if mode == "colocated":
-            designs, n, ok = front(t, "colocated", osl, limits)
+            designs, n, ok = front(t, "colocated", osl, limits, stop=stop)
             solves += n
             complete &= ok
             per_mode[mode] = choose(t, mode, {"colocated": designs}, objective, request_rate)
             continue
-        dec, n, ok = front(t, "decode", osl, limits)
+        # A pool never gets devices the other pool's smallest design needs: with one
+        # device class, the fewest devices any prefill design uses (one solve) leaves
+        # the decode front its cap, and the decode front's smallest design the prefill's.
+        full = tuple(c.devices for c in t.classes)
+        dec_start = full
+        if len(full) == 1:
+            least = solve(t, ("prefill",), osl, limits, goal="devices",
+                          decode_kinds=tuple(sorted(t.kinds)))
+            solves += 1
+            if least.status != "infeasible":
+                dec_start = (full[0] - least.devices,)
+        dec, n, ok = front(t, "decode", osl, limits, stop=stop, start=dec_start)
         solves += n
         complete &= ok
         pre: list[Design] = []
         for kinds in sorted({d.kinds for d in dec}, key=sorted):
-            got, n, ok = front(t, "prefill", osl, limits, kinds)
+            if stop.get("reason") == "interrupted":
+                break
+            floor = [min(d.usage[k] for d in dec if d.kinds == kinds) for k in range(len(full))]
+            pre_start = tuple(c - f for c, f in zip(full, floor))
+            got, n, ok = front(t, "prefill", osl, limits, kinds, stop=stop, start=pre_start)
             solves += n
             complete &= ok
             pre += got
@@ -295,7 +384,10 @@ def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objec
     for c in found:
         c.optimal = c.optimal and complete
         c.wall_s, c.solves = wall, solves
+        c.stop_reason = stop.get("reason", "completed")
     if not found:
+        if stop.get("reason") == "interrupted":
+            raise KeyboardInterrupt
         return None, per_mode, wall, solves
     order = {m: i for i, m in enumerate(modes)}
     best = min(found, key=lambda c: _key(objective, c.rate, c.devices, (order[c.mode],)))

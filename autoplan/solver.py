@@ -61,6 +61,7 @@ class SolveResult:
     slowest_us: int = 0
     devices: int = 0
     usage: tuple[int, ...] = ()
+    interrupted: bool = False  # Ctrl-C stopped the search (CP-SAT catches SIGINT)
 
     @property
     def gap(self) -> float:
@@ -115,8 +116,11 @@ class _Group:
 class _PoolModel:
     """One pool's pipeline inside a CP-SAT model."""
 
-    def __init__(self, m: cp_model.CpModel, t: Tables, pool: str, need_max: bool) -> None:
+    def __init__(self, m: cp_model.CpModel, t: Tables, pool: str, need_max: bool,
+                 stage_cap: int | None = None) -> None:
         self.m, self.t, self.pool = m, t, pool
+        # No stage of this pool may take longer than stage_cap in its prefill pass.
+        self.stage_cap = stage_cap
         self.groups: list[_Group] = []
         tab, U = t.pools[pool], t.units
         kv_tab = t.kv_us if pool == "prefill" else None
@@ -151,8 +155,16 @@ class _PoolModel:
             return []
         return [int(kv_tab[r, c, ln, kd]) for kd in range(len(self.t.kinds))]
 
+    def _capped(self, r: int, c: int, ln: int) -> bool:
+        """This stage's prefill pass is longer than the stage cap."""
+        if self.stage_cap is None:
+            return False
+        return int(self.t.pools[self.pool].time_us["prefill"][r, c, ln]) > self.stage_cap
+
     def _only(self, c: int, kv_tab) -> None:
         tab, U, r = self.t.pools[self.pool], self.t.units, ROLES.index("only")
+        if self._capped(r, c, U):
+            return
         x = self.m.new_bool_var(self._name("only", c))
         time_ = {ph: int(tab.time_us[ph][r, c, U]) * x for ph in POOL_PHASES[self.pool]}
         kv = [[k * x] for k in self._kv_const(kv_tab, r, c, U)]
@@ -163,6 +175,11 @@ class _PoolModel:
     def _compact(self, role: str, c: int, best: int, need_max: bool, kv_tab) -> None:
         m, tab, U = self.m, self.t.pools[self.pool], self.t.units
         r = ROLES.index(role)
+        # Under a stage cap the longest allowed stage is shorter (times grow with length).
+        while best and self._capped(r, c, best):
+            best -= 1
+        if best == 0:
+            return
         A, B = {}, {}
         for ph in POOL_PHASES[self.pool]:
             a1 = int(tab.time_us[ph][r, c, 1])
@@ -220,6 +237,8 @@ class _PoolModel:
         for ln in range(1, best + 1):
             cost = {ph: int(tab.time_us[ph][r, c, ln]) for ph in hop}
             assert all(v < INF for v in cost.values())
+            if self._capped(r, c, ln):
+                continue
             if role == "mid":
                 v = m.new_int_var(0, U // ln, self._name("mid", c, ln))
                 on = m.new_bool_var(self._name("mid", c, ln, "on"))
@@ -311,16 +330,21 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits):
 
 def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
           goal: str = "latency", caps: list[int] | None = None,
-          decode_kinds: tuple[str, ...] = ()) -> SolveResult:
+          decode_kinds: tuple[str, ...] = (), stage_cap: int | None = None) -> SolveResult:
     """Best pipelines for ``pools`` (see the module docstring for the goals).
 
     ``caps``: devices per class available (default: the whole inventory).
     ``decode_kinds``: for a prefill pool solved alone, the kinds its KV is sent to.
+    ``stage_cap``: goal ``devices`` only: no prefill stage longer than this (us); the
+    fewest devices, then the shortest TTFT part.
     """
     m = cp_model.CpModel()
     caps = list(caps) if caps is not None else [c.devices for c in t.classes]
     need_max = goal == "slowest" or "prefill" in pools
-    pm = {p: _PoolModel(m, t, p, need_max) for p in pools}
+    pm = {p: _PoolModel(m, t, p, need_max, stage_cap if goal == "devices" else None)
+          for p in pools}
+    if any(not pm[p].groups for p in pools):
+        return SolveResult("infeasible", None, None, 0.0)
 
     usage: list = [0] * len(t.classes)
     for p in pools:
@@ -352,21 +376,32 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
         finite = arr[arr < INF]
         slowest = pm[pools[0]].slowest("prefill", int(finite.max()) if finite.size else 0)
         value = slowest
+    elif goal == "devices":
+        # Fewest devices first: weigh devices above any TTFT the tables allow.
+        hi = limits.ttft_slo_us if limits.ttft_slo_us is not None else _ttft_bound(t, pools[0])
+        scale = 1
+        m.minimize((hi + 1) * devices + ttft)
+        value = None
     elif goal == "phase" and pools == ("prefill",):
         value = ttft
     elif goal == "phase" and pools == ("decode",):
         value = tpot
     else:
         value = ttft + (osl - 1) * tpot
-    scale = sum(caps) + 1
-    m.minimize(scale * value + devices)
+    if value is not None:
+        scale = sum(caps) + 1
+        m.minimize(scale * value + devices)
 
     solver, status, wall = _solve(m, scale, limits)
+    # Only a time limit or a caught SIGINT stops the search early; before the limit, it
+    # was Ctrl-C.
+    stopped = status in (cp_model.FEASIBLE, cp_model.UNKNOWN) and wall < limits.time_limit_s * 0.98
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return SolveResult("infeasible", None, None, wall)
+        return SolveResult("infeasible", None, None, wall, interrupted=stopped)
     res = SolveResult(
         "optimal" if status == cp_model.OPTIMAL else "feasible",
         solver.objective_value / scale, solver.best_objective_bound / scale, wall,
+        interrupted=stopped,
     )
     for p in pools:
         res.pools[p] = pm[p].chosen(solver)
@@ -377,3 +412,13 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     res.usage = tuple(int(solver.value(u)) if not isinstance(u, int) else 0 for u in usage)
     res.devices = sum(res.usage)
     return res
+
+
+def _ttft_bound(t: Tables, pool: str) -> int:
+    """An upper bound of a pool's TTFT part: every layer on its slowest option."""
+    tab = t.pools[pool]
+    arr = tab.time_us["prefill"]
+    finite = arr[arr < INF]
+    hop = int(tab.hop_us["prefill"].max()) if tab.hop_us["prefill"].size else 0
+    kv = int(t.kv_us.max()) if t.kv_us.size else 0
+    return (int(finite.max()) + hop) * (t.units + 1) + kv if finite.size else 0

@@ -44,6 +44,16 @@ class Workload:
     batch: int
     precision: Precision
     max_memory_fraction: float = 0.9
+    # Prompts prefilled together (default: the batch). Decode runs ``batch`` sequences;
+    # prefill passes take ``prefill_batch`` prompts at a time.
+    prefill_batch: int | None = None
+
+    @property
+    def pb(self) -> int:
+        return self.prefill_batch or self.batch
+
+    def phase_batch(self, phase: str) -> int:
+        return self.pb if phase == "prefill" else self.batch
 
 
 @dataclass
@@ -142,13 +152,14 @@ def _placement(model: ModelSpec, prefix: int, role: str, length: int,
     return StagePlacement(prefix, prefix + length, cfg.kind, cfg.group)
 
 
-def pool_memory_args(pool: str, work: Workload) -> tuple[int, int]:
-    """(KV context held, tokens of the largest forward pass) for a pool's memory."""
+def pool_memory_args(pool: str, work: Workload) -> tuple[int, int, int]:
+    """(sequences whose KV is held, their context, tokens of the largest forward pass)
+    for a pool's memory."""
     if pool == "prefill":
-        return work.isl, work.batch * work.isl
+        return work.pb, work.isl, work.pb * work.isl
     if pool == "decode":
-        return work.isl + work.osl, work.batch
-    return work.isl + work.osl, work.batch * work.isl
+        return work.batch, work.isl + work.osl, work.batch
+    return work.batch, work.isl + work.osl, max(work.pb * work.isl, work.batch)
 
 
 def build_tables(model: ModelSpec, topo: Topology, work: Workload,
@@ -170,7 +181,7 @@ def build_tables(model: ModelSpec, topo: Topology, work: Workload,
 def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     model, work, U = t.model, t.work, t.units
     C = len(t.configs)
-    ctx, tokens = pool_memory_args(pool, work)
+    kv_batch, ctx, tokens = pool_memory_args(pool, work)
     max_len = np.zeros((len(ROLES), C), dtype=np.int64)
     affine = np.zeros((len(ROLES), C), dtype=bool)
     times = {ph: np.full((len(ROLES), C, U + 1), INF, dtype=np.int64) for ph in POOL_PHASES[pool]}
@@ -183,7 +194,7 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
             pts = []
             for ln in (1, 2) if role != "only" else (U,):
                 st = _placement(model, t.prefix, role, ln, cfg)
-                mem = memories_for(model, t.topo, [st], work.batch, ctx, tokens,
+                mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
                                    work.precision)[0]
                 pts.append((ln, mem))
             if role == "only":
@@ -201,10 +212,10 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
                 continue
             multi_tier = len(kind.memory_tiers) > 1
             for ph in POOL_PHASES[pool]:
-                shape = phase_shape(ph, work.batch, work.isl, work.osl)
+                shape = phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
                 def exact(ln: int) -> float:
                     st = _placement(model, t.prefix, role, ln, cfg)
-                    mem = memories_for(model, t.topo, [st], work.batch, ctx, tokens,
+                    mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
                                        work.precision)[0]
                     return stage_cost(model, t.topo, st, shape, work.precision, mem).time_s
                 if role == "only":
@@ -223,7 +234,7 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
                     times[ph][r, cfg.index, ln] = a + b * ln
             affine[r, cfg.index] = not multi_tier and not force_per_length
     for ph in POOL_PHASES[pool]:
-        shape = phase_shape(ph, work.batch, work.isl, work.osl)
+        shape = phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
         msg = activation_message_bytes(model, shape, work.precision)
         for cfg in t.configs:
             a, b = _hop_pair(t, cfg)
@@ -256,8 +267,8 @@ def kv_pair_bandwidth(topo: Topology, kind_from: str, kind_to: str) -> tuple[flo
 
 
 def kv_stage_bytes(model: ModelSpec, work: Workload, layers: int) -> float:
-    """KV cache of the prompts for ``layers`` layers (all heads: the whole cache)."""
-    return work.batch * work.isl * kv_bytes_per_token_layer(model, 1, work.precision) * layers
+    """KV cache of one prefill pass's prompts for ``layers`` layers (the whole cache)."""
+    return work.pb * work.isl * kv_bytes_per_token_layer(model, 1, work.precision) * layers
 
 
 def kv_stage_time_s(model: ModelSpec, topo: Topology, work: Workload, layers: int, tp: int,

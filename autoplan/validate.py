@@ -20,7 +20,7 @@ from autoplan.catalog import load_model, load_topology
 from autoplan.cost import Precision, check_tp, phase_shape
 from autoplan.errors import InputError, first_error
 from autoplan.model import ModelSpec
-from autoplan.pipeline import StagePlacement, memories_for, pipeline_cost
+from autoplan.pipeline import PhaseCost, StagePlacement, memories_for, pipeline_cost
 from autoplan.plan_schema import Plan
 from autoplan.tables import (
     Workload,
@@ -52,12 +52,23 @@ class Figures:
 def workload_of(plan: Plan) -> Workload:
     i = plan.inputs
     return Workload(i.isl, i.osl, i.batch, Precision(i.dtype, "bf16", i.kv_dtype),
-                    i.max_memory_fraction)
+                    i.max_memory_fraction, i.prefill_batch)
 
 
 def placements(plan_phase) -> list[StagePlacement]:
     return [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices))
             for s in plan_phase.stages]
+
+
+def phase_cost(model: ModelSpec, topo: Topology, work: Workload, placement: str, phase: str,
+               stages: list[StagePlacement], breakdown: bool = False) -> PhaseCost:
+    """One phase's pass through its pipeline, with the memory its pool holds."""
+    pool = "colocated" if placement == "colocated" else phase
+    kv_batch, ctx, tokens = pool_memory_args(pool, work)
+    # A colocated pool holds both phases' needs: KV at full context, prompt activations.
+    mems = memories_for(model, topo, stages, kv_batch, ctx, tokens, work.precision)
+    shape = phase_shape(phase, work.phase_batch(phase), work.isl, work.osl)
+    return pipeline_cost(model, topo, stages, phase, shape, work.precision, mems, breakdown)
 
 
 def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
@@ -72,12 +83,7 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
     times: dict[str, float] = {}
     slowest: dict[str, float] = {}
     for ph, stages in pools.items():
-        pool = "colocated" if placement == "colocated" else ph
-        ctx, tokens = pool_memory_args(pool, work)
-        # A colocated pool holds both phases' needs: KV at full context, prompt activations.
-        mems = memories_for(model, topo, stages, work.batch, ctx, tokens, work.precision)
-        shape = phase_shape(ph, work.batch, work.isl, work.osl)
-        cost = pipeline_cost(model, topo, stages, ph, shape, work.precision, mems)
+        cost = phase_cost(model, topo, work, placement, ph, stages)
         times[ph] = cost.time_s
         slowest[ph] = cost.slowest_stage_s
         stage_ms[ph] = [s.time_s * 1e3 for s in cost.stages]
@@ -93,10 +99,11 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
     tpot = times["decode"]
     e2e = ttft + (work.osl - 1) * tpot
     y_pre, y_dec = replicas
-    B = work.batch
+    B, P = work.batch, work.pb
     if placement == "colocated":
-        # One batch at a time on shared devices: the prompt pass, then osl - 1 steps.
-        rate = y_pre * B / e2e
+        # Shared devices: per request, its share of a prompt pass and of osl - 1 steps.
+        # (With prefill_batch = batch: batch / e2e, one batch after another.)
+        rate = y_pre / (times["prefill"] / P + (work.osl - 1) * tpot / B)
         phase_rate = {"prefill": rate, "decode": rate}
         busy = [a + (work.osl - 1) * b for a, b in zip(stage_ms["prefill"], stage_ms["decode"])]
         bubble = 1 - sum(busy) / len(busy) / (e2e * 1e3)
@@ -105,10 +112,10 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
         # The pools work on different batches at once: prompts enter the prefill pipeline
         # every slowest-stage time; the decode pool serves one batch for osl steps. The
         # prompts' KV crosses from pool to pool within the link budget.
-        phase_rate = {"prefill": y_pre * B / slowest["prefill"],
+        phase_rate = {"prefill": y_pre * P / slowest["prefill"],
                       "decode": y_dec * B / (work.osl * tpot)}
         link = kv_link_bytes_per_s(topo, pre, dec, replicas)
-        per_request = kv_stage_bytes(model, work, model.num_layers) / B
+        per_request = kv_stage_bytes(model, work, model.num_layers) / P
         rate = min(*phase_rate.values(), link / per_request)
         bubbles = {"prefill": 1 - _mean(stage_ms["prefill"]) / max(stage_ms["prefill"]),
                    "decode": 1 - _mean(stage_ms["decode"]) / (tpot * 1e3)}

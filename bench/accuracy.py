@@ -24,11 +24,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autoplan.calibration import (  # noqa: E402
-    Measurement, default_data_path, predict, read_measurements, system_for,
+from autoplan.calibration import (
+    Measurement,
+    default_data_path,
+    predict,
+    read_measurements,
+    system_for,
 )
-from autoplan.catalog import catalog_root, load_profile, prior_path  # noqa: E402
-from autoplan.fit import fit_all  # noqa: E402
+from autoplan.catalog import catalog_root, load_profile, prior_path
+from autoplan.fit import fit_all
 
 
 def heldout_path() -> Path:

@@ -18,10 +18,22 @@ import time
 KINDS = ["h100-sxm", "h200", "b200", "a100-sxm-80gb"]
 SLO = dict(isl=4000, osl=500, ttft_slo_ms=2000.0, tpot_slo_ms=30.0)
 
+# Throughput: prefill one prompt at a time; decode as many sequences per replica as the
+# TPOT SLO allows on these devices (with the shipped calibration, 30 ms allows batch 4 for
+# DeepSeek-V3 and only batch 1 for Qwen3-235B, whose many small expert kernels each pay a
+# launch overhead).
+THROUGHPUT = {**SLO, "objective": "throughput", "batch": 32, "prefill_batch": 1}
+
 CASES = {
-    "Llama-3.1-70B / 16xH200": ("meta-llama/Llama-3.1-70B", ("h200", 2), SLO),
-    "DeepSeek-V3 fp8 / 32xH200": ("deepseek-ai/DeepSeek-V3", ("h200", 4), {**SLO, "dtype": "fp8"}),
-    "Qwen3-235B-A22B / 32xH200": ("Qwen/Qwen3-235B-A22B", ("h200", 4), SLO),
+    "Llama-3.1-70B / 16xH200, latency": ("meta-llama/Llama-3.1-70B", ("h200", 2), SLO),
+    "Llama-3.1-70B / 16xH200, throughput": ("meta-llama/Llama-3.1-70B", ("h200", 2), THROUGHPUT),
+    "DeepSeek-V3 fp8 / 32xH200, latency": ("deepseek-ai/DeepSeek-V3", ("h200", 4),
+                                           {**SLO, "dtype": "fp8"}),
+    "DeepSeek-V3 fp8 / 32xH200, throughput": ("deepseek-ai/DeepSeek-V3", ("h200", 4),
+                                              {**THROUGHPUT, "dtype": "fp8", "batch": 4}),
+    "Qwen3-235B-A22B / 32xH200, latency": ("Qwen/Qwen3-235B-A22B", ("h200", 4), SLO),
+    "Qwen3-235B-A22B / 32xH200, throughput": ("Qwen/Qwen3-235B-A22B", ("h200", 4),
+                                              {**THROUGHPUT, "batch": 1}),
     **{f"Llama-3.1-405B / {n} devices, 4 kinds": ("meta-llama/Llama-3.1-405B", ("mixed", n),
                                                    dict(isl=2048, osl=256))
        for n in (64, 256, 1024, 4096)},
@@ -57,10 +69,12 @@ def one(name: str) -> dict:
     try:
         p = plan(model, topo, **kw)
         res = {"status": p.status, "gap": p.gap, "solve_s": p.solve_seconds,
-               "placement": p.placement, "devices": p.devices, "e2e_ms": p.e2e_ms}
+               "placement": p.placement, "devices": p.devices, "e2e_ms": p.e2e_ms,
+               "tok_s": p.throughput_tokens_per_s,
+               "replicas": f"{p.prefill.replicas}+{p.decode.replicas}"}
     except InfeasibleError as e:
         res = {"status": f"infeasible ({e.reason})", "gap": None, "solve_s": None,
-               "placement": "-", "devices": 0, "e2e_ms": None}
+               "placement": "-", "devices": 0, "e2e_ms": None, "tok_s": None, "replicas": "-"}
     res["wall_s"] = time.perf_counter() - t0
     res["devices_total"] = len(topo.devices)
     res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -71,16 +85,18 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--one":
         print(json.dumps(one(sys.argv[2])))
         return
-    print("| case | devices | status | placement | used | wall s (load+tables+solve) | "
-          "solver s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | devices | status | placement | replicas (prefill+decode) | used | "
+          "tokens/s | wall s (load+tables+solve) | solver s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in CASES:
         out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True,
                              text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         solve = f"{r['solve_s']:.2f}" if r["solve_s"] is not None else "-"
+        tok = f"{r['tok_s']:.0f}" if r["tok_s"] is not None else "-"
         print(f"| {name} | {r['devices_total']} | {r['status']} | {r['placement']} | "
-              f"{r['devices']} | {r['wall_s']:.2f} | {solve} | {r['rss_mb']:.0f} |", flush=True)
+              f"{r['replicas']} | {r['devices']} | {tok} | {r['wall_s']:.2f} | {solve} | "
+              f"{r['rss_mb']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,22 @@ import json
 import math
 import os
 import statistics
-from pathlib import Path
 
 import pytest
 import yaml
 
 from autoplan.calibration import (
-    default_data_path, predict, read_measurements, systems_for,
+    default_data_path,
+    predict,
+    read_measurements,
+    systems_for,
 )
 from autoplan.catalog import (
-    catalog_root, default_calibrations, list_profiles, load_profile, profile_engine,
+    catalog_root,
+    default_calibrations,
+    list_profiles,
+    load_profile,
+    profile_engine,
     profile_path,
 )
 from autoplan.cli import main
@@ -250,3 +256,14 @@ def test_profile_by_name_or_path(tmp_path):
                      "--profile", "trtllm-0.5", "--json"])
     assert code == 0
     assert json.loads(out.getvalue())["ttft_ms"] > 0
+
+
+def test_written_profile_is_readable_by_others(tmp_path):
+    # written through a temporary file and a rename, but with a plain file's mode
+    from autoplan.profile_io import write_atomic
+
+    p = tmp_path / "p.yaml"
+    write_atomic(p, "profile: x\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask
