@@ -10,6 +10,7 @@ Used by the accuracy test and benchmark, and by ``autoplan calibrate``.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -53,10 +54,14 @@ def read_measurements(path: str | Path) -> list[Measurement]:
             if missing:
                 raise InputError(f"{p.name}: missing column(s) {', '.join(missing)}")
             rows = list(reader)
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read measurements {str(p)!r}: {e.__class__.__name__}") from None
+    except csv.Error as e:  # e.g. a field over the csv module's size limit
+        raise InputError(f"{p.name}: not a readable CSV file: {e}") from None
     out = []
     for n, r in enumerate(rows, start=2):
+        if any(r[c] is None for c in REQUIRED):
+            raise InputError(f"{p.name} line {n}: the row has fewer fields than the header")
         try:
             m = Measurement(
                 id=r["id"] or f"row{n}", engine=r["engine"], model=r["model"],
@@ -73,15 +78,20 @@ def read_measurements(path: str | Path) -> list[Measurement]:
             raise InputError(f"{p.name} line {n}: a ttft_ms row needs isl")
         if m.metric == "tpot_ms" and not (m.context or m.isl):
             raise InputError(f"{p.name} line {n}: a tpot_ms row needs context or isl")
-        if not m.value > 0:
-            raise InputError(f"{p.name} line {n}: value must be positive")
+        if not (m.value > 0 and math.isfinite(m.value)):
+            raise InputError(f"{p.name} line {n}: value must be a positive, finite number")
         out.append(m)
     return out
 
 
 def _int(s: str) -> int | None:
     s = (s or "").strip()
-    return int(float(s)) if s else None
+    if not s:
+        return None
+    v = float(s)
+    if not math.isfinite(v):
+        raise ValueError(f"not a finite number: {s!r}")
+    return int(v)
 
 
 def system_for(m: Measurement, profile: dict[str, Calibration] | None = None,

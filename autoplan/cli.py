@@ -79,6 +79,8 @@ def plan_cmd(
     tpot_slo_ms: float | None = typer.Option(None, "--tpot-slo-ms"),
     request_rate: float | None = typer.Option(None, "--request-rate"),
     max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction"),
+    max_devices: int | None = typer.Option(None, "--max-devices",
+                                           help="use at most this many devices"),
     time_limit_s: float = typer.Option(30.0, "--time-limit-s"),
     profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
     out: str | None = typer.Option(None, "-o", "--out", help="write the plan JSON here"),
@@ -94,7 +96,7 @@ def plan_cmd(
              objective=objective, placement=placement, ttft_slo_ms=ttft_slo_ms,
              tpot_slo_ms=tpot_slo_ms, request_rate=request_rate,
              max_memory_fraction=max_memory_fraction, time_limit_s=time_limit_s,
-             progress=not as_json, profile=profile)
+             progress=not as_json, profile=profile, max_devices=max_devices)
     text = p.model_dump_json(indent=2)
     if p.stop_reason == "interrupted":
         print(f"autoplan: interrupted: the best plan found so far ({p.status}, gap {p.gap:.2%})",
@@ -176,6 +178,57 @@ def chart_cmd(
 
     for path in chart_all(_as_plan(plan_file), out):
         typer.echo(str(path))
+
+
+@app.command("pareto")
+def pareto_cmd(
+    model: str = typer.Option(..., "--model", help="HF id of a shipped model or a config.json path"),
+    topology: str = typer.Option(..., "--topology", help="shipped topology name or YAML path"),
+    isl: int = typer.Option(2048, "--isl"),
+    osl: int = typer.Option(256, "--osl"),
+    batch: int = typer.Option(1, "--batch"),
+    prefill_batch: int | None = typer.Option(None, "--prefill-batch"),
+    dtype: str = typer.Option("bf16", "--dtype"),
+    kv_dtype: str | None = typer.Option(None, "--kv-dtype"),
+    placement: str = typer.Option("auto", "--placement", help="auto | colocated | disaggregated"),
+    ttft_slo_ms: str | None = typer.Option(None, "--ttft-slo-ms", help="values to sweep: 200,500"),
+    tpot_slo_ms: str | None = typer.Option(None, "--tpot-slo-ms", help="values to sweep: 10,20,40"),
+    max_devices: str | None = typer.Option(None, "--max-devices", help="budgets to sweep: 1,2,4,8"),
+    max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction"),
+    time_limit_s: float = typer.Option(30.0, "--time-limit-s", help="per point"),
+    profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
+    workers: int | None = typer.Option(None, "--workers", help="processes (default: CPUs)"),
+    out: str = typer.Option("pareto", "--out", help="directory for pareto.csv and the chart"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
+) -> None:
+    """Sweep SLO targets and device budgets; write the TTFT-TPOT-devices front."""
+    from autoplan.catalog import load_model, load_topology
+    from autoplan.errors import InputError
+    from autoplan.pareto import parse_list, sweep, write
+    from autoplan.render import print_pareto
+
+    ttfts = parse_list(ttft_slo_ms, "--ttft-slo-ms")
+    tpots = parse_list(tpot_slo_ms, "--tpot-slo-ms")
+    budgets = parse_list(max_devices, "--max-devices", int)
+    if ttfts == tpots == budgets == [None]:
+        raise InputError("nothing to sweep: give --tpot-slo-ms, --ttft-slo-ms or --max-devices "
+                         "as comma-separated values")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    load_model(model)  # bad inputs fail here, once, not in every worker
+    load_topology(topology)
+    base = dict(model=model, topology=topology, isl=isl, osl=osl, batch=batch,
+                prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv_dtype,
+                placement=placement, max_memory_fraction=max_memory_fraction,
+                time_limit_s=time_limit_s, profile=profile)
+    rows = sweep(base, ttfts, tpots, budgets, workers=workers, progress=not as_json)
+    paths = write(rows, out, f"{model} on {topology}")
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        print_pareto(rows)
+        for p in paths:
+            typer.echo(str(p))
 
 
 @app.command("schema")
@@ -280,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn every expected failure into one line and a code."""
     try:
         app(args=argv, standalone_mode=False, prog_name="autoplan")
-    except AutoplanError as e:
-        print(f"autoplan: error: {e}", file=sys.stderr)
+    except AutoplanError as e:  # one line, even when a name in the message has a newline
+        print(f"autoplan: error: {' '.join(str(e).split())}", file=sys.stderr)
         return e.exit_code
     except typer.Exit as e:
         return e.exit_code

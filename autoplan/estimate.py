@@ -135,6 +135,12 @@ def _phase(cost: PhaseCost, breakdown: bool) -> PhaseEstimate:
     )
 
 
+# Upper bounds far beyond any deployment (16Mi-token prompts and outputs, 64Ki requests
+# per batch): they keep times inside the planner's 64-bit microsecond tables.
+MAX_TOKENS = 1 << 24
+MAX_BATCH = 1 << 16
+
+
 def check_workload(isl: int, osl: int, batch: int, max_memory_fraction: float) -> None:
     if isl < 1:
         raise InputError(f"--isl must be >= 1, got {isl}")
@@ -142,6 +148,10 @@ def check_workload(isl: int, osl: int, batch: int, max_memory_fraction: float) -
         raise InputError(f"--osl must be >= 1, got {osl}")
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
+    for flag, v, most in (("--isl", isl, MAX_TOKENS), ("--osl", osl, MAX_TOKENS),
+                          ("--batch", batch, MAX_BATCH)):
+        if v > most:
+            raise InputError(f"{flag} must be at most {most}, got {v}")
     if not 0 < max_memory_fraction <= 1:
         raise InputError(f"max memory fraction must be in (0, 1], got {max_memory_fraction}")
 

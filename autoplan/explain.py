@@ -12,6 +12,16 @@ Every alternative carries its figures, the difference on the plan's objective, a
 verdict (``worse``, ``ruled out``, ``equal``; ``better`` would mean the plan is not
 optimal under the validator's figures) and a reason: the rule that rules it out, or the
 cost terms (compute / memory / communication of each phase, KV hand-off) that moved.
+
+Replicas. A ``latency`` plan is one replica and so is each alternative. For the
+``throughput`` and ``devices`` objectives an alternative is a replica *design* (its
+prefill and decode stage lists) deployed as the planner would deploy it
+(:mod:`autoplan.replicas`): ``throughput`` takes the replica counts with the highest
+requests/s the topology's devices allow (counted per device kind; disaggregated pools
+share the inventory), then the fewest devices; ``devices`` takes the fewest replicas
+whose rate reaches ``request_rate`` (``rate:`` rules it out when the inventory cannot).
+The first replica is placed on concrete devices as above; further replicas are only
+counted. Rates are the validator's: ``evaluate(..., replicas=(y_prefill, y_decode))``.
 """
 
 from __future__ import annotations
@@ -30,17 +40,31 @@ from autoplan.errors import AutoplanError, InfeasibleError, InputError
 from autoplan.model import ModelSpec
 from autoplan.pipeline import StagePlacement
 from autoplan.plan_schema import Plan
-from autoplan.tables import Workload
+from autoplan.tables import Workload, kv_stage_bytes
 from autoplan.topology import Topology
-from autoplan.validate import Figures, _as_plan, evaluate, phase_cost, placements, workload_of
+from autoplan.validate import (
+    Figures,
+    _as_plan,
+    evaluate,
+    kv_link_bytes_per_s,
+    phase_cost,
+    placements,
+    workload_of,
+)
 
 Verdict = Literal["worse", "ruled out", "equal", "better"]
 
 RULES = ("TP:", "TP inside fast domains:", "devices:", "memory headroom:", "SLO:", "placement:",
-         "memory:", "slo:", "solver:")
+         "rate:", "memory:", "slo:", "solver:")
 """Prefixes naming the rule in a ``ruled out`` reason (the validator's rule names)."""
 
 REL_TOL = 1e-9
+
+TABLE_TOL = 1e-3
+"""The planner proves its choice optimal on integer cost tables whose stage times are
+rounded up to whole microseconds (a conservative bound), while ``evaluate`` prices with
+exact floats: an alternative may beat an optimal plan by this relative margin without
+the plan being suboptimal. Such a ``better`` verdict says so in its reason."""
 
 
 class StageRef(BaseModel):
@@ -63,7 +87,9 @@ class Alternative(BaseModel):
     e2e_ms: float | None = None
     kv_transfer_ms: float | None = None
     throughput_tokens_per_s: float | None = None
-    devices: int | None = None
+    requests_per_s: float | None = None  # the whole deployment (all replicas)
+    devices: int | None = None  # all replicas
+    replicas: tuple[int, int] | None = None  # (prefill, decode); colocated: (y, y)
     delta: float | None = None  # alternative - plan, on the plan's objective (its unit)
     verdict: Verdict
     reason: str
@@ -84,7 +110,9 @@ class Explanation(BaseModel):
     tpot_ms: float
     e2e_ms: float
     throughput_tokens_per_s: float
+    requests_per_s: float
     devices: int
+    replicas: tuple[int, int]  # (prefill, decode); colocated: (y, y)
     headline: str
     alternatives: list[Alternative]
     notes: list[str] = []
@@ -101,9 +129,16 @@ class _Ctx:
     work: Workload
     pre: list[StagePlacement]
     dec: list[StagePlacement]
-    base: Figures
+    base: Figures  # the whole deployment, at the plan's replica counts
     base_terms: dict[str, tuple[float, float, float]]
-    base_devices: int
+    base_devices: int  # all replicas
+    replicas: tuple[int, int]
+    inventory: dict[str, int]  # devices of each kind in the topology
+
+    @property
+    def replicated(self) -> bool:
+        """Alternatives are whole deployments with replica counts (not one replica)."""
+        return self.plan.inputs.objective in ("throughput", "devices")
 
 
 @dataclass
@@ -138,10 +173,14 @@ def _context(plan: Plan, base_dir: Path | None) -> _Ctx:
     topo = _load_topology(i.topology, base_dir, getattr(i, "calibration", None))
     work = workload_of(plan)
     pre, dec = placements(plan.prefill), placements(plan.decode)
-    base = evaluate(model, topo, work, plan.placement, pre, dec)
+    reps = (plan.prefill.replicas, plan.decode.replicas)
+    base = evaluate(model, topo, work, plan.placement, pre, dec, reps)
     terms = _terms(model, topo, work, plan.placement, pre, dec)
-    devs = len({d for s in pre + dec for d in s.devices})
-    return _Ctx(plan, model, topo, work, pre, dec, base, terms, devs)
+    devs = len({d for s in pre + dec for d in s.devices}
+               | {d for ph in (plan.prefill, plan.decode)
+                  for r in ph.replica_devices for g in r for d in g})
+    inventory = {k: len(topo.devices_of_kind(k)) for k in topo.kind_names}
+    return _Ctx(plan, model, topo, work, pre, dec, base, terms, devs, reps, inventory)
 
 
 def _terms(model: ModelSpec, topo: Topology, work: Workload, placement: str,
@@ -171,6 +210,22 @@ def _value(objective: str, fig: Figures, devices: int) -> float:
 
 def _better(objective: str, a: float, b: float) -> bool:
     return a > b if objective == "throughput" else a < b
+
+
+def _compare(objective: str, v: float, base_v: float, rate: float, base_rate: float) -> str:
+    """``better``, ``equal`` or ``worse`` on the objective; devices ties go to the rate."""
+    if objective == "devices" and v == base_v:
+        v, base_v, objective = rate, base_rate, "throughput"
+    if math.isclose(v, base_v, rel_tol=REL_TOL, abs_tol=1e-12):
+        return "equal"
+    return "better" if _better(objective, v, base_v) else "worse"
+
+
+def _margin(objective: str, v: float, base_v: float) -> float:
+    """How much better ``v`` is than ``base_v``, relative (e2e and throughput)."""
+    if base_v == 0:
+        return math.inf
+    return (v - base_v) / base_v if objective == "throughput" else (base_v - v) / base_v
 
 
 # ------------------------------------------------------------------ devices
@@ -266,6 +321,141 @@ def _place(ctx: _Ctx, pools: list[list[_Spec]]) -> tuple[list[list[StagePlacemen
     return out, list(dict.fromkeys(violations))
 
 
+# ------------------------------------------------------------------ replicas
+
+
+def _usage(stages: list[StagePlacement]) -> dict[str, int]:
+    """Devices of each kind one replica of a pipeline uses."""
+    out: dict[str, int] = {}
+    for s in stages:
+        out[s.kind] = out.get(s.kind, 0) + s.tp
+    return out
+
+
+def _use_text(use: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(use.items()))
+
+
+def _inv_text(ctx: _Ctx, kinds) -> str:
+    return ", ".join(f"{ctx.inventory.get(k, 0)} {k}" for k in sorted(kinds))
+
+
+def _replicas(ctx: _Ctx, placement: str, pre: list[StagePlacement],
+              dec: list[StagePlacement]) -> tuple[tuple[int, int], list[str]]:
+    """Replica counts as the planner chooses them for this design, and violations.
+
+    Per-replica rates come from one ``evaluate`` at (1, 1): prefill and decode rates
+    scale linearly with their replicas, the KV link budget with the smaller pool's
+    devices (``min(y_p * n_p, y_d * n_d)``), so the counts are searched in closed form
+    here and the caller prices the result with ``evaluate`` again. The inventory is
+    counted per device kind, both pools of a disaggregated deployment together.
+    """
+    i = ctx.plan.inputs
+    objective, lam = i.objective, i.request_rate
+    inv = ctx.inventory
+    one = evaluate(ctx.model, ctx.topo, ctx.work, placement, pre, dec, (1, 1))
+    eps = 1e-12
+
+    def need(rate: float, per: float) -> int:  # replicas of rate ``per`` to reach ``rate``
+        return max(1, math.ceil(rate / per * (1 - eps))) if per > 0 else 10**9
+
+    if placement == "colocated":
+        u = _usage(pre)
+        r = one.phase_requests_per_s["prefill"]
+        y_max = min(inv.get(k, 0) // n for k, n in u.items())
+        if y_max < 1:
+            return (1, 1), [f"devices: one replica needs {_use_text(u)}; the topology has "
+                            + _inv_text(ctx, u)]
+        if objective == "devices" and lam is not None:
+            y = need(lam, r)
+            if y > y_max:
+                return (y_max, y_max), [(
+                    f"rate: {lam:g} requests/s needs {y} replicas of {r:.4g} requests/s "
+                    f"({y * sum(u.values())} devices); the topology's {_inv_text(ctx, u)} "
+                    f"devices hold {y_max}, {y_max * r:.4g} requests/s")]
+            return (y, y), []
+        errs = []
+        if lam is not None and y_max * r < lam * (1 - 1e-9):
+            errs.append(f"rate: at most {y_max * r:.4g} requests/s ({y_max} replicas on "
+                        f"{_inv_text(ctx, u)} devices), below the requested {lam:g}")
+        return (y_max, y_max), errs
+
+    up, ud = _usage(pre), _usage(dec)
+    kinds = set(up) | set(ud)
+    rp, rd = one.phase_requests_per_s["prefill"], one.phase_requests_per_s["decode"]
+    n_p, n_d = sum(up.values()), sum(ud.values())
+    per_req = kv_stage_bytes(ctx.model, ctx.work, ctx.model.num_layers) / ctx.work.pb
+    link_bytes = kv_link_bytes_per_s(ctx.topo, pre, dec, (1, 1))
+    link = link_bytes / min(n_p, n_d) / per_req if math.isfinite(link_bytes) else math.inf
+
+    def rate(yp: int, yd: int) -> float:
+        return min(yp * rp, yd * rd, min(yp * n_p, yd * n_d) * link)
+
+    def fits(yp: int, yd: int) -> bool:
+        return all(yp * up.get(k, 0) + yd * ud.get(k, 0) <= inv.get(k, 0) for k in kinds)
+
+    def yd_max(yp: int) -> int:
+        return min((inv.get(k, 0) - yp * up.get(k, 0)) // n for k, n in ud.items())
+
+    def fewest(lam_: float) -> tuple[int, int]:
+        return (max(need(lam_, rp), need(lam_, n_p * link)),
+                max(need(lam_, rd), need(lam_, n_d * link)))
+
+    if not fits(1, 1):
+        use = {k: up.get(k, 0) + ud.get(k, 0) for k in kinds}
+        return (1, 1), [f"devices: one prefill and one decode replica need {_use_text(use)}; "
+                        + f"the topology has {_inv_text(ctx, kinds)}"]
+    # The most requests/s: for each prefill count, as many decode replicas as fit.
+    best, yp = 0.0, 1
+    while fits(yp, 1):
+        best = max(best, rate(yp, yd_max(yp)))
+        yp += 1
+    if objective == "devices" and lam is not None:
+        yp, yd = fewest(lam)
+        if not fits(yp, yd):  # priced at the most the inventory holds
+            return fewest(best), [(
+                f"rate: {lam:g} requests/s needs {yp} prefill + {yd} decode replicas "
+                f"({yp * n_p + yd * n_d} devices); the topology's {_inv_text(ctx, kinds)} "
+                f"devices reach at most {best:.4g} requests/s")]
+        return (yp, yd), []
+    reps = fewest(best)  # the fewest devices reaching the best rate
+    errs = []
+    if lam is not None and best < lam * (1 - 1e-9):
+        errs.append(f"rate: at most {best:.4g} requests/s ({reps[0]} prefill + {reps[1]} "
+                    f"decode replicas on {_inv_text(ctx, kinds)} devices), below the "
+                    f"requested {lam:g}")
+    return reps, errs
+
+
+def _deployment_devices(placement: str, pre: list[StagePlacement],
+                        dec: list[StagePlacement], reps: tuple[int, int]) -> int:
+    """Devices of all replicas: the first replica's (its pools may overlap when it is
+    ruled out) and the further replicas' copies."""
+    first = len({d for s in pre + dec for d in s.devices})
+    if placement == "colocated":
+        return first * reps[0]
+    n_p = len({d for s in pre for d in s.devices})
+    n_d = len({d for s in dec for d in s.devices})
+    return first + (reps[0] - 1) * n_p + (reps[1] - 1) * n_d
+
+
+def _rep_label(placement: str, reps: tuple[int, int]) -> str:
+    if placement == "colocated":
+        return f"{reps[0]} replica{'s' if reps[0] != 1 else ''}"
+    return f"{reps[0]} prefill + {reps[1]} decode replicas"
+
+
+def _bound(placement: str, fig: Figures) -> str:
+    """What limits a disaggregated deployment's rate: `` (prefill-bound)``, decode or the
+    KV link; empty for colocated (both phases share the replicas)."""
+    if placement == "colocated":
+        return ""
+    pr = fig.phase_requests_per_s
+    if fig.requests_per_s < min(pr.values()) * (1 - 1e-12):
+        return " (KV-link-bound)"
+    return " (prefill-bound)" if pr["prefill"] <= pr["decode"] else " (decode-bound)"
+
+
 # ------------------------------------------------------------------ pricing
 
 
@@ -280,8 +470,10 @@ def _fmt(x: float) -> str:
     return f"{x:+.3f}"
 
 
-def _cost_reason(ctx: _Ctx, fig: Figures, terms: dict[str, tuple[float, float, float]]) -> str:
-    """Which terms moved, weighted as they enter e2e (decode x (osl - 1))."""
+def _cost_reason(ctx: _Ctx, fig: Figures, terms: dict[str, tuple[float, float, float]],
+                 placement: str = "", reps: tuple[int, int] = (1, 1), devices: int = 0) -> str:
+    """Which terms moved, weighted as they enter e2e (decode x (osl - 1)); for replicated
+    objectives led by the deployment: replicas, rate and what bounds it."""
     osl = ctx.work.osl
     parts = []
     for ph, head, weight in (("prefill", "TTFT", 1), ("decode", "TPOT", max(osl - 1, 1))):
@@ -306,9 +498,16 @@ def _cost_reason(ctx: _Ctx, fig: Figures, terms: dict[str, tuple[float, float, f
             parts.append(f"{head} {_fmt(dphase)} ms: " + ", ".join(m[1] for m in moved[:3]))
     de2e = fig.e2e_ms - ctx.base.e2e_ms
     head = f"{_fmt(de2e)} ms e2e"
-    if ctx.plan.inputs.objective == "throughput":
-        head = (f"{_fmt(fig.throughput_tokens_per_s - ctx.base.throughput_tokens_per_s)} tok/s "
-                f"({head})")
+    objective = ctx.plan.inputs.objective
+    deployment = ""
+    if ctx.replicated:
+        deployment = (f" at {_rep_label(placement, reps)}, {fig.requests_per_s:.4g} "
+                      f"requests/s{_bound(placement, fig)}")
+    if objective == "throughput":
+        head = (f"{_fmt(fig.throughput_tokens_per_s - ctx.base.throughput_tokens_per_s)} tok/s"
+                f"{deployment} ({head})")
+    elif objective == "devices":
+        head = f"{devices - ctx.base_devices:+d} devices{deployment} ({head})"
     return head + ("; " + "; ".join(parts) if parts else "")
 
 
@@ -361,33 +560,44 @@ def _judge(ctx: _Ctx, name: str, description: str, placement: str,
         reason = violations[0] if violations else "devices: cannot be placed"
         return Alternative(name=name, description=description, placement=placement,
                            verdict="ruled out", reason=reason, violations=violations)
-    fig = evaluate(ctx.model, ctx.topo, ctx.work, placement, pre, dec)
+    reps, rate_errs = (1, 1), []
+    if ctx.replicated:
+        reps, rate_errs = _replicas(ctx, placement, pre, dec)
+    fig = evaluate(ctx.model, ctx.topo, ctx.work, placement, pre, dec, reps)
     terms = _terms(ctx.model, ctx.topo, ctx.work, placement, pre, dec)
-    devices = len({d for s in pre + dec for d in s.devices})
-    violations = list(dict.fromkeys(violations + _rules(ctx, placement, pre, dec, fig)))
+    devices = _deployment_devices(placement, pre, dec, reps)
+    violations = list(dict.fromkeys(violations + _rules(ctx, placement, pre, dec, fig)
+                                    + rate_errs))
     base_v = _value(objective, ctx.base, ctx.base_devices)
     v = _value(objective, fig, devices)
     delta = v - base_v
-    cost = _cost_reason(ctx, fig, terms)
-    if objective == "devices":
-        cost = f"{int(delta):+d} devices; {cost}"
+    cost = _cost_reason(ctx, fig, terms, placement, reps, devices)
+    verdict: Verdict
     if violations:
-        verdict: Verdict = "ruled out"
+        verdict = "ruled out"
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
         reason = f"{violations[0]}{more}; otherwise {cost}"
-    elif math.isclose(v, base_v, rel_tol=REL_TOL, abs_tol=1e-12):
-        verdict, reason = "equal", f"ties the plan on the {objective} objective; {cost}"
-    elif _better(objective, v, base_v):
-        verdict = "better"
-        reason = (f"beats the plan on the {objective} objective by {abs(delta):.6g} "
-                  f"{_unit(objective)} and breaks no rule: the plan is not optimal under the "
-                  f"validator's figures; {cost}")
     else:
-        verdict, reason = "worse", cost
+        verdict = _compare(objective, v, base_v, fig.requests_per_s, ctx.base.requests_per_s)
+        if verdict == "equal":
+            reason = f"ties the plan on the {objective} objective; {cost}"
+        elif verdict == "better":
+            by = (f"{abs(delta):.6g} {_unit(objective)}" if delta else
+                  f"{fig.requests_per_s - ctx.base.requests_per_s:.6g} requests/s at equal devices")
+            margin = _margin(objective, v, base_v) if objective != "devices" else math.inf
+            why = ("within the planner's rounding of stage times up to whole microseconds "
+                   f"({TABLE_TOL:.1%}): not evidence against its optimality"
+                   if margin <= TABLE_TOL else
+                   "the plan is not optimal under the validator's figures")
+            reason = (f"beats the plan on the {objective} objective by {by} and breaks no "
+                      f"rule: {why}; {cost}")
+        else:
+            reason = cost
     return Alternative(
         name=name, description=description, placement=placement, ttft_ms=fig.ttft_ms,
         tpot_ms=fig.tpot_ms, e2e_ms=fig.e2e_ms, kv_transfer_ms=fig.kv_transfer_ms,
-        throughput_tokens_per_s=fig.throughput_tokens_per_s, devices=devices, delta=delta,
+        throughput_tokens_per_s=fig.throughput_tokens_per_s,
+        requests_per_s=fig.requests_per_s, devices=devices, replicas=reps, delta=delta,
         verdict=verdict, reason=reason, violations=violations, prefill=_refs(pre),
         decode=_refs(dec))
 
@@ -595,16 +805,23 @@ def explain(plan: Plan | dict | str | Path, *, solve: bool = True,
     alts = _tp_steps(ctx) + _stage_steps(ctx) + _placement_flip(ctx) + _kind_moves(ctx)
     if solve:
         alts += _resolve(ctx, time_limit_s, notes)
-    replicas = {plan.prefill.replicas, plan.decode.replicas}
-    if replicas != {1}:
-        notes.append("alternatives are priced per replica, against one replica of the plan")
     objective = plan.inputs.objective
+    if ctx.replicated:
+        how = ("the highest requests/s, then the fewest devices" if objective == "throughput"
+               else f"the fewest devices reaching {plan.inputs.request_rate:g} requests/s")
+        notes.append(f"alternatives are whole deployments: each design's replica counts are "
+                     f"chosen as the planner does ({how}), with the devices of each kind in "
+                     f"the topology ({_inv_text(ctx, ctx.inventory)}) as the inventory")
+    elif ctx.replicas != (1, 1):
+        notes.append("alternatives are priced per replica, against the plan's "
+                     f"{_rep_label(plan.placement, ctx.replicas)}")
     return Explanation(
         model=plan.inputs.model, topology=plan.inputs.topology, placement=plan.placement,
         objective=objective, objective_unit=_unit(objective),
         objective_value=_value(objective, ctx.base, ctx.base_devices),
         ttft_ms=plan.ttft_ms, tpot_ms=plan.tpot_ms, e2e_ms=plan.e2e_ms,
-        throughput_tokens_per_s=plan.throughput_tokens_per_s, devices=plan.devices,
+        throughput_tokens_per_s=plan.throughput_tokens_per_s,
+        requests_per_s=plan.requests_per_s, devices=plan.devices, replicas=ctx.replicas,
         headline=_headline(ctx, alts), alternatives=alts, notes=notes)
 
 
@@ -621,16 +838,25 @@ def _headline(ctx: _Ctx, alts: list[Alternative]) -> str:
         shape = f"prefill {_shape(ctx.pre)}, decode {_shape(ctx.dec)}"
     counts = {v: sum(a.verdict == v for a in alts) for v in ("worse", "ruled out", "equal",
                                                              "better")}
+    if ctx.replicated or ctx.replicas != (1, 1):
+        shape += (f", {_rep_label(p.placement, ctx.replicas)}, {p.requests_per_s:.4g} "
+                  f"requests/s ({p.throughput_tokens_per_s:.4g} tok/s)")
     text = (f"why this plan: {p.placement}, {shape}, {p.devices} devices; e2e {p.e2e_ms:.1f} ms "
             f"(TTFT {p.ttft_ms:.2f} ms + {p.inputs.osl - 1} x TPOT {p.tpot_ms:.3f} ms), "
             f"solver {p.status}. Of {len(alts)} nearest alternatives {counts['worse']} are "
             f"worse, {counts['ruled out']} ruled out, {counts['equal']} equal")
+    obj = p.inputs.objective
     if counts["better"]:
-        text += f", and {counts['better']} BETTER (the plan is not optimal under these figures)"
+        base_v = _value(obj, ctx.base, ctx.base_devices)
+        rounding = all(obj != "devices" and _margin(obj, base_v + a.delta, base_v) <= TABLE_TOL
+                       for a in alts if a.verdict == "better")
+        text += (f", and {counts['better']} better by less than the planner's microsecond "
+                 f"rounding ({TABLE_TOL:.1%})" if rounding else
+                 f", and {counts['better']} BETTER (the plan is not optimal under these figures)")
     feas = [a for a in alts if a.verdict in ("worse", "equal") and a.delta is not None]
     if feas:
-        obj = p.inputs.objective
-        best = min(feas, key=lambda a: -a.delta if obj == "throughput" else a.delta)
-        text += (f"; the closest feasible one, {best.name}, is {_fmt(best.delta)} "
-                 f"{_unit(obj)}")
+        best = min(feas, key=lambda a: (-a.delta if obj == "throughput" else a.delta,
+                                        -(a.requests_per_s or 0.0)))
+        by = f"{int(best.delta):+d}" if obj == "devices" else _fmt(best.delta)
+        text += f"; the closest feasible one, {best.name}, is {by} {_unit(obj)}"
     return text + "."

@@ -36,6 +36,7 @@ class PlanInputs(BaseModel):
     ttft_slo_ms: float | None = None
     tpot_slo_ms: float | None = None
     request_rate: float | None = None
+    max_devices: int | None = Field(default=None, ge=1, description="device budget")
     max_memory_fraction: float = Field(gt=0, le=1)
     calibration: dict[str, Calibration] | None = Field(
         default=None, description="calibration profile the plan was priced with, per device "

@@ -45,6 +45,7 @@ def plan(
     time_limit_s: float = 30.0,
     progress: bool = False,
     profile: str | dict[str, Calibration] | None = None,
+    max_devices: int | None = None,
 ) -> Plan:
     """Solve for the best plan; raises :class:`InfeasibleError` when none exists."""
     m = model if isinstance(model, ModelSpec) else load_model(model)
@@ -58,6 +59,8 @@ def plan(
         raise InputError(f"--prefill-batch must be a positive integer, got {prefill_batch}")
     if objective not in ("latency", "throughput", "devices"):
         raise InputError(f"unknown objective {objective!r}; use latency, throughput or devices")
+    if max_devices is not None and not (isinstance(max_devices, int) and max_devices >= 1):
+        raise InputError(f"--max-devices must be a positive integer, got {max_devices}")
     if request_rate is not None and not request_rate > 0:
         raise InputError(f"--request-rate must be positive, got {request_rate}")
     if objective == "devices" and request_rate is None:
@@ -78,6 +81,7 @@ def plan(
         isl=isl, osl=osl, batch=batch, prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv, objective=objective,
         placement=placement, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
         request_rate=request_rate, max_memory_fraction=max_memory_fraction,
+        max_devices=max_devices,
         calibration={k: v for k, v in sorted(cal.items()) if k in topo.kinds} if cal else None,
     )
     work = Workload(isl, osl, batch, precision, max_memory_fraction, prefill_batch)
@@ -91,7 +95,7 @@ def plan(
     limits = Limits(
         ttft_slo_us=int(ttft_slo_ms * 1e3) if ttft_slo_ms else None,
         tpot_slo_us=int(tpot_slo_ms * 1e3) if tpot_slo_ms else None,
-        time_limit_s=time_limit_s, progress=progress,
+        time_limit_s=time_limit_s, progress=progress, max_devices=max_devices,
     )
     if objective != "latency":
         best, _, wall, _ = plan_replicated(tables, modes, osl, limits, objective, request_rate)
@@ -217,15 +221,17 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
                         request_rate: float | None = None) -> InfeasibleError:
     """Name the binding constraint family, and what these devices can achieve."""
     wb = parameter_count(m) * bytes_per_element(work.precision.weight)
-    cap = sum(topo.kinds[topo.device_kind_of(d)].capacity_bytes for d in topo.devices)
-    usable = cap * work.max_memory_fraction
+    caps = sorted((topo.kinds[topo.device_kind_of(d)].capacity_bytes for d in topo.devices),
+                  reverse=True)
+    n = len(caps) if limits.max_devices is None else min(len(caps), limits.max_devices)
+    usable = sum(caps[:n]) * work.max_memory_fraction
+    which = f"all {n}" if n == len(caps) else f"the largest {n} (the device budget)"
     if wb > usable:
         return InfeasibleError(
-            f"memory: the model needs {wb / 1e9:.1f} GB of weights; all {len(topo.devices)} "
-            f"devices hold {usable / 1e9:.1f} GB at {work.max_memory_fraction:.0%} usable",
-            "memory")
+            f"memory: the model needs {wb / 1e9:.1f} GB of weights; {which} devices hold "
+            f"{usable / 1e9:.1f} GB at {work.max_memory_fraction:.0%} usable", "memory")
     if limits.ttft_slo_us is not None or limits.tpot_slo_us is not None:
-        free = Limits(time_limit_s=limits.time_limit_s)
+        free = Limits(time_limit_s=limits.time_limit_s, max_devices=limits.max_devices)
         best = [solve(t, PLACEMENT_POOLS[mode], osl, free) for mode in modes]
         best = [r for r in best if r.status != "infeasible"]
         if best:
@@ -246,7 +252,7 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
                 f"{r:.3g} requests/s ({r * osl:.4g} output tokens/s, {most.mode})", "devices",
                 {"requests_per_s": r, "tokens_per_s": r * osl})
     return InfeasibleError(
-        f"memory/devices: no pipeline of the {len(topo.devices)} devices holds "
+        f"memory/devices: no pipeline of {which} devices holds "
         f"{m.name} with its KV cache for batch {work.batch} at context "
         f"{work.isl + work.osl} in {work.max_memory_fraction:.0%} of device memory"
         + (" with disjoint prefill and decode pools" if modes == ["disaggregated"] else ""),

@@ -111,7 +111,9 @@ def print_explain(e, console: Console | None = None) -> None:
     """``autoplan explain``: the headline, then one row per nearest alternative.
 
     The reason is a column on wide terminals (>= 140 columns); on narrower ones it is
-    listed under the table, numbered like the rows.
+    listed under the table, numbered like the rows. Replica counts (``y``, or
+    ``prefill+decode`` when disaggregated) and requests/s are columns when the plan or an
+    alternative has several replicas, or the objective is throughput or devices.
     """
     c = console or Console()
     c.print(f"[bold]{e.model}[/] on [bold]{e.topology}[/]: objective {e.objective} "
@@ -119,9 +121,15 @@ def print_explain(e, console: Console | None = None) -> None:
     c.print(e.headline, highlight=False)
     wide = c.width >= 140
     t = Table(header_style="bold", show_lines=wide)
+    plan_reps = tuple(getattr(e, "replicas", (1, 1)))
+    reps = plan_reps != (1, 1) or e.objective != "latency" or any(
+        a.replicas not in (None, (1, 1)) for a in e.alternatives)
     cols = [("#", "right"), ("alternative", "left"), ("TTFT ms", "right"), ("TPOT ms", "right"),
-            ("e2e ms", "right"), ("devices", "right"), (f"Δ {e.objective_unit}", "right"),
-            ("verdict", "left")] + ([("reason", "left")] if wide else [])
+            ("e2e ms", "right")]
+    if reps:
+        cols += [("replicas", "right"), ("req/s", "right")]
+    cols += [("devices", "right"), (f"Δ {e.objective_unit}", "right"),
+             ("verdict", "left")] + ([("reason", "left")] if wide else [])
     for col, just in cols:
         t.add_column(col, justify=just, overflow="fold",
                      no_wrap=col not in ("alternative", "reason"),
@@ -131,10 +139,17 @@ def print_explain(e, console: Console | None = None) -> None:
     def num(x, fmt):
         return "-" if x is None else format(x, fmt)
 
+    def replicas(r, placement):
+        if r is None:
+            return "-"
+        return str(r[0]) if placement == "colocated" else f"{r[0]}+{r[1]}"
+
     for k, a in enumerate(e.alternatives, 1):
-        row = [str(k), a.name, num(a.ttft_ms, ".2f"), num(a.tpot_ms, ".3f"), num(a.e2e_ms, ".1f"),
-               num(a.devices, "d"), num(a.delta, "+.4g"),
-               f"[{style[a.verdict]}]{a.verdict}[/]" if style[a.verdict] else a.verdict]
+        row = [str(k), a.name, num(a.ttft_ms, ".2f"), num(a.tpot_ms, ".3f"), num(a.e2e_ms, ".1f")]
+        if reps:
+            row += [replicas(a.replicas, a.placement), num(a.requests_per_s, ".4g")]
+        row += [num(a.devices, "d"), num(a.delta, "+.4g"),
+                f"[{style[a.verdict]}]{a.verdict}[/]" if style[a.verdict] else a.verdict]
         t.add_row(*row, *([a.reason] if wide else []))
     c.print(t)
     if not wide:
@@ -142,3 +157,24 @@ def print_explain(e, console: Console | None = None) -> None:
             c.print(f"{k}. {a.name}: {a.reason}", highlight=False)
     for n in e.notes:
         c.print(f"note: {n}", highlight=False)
+
+
+def print_pareto(rows: list[dict], console: Console | None = None) -> None:
+    """``autoplan pareto``: one row per grid point, the front marked."""
+    c = console or Console()
+    t = Table(header_style="bold", title="TTFT-TPOT-devices sweep (* on the front)")
+    for col in ("", "TTFT SLO", "TPOT SLO", "budget", "placement", "TTFT ms", "TPOT ms",
+                "devices", "tok/s"):
+        t.add_column(col, justify="right")
+    def fmt(v, f="{:g}"):
+        return "-" if v is None else f.format(v)
+    for r in rows:
+        if r["status"] == "infeasible":
+            t.add_row("", fmt(r["ttft_slo_ms"]), fmt(r["tpot_slo_ms"]), fmt(r["max_devices"]),
+                      "infeasible", "-", "-", "-", "-")
+            continue
+        t.add_row("*" if r["on_front"] else "", fmt(r["ttft_slo_ms"]), fmt(r["tpot_slo_ms"]),
+                  fmt(r["max_devices"]), r["placement"], f"{r['ttft_ms']:.1f}",
+                  f"{r['tpot_ms']:.2f}", str(r["devices"]),
+                  f"{r['throughput_tokens_per_s']:.0f}")
+    c.print(t)

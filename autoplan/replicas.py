@@ -36,6 +36,7 @@ from autoplan.solver import Limits, SolveResult, StageChoice, solve
 from autoplan.tables import ROLES, Tables, kv_pair_bandwidth, kv_stage_bytes
 
 MAX_FRONT = 64  # designs per front before the enumeration stops (the plan then says feasible)
+MAX_MIXED_CLASSES = 2  # device classes up to which designs mixing classes are enumerated
 
 
 @dataclass
@@ -103,11 +104,23 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     ``stop["reason"]`` records why the enumeration ended early (interrupted, front_limit).
     """
     stop = {} if stop is None else stop
+    solves, complete = 0, True
     goal = {"prefill": "slowest", "decode": "phase", "colocated": "latency"}[pool]
     full = start if start is not None else tuple(c.devices for c in t.classes)
-    stack, seen = [full], set()
+    # Designs on one device class first (each class alone), then, with at most
+    # MAX_MIXED_CLASSES classes, every mix; beyond that mixed designs are not searched
+    # and the result is not proven (stop reason front_limit).
+    K = len(full)
+    singles = [tuple(c if j == k else 0 for j, c in enumerate(full)) for k in range(K)] if K > 1 else []
+    stack = ([full] if K <= MAX_MIXED_CLASSES else []) + [s for s in reversed(singles) if any(s)]
+    if K > MAX_MIXED_CLASSES:
+        complete = False
+        stop["reason"] = stop.get("reason") or "front_limit"
+        stop.setdefault("notes", []).append(
+            f"{pool} replica designs mixing device classes were not searched "
+            f"({K} classes; mixes are searched up to {MAX_MIXED_CLASSES})")
+    seen: set = set()
     designs: dict[tuple[int, ...], Design] = {}
-    solves, complete = 0, True
     while stack:
         caps = stack.pop()
         if caps in seen:
@@ -123,7 +136,7 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
             stop["reason"] = stop.get("reason") or "time_limit"
             break
         quiet = Limits(limits.ttft_slo_us, limits.tpot_slo_us, min(limits.time_limit_s, left),
-                       False)
+                       False, limits.max_devices)
         try:
             if pool == "prefill":
                 res, n = _min_slowest(t, osl, quiet, list(caps), decode_kinds)
@@ -222,15 +235,16 @@ def _ceil_div(x: Fraction) -> int:
 
 
 def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str,
-           request_rate: float | None) -> Choice | None:
+           request_rate: float | None, max_devices: int | None = None) -> Choice | None:
     """The best designs and replica counts of one placement mode (None: infeasible)."""
     caps = np.array([c.devices for c in t.classes], dtype=np.int64)
+    budget = max_devices if max_devices is not None else int(caps.sum())
     best: tuple | None = None
     lam_min = Fraction(request_rate).limit_denominator(10**9) if request_rate else None
     if mode == "colocated":
         for i, d in enumerate(fronts["colocated"]):
             u = np.array(d.usage)
-            y_max = int(min(caps[u > 0] // u[u > 0]))
+            y_max = min(int(min(caps[u > 0] // u[u > 0])), budget // int(u.sum()))
             if y_max < 1:
                 continue
             if objective == "devices":
@@ -251,7 +265,7 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
             for j, b in enumerate(fronts["decode"]):
                 if not _compatible(a, b):
                     continue
-                got = _pair(t, a, b, caps, objective, lam_min, per_req)
+                got = _pair(t, a, b, caps, objective, lam_min, per_req, budget)
                 if got is None:
                     continue
                 (yp, yd), rate, dev = got
@@ -277,7 +291,7 @@ def _key(objective: str, rate: Fraction, devices: int, index: tuple) -> tuple:
 
 
 def _pair(t: Tables, a: Design, b: Design, caps: np.ndarray, objective: str,
-          lam_min: Fraction | None, per_req: float):
+          lam_min: Fraction | None, per_req: float, budget: int):
     """Best replica counts of a prefill and a decode design."""
     ua, ub = np.array(a.usage), np.array(b.usage)
     na, nb = int(ua.sum()), int(ub.sum())
@@ -293,7 +307,7 @@ def _pair(t: Tables, a: Design, b: Design, caps: np.ndarray, objective: str,
         return r if lk is None else min(r, lk)
 
     def fits(yp: int, yd: int) -> bool:
-        return bool(np.all(yp * ua + yd * ub <= caps))
+        return bool(np.all(yp * ua + yd * ub <= caps)) and yp * na + yd * nb <= budget
 
     def fewest(lam: Fraction) -> tuple[int, int]:
         yp, yd = _ceil_div(lam / a.rate), _ceil_div(lam / b.rate)
@@ -314,6 +328,7 @@ def _pair(t: Tables, a: Design, b: Design, caps: np.ndarray, objective: str,
     with np.errstate(divide="ignore"):
         yd_max = np.min(np.where(ub[None, :] > 0, left // np.maximum(ub[None, :], 1),
                                  np.iinfo(np.int64).max), axis=1)
+        yd_max = np.minimum(yd_max, (budget - yps * na) // nb)
     ok = yd_max >= 1
     if not ok.any():
         return None
@@ -351,7 +366,8 @@ def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objec
             designs, n, ok = front(t, "colocated", osl, limits, stop=stop)
             solves += n
             complete &= ok
-            per_mode[mode] = choose(t, mode, {"colocated": designs}, objective, request_rate)
+            per_mode[mode] = choose(t, mode, {"colocated": designs}, objective, request_rate,
+                                    limits.max_devices)
             continue
         # A pool never gets devices the other pool's smallest design needs: with one
         # device class, the fewest devices any prefill design uses (one solve) leaves
@@ -378,7 +394,7 @@ def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objec
             complete &= ok
             pre += got
         per_mode[mode] = choose(t, mode, {"prefill": pre, "decode": dec}, objective,
-                                request_rate)
+                                request_rate, limits.max_devices)
     found = [c for c in per_mode.values() if c is not None]
     wall = time.perf_counter() - t0
     for c in found:

@@ -76,6 +76,7 @@ class Limits:
     tpot_slo_us: int | None = None
     time_limit_s: float = 30.0
     progress: bool = False
+    max_devices: int | None = None  # devices the plan may use in all (a budget)
 
 
 class _Progress(cp_model.CpSolverSolutionCallback):
@@ -354,6 +355,8 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
         if not isinstance(usage[k], int):
             m.add(usage[k] <= cap)
     devices = sum(usage)
+    if limits.max_devices is not None and not isinstance(devices, int):
+        m.add(devices <= limits.max_devices)
 
     kv = 0
     if "prefill" in pools:

@@ -1,10 +1,11 @@
 """``autoplan explain``: the nearest alternatives of the golden plans.
 
-The golden plans are proven optimal for the latency objective, so no alternative that
+The golden plans are proven optimal for their objective (latency; throughput over all
+designs and replica counts; devices reaching the request rate), so no alternative that
 breaks no rule may beat one (an alternative better than an optimal plan is a bug in
 explain or in the planner). Every figure of an alternative is recomputed here with the
-validator's ``evaluate`` from its stages, and feasible alternatives must pass
-``autoplan.validate.validate`` as plans of their own.
+validator's ``evaluate`` from its stages and replica counts, and the first replica of
+each feasible alternative must pass ``autoplan.validate.validate`` as a plan of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ NAMES = sorted(p.name.removesuffix(".plan.json") for p in GOLDEN.glob("*.plan.js
 NVL4 = "llama31-70b-h100-nvl4"
 SMALL = "llama31-8b-h100x8-latency"
 TOL = 1e-9
+# The planner proves optimality on integer cost tables that round stage times up to whole
+# microseconds (a conservative upper bound); evaluate() prices with exact floats. So an
+# alternative "beats" an optimal golden on e2e or throughput only beyond this margin.
+BEAT_TOL = 1e-3
 
 
 def _path(name: str) -> str:
@@ -47,14 +52,29 @@ def _world(name: str):
     return plan, load_model(plan.inputs.model), load_topology(topo, cal)
 
 
-def _baseline(name: str) -> float:
-    """The golden's e2e recomputed now (its stored figure may predate a recalibration)."""
+def _figures(name: str):
+    """The golden's figures recomputed now, at its replica counts (its stored figures may
+    predate a recalibration)."""
     plan, model, topo = _world(name)
     pre = [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices))
            for s in plan.prefill.stages]
     dec = [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices))
            for s in plan.decode.stages]
-    return evaluate(model, topo, workload_of(plan), plan.placement, pre, dec).e2e_ms
+    return evaluate(model, topo, workload_of(plan), plan.placement, pre, dec,
+                    (plan.prefill.replicas, plan.decode.replicas))
+
+
+def _baseline(name: str) -> float:
+    """The golden's value on its objective, recomputed now."""
+    plan, _, _ = _world(name)
+    fig = _figures(name)
+    return {"latency": fig.e2e_ms, "throughput": fig.throughput_tokens_per_s,
+            "devices": float(plan.devices)}[plan.inputs.objective]
+
+
+def _objective_value(plan, a) -> float:
+    return {"latency": a.e2e_ms, "throughput": a.throughput_tokens_per_s,
+            "devices": float(a.devices)}[plan.inputs.objective]
 
 
 def _stages(refs) -> list[StagePlacement]:
@@ -63,7 +83,9 @@ def _stages(refs) -> list[StagePlacement]:
 
 
 def _as_alt_plan(plan, alt, fig):
-    """The alternative as a Plan (copies of the golden's models: no field is guessed)."""
+    """The alternative's first replica as a Plan of its own, ``fig`` its figures at one
+    replica (copies of the golden's models: no field is guessed). Further replicas have
+    no device ids, so only the first is validated."""
     tmpl = plan.prefill.stages[0]
 
     def phase(name, ph, refs):
@@ -73,62 +95,202 @@ def _as_alt_plan(plan, alt, fig):
             "memory_fraction": fig.stage_fraction[name][k],
             "bottleneck": fig.stage_bottleneck[name][k]}) for k, r in enumerate(refs)]
         return ph.model_copy(update={
+            "replicas": 1, "replica_devices": [[list(r.devices) for r in refs]],
             "devices": sum(r.tp for r in refs), "stages": stages,
             "bottleneck": fig.phase_bottleneck[name],
+            "requests_per_s": fig.phase_requests_per_s[name],
+            "bubble_fraction": fig.bubble_fraction[name],
             "time_ms": fig.prefill_ms if name == "prefill" else fig.tpot_ms})
 
     return plan.model_copy(update={
         "placement": alt.placement, "ttft_ms": fig.ttft_ms, "tpot_ms": fig.tpot_ms,
         "e2e_ms": fig.e2e_ms, "kv_transfer_ms": fig.kv_transfer_ms,
-        "throughput_tokens_per_s": fig.throughput_tokens_per_s, "devices": alt.devices,
+        "throughput_tokens_per_s": fig.throughput_tokens_per_s,
+        "requests_per_s": fig.requests_per_s,
+        "devices": len({d for r in alt.prefill + alt.decode for d in r.devices}),
         "prefill": phase("prefill", plan.prefill, alt.prefill),
         "decode": phase("decode", plan.decode, alt.decode)})
+
+
+def _inventory(topo) -> dict[str, int]:
+    return {k: len(topo.devices_of_kind(k)) for k in topo.kind_names}
+
+
+def _usage(refs) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in refs:
+        out[r.device_kind] = out.get(r.device_kind, 0) + r.tp
+    return out
+
+
+def _fits(a, inv, yp, yd) -> bool:
+    up, ud = _usage(a.prefill), _usage(a.decode)
+    if a.placement == "colocated":
+        return all(yp * n <= inv.get(k, 0) for k, n in up.items())
+    return all(yp * up.get(k, 0) + yd * ud.get(k, 0) <= inv.get(k, 0) for k in set(up) | set(ud))
+
+
+def _deployment_devices(a) -> int:
+    first = len({d for r in a.prefill + a.decode for d in r.devices})
+    yp, yd = a.replicas
+    if a.placement == "colocated":
+        return yp * first
+    n_p = len({d for r in a.prefill for d in r.devices})
+    n_d = len({d for r in a.decode for d in r.devices})
+    return first + (yp - 1) * n_p + (yd - 1) * n_d
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_no_feasible_alternative_beats_an_optimal_golden(name):
     e = _explained(name)
     plan, _, _ = _world(name)
+    objective = plan.inputs.objective
     base = _baseline(name)
-    assert plan.inputs.objective == "latency" and plan.status == "optimal"
+    fig = _figures(name)
+    assert plan.status == "optimal"
     assert math.isclose(e.objective_value, base, rel_tol=TOL)
     assert e.headline.startswith("why this plan:")
-    assert len(e.alternatives) >= 4  # TP steps, stage steps, placement flip at least
+    assert len(e.alternatives) >= 3  # TP steps, stage steps, placement flip
+    assert tuple(e.replicas) == (plan.prefill.replicas, plan.decode.replicas)
     for a in e.alternatives:
-        assert a.verdict in ("worse", "ruled out", "equal"), (name, a.name, a.reason)
-        if a.verdict != "ruled out":
-            assert a.e2e_ms >= base * (1 - TOL), (name, a.name, a.e2e_ms, base)
-            assert not a.violations
+        why = (name, a.name, a.replicas, a.devices, a.requests_per_s, a.e2e_ms,
+               a.throughput_tokens_per_s, a.reason)
+        assert a.verdict in ("worse", "ruled out", "equal", "better"), why
+        if a.verdict == "ruled out":
+            continue
+        assert not a.violations, why
+        if objective == "latency":
+            assert a.replicas == (1, 1), why
+            assert a.e2e_ms >= base * (1 - BEAT_TOL), why
+        elif objective == "throughput":
+            # The planner's optimum is proven over all designs and replica counts.
+            assert a.throughput_tokens_per_s <= base * (1 + BEAT_TOL), why
+        else:
+            assert a.requests_per_s >= plan.inputs.request_rate * (1 - TOL), why
+            assert a.devices >= plan.devices, why
+            if a.devices == plan.devices:
+                assert a.requests_per_s <= fig.requests_per_s * (1 + BEAT_TOL), why
+        if a.verdict == "better":  # only by less than the planner's rounding
+            assert "within the planner's rounding" in a.reason, why
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_alternative_figures_are_the_validators(name, monkeypatch):
-    """Independent recomputation: evaluate() of each alternative's stages; feasible ones
-    validate as plans of their own, memory and fast-domain rulings fail validation."""
+    """Independent recomputation: evaluate() of each alternative's stages at its replica
+    counts; feasible ones' first replica validates as a plan of its own, memory and
+    fast-domain rulings fail validation."""
     monkeypatch.chdir(REPO)  # golden topology paths are relative to the repository
     e = _explained(name)
     plan, model, topo = _world(name)
+    objective = plan.inputs.objective
     work = workload_of(plan)
+    inv = _inventory(topo)
     priced = 0
     for a in e.alternatives:
         if a.e2e_ms is None:
             assert a.verdict == "ruled out" and not a.prefill and a.delta is None
+            assert a.replicas is None
             continue
         priced += 1
-        fig = evaluate(model, topo, work, a.placement, _stages(a.prefill), _stages(a.decode))
-        for f in ("ttft_ms", "tpot_ms", "e2e_ms", "kv_transfer_ms", "throughput_tokens_per_s"):
+        pre, dec = _stages(a.prefill), _stages(a.decode)
+        fig = evaluate(model, topo, work, a.placement, pre, dec, tuple(a.replicas))
+        for f in ("ttft_ms", "tpot_ms", "e2e_ms", "kv_transfer_ms", "throughput_tokens_per_s",
+                  "requests_per_s"):
             assert math.isclose(getattr(a, f), getattr(fig, f), rel_tol=TOL), (a.name, f)
-        devs = {d for r in a.prefill + a.decode for d in r.devices}
-        assert a.devices == len(devs)
-        assert math.isclose(a.delta, fig.e2e_ms - _baseline(name), rel_tol=1e-6, abs_tol=1e-9)
+        if objective == "latency":
+            assert tuple(a.replicas) == (1, 1)
         if a.placement == "colocated":
-            assert a.prefill == a.decode
-        rep = validate(_as_alt_plan(plan, a, fig))
+            assert a.prefill == a.decode and a.replicas[0] == a.replicas[1]
+        assert a.devices == _deployment_devices(a)
+        if a.verdict != "ruled out":
+            assert _fits(a, inv, *a.replicas), a.name
+        expect = _objective_value(plan, a) - _baseline(name)
+        assert math.isclose(a.delta, expect, rel_tol=1e-6, abs_tol=1e-9), (a.name, a.delta)
+        one = evaluate(model, topo, work, a.placement, pre, dec)
+        rep = validate(_as_alt_plan(plan, a, one))
         if a.verdict != "ruled out":
             assert rep.ok, (a.name, rep.errors)
         elif a.violations[0].startswith(("memory headroom:", "TP inside fast domains:")):
             assert not rep.ok, a.name
     assert priced >= 2
+
+
+REPLICATED = [n for n in NAMES if _as_plan(_path(n)).inputs.objective != "latency"]
+
+
+def _check_replica_counts(e, plan, model, topo) -> int:
+    """Brute force over replica counts with evaluate(): throughput alternatives have the
+    highest rate the inventory allows, then the fewest devices; devices alternatives the
+    fewest replicas reaching the request rate (rates grow with each count, so one fewer
+    of either falls short). Returns how many alternatives were checked."""
+    work = workload_of(plan)
+    inv = _inventory(topo)
+    lam = plan.inputs.request_rate
+    checked = 0
+    for a in e.alternatives:
+        if a.replicas is None or a.violations and not a.violations[0].startswith("rate:"):
+            continue
+        pre, dec = _stages(a.prefill), _stages(a.decode)
+
+        def rate(yp, yd, a=a, pre=pre, dec=dec):
+            return evaluate(model, topo, work, a.placement, pre, dec, (yp, yd)).requests_per_s
+
+        def devices(yp, yd, a=a):
+            return _deployment_devices(a.model_copy(update={"replicas": (yp, yd)}))
+
+        yp, yd = a.replicas
+        if plan.inputs.objective == "throughput":
+            if a.placement == "colocated":
+                cands = [(y, y) for y in range(1, 65) if _fits(a, inv, y, y)]
+            else:
+                cands = [(p, d) for p in range(1, 65) for d in range(1, 65)
+                         if _fits(a, inv, p, d)]
+            best = max(rate(*c) for c in cands)
+            assert math.isclose(a.requests_per_s, best, rel_tol=TOL), (a.name, a.replicas)
+            fewest = min(devices(*c) for c in cands if rate(*c) >= best * (1 - TOL))
+            assert a.devices == fewest, (a.name, a.replicas)
+        elif a.verdict != "ruled out":
+            assert a.requests_per_s >= lam * (1 - TOL)
+            if a.placement == "colocated":
+                assert yp == 1 or rate(yp - 1, yp - 1) < lam, a.name
+            else:
+                assert yp == 1 or rate(yp - 1, yd) < lam, a.name
+                assert yd == 1 or rate(yp, yd - 1) < lam, a.name
+        else:  # ruled out by the rate: the fewest replicas reaching it do not fit
+            assert a.reason.startswith("rate:") and a.requests_per_s < lam
+        checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("name", REPLICATED)
+def test_replica_counts_are_the_planners_choice(name):
+    plan, model, topo = _world(name)
+    assert _check_replica_counts(_explained(name), plan, model, topo) >= 2
+
+
+def test_throughput_replicas_on_a_larger_inventory():
+    """The devices golden (TP 1 replicas on 32 devices) asked for throughput instead:
+    colocated and disaggregated designs with many replica counts to choose from."""
+    name = "llama31-8b-h100-4node-devices"
+    plan, model, topo = _world(name)
+    tp = plan.model_copy(update={"inputs": plan.inputs.model_copy(
+        update={"objective": "throughput", "request_rate": None})})
+    e = explain(tp, solve=False)
+    assert e.objective_unit == "tok/s"
+    assert _check_replica_counts(e, tp, model, topo) >= 3
+    dis = {a.name: a for a in e.alternatives}["disaggregated (copy of the pipeline)"]
+    assert dis.verdict != "ruled out" and sum(dis.replicas) == 32
+
+
+def test_unreachable_request_rate_is_ruled_out_by_rate():
+    plan, model, topo = _world("llama31-8b-h100-4node-devices")
+    hi = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={"request_rate": 1e4})})
+    e = explain(hi, solve=False)
+    assert e.alternatives
+    for a in e.alternatives:
+        assert a.verdict == "ruled out" and "rate:" in a.reason and a.requests_per_s < 1e4
+        assert a.reason.startswith(RULES)
+    assert _check_replica_counts(e, hi, model, topo) >= 1
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -211,6 +373,13 @@ def test_cli_prints_a_table(capsys):
     assert rc == 0, err
     assert "why this plan:" in out and "verdict" in out and "TP up (4->8)" in out
     assert "TP inside fast domains" in out
+
+
+def test_cli_shows_replicas(capsys):
+    rc = main(["explain", _path("llama31-8b-h100-4node-devices"), "--no-solve"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "replicas" in out and "req/s" in out and "2+8" in out
 
 
 def test_cli_json(capsys):

@@ -1,0 +1,132 @@
+"""``autoplan pareto``: sweep SLO targets and device budgets, keep the non-dominated plans.
+
+Each grid point (a TTFT SLO, a TPOT SLO, a device budget; any of them swept) is one
+latency-objective plan, solved in a pool of local processes. The result is the
+TTFT-TPOT-devices front: every point no other point beats on all three. Points whose
+constraints no plan meets are kept in the CSV as infeasible, with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from autoplan.errors import InfeasibleError, InputError
+
+COLUMNS = ("ttft_slo_ms", "tpot_slo_ms", "max_devices", "status", "placement", "ttft_ms",
+           "tpot_ms", "e2e_ms", "devices", "throughput_tokens_per_s", "on_front", "note")
+
+
+def parse_list(text: str | None, name: str, kind=float) -> list:
+    """``"10,20,40"`` -> values; an empty flag means "not swept" ([None])."""
+    if text is None or text == "":
+        return [None]
+    out = []
+    for part in text.split(","):
+        try:
+            v = kind(part.strip())
+        except ValueError:
+            raise InputError(f"{name}: {part.strip()!r} is not a number") from None
+        if not v > 0:
+            raise InputError(f"{name}: values must be positive, got {part.strip()}")
+        out.append(v)
+    if len(set(out)) != len(out):
+        raise InputError(f"{name}: values repeat")
+    return out
+
+
+def _one(args: tuple) -> dict:
+    """One grid point (runs in a worker process)."""
+    from autoplan.planner import plan
+
+    base, ttft, tpot, devices = args
+    row = {"ttft_slo_ms": ttft, "tpot_slo_ms": tpot, "max_devices": devices}
+    try:
+        p = plan(**base, ttft_slo_ms=ttft, tpot_slo_ms=tpot, max_devices=devices)
+    except InfeasibleError as e:
+        return {**row, "status": "infeasible", "note": str(e)}
+    return {**row, "status": p.status, "placement": p.placement, "ttft_ms": p.ttft_ms,
+            "tpot_ms": p.tpot_ms, "e2e_ms": p.e2e_ms, "devices": p.devices,
+            "throughput_tokens_per_s": p.throughput_tokens_per_s, "note": ""}
+
+
+def sweep(base: dict, ttft_slos: list, tpot_slos: list, budgets: list, *,
+          workers: int | None = None, progress: bool = False) -> list[dict]:
+    """Solve every grid point; rows in grid order, each marked ``on_front``."""
+    from autoplan.charts import pareto_front
+
+    grid = [(base, a, b, c) for a, b, c in itertools.product(ttft_slos, tpot_slos, budgets)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(grid)))
+    rows: list[dict | None] = [None] * len(grid)
+    if workers == 1:
+        for i, g in enumerate(grid):
+            rows[i] = _one(g)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_one, g): i for i, g in enumerate(grid)}
+            if progress:
+                from rich.console import Console
+                from rich.progress import Progress
+
+                with Progress(console=Console(stderr=True), transient=True) as bar:
+                    task = bar.add_task("solving", total=len(grid))
+                    for f in _as_completed(futures):
+                        rows[futures[f]] = f.result()
+                        bar.advance(task)
+            else:
+                for f in _as_completed(futures):
+                    rows[futures[f]] = f.result()
+    done = [r for r in rows if r is not None]
+    feasible = [r for r in done if r["status"] != "infeasible"]
+    front = {id(r) for r in pareto_front(feasible)} if feasible else set()
+    for r in done:
+        r["on_front"] = id(r) in front
+    return done
+
+
+def _as_completed(futures):
+    from concurrent.futures import as_completed
+
+    return as_completed(futures)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def write(rows: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
+    """``pareto.csv`` and the chart (PNG and SVG) of the feasible rows."""
+    from autoplan.charts import pareto as chart
+    from autoplan.profile_io import write_atomic
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file, not a directory")
+    feasible = [r for r in rows if r["status"] != "infeasible"]
+    paths: list[Path] = []
+    if feasible:
+        labels = [{**r, "label": _label(r)} for r in feasible]
+        paths += chart(labels, out, title)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "pareto.csv", to_csv(rows))
+    return [out / "pareto.csv", *paths]
+
+
+def _label(r: dict) -> str:
+    parts = []
+    if r.get("tpot_slo_ms") is not None:
+        parts.append(f"TPOT<={r['tpot_slo_ms']:g}")
+    if r.get("ttft_slo_ms") is not None:
+        parts.append(f"TTFT<={r['ttft_slo_ms']:g}")
+    if r.get("max_devices") is not None:
+        parts.append(f"<={r['max_devices']} dev")
+    return ", ".join(parts)

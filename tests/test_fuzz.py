@@ -1,0 +1,789 @@
+"""Robustness fuzz (hypothesis): bad model files, topology files and command lines.
+
+Whatever the input, the CLI never shows a traceback: it exits 0 (a sane result), 2 (bad
+input) or 3 (infeasible), prints one line ``autoplan: error: ...`` on failure, and leaves
+no half-written output file (``-o`` files are written atomically). YAML is safe-loaded:
+``!!python/...`` tags are refused and alias bombs fail fast.
+
+Three families (derandomized, so CI is deterministic): 400 mutated model configs, 400
+mutated topologies through ``estimate`` plus 60 through ``plan``, and 300 random command
+lines -- 1,160 generated cases -- plus a few fixed cases and the atomic-write test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autoplan import profile_io
+from autoplan.catalog import builtin_device_kinds, catalog_root, list_models, list_topologies
+from autoplan.cli import main
+from autoplan.errors import InputError
+from autoplan.model import _SUPPORTED, model_from_config
+
+FUZZ = dict(deadline=None, derandomize=True, database=None, print_blob=False,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                   HealthCheck.filter_too_much,
+                                   HealthCheck.function_scoped_fixture])
+
+MODEL = "meta-llama/Llama-3.1-8B"
+# A line the solver prints on stderr while it works (`plan` without --json).
+PROGRESS = re.compile(r"^\s*\[")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def run(argv: list) -> tuple[int, str, str]:
+    """``autoplan.cli.main`` in-process; any exception escaping it fails the test."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def check(rc: int, out: str, err: str, expect: int | None = None,
+          progress: bool = False) -> None:
+    """No traceback; rc 0/2/3 (``expect`` if given); on failure exactly one stderr line
+    ``autoplan: error: ...`` (after the solver's progress lines when ``progress``)."""
+    assert "Traceback" not in out + err, err
+    assert rc in (0, 2, 3), (rc, err)
+    if expect is not None:
+        assert rc == expect, (rc, err[-500:])
+    if rc != 0:
+        lines = err.splitlines()
+        if progress:
+            lines = [ln for ln in lines if not PROGRESS.match(ln)]
+        assert len(lines) == 1, err[-2000:]
+        assert lines[0].startswith("autoplan: error:"), lines[0]
+
+
+def sane_estimate(out: str) -> None:
+    est = json.loads(out)
+    for k in ("ttft_ms", "tpot_ms", "e2e_ms", "peak_memory_fraction"):
+        assert math.isfinite(est[k]) and est[k] >= 0, (k, est[k])
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def _fresh(work: Path) -> Path:
+    return Path(tempfile.mkdtemp(dir=work))
+
+
+# ---------------------------------------------------------------- shared pools
+
+# Values no validator should take for a positive integer (0 is left out: some keys are
+# counts where 0 is valid, e.g. n_shared_experts).
+BAD_INT = st.one_of(
+    st.integers(max_value=-1),
+    st.integers(min_value=1 << 25, max_value=10 ** 300),
+    st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: x != int(x) if math.isfinite(x) else True),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 2.5, True, False, "32", "",
+                     "many", [], [32], {}, {"value": 32}]),
+    st.text(max_size=12),
+)
+BAD_FLAG = st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=8),
+                     st.sampled_from([[], [True], {}, {"a": True}, "true", "yes"]))
+JSON_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10 ** 30), max_value=10 ** 30)
+    | st.floats(allow_nan=True) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+# ================================================================ 1. model config files
+
+
+@lru_cache(maxsize=None)
+def _configs() -> dict[str, dict]:
+    root = catalog_root() / "models"
+    return {n: json.loads((root / f"{n}.json").read_text(encoding="utf-8")) for n in list_models()}
+
+
+# Optional keys the loader reads with a default, tried on every config.
+OPTIONAL_KEYS = ("head_dim", "num_key_value_heads", "tie_word_embeddings", "attention_bias",
+                 "multi_query", "parallel_attn", "bias", "new_decoder_architecture",
+                 "decoder_sparse_step", "mlp_only_layers", "shared_expert_intermediate_size",
+                 "n_shared_experts", "first_k_dense_replace", "moe_layer_freq", "q_lora_rank",
+                 "n_routed_experts", "enable_bias", "ffn_hidden_size", "model_type")
+
+
+def _accepts(cfg: dict, key: str, value) -> bool:
+    c = dict(cfg)
+    if value is _DELETE:
+        c.pop(key, None)
+    else:
+        c[key] = value
+    try:
+        model_from_config(c)
+        return True
+    except InputError:
+        return False
+
+
+_DELETE = object()
+
+
+@lru_cache(maxsize=None)
+def _key_classes() -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """Per shipped config: (required keys, positive-integer keys, true/false keys)."""
+    out = {}
+    for name, cfg in _configs().items():
+        keys = sorted(set(cfg) | set(OPTIONAL_KEYS))
+        required = [k for k in cfg if not _accepts(cfg, k, _DELETE)]
+        ints, flags = [], []
+        for k in keys:
+            if k == "model_type":
+                continue
+            if _accepts(cfg, k, True) and _accepts(cfg, k, False) and not _accepts(cfg, k, "maybe"):
+                flags.append(k)
+            elif not any(_accepts(cfg, k, v) for v in (-7, True, 1.5, "64")):
+                ints.append(k)
+        out[name] = (required, ints, flags)
+    return out
+
+
+def test_model_key_classes_cover_the_architecture_keys():
+    # The fuzz below derives its key lists from the loader; pin the obvious ones.
+    for name, (required, ints, flags) in _key_classes().items():
+        cfg = _configs()[name]
+        for k in ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size",
+                  "n_layer", "n_embed", "intermediate_size", "num_key_value_heads"):
+            if k in cfg and k not in ("intermediate_size",) or k in required:
+                assert k in ints or k in required, (name, k)
+        assert "tie_word_embeddings" in flags, name
+        assert "vocab_size" in required, name
+
+
+def _dump(cfg) -> bytes:
+    return json.dumps(cfg, indent=2).encode()
+
+
+@st.composite
+def bad_model_files(draw):
+    """(label, file bytes or "DIR", expected rc: 2, or None when the mutant may be valid)."""
+    name = draw(st.sampled_from(sorted(_configs())))
+    cfg = copy.deepcopy(_configs()[name])
+    required, ints, flags = _key_classes()[name]
+    kind = draw(st.sampled_from(
+        ["delete", "bad_int", "bad_int", "bad_flag", "arch", "truncate", "bytes", "non_utf8",
+         "not_object", "dir", "empty", "deep", "huge_literal", "wild", "wild"]))
+    if kind == "delete":
+        for k in draw(st.lists(st.sampled_from(required), min_size=1, max_size=3)):
+            cfg.pop(k, None)
+        return kind, _dump(cfg), 2
+    if kind == "bad_int":
+        key = draw(st.sampled_from(ints))
+        cfg[key] = draw(BAD_INT)
+        return f"{kind}:{key}", _dump(cfg), 2
+    if kind == "bad_flag":
+        key = draw(st.sampled_from(flags))
+        cfg[key] = draw(BAD_FLAG)
+        return f"{kind}:{key}", _dump(cfg), 2
+    if kind == "arch":
+        mt = draw(st.one_of(
+            st.text(min_size=1, max_size=20).filter(lambda s: s.lower() not in _SUPPORTED),
+            st.sampled_from(["gpt2", "t5", "mamba", "LLAMA2", "llama ", "bert"]),
+            st.integers(), st.lists(st.text(max_size=3), max_size=2)))
+        cfg["model_type"] = mt
+        return kind, _dump(cfg), 2
+    text = _dump(cfg)
+    if kind == "truncate":
+        return kind, text[:draw(st.integers(0, len(text) - 1))], 2
+    if kind == "bytes":
+        return kind, draw(st.binary(max_size=300)), 2
+    if kind == "non_utf8":
+        at = draw(st.integers(0, len(text)))
+        return kind, text[:at] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80",
+                                                       b"\x80\x80"])) + text[at:], 2
+    if kind == "not_object":
+        return kind, json.dumps(draw(st.one_of(
+            st.lists(JSON_ANY, max_size=3), st.integers(), st.text(max_size=8), st.none(),
+            st.booleans(), st.just([cfg])))).encode(), 2
+    if kind == "dir":
+        return kind, "DIR", 2
+    if kind == "empty":
+        return kind, draw(st.sampled_from([b"", b" ", b"\n", b"\xef\xbb\xbf"])), 2
+    if kind == "deep":
+        n = draw(st.integers(500, 50_000))
+        return kind, draw(st.sampled_from([b"[" * n + b"]" * n, b'{"a":' * n + b"1" + b"}" * n]))[:10 ** 6], 2
+    if kind == "huge_literal":  # an integer literal beyond Python's 4300-digit limit
+        key = draw(st.sampled_from(ints))
+        cfg[key] = "@HUGE@"
+        digits = "1" + "0" * draw(st.integers(4300, 6000))
+        return kind, _dump(cfg).replace(b'"@HUGE@"', digits.encode()), 2
+    # wild: any key (known, optional or random) set to any JSON value, or removed
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.one_of(st.sampled_from(sorted(set(cfg) | set(OPTIONAL_KEYS))),
+                             st.text(max_size=8)))
+        if draw(st.booleans()):
+            cfg.pop(key, None)
+        else:
+            cfg[key] = draw(JSON_ANY)
+    return kind, _dump(cfg), None
+
+
+@settings(max_examples=400, **FUZZ)
+@given(case=bad_model_files())
+def test_fuzz_bad_model_files(case, work):
+    label, data, expect = case
+    if data == "DIR":
+        path = work / "model-dir.json"
+        path.mkdir(exist_ok=True)
+    else:
+        path = work / "config.json"
+        path.write_bytes(data)
+    rc, out, err = run(["estimate", "--model", path, "--topology", "h100-sxm-x8", "--tp", "1",
+                        "--json"])
+    check(rc, out, err, expect)
+    if rc == 0:
+        sane_estimate(out)
+    else:
+        assert out == ""
+
+
+# ================================================================ 2. topology files
+
+
+@lru_cache(maxsize=None)
+def _topologies() -> dict[str, dict]:
+    root = catalog_root() / "topologies"
+    return {n: yaml.safe_load((root / f"{n}.yaml").read_text(encoding="utf-8"))
+            for n in list_topologies()}
+
+
+SMALL_TOPOLOGIES = ("h100-sxm-x8", "h100-sxm-x1", "a100-sxm-80gb-x8", "l40s-x8", "h200-x8")
+
+BAD_BW = st.one_of(st.floats(max_value=1e5), st.floats(min_value=1e17),
+                   st.integers(max_value=0), st.integers(min_value=10 ** 17),
+                   st.sampled_from([float("nan"), float("inf"), None, "fast", "", [], {},
+                                    [1e9], True, False]))
+BAD_LATENCY = st.one_of(st.floats(max_value=-1e-12), st.floats(min_value=1.5),
+                        st.integers(min_value=2), st.integers(max_value=-1),
+                        st.sampled_from([float("nan"), float("inf"), None, "slow", [], {}]))
+BAD_COUNT = st.one_of(st.integers(max_value=0), st.integers(min_value=65537),
+                      st.floats().filter(lambda x: not (math.isfinite(x) and x == int(x) and 1 <= x <= 65536)),
+                      st.sampled_from([None, "eight", "", [], {}, [8], False, 2.5]))
+BAD_BOOL = st.one_of(st.integers(min_value=2), st.integers(max_value=-1),
+                     st.sampled_from(["maybe", "", "2", None, [], {}, 0.5, float("nan")]))
+BAD_NAME = st.one_of(st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2),
+                     st.sampled_from(["", "1node", "a b", "a.b", "node/1", "-x", "é"]))
+# Text appended after a valid document that no YAML parser accepts.
+YAML_BREAKERS = ["\n- item\n", "\n[unclosed, list\n", "\n{a: 1\n", "\n\tname: x\n",
+                 "\n'unterminated\n", '\n"unterminated\n', "\nkey: [1, 2\n", "\n: : :\n  - [\n",
+                 "\n*undefined_alias\n", "\n&a &b x: 1\n"]
+# Tags safe_load must refuse; TOUCH is replaced by a marker file's path.
+EVIL_TAGS = ['!!python/object/apply:os.system ["touch TOUCH"]',
+             '!!python/object/apply:subprocess.check_output [["touch", "TOUCH"]]',
+             '!!python/object/new:os.system ["touch TOUCH"]',
+             "!!python/name:os.system", "!!python/module:os",
+             '!!python/object:argparse.Namespace {a: 1}', "!!python/tuple [1, 2]",
+             "!!binary\n  AAAA", "!!set {a, b}", "!!omap [a: 1]", "!unknown_tag x"]
+LAUGHS = ('lol0: &l0 "{leaf}"\n' + "".join(
+    f"lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n" for i in range(1, 10)))
+
+
+def _fields(d: dict) -> list[tuple]:
+    """(path, kind) of every numeric, boolean and name field in a topology."""
+    out = []
+    for i, g in enumerate(d["nodes"]):
+        out += [(("nodes", i, "devices", "count"), "count"), (("nodes", i, "name"), "name"),
+                (("nodes", i, "devices", "kind"), "kind")]
+        if "count" in g:
+            out.append((("nodes", i, "count"), "count"))
+        if g.get("fabric"):
+            out += [(("nodes", i, "fabric", "bandwidth_bytes_per_s"), "bw"),
+                    (("nodes", i, "fabric", "latency_s"), "latency"),
+                    (("nodes", i, "fabric", "tensor_parallel"), "bool")]
+    for i, _ in enumerate(d.get("networks") or []):
+        out += [(("networks", i, "bandwidth_bytes_per_s"), "bw"),
+                (("networks", i, "latency_s"), "latency"), (("networks", i, "name"), "name"),
+                (("networks", i, "tensor_parallel"), "bool")]
+    for k in d.get("device_kinds") or {}:
+        out += [(("device_kinds", k, "memory_tiers", 0, "capacity_bytes"), "capacity"),
+                (("device_kinds", k, "memory_tiers", 0, "bandwidth_bytes_per_s"), "bw"),
+                (("device_kinds", k, "peak_flops_per_s", "bf16"), "flops")]
+    out += [(("name",), "topname")]
+    return out
+
+
+def _set(d, path, value):
+    for p in path[:-1]:
+        d = d[p]
+    d[path[-1]] = value
+
+
+def _with_custom_kind(d: dict) -> dict:
+    """The topology with its first node group on a custom kind copied from a built-in."""
+    kind = d["nodes"][0]["devices"]["kind"]
+    spec = builtin_device_kinds()[kind].model_dump(mode="json", exclude_none=True)
+    d.setdefault("device_kinds", {})["custom-kind"] = spec
+    spec["calibrate_like"] = kind
+    d["nodes"][0]["devices"]["kind"] = "custom-kind"
+    return d
+
+
+BAD_BY_KIND = {"count": BAD_COUNT, "bw": BAD_BW, "latency": BAD_LATENCY, "bool": BAD_BOOL,
+               "name": BAD_NAME, "capacity": BAD_BW.filter(lambda v: v is None or not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1e15),
+               "flops": st.one_of(st.floats(max_value=1e8), st.floats(min_value=1e20),
+                                  st.sampled_from([None, "fast", [], {}])),
+               "kind": st.one_of(st.text(max_size=12).filter(lambda s: s not in builtin_device_kinds()),
+                                 st.integers(), st.none(), st.just([])),
+               "topname": st.one_of(st.integers(), st.none(), st.just([]), st.just({}))}
+
+
+@st.composite
+def bad_topology_files(draw, bases=None):
+    """(label, file bytes or "DIR", expected rc: 2, or None when the mutant may be valid,
+    base name)."""
+    base = draw(st.sampled_from(bases or sorted(_topologies())))
+    d = copy.deepcopy(_topologies()[base])
+    kind = draw(st.sampled_from(
+        ["field", "field", "field", "custom_kind", "unknown_field", "duplicate", "nodes",
+         "no_fabric", "disconnected", "syntax", "tag", "laughs", "recursive", "deep",
+         "huge_number", "not_mapping", "non_utf8", "dir", "truncate", "wild", "wild"]))
+
+    def done(label, expect, doc=None):
+        text = yaml.safe_dump(d if doc is None else doc, sort_keys=False).encode()
+        return label, text, expect, base
+
+    if kind in ("field", "custom_kind"):
+        if kind == "custom_kind":
+            d = _with_custom_kind(d)
+            fields = [f for f in _fields(d) if f[0][0] == "device_kinds"]
+        else:
+            fields = _fields(d)
+        path, what = draw(st.sampled_from(fields))
+        _set(d, path, draw(BAD_BY_KIND[what]))
+        return done(f"{kind}:{'.'.join(map(str, path))}", 2)
+    if kind == "unknown_field":
+        where = draw(st.sampled_from(["top", "node", "devices", "fabric", "network"]))
+        key = draw(st.text(min_size=1, max_size=10).filter(lambda s: s not in {
+            "name", "description", "sources", "device_kinds", "nodes", "networks", "count",
+            "devices", "fabric", "kind", "bandwidth_bytes_per_s", "latency_s",
+            "tensor_parallel", "source", "node_groups"}))
+        target = {"top": d, "node": d["nodes"][0], "devices": d["nodes"][0]["devices"],
+                  "fabric": d["nodes"][0].get("fabric") or d["nodes"][0],
+                  "network": (d.get("networks") or [d["nodes"][0]])[0]}[where]
+        target[key] = draw(JSON_ANY)
+        return done(f"{kind}:{where}", 2)
+    if kind == "duplicate":
+        how = draw(st.sampled_from(["group", "network", "node_name"]))
+        g = d["nodes"][0]
+        if how == "group" or (how == "network" and not d.get("networks")):
+            d["nodes"].append(copy.deepcopy(g))
+        elif how == "network":
+            d["networks"].append(copy.deepcopy(d["networks"][0]))
+        else:  # group "x" with 11 nodes and group "x1" both make node "x10"
+            g["count"] = 11
+            twin = copy.deepcopy(g)
+            twin["name"], twin["count"] = g["name"] + "1", 1
+            d["nodes"].append(twin)
+            d["networks"] = [{"name": "eth", "kind": "ethernet", "bandwidth_bytes_per_s": 1e10,
+                              "latency_s": 1e-5}]
+        return done(f"{kind}:{how}", 2)
+    if kind == "nodes":
+        d["nodes"] = draw(st.sampled_from([[], None, {}, "node", [None], [[]], [1]]))
+        if draw(st.booleans()):
+            del d["nodes"]
+        return done(kind, 2)
+    if kind == "no_fabric":  # several devices per node and nothing joining them
+        g = d["nodes"][0]
+        g.pop("fabric", None)
+        g["devices"]["count"] = max(2, g["devices"]["count"])
+        d.pop("networks", None)
+        return done(kind, 2)
+    if kind == "disconnected":
+        twin = copy.deepcopy(d["nodes"][0])
+        twin["name"] = "island"
+        d["nodes"].append(twin)
+        d.pop("networks", None)
+        return done(kind, 2)
+    if kind == "syntax":
+        text = yaml.safe_dump(d, sort_keys=False) + draw(st.sampled_from(YAML_BREAKERS))
+        return kind, text.encode(), 2, base
+    if kind == "tag":
+        path, _ = draw(st.sampled_from(_fields(d)))
+        _set(d, path, "@TAG@")
+        tag = draw(st.sampled_from(EVIL_TAGS))
+        text = yaml.safe_dump(d, sort_keys=False, width=10 ** 6)
+        return kind, text.replace("'@TAG@'", tag).replace("@TAG@", tag).encode(), 2, base
+    if kind == "laughs":
+        target = draw(st.sampled_from(["name", "description", "sources", "nodes",
+                                       "device_kinds", "networks"]))
+        leaf = draw(st.sampled_from(["ha", "h100-sxm", "1e9"]))
+        body = {k: v for k, v in d.items() if k != target}
+        text = LAUGHS.format(leaf=leaf) + yaml.safe_dump(body, sort_keys=False) + f"{target}: *l9\n"
+        return kind, text.encode(), 2, base
+    if kind == "recursive":
+        target = draw(st.sampled_from(["sources", "nodes", "networks", "device_kinds"]))
+        body = {k: v for k, v in d.items() if k != target}
+        rec = draw(st.sampled_from(["&r [*r]", "&r {a: *r}", "&r [1, [2, *r]]"]))
+        return kind, (yaml.safe_dump(body, sort_keys=False) + f"{target}: {rec}\n").encode(), 2, base
+    if kind == "deep":
+        n = draw(st.integers(200, 20_000))
+        body = {k: v for k, v in d.items() if k != "nodes"}
+        deep = draw(st.sampled_from(["[" * n + "]" * n, "{a: " * n + "1" + "}" * n]))
+        return kind, (yaml.safe_dump(body, sort_keys=False) + f"nodes: {deep}\n").encode(), 2, base
+    if kind == "huge_number":
+        path, what = draw(st.sampled_from([f for f in _fields(d) if f[1] in ("count", "bw")]))
+        _set(d, path, "@NUM@")
+        num = draw(st.sampled_from(["1" + "0" * 5000, "1e400", "0x" + "f" * 300,
+                                    "9" * 40, "1_000_000_000_000", ".inf", "-.inf", ".nan"]))
+        text = yaml.safe_dump(d, sort_keys=False).replace("'@NUM@'", num).replace("@NUM@", num)
+        return kind, text.encode(), 2, base
+    if kind == "not_mapping":
+        doc = draw(st.sampled_from(["", "---\n", "~", "5", "[1, 2]", "- name: x", "'text'",
+                                    "--- 1\n--- 2\n", "!!str x"]))
+        return kind, doc.encode(), 2, base
+    if kind == "non_utf8":
+        text = yaml.safe_dump(d, sort_keys=False).encode()
+        at = draw(st.integers(0, len(text)))
+        return kind, text[:at] + b"\xff\xfe" + text[at:], 2, base
+    if kind == "dir":
+        return kind, "DIR", 2, base
+    if kind == "truncate":
+        text = yaml.safe_dump(d, sort_keys=False).encode()
+        return kind, text[:draw(st.integers(0, len(text) - 1))], None, base
+    # wild: random fields set to random values, or removed
+    for _ in range(draw(st.integers(1, 3))):
+        path, _ = draw(st.sampled_from(_fields(d)))
+        if draw(st.booleans()):
+            _set(d, path, draw(JSON_ANY))
+        else:
+            parent = d
+            for p in path[:-1]:
+                parent = parent[p]
+            parent.pop(path[-1], None)
+    return done(kind, None)
+
+
+def _write_topology(work: Path, data) -> Path:
+    if data == "DIR":
+        path = work / "topology-dir.yaml"
+        path.mkdir(exist_ok=True)
+        return path
+    path = work / "topology.yaml"
+    path.write_bytes(data)
+    return path
+
+
+def _kind_flag(base: str) -> list[str]:
+    nodes = _topologies()[base]["nodes"]
+    kinds = {g["devices"]["kind"] for g in nodes}
+    return ["--device-kind", nodes[0]["devices"]["kind"]] if len(kinds) > 1 else []
+
+
+@settings(max_examples=400, **FUZZ)
+@given(case=bad_topology_files())
+def test_fuzz_bad_topology_files_estimate(case, work):
+    label, data, expect, base = case
+    path = _write_topology(work, data)
+    marker = Path("TOUCH")
+    t0 = time.perf_counter()
+    rc, out, err = run(["estimate", "--model", MODEL, "--topology", path, "--json",
+                        *_kind_flag(base)])
+    elapsed = time.perf_counter() - t0
+    check(rc, out, err, expect)
+    assert not marker.exists()  # a python/ tag never ran
+    assert elapsed < 5, (label, elapsed)  # alias bombs and deep nesting fail fast
+    if rc == 0:
+        sane_estimate(out)
+    else:
+        assert out == ""
+
+
+@settings(max_examples=60, **FUZZ)
+@given(case=bad_topology_files(bases=list(SMALL_TOPOLOGIES)))
+def test_fuzz_bad_topology_files_plan(case, work):
+    label, data, expect, base = case
+    path = _write_topology(work, data)
+    rc, out, err = run(["plan", "--model", MODEL, "--topology", path, "--time-limit-s", "5",
+                        "--json"])
+    check(rc, out, err, expect)
+    if rc == 0:
+        plan = json.loads(out)
+        assert math.isfinite(plan["e2e_ms"]) and plan["e2e_ms"] > 0
+    else:
+        assert out == ""
+
+
+def test_yaml_breakers_are_not_yaml():
+    base = yaml.safe_dump(_topologies()["h100-sxm-x8"], sort_keys=False)
+    for b in YAML_BREAKERS:
+        with pytest.raises(yaml.YAMLError):
+            yaml.safe_load(base + b)
+
+
+def test_python_tags_do_not_run(work):
+    marker = work / "pwned"
+    text = (f'name: x\nnodes: !!python/object/apply:os.system ["touch {marker}"]\n'
+            f"description: !!python/object/apply:subprocess.check_output [[touch, {marker}]]\n")
+    path = work / "evil.yaml"
+    path.write_text(text)
+    rc, out, err = run(["estimate", "--model", MODEL, "--topology", path])
+    check(rc, out, err, 2)
+    assert "YAML" in err
+    assert not marker.exists()
+
+
+def test_billion_laughs_fails_fast(work):
+    path = work / "laughs.yaml"
+    path.write_text(LAUGHS.format(leaf="ha") + "name: x\nnodes: *l9\nsources: *l9\n")
+    t0 = time.perf_counter()
+    rc, out, err = run(["plan", "--model", MODEL, "--topology", path])
+    assert time.perf_counter() - t0 < 2
+    check(rc, out, err, 2)
+
+
+# ================================================================ 3. command lines
+
+INT_VALUES = st.one_of(st.integers(-3, 9), st.integers(-(2 ** 70), 2 ** 70),
+                       st.sampled_from(["", "abc", "1.5", "1e3", "nan", "inf", "-0", "0x10",
+                                        " 8", "٣", "1_000", "--json"]))
+# Known planner/solver bugs (see the xfail tests below) keep +inf and values above 9e15
+# out of the SLO and request-rate flags for now.
+FLOAT_VALUES = st.one_of(st.floats(min_value=-1e12, max_value=1e12),
+                         st.floats(allow_nan=True, max_value=1e12),
+                         st.sampled_from(["", "abc", "nan", "-inf", "1e-400", "0", "-0",
+                                          "1,5", "0.5", "1", "2", "--json"]))
+DTYPES = st.sampled_from(["bf16", "fp16", "fp8", "int8", "int4", "fp7", "", "BF16", "float"])
+
+
+@st.composite
+def command_lines(draw, work: Path):
+    """(argv, -o path or None, whether -o pointed at a fresh path)."""
+    d = _fresh(work)
+    garbage = d / "garbage.bin"
+    garbage.write_bytes(draw(st.binary(max_size=64)))
+    existing = d / "existing.out"
+    existing.write_text("old contents\n")
+    files = {
+        "missing": d / "missing" / "x.json", "dir": d, "garbage": garbage,
+        "model_json": catalog_root() / "models" / f"{MODEL}.json",
+        "topology_yaml": catalog_root() / "topologies" / "h100-sxm-x8.yaml",
+    }
+    any_file = st.sampled_from(list(files.values()) + ["", "-", "nosuch"])
+    out_target = draw(st.sampled_from([None, d / "new.out", existing, d / "missing" / "x.out",
+                                       d, d / "sub" / ".." / "new2.out", "\0bad"]))
+    cmd = draw(st.sampled_from(["estimate", "estimate", "plan", "plan", "validate", "schema",
+                                "calibrate", "models", "topologies", "nosuch", "", "--help"]))
+    pairs: list[list] = []
+    small = draw(st.sampled_from(["h100-sxm-x8", "h100-sxm-x1"]))
+    if cmd in ("estimate", "plan"):
+        pairs += [["--model", draw(st.one_of(st.just(MODEL), st.just(MODEL), any_file,
+                                             st.sampled_from(["nosuch/model", "meta-llama",
+                                                              "../models/x", MODEL + ".json"])))],
+                  ["--topology", draw(st.one_of(st.just(small), st.just(small), any_file,
+                                                st.sampled_from(["nosuch", "../topologies/x",
+                                                                 "h100x8-lpu576"])))]]
+        for flag in ("--isl", "--osl", "--batch"):
+            pairs.append([flag, draw(INT_VALUES)])
+        pairs += [["--dtype", draw(DTYPES)], ["--kv-dtype", draw(DTYPES)],
+                  ["--max-memory-fraction", draw(FLOAT_VALUES)],
+                  ["--profile", draw(st.one_of(any_file, st.sampled_from(["default", "nosuch"])))]]
+    if cmd == "estimate":
+        pairs += [["--tp", draw(INT_VALUES)], ["--pp", draw(INT_VALUES)],
+                  ["--device-kind", draw(st.sampled_from(["h100-sxm", "lpu", "", "tpu"]))],
+                  ["--breakdown"], ["--json"]]
+    if cmd == "plan":
+        objective = ["latency", "nope", ""] + (["throughput", "devices"] if small == "h100-sxm-x1" else [])
+        pairs += [["--objective", draw(st.sampled_from(objective))],
+                  ["--placement", draw(st.sampled_from(["auto", "colocated", "disaggregated", "x"]))],
+                  ["--ttft-slo-ms", draw(FLOAT_VALUES)], ["--tpot-slo-ms", draw(FLOAT_VALUES)],
+                  ["--request-rate", draw(FLOAT_VALUES)],
+                  ["--time-limit-s", draw(st.sampled_from(["5", "1", "0", "-1", "nan", "x"]))],
+                  ["--json"]]
+    if cmd == "validate":
+        pairs += [[draw(st.one_of(any_file, st.sampled_from(["PLAN", "TAMPERED"])))]]
+    if cmd == "calibrate":
+        pairs += [[draw(st.one_of(any_file, st.sampled_from(["CSV", "BADCSV"])))],
+                  ["--prior", draw(any_file)], ["--engine", draw(st.sampled_from(["e", "zz"]))],
+                  ["--topology", draw(st.sampled_from(["h100-sxm-x8", "nosuch"]))],
+                  ["--no-loo"], ["--json"]]
+    if cmd in ("models", "topologies"):
+        pairs += [["--json"]]
+    # keep a random subset, in random order, plus some junk
+    pairs = [p for p in pairs if draw(st.integers(0, 9)) < 8]
+    if out_target is not None and cmd in ("plan", "calibrate", "estimate", "schema"):
+        pairs.append([draw(st.sampled_from(["-o", "--out"])), out_target])
+    else:
+        out_target = None
+    pairs = draw(st.permutations(pairs))
+    junk = draw(st.lists(st.sampled_from(["--frobnicate", "-x", "--tp=", "--json=1", "extra",
+                                          "--", "-", "--model", "--isl"]), max_size=2))
+    argv = [cmd] if cmd else []
+    for p in pairs:
+        argv += p
+    if junk:
+        at = draw(st.integers(0, len(argv)))
+        argv[at:at] = junk
+    fresh = out_target is not None and out_target not in (existing, d) and out_target != "\0bad"
+    return argv, out_target, fresh, existing
+
+
+@pytest.fixture(scope="module")
+def cli_files(work) -> dict[str, Path]:
+    """A real plan and a tampered one (validate), a small good CSV and a bad one."""
+    plan = work / "plan.json"
+    rc, _, err = run(["plan", "--model", MODEL, "--topology", "h100-sxm-x8", "--json", "-o", plan])
+    assert rc == 0, err
+    p = json.loads(plan.read_text())
+    p["ttft_ms"] = p["ttft_ms"] * 2
+    p["prefill"]["stages"][0]["devices"] = ["node0.d0", "node0.d0"]
+    tampered = work / "tampered.json"
+    tampered.write_text(json.dumps(p))
+    head = "id,engine,model,device_kind,tp,pp,weight_dtype,batch,isl,context,metric,value\n"
+    csv_ok = work / "rows.csv"
+    csv_ok.write_text(head + f"r1,e,{MODEL},h100-sxm,1,1,bf16,1,2048,,ttft_ms,40\n"
+                      f"r2,e,{MODEL},h100-sxm,1,1,bf16,1,,2048,tpot_ms,8\n")
+    csv_bad = work / "bad.csv"
+    csv_bad.write_text(head + f"r1,e,{MODEL},h100-sxm,inf,1,bf16,1,2048,,ttft_ms,40\nr2,e\n")
+    return {"PLAN": plan, "TAMPERED": tampered, "CSV": csv_ok, "BADCSV": csv_bad}
+
+
+@settings(max_examples=300, **FUZZ)
+@given(data=st.data())
+def test_fuzz_command_lines(data, work, cli_files):
+    argv, out_target, fresh, existing = data.draw(command_lines(work))
+    argv = [cli_files.get(a, a) if isinstance(a, str) else a for a in argv]
+    rc, out, err = run(argv)
+    progress = argv[:1] == ["plan"] and "--json" not in argv
+    check(rc, out, err, progress=progress)
+    if out_target is None or out_target == "\0bad":
+        return
+    target = Path(out_target)
+    folder = target.parent if target.parent.is_dir() else existing.parent
+    leftovers = [f.name for f in folder.iterdir() if f.name.startswith(f".{target.name}.")]
+    assert not leftovers, leftovers  # no temporary file left behind
+    if rc != 0:
+        if fresh:
+            assert not target.exists(), argv
+        assert existing.read_text() == "old contents\n"  # the old file is untouched
+    elif target == existing or fresh:
+        if argv[0] == "plan" and any(a in ("-o", "--out") for a in argv):
+            json.loads(target.read_text())  # complete JSON
+        if argv[0] == "calibrate":
+            assert "device_kinds" in yaml.safe_load(target.read_text())
+
+
+# ---------------------------------------------------------------- fixed command-line cases
+
+
+@pytest.mark.parametrize("argv", [
+    ["plan", "--model", MODEL, "--topology", "h100-sxm-x8", "--json", "-o", "{d}/no/such/p.json"],
+    ["plan", "--model", MODEL, "--topology", "h100-sxm-x8", "--json", "-o", "{d}"],
+    ["calibrate", "{csv}", "--no-loo", "-o", "{d}/no/such/p.yaml"],
+    ["calibrate", "{csv}", "--no-loo", "-o", "{d}"],
+])
+def test_unwritable_output_is_one_line_exit_2(argv, work, cli_files):
+    d = _fresh(work)
+    argv = [a.format(d=d, csv=cli_files["CSV"]) for a in argv]
+    rc, out, err = run(argv)
+    check(rc, out, err, 2)
+    assert "cannot write" in err
+    assert sorted(p.name for p in d.iterdir()) == []
+
+
+# Bugs in files this fuzz may not fix (planner.py, solver.py, validate.py): each is
+# strict, so the fix turns it into a failure that asks for the marker to be removed.
+KNOWN_BUGS = {
+    "ttft-slo-inf": ["plan", "--model", MODEL, "--topology", "h100-sxm-x1", "--json",
+                     "--ttft-slo-ms", "inf"],  # planner.plan: int(inf) OverflowError
+    "tpot-slo-1e300": ["plan", "--model", MODEL, "--topology", "h100-sxm-x1", "--json",
+                       "--tpot-slo-ms", "1e300"],  # solver.solve: SLO beyond int64
+    "request-rate-inf": ["plan", "--model", MODEL, "--topology", "h100-sxm-x1", "--json",
+                         "--objective", "devices", "--request-rate", "inf"],  # Fraction(inf)
+    "validate-deep-json": ["validate", "{deep}"],  # validate._as_plan: RecursionError
+    "validate-huge-int": ["validate", "{huge}"],  # validate._as_plan: ValueError (4300 digits)
+    "validate-non-utf8": ["validate", "{latin}"],  # validate._as_plan: UnicodeDecodeError
+}
+
+
+@pytest.mark.xfail(strict=True, raises=(OverflowError, TypeError, ValueError, RecursionError,
+                                        UnicodeDecodeError, AssertionError),
+                   reason="bug outside the fuzz's files; fix at the source, then drop this")
+@pytest.mark.parametrize("case", sorted(KNOWN_BUGS))
+def test_known_bugs(case, work):
+    d = _fresh(work)
+    (d / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (d / "huge.json").write_text('{"inputs": 1' + "0" * 5000 + "}")
+    (d / "latin.json").write_bytes(b'{"inputs": "\xe9"}')
+    argv = [a.format(deep=d / "deep.json", huge=d / "huge.json", latin=d / "latin.json")
+            for a in KNOWN_BUGS[case]]
+    rc, out, err = run(argv)
+    check(rc, out, err)
+
+
+# ================================================================ atomic writes
+
+
+@pytest.mark.parametrize("fail_at", ["write", "replace"])
+@pytest.mark.parametrize("had_old", [True, False])
+def test_write_atomic_leaves_old_or_new_file(fail_at, had_old, tmp_path, monkeypatch):
+    target = tmp_path / "out.yaml"
+    if had_old:
+        target.write_text("old\n")
+    if fail_at == "replace":
+        def boom(*a, **k):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(profile_io.os, "replace", boom)
+    else:
+        class Boom(str):
+            def __len__(self):
+                raise KeyboardInterrupt  # interrupted half-way through the write
+        real_fdopen = os.fdopen
+
+        def fdopen(fd, *a, **k):
+            f = real_fdopen(fd, *a, **k)
+            real_write = f.write
+
+            def write(text):
+                real_write(text[: len(text) // 2])
+                raise OSError(5, "Input/output error")
+            f.write = write
+            return f
+        monkeypatch.setattr(profile_io.os, "fdopen", fdopen)
+    with pytest.raises(InputError, match="cannot write"):
+        profile_io.write_atomic(target, "new contents\n" * 1000)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out.yaml"] if had_old else [])
+    if had_old:
+        assert target.read_text() == "old\n"
+    profile_io.write_atomic(target, "new\n")
+    assert target.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.yaml"]
+
+
+def test_write_atomic_interrupted_leaves_nothing(tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(profile_io.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        profile_io.write_atomic(tmp_path / "out.json", "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_atomic_refuses_unwritable_paths(tmp_path):
+    for bad in (tmp_path, tmp_path / "no" / "such" / "x.json"):
+        with pytest.raises(InputError, match="cannot write"):
+            profile_io.write_atomic(bad, "x")
+    assert list(tmp_path.iterdir()) == []
