@@ -37,6 +37,13 @@ comes from (the tests check every emitted flag against these sets):
   (``python -m sglang_router.launch_router --pd-disaggregation --prefill URL [BOOTSTRAP_PORT]
   --decode URL``): https://docs.sglang.io/advanced_features/pd_disaggregation.html and
   https://github.com/sgl-project/sglang/blob/main/docs/advanced_features/router.md
+* SGLang's router over several colocated replicas (``python -m sglang_router.launch_router
+  --worker-urls URL1 URL2 ... --host --port``, "Separate Launch (HTTP)"):
+  https://github.com/sgl-project/sglang/blob/main/docs/advanced_features/router.md
+* vLLM has no router across separate servers: several colocated replicas are independent
+  ``vllm serve`` processes and an HTTP load balancer spreads requests over them ("External
+  Load Balancing"):
+  https://docs.vllm.ai/en/latest/serving/data_parallel_deployment.html
 * ``SGLANG_PP_LAYER_PARTITION`` (same rules as vLLM's):
   https://github.com/sgl-project/sglang/blob/main/python/sglang/srt/distributed/utils.py
 * Dynamo ``DynamoGraphDeployment`` (``nvidia.com/v1alpha1``; ``spec.services`` with a
@@ -64,10 +71,15 @@ ENGINES = ("vllm", "sglang", "dynamo")
 
 # ---------------------------------------------------------------- documented flag sets
 
+# Several replicas are several independent `vllm serve` processes behind an HTTP load
+# balancer ("External Load Balancing"); vLLM itself ships no router across them.
+VLLM_DP_LB_DOC = ("https://docs.vllm.ai/en/latest/serving/data_parallel_deployment.html"
+                  "#external-load-balancing")
 VLLM_DOCS = (
     "https://docs.vllm.ai/en/v0.8.5/serving/engine_args.html",
     "https://docs.vllm.ai/en/stable/features/nixl_connector_usage.html",
     "https://docs.vllm.ai/en/latest/serving/parallelism_scaling.html",
+    VLLM_DP_LB_DOC,
 )
 VLLM_FLAGS = frozenset({
     "--tensor-parallel-size", "--pipeline-parallel-size", "--max-model-len", "--max-num-seqs",
@@ -94,8 +106,10 @@ SGLANG_FLAGS = frozenset({
     "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port",
 })
 SGLANG_KV_CACHE_DTYPES = frozenset({"auto", "fp8_e5m2", "fp8_e4m3", "bf16", "bfloat16"})
+# --worker-urls URL ...: the router over several regular (colocated) servers, "Separate
+# Launch (HTTP)" in https://github.com/sgl-project/sglang/blob/main/docs/advanced_features/router.md
 SGLANG_ROUTER_FLAGS = frozenset({"--pd-disaggregation", "--prefill", "--decode", "--host",
-                                 "--port"})
+                                 "--port", "--worker-urls"})
 SGLANG_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
                         "SGLANG_PP_LAYER_PARTITION"})
 
@@ -168,7 +182,16 @@ class _Pool:
     pp: int
     partition: list[int]
     vendor: str
-    hosts: list[tuple[str, list[int]]] | None  # replica 0, in rank order; None: unmappable
+    # per replica: its devices per stage, and (host, local GPU indices) in rank order, or
+    # None where the replica is not pinned (device ids name no host, or the plan does not
+    # give that replica's devices)
+    replica_devices: list[list[list[str]] | None]
+    replica_hosts: list[list[tuple[str, list[int]]] | None]
+
+    @property
+    def hosts(self) -> list[tuple[str, list[int]]] | None:
+        """The first replica's hosts."""
+        return self.replica_hosts[0]
 
     @property
     def gpus(self) -> int:
@@ -201,15 +224,42 @@ def _split_device(dev: str) -> tuple[str, int] | None:
     return None
 
 
-def _hosts(phase: PhasePlan) -> list[tuple[str, list[int]]] | None:
+def _hosts(stage_devices: list[list[str]]) -> list[tuple[str, list[int]]] | None:
+    """(host, local indices) of one replica's devices, hosts in rank order; None if unmappable."""
     out: dict[str, list[int]] = {}
-    for s in phase.stages:
-        for d in s.devices:
+    for devs in stage_devices:
+        for d in devs:
             hd = _split_device(d)
             if hd is None:
                 return None
             out.setdefault(hd[0], []).append(hd[1])
     return list(out.items())
+
+
+def _replica_devices(phase: PhasePlan, what: str,
+                     warn: list[str]) -> list[list[list[str]] | None]:
+    """Devices per stage of every replica, from ``replica_devices``; None for a replica whose
+    devices the plan does not give consistently (it is exported unpinned, with a warning)."""
+    first = [list(s.devices) for s in phase.stages]
+    rd = [[list(d) for d in rep] for rep in (getattr(phase, "replica_devices", None) or [])]
+    problem = None
+    if len(rd) != phase.replicas:
+        problem = f"lists {len(rd)} replica{'s' * (len(rd) != 1)}"
+    elif rd[0] != first:
+        problem = "gives a first replica other than its stages"
+    elif any([len(d) for d in rep] != [len(d) for d in first] for rep in rd):
+        problem = "gives a replica a different number of devices per stage"
+    else:
+        every = [d for rep in rd for devs in rep for d in devs]
+        dup = sorted({d for d in every if every.count(d) > 1})
+        if dup:
+            problem = f"puts device{'s' * (len(dup) > 1)} {', '.join(dup[:4])} in two replicas"
+    if problem is None:
+        return rd
+    if phase.replicas > 1:
+        warn.append(f"{what} has {phase.replicas} replicas but its replica_devices {problem}; "
+                    f"replicas 2..{phase.replicas} are exported without device pinning")
+    return [first] + [None] * (phase.replicas - 1)
 
 
 def _pool(role: str, phase: PhasePlan, label: str, warn: list[str]) -> _Pool | None:
@@ -243,23 +293,26 @@ def _pool(role: str, phase: PhasePlan, label: str, warn: list[str]) -> _Pool | N
         warn.append(f"{what} mixes device kinds ({kinds_text}) in one pipeline; {label} has no "
                     f"per-stage device setting, so it is exported as one engine that treats "
                     f"every stage alike (one memory fraction, one batch limit)")
-    hosts = _hosts(phase)
-    if hosts is None:
-        warn.append(f"the device ids of {what} ({phase.stages[0].devices[0]}, ...) do not name a "
-                    f"host and a local GPU index ('<node>.d<k>' or '<node>/gpu<k>'); its "
-                    f"commands are not pinned to devices")
-    if phase.replicas > 1:
-        warn.append(f"{what} has {phase.replicas} replicas but the plan names the devices of one; "
-                    f"replicas 2..{phase.replicas} are exported without device pinning")
+    per_replica = _replica_devices(phase, what, warn)
+    hosts = [_hosts(rep) if rep is not None else None for rep in per_replica]
+    bad = [r for r, rep in enumerate(per_replica) if rep is not None and hosts[r] is None]
+    if bad:
+        dev = next(d for ds in per_replica[bad[0]] for d in ds if _split_device(d) is None)
+        reps = ("" if phase.replicas == 1 else
+                f" (replica{'s' * (len(bad) > 1)} {', '.join(str(r + 1) for r in bad)})")
+        warn.append(f"the device ids of {what}{reps} ({dev}, ...) do not name a host and a "
+                    f"local GPU index ('<node>.d<k>' or '<node>/gpu<k>'); its commands are "
+                    f"not pinned to devices")
     vendor = next((v for v in vendors.values() if v != "unknown"), "nvidia")
     return _Pool(role, phase, tps[0], len(tps),
-                 [s.layers[1] - s.layers[0] for s in phase.stages], vendor, hosts)
+                 [s.layers[1] - s.layers[0] for s in phase.stages], vendor, per_replica, hosts)
 
 
 def _pools(plan: Plan, label: str, warn: list[str]) -> list[_Pool]:
     if plan.placement == "colocated":
-        def shape(ph: PhasePlan) -> list[tuple]:
-            return [(s.layers, s.device_kind, s.tp, s.devices) for s in ph.stages]
+        def shape(ph: PhasePlan) -> tuple:
+            return ([(s.layers, s.device_kind, s.tp, s.devices) for s in ph.stages],
+                    ph.replicas, getattr(ph, "replica_devices", None))
 
         if shape(plan.prefill) != shape(plan.decode):
             warn.append("colocated plan whose prefill and decode stages differ; "
@@ -328,9 +381,11 @@ def _partition_env(pool: _Pool, name: str) -> dict[str, str]:
     return {name: ",".join(map(str, pool.partition))} if pool.pp > 1 else {}
 
 
-def _where(pool: _Pool) -> str:
-    devs = [d for s in pool.phase.stages for d in s.devices]
-    shown = " ".join(devs) if len(devs) <= 8 else f"{' '.join(devs[:4])} ... {devs[-1]}"
+def _where(pool: _Pool, replica: int = 0) -> str:
+    rep = pool.replica_devices[replica]
+    devs = [d for ds in rep for d in ds] if rep is not None else []
+    shown = (" ".join(devs) if len(devs) <= 8 else f"{' '.join(devs[:4])} ... {devs[-1]}") \
+        if rep is not None else "not given by the plan"
     cuts = ", ".join(f"[{s.layers[0]}, {s.layers[1]})" for s in pool.phase.stages)
     return (f"{pool.pp} stage{'s' * (pool.pp != 1)} x TP {pool.tp}, layers {cuts}; "
             f"devices {shown}")
@@ -348,11 +403,11 @@ def _vllm(ctx: _Ctx, pools: list[_Pool]) -> tuple[list[tuple[str, list[str], Com
     port = _SERVER_PORT
     instance = 0
     ray_port = _RAY_PORT
-    endpoints: dict[str, list[tuple[str, int]]] = {"prefill": [], "decode": []}
+    endpoints: dict[str, list[tuple[str, int]]] = {"server": [], "prefill": [], "decode": []}
     ray_hosts: dict[str, int] = {}
     for pool in pools:
         for r in range(pool.phase.replicas):
-            hosts = pool.hosts if r == 0 else None
+            hosts = pool.replica_hosts[r]
             argv = ["vllm", "serve", ctx.model,
                     "--tensor-parallel-size", str(pool.tp),
                     "--pipeline-parallel-size", str(pool.pp),
@@ -369,7 +424,7 @@ def _vllm(ctx: _Ctx, pools: list[_Pool]) -> tuple[list[tuple[str, list[str], Com
                 env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = "$HOST_IP"
             argv += ["--port", str(port)]
             title = (f"{'server' if pool.role == 'server' else pool.role} replica {r + 1} of "
-                     f"{pool.phase.replicas}: {_where(pool)}")
+                     f"{pool.phase.replicas}: {_where(pool, r)}")
             if hosts is None:
                 block = "unpinned"
                 rows.append((block, [title, _UNPINNED],
@@ -384,7 +439,10 @@ def _vllm(ctx: _Ctx, pools: list[_Pool]) -> tuple[list[tuple[str, list[str], Com
                 head = hosts[0][0]
                 addr = f"{head}:{ray_port}"
                 names = ", ".join(h for h, _ in hosts)
-                ctx.warn.append(f"the {pool.role if pool.role != 'server' else 'colocated'} "
+                which = ("" if pool.phase.replicas == 1 else
+                         f"replica {r + 1} of {pool.phase.replicas} of ")
+                ctx.warn.append(f"{which}the "
+                                f"{pool.role if pool.role != 'server' else 'colocated'} "
                                 f"pool spans hosts {names}: vLLM needs a Ray cluster across "
                                 f"them; launch.sh starts one (run it on {head} first, then on "
                                 f"the others) and Ray, not the plan, decides which host runs "
@@ -415,6 +473,16 @@ def _vllm(ctx: _Ctx, pools: list[_Pool]) -> tuple[list[tuple[str, list[str], Com
             ctx.warn.append(f"host {h} takes part in {n} Ray clusters; give each `ray start` "
                             f"its own ports (see `ray start --help`)")
     proxy: list[str] = []
+    if len(endpoints["server"]) > 1:
+        urls = " ".join(f"http://{h}:{p}" for h, p in endpoints["server"])
+        proxy = [
+            (f"{len(endpoints['server'])} independent vLLM servers, one per replica. vLLM has "
+             f"no router across separate servers:"),
+            ("spread requests over these URLs with an HTTP load balancer of your choice "
+             "(external load balancing,"),
+            f"{VLLM_DP_LB_DOC}):",
+            f"  {urls}",
+        ]
     if ctx.plan.placement == "disaggregated":
         if endpoints["prefill"] and endpoints["decode"]:
             pre, dec = endpoints["prefill"], endpoints["decode"]
@@ -445,23 +513,26 @@ def _sglang(ctx: _Ctx, pools: list[_Pool]) -> tuple[list[tuple[str, list[str], C
     port = _SERVER_PORT
     boot = _SGLANG_BOOTSTRAP_PORT
     dist = _SGLANG_DIST_PORT
-    endpoints: dict[str, list[tuple[str, int, int]]] = {"prefill": [], "decode": []}
+    endpoints: dict[str, list[tuple[str, int, int]]] = {"server": [], "prefill": [],
+                                                          "decode": []}
     disagg = ctx.plan.placement == "disaggregated"
     for pool in pools:
-        hosts = pool.hosts
-        if hosts is not None and len(hosts) > 1:
-            sizes = {len(idx) for _, idx in hosts}
-            order = [d for s in pool.phase.stages for d in s.devices]
-            grouped = [d for h, _ in hosts for s in pool.phase.stages for d in s.devices
-                       if _split_device(d)[0] == h]
-            if len(sizes) > 1 or order != grouped:
-                ctx.warn.append(f"SGLang gives every node the same number of GPUs in rank "
-                                f"order, but the {pool.role} pool puts "
-                                f"{', '.join(f'{len(x)} on {h}' for h, x in hosts)}; "
-                                f"it is not exported")
-                continue
+        uneven = [r for r in range(pool.phase.replicas) if _sglang_uneven(pool, r)]
+        if uneven:
+            n = pool.phase.replicas
+            first = pool.replica_hosts[uneven[0]]
+            which = (f"the {pool.role} pool" if n == 1 else
+                     f"replica{'s' * (len(uneven) > 1)} "
+                     f"{', '.join(str(r + 1) for r in uneven)} of {n} of the {pool.role} pool")
+            ctx.warn.append(f"SGLang gives every node the same number of GPUs in rank "
+                            f"order, but {which} put{'s' * (len(uneven) == 1)} "
+                            f"{', '.join(f'{len(x)} on {h}' for h, x in first)}"
+                            f"{' (first of them)' if len(uneven) > 1 else ''}; "
+                            f"{'it is' if len(uneven) == 1 else 'they are'} not exported")
         for r in range(pool.phase.replicas):
-            rh = hosts if r == 0 else None
+            if r in uneven:
+                continue
+            rh = pool.replica_hosts[r]
             base = ["python", "-m", "sglang.launch_server", "--model-path", ctx.model,
                     "--tp-size", str(pool.tp), "--pp-size", str(pool.pp),
                     "--context-length", str(ctx.max_len),
@@ -473,9 +544,12 @@ def _sglang(ctx: _Ctx, pools: list[_Pool]) -> tuple[list[tuple[str, list[str], C
                 if pool.role == "prefill":
                     base += ["--disaggregation-bootstrap-port", str(boot)]
                 base += ["--host", "0.0.0.0"]
+            elif pool.phase.replicas > 1:  # the router reaches it from another host
+                base += ["--host", "0.0.0.0"]
             base += ["--port", str(port)]
             env0 = _partition_env(pool, "SGLANG_PP_LAYER_PARTITION")
-            title = (f"{pool.role} replica {r + 1} of {pool.phase.replicas}: {_where(pool)}")
+            title = (f"{pool.role} replica {r + 1} of {pool.phase.replicas}: "
+                     f"{_where(pool, r)}")
             if rh is None:
                 rows.append(("unpinned", [title, _UNPINNED],
                              Command(pool.role, base, env0, None, r)))
@@ -513,7 +587,22 @@ def _sglang(ctx: _Ctx, pools: list[_Pool]) -> tuple[list[tuple[str, list[str], C
         else:
             ctx.warn.append("no router line: one of the two pools is not exported, so the "
                             "exported workers cannot serve requests by themselves")
+    elif len(endpoints["server"]) > 1:
+        argv = ["python", "-m", "sglang_router.launch_router", "--worker-urls",
+                *[f"http://{h}:{p}" for h, p, _ in endpoints["server"]],
+                "--host", "0.0.0.0", "--port", str(_ROUTER_PORT)]
+        router.append(Command("router", argv, {}, None, 0))
     return rows, router, []
+
+
+def _sglang_uneven(pool: _Pool, r: int) -> bool:
+    """Whether replica ``r`` spans hosts unevenly or out of rank order (SGLang cannot run it)."""
+    hosts = pool.replica_hosts[r]
+    if hosts is None or len(hosts) < 2:
+        return False
+    order = [d for ds in pool.replica_devices[r] for d in ds]
+    grouped = [d for h, _ in hosts for d in order if _split_device(d)[0] == h]
+    return len({len(idx) for _, idx in hosts}) > 1 or order != grouped
 
 
 # ---------------------------------------------------------------- shell script
@@ -623,7 +712,9 @@ def _dynamo(ctx: _Ctx, pools: list[_Pool]) -> tuple[str, list[Command]]:
             "# Kubernetes places the pods: the plan's device ids are not pinned here.",
             "# Format documented at:", *[f"#   {u}" for u in DYNAMO_DOCS]]
     for pool in pools:
-        head.append(f"# {pool.role}: {_where(pool)}")
+        n = pool.phase.replicas
+        head.append(f"# {pool.role}: {n} replica{'s' * (n != 1)} of {_where(pool)}"
+                    f"{' (replica 1)' if n > 1 else ''}")
     head += [f"# WARNING: {w}" for w in ctx.warn]
     return "\n".join(head) + "\n" + yaml.safe_dump(doc, sort_keys=False), cmds
 

@@ -18,7 +18,7 @@ from autoplan.model_graph import parameter_count
 from autoplan.pipeline import StagePlacement
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
 from autoplan.replicas import plan_replicated
-from autoplan.solver import Limits, StageChoice, solve
+from autoplan.solver import Limits, StageChoice, interrupted, solve, stop_on_sigint
 from autoplan.tables import Tables, Workload, build_tables
 from autoplan.topology import Calibration, Topology
 from autoplan.validate import evaluate
@@ -47,7 +47,23 @@ def plan(
     profile: str | dict[str, Calibration] | None = None,
     max_devices: int | None = None,
 ) -> Plan:
-    """Solve for the best plan; raises :class:`InfeasibleError` when none exists."""
+    """Solve for the best plan; raises :class:`InfeasibleError` when none exists.
+
+    Ctrl-C stops the search: the best plan found so far comes back (``stop_reason``
+    interrupted); with none found yet, :class:`KeyboardInterrupt` is raised.
+    """
+    with stop_on_sigint():
+        return _plan(model, topology, isl=isl, osl=osl, batch=batch,
+                     prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv_dtype,
+                     objective=objective, placement=placement, ttft_slo_ms=ttft_slo_ms,
+                     tpot_slo_ms=tpot_slo_ms, request_rate=request_rate,
+                     max_memory_fraction=max_memory_fraction, time_limit_s=time_limit_s,
+                     progress=progress, profile=profile, max_devices=max_devices)
+
+
+def _plan(model, topology, *, isl, osl, batch, prefill_batch, dtype, kv_dtype, objective,
+          placement, ttft_slo_ms, tpot_slo_ms, request_rate, max_memory_fraction,
+          time_limit_s, progress, profile, max_devices) -> Plan:
     m = model if isinstance(model, ModelSpec) else load_model(model)
     cal = load_profile(profile) if isinstance(profile, str) else profile
     if isinstance(topology, Topology):
@@ -109,19 +125,19 @@ def plan(
     results: dict = {}
     for mode in modes:
         results[mode] = solve(tables, PLACEMENT_POOLS[mode], osl, limits)
-        if results[mode].interrupted:  # Ctrl-C: no more solves, keep the best so far
+        if interrupted():  # Ctrl-C: no more solves, keep the best so far
             break
-    interrupted = any(r.interrupted for r in results.values())
+    stopped = interrupted()
     feasible = {k: r for k, r in results.items() if r.status != "infeasible"}
     if not feasible:
-        if interrupted:
+        if stopped:
             raise KeyboardInterrupt
         raise _explain_infeasible(m, topo, tables, modes, limits, osl, work)
     mode = min(feasible, key=lambda k: (feasible[k].objective_us, feasible[k].devices,
                                         k != "colocated"))
     res = feasible[mode]
-    status = "feasible" if interrupted else res.status
-    stop = ("interrupted" if interrupted else
+    status = "feasible" if stopped else res.status
+    stop = ("interrupted" if stopped else
             "time_limit" if any(r.status == "feasible" for r in results.values()) else "completed")
     return assemble(m, topo, tables, inputs, mode, res.pools,
                     {p: 1 for p in res.pools}, status, res.objective_us / 1e3,
@@ -230,6 +246,15 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
         return InfeasibleError(
             f"memory: the model needs {wb / 1e9:.1f} GB of weights; {which} devices hold "
             f"{usable / 1e9:.1f} GB at {work.max_memory_fraction:.0%} usable", "memory")
+    if request_rate is not None:
+        most, _, _, _ = plan_replicated(t, modes, osl, limits, "throughput", None)
+        if most is not None:
+            r = float(most.rate)
+            return InfeasibleError(
+                f"rate: no deployment of these {len(topo.devices)} devices serves "
+                f"{request_rate:g} requests/s within the SLOs; the most they serve is "
+                f"{r:.3g} requests/s ({r * osl:.4g} output tokens/s, {most.mode})", "devices",
+                {"requests_per_s": r, "tokens_per_s": r * osl})
     if limits.ttft_slo_us is not None or limits.tpot_slo_us is not None:
         free = Limits(time_limit_s=limits.time_limit_s, max_devices=limits.max_devices)
         best = [solve(t, PLACEMENT_POOLS[mode], osl, free) for mode in modes]
@@ -242,15 +267,6 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
                 f"{_ms(limits.tpot_slo_us)}; with these devices the best latency plans reach "
                 f"TTFT {ttft:.1f} ms and TPOT {tpot:.2f} ms", "slo",
                 {"ttft_ms": ttft, "tpot_ms": tpot})
-    if request_rate is not None:
-        most, _, _, _ = plan_replicated(t, modes, osl, limits, "throughput", None)
-        if most is not None:
-            r = float(most.rate)
-            return InfeasibleError(
-                f"rate: no deployment of these {len(topo.devices)} devices serves "
-                f"{request_rate:g} requests/s within the SLOs; the most they serve is "
-                f"{r:.3g} requests/s ({r * osl:.4g} output tokens/s, {most.mode})", "devices",
-                {"requests_per_s": r, "tokens_per_s": r * osl})
     return InfeasibleError(
         f"memory/devices: no pipeline of {which} devices holds "
         f"{m.name} with its KV cache for batch {work.batch} at context "

@@ -32,7 +32,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from autoplan.solver import Limits, SolveResult, StageChoice, solve
+from autoplan.solver import Limits, SolveResult, StageChoice, interrupted, solve
 from autoplan.tables import ROLES, Tables, kv_pair_bandwidth, kv_stage_bytes
 
 MAX_FRONT = 64  # designs per front before the enumeration stops (the plan then says feasible)
@@ -130,6 +130,10 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
             complete = False
             stop["reason"] = stop.get("reason") or "front_limit"
             break
+        if interrupted():
+            stop["reason"] = "interrupted"
+            complete = False
+            break
         left = stop.get("deadline", float("inf")) - time.perf_counter()
         if left <= 0:
             complete = False
@@ -144,7 +148,7 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
             else:
                 res = solve(t, (pool,), osl, quiet, goal=goal, caps=list(caps),
                             decode_kinds=tuple(sorted(decode_kinds)))
-        except KeyboardInterrupt:  # Ctrl-C between two solves: keep what was found
+        except KeyboardInterrupt:  # Ctrl-C while building a model: keep what was found
             res = SolveResult("infeasible", None, None, 0.0, interrupted=True)
         solves += 1
         if res.interrupted:

@@ -31,8 +31,11 @@ ties; the solver runs deterministically (one worker, fixed seed).
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
@@ -319,14 +322,57 @@ class _PoolModel:
 
 
 def _solve(m: cp_model.CpModel, scale: int, limits: Limits):
+    """Solve in a worker thread so that Ctrl-C (a KeyboardInterrupt in the main thread,
+    whenever it arrives) stops the search gracefully: the best solution so far stays.
+    CP-SAT's own SIGINT handling is off: it leaves no handler between solves."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
     solver.parameters.max_time_in_seconds = limits.time_limit_s
+    solver.parameters.catch_sigint_signal = False
     t0 = time.perf_counter()
     cb = _Progress(scale) if limits.progress else None
-    status = solver.solve(m, cb) if cb else solver.solve(m)
-    return solver, status, time.perf_counter() - t0
+    out: dict = {}
+
+    def run() -> None:
+        out["status"] = solver.solve(m, cb) if cb else solver.solve(m)
+
+    worker = threading.Thread(target=run, name="cp-sat", daemon=True)
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.05)
+        except KeyboardInterrupt:
+            _INTERRUPT.set()
+        if _INTERRUPT.is_set() and not interrupted:
+            interrupted = True
+            solver.stop_search()
+    return solver, out["status"], time.perf_counter() - t0, interrupted
+
+
+_INTERRUPT = threading.Event()
+
+
+def interrupted() -> bool:
+    """Ctrl-C arrived during :func:`stop_on_sigint`."""
+    return _INTERRUPT.is_set()
+
+
+@contextmanager
+def stop_on_sigint():
+    """While planning, Ctrl-C stops the search instead of raising: the running CP-SAT
+    search ends with its best solution and no further solve starts."""
+    _INTERRUPT.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda *_: _INTERRUPT.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
@@ -395,10 +441,7 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
         scale = sum(caps) + 1
         m.minimize(scale * value + devices)
 
-    solver, status, wall = _solve(m, scale, limits)
-    # Only a time limit or a caught SIGINT stops the search early; before the limit, it
-    # was Ctrl-C.
-    stopped = status in (cp_model.FEASIBLE, cp_model.UNKNOWN) and wall < limits.time_limit_s * 0.98
+    solver, status, wall, stopped = _solve(m, scale, limits)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return SolveResult("infeasible", None, None, wall, interrupted=stopped)
     res = SolveResult(

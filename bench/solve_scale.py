@@ -37,6 +37,11 @@ CASES = {
     **{f"Llama-3.1-405B / {n} devices, 4 kinds": ("meta-llama/Llama-3.1-405B", ("mixed", n),
                                                    dict(isl=2048, osl=256))
        for n in (64, 256, 1024, 4096)},
+    **{f"Llama-3.1-405B / {n} devices, 4 kinds, throughput": (
+        "meta-llama/Llama-3.1-405B", ("mixed", n),
+        dict(isl=2048, osl=256, batch=16, prefill_batch=1, objective="throughput",
+             ttft_slo_ms=2000.0, tpot_slo_ms=100.0, time_limit_s=30.0))
+       for n in (64, 4096)},
 }
 
 
@@ -68,7 +73,8 @@ def one(name: str) -> dict:
     topo = topology(topo_spec)
     try:
         p = plan(model, topo, **kw)
-        res = {"status": p.status, "gap": p.gap, "solve_s": p.solve_seconds,
+        res = {"status": p.status + ("" if p.stop_reason == "completed" else
+                                     f" ({p.stop_reason})"), "gap": p.gap, "solve_s": p.solve_seconds,
                "placement": p.placement, "devices": p.devices, "e2e_ms": p.e2e_ms,
                "tok_s": p.throughput_tokens_per_s,
                "replicas": f"{p.prefill.replicas}+{p.decode.replicas}"}
