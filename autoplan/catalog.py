@@ -10,12 +10,18 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
 from autoplan.model import ModelSpec, load_model_file
-from autoplan.topology import YAML_ERRORS, Calibration, DeviceKind, Topology, load_topology_file
+from autoplan.topology import (
+    YAML_ERRORS,
+    Calibration,
+    DeviceKind,
+    Topology,
+    load_topology_file,
+    safe_load_yaml,
+)
 
 
 def catalog_root() -> Path:
@@ -147,7 +153,7 @@ def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = No
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read {str(path)!r}: {e.__class__.__name__}") from None
     except YAML_ERRORS:

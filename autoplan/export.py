@@ -295,11 +295,11 @@ def _pool(role: str, phase: PhasePlan, label: str, warn: list[str]) -> _Pool | N
                     f"every stage alike (one memory fraction, one batch limit)")
     per_replica = _replica_devices(phase, what, warn)
     hosts = [_hosts(rep) if rep is not None else None for rep in per_replica]
-    bad = [r for r, rep in enumerate(per_replica) if rep is not None and hosts[r] is None]
-    if bad:
-        dev = next(d for ds in per_replica[bad[0]] for d in ds if _split_device(d) is None)
+    unmapped = [r for r, rep in enumerate(per_replica) if rep is not None and hosts[r] is None]
+    if unmapped:
+        dev = next(d for ds in per_replica[unmapped[0]] for d in ds if _split_device(d) is None)
         reps = ("" if phase.replicas == 1 else
-                f" (replica{'s' * (len(bad) > 1)} {', '.join(str(r + 1) for r in bad)})")
+                f" (replica{'s' * (len(unmapped) > 1)} {', '.join(str(r + 1) for r in unmapped)})")
         warn.append(f"the device ids of {what}{reps} ({dev}, ...) do not name a host and a "
                     f"local GPU index ('<node>.d<k>' or '<node>/gpu<k>'); its commands are "
                     f"not pinned to devices")

@@ -113,6 +113,7 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     K = len(full)
     singles = [tuple(c if j == k else 0 for j, c in enumerate(full)) for k in range(K)] if K > 1 else []
     stack = ([full] if K <= MAX_MIXED_CLASSES else []) + [s for s in reversed(singles) if any(s)]
+    lower: dict[tuple[int, ...], int] = {}  # caps -> the parent's slowest stage (prefill)
     if K > MAX_MIXED_CLASSES:
         complete = False
         stop["reason"] = stop.get("reason") or "front_limit"
@@ -143,7 +144,8 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
                        False, limits.max_devices)
         try:
             if pool == "prefill":
-                res, n = _min_slowest(t, osl, quiet, list(caps), decode_kinds)
+                res, n = _min_slowest(t, osl, quiet, list(caps), decode_kinds,
+                                      lower.get(caps, 0))
                 solves += n - 1
             else:
                 res = solve(t, (pool,), osl, quiet, goal=goal, caps=list(caps),
@@ -178,8 +180,10 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
             break
         for k in reversed(range(len(caps))):  # sorted pushes: deterministic order
             if res.usage[k] > 0:
-                stack.append(tuple(u - 1 if j == k else c
-                                   for j, (c, u) in enumerate(zip(caps, res.usage))))
+                child = tuple(u - 1 if j == k else c for j, (c, u) in enumerate(zip(caps, res.usage)))
+                if res.status == "optimal":  # a proven minimum bounds the child's
+                    lower[child] = max(lower.get(child, 0), slowest)
+                stack.append(child)
     # Keep the Pareto set: no other design as good with no more devices of any class.
     out = [d for d in designs.values()
            if not any(e is not d and e.rate >= d.rate and all(a <= b for a, b in zip(e.usage, d.usage))
@@ -189,7 +193,7 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
 
 
 def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
-                 decode_kinds: frozenset[str]) -> tuple[SolveResult, int]:
+                 decode_kinds: frozenset[str], lower: int = 0) -> tuple[SolveResult, int]:
     """The prefill design with the shortest slowest stage under ``caps`` (then the fewest
     devices, then the shortest TTFT), by bisection over the table's stage times: each
     step asks CP-SAT for the fewest devices with no stage above a cap, a linear model
@@ -206,7 +210,9 @@ def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
         return best, n
     slowest = design_times(t, "prefill", best.pools["prefill"], decode_kinds)[2]
     arr = t.pools["prefill"].time_us["prefill"]
-    values = np.unique(arr[arr < slowest])  # candidate caps below the incumbent, ascending
+    # Candidate caps below the incumbent, ascending; fewer devices than a parent's caps
+    # never make the slowest stage shorter than the parent's (``lower``).
+    values = np.unique(arr[(arr < slowest) & (arr >= lower)])
     lo, hi = 0, len(values)  # the answer's cap is values[k] for some k in [lo, hi)
     while lo < hi:
         mid = (lo + hi) // 2

@@ -409,10 +409,36 @@ def _generic_calibration(kind: DeviceKind, calibrations: dict[str, Calibration])
     return ref
 
 
-# What yaml.safe_load raises on bad text: YAMLError, and, from its scalar constructors,
-# ValueError / TypeError / AttributeError (a 13th month, `!!float abc`, `!!timestamp x`,
-# an integer of over 4300 digits); RecursionError for nesting deeper than Python's stack.
+# What safe_load_yaml raises on bad text: YAMLError, and, from PyYAML's scalar
+# constructors, ValueError / TypeError / AttributeError (a 13th month, `!!float abc`,
+# `!!timestamp x`, an integer of over 4300 digits).
 YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError)
+MAX_YAML_DEPTH = 64
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses collections nested deeper than MAX_YAML_DEPTH,
+    before PyYAML's scanner (quadratic in the depth of ``[[[...`` ) or its recursive
+    composer (RecursionError) gets there. Aliases are not expanded here, so alias bombs
+    stay small; the pydantic models then refuse them at the first wrong type."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nesting deeper than {MAX_YAML_DEPTH} levels",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with a nesting limit (no Python tags: a SafeLoader)."""
+    return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader: no Python tags
 
 
 def parse_topology_yaml(text: str, origin: str,
@@ -420,7 +446,7 @@ def parse_topology_yaml(text: str, origin: str,
                         calibrations: dict[str, Calibration] | None = None) -> Topology:
     """Safe-load and validate topology YAML; errors are one line naming ``origin``."""
     try:
-        data: Any = yaml.safe_load(text)
+        data: Any = safe_load_yaml(text)
     except YAML_ERRORS as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -9,10 +9,12 @@ two GPU vendors in one pipeline) are left out with a warning.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import stat
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from autoplan.export import (
     SGLANG_FLAGS,
     SGLANG_KV_CACHE_DTYPES,
     SGLANG_ROUTER_FLAGS,
+    VLLM_DP_LB_DOC,
     VLLM_DTYPES,
     VLLM_ENV,
     VLLM_FLAGS,
@@ -43,6 +46,10 @@ LPU = "llama31-70b-fp8-h100x8-lpu576-disaggregated"
 DISAGG = "llama31-70b-h100x8-batch16-disaggregated"
 COLOC = "llama31-70b-h100x8-latency"
 UNEVEN = ["llama31-405b-h100-4node", "deepseek-v3-h100-4node"]  # cuts 55/71 and 45/16
+THROUGHPUT = "llama31-70b-h100x8-throughput"  # colocated, 2 replicas of TP4 on node0
+DEVICES = "llama31-8b-h100-4node-devices"  # colocated, 9 replicas of TP1 over node0, node1
+MULTI = [THROUGHPUT, DEVICES]
+SERVER_ROLES = ("server", "prefill", "decode")
 
 
 def load(name: str) -> Plan:
@@ -122,6 +129,149 @@ def local_indices(stages) -> list[int]:
 
 def hosts_of(stages) -> list[str]:
     return list(dict.fromkeys(d.rsplit(".d", 1)[0] for s in stages for d in s.devices))
+
+
+def split_dev(dev: str) -> tuple[str, int]:
+    host, idx = dev.rsplit(".d", 1)
+    return host, int(idx)
+
+
+def expected_pins(stage_devices: list[list[str]]) -> dict[str, list[int]]:
+    """One replica's devices as host -> local GPU indices, in stage (rank) order."""
+    out: dict[str, list[int]] = {}
+    for devs in stage_devices:
+        for d in devs:
+            h, k = split_dev(d)
+            out.setdefault(h, []).append(k)
+    return out
+
+
+def parse_groups(text: str) -> list[tuple[str, dict[str, str], list[str]]]:
+    """(case group, env, argv) of every command of a launch.sh."""
+    out, group = [], None
+    for line in text.splitlines():
+        m = re.match(r"^  (\S+)\)$", line)
+        if m:
+            group = m.group(1)
+            continue
+        for env, argv in parse_script(line):
+            out.append((group, env, argv))
+    return out
+
+
+def is_server(argv: list[str]) -> bool:
+    return argv[:2] == ["vllm", "serve"] or argv[:3] == ["python", "-m", "sglang.launch_server"]
+
+
+def visible(env: dict[str, str]) -> list[int] | None:
+    v = env.get("CUDA_VISIBLE_DEVICES", env.get("HIP_VISIBLE_DEVICES"))
+    return None if v is None else [int(x) for x in v.split(",")]
+
+
+def pinned_servers(text: str, engine: str) -> list[dict]:
+    """Every server (replica) of a launch.sh, read from the text alone: its role, head group
+    and port, and the devices it is pinned to as host -> local indices (every node of a
+    multi-node SGLang server; the Ray head and workers of a multi-host vLLM server)."""
+    cmds = parse_groups(text)
+    out: dict[tuple, dict] = {}
+    for group, env, argv in cmds:
+        if not is_server(argv):
+            continue
+        flags = parse_flags(argv[3:])
+        (parsed,) = servers(shlex.join(argv), engine)
+        role = parsed["role"]
+        port = one(flags, "--port")
+        if engine == "vllm" and "RAY_ADDRESS" in env:
+            addr = env["RAY_ADDRESS"]
+            head_host, ray_port = addr.rsplit(":", 1)
+            assert group == head_host
+            pins: dict[str, list[int]] = {}
+            for g, e, a in cmds:
+                head = a == ["ray", "start", "--head", f"--port={ray_port}"] and g == head_host
+                if head or a == ["ray", "start", f"--address={addr}"]:
+                    assert g not in pins, (g, addr)
+                    pins[g] = visible(e)
+            key = (role, group, port)
+        elif "--dist-init-addr" in flags:
+            key = (role, one(flags, "--dist-init-addr"), port)
+            pins = {group: visible(env)}
+        else:
+            key = (role, group, port)
+            pins = {group: visible(env)} if visible(env) is not None else {}
+        entry = out.setdefault(key, {"role": role, "group": group, "port": int(port),
+                                     "pins": {}, "ranks": []})
+        for h, idx in pins.items():
+            assert h not in entry["pins"], (key, h)
+            entry["pins"][h] = idx
+        if "--node-rank" in flags:
+            entry["ranks"].append(int(one(flags, "--node-rank")))
+            if one(flags, "--node-rank") == "0":
+                entry["group"] = group
+    return list(out.values())
+
+
+def parse_groups_labels(text: str) -> list[str]:
+    return re.findall(r"^  (\S+)\)$", text, flags=re.MULTILINE)
+
+
+def listening_ports(text: str) -> dict[str, list[int]]:
+    """Ports each group (host) listens on: servers, SGLang bootstrap and dist-init (on the
+    head), NIXL side channels and Ray heads."""
+    ports: dict[str, list[int]] = {}
+    for group, env, argv in parse_groups(text):
+        mine = ports.setdefault(group, [])
+        if is_server(argv):
+            flags = parse_flags(argv[3:])
+            mine.append(int(one(flags, "--port")))
+            if "--disaggregation-bootstrap-port" in flags:
+                mine.append(int(one(flags, "--disaggregation-bootstrap-port")))
+            if flags.get("--node-rank") == ["0"]:  # the head listens on --dist-init-addr
+                mine.append(int(one(flags, "--dist-init-addr").rsplit(":", 1)[1]))
+            if "VLLM_NIXL_SIDE_CHANNEL_PORT" in env:
+                mine.append(int(env["VLLM_NIXL_SIDE_CHANNEL_PORT"]))
+        elif argv[:3] == ["ray", "start", "--head"]:
+            mine.append(int(argv[3].split("=", 1)[1]))
+        elif argv[:3] == ["python", "-m", "sglang_router.launch_router"]:
+            mine.append(int(one(parse_flags(argv[3:], repeat=True), "--port")[0]))
+    return ports
+
+
+def check_pinning(plan: Plan, exp, engine: str) -> list[dict]:
+    """Each exported replica is pinned to exactly replica_devices[r] (host and GPU index);
+    no device is pinned twice across all servers; ports are unique per host."""
+    text = exp.files["launch.sh"]
+    srv = pinned_servers(text, engine)
+    phases = ({"server": plan.prefill} if plan.placement == "colocated"
+              else {"prefill": plan.prefill, "decode": plan.decode})
+    for role, phase in phases.items():
+        mine = [s for s in srv if s["role"] == role]
+        if not mine:
+            continue
+        assert len(mine) == phase.replicas == len(phase.replica_devices)
+        for r, rep in enumerate(phase.replica_devices):
+            want = expected_pins(rep)
+            match = [m for m in mine if m["pins"] == want]
+            assert len(match) == 1, (role, r, want, [m["pins"] for m in mine])
+            assert match[0]["group"] == next(iter(want))  # the head runs on the first host
+            if len(want) > 1 and "--dist-init-addr" in text:
+                assert sorted(match[0]["ranks"]) == list(range(len(want)))
+            # the Command list tags each command with the replica the text pins it to
+            for c in exp.commands:
+                if c.role == role and c.replica == r:
+                    assert c.host in want, (role, r, c.host)
+                    if visible(c.env) is not None:
+                        assert visible(c.env) == want[c.host]
+    # no device pinned twice, over every server of every pool
+    all_pins = [(h, k) for s in srv for h, idx in s["pins"].items() for k in idx]
+    twice = [d for d, n in Counter(all_pins).items() if n > 1]
+    assert not twice, twice
+    # ports unique per host, and the router's port is no server's port anywhere
+    ports = listening_ports(text)
+    for group, ps in ports.items():
+        assert len(ps) == len(set(ps)), (group, sorted(ps))
+    router = set(ports.get("router", []))
+    assert not router & {p for g, ps in ports.items() if g != "router" for p in ps}
+    return srv
 
 
 def check_documented(engine: str, text: str) -> None:
@@ -208,11 +358,15 @@ def test_script_matches_plan(engine, name, tmp_path):
                 == plan.inputs.isl + plan.inputs.osl
             assert int(one(f, "--max-num-seqs" if engine == "vllm" else
                            "--max-running-requests")) == plan.inputs.batch
-        hosts = hosts_of(phase.stages)
-        if len(hosts) == 1:  # one server, pinned to the plan's devices in stage order
-            (c,) = cmds
-            assert [int(x) for x in c["env"]["CUDA_VISIBLE_DEVICES"].split(",")] \
-                == local_indices(phase.stages)
+        # one server command per replica and node (a multi-host vLLM server is one command
+        # on the head, its other hosts join with `ray start`)
+        per_replica = (len(hosts_of(phase.stages))
+                       if engine == "sglang" else 1)
+        assert len(cmds) == phase.replicas * per_replica
+    # every replica pinned to its replica_devices; no device twice; ports unique per host
+    check_pinning(plan, exp, engine)
+    assert "unpinned" not in parse_groups_labels(text)
+    assert not any("without device pinning" in w for w in exp.warnings)
     # distinct servers on one host listen on distinct ports (a multi-node server repeats its own)
     seen: dict[tuple[str, str], tuple] = {}
     for c in exp.commands:
@@ -362,12 +516,25 @@ def test_dynamo_yaml_loads_and_gpu_counts_match(name):
 # ---------------------------------------------------------------- what engines cannot express
 
 
-def with_decode(plan: Plan, stages: list[dict], replicas: int = 1) -> Plan:
+def with_decode(plan: Plan, stages: list[dict], replicas: int = 1,
+                more: list[list[list[str]]] | None = None) -> Plan:
+    """``plan`` with these decode stages; ``more``: the devices of replicas 2.. per stage
+    (replica_devices lists the first replica and these, whatever ``replicas`` says)."""
     base = plan.decode.stages[0]
     new = [base.model_copy(update={"index": k, **s}) for k, s in enumerate(stages)]
+    rd = [[list(s.devices) for s in new]] + [[list(d) for d in rep] for rep in more or []]
     dec = plan.decode.model_copy(update={"stages": new, "replicas": replicas,
-                                         "devices": sum(len(s.devices) for s in new)})
+                                         "devices": sum(len(s.devices) for s in new),
+                                         "replica_devices": rd})
     return plan.model_copy(update={"decode": dec})
+
+
+def with_replicas(plan: Plan, more: list[list[list[str]]]) -> Plan:
+    """A colocated ``plan`` with extra replicas on these devices (per replica, per stage)."""
+    ph = plan.prefill.model_copy(update={
+        "replicas": 1 + len(more),
+        "replica_devices": [[list(s.devices) for s in plan.prefill.stages], *more]})
+    return plan.model_copy(update={"prefill": ph, "decode": ph})
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "dynamo"])
@@ -419,7 +586,7 @@ def test_colocated_plan_nothing_expressible_raises():
             export(plan, engine)
 
 
-def test_unmappable_device_ids_and_extra_replicas_are_not_pinned():
+def test_unmappable_device_ids_are_not_pinned():
     plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 4,
                                       "devices": ["gpu-a", "gpu-b", "gpu-c", "gpu-d"]}])
     exp = export(plan, "vllm")
@@ -428,11 +595,15 @@ def test_unmappable_device_ids_and_extra_replicas_are_not_pinned():
     assert len(dec) == 1 and "CUDA_VISIBLE_DEVICES" not in dec[0]["env"]
     assert "unpinned)" in exp.files["launch.sh"]
 
+
+def test_replicas_without_consistent_replica_devices_are_not_pinned():
+    # replicas says 2 but replica_devices lists one: replica 2 is exported unpinned
     plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 4, "devices":
                                       ["node0.d4", "node0.d5", "node0.d6", "node0.d7"]}],
                        replicas=2)
     exp = export(plan, "sglang")
-    assert any("2 replicas" in w for w in exp.warnings)
+    (w,) = [w for w in exp.warnings if "2 replicas" in w]
+    assert "replica_devices lists 1 replica" in w and "without device pinning" in w
     dec = [s for s in servers(exp.files["launch.sh"], "sglang") if s["role"] == "decode"]
     assert len(dec) == 2
     assert dec[0]["env"]["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
@@ -442,6 +613,115 @@ def test_unmappable_device_ids_and_extra_replicas_are_not_pinned():
     decode_urls = [u for (u,) in parse_flags(router[3:], repeat=True)["--decode"]]
     assert decode_urls == [f"http://node0:{one(dec[0]['flags'], '--port')}",
                            f"http://HOST:{one(dec[1]['flags'], '--port')}"]
+    # a device in two replicas, or a replica shaped unlike the stages: the same fallback
+    for more in ([[["node0.d4", "node0.d1", "node0.d2", "node0.d3"]]],
+                 [[["node0.d0", "node0.d1"]]]):
+        plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 4, "devices":
+                                          ["node0.d4", "node0.d5", "node0.d6", "node0.d7"]}],
+                           replicas=2, more=more)
+        exp = export(plan, "vllm")
+        assert any("replica_devices" in w and "without device pinning" in w
+                   for w in exp.warnings), exp.warnings
+        dec = [s for s in servers(exp.files["launch.sh"], "vllm") if s["role"] == "decode"]
+        assert [visible(s["env"]) for s in dec] == [[4, 5, 6, 7], None]
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_disaggregated_replicas_each_pinned_and_routed(engine):
+    plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 2,
+                                      "devices": ["node0.d4", "node0.d5"]}],
+                       replicas=2, more=[[["node0.d6", "node0.d7"]]])
+    exp = export(plan, engine)
+    assert not any("pinning" in w for w in exp.warnings), exp.warnings
+    srv = check_pinning(plan, exp, engine)
+    dec = sorted((s for s in srv if s["role"] == "decode"), key=lambda s: s["port"])
+    assert [s["pins"] for s in dec] == [{"node0": [4, 5]}, {"node0": [6, 7]}]
+    text = exp.files["launch.sh"]
+    if engine == "sglang":
+        (router,) = [a for _, a in parse_script(text) if "sglang_router" in a[2]]
+        urls = [u for (u,) in parse_flags(router[3:], repeat=True)["--decode"]]
+        assert urls == [f"http://node0:{s['port']}" for s in dec]
+    else:
+        assert f"--decoder-hosts node0 node0 --decoder-ports {dec[0]['port']} " \
+            f"{dec[1]['port']}" in text
+        nixl = [e["VLLM_NIXL_SIDE_CHANNEL_PORT"] for _, e, a in parse_groups(text)
+                if is_server(a)]
+        assert len(nixl) == 3 == len(set(nixl))
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_colocated_replicas_router_line(name):
+    plan = load(name)
+    n = plan.prefill.replicas
+    assert n > 1
+    # SGLang: one router over every replica's URL, in replica order
+    exp = export(plan, "sglang")
+    text = exp.files["launch.sh"]
+    srv = check_pinning(plan, exp, "sglang")
+    routers = [(g, a) for g, _, a in parse_groups(text) if "sglang_router.launch_router" in a]
+    ((group, router),) = routers
+    assert group == "router"
+    rf = parse_flags(router[3:], repeat=True)
+    assert "--pd-disaggregation" not in rf
+    (urls,) = rf["--worker-urls"]
+    want = []
+    for rep in plan.prefill.replica_devices:
+        (s,) = [s for s in srv if s["pins"] == expected_pins(rep)]
+        want.append(f"http://{s['group']}:{s['port']}")
+    assert urls == want and len(set(urls)) == n
+    for s in servers(text, "sglang"):  # reachable from the router's host
+        assert one(s["flags"], "--host") == "0.0.0.0"
+    # vLLM: no router; a comment lists the same URLs for an external load balancer
+    exp = export(plan, "vllm")
+    text = exp.files["launch.sh"]
+    check_pinning(plan, exp, "vllm")
+    assert not [a for _, a in parse_script(text) if a[0] == "python"]
+    assert "load balancer" in text and VLLM_DP_LB_DOC in text
+    comments = [ln[1:].strip() for ln in text.splitlines() if ln.startswith("#")]
+    vllm_urls = [f"http://{s['group']}:{s['port']}"
+                 for rep in plan.prefill.replica_devices
+                 for s in pinned_servers(text, "vllm") if s["pins"] == expected_pins(rep)]
+    assert " ".join(vllm_urls) in comments
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_multi_host_replicas_each_pinned(engine):
+    """Two replicas of a 2-stage pipeline over node0+node1 and node2+node3."""
+    plan = load("llama31-405b-h100-4node")
+    more = [[[d.replace("node0", "node2") for d in plan.prefill.stages[0].devices],
+             [d.replace("node1", "node3") for d in plan.prefill.stages[1].devices]]]
+    plan = with_replicas(plan, more)
+    exp = export(plan, engine)
+    assert not any("pinning" in w for w in exp.warnings), exp.warnings
+    srv = check_pinning(plan, exp, engine)
+    assert sorted(s["group"] for s in srv) == ["node0", "node2"]
+    cmds = parse_script(exp.files["launch.sh"])
+    if engine == "vllm":
+        heads = [a for _, a in cmds if a[:3] == ["ray", "start", "--head"]]
+        assert len(heads) == 2 and len({a[3] for a in heads}) == 2
+        addrs = [e["RAY_ADDRESS"] for e, a in cmds if a[:2] == ["vllm", "serve"]]
+        assert sorted(a.split(":")[0] for a in addrs) == ["node0", "node2"]
+    else:
+        inits = {one(s["flags"], "--dist-init-addr")
+                 for s in servers(exp.files["launch.sh"], "sglang")}
+        assert sorted(a.split(":")[0] for a in inits) == ["node0", "node2"]
+    # Dynamo keeps one worker service with replicas: 2 (Kubernetes places the pods)
+    svc = yaml.safe_load(export(plan, "dynamo").files["deployment.yaml"])["spec"]["services"]
+    assert svc["VllmWorker"]["replicas"] == 2
+
+
+def test_replicas_on_one_host_get_distinct_ports_and_devices():
+    """Eight TP1 replicas on node0: eight servers, GPUs 0..7 once each, ports distinct."""
+    plan = load(DEVICES)
+    ph = plan.prefill
+    ph = ph.model_copy(update={"replicas": 8,
+                               "replica_devices": [[[f"node0.d{k}"]] for k in range(8)]})
+    plan = plan.model_copy(update={"prefill": ph, "decode": ph})
+    for engine in ("vllm", "sglang"):
+        exp = export(plan, engine)
+        srv = check_pinning(plan, exp, engine)
+        assert sorted(k for s in srv for k in s["pins"]["node0"]) == list(range(8))
+        assert len({s["port"] for s in srv}) == 8
 
 
 def test_precision_flags():

@@ -173,3 +173,36 @@ def test_ctrl_c_prints_the_best_plan_so_far(tmp_path):
     assert p["stop_reason"] == "interrupted" and p["status"] == "feasible"
     assert validate(p).ok
     assert "TTFT" in stdout
+
+
+@pytest.mark.parametrize("case", ["llama31-70b-h100x8-latency", "llama31-70b-h100x8-throughput"])
+def test_plan_explain_chart_export_chain(tmp_path, case):
+    """Issue 4's chain from the command line, in fresh processes, on golden inputs:
+    plan -o, explain, chart, export; each exits 0 and writes what it says."""
+    cases = yaml.safe_load(open("tests/golden/cases.yaml"))
+    c = cases[case]
+    args = ["--model", c["model"], "--topology", c["topology"], "--isl", str(c["isl"]),
+            "--osl", str(c["osl"])]
+    for k in ("batch", "prefill_batch", "objective", "ttft_slo_ms", "tpot_slo_ms"):
+        if k in c:
+            args += [f"--{k.replace('_', '-')}", str(c[k])]
+    plan_json = tmp_path / "plan.json"
+
+    def run(*a):
+        p = subprocess.run([sys.executable, "-m", "autoplan", *a], capture_output=True,
+                           text=True, env={**os.environ, "COLUMNS": "160"}, timeout=300)
+        assert p.returncode == 0, (a, p.stderr)
+        assert "Traceback" not in p.stderr
+        return p
+
+    run("plan", *args, "-o", str(plan_json))
+    golden = json.loads(open(f"tests/golden/{case}.plan.json").read())
+    got = json.loads(plan_json.read_text())
+    assert got["prefill"]["stages"] == golden["prefill"]["stages"]
+    assert "why this plan" in run("explain", str(plan_json), "--no-solve").stdout
+    run("chart", str(plan_json), "--out", str(tmp_path / "charts"))
+    assert {p.name for p in (tmp_path / "charts").iterdir()} >= {
+        "timeline.png", "timeline.svg", "roofline.png", "roofline.svg", "topology.png",
+        "topology.svg"}
+    run("export", str(plan_json), "--to", "vllm", "--out", str(tmp_path / "vllm"))
+    assert "vllm serve" in (tmp_path / "vllm" / "launch.sh").read_text()
