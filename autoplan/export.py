@@ -412,7 +412,7 @@ def _vllm(ctx: _Ctx, pools: list[_Pool]) -> tuple[list[tuple[str, list[str], Com
                     "--tensor-parallel-size", str(pool.tp),
                     "--pipeline-parallel-size", str(pool.pp),
                     "--max-model-len", str(ctx.max_len),
-                    "--max-num-seqs", str(i.batch),
+                    "--max-num-seqs", str(_seqs(i, pool.role)),
                     "--gpu-memory-utilization", f"{i.max_memory_fraction:g}"] + prec
             env = _partition_env(pool, "VLLM_PP_LAYER_PARTITION")
             if pool.role != "server":
@@ -536,7 +536,7 @@ def _sglang(ctx: _Ctx, pools: list[_Pool]) -> tuple[list[tuple[str, list[str], C
             base = ["python", "-m", "sglang.launch_server", "--model-path", ctx.model,
                     "--tp-size", str(pool.tp), "--pp-size", str(pool.pp),
                     "--context-length", str(ctx.max_len),
-                    "--max-running-requests", str(i.batch),
+                    "--max-running-requests", str(_seqs(i, pool.role)),
                     "--mem-fraction-static", f"{i.max_memory_fraction:g}"] + prec
             if pool.role != "server":
                 base += ["--disaggregation-mode", pool.role,
@@ -674,7 +674,7 @@ def _dynamo(ctx: _Ctx, pools: list[_Pool]) -> tuple[str, list[Command]]:
                 "--tensor-parallel-size", str(pool.tp),
                 "--pipeline-parallel-size", str(pool.pp),
                 "--max-model-len", str(ctx.max_len),
-                "--max-num-seqs", str(i.batch),
+                "--max-num-seqs", str(_seqs(i, pool.role)),
                 "--gpu-memory-utilization", f"{i.max_memory_fraction:g}"] + prec
         if pool.role != "server":
             args += ["--disaggregation-mode", pool.role]
@@ -771,3 +771,11 @@ def write_export(exp: Export, out_dir: str | Path) -> list[Path]:
         path.chmod(0o755 if name.endswith(".sh") else 0o644)
         written.append(path)
     return written
+
+
+def _seqs(inputs, role: str) -> int:
+    """Sequences a server runs at once: a prefill server the plan's prefill batch, the
+    others its decode batch."""
+    if role == "prefill" and inputs.prefill_batch:
+        return inputs.prefill_batch
+    return inputs.batch
