@@ -226,7 +226,10 @@ def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
         if res.status == "infeasible":
             lo = mid + 1
         else:
-            best, hi = res, mid
+            best = res
+            # The design found may beat the cap: the answer is at most its slowest stage.
+            got = design_times(t, "prefill", res.pools["prefill"], decode_kinds)[2]
+            hi = min(mid, int(np.searchsorted(values, got, side="left")))
     if not proved:
         best.status = "feasible"
     return best, n
