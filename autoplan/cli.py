@@ -88,9 +88,11 @@ def plan_cmd(
 ) -> None:
     """Find the best deployment: pipeline cuts, TP per stage, prefill/decode placement."""
     from autoplan.planner import plan
-    from autoplan.profile_io import write_atomic
+    from autoplan.profile_io import check_writable, write_atomic
     from autoplan.render import print_plan
 
+    if out:
+        check_writable(out)  # before minutes of solving, not after
     p = plan(model, topology, isl=isl, osl=osl, batch=batch, prefill_batch=prefill_batch,
              dtype=dtype, kv_dtype=kv_dtype,
              objective=objective, placement=placement, ttft_slo_ms=ttft_slo_ms,

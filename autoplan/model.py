@@ -248,7 +248,8 @@ def _llama_like(cfg: dict[str, Any], family: str) -> dict[str, Any]:
             num_shared_experts=1 if shared else 0,
             shared_intermediate_size=shared,
             moe_layers=_moe_layers(
-                layers, 0, _positive_int(_opt(cfg, "decoder_sparse_step", 1), "decoder_sparse_step"),
+                layers, 0,
+                _positive_int(_opt(cfg, "decoder_sparse_step", 1), "decoder_sparse_step"),
                 _layer_list(_opt(cfg, "mlp_only_layers", []), "mlp_only_layers")),
         )
     inter = _req(cfg, inter_key)

@@ -8,6 +8,8 @@ colocated).
 
 from __future__ import annotations
 
+import math
+
 from autoplan.catalog import load_model, load_profile, load_topology
 from autoplan.cost import Precision
 from autoplan.dtypes import bytes_per_element
@@ -23,6 +25,7 @@ from autoplan.tables import Tables, Workload, build_tables
 from autoplan.topology import Calibration, Topology
 from autoplan.validate import evaluate
 
+SLO_CAP_MS = 365 * 86400 * 1e3
 PLACEMENT_POOLS = {"colocated": ("colocated",), "disaggregated": ("prefill", "decode")}
 
 
@@ -87,9 +90,9 @@ def _plan(model, topology, *, isl, osl, batch, prefill_batch, dtype, kv_dtype, o
     if placement not in ("auto", "colocated", "disaggregated"):
         raise InputError(f"unknown placement {placement!r}")
     for name, v in (("--ttft-slo-ms", ttft_slo_ms), ("--tpot-slo-ms", tpot_slo_ms),
-                    ("--time-limit-s", time_limit_s)):
-        if v is not None and not v > 0:
-            raise InputError(f"{name} must be positive, got {v}")
+                    ("--time-limit-s", time_limit_s), ("--request-rate", request_rate)):
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            raise InputError(f"{name} must be a positive finite number, got {v}")
     kv = kv_dtype or (dtype if dtype in ("bf16", "fp16", "fp8") else "bf16")
     precision = Precision(weight=dtype, activation="bf16", kv=kv)
     inputs = PlanInputs(
@@ -109,13 +112,14 @@ def _plan(model, topology, *, isl, osl, batch, prefill_batch, dtype, kv_dtype, o
     pools_needed = tuple(sorted({p for mode in modes for p in PLACEMENT_POOLS[mode]}))
     tables = build_tables(m, topo, work, pools_needed)
     limits = Limits(
-        ttft_slo_us=int(ttft_slo_ms * 1e3) if ttft_slo_ms else None,
-        tpot_slo_us=int(tpot_slo_ms * 1e3) if tpot_slo_ms else None,
+        ttft_slo_us=_slo_us(ttft_slo_ms), tpot_slo_us=_slo_us(tpot_slo_ms),
         time_limit_s=time_limit_s, progress=progress, max_devices=max_devices,
     )
     if objective != "latency":
         best, _, wall, _ = plan_replicated(tables, modes, osl, limits, objective, request_rate)
         if best is None:
+            if wall >= time_limit_s * 0.98:
+                raise _time_limit(time_limit_s)
             raise _explain_infeasible(m, topo, tables, modes, limits, osl, work, request_rate)
         value = float(best.rate * osl) if objective == "throughput" else float(best.devices)
         return assemble(m, topo, tables, inputs, best.mode,
@@ -132,6 +136,8 @@ def _plan(model, topology, *, isl, osl, batch, prefill_batch, dtype, kv_dtype, o
     if not feasible:
         if stopped:
             raise KeyboardInterrupt
+        if any(r.wall_s >= time_limit_s * 0.98 for r in results.values()):
+            raise _time_limit(time_limit_s)
         raise _explain_infeasible(m, topo, tables, modes, limits, osl, work)
     mode = min(feasible, key=lambda k: (feasible[k].objective_us, feasible[k].devices,
                                         k != "colocated"))
@@ -273,6 +279,18 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
         f"{work.isl + work.osl} in {work.max_memory_fraction:.0%} of device memory"
         + (" with disjoint prefill and decode pools" if modes == ["disaggregated"] else ""),
         "memory")
+
+
+def _time_limit(limit_s: float) -> InfeasibleError:
+    return InfeasibleError(
+        f"time limit: no plan found within --time-limit-s {limit_s:g} (none is proven "
+        f"impossible either); give the solver more time", "time_limit")
+
+
+def _slo_us(ms: float | None) -> int | None:
+    """An SLO in table microseconds; one beyond any time the tables hold (a year)
+    constrains nothing."""
+    return None if ms is None or ms > SLO_CAP_MS else int(ms * 1e3)
 
 
 def _ms(us: int | None) -> str:

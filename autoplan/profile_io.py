@@ -76,7 +76,8 @@ def write_atomic(path: str | Path, text: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     except OSError as e:
-        raise InputError(f"cannot write {str(p)!r}: {e.strerror or e.__class__.__name__}") from None
+        raise InputError(
+            f"cannot write {str(p)!r}: {e.strerror or e.__class__.__name__}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -88,7 +89,8 @@ def write_atomic(path: str | Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise InputError(f"cannot write {str(p)!r}: {e.strerror or e.__class__.__name__}") from None
+            raise InputError(
+                f"cannot write {str(p)!r}: {e.strerror or e.__class__.__name__}") from None
         raise
 
 

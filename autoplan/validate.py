@@ -290,6 +290,10 @@ def _as_plan(plan: Plan | dict | str | Path) -> Plan:
             raise InputError(f"cannot read plan {str(p)!r}: {e.__class__.__name__}") from None
         except json.JSONDecodeError as e:
             raise InputError(f"plan {str(p)!r} is not valid JSON: {e.msg}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"plan {str(p)!r} is not UTF-8 text") from None
+        except (ValueError, RecursionError) as e:  # over-long integers, deep nesting
+            raise InputError(f"plan {str(p)!r} is not a plan: {e.__class__.__name__}") from None
     try:
         return Plan.model_validate(plan)
     except ValidationError as e:
