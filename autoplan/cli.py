@@ -259,8 +259,8 @@ def calibrate_cmd(
 
     Shipped profiles, taken by estimate and plan as --profile NAME: default
     (hardware/calibration.yaml, all rows of hardware/data/calibration.csv) and one per
-    engine in hardware/profiles/ (trtllm-0.5, splitwise-sim, groq), each refit by the
-    command in its header.
+    engine in hardware/profiles/ (trtllm-0.5, splitwise-sim, groq, gpt-fast), each
+    refit by the command in its header.
     """
     from autoplan.calibration import read_measurements
     from autoplan.catalog import load_profile, prior_path

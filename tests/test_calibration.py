@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import shlex
 import statistics
 
 import pytest
@@ -34,6 +35,25 @@ from autoplan.fit import BOUNDS, KindFit, RowFit
 from autoplan.topology import Calibration
 
 DATA = "hardware/data/calibration.csv"  # relative to the catalog root, as in the headers
+GPT_FAST = "hardware/data/gpt-fast.csv"
+
+
+def _header_command(name: str) -> list[str]:
+    """The ``autoplan calibrate`` arguments in a shipped profile's header, without -o."""
+    text = profile_path(name).read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln.startswith("#   autoplan calibrate")]
+    assert len(lines) == 1, name
+    argv = shlex.split(lines[0].lstrip("# "))[2:]
+    i = argv.index("-o")
+    return argv[:i] + argv[i + 2:]
+
+
+def _fitted_rows(name: str):
+    """The rows a shipped profile was fitted to: its header's CSV, its engine only."""
+    argv = _header_command(name)
+    rows = read_measurements(catalog_root() / argv[0])
+    engine = profile_engine(name)
+    return [r for r in rows if r.engine == engine] if engine else rows
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +111,8 @@ def refits(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("profiles")
     out = {}
     for name in list_profiles():
-        engine = profile_engine(name)
         dest = tmp / f"{name}.yaml"
-        code, text = _calibrate([DATA, *(["--engine", engine] if engine else []),
-                                 "--no-loo", "--json", "-o", str(dest)])
+        code, text = _calibrate([*_header_command(name), "--no-loo", "--json", "-o", str(dest)])
         assert code == 0, name
         fits = [KindFit(f["kind"], Calibration.model_validate(f["calibration"]),
                         [RowFit(**r) for r in f["rows"]]) for f in json.loads(text)]
@@ -121,17 +139,21 @@ def _one_digit_apart(got: float, want: float) -> bool:
 def test_shipped_profiles_are_listed():
     names = list_profiles()
     assert names[0] == "default"
-    assert {"trtllm-0.5", "splitwise-sim", "groq"} <= set(names)
-    rows = read_measurements(default_data_path())
+    assert {"trtllm-0.5", "splitwise-sim", "groq", "gpt-fast"} <= set(names)
+    assert _header_command("default") == [DATA]
+    assert _header_command("gpt-fast") == [GPT_FAST, "--engine", "gpt-fast"]
     for name in names[1:]:
         # each per-engine profile records its engine and fits exactly that engine's kinds
         engine = profile_engine(name)
         assert engine == name
-        assert set(load_profile(name)) == {r.device_kind for r in rows if r.engine == engine}
+        assert _header_command(name)[1:3] == ["--engine", engine]
+        rows = _fitted_rows(name)
+        assert rows and all(r.engine == engine for r in rows)
+        assert set(load_profile(name)) == {r.device_kind for r in rows}
     assert profile_engine("default") is None
 
 
-@pytest.mark.parametrize("name", ["default", "trtllm-0.5", "splitwise-sim", "groq"])
+@pytest.mark.parametrize("name", ["default", "trtllm-0.5", "splitwise-sim", "groq", "gpt-fast"])
 def test_refit_reproduces_shipped_profile(refits, name):
     shipped_text = profile_path(name).read_text(encoding="utf-8")
     shipped, got = yaml.safe_load(shipped_text), yaml.safe_load(refits[name][0])
@@ -168,20 +190,43 @@ def test_packaged_data_is_the_shared_table():
     assert len(packaged.splitlines()) == len(read_measurements(default_data_path())) + 1
 
 
-def test_refit_is_no_worse_than_prior(refit):
+def test_refit_is_no_worse_than_prior(refits):
     # The fit minimises squared log error plus a pull that is zero at the prior, so its
     # squared log error cannot exceed the prior's.
-    for f in refit:
-        before = sum(math.log(r.before / r.measured) ** 2 for r in f.rows)
-        after = sum(math.log(r.after / r.measured) ** 2 for r in f.rows)
-        print(f"{f.kind}: sum log^2 error prior {before:.4f} fitted {after:.4f}")
-        assert after <= before + 1e-9
+    for name, (_, fits) in refits.items():
+        for f in fits:
+            before = sum(math.log(r.before / r.measured) ** 2 for r in f.rows)
+            after = sum(math.log(r.after / r.measured) ** 2 for r in f.rows)
+            print(f"{name} {f.kind}: sum log^2 error prior {before:.4f} fitted {after:.4f}")
+            assert after <= before + 1e-9
 
 
-def test_fitted_parameters_within_bounds(refit):
-    for f in refit:
-        for key, (lo, hi) in BOUNDS.items():
-            assert lo - 1e-12 <= getattr(f.calibration, key) <= hi + 1e-12, (f.kind, key)
+def test_fitted_parameters_within_bounds(refits):
+    for name, (_, fits) in refits.items():
+        for f in fits:
+            for key, (lo, hi) in BOUNDS.items():
+                assert lo - 1e-12 <= getattr(f.calibration, key) <= hi + 1e-12, (name, f.kind, key)
+
+
+def test_gpt_fast_profile_leave_one_out():
+    # The gpt-fast profile is fitted to 4 rows (one model, TP 1..8 on A100): every row
+    # gets a leave-one-out error (a fit to the other three), reported by the command.
+    code, text = _calibrate([*_header_command("gpt-fast"), "--json"])
+    assert code == 0
+    fits = json.loads(text)
+    assert [f["kind"] for f in fits] == ["a100-sxm-80gb"]
+    rows = fits[0]["rows"]
+    assert [r["id"] for r in rows] == ["g01", "g02", "g03", "g04"]
+    for r in rows:
+        loo = r["leave_one_out"] / r["measured"] - 1
+        print(f"{r['id']}: after {r['after'] / r['measured'] - 1:+.1%} leave-one-out {loo:+.1%}")
+        assert abs(loo) <= 0.15, r["id"]
+    # the fit stays inside the bounds and is pulled toward the prior: the parameters the
+    # rows do not inform (compute, at batch 1 decode) stay at the prior's values
+    cal = fits[0]["calibration"]
+    prior = load_profile(catalog_root() / "hardware" / "prior.yaml")["a100-sxm-80gb"]
+    assert cal["compute_efficiency"] == pytest.approx(prior.compute_efficiency, rel=1e-3)
+    assert cal["compute_half_tokens"] == pytest.approx(prior.compute_half_tokens, rel=1e-3)
 
 
 def test_read_measurements_ignores_extra_columns(tmp_path):
@@ -214,6 +259,33 @@ def test_heldout_table_is_separate_and_sourced():
             assert r["source"].startswith("https://") and r["notes"], r["id"]
     # every held-out row is priced (its model, kind and split exist in the catalog)
     assert all(predict(m) > 0 for m in held)
+
+
+def test_engine_data_is_split_by_model_from_heldout():
+    # hardware/data/gpt-fast.csv holds the gpt-fast Llama-2-7B rows (fitted by the
+    # gpt-fast profile only); every other gpt-fast row is held out, so the held-out
+    # gpt-fast rows are of models that profile was not fitted to, and no measurement is
+    # in both tables.
+    path = catalog_root() / GPT_FAST
+    cal = read_measurements(path)
+    held = read_measurements(catalog_root() / "hardware" / "data" / "heldout.csv")
+    shared = read_measurements(default_data_path())
+    assert [m.id for m in cal] == ["g01", "g02", "g03", "g04"]
+    assert {m.engine for m in cal} == {"gpt-fast"}
+    assert {m.model for m in cal} == {"meta-llama/Llama-2-7b-hf"}
+    assert sorted(m.tp for m in cal) == [1, 2, 4, 8]
+    with path.open(newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            assert r["source"].startswith("https://") and r["notes"], r["id"]
+    ids = [m.id for m in cal + held + shared]
+    assert len(ids) == len(set(ids))
+
+    def key(m):
+        return (m.engine, m.model, m.device_kind, m.tp, m.metric, m.isl, m.context, m.value)
+
+    assert not {key(m) for m in cal} & {key(m) for m in held + shared}
+    held_gf = [m for m in held if m.engine == "gpt-fast"]
+    assert held_gf and not {m.model for m in held_gf} & {m.model for m in cal}
 
 
 def test_topology_option_prices_rows_of_its_kinds():
