@@ -149,7 +149,10 @@ def _placement(model: ModelSpec, prefix: int, role: str, length: int,
         return StagePlacement(0, prefix + length, cfg.kind, cfg.group)
     if role == "last":
         return StagePlacement(L - length, L, cfg.kind, cfg.group)
-    return StagePlacement(prefix, prefix + length, cfg.kind, cfg.group)
+    # A middle stage sits strictly between the first stage (which holds layer 0 and the
+    # embedding) and the last (the LM head): priced from layer prefix + 1, it carries
+    # neither. (Layers of the uniform run cost the same wherever they sit.)
+    return StagePlacement(prefix + 1, prefix + 1 + length, cfg.kind, cfg.group)
 
 
 def pool_memory_args(pool: str, work: Workload) -> tuple[int, int, int]:
@@ -205,8 +208,9 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
                 slope = m2.total_bytes - m1.total_bytes
                 base = m1.total_bytes - slope * l1
                 best = int(math.floor((cap - base) / slope)) if slope > 0 else U
-                # A first or last stage leaves at least one layer for the other end.
-                best = max(0, min(best, U if role == "mid" else U - 1))
+                # A first or last stage leaves at least one layer for the other end; a
+                # middle stage one for each end.
+                best = max(0, min(best, U - 2 if role == "mid" else U - 1))
             max_len[r, cfg.index] = best
             if best == 0:
                 continue

@@ -126,3 +126,42 @@ def test_schema_names_the_documented_fields(capsys):
     for key in ("status", "objective", "best_bound", "gap", "solve_seconds", "ttft_ms", "tpot_ms",
                 "e2e_ms", "throughput_tokens_per_s", "kv_transfer_ms", "prefill", "decode"):
         assert key in schema["properties"]
+
+
+@pytest.mark.parametrize("model,topo,dtype", [
+    ("meta-llama/Llama-3.1-70B", "h100x8-lpu576", "fp8"),
+    ("deepseek-ai/DeepSeek-V3", "h100-sxm-4node", "fp8"),
+])
+def test_table_times_bound_real_stages_tightly(model, topo, dtype):
+    """Every table entry is the exact time of a stage of that role and length wherever
+    it sits (a middle stage carries neither the embedding nor the LM head), rounded up
+    by less than 1 us per layer."""
+    import random
+
+    from autoplan.catalog import load_model, load_topology
+    from autoplan.cost import Precision, phase_shape
+    from autoplan.pipeline import StagePlacement, memories_for, stage_cost
+    from autoplan.tables import ROLES, Workload, build_tables, pool_memory_args
+
+    m, t = load_model(model), load_topology(topo)
+    work = Workload(2048, 256, 4, Precision(dtype, "bf16", dtype), 0.9)
+    tab = build_tables(m, t, work, ("decode",))
+    pool = tab.pools["decode"]
+    kv_batch, ctx, tokens = pool_memory_args("decode", work)
+    shape = phase_shape("decode", 4, 2048, 256)
+    rng = random.Random(0)
+    L, P = m.num_layers, tab.prefix
+    checked = 0
+    for cfg in tab.configs:
+        r = ROLES.index("mid")
+        best = int(pool.max_len[r, cfg.index])
+        for ln in sorted({1, best}) if best else []:
+            first = rng.randint(P + 1, L - 1 - ln)  # anywhere strictly inside
+            st = StagePlacement(first, first + ln, cfg.kind, cfg.group)
+            mem = memories_for(m, t, [st], kv_batch, ctx, tokens, work.precision)[0]
+            exact = stage_cost(m, t, st, shape, work.precision, mem).time_s * 1e6
+            got = int(pool.time_us["decode"][r, cfg.index, ln])
+            assert exact <= got < exact + ln + 1, (cfg, ln, exact, got)
+            assert mem.total_bytes <= t.kinds[cfg.kind].capacity_bytes * 0.9
+            checked += 1
+    assert checked >= 4
