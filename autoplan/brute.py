@@ -14,13 +14,20 @@ from fractions import Fraction
 from itertools import product
 
 from autoplan.solver import Limits
-from autoplan.tables import POOL_PHASES, ROLES, Tables, kv_pair_bandwidth, kv_stage_bytes
+from autoplan.tables import (
+    POOL_PHASES,
+    ROLES,
+    TICKS_PER_S,
+    Tables,
+    kv_pair_bandwidth,
+    kv_stage_bytes,
+)
 
 
 @dataclass(frozen=True)
 class Pipeline:
     stages: tuple[tuple[str, int, int], ...]  # (role, config, length)
-    times: tuple[tuple[str, int], ...]  # (phase, microseconds)
+    times: tuple[tuple[str, int], ...]  # (phase, table ticks)
     usage: tuple[int, ...]  # devices per class
     kinds: frozenset[str]
 
@@ -48,9 +55,9 @@ def pipelines(t: Tables, pool: str) -> list[Pipeline]:
         for ph in POOL_PHASES[pool]:
             total = 0
             for role, c, ln in stages:
-                total += int(tab.time_us[ph][ROLES.index(role), c, ln])
+                total += int(tab.time_t[ph][ROLES.index(role), c, ln])
                 if role in ("mid", "last"):
-                    total += int(tab.hop_us[ph][c])
+                    total += int(tab.hop_t[ph][c])
             times.append((ph, total))
         out.append(Pipeline(tuple(stages), tuple(times), tuple(usage),
                             frozenset(t.configs[c].kind for _, c, _ in stages)))
@@ -86,16 +93,16 @@ def pipelines(t: Tables, pool: str) -> list[Pipeline]:
 
 
 def brute_force(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> int | None:
-    """The optimal solver objective (``scale * latency_us + devices``), or None."""
+    """The optimal solver objective (``scale * latency_t + devices``), or None."""
     scale = sum(c.devices for c in t.classes) + 1
     cap = [c.devices for c in t.classes]
     best: int | None = None
 
     def consider(ttft: int, tpot: int, devices: int) -> None:
         nonlocal best
-        if limits.ttft_slo_us is not None and ttft > limits.ttft_slo_us:
+        if limits.ttft_slo_t is not None and ttft > limits.ttft_slo_t:
             return
-        if limits.tpot_slo_us is not None and tpot > limits.tpot_slo_us:
+        if limits.tpot_slo_t is not None and tpot > limits.tpot_slo_t:
             return
         obj = scale * (ttft + (osl - 1) * tpot) + devices
         if best is None or obj < best:
@@ -113,16 +120,16 @@ def brute_force(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> 
     kind_sets = {b.kinds for b in pipelines(t, "decode")}
     for a in pipelines(t, "prefill"):
         for kinds in kind_sets:
-            kv = max(int(t.kv_us[ROLES.index(r), c, ln, t.kinds.index(kd)])
+            kv = max(int(t.kv_t[ROLES.index(r), c, ln, t.kinds.index(kd)])
                      for r, c, ln in a.stages for kd in kinds)
             ttft = a.time("prefill") + kv
-            if limits.ttft_slo_us is not None and ttft > limits.ttft_slo_us:
+            if limits.ttft_slo_t is not None and ttft > limits.ttft_slo_t:
                 continue
             key = (a.usage, kinds)
             best_pre[key] = min(best_pre.get(key, ttft), ttft)
     for b in pipelines(t, "decode"):
         tpot = b.time("decode")
-        if limits.tpot_slo_us is not None and tpot > limits.tpot_slo_us:
+        if limits.tpot_slo_t is not None and tpot > limits.tpot_slo_t:
             continue
         key = (b.usage, b.kinds)
         best_dec[key] = min(best_dec.get(key, tpot), tpot)
@@ -155,16 +162,16 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
             best = key
 
     def ok(ttft: int | None, tpot: int | None) -> bool:
-        return not ((ttft is not None and limits.ttft_slo_us is not None and ttft > limits.ttft_slo_us)
-                    or (tpot is not None and limits.tpot_slo_us is not None
-                        and tpot > limits.tpot_slo_us))
+        return not ((ttft is not None and limits.ttft_slo_t is not None and ttft > limits.ttft_slo_t)
+                    or (tpot is not None and limits.tpot_slo_t is not None
+                        and tpot > limits.tpot_slo_t))
 
     if mode == "colocated":
         for p in pipelines(t, "colocated"):
             ttft, tpot = p.time("prefill"), p.time("decode")
             if not ok(ttft, tpot):
                 continue
-            r = Fraction(P * B * 10**6, B * ttft + P * (osl - 1) * tpot)
+            r = Fraction(P * B * TICKS_PER_S, B * ttft + P * (osl - 1) * tpot)
             y = 1
             while all(y * u <= k for u, k in zip(p.usage, cap)):
                 consider(y * r, y * sum(p.usage))
@@ -177,16 +184,16 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
         if ok(None, b.time("decode")):
             key = (b.usage, b.kinds)
             decs[key] = max(decs.get(key, Fraction(0)),
-                            Fraction(B * 10**6, osl * b.time("decode")))
+                            Fraction(B * TICKS_PER_S, osl * b.time("decode")))
     pres: dict[tuple[tuple[int, ...], frozenset[str], frozenset[str]], Fraction] = {}
     for a in pipelines(t, "prefill"):
-        slowest = max(int(tab.time_us["prefill"][ROLES.index(r), c, ln]) for r, c, ln in a.stages)
+        slowest = max(int(tab.time_t["prefill"][ROLES.index(r), c, ln]) for r, c, ln in a.stages)
         for kinds in {k for _, k in decs}:
-            kv = max(int(t.kv_us[ROLES.index(r), c, ln, t.kinds.index(kd)])
+            kv = max(int(t.kv_t[ROLES.index(r), c, ln, t.kinds.index(kd)])
                      for r, c, ln in a.stages for kd in kinds)
             if ok(a.time("prefill") + kv, None):
                 key = (a.usage, a.kinds, kinds)
-                pres[key] = max(pres.get(key, Fraction(0)), Fraction(P * 10**6, slowest))
+                pres[key] = max(pres.get(key, Fraction(0)), Fraction(P * TICKS_PER_S, slowest))
     for (ua, ka, kinds), ra in pres.items():
         for (ub, kb), rb in decs.items():
             if kb != kinds:

@@ -21,7 +21,7 @@ from autoplan.pipeline import StagePlacement
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
 from autoplan.replicas import plan_replicated
 from autoplan.solver import Limits, StageChoice, interrupted, solve, stop_on_sigint
-from autoplan.tables import Tables, Workload, build_tables
+from autoplan.tables import TICKS_PER_MS, Tables, Workload, build_tables
 from autoplan.topology import Calibration, Topology
 from autoplan.validate import evaluate
 
@@ -112,7 +112,7 @@ def _plan(model, topology, *, isl, osl, batch, prefill_batch, dtype, kv_dtype, o
     pools_needed = tuple(sorted({p for mode in modes for p in PLACEMENT_POOLS[mode]}))
     tables = build_tables(m, topo, work, pools_needed)
     limits = Limits(
-        ttft_slo_us=_slo_us(ttft_slo_ms), tpot_slo_us=_slo_us(tpot_slo_ms),
+        ttft_slo_t=_slo_t(ttft_slo_ms), tpot_slo_t=_slo_t(tpot_slo_ms),
         time_limit_s=time_limit_s, progress=progress, max_devices=max_devices,
     )
     if objective != "latency":
@@ -139,15 +139,15 @@ def _plan(model, topology, *, isl, osl, batch, prefill_batch, dtype, kv_dtype, o
         if any(r.wall_s >= time_limit_s * 0.98 for r in results.values()):
             raise _time_limit(time_limit_s)
         raise _explain_infeasible(m, topo, tables, modes, limits, osl, work)
-    mode = min(feasible, key=lambda k: (feasible[k].objective_us, feasible[k].devices,
+    mode = min(feasible, key=lambda k: (feasible[k].objective_t, feasible[k].devices,
                                         k != "colocated"))
     res = feasible[mode]
     status = "feasible" if stopped else res.status
     stop = ("interrupted" if stopped else
             "time_limit" if any(r.status == "feasible" for r in results.values()) else "completed")
     return assemble(m, topo, tables, inputs, mode, res.pools,
-                    {p: 1 for p in res.pools}, status, res.objective_us / 1e3,
-                    res.best_bound_us / 1e3, sum(r.wall_s for r in results.values()), stop)
+                    {p: 1 for p in res.pools}, status, res.objective_t / TICKS_PER_MS,
+                    res.best_bound_t / TICKS_PER_MS, sum(r.wall_s for r in results.values()), stop)
 
 
 def _order(t: Tables, choices: list[StageChoice]) -> list[tuple[str, int, int]]:
@@ -261,16 +261,16 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
                 f"{request_rate:g} requests/s within the SLOs; the most they serve is "
                 f"{r:.3g} requests/s ({r * osl:.4g} output tokens/s, {most.mode})", "devices",
                 {"requests_per_s": r, "tokens_per_s": r * osl})
-    if limits.ttft_slo_us is not None or limits.tpot_slo_us is not None:
+    if limits.ttft_slo_t is not None or limits.tpot_slo_t is not None:
         free = Limits(time_limit_s=limits.time_limit_s, max_devices=limits.max_devices)
         best = [solve(t, PLACEMENT_POOLS[mode], osl, free) for mode in modes]
         best = [r for r in best if r.status != "infeasible"]
         if best:
-            ttft = min(r.ttft_us for r in best) / 1e3
-            tpot = min(r.tpot_us for r in best) / 1e3
+            ttft = min(r.ttft_t for r in best) / TICKS_PER_MS
+            tpot = min(r.tpot_t for r in best) / TICKS_PER_MS
             return InfeasibleError(
-                f"SLO: no plan meets TTFT <= {_ms(limits.ttft_slo_us)} and TPOT <= "
-                f"{_ms(limits.tpot_slo_us)}; with these devices the best latency plans reach "
+                f"SLO: no plan meets TTFT <= {_ms(limits.ttft_slo_t)} and TPOT <= "
+                f"{_ms(limits.tpot_slo_t)}; with these devices the best latency plans reach "
                 f"TTFT {ttft:.1f} ms and TPOT {tpot:.2f} ms", "slo",
                 {"ttft_ms": ttft, "tpot_ms": tpot})
     return InfeasibleError(
@@ -287,11 +287,11 @@ def _time_limit(limit_s: float) -> InfeasibleError:
         f"impossible either); give the solver more time", "time_limit")
 
 
-def _slo_us(ms: float | None) -> int | None:
-    """An SLO in table microseconds; one beyond any time the tables hold (a year)
+def _slo_t(ms: float | None) -> int | None:
+    """An SLO in table ticks (10 ns); one beyond any time the tables hold (a year)
     constrains nothing."""
-    return None if ms is None or ms > SLO_CAP_MS else int(ms * 1e3)
+    return None if ms is None or ms > SLO_CAP_MS else int(ms * TICKS_PER_MS)
 
 
-def _ms(us: int | None) -> str:
-    return "-" if us is None else f"{us / 1e3:g} ms"
+def _ms(ticks: int | None) -> str:
+    return "-" if ticks is None else f"{ticks / TICKS_PER_MS:g} ms"

@@ -33,7 +33,7 @@ from fractions import Fraction
 import numpy as np
 
 from autoplan.solver import Limits, SolveResult, StageChoice, interrupted, solve
-from autoplan.tables import ROLES, Tables, kv_pair_bandwidth, kv_stage_bytes
+from autoplan.tables import ROLES, TICKS_PER_S, Tables, kv_pair_bandwidth, kv_stage_bytes
 
 MAX_FRONT = 64  # designs per front before the enumeration stops (the plan then says feasible)
 MAX_MIXED_CLASSES = 2  # device classes up to which designs mixing classes are enumerated
@@ -45,9 +45,9 @@ class Design:
     stages: list[StageChoice]
     usage: tuple[int, ...]
     kinds: frozenset[str]
-    ttft_us: int  # prefill sum + hops (+ KV hand-off for a prefill design)
-    tpot_us: int
-    slowest_us: int  # slowest prefill stage (prefill designs)
+    ttft_t: int  # prefill sum + hops (+ KV hand-off for a prefill design)
+    tpot_t: int
+    slowest_t: int  # slowest prefill stage (prefill designs)
     rate: Fraction  # requests per second of one replica
     optimal: bool  # proved by CP-SAT
     decode_kinds: frozenset[str] = frozenset()  # prefill designs: where their KV goes
@@ -68,31 +68,31 @@ class Choice:
 
 def design_times(t: Tables, pool: str, stages: list[StageChoice],
                  decode_kinds: frozenset[str]) -> tuple[int, int, int, int]:
-    """(TTFT part, TPOT, slowest prefill stage, KV hand-off) in table microseconds."""
+    """(TTFT part, TPOT, slowest prefill stage, KV hand-off) in table ticks (10 ns)."""
     tab = t.pools[pool]
-    sums = {ph: 0 for ph in tab.time_us}
+    sums = {ph: 0 for ph in tab.time_t}
     slowest = kv = 0
     for s in stages:
         r = ROLES.index(s.role)
-        for ph, arr in tab.time_us.items():
-            hop = int(tab.hop_us[ph][s.config]) if s.role in ("mid", "last") else 0
+        for ph, arr in tab.time_t.items():
+            hop = int(tab.hop_t[ph][s.config]) if s.role in ("mid", "last") else 0
             sums[ph] += s.count * (int(arr[r, s.config, s.length]) + hop)
-        if "prefill" in tab.time_us:
-            slowest = max(slowest, int(tab.time_us["prefill"][r, s.config, s.length]))
+        if "prefill" in tab.time_t:
+            slowest = max(slowest, int(tab.time_t["prefill"][r, s.config, s.length]))
         if pool == "prefill":
             for kd in decode_kinds:
-                kv = max(kv, int(t.kv_us[r, s.config, s.length, t.kinds.index(kd)]))
+                kv = max(kv, int(t.kv_t[r, s.config, s.length, t.kinds.index(kd)]))
     return sums.get("prefill", 0) + kv, sums.get("decode", 0), slowest, kv
 
 
 def _rate(t: Tables, pool: str, ttft: int, tpot: int, slowest: int, osl: int) -> Fraction:
     B, P = t.work.batch, t.work.pb
     if pool == "prefill":
-        return Fraction(P * 10**6, slowest)
+        return Fraction(P * TICKS_PER_S, slowest)
     if pool == "decode":
-        return Fraction(B * 10**6, osl * tpot)
+        return Fraction(B * TICKS_PER_S, osl * tpot)
     # Per request: its share of a prompt pass and of osl - 1 decode steps.
-    return Fraction(P * B * 10**6, B * ttft + P * (osl - 1) * tpot)
+    return Fraction(P * B * TICKS_PER_S, B * ttft + P * (osl - 1) * tpot)
 
 
 def front(t: Tables, pool: str, osl: int, limits: Limits,
@@ -105,7 +105,7 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     """
     stop = {} if stop is None else stop
     solves, complete = 0, True
-    goal = {"prefill": "slowest", "decode": "phase", "colocated": "latency"}[pool]
+    goal = {"prefill": "slowest", "decode": "phase", "colocated": "rate"}[pool]
     full = start if start is not None else tuple(c.devices for c in t.classes)
     # Designs on one device class first (each class alone), then, with at most
     # MAX_MIXED_CLASSES classes, every mix; beyond that mixed designs are not searched
@@ -140,7 +140,7 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
             complete = False
             stop["reason"] = stop.get("reason") or "time_limit"
             break
-        quiet = Limits(limits.ttft_slo_us, limits.tpot_slo_us, min(limits.time_limit_s, left),
+        quiet = Limits(limits.ttft_slo_t, limits.tpot_slo_t, min(limits.time_limit_s, left),
                        False, limits.max_devices)
         try:
             if pool == "prefill":
@@ -209,7 +209,7 @@ def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
     if best.status == "infeasible":
         return best, n
     slowest = design_times(t, "prefill", best.pools["prefill"], decode_kinds)[2]
-    arr = t.pools["prefill"].time_us["prefill"]
+    arr = t.pools["prefill"].time_t["prefill"]
     # Candidate caps below the incumbent, ascending; fewer devices than a parent's caps
     # never make the slowest stage shorter than the parent's (``lower``).
     values = np.unique(arr[(arr < slowest) & (arr >= lower)])

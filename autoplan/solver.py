@@ -24,9 +24,12 @@ KV transfer of a prefill stage to a kind the decode pool uses.
 Goals: ``latency`` minimises ``W * (TTFT + (osl - 1) * TPOT) + devices`` over the
 pools together; ``phase`` (one pool) minimises the pool's own time (prefill: its
 TTFT part with the KV hand-off to given decode kinds; decode: TPOT; colocated: the
-end-to-end latency); ``slowest`` (a prefill pool) minimises its slowest stage, which
-sets a pipelined pool's rate. ``W`` exceeds any device count, so fewer devices break
-ties; the solver runs deterministically (one worker, fixed seed).
+end-to-end latency); ``rate`` (a colocated pool) minimises its time per request,
+``batch * TTFT + prefill_batch * (osl - 1) * TPOT``; ``slowest`` (a prefill pool)
+minimises its slowest stage, which sets a pipelined pool's rate (the replica fronts
+reach it by bisection over ``devices``: the fewest devices with no stage above a cap).
+``W`` exceeds any device count, so fewer devices break ties; the solver runs
+deterministically (one worker, fixed seed).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
-from autoplan.tables import INF, POOL_PHASES, ROLES, Tables
+from autoplan.tables import INF, POOL_PHASES, ROLES, TICKS_PER_MS, Tables
 
 
 @dataclass
@@ -54,29 +57,29 @@ class StageChoice:
 @dataclass
 class SolveResult:
     status: str  # optimal | feasible | infeasible
-    objective_us: float | None
-    best_bound_us: float | None
+    objective_t: float | None
+    best_bound_t: float | None
     wall_s: float
     pools: dict[str, list[StageChoice]] = field(default_factory=dict)
-    ttft_us: int = 0
-    tpot_us: int = 0
-    kv_us: int = 0
-    slowest_us: int = 0
+    ttft_t: int = 0
+    tpot_t: int = 0
+    kv_t: int = 0
+    slowest_t: int = 0
     devices: int = 0
     usage: tuple[int, ...] = ()
     interrupted: bool = False  # Ctrl-C stopped the search (CP-SAT catches SIGINT)
 
     @property
     def gap(self) -> float:
-        if self.objective_us is None or self.best_bound_us is None or self.objective_us <= 0:
+        if self.objective_t is None or self.best_bound_t is None or self.objective_t <= 0:
             return 0.0
-        return max(0.0, (self.objective_us - self.best_bound_us) / self.objective_us)
+        return max(0.0, (self.objective_t - self.best_bound_t) / self.objective_t)
 
 
 @dataclass
 class Limits:
-    ttft_slo_us: int | None = None
-    tpot_slo_us: int | None = None
+    ttft_slo_t: int | None = None
+    tpot_slo_t: int | None = None
     time_limit_s: float = 30.0
     progress: bool = False
     max_devices: int | None = None  # devices the plan may use in all (a budget)
@@ -92,8 +95,8 @@ class _Progress(cp_model.CpSolverSolutionCallback):
         self._last = (float("inf"), -1.0)
 
     def on_solution_callback(self) -> None:
-        obj = self.objective_value / self._scale / 1e3
-        bound = self.best_objective_bound / self._scale / 1e3
+        obj = self.objective_value / self._scale / TICKS_PER_MS
+        bound = self.best_objective_bound / self._scale / TICKS_PER_MS
         now = time.perf_counter()
         # Only material improvements, or a heartbeat each second: tie-break steps are noise.
         if obj > self._last[0] * (1 - 1e-4) and now - self._last[1] < 1.0:
@@ -127,7 +130,7 @@ class _PoolModel:
         self.stage_cap = stage_cap
         self.groups: list[_Group] = []
         tab, U = t.pools[pool], t.units
-        kv_tab = t.kv_us if pool == "prefill" else None
+        kv_tab = t.kv_t if pool == "prefill" else None
         for r, role in enumerate(ROLES):
             for cfg in t.configs:
                 c = cfg.index
@@ -163,14 +166,14 @@ class _PoolModel:
         """This stage's prefill pass is longer than the stage cap."""
         if self.stage_cap is None:
             return False
-        return int(self.t.pools[self.pool].time_us["prefill"][r, c, ln]) > self.stage_cap
+        return int(self.t.pools[self.pool].time_t["prefill"][r, c, ln]) > self.stage_cap
 
     def _only(self, c: int, kv_tab) -> None:
         tab, U, r = self.t.pools[self.pool], self.t.units, ROLES.index("only")
         if self._capped(r, c, U):
             return
         x = self.m.new_bool_var(self._name("only", c))
-        time_ = {ph: int(tab.time_us[ph][r, c, U]) * x for ph in POOL_PHASES[self.pool]}
+        time_ = {ph: int(tab.time_t[ph][r, c, U]) * x for ph in POOL_PHASES[self.pool]}
         kv = [[k * x] for k in self._kv_const(kv_tab, r, c, U)]
         self.groups.append(_Group("only", c, x, U * x, time_,
                                   {ph: [v] for ph, v in time_.items()}, kv,
@@ -186,10 +189,10 @@ class _PoolModel:
             return
         A, B = {}, {}
         for ph in POOL_PHASES[self.pool]:
-            a1 = int(tab.time_us[ph][r, c, 1])
-            B[ph] = int(tab.time_us[ph][r, c, 2]) - a1 if best >= 2 else 0
+            a1 = int(tab.time_t[ph][r, c, 1])
+            B[ph] = int(tab.time_t[ph][r, c, 2]) - a1 if best >= 2 else 0
             A[ph] = a1 - B[ph]
-        hop = {ph: int(tab.hop_us[ph][c]) if role in ("mid", "last") else 0
+        hop = {ph: int(tab.hop_t[ph][c]) if role in ("mid", "last") else 0
                for ph in POOL_PHASES[self.pool]}
         kvA, kvB = [], []
         if kv_tab is not None:
@@ -236,10 +239,10 @@ class _PoolModel:
     def _per_length(self, role: str, c: int, best: int, kv_tab) -> None:
         m, tab, U = self.m, self.t.pools[self.pool], self.t.units
         r = ROLES.index(role)
-        hop = {ph: int(tab.hop_us[ph][c]) if role in ("mid", "last") else 0
+        hop = {ph: int(tab.hop_t[ph][c]) if role in ("mid", "last") else 0
                for ph in POOL_PHASES[self.pool]}
         for ln in range(1, best + 1):
-            cost = {ph: int(tab.time_us[ph][r, c, ln]) for ph in hop}
+            cost = {ph: int(tab.time_t[ph][r, c, ln]) for ph in hop}
             assert all(v < INF for v in cost.values())
             if self._capped(r, c, ln):
                 continue
@@ -285,7 +288,7 @@ class _PoolModel:
         """kv >= the KV transfer of every prefill stage to every kind the decode pool uses.
 
         ``decode_kinds``: per kind a literal (or a constant 0/1)."""
-        hi = int(self.t.kv_us.max()) if self.t.kv_us.size else 0
+        hi = int(self.t.kv_t.max()) if self.t.kv_t.size else 0
         kv = self.m.new_int_var(0, max(hi, 0), self._name("kv"))
         for g in self.groups:
             for kd, terms in enumerate(g.kv):
@@ -382,7 +385,7 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
 
     ``caps``: devices per class available (default: the whole inventory).
     ``decode_kinds``: for a prefill pool solved alone, the kinds its KV is sent to.
-    ``stage_cap``: goal ``devices`` only: no prefill stage longer than this (us); the
+    ``stage_cap``: goal ``devices`` only: no prefill stage longer than this (ticks); the
     fewest devices, then the shortest TTFT part.
     """
     m = cp_model.CpModel()
@@ -415,22 +418,26 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     dec_pool = "decode" if "decode" in pools else ("colocated" if "colocated" in pools else None)
     ttft = pm[pre_pool].phase_time("prefill") + kv if pre_pool else 0
     tpot = pm[dec_pool].phase_time("decode") if dec_pool else 0
-    if limits.ttft_slo_us is not None and pre_pool:
-        m.add(ttft <= limits.ttft_slo_us)
-    if limits.tpot_slo_us is not None and dec_pool:
-        m.add(tpot <= limits.tpot_slo_us)
+    if limits.ttft_slo_t is not None and pre_pool:
+        m.add(ttft <= limits.ttft_slo_t)
+    if limits.tpot_slo_t is not None and dec_pool:
+        m.add(tpot <= limits.tpot_slo_t)
     slowest = 0
     if goal == "slowest":
-        arr = t.pools[pools[0]].time_us["prefill"]
+        arr = t.pools[pools[0]].time_t["prefill"]
         finite = arr[arr < INF]
         slowest = pm[pools[0]].slowest("prefill", int(finite.max()) if finite.size else 0)
         value = slowest
     elif goal == "devices":
         # Fewest devices first: weigh devices above any TTFT the tables allow.
-        hi = limits.ttft_slo_us if limits.ttft_slo_us is not None else _ttft_bound(t, pools[0])
+        hi = limits.ttft_slo_t if limits.ttft_slo_t is not None else _ttft_bound(t, pools[0])
         scale = 1
         m.minimize((hi + 1) * devices + ttft)
         value = None
+    elif goal == "rate" and pools == ("colocated",):
+        # A colocated replica's time per request: TTFT / prefill_batch + (osl - 1) TPOT /
+        # batch; scaled by both batches to stay integer.
+        value = t.work.batch * ttft + t.work.pb * (osl - 1) * tpot
     elif goal == "phase" and pools == ("prefill",):
         value = ttft
     elif goal == "phase" and pools == ("decode",):
@@ -451,10 +458,10 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     )
     for p in pools:
         res.pools[p] = pm[p].chosen(solver)
-    res.ttft_us = int(solver.value(ttft)) if pre_pool else 0
-    res.tpot_us = int(solver.value(tpot)) if dec_pool else 0
-    res.kv_us = int(solver.value(kv)) if "prefill" in pools else 0
-    res.slowest_us = int(solver.value(slowest)) if goal == "slowest" else 0
+    res.ttft_t = int(solver.value(ttft)) if pre_pool else 0
+    res.tpot_t = int(solver.value(tpot)) if dec_pool else 0
+    res.kv_t = int(solver.value(kv)) if "prefill" in pools else 0
+    res.slowest_t = int(solver.value(slowest)) if goal == "slowest" else 0
     res.usage = tuple(int(solver.value(u)) if not isinstance(u, int) else 0 for u in usage)
     res.devices = sum(res.usage)
     return res
@@ -463,8 +470,8 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
 def _ttft_bound(t: Tables, pool: str) -> int:
     """An upper bound of a pool's TTFT part: every layer on its slowest option."""
     tab = t.pools[pool]
-    arr = tab.time_us["prefill"]
+    arr = tab.time_t["prefill"]
     finite = arr[arr < INF]
-    hop = int(tab.hop_us["prefill"].max()) if tab.hop_us["prefill"].size else 0
-    kv = int(t.kv_us.max()) if t.kv_us.size else 0
+    hop = int(tab.hop_t["prefill"].max()) if tab.hop_t["prefill"].size else 0
+    kv = int(t.kv_t.max()) if t.kv_t.size else 0
     return (int(finite.max()) + hop) * (t.units + 1) + kv if finite.size else 0

@@ -4,7 +4,7 @@ Device *classes* are identical fast domains (kind, domain size, how many); a *co
 is a (class, TP) pair with TP dividing the domain size and valid for the model. A
 *pool* is one pipeline: a prefill pool, a decode pool, or a colocated pool serving both.
 For every pool, stage role (only / first / middle / last), config and stage length in
-layers, the tables hold the stage's time in integer microseconds (rounded up, so the
+layers, the tables hold the stage's time in integer ticks of 10 ns (rounded up, so the
 solver is conservative) for each phase the pool serves, and the longest stage that fits
 in memory. Times come from :func:`autoplan.pipeline.stage_cost`, the function the
 validator uses, so the solver and the validator price a stage identically.
@@ -34,7 +34,10 @@ from autoplan.topology import FastDomain, Topology
 
 ROLES = ("only", "first", "mid", "last")
 POOL_PHASES = {"prefill": ("prefill",), "decode": ("decode",), "colocated": ("prefill", "decode")}
-INF = 1 << 40
+# Table times are integers in ticks of 10 ns, each rounded up (an upper bound).
+TICKS_PER_S = 10**8
+TICKS_PER_MS = 10**5
+INF = 1 << 50
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,9 @@ class PoolTable:
     """Costs of one pool type. Arrays are indexed ``[role, config, length]``."""
 
     pool: str
-    time_us: dict[str, np.ndarray]  # phase -> int64 array; INF where the stage cannot exist
+    time_t: dict[str, np.ndarray]  # phase -> int64 array; INF where the stage cannot exist
     max_len: np.ndarray  # [role, config]: longest stage that fits (0: none)
-    hop_us: dict[str, np.ndarray]  # phase -> [config]: hand-off into a stage of this config
+    hop_t: dict[str, np.ndarray]  # phase -> [config]: hand-off into a stage of this config
     # [role, config]: times (and KV hand-offs) are A + B * length, so the solver may use
     # the compact form; False for multi-tier kinds (and when forced, for tests).
     affine: np.ndarray
@@ -100,7 +103,7 @@ class Tables:
     classes: list[DeviceClass]
     configs: list[Config]
     pools: dict[str, PoolTable]
-    kv_us: np.ndarray  # [role, config, length, decode_kind] KV hand-off of a prefill stage
+    kv_t: np.ndarray  # [role, config, length, decode_kind] KV hand-off of a prefill stage
     kinds: list[str]
 
     def layers_of(self, role: str, length: int) -> int:
@@ -177,7 +180,7 @@ def build_tables(model: ModelSpec, topo: Topology, work: Workload,
     for pool in pools:
         tables.pools[pool] = _pool_table(tables, pool, force_per_length)
     if "prefill" in pools:
-        tables.kv_us = _kv_table(tables)
+        tables.kv_t = _kv_table(tables)
     return tables
 
 
@@ -223,17 +226,17 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
                                        work.precision)[0]
                     return stage_cost(model, t.topo, st, shape, work.precision, mem).time_s
                 if role == "only":
-                    times[ph][r, cfg.index, U] = math.ceil(exact(U) * 1e6)
+                    times[ph][r, cfg.index, U] = math.ceil(exact(U) * TICKS_PER_S)
                     continue
                 if multi_tier:
                     for ln in range(1, best + 1):
-                        times[ph][r, cfg.index, ln] = math.ceil(exact(ln) * 1e6)
+                        times[ph][r, cfg.index, ln] = math.ceil(exact(ln) * TICKS_PER_S)
                     continue
                 # On a single memory tier a stage's time is affine in its length: integer
                 # A + B * length, each rounded up so it bounds the exact time from above.
                 a1 = exact(1)
-                b = math.ceil((exact(2) - a1) * 1e6) if best >= 2 else 0
-                a = math.ceil(a1 * 1e6) - b
+                b = math.ceil((exact(2) - a1) * TICKS_PER_S) if best >= 2 else 0
+                a = math.ceil(a1 * TICKS_PER_S) - b
                 for ln in range(1, best + 1):
                     times[ph][r, cfg.index, ln] = a + b * ln
             affine[r, cfg.index] = not multi_tier and not force_per_length
@@ -242,7 +245,7 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
         msg = activation_message_bytes(model, shape, work.precision)
         for cfg in t.configs:
             a, b = _hop_pair(t, cfg)
-            hops[ph][cfg.index] = math.ceil(t.topo.p2p_time_s(a, b, msg) * 1e6)
+            hops[ph][cfg.index] = math.ceil(t.topo.p2p_time_s(a, b, msg) * TICKS_PER_S)
     return PoolTable(pool, times, max_len, hops, affine)
 
 
@@ -293,7 +296,7 @@ def _kv_table(t: Tables) -> np.ndarray:
                 bw, lat = links[cfg.kind, kind_to]
                 # kv_stage_time_s (the validator's) is affine in the stage length:
                 # integer A + B * length, each part rounded up (an upper bound).
-                b = math.ceil(per_layer / (cfg.tp * bw) * 1e6)
-                a = math.ceil((per_layer * t.layers_of(role, 0) / (cfg.tp * bw) + lat) * 1e6)
+                b = math.ceil(per_layer / (cfg.tp * bw) * TICKS_PER_S)
+                a = math.ceil((per_layer * t.layers_of(role, 0) / (cfg.tp * bw) + lat) * TICKS_PER_S)
                 kv[r, cfg.index, 1:, kd] = a + b * np.arange(1, U + 1)
     return kv

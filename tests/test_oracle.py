@@ -8,6 +8,7 @@ colocated or disaggregated. Both search the same integer tables; the optimal obj
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -67,12 +68,12 @@ def test_cpsat_equals_brute_force(chunk: int) -> None:
         if rng.random() < 0.3:  # sometimes bind an SLO: a fraction of the unconstrained optimum
             free = solve(tables, pools, work.osl, limits)
             if free.status != "infeasible":
-                limits = Limits(tpot_slo_us=int(free.tpot_us * rng.choice([0.8, 1.0, 1.5])),
+                limits = Limits(tpot_slo_t=int(free.tpot_t * rng.choice([0.8, 1.0, 1.5])),
                                 time_limit_s=60)
         res = solve(tables, pools, work.osl, limits)
         scale = sum(c.devices for c in tables.classes) + 1
         expected = brute_force(tables, pools, work.osl, limits)
-        got = None if res.status == "infeasible" else round(res.objective_us * scale)
+        got = None if res.status == "infeasible" else round(res.objective_t * scale)
         assert res.status in ("optimal", "infeasible"), f"seed {seed}: {res.status}"
         assert got == expected, f"seed {seed} {pools}: CP-SAT {got} != brute force {expected}"
         agree += 1
@@ -89,6 +90,8 @@ def test_replica_choice_equals_brute_force(chunk: int) -> None:
     pipeline pair and every replica count, on the same integer tables."""
     for seed in range(1000 + chunk, 1000 + N_REPLICATED, 4):
         model, topo, work, pools, rng = instance(seed, max_layers=8)
+        # Prompts prefilled together: the batch, one, or a few.
+        work = dataclasses.replace(work, prefill_batch=rng.choice([None, None, 1, 2]))
         mode = "colocated" if pools == ("colocated",) else "disaggregated"
         tables = build_tables(model, topo, work, pools)
         objective = rng.choice(["throughput", "devices"])
@@ -96,7 +99,7 @@ def test_replica_choice_equals_brute_force(chunk: int) -> None:
         if rng.random() < 0.4:
             free = solve(tables, pools, work.osl, limits)
             if free.status != "infeasible":
-                limits = Limits(tpot_slo_us=int(free.tpot_us * rng.choice([1.0, 1.5, 3.0])),
+                limits = Limits(tpot_slo_t=int(free.tpot_t * rng.choice([1.0, 1.5, 3.0])),
                                 time_limit_s=60)
         rate = None
         if objective == "devices":

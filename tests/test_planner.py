@@ -135,13 +135,13 @@ def test_schema_names_the_documented_fields(capsys):
 def test_table_times_bound_real_stages_tightly(model, topo, dtype):
     """Every table entry is the exact time of a stage of that role and length wherever
     it sits (a middle stage carries neither the embedding nor the LM head), rounded up
-    by less than 1 us per layer."""
+    by less than one table tick (10 ns) per layer."""
     import random
 
     from autoplan.catalog import load_model, load_topology
     from autoplan.cost import Precision, phase_shape
     from autoplan.pipeline import StagePlacement, memories_for, stage_cost
-    from autoplan.tables import ROLES, Workload, build_tables, pool_memory_args
+    from autoplan.tables import ROLES, TICKS_PER_S, Workload, build_tables, pool_memory_args
 
     m, t = load_model(model), load_topology(topo)
     work = Workload(2048, 256, 4, Precision(dtype, "bf16", dtype), 0.9)
@@ -159,8 +159,8 @@ def test_table_times_bound_real_stages_tightly(model, topo, dtype):
             first = rng.randint(P + 1, L - 1 - ln)  # anywhere strictly inside
             st = StagePlacement(first, first + ln, cfg.kind, cfg.group)
             mem = memories_for(m, t, [st], kv_batch, ctx, tokens, work.precision)[0]
-            exact = stage_cost(m, t, st, shape, work.precision, mem).time_s * 1e6
-            got = int(pool.time_us["decode"][r, cfg.index, ln])
+            exact = stage_cost(m, t, st, shape, work.precision, mem).time_s * TICKS_PER_S
+            got = int(pool.time_t["decode"][r, cfg.index, ln])
             assert exact <= got < exact + ln + 1, (cfg, ln, exact, got)
             assert mem.total_bytes <= t.kinds[cfg.kind].capacity_bytes * 0.9
             checked += 1
