@@ -19,6 +19,7 @@ from autoplan.tables import (
     ROLES,
     TICKS_PER_S,
     Tables,
+    class_entries,
     kv_pair_bandwidth,
     kv_stage_bytes,
 )
@@ -52,12 +53,14 @@ def pipelines(t: Tables, pool: str) -> list[Pipeline]:
         if any(u > k for u, k in zip(usage, cap)):
             return
         times = []
+        classes = [t.configs[c].cls for _, c, _ in stages]
         for ph in POOL_PHASES[pool]:
             total = 0
             for role, c, ln in stages:
                 total += int(tab.time_t[ph][ROLES.index(role), c, ln])
                 if role in ("mid", "last"):
                     total += int(tab.hop_t[ph][c])
+            total += class_entries(tab, ph, classes)
             times.append((ph, total))
         out.append(Pipeline(tuple(stages), tuple(times), tuple(usage),
                             frozenset(t.configs[c].kind for _, c, _ in stages)))

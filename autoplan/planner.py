@@ -151,13 +151,25 @@ def _plan(model, topology, *, isl, osl, batch, prefill_batch, dtype, kv_dtype, o
 
 
 def _order(t: Tables, choices: list[StageChoice]) -> list[tuple[str, int, int]]:
-    """Stages in pipeline order: first, middles in canonical (config, length) order, last."""
-    seq = [(c.role, c.config, c.length) for c in choices if c.role in ("only", "first")]
-    mids = sorted((c.config, c.length, c.count) for c in choices if c.role == "mid")
-    for cfg, ln, k in mids:
+    """Stages in pipeline order, in class blocks as the solver prices the hand-offs
+    between classes: the first stage and the middles of its class, the middles of the
+    other classes (by class), the middles of the last stage's class and the last stage;
+    inside a block, canonical (config, length) order."""
+    head = [(c.role, c.config, c.length) for c in choices if c.role in ("only", "first")]
+    tail = [(c.role, c.config, c.length) for c in choices if c.role == "last"]
+    first_cls = t.configs[head[0][1]].cls
+    last_cls = t.configs[tail[0][1]].cls if tail else first_cls
+
+    def rank(cfg: int) -> tuple[int, int]:
+        k = t.configs[cfg].cls
+        return (0 if k == first_cls else 2 if k == last_cls else 1, k)
+
+    mids = sorted((rank(c.config), c.config, c.length, c.count)
+                  for c in choices if c.role == "mid")
+    seq = head
+    for _, cfg, ln, k in mids:
         seq += [("mid", cfg, ln)] * k
-    seq += [(c.role, c.config, c.length) for c in choices if c.role == "last"]
-    return seq
+    return seq + tail
 
 
 def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]],

@@ -33,7 +33,14 @@ from fractions import Fraction
 import numpy as np
 
 from autoplan.solver import Limits, SolveResult, StageChoice, interrupted, solve
-from autoplan.tables import ROLES, TICKS_PER_S, Tables, kv_pair_bandwidth, kv_stage_bytes
+from autoplan.tables import (
+    ROLES,
+    TICKS_PER_S,
+    Tables,
+    class_entries,
+    kv_pair_bandwidth,
+    kv_stage_bytes,
+)
 
 MAX_FRONT = 64  # designs per front before the enumeration stops (the plan then says feasible)
 MAX_MIXED_CLASSES = 2  # device classes up to which designs mixing classes are enumerated
@@ -72,6 +79,13 @@ def design_times(t: Tables, pool: str, stages: list[StageChoice],
     tab = t.pools[pool]
     sums = {ph: 0 for ph in tab.time_t}
     slowest = kv = 0
+    # The classes in pipeline order (first, the middles, last): only the first, the last
+    # and the set of classes matter to the entry charges.
+    order = ([s for s in stages if s.role in ("only", "first")]
+             + [s for s in stages if s.role == "mid"] + [s for s in stages if s.role == "last"])
+    classes = [t.configs[s.config].cls for s in order]
+    for ph in sums:
+        sums[ph] += class_entries(tab, ph, classes)
     for s in stages:
         r = ROLES.index(s.role)
         for ph, arr in tab.time_t.items():

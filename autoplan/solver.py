@@ -126,6 +126,7 @@ class _PoolModel:
     def __init__(self, m: cp_model.CpModel, t: Tables, pool: str, need_max: bool,
                  stage_cap: int | None = None) -> None:
         self.m, self.t, self.pool = m, t, pool
+        self._entry_terms = None
         # No stage of this pool may take longer than stage_cap in its prefill pass.
         self.stage_cap = stage_cap
         self.groups: list[_Group] = []
@@ -260,7 +261,41 @@ class _PoolModel:
 
     # -- expressions ----------------------------------------------------------------
     def phase_time(self, ph: str) -> cp_model.LinearExprT:
-        return sum(g.time[ph] for g in self.groups)
+        return sum(g.time[ph] for g in self.groups) + self._entries(ph)
+
+    def _entries(self, ph: str) -> cp_model.LinearExprT:
+        """Hand-offs between device classes, beyond the within-class hop every stage
+        pays. Stages run in class blocks (the planner's order: the first stage's class,
+        the others, the last stage's class), so a class is entered once unless it holds
+        the first stage; the first stage's class is entered again for the last stage
+        when both ends share it and another class sits between them."""
+        t, m = self.t, self.m
+        cross = t.pools[self.pool].cross_t[ph]
+        if len(t.classes) < 2 or not cross.any():
+            return 0
+        if self._entry_terms is None:
+            K = len(t.classes)
+            used = [m.new_bool_var(self._name("class", k)) for k in range(K)]
+            first, last = [0] * K, [0] * K
+            for g in self.groups:
+                k = t.configs[g.cfg].cls
+                m.add(t.units * used[k] >= g.count)
+                if g.role in ("only", "first"):
+                    first[k] += g.count
+                if g.role == "last":
+                    last[k] += g.count
+            terms = []
+            for k in range(K):
+                again = m.new_bool_var(self._name("reenter", k))
+                others = sum(used[j] for j in range(K) if j != k)
+                # again >= first_k AND last_k AND some other class is used
+                o = m.new_bool_var(self._name("others", k))
+                m.add(others >= o)
+                m.add(others <= (K - 1) * o)
+                m.add(again >= first[k] + last[k] + o - 2)
+                terms.append((k, used[k] - first[k] + again))
+            self._entry_terms = terms
+        return sum(int(cross[k]) * e for k, e in self._entry_terms)
 
     def usage(self) -> list[cp_model.LinearExprT]:
         out: list = [0] * len(self.t.classes)

@@ -91,6 +91,9 @@ class PoolTable:
     # [role, config]: times (and KV hand-offs) are A + B * length, so the solver may use
     # the compact form; False for multi-tier kinds (and when forced, for tests).
     affine: np.ndarray
+    # phase -> [class]: what a hand-off into this class from another class costs beyond
+    # hop_t (the worst source class); charged once per entry into the class.
+    cross_t: dict[str, np.ndarray]
 
 
 @dataclass
@@ -240,24 +243,43 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
                 for ln in range(1, best + 1):
                     times[ph][r, cfg.index, ln] = a + b * ln
             affine[r, cfg.index] = not multi_tier and not force_per_length
+    cross = {ph: np.zeros(len(t.classes), dtype=np.int64) for ph in POOL_PHASES[pool]}
     for ph in POOL_PHASES[pool]:
         shape = phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
         msg = activation_message_bytes(model, shape, work.precision)
+        within = [_worst_hop(t.topo, c.domains[0].devices[0], _devices(c), msg)
+                  for c in t.classes]
         for cfg in t.configs:
-            a, b = _hop_pair(t, cfg)
-            hops[ph][cfg.index] = math.ceil(t.topo.p2p_time_s(a, b, msg) * TICKS_PER_S)
-    return PoolTable(pool, times, max_len, hops, affine)
+            hops[ph][cfg.index] = math.ceil(within[cfg.cls] * TICKS_PER_S)
+        for k, ck in enumerate(t.classes):
+            worst = max((_worst_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg)
+                         for j, cj in enumerate(t.classes) if j != k), default=0.0)
+            cross[ph][k] = max(0, math.ceil((worst - within[k]) * TICKS_PER_S))
+    return PoolTable(pool, times, max_len, hops, affine, cross)
 
 
-def _hop_pair(t: Tables, cfg: Config) -> tuple[str, str]:
-    """Two devices a stage hand-off of this config crosses: the worst case of its class
-    (another domain when there is one, else another TP group of the domain)."""
-    cls = t.classes[cfg.cls]
-    a = cls.domains[0].devices[0]
-    if len(cls.domains) > 1:
-        return a, cls.domains[-1].devices[0]
-    devs = cls.domains[0].devices
-    return a, devs[min(cfg.tp, len(devs) - 1)]
+def class_entries(tab: PoolTable, phase: str, classes: list[int]) -> int:
+    """Hand-offs between device classes of a pipeline whose stages (in order) sit on
+    ``classes``, beyond the within-class hop, as the solver charges them: stages run
+    in class blocks, so every class but the first stage's is entered once, and the
+    first stage's class again when it also holds the last stage with another class
+    between."""
+    first, last = classes[0], classes[-1]
+    total = sum(int(tab.cross_t[phase][k]) for k in set(classes) - {first})
+    if len(classes) > 1 and first == last and len(set(classes)) > 1:
+        total += int(tab.cross_t[phase][first])
+    return total
+
+
+def _devices(c: DeviceClass) -> list[str]:
+    return [d for dom in c.domains for d in dom.devices]
+
+
+def _worst_hop(topo: Topology, src: str, dsts: list[str], msg: float) -> float:
+    """The slowest hand-off of ``msg`` bytes from ``src`` to any other of ``dsts``: a
+    stage may sit anywhere in its class (device classes are symmetric, so one source
+    stands for all)."""
+    return max((topo.p2p_time_s(src, d, msg) for d in dsts if d != src), default=0.0)
 
 
 def kv_pair_bandwidth(topo: Topology, kind_from: str, kind_to: str) -> tuple[float, float]:

@@ -165,3 +165,26 @@ def test_table_times_bound_real_stages_tightly(model, topo, dtype):
             assert mem.total_bytes <= t.kinds[cfg.kind].capacity_bytes * 0.9
             checked += 1
     assert checked >= 4
+
+
+@pytest.mark.parametrize("model,topo,placement", [
+    # a pipeline across kinds: GPU stage, then LPU stages
+    ("meta-llama/Llama-3.1-70B", "h100x8-lpu576", "colocated"),
+    ("meta-llama/Llama-3.1-70B", "h100x8-lpu576", "disaggregated"),
+    # one fast domain over 72 nodes: hops cross nodes
+    ("meta-llama/Llama-3.1-8B", "lpu-576", "disaggregated"),
+])
+def test_solver_objective_bounds_the_exact_latency_and_slos_hold(model, topo, placement):
+    """The tables are upper bounds of every stage, hand-off (within and across device
+    classes) and KV transfer, so the solver's objective is never below the validator's
+    exact e2e, and a plan that meets an SLO in the tables meets it exactly."""
+    from autoplan.planner import plan
+
+    p = plan(model, topo, dtype="fp8", placement=placement)
+    assert validate(p).ok
+    assert p.objective >= p.e2e_ms * (1 - 1e-12)
+    assert p.objective <= p.e2e_ms * 1.02  # and not far above it
+    # An SLO just above the table pessimism: the plan meets it exactly too.
+    tight = plan(model, topo, dtype="fp8", placement=placement, tpot_slo_ms=p.tpot_ms * 1.03)
+    rep = validate(tight)
+    assert rep.ok, rep.errors
