@@ -88,9 +88,12 @@ class Plan(BaseModel):
     best_bound: float = Field(description="solver's proven bound on the objective")
     gap: float = Field(description="|objective - best_bound| / objective")
     solve_seconds: float
-    stop_reason: Literal["completed", "time_limit", "interrupted", "front_limit"] = Field(
+    stop_reason: Literal["completed", "time_limit", "interrupted", "front_limit",
+                         "link_bound"] = Field(
         default="completed", description="why the search ended: completed (status optimal "
-        "or infeasible), the time limit, Ctrl-C, or the cap on designs per front")
+        "or infeasible), the time limit, Ctrl-C, the cap on designs per front, or the KV "
+        "link budget binding (replica designs that widen the link are not enumerated, so "
+        "the choice is not proven)")
     ttft_ms: float
     tpot_ms: float
     e2e_ms: float

@@ -70,7 +70,9 @@ class Choice:
     optimal: bool
     wall_s: float = 0.0
     solves: int = 0
-    stop_reason: str = "completed"  # completed | time_limit | interrupted | front_limit
+    # completed | time_limit | interrupted | front_limit | link_bound
+    stop_reason: str = "completed"
+    link_binds: bool = False
 
 
 def design_times(t: Tables, pool: str, stages: list[StageChoice],
@@ -266,6 +268,10 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
     """The best designs and replica counts of one placement mode (None: infeasible)."""
     caps = np.array([c.devices for c in t.classes], dtype=np.int64)
     budget = max_devices if max_devices is not None else int(caps.sum())
+    # The fronts keep the best rate per device usage; where the KV link budget binds, a
+    # slower design on more devices (a wider link) could do better, so the choice is
+    # then not proven optimal.
+    link_binds = False
     best: tuple | None = None
     lam_min = Fraction(request_rate).limit_denominator(10**9) if request_rate else None
     if mode == "colocated":
@@ -295,7 +301,8 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
                 got = _pair(t, a, b, caps, objective, lam_min, per_req, budget)
                 if got is None:
                     continue
-                (yp, yd), rate, dev = got
+                (yp, yd), rate, dev, binds = got
+                link_binds = link_binds or binds
                 key = _key(objective, rate, dev, (i, j))
                 if best is None or key < best[0]:
                     best = (key, {"prefill": a, "decode": b}, {"prefill": yp, "decode": yd},
@@ -303,7 +310,10 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
     if best is None:
         return None
     _, designs, reps, rate, dev = best
-    return Choice(mode, designs, reps, rate, dev, all(d.optimal for d in designs.values()))
+    c = Choice(mode, designs, reps, rate, dev,
+               all(d.optimal for d in designs.values()) and not link_binds)
+    c.link_binds = link_binds
+    return c
 
 
 def _compatible(a: Design, b: Design) -> bool:
@@ -347,7 +357,8 @@ def _pair(t: Tables, a: Design, b: Design, caps: np.ndarray, objective: str,
         yp, yd = fewest(lam_min)
         if not fits(yp, yd) or rate_of(yp, yd) < lam_min:
             return None
-        return (yp, yd), rate_of(yp, yd), yp * na + yd * nb
+        binds = (yp, yd) != (_ceil_div(lam_min / a.rate), _ceil_div(lam_min / b.rate))
+        return (yp, yd), rate_of(yp, yd), yp * na + yd * nb, binds
     # Throughput: for every prefill replica count, as many decode replicas as fit.
     yp_max = int(min(caps[ua > 0] // ua[ua > 0]))
     yps = np.arange(1, yp_max + 1)
@@ -361,8 +372,11 @@ def _pair(t: Tables, a: Design, b: Design, caps: np.ndarray, objective: str,
         return None
     yps, yd_max = yps[ok], yd_max[ok]
     approx = np.minimum(yps * float(a.rate), yd_max * float(b.rate))
+    binds = False
     if link_per_dev is not None:
-        approx = np.minimum(approx, np.minimum(yps * na, yd_max * nb) * float(link_per_dev))
+        budget_rate = np.minimum(yps * na, yd_max * nb) * float(link_per_dev)
+        binds = bool(np.any(budget_rate < approx))
+        approx = np.minimum(approx, budget_rate)
     top = approx.max()
     best_rate = None
     for k in np.nonzero(approx >= top * (1 - 1e-9))[0]:  # exact among float near-ties
@@ -373,7 +387,7 @@ def _pair(t: Tables, a: Design, b: Design, caps: np.ndarray, objective: str,
         return None
     yp, yd = fewest(best_rate)
     assert fits(yp, yd) and rate_of(yp, yd) >= best_rate
-    return (yp, yd), rate_of(yp, yd), yp * na + yd * nb
+    return (yp, yd), rate_of(yp, yd), yp * na + yd * nb, binds
 
 
 def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objective: str,
@@ -427,7 +441,7 @@ def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objec
     for c in found:
         c.optimal = c.optimal and complete
         c.wall_s, c.solves = wall, solves
-        c.stop_reason = stop.get("reason", "completed")
+        c.stop_reason = stop.get("reason") or ("link_bound" if c.link_binds else "completed")
     if not found:
         if stop.get("reason") == "interrupted":
             raise KeyboardInterrupt
