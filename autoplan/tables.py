@@ -244,15 +244,16 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
                     times[ph][r, cfg.index, ln] = a + b * ln
             affine[r, cfg.index] = not multi_tier and not force_per_length
     cross = {ph: np.zeros(len(t.classes), dtype=np.int64) for ph in POOL_PHASES[pool]}
+    reach: dict[str, dict] = {}  # source device -> paths to every node
     for ph in POOL_PHASES[pool]:
         shape = phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
         msg = activation_message_bytes(model, shape, work.precision)
-        within = [_worst_hop(t.topo, c.domains[0].devices[0], _devices(c), msg)
+        within = [_worst_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach)
                   for c in t.classes]
         for cfg in t.configs:
             hops[ph][cfg.index] = math.ceil(within[cfg.cls] * TICKS_PER_S)
         for k, ck in enumerate(t.classes):
-            worst = max((_worst_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg)
+            worst = max((_worst_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach)
                          for j, cj in enumerate(t.classes) if j != k), default=0.0)
             cross[ph][k] = max(0, math.ceil((worst - within[k]) * TICKS_PER_S))
     return PoolTable(pool, times, max_len, hops, affine, cross)
@@ -275,11 +276,17 @@ def _devices(c: DeviceClass) -> list[str]:
     return [d for dom in c.domains for d in dom.devices]
 
 
-def _worst_hop(topo: Topology, src: str, dsts: list[str], msg: float) -> float:
+def _worst_hop(topo: Topology, src: str, dsts: list[str], msg: float,
+               reach: dict[str, dict]) -> float:
     """The slowest hand-off of ``msg`` bytes from ``src`` to any other of ``dsts``: a
     stage may sit anywhere in its class (device classes are symmetric, so one source
     stands for all)."""
-    return max((topo.p2p_time_s(src, d, msg) for d in dsts if d != src), default=0.0)
+    if src not in reach:
+        reach[src] = topo.paths_from(src)
+    paths = reach[src]
+    launch = topo.calibration(topo.device_kind_of(src)).collective_launch_s
+    worst = max((msg / paths[d][0] + paths[d][1] for d in dsts if d != src), default=None)
+    return 0.0 if worst is None else worst + launch
 
 
 def kv_pair_bandwidth(topo: Topology, kind_from: str, kind_to: str) -> tuple[float, float]:

@@ -268,6 +268,20 @@ class Topology:
         self._pair_cache[key] = (bw, lat)
         return bw, lat
 
+    def paths_from(self, a: str) -> dict[str, tuple[float, float]]:
+        """:meth:`path` from ``a`` to every reachable node, in one traversal each of the
+        widest tree and the latency graph (and into the pair cache)."""
+        lat = nx.single_source_dijkstra_path_length(self.graph, a, weight="latency_s")
+        bw = {a: float("inf")}
+        for u, v in nx.bfs_edges(self._widest_tree, a):
+            bw[v] = min(bw[u], self.graph.edges[u, v]["bandwidth_bytes_per_s"])
+        out = {}
+        for d, b in bw.items():
+            if d != a and d in lat:
+                out[d] = (b, lat[d])
+                self._pair_cache.setdefault((a, d) if a < d else (d, a), out[d])
+        return out
+
     def group_link(self, group: tuple[str, ...] | list[str]) -> tuple[float, float]:
         """(bottleneck bandwidth, worst latency) around a ring over ``group``."""
         if len(group) < 2:
