@@ -188,3 +188,27 @@ def test_solver_objective_bounds_the_exact_latency_and_slos_hold(model, topo, pl
     tight = plan(model, topo, dtype="fp8", placement=placement, tpot_slo_ms=p.tpot_ms * 1.03)
     rep = validate(tight)
     assert rep.ok, rep.errors
+
+
+def test_tp_groups_pack_whenever_a_packing_exists():
+    """TP sizes that do not divide each other (12-device domains: 3, 4, 6) defeat first
+    fit; the exact search packs every multiset a brute-force assignment can pack."""
+    import itertools
+    import random
+
+    from autoplan.planner import _pack
+
+    rng = random.Random(0)
+    for _ in range(300):
+        sizes = sorted((rng.choice([1, 2, 3, 4, 6, 12]) for _ in range(rng.randint(1, 7))),
+                       reverse=True)
+        bins = rng.choice([1, 2, 3])
+        got = _pack(sizes, 12, bins)
+        feasible = any(all(sum(s for s, b in zip(sizes, assign) if b == k) <= 12
+                           for k in range(bins))
+                       for assign in itertools.product(range(bins), repeat=len(sizes)))
+        assert (got is not None) == feasible, (sizes, bins)
+        if got is not None:
+            assert all(sum(s for s, b in zip(sizes, got) if b == k) <= 12 for k in range(bins))
+    # The case first fit gets wrong: 6+4+4+4+3+3 = 24 into two domains of 12.
+    assert _pack([6, 4, 4, 4, 3, 3], 12, 2) is not None
