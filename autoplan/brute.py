@@ -20,7 +20,7 @@ from autoplan.tables import (
     TICKS_PER_S,
     Tables,
     class_entries,
-    kv_pair_bandwidth,
+    kv_link_bandwidth,
     kv_stage_bytes,
 )
 
@@ -201,7 +201,7 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
         for (ub, kb), rb in decs.items():
             if kb != kinds:
                 continue
-            bw = min(kv_pair_bandwidth(t.topo, x, y)[0] for x in ka for y in kb)
+            bw = kv_link_bandwidth(t.topo, ka, kb)
             link = Fraction(bw / per_req) if math.isfinite(bw) else None
             na, nb = sum(ua), sum(ub)
             yp = 1

@@ -12,8 +12,11 @@ import csv
 import io
 import itertools
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
 
 from autoplan.errors import InfeasibleError, InputError
 
@@ -61,37 +64,28 @@ def sweep(base: dict, ttft_slos: list, tpot_slos: list, budgets: list, *,
 
     grid = [(base, a, b, c) for a, b, c in itertools.product(ttft_slos, tpot_slos, budgets)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(grid)))
-    rows: list[dict | None] = [None] * len(grid)
-    if workers == 1:
-        for i, g in enumerate(grid):
-            rows[i] = _one(g)
-    else:
+
+    def results():
+        """(grid index, row) as the points are solved."""
+        if workers == 1:
+            yield from ((i, _one(g)) for i, g in enumerate(grid))
+            return
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(_one, g): i for i, g in enumerate(grid)}
-            if progress:
-                from rich.console import Console
-                from rich.progress import Progress
+            for f in as_completed(futures):
+                yield futures[f], f.result()
 
-                with Progress(console=Console(stderr=True), transient=True) as bar:
-                    task = bar.add_task("solving", total=len(grid))
-                    for f in _as_completed(futures):
-                        rows[futures[f]] = f.result()
-                        bar.advance(task)
-            else:
-                for f in _as_completed(futures):
-                    rows[futures[f]] = f.result()
-    done = [r for r in rows if r is not None]
-    feasible = [r for r in done if r["status"] != "infeasible"]
+    rows: list[dict] = [{}] * len(grid)
+    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+        task = bar.add_task("solving", total=len(grid))
+        for i, row in results():
+            rows[i] = row
+            bar.advance(task)
+    feasible = [r for r in rows if r["status"] != "infeasible"]
     front = {id(r) for r in pareto_front(feasible)} if feasible else set()
-    for r in done:
+    for r in rows:
         r["on_front"] = id(r) in front
-    return done
-
-
-def _as_completed(futures):
-    from concurrent.futures import as_completed
-
-    return as_completed(futures)
+    return rows
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -38,7 +38,7 @@ from autoplan.tables import (
     TICKS_PER_S,
     Tables,
     class_entries,
-    kv_pair_bandwidth,
+    kv_link_bandwidth,
     kv_stage_bytes,
 )
 
@@ -121,7 +121,7 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     """
     stop = {} if stop is None else stop
     solves, complete = 0, True
-    goal = {"prefill": "slowest", "decode": "phase", "colocated": "rate"}[pool]
+    goal = {"decode": "phase", "colocated": "rate"}.get(pool)  # prefill: _min_slowest
     full = start if start is not None else tuple(c.devices for c in t.classes)
     # Designs on one device class first (each class alone), then, with at most
     # MAX_MIXED_CLASSES classes, every mix; beyond that mixed designs are not searched
@@ -133,9 +133,6 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     if K > MAX_MIXED_CLASSES:
         complete = False
         stop["reason"] = stop.get("reason") or "front_limit"
-        stop.setdefault("notes", []).append(
-            f"{pool} replica designs mixing device classes were not searched "
-            f"({K} classes; mixes are searched up to {MAX_MIXED_CLASSES})")
     seen: set = set()
     designs: dict[tuple[int, ...], Design] = {}
     while stack:
@@ -255,10 +252,6 @@ def kv_request_bytes(t: Tables) -> float:
     return kv_stage_bytes(t.model, t.work, t.model.num_layers) / t.work.pb
 
 
-def _link_bw(t: Tables, a: Design, b: Design) -> float:
-    return min(kv_pair_bandwidth(t.topo, x, y)[0] for x in sorted(a.kinds) for y in sorted(b.kinds))
-
-
 def _ceil_div(x: Fraction) -> int:
     return max(1, math.ceil(x))
 
@@ -310,10 +303,9 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
     if best is None:
         return None
     _, designs, reps, rate, dev = best
-    c = Choice(mode, designs, reps, rate, dev,
-               all(d.optimal for d in designs.values()) and not link_binds)
-    c.link_binds = link_binds
-    return c
+    return Choice(mode, designs, reps, rate, dev,
+                  all(d.optimal for d in designs.values()) and not link_binds,
+                  link_binds=link_binds)
 
 
 def _compatible(a: Design, b: Design) -> bool:
@@ -332,7 +324,7 @@ def _pair(t: Tables, a: Design, b: Design, caps: np.ndarray, objective: str,
     """Best replica counts of a prefill and a decode design."""
     ua, ub = np.array(a.usage), np.array(b.usage)
     na, nb = int(ua.sum()), int(ub.sum())
-    bw = _link_bw(t, a, b)
+    bw = kv_link_bandwidth(t.topo, a.kinds, b.kinds)
     link_per_dev = Fraction(bw / per_req) if math.isfinite(bw) else None
 
     def link(yp: int, yd: int) -> Fraction | None:

@@ -7,9 +7,9 @@ role (only / first / middle / last) and config ``c`` (device class, TP):
   its length, ``A + B * length`` (every single-memory-tier kind): for ``only`` one
   boolean; for ``first`` and ``last`` a boolean ``x`` and a length ``l`` in
   ``[x, Lmax * x]``; for middles a count ``N``, the layers they hold ``Lam`` in
-  ``[N, Lmax * N]`` and, where the objective needs the longest middle stage (slowest
-  stage, KV hand-off), ``M`` with ``Lam <= N * M``: balanced cuts then give every
-  middle stage at most ``M`` layers. About ten variables per config, whatever the
+  ``[N, Lmax * N]`` and, in prefill pools (whose KV hand-off follows the longest
+  middle stage), ``M`` with ``Lam <= N * M``: balanced cuts then give every middle
+  stage at most ``M`` layers. About ten variables per config, whatever the
   layer count.
 - *per-length* groups otherwise (multi-tier kinds, where the tier split makes time
   non-affine): one boolean or count per stage length, priced from the table.
@@ -22,12 +22,11 @@ into every stage but the first. A disaggregated plan adds the KV hand-off: the l
 KV transfer of a prefill stage to a kind the decode pool uses.
 
 Goals: ``latency`` minimises ``W * (TTFT + (osl - 1) * TPOT) + devices`` over the
-pools together; ``phase`` (one pool) minimises the pool's own time (prefill: its
-TTFT part with the KV hand-off to given decode kinds; decode: TPOT; colocated: the
-end-to-end latency); ``rate`` (a colocated pool) minimises its time per request,
-``batch * TTFT + prefill_batch * (osl - 1) * TPOT``; ``slowest`` (a prefill pool)
-minimises its slowest stage, which sets a pipelined pool's rate (the replica fronts
-reach it by bisection over ``devices``: the fewest devices with no stage above a cap).
+pools together; ``phase`` (a decode pool) minimises TPOT; ``rate`` (a colocated pool)
+minimises its time per request, ``batch * TTFT + prefill_batch * (osl - 1) * TPOT``;
+``devices`` (a prefill pool) the fewest devices with no stage above a cap, then the
+shortest TTFT part (the replica fronts bisect over the cap for the slowest stage, which
+sets a pipelined pool's rate: a min-max objective would need products of variables).
 ``W`` exceeds any device count, so fewer devices break ties; the solver runs
 deterministically (one worker, fixed seed).
 """
@@ -64,10 +63,9 @@ class SolveResult:
     ttft_t: int = 0
     tpot_t: int = 0
     kv_t: int = 0
-    slowest_t: int = 0
     devices: int = 0
     usage: tuple[int, ...] = ()
-    interrupted: bool = False  # Ctrl-C stopped the search (CP-SAT catches SIGINT)
+    interrupted: bool = False  # Ctrl-C stopped the search (see stop_on_sigint)
 
     @property
     def gap(self) -> float:
@@ -115,7 +113,6 @@ class _Group:
     count: cp_model.LinearExprT  # stages in the group
     layers: cp_model.LinearExprT  # uniform layers they hold
     time: dict[str, cp_model.LinearExprT]  # phase -> total time, hand-offs included
-    longest: dict[str, list[cp_model.LinearExprT]]  # phase -> each a stage's time (lower bounds of the max)
     kv: list[list[cp_model.LinearExprT]]  # decode kind -> KV hand-offs of stages (prefill pools)
     values: object  # how to read the chosen stages back
 
@@ -176,9 +173,7 @@ class _PoolModel:
         x = self.m.new_bool_var(self._name("only", c))
         time_ = {ph: int(tab.time_t[ph][r, c, U]) * x for ph in POOL_PHASES[self.pool]}
         kv = [[k * x] for k in self._kv_const(kv_tab, r, c, U)]
-        self.groups.append(_Group("only", c, x, U * x, time_,
-                                  {ph: [v] for ph, v in time_.items()}, kv,
-                                  ("fixed", x, U)))
+        self.groups.append(_Group("only", c, x, U * x, time_, kv, ("fixed", x, U)))
 
     def _compact(self, role: str, c: int, best: int, need_max: bool, kv_tab) -> None:
         m, tab, U = self.m, self.t.pools[self.pool], self.t.units
@@ -207,19 +202,15 @@ class _PoolModel:
             ln = m.new_int_var(0, best, self._name(role, c, "len"))
             m.add(ln >= x)
             m.add(ln <= best * x)
-            stage = {ph: A[ph] * x + B[ph] * ln for ph in A}
             self.groups.append(_Group(
-                role, c, x, ln, {ph: stage[ph] + hop[ph] * x for ph in A},
-                {ph: [v] for ph, v in stage.items()},
+                role, c, x, ln, {ph: (A[ph] + hop[ph]) * x + B[ph] * ln for ph in A},
                 [[a * x + b * ln] for a, b in zip(kvA, kvB)], ("one", x, ln)))
             return
         n = m.new_int_var(0, U, self._name("mid", c, "n"))
         lam = m.new_int_var(0, U, self._name("mid", c, "layers"))
         m.add(lam >= n)
         m.add(lam <= best * n)
-        longest: dict[str, list] = {ph: [] for ph in A}
         kv: list[list] = [[] for _ in kvA]
-        longest_len = None
         if need_max:
             on = m.new_bool_var(self._name("mid", c, "on"))
             mx = m.new_int_var(0, best, self._name("mid", c, "max"))
@@ -230,12 +221,10 @@ class _PoolModel:
             prod = m.new_int_var(0, U * best, self._name("mid", c, "n*max"))
             m.add_multiplication_equality(prod, [n, mx])
             m.add(lam <= prod)
-            longest = {ph: [A[ph] * on + B[ph] * mx] for ph in A}
             kv = [[a * on + b * mx] for a, b in zip(kvA, kvB)]
-            longest_len = mx
         self.groups.append(_Group(
             "mid", c, n, lam, {ph: (A[ph] + hop[ph]) * n + B[ph] * lam for ph in A},
-            longest, kv, ("balanced", n, lam, longest_len)))
+            kv, ("balanced", n, lam)))
 
     def _per_length(self, role: str, c: int, best: int, kv_tab) -> None:
         m, tab, U = self.m, self.t.pools[self.pool], self.t.units
@@ -256,7 +245,6 @@ class _PoolModel:
                 v = on = m.new_bool_var(self._name(role, c, ln))
             self.groups.append(_Group(
                 role, c, v, ln * v, {ph: (cost[ph] + hop[ph]) * v for ph in cost},
-                {ph: [cost[ph] * on] for ph in cost},
                 [[k * on] for k in self._kv_const(kv_tab, r, c, ln)], ("fixed", v, ln)))
 
     # -- expressions ----------------------------------------------------------------
@@ -303,13 +291,6 @@ class _PoolModel:
             cfg = self.t.configs[g.cfg]
             out[cfg.cls] += cfg.tp * g.count
         return out
-
-    def slowest(self, ph: str, hi: int) -> cp_model.IntVar:
-        s = self.m.new_int_var(0, hi, self._name("slowest", ph))
-        for g in self.groups:
-            for e in g.longest[ph]:
-                self.m.add(s >= e)
-        return s
 
     def kinds_used(self) -> list[cp_model.IntVar]:
         """u[kind]: the pool uses a device of this kind."""
@@ -425,8 +406,7 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     """
     m = cp_model.CpModel()
     caps = list(caps) if caps is not None else [c.devices for c in t.classes]
-    need_max = goal == "slowest" or "prefill" in pools
-    pm = {p: _PoolModel(m, t, p, need_max, stage_cap if goal == "devices" else None)
+    pm = {p: _PoolModel(m, t, p, p == "prefill", stage_cap if goal == "devices" else None)
           for p in pools}
     if any(not pm[p].groups for p in pools):
         return SolveResult("infeasible", None, None, 0.0)
@@ -457,29 +437,20 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
         m.add(ttft <= limits.ttft_slo_t)
     if limits.tpot_slo_t is not None and dec_pool:
         m.add(tpot <= limits.tpot_slo_t)
-    slowest = 0
-    if goal == "slowest":
-        arr = t.pools[pools[0]].time_t["prefill"]
-        finite = arr[arr < INF]
-        slowest = pm[pools[0]].slowest("prefill", int(finite.max()) if finite.size else 0)
-        value = slowest
-    elif goal == "devices":
+    if goal == "devices":
         # Fewest devices first: weigh devices above any TTFT the tables allow.
         hi = limits.ttft_slo_t if limits.ttft_slo_t is not None else _ttft_bound(t, pools[0])
         scale = 1
         m.minimize((hi + 1) * devices + ttft)
-        value = None
-    elif goal == "rate" and pools == ("colocated",):
-        # A colocated replica's time per request: TTFT / prefill_batch + (osl - 1) TPOT /
-        # batch; scaled by both batches to stay integer.
-        value = t.work.batch * ttft + t.work.pb * (osl - 1) * tpot
-    elif goal == "phase" and pools == ("prefill",):
-        value = ttft
-    elif goal == "phase" and pools == ("decode",):
-        value = tpot
     else:
-        value = ttft + (osl - 1) * tpot
-    if value is not None:
+        if goal == "rate":
+            # A colocated replica's time per request: TTFT / prefill_batch + (osl - 1)
+            # TPOT / batch; scaled by both batches to stay integer.
+            value = t.work.batch * ttft + t.work.pb * (osl - 1) * tpot
+        elif goal == "phase":
+            value = tpot
+        else:
+            value = ttft + (osl - 1) * tpot
         scale = sum(caps) + 1
         m.minimize(scale * value + devices)
 
@@ -496,7 +467,6 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     res.ttft_t = int(solver.value(ttft)) if pre_pool else 0
     res.tpot_t = int(solver.value(tpot)) if dec_pool else 0
     res.kv_t = int(solver.value(kv)) if "prefill" in pools else 0
-    res.slowest_t = int(solver.value(slowest)) if goal == "slowest" else 0
     res.usage = tuple(int(solver.value(u)) if not isinstance(u, int) else 0 for u in usage)
     res.devices = sum(res.usage)
     return res

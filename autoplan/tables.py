@@ -302,6 +302,12 @@ def kv_pair_bandwidth(topo: Topology, kind_from: str, kind_to: str) -> tuple[flo
     return topo.path(a, cands[-1])
 
 
+def kv_link_bandwidth(topo: Topology, kinds_from, kinds_to) -> float:
+    """Per-device KV bandwidth between two pools: their slowest pair of kinds."""
+    return min(kv_pair_bandwidth(topo, a, b)[0] for a in sorted(kinds_from)
+               for b in sorted(kinds_to))
+
+
 def kv_stage_bytes(model: ModelSpec, work: Workload, layers: int) -> float:
     """KV cache of one prefill pass's prompts for ``layers`` layers (the whole cache)."""
     return work.pb * work.isl * kv_bytes_per_token_layer(model, 1, work.precision) * layers

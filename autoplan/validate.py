@@ -24,7 +24,7 @@ from autoplan.pipeline import PhaseCost, StagePlacement, memories_for, pipeline_
 from autoplan.plan_schema import Plan
 from autoplan.tables import (
     Workload,
-    kv_pair_bandwidth,
+    kv_link_bandwidth,
     kv_stage_bytes,
     kv_stage_time_s,
     pool_memory_args,
@@ -137,7 +137,7 @@ def kv_link_bytes_per_s(topo: Topology, pre: list[StagePlacement], dec: list[Sta
                         replicas: tuple[int, int]) -> float:
     """KV bandwidth between the pools: every prefill device sends and every decode device
     receives at its kinds' per-device path bandwidth; the smaller side bounds the flow."""
-    bw = min(kv_pair_bandwidth(topo, a.kind, b.kind)[0] for a in pre for b in dec)
+    bw = kv_link_bandwidth(topo, {s.kind for s in pre}, {s.kind for s in dec})
     return min(replicas[0] * sum(s.tp for s in pre), replicas[1] * sum(s.tp for s in dec)) * bw
 
 
@@ -161,10 +161,11 @@ def validate(plan: Plan | dict | str | Path) -> Report:
     work = workload_of(plan)
     errors: list[str] = []
     pre, dec = placements(plan.prefill), placements(plan.decode)
+    domain_of = {d: dom.index for dom in topo.fast_domains for d in dom.devices}
     for name, phase, stages in (("prefill", plan.prefill, pre), ("decode", plan.decode, dec)):
-        errors += _check_phase(name, model, topo, phase, stages)
+        errors += _check_phase(name, model, topo, phase, stages, domain_of)
     for name, phase in (("prefill", plan.prefill), ("decode", plan.decode)):
-        errors += _check_replicas(name, topo, phase)
+        errors += _check_replicas(name, topo, phase, domain_of)
     pre_devs = {d for r in plan.prefill.replica_devices for g in r for d in g}
     dec_devs = {d for r in plan.decode.replica_devices for g in r for d in g}
     if plan.placement == "disaggregated" and pre_devs & dec_devs:
@@ -209,7 +210,7 @@ def validate(plan: Plan | dict | str | Path) -> Report:
 
 
 def _check_phase(name: str, model: ModelSpec, topo: Topology, phase,
-                 stages: list[StagePlacement]) -> list[str]:
+                 stages: list[StagePlacement], domain_of: dict[str, int]) -> list[str]:
     errs: list[str] = []
     expect = 0
     for s in stages:
@@ -222,7 +223,6 @@ def _check_phase(name: str, model: ModelSpec, topo: Topology, phase,
         errs.append(f"layer coverage: {name} stages end at layer {expect}, the model has "
                     f"{model.num_layers}")
     seen: set[str] = set()
-    domain_of = {d: dom.index for dom in topo.fast_domains for d in dom.devices}
     for k, (s, st) in enumerate(zip(phase.stages, stages)):
         if s.index != k:
             errs.append(f"stage order: {name} stage {k} has index {s.index}")
@@ -232,21 +232,34 @@ def _check_phase(name: str, model: ModelSpec, topo: Topology, phase,
             check_tp(model, s.tp)
         except InputError as e:
             errs.append(f"TP: {name} stage {k}: {e}")
-        for d in s.devices:
-            if d not in domain_of:
-                errs.append(f"devices: {name} stage {k} names unknown device {d}")
-                return errs
-            if topo.device_kind_of(d) != s.device_kind:
-                errs.append(f"devices: {d} is not a {s.device_kind}")
-            if d in seen:
-                errs.append(f"device disjointness: {d} is used twice in {name}")
-            seen.add(d)
-        if len({domain_of[d] for d in s.devices}) > 1:
-            errs.append(f"TP inside fast domains: {name} stage {k} spans several fast domains")
+        group_errs, known = _check_group(name, f"stage {k}", s.devices, s.device_kind, topo,
+                                         domain_of, seen)
+        errs += group_errs
+        if not known:
+            return errs
     return errs
 
 
-def _check_replicas(name: str, topo: Topology, phase) -> list[str]:
+def _check_group(name: str, where: str, devices: list[str], kind: str, topo: Topology,
+                 domain_of: dict[str, int], seen: set[str]) -> tuple[list[str], bool]:
+    """One TP group: known devices of its kind, none used twice in the phase (``seen``
+    collects them), all inside one fast domain. The flag is False when a device is
+    unknown (nothing more can be checked)."""
+    errs: list[str] = []
+    for d in devices:
+        if d not in domain_of:
+            return errs + [f"devices: {name} {where} names unknown device {d}"], False
+        if topo.device_kind_of(d) != kind:
+            errs.append(f"devices: {d} is not a {kind}")
+        if d in seen:
+            errs.append(f"device disjointness: {d} is used twice in {name}")
+        seen.add(d)
+    if len({domain_of[d] for d in devices}) > 1:
+        errs.append(f"TP inside fast domains: {name} {where} spans several fast domains")
+    return errs, True
+
+
+def _check_replicas(name: str, topo: Topology, phase, domain_of: dict[str, int]) -> list[str]:
     """Every replica: the first replica's stages again, on devices of their own."""
     errs: list[str] = []
     if len(phase.replica_devices) != phase.replicas:
@@ -254,7 +267,6 @@ def _check_replicas(name: str, topo: Topology, phase) -> list[str]:
                 f"not {phase.replicas}"]
     if phase.replica_devices and phase.replica_devices[0] != [s.devices for s in phase.stages]:
         errs.append(f"replicas: {name} replica 0 devices differ from its stages' devices")
-    domain_of = {d: dom.index for dom in topo.fast_domains for d in dom.devices}
     seen: set[str] = set()
     for r, groups in enumerate(phase.replica_devices):
         if len(groups) != len(phase.stages):
@@ -264,18 +276,11 @@ def _check_replicas(name: str, topo: Topology, phase) -> list[str]:
         for k, (g, s) in enumerate(zip(groups, phase.stages)):
             if len(g) != s.tp:
                 errs.append(f"TP: {name} replica {r} stage {k} has {len(g)} devices, not {s.tp}")
-            for d in g:
-                if d not in domain_of:
-                    errs.append(f"devices: {name} replica {r} names unknown device {d}")
-                    return errs
-                if topo.device_kind_of(d) != s.device_kind:
-                    errs.append(f"devices: {d} is not a {s.device_kind}")
-                if d in seen:
-                    errs.append(f"device disjointness: {d} is used twice in {name}")
-                seen.add(d)
-            if len({domain_of[d] for d in g}) > 1:
-                errs.append(f"TP inside fast domains: {name} replica {r} stage {k} spans "
-                            f"several fast domains")
+            group_errs, known = _check_group(name, f"replica {r} stage {k}", g, s.device_kind,
+                                             topo, domain_of, seen)
+            errs += group_errs
+            if not known:
+                return errs
     return errs
 
 
