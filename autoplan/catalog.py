@@ -13,15 +13,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
-from autoplan.model import ModelSpec, load_model_file
-from autoplan.topology import (
-    YAML_ERRORS,
-    Calibration,
-    DeviceKind,
-    Topology,
-    load_topology_file,
-    safe_load_yaml,
-)
+from autoplan.graphs.topology import Topology, load_topology_file
+from autoplan.inputs.model import ModelSpec, load_model_file
+from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
+from autoplan.inputs.topology import Calibration, DeviceKind
 
 
 def catalog_root() -> Path:

@@ -11,12 +11,13 @@ import sys
 
 import typer
 
+from autoplan.errors import AutoplanError
+
 try:  # typer >= 0.24 vendors click as typer._click
     from typer._click import exceptions as _click_exc
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as _click_exc
 
-from autoplan.errors import AutoplanError
 
 app = typer.Typer(
     add_completion=False,
@@ -48,8 +49,8 @@ def estimate_cmd(
 ) -> None:
     """Predict TTFT, TPOT, end-to-end latency and memory of one configuration."""
     from autoplan.catalog import load_profile
-    from autoplan.estimate import estimate
-    from autoplan.render import print_estimate
+    from autoplan.cost.estimate import estimate
+    from autoplan.render.terminal import print_estimate
 
     est = estimate(
         model, topology, tp, pp, device_kind=device_kind, isl=isl, osl=osl, batch=batch,
@@ -87,9 +88,9 @@ def plan_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the plan JSON"),
 ) -> None:
     """Find the best deployment: pipeline cuts, TP per stage, prefill/decode placement."""
-    from autoplan.planner import plan
-    from autoplan.profile_io import check_writable, write_atomic
-    from autoplan.render import print_plan
+    from autoplan.files import check_writable, write_atomic
+    from autoplan.render.terminal import print_plan
+    from autoplan.search.planner import plan
 
     if out:
         check_writable(out)  # before minutes of solving, not after
@@ -115,7 +116,7 @@ def plan_cmd(
 def validate_cmd(plan_file: str = typer.Argument(..., help="plan JSON")) -> None:
     """Recompute a plan's figures without the solver and check its rules."""
     from autoplan.errors import InputError
-    from autoplan.validate import validate
+    from autoplan.rules.validate import validate
 
     rep = validate(plan_file)
     if not rep.ok:
@@ -135,8 +136,8 @@ def explain_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Why this plan wins: its nearest alternatives, their figures and what rules them out."""
-    from autoplan.explain import explain
-    from autoplan.render import print_explain
+    from autoplan.explain.explain import explain
+    from autoplan.render.terminal import print_explain
 
     e = explain(plan_file, solve=solve, time_limit_s=time_limit_s)
     if as_json:
@@ -152,8 +153,8 @@ def export_cmd(
     out: str | None = typer.Option(None, "--out", help="write the files into this folder"),
 ) -> None:
     """Engine launch configs for a plan: vLLM / SGLang launch.sh, Dynamo deployment.yaml."""
-    from autoplan.export import check_engine, export, write_export
-    from autoplan.validate import _as_plan
+    from autoplan.export.export import check_engine, export, write_export
+    from autoplan.rules.validate import _as_plan
 
     engine = check_engine(to)
     exp = export(_as_plan(plan_file), engine)
@@ -175,8 +176,8 @@ def chart_cmd(
     out: str = typer.Option("charts", "--out", "-o", help="directory for the PNG and SVG files"),
 ) -> None:
     """Draw a plan: pipeline timeline, roofline of its operators, placement on the topology."""
-    from autoplan.charts import chart_all
-    from autoplan.validate import _as_plan
+    from autoplan.render.charts import chart_all
+    from autoplan.rules.validate import _as_plan
 
     for path in chart_all(_as_plan(plan_file), out):
         typer.echo(str(path))
@@ -206,8 +207,8 @@ def pareto_cmd(
     """Sweep SLO targets and device budgets; write the TTFT-TPOT-devices front."""
     from autoplan.catalog import load_model, load_topology
     from autoplan.errors import InputError
-    from autoplan.pareto import parse_list, sweep, write
-    from autoplan.render import print_pareto
+    from autoplan.render.terminal import print_pareto
+    from autoplan.sweep.pareto import parse_list, sweep, write
 
     ttfts = parse_list(ttft_slo_ms, "--ttft-slo-ms")
     tpots = parse_list(tpot_slo_ms, "--tpot-slo-ms")
@@ -262,12 +263,13 @@ def calibrate_cmd(
     engine in hardware/profiles/ (trtllm-0.5, splitwise-sim, groq, gpt-fast), each
     refit by the command in its header.
     """
-    from autoplan.calibration import read_measurements
+    from autoplan.calibrate.fit import fit_all
+    from autoplan.calibrate.measurements import read_measurements
+    from autoplan.calibrate.profile_io import calibrate_command, profile_yaml
     from autoplan.catalog import load_profile, prior_path
     from autoplan.errors import InputError
-    from autoplan.fit import fit_all
-    from autoplan.profile_io import calibrate_command, profile_yaml, write_atomic
-    from autoplan.render import print_fit
+    from autoplan.files import write_atomic
+    from autoplan.render.terminal import print_fit
 
     rows = read_measurements(measurements)
     if engine:
@@ -294,7 +296,7 @@ def calibrate_cmd(
 def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the shipped models."""
     from autoplan.catalog import list_models, load_model
-    from autoplan.model_graph import parameter_count
+    from autoplan.graphs.model_graph import parameter_count
 
     rows = []
     for name in list_models():

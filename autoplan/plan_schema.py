@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autoplan.topology import Calibration
+from autoplan.inputs.topology import Calibration
 
 SCHEMA_VERSION = 1
 

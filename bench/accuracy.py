@@ -35,7 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autoplan.calibration import (
+from autoplan.calibrate.fit import fit_all
+from autoplan.calibrate.measurements import (
     Measurement,
     default_data_path,
     predict,
@@ -50,8 +51,7 @@ from autoplan.catalog import (
     profile_engine,
     profile_path,
 )
-from autoplan.fit import fit_all
-from autoplan.topology import Calibration
+from autoplan.inputs.topology import Calibration
 
 DEFAULT = "default"
 

@@ -47,7 +47,8 @@ CASES = {
 
 def topology(spec: tuple[str, int]):
     from autoplan.catalog import builtin_device_kinds, default_calibrations
-    from autoplan.topology import TopologySpec, build_topology
+    from autoplan.graphs.topology import build_topology
+    from autoplan.inputs.topology import TopologySpec
 
     kind, n = spec
     nv = {"kind": "nvlink", "bandwidth_bytes_per_s": 450e9, "latency_s": 2e-6,
@@ -66,7 +67,7 @@ def topology(spec: tuple[str, int]):
 
 def one(name: str) -> dict:
     from autoplan.errors import InfeasibleError
-    from autoplan.planner import plan
+    from autoplan.search.planner import plan
 
     model, topo_spec, kw = CASES[name]
     t0 = time.perf_counter()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from autoplan.planner import plan
 from autoplan.plan_schema import Plan
+from autoplan.search.planner import plan
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 REPO = GOLDEN.parent.parent

@@ -15,7 +15,8 @@ import statistics
 import pytest
 import yaml
 
-from autoplan.calibration import (
+from autoplan.calibrate.fit import BOUNDS, KindFit, RowFit
+from autoplan.calibrate.measurements import (
     default_data_path,
     predict,
     read_measurements,
@@ -31,8 +32,7 @@ from autoplan.catalog import (
 )
 from autoplan.cli import main
 from autoplan.errors import InputError
-from autoplan.fit import BOUNDS, KindFit, RowFit
-from autoplan.topology import Calibration
+from autoplan.inputs.topology import Calibration
 
 DATA = "hardware/data/calibration.csv"  # relative to the catalog root, as in the headers
 GPT_FAST = "hardware/data/gpt-fast.csv"
@@ -332,7 +332,7 @@ def test_profile_by_name_or_path(tmp_path):
 
 def test_written_profile_is_readable_by_others(tmp_path):
     # written through a temporary file and a rename, but with a plain file's mode
-    from autoplan.profile_io import write_atomic
+    from autoplan.files import write_atomic
 
     p = tmp_path / "p.yaml"
     write_atomic(p, "profile: x\n")

@@ -19,10 +19,10 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from autoplan import charts
 from autoplan.cli import main
 from autoplan.errors import InputError
-from autoplan.validate import _as_plan
+from autoplan.render import charts
+from autoplan.rules.validate import _as_plan
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 LPU = GOLDEN / "llama31-70b-fp8-h100x8-lpu576-disaggregated.plan.json"
@@ -375,6 +375,6 @@ def test_missing_matplotlib_is_a_one_line_input_error(monkeypatch):
 
 
 def test_importing_autoplan_does_not_import_matplotlib():
-    code = ("import sys, autoplan, autoplan.charts, autoplan.cli; "
+    code = ("import sys, autoplan, autoplan.render.charts, autoplan.cli; "
             "sys.exit('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -19,9 +19,10 @@ from golden_cases import GOLDEN, REPO
 
 from autoplan.catalog import load_model, load_topology
 from autoplan.cli import main
-from autoplan.explain import RULES, explain
-from autoplan.pipeline import StagePlacement
-from autoplan.validate import _as_plan, evaluate, validate, workload_of
+from autoplan.cost.evaluate import evaluate, workload_of
+from autoplan.cost.pipeline import StagePlacement
+from autoplan.explain.explain import RULES, explain
+from autoplan.rules.validate import _as_plan, validate
 
 NAMES = sorted(p.name.removesuffix(".plan.json") for p in GOLDEN.glob("*.plan.json"))
 NVL4 = "llama31-70b-h100-nvl4"

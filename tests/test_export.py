@@ -23,7 +23,7 @@ import yaml
 from autoplan.catalog import load_model
 from autoplan.cli import main
 from autoplan.errors import InputError
-from autoplan.export import (
+from autoplan.export.export import (
     DYNAMO_VLLM_FLAGS,
     RAY_START_FLAGS,
     SGLANG_ENV,
@@ -38,7 +38,7 @@ from autoplan.export import (
     export,
 )
 from autoplan.plan_schema import Plan
-from autoplan.validate import _as_plan
+from autoplan.rules.validate import _as_plan
 
 GOLDEN = Path(__file__).parent / "golden"
 NAMES = sorted(p.name[: -len(".plan.json")] for p in GOLDEN.glob("*.plan.json"))

@@ -29,11 +29,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autoplan import profile_io
+from autoplan import files
 from autoplan.catalog import builtin_device_kinds, catalog_root, list_models, list_topologies
 from autoplan.cli import main
 from autoplan.errors import InputError
-from autoplan.model import _SUPPORTED, model_from_config
+from autoplan.inputs.model import _SUPPORTED, model_from_config
 
 FUZZ = {"deadline": None, "derandomize": True, "database": None, "print_blob": False,
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -836,7 +836,7 @@ def test_write_atomic_leaves_old_or_new_file(fail_at, had_old, tmp_path, monkeyp
     if fail_at == "replace":
         def boom(*a, **k):
             raise OSError(28, "No space left on device")
-        monkeypatch.setattr(profile_io.os, "replace", boom)
+        monkeypatch.setattr(files.os, "replace", boom)
     else:
         real_fdopen = os.fdopen
 
@@ -849,14 +849,14 @@ def test_write_atomic_leaves_old_or_new_file(fail_at, had_old, tmp_path, monkeyp
                 raise OSError(5, "Input/output error")
             f.write = write
             return f
-        monkeypatch.setattr(profile_io.os, "fdopen", fdopen)
+        monkeypatch.setattr(files.os, "fdopen", fdopen)
     with pytest.raises(InputError, match="cannot write"):
-        profile_io.write_atomic(target, "new contents\n" * 1000)
+        files.write_atomic(target, "new contents\n" * 1000)
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out.yaml"] if had_old else [])
     if had_old:
         assert target.read_text() == "old\n"
-    profile_io.write_atomic(target, "new\n")
+    files.write_atomic(target, "new\n")
     assert target.read_text() == "new\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.yaml"]
 
@@ -864,14 +864,14 @@ def test_write_atomic_leaves_old_or_new_file(fail_at, had_old, tmp_path, monkeyp
 def test_write_atomic_interrupted_leaves_nothing(tmp_path, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(profile_io.os, "replace", interrupted)
+    monkeypatch.setattr(files.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        profile_io.write_atomic(tmp_path / "out.json", "{}")
+        files.write_atomic(tmp_path / "out.json", "{}")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_atomic_refuses_unwritable_paths(tmp_path):
     for bad in (tmp_path, tmp_path / "no" / "such" / "x.json"):
         with pytest.raises(InputError, match="cannot write"):
-            profile_io.write_atomic(bad, "x")
+            files.write_atomic(bad, "x")
     assert list(tmp_path.iterdir()) == []

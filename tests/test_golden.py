@@ -13,7 +13,7 @@ import os
 import pytest
 from golden_cases import GOLDEN, REPO, load_cases, run_case
 
-from autoplan.validate import validate
+from autoplan.rules.validate import validate
 
 CASES = load_cases()
 

@@ -9,11 +9,12 @@ import networkx as nx
 import pytest
 
 from autoplan.catalog import builtin_device_kinds, default_calibrations, list_models, load_model
-from autoplan.cost import Precision, stage_memory
-from autoplan.dtypes import DTYPES
+from autoplan.cost.roofline import stage_memory
 from autoplan.errors import InputError
-from autoplan.model import model_from_config
-from autoplan.model_graph import build_model_graph, parameter_count
+from autoplan.graphs.model_graph import build_model_graph, parameter_count
+from autoplan.inputs.dtypes import DTYPES
+from autoplan.inputs.model import model_from_config
+from autoplan.inputs.workload import Precision
 
 MODELS = list_models()
 
@@ -249,7 +250,7 @@ def test_missing_key_is_named(family, key):
 def test_missing_key_named_by_file_loader(tmp_path):
     import json
 
-    from autoplan.model import load_model_file
+    from autoplan.inputs.model import load_model_file
 
     cfg = copy.deepcopy(BASE_CONFIGS["llama"])
     del cfg["num_hidden_layers"]

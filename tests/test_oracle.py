@@ -13,14 +13,15 @@ import random
 
 import pytest
 
-from autoplan.brute import brute_force, brute_force_replicated
 from autoplan.catalog import builtin_device_kinds, default_calibrations
-from autoplan.cost import Precision
-from autoplan.model import model_from_config
-from autoplan.replicas import plan_replicated
-from autoplan.solver import Limits, solve
-from autoplan.tables import Workload, build_tables
-from autoplan.topology import TopologySpec, build_topology
+from autoplan.graphs.topology import build_topology
+from autoplan.inputs.model import model_from_config
+from autoplan.inputs.topology import TopologySpec
+from autoplan.inputs.workload import Precision, Workload
+from autoplan.search.brute import brute_force, brute_force_replicated
+from autoplan.search.replicas import plan_replicated
+from autoplan.search.solver import Limits, solve
+from autoplan.search.tables import build_tables
 
 N_INSTANCES = 320
 KINDS = ["h100-sxm", "a100-sxm-80gb", "l40s", "lpu", "a100-sxm-40gb"]

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from autoplan import estimate
 from autoplan.catalog import (
     builtin_device_kinds,
     default_calibrations,
     load_model,
     load_topology,
 )
-from autoplan.cost import Precision, kv_bytes_per_token_layer, stage_memory, valid_tps
-from autoplan.dtypes import bytes_per_element
-from autoplan.topology import parse_topology_yaml
+from autoplan import estimate
+from autoplan.cost.roofline import kv_bytes_per_token_layer, stage_memory, valid_tps
+from autoplan.graphs.topology import parse_topology_yaml
+from autoplan.inputs.dtypes import bytes_per_element
+from autoplan.inputs.workload import Precision
 
 # Dense (all weights read each decode step) configurations: model, topology, tp, pp, dtype.
 DENSE_CASES = [
@@ -176,7 +177,7 @@ def test_lpu576_holds_70b_at_fp8(est):
     # A short chat turn; the prefill activation workspace is per chip as well.
     e = est(model, "lpu-576", 64, 9, dtype="fp8", isl=128, osl=128)
     per_chip = [r.weights_gb * 1e9 for r in e.memory]
-    from autoplan.model_graph import parameter_count
+    from autoplan.graphs.model_graph import parameter_count
 
     ideal = parameter_count(m) * 1.0 / 576  # one byte per parameter over 576 chips
     mean = sum(per_chip) / len(per_chip)

@@ -9,8 +9,8 @@ import pytest
 
 from autoplan.cli import main
 from autoplan.errors import InfeasibleError
-from autoplan.planner import plan
-from autoplan.validate import validate
+from autoplan.rules.validate import validate
+from autoplan.search.planner import plan
 
 ARGS = dict(isl=1024, osl=64, batch=1)
 
@@ -139,9 +139,10 @@ def test_table_times_bound_real_stages_tightly(model, topo, dtype):
     import random
 
     from autoplan.catalog import load_model, load_topology
-    from autoplan.cost import Precision, phase_shape
-    from autoplan.pipeline import StagePlacement, memories_for, stage_cost
-    from autoplan.tables import ROLES, TICKS_PER_S, Workload, build_tables, pool_memory_args
+    from autoplan.cost.pipeline import StagePlacement, memories_for, pool_memory_args, stage_cost
+    from autoplan.cost.roofline import phase_shape
+    from autoplan.inputs.workload import Precision, Workload
+    from autoplan.search.tables import ROLES, TICKS_PER_S, build_tables
 
     m, t = load_model(model), load_topology(topo)
     work = Workload(2048, 256, 4, Precision(dtype, "bf16", dtype), 0.9)
@@ -178,7 +179,7 @@ def test_solver_objective_bounds_the_exact_latency_and_slos_hold(model, topo, pl
     """The tables are upper bounds of every stage, hand-off (within and across device
     classes) and KV transfer, so the solver's objective is never below the validator's
     exact e2e, and a plan that meets an SLO in the tables meets it exactly."""
-    from autoplan.planner import plan
+    from autoplan.search.planner import plan
 
     p = plan(model, topo, dtype="fp8", placement=placement)
     assert validate(p).ok
@@ -196,7 +197,7 @@ def test_tp_groups_pack_whenever_a_packing_exists():
     import itertools
     import random
 
-    from autoplan.planner import _pack
+    from autoplan.search.assign import _pack
 
     rng = random.Random(0)
     for _ in range(300):

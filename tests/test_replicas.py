@@ -19,11 +19,11 @@ from functools import cache
 import pytest
 import yaml
 
-from autoplan.charts import pareto_front
 from autoplan.cli import main
 from autoplan.errors import InfeasibleError
-from autoplan.planner import plan
-from autoplan.validate import validate
+from autoplan.render.charts import pareto_front
+from autoplan.rules.validate import validate
+from autoplan.search.planner import plan
 
 M8 = "meta-llama/Llama-3.1-8B"
 SLO = {"ttft_slo_ms": 1000.0, "tpot_slo_ms": 20.0}

@@ -13,7 +13,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from golden_cases import load_cases, run_case  # noqa: E402
 
-from autoplan.profile_io import write_atomic  # noqa: E402
+from autoplan.files import write_atomic
 
 if __name__ == "__main__":
     wanted = set(sys.argv[1:])

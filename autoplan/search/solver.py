@@ -33,16 +33,15 @@ deterministically (one worker, fixed seed).
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
-from autoplan.tables import INF, POOL_PHASES, ROLES, TICKS_PER_MS, Tables
+from autoplan.search.interrupt import _INTERRUPT
+from autoplan.search.tables import INF, POOL_PHASES, ROLES, TICKS_PER_MS, Tables
 
 
 @dataclass
@@ -368,30 +367,6 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits):
             interrupted = True
             solver.stop_search()
     return solver, out["status"], time.perf_counter() - t0, interrupted
-
-
-_INTERRUPT = threading.Event()
-
-
-def interrupted() -> bool:
-    """Ctrl-C arrived during :func:`stop_on_sigint`."""
-    return _INTERRUPT.is_set()
-
-
-@contextmanager
-def stop_on_sigint():
-    """While planning, Ctrl-C stops the search instead of raising: the running CP-SAT
-    search ends with its best solution and no further solve starts."""
-    _INTERRUPT.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, lambda *_: _INTERRUPT.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,

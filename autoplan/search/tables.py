@@ -6,7 +6,7 @@ is a (class, TP) pair with TP dividing the domain size and valid for the model. 
 For every pool, stage role (only / first / middle / last), config and stage length in
 layers, the tables hold the stage's time in integer ticks of 10 ns (rounded up, so the
 solver is conservative) for each phase the pool serves, and the longest stage that fits
-in memory. Times come from :func:`autoplan.pipeline.stage_cost`, the function the
+in memory. Times come from :func:`autoplan.cost.pipeline.stage_cost`, the function the
 validator uses, so the solver and the validator price a stage identically.
 
 Layers: a model's leading dense layers before its MoE layers (DeepSeek-V3's first three)
@@ -21,42 +21,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoplan.cost import (
-    Precision,
+from autoplan.cost.kv import kv_pair_bandwidth, kv_stage_bytes
+from autoplan.cost.pipeline import StagePlacement, memories_for, pool_memory_args, stage_cost
+from autoplan.cost.roofline import (
     activation_message_bytes,
-    kv_bytes_per_token_layer,
     phase_shape,
     valid_tps,
 )
-from autoplan.model import ModelSpec
-from autoplan.pipeline import StagePlacement, memories_for, stage_cost
-from autoplan.topology import FastDomain, Topology
+from autoplan.graphs.topology import FastDomain, Topology
+from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.workload import Workload
 
 ROLES = ("only", "first", "mid", "last")
+
+
 POOL_PHASES = {"prefill": ("prefill",), "decode": ("decode",), "colocated": ("prefill", "decode")}
+
+
 # Table times are integers in ticks of 10 ns, each rounded up (an upper bound).
 TICKS_PER_S = 10**8
+
+
 TICKS_PER_MS = 10**5
+
+
 INF = 1 << 50
-
-
-@dataclass(frozen=True)
-class Workload:
-    isl: int
-    osl: int
-    batch: int
-    precision: Precision
-    max_memory_fraction: float = 0.9
-    # Prompts prefilled together (default: the batch). Decode runs ``batch`` sequences;
-    # prefill passes take ``prefill_batch`` prompts at a time.
-    prefill_batch: int | None = None
-
-    @property
-    def pb(self) -> int:
-        return self.prefill_batch or self.batch
-
-    def phase_batch(self, phase: str) -> int:
-        return self.pb if phase == "prefill" else self.batch
 
 
 @dataclass
@@ -159,16 +148,6 @@ def _placement(model: ModelSpec, prefix: int, role: str, length: int,
     # embedding) and the last (the LM head): priced from layer prefix + 1, it carries
     # neither. (Layers of the uniform run cost the same wherever they sit.)
     return StagePlacement(prefix + 1, prefix + 1 + length, cfg.kind, cfg.group)
-
-
-def pool_memory_args(pool: str, work: Workload) -> tuple[int, int, int]:
-    """(sequences whose KV is held, their context, tokens of the largest forward pass)
-    for a pool's memory."""
-    if pool == "prefill":
-        return work.pb, work.isl, work.pb * work.isl
-    if pool == "decode":
-        return work.batch, work.isl + work.osl, work.batch
-    return work.batch, work.isl + work.osl, max(work.pb * work.isl, work.batch)
 
 
 def build_tables(model: ModelSpec, topo: Topology, work: Workload,
@@ -287,37 +266,6 @@ def _worst_hop(topo: Topology, src: str, dsts: list[str], msg: float,
     launch = topo.calibration(topo.device_kind_of(src)).collective_launch_s
     worst = max((msg / paths[d][0] + paths[d][1] for d in dsts if d != src), default=None)
     return 0.0 if worst is None else worst + launch
-
-
-def kv_pair_bandwidth(topo: Topology, kind_from: str, kind_to: str) -> tuple[float, float]:
-    """Per-device (bandwidth, latency) of the KV hand-off path between two kinds.
-
-    From the first device of ``kind_from`` to the last device of ``kind_to`` (another
-    device, in another domain where there is one): the conservative path of the pair.
-    """
-    a = topo.devices_of_kind(kind_from)[0]
-    cands = [d for d in topo.devices_of_kind(kind_to) if d != a]
-    if not cands:
-        return float("inf"), 0.0
-    return topo.path(a, cands[-1])
-
-
-def kv_link_bandwidth(topo: Topology, kinds_from, kinds_to) -> float:
-    """Per-device KV bandwidth between two pools: their slowest pair of kinds."""
-    return min(kv_pair_bandwidth(topo, a, b)[0] for a in sorted(kinds_from)
-               for b in sorted(kinds_to))
-
-
-def kv_stage_bytes(model: ModelSpec, work: Workload, layers: int) -> float:
-    """KV cache of one prefill pass's prompts for ``layers`` layers (the whole cache)."""
-    return work.pb * work.isl * kv_bytes_per_token_layer(model, 1, work.precision) * layers
-
-
-def kv_stage_time_s(model: ModelSpec, topo: Topology, work: Workload, layers: int, tp: int,
-                    kind_from: str, kind_to: str) -> float:
-    """A prefill stage ships its layers' KV over its ``tp`` devices' links in parallel."""
-    bw, lat = kv_pair_bandwidth(topo, kind_from, kind_to)
-    return kv_stage_bytes(model, work, layers) / (tp * bw) + lat
 
 
 def _kv_table(t: Tables) -> np.ndarray:

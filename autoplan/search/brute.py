@@ -13,16 +13,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import product
 
-from autoplan.solver import Limits
-from autoplan.tables import (
-    POOL_PHASES,
-    ROLES,
-    TICKS_PER_S,
-    Tables,
-    class_entries,
-    kv_link_bandwidth,
-    kv_stage_bytes,
-)
+from autoplan.cost.kv import kv_link_bandwidth, kv_stage_bytes
+from autoplan.search.solver import Limits
+from autoplan.search.tables import POOL_PHASES, ROLES, TICKS_PER_S, Tables, class_entries
 
 
 @dataclass(frozen=True)
@@ -146,7 +139,7 @@ def brute_force(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> 
 def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objective: str,
                            request_rate: float | None = None) -> tuple[Fraction, int] | None:
     """The best (requests/s, devices) of one placement mode over every pipeline pair and
-    every replica count, or None: the oracle of :mod:`autoplan.replicas`.
+    every replica count, or None: the oracle of :mod:`autoplan.search.replicas`.
 
     Throughput: the highest rate, then the fewest devices; devices: the fewest devices
     whose rate reaches ``request_rate``, then the highest rate.

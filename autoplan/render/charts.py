@@ -34,8 +34,8 @@ from autoplan.plan_schema import Plan
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from autoplan.model import ModelSpec
-    from autoplan.topology import Topology
+    from autoplan.graphs.topology import Topology
+    from autoplan.inputs.model import ModelSpec
 
 PHASES = ("prefill", "decode")
 PHASE_COLOR = {"prefill": "#1f77b4", "decode": "#ff7f0e"}
@@ -131,7 +131,7 @@ def _umask() -> int:
 
 
 def _as_plan(plan: Plan | dict | str | Path) -> Plan:
-    from autoplan.validate import _as_plan
+    from autoplan.rules.validate import _as_plan
 
     return _as_plan(plan)
 
@@ -337,7 +337,7 @@ class Roofline(NamedTuple):
 
 def rooflines(plan: Plan | dict | str | Path, topo: Topology | None = None) -> dict[str, Roofline]:
     """The roofline of each device kind the plan uses, in stage order."""
-    from autoplan.dtypes import bytes_per_element
+    from autoplan.inputs.dtypes import bytes_per_element
 
     plan = _as_plan(plan)
     if topo is None:
@@ -361,7 +361,7 @@ def rooflines(plan: Plan | dict | str | Path, topo: Topology | None = None) -> d
 
 
 def _op_kinds(model: ModelSpec) -> dict[str, str]:
-    from autoplan.model_graph import head_ops, layer_ops, tail_ops
+    from autoplan.graphs.model_graph import head_ops, layer_ops, tail_ops
 
     ops = list(head_ops(model)) + list(tail_ops(model))
     for lk in {model.layer_kind(i) for i in range(model.num_layers)}:
@@ -371,7 +371,7 @@ def _op_kinds(model: ModelSpec) -> dict[str, str]:
 
 def _stage_breakdowns(plan: Plan, model: ModelSpec, topo: Topology):
     """Yield (phase, stage, StageCost with per-operator breakdown), as ``evaluate`` prices."""
-    from autoplan.validate import phase_cost, placements, workload_of
+    from autoplan.cost.evaluate import phase_cost, placements, workload_of
 
     work = workload_of(plan)
     for ph in PHASES:

@@ -3,7 +3,7 @@
 No solver for the neighbours: each alternative edits the plan's stages (one TP step up
 or down, one stage more or less, colocated instead of disaggregated or the reverse,
 another device kind), places its TP groups on devices the plan leaves free, and is
-priced by the validator's :func:`~autoplan.validate.evaluate` and checked with the
+priced by the validator's :func:`~autoplan.cost.evaluate.evaluate` and checked with the
 validator's rules (TP validity, TP inside one fast domain, free devices, memory headroom,
 SLOs, the requested placement). Optionally the other placement is re-solved with the
 real planner for comparison.
@@ -16,7 +16,7 @@ cost terms (compute / memory / communication of each phase, KV hand-off) that mo
 Replicas. A ``latency`` plan is one replica and so is each alternative. For the
 ``throughput`` and ``devices`` objectives an alternative is a replica *design* (its
 prefill and decode stage lists) deployed as the planner would deploy it
-(:mod:`autoplan.replicas`): ``throughput`` takes the replica counts with the highest
+(:mod:`autoplan.search.replicas`): ``throughput`` takes the replica counts with the highest
 requests/s the topology's devices allow (counted per device kind; disaggregated pools
 share the inventory), then the fewest devices; ``devices`` takes the fewest replicas
 whose rate reaches ``request_rate`` (``rate:`` rules it out when the inventory cannot).
@@ -35,22 +35,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from autoplan.catalog import load_model, load_topology
-from autoplan.cost import check_tp, valid_tps
+from autoplan.cost.evaluate import Figures, evaluate, phase_cost, placements, workload_of
+from autoplan.cost.kv import kv_link_bytes_per_s, kv_stage_bytes
+from autoplan.cost.pipeline import StagePlacement
+from autoplan.cost.roofline import check_tp, valid_tps
 from autoplan.errors import AutoplanError, InfeasibleError, InputError
-from autoplan.model import ModelSpec
-from autoplan.pipeline import StagePlacement
+from autoplan.graphs.topology import Topology
+from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.workload import Workload
 from autoplan.plan_schema import Plan
-from autoplan.tables import Workload, kv_stage_bytes
-from autoplan.topology import Topology
-from autoplan.validate import (
-    Figures,
-    _as_plan,
-    evaluate,
-    kv_link_bytes_per_s,
-    phase_cost,
-    placements,
-    workload_of,
-)
+from autoplan.rules.validate import _as_plan
 
 Verdict = Literal["worse", "ruled out", "equal", "better"]
 
@@ -759,7 +753,7 @@ def _kind_moves(ctx: _Ctx) -> list[Alternative]:
 
 def _resolve(ctx: _Ctx, time_limit_s: float, notes: list[str]) -> list[Alternative]:
     """The other placement, re-solved by the real planner (optimal over all cuts and TPs)."""
-    from autoplan.planner import plan as solve_plan
+    from autoplan.search.planner import plan as solve_plan
 
     other = "colocated" if ctx.plan.placement == "disaggregated" else "disaggregated"
     i = ctx.plan.inputs

@@ -16,10 +16,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from autoplan.catalog import catalog_root, list_topologies, load_model, load_topology
-from autoplan.cost import valid_tps
+from autoplan.cost.estimate import estimate
+from autoplan.cost.roofline import valid_tps
 from autoplan.errors import InputError
-from autoplan.estimate import estimate
-from autoplan.topology import Calibration, Topology
+from autoplan.graphs.topology import Topology
+from autoplan.inputs.topology import Calibration
 
 REQUIRED = ("id", "engine", "model", "device_kind", "tp", "pp", "weight_dtype", "batch", "isl",
             "context", "metric", "value")

@@ -32,15 +32,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from autoplan.solver import Limits, SolveResult, StageChoice, interrupted, solve
-from autoplan.tables import (
-    ROLES,
-    TICKS_PER_S,
-    Tables,
-    class_entries,
-    kv_link_bandwidth,
-    kv_stage_bytes,
-)
+from autoplan.cost.kv import kv_link_bandwidth, kv_stage_bytes
+from autoplan.search.interrupt import interrupted
+from autoplan.search.solver import Limits, SolveResult, StageChoice, solve
+from autoplan.search.tables import ROLES, TICKS_PER_S, Tables, class_entries
 
 MAX_FRONT = 64  # designs per front before the enumeration stops (the plan then says feasible)
 MAX_MIXED_CLASSES = 2  # device classes up to which designs mixing classes are enumerated

@@ -755,7 +755,7 @@ def export(plan: Plan, engine: str) -> Export:
 
 def write_export(exp: Export, out_dir: str | Path) -> list[Path]:
     """Write every file of ``exp`` into ``out_dir`` atomically; scripts are executable."""
-    from autoplan.profile_io import write_atomic
+    from autoplan.files import write_atomic
 
     d = Path(out_dir)
     if d.exists() and not d.is_dir():

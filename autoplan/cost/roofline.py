@@ -11,7 +11,7 @@ Tensor parallelism of degree ``t`` divides GEMM weights and FLOPs and attention 
 ``t`` (KV heads by ``min(t, n_kv)``, replicated beyond) and adds all-reduces of the
 layer's activations (two per layer, one with parallel attention). The calibration
 parameters (``eta_c``, half-efficiency rows, ``eta_m``, kernel overhead, collective
-launch, runtime reserve) are named fields of :class:`~autoplan.topology.Calibration`.
+launch, runtime reserve) are named fields of :class:`~autoplan.inputs.topology.Calibration`.
 
 Phases:
 
@@ -26,27 +26,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from autoplan.dtypes import bytes_per_element
 from autoplan.errors import InputError
-from autoplan.model import ModelSpec
-from autoplan.model_graph import Op, head_ops, layer_ops, tail_ops
-from autoplan.topology import Calibration, DeviceKind
+from autoplan.graphs.model_graph import Op, head_ops, layer_ops, tail_ops
+from autoplan.inputs.dtypes import bytes_per_element
+from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.topology import Calibration, DeviceKind
+from autoplan.inputs.workload import Precision
 
 Phase = Literal["prefill", "decode"]
+
+
 Bound = Literal["compute", "memory", "communication"]
-
-
-@dataclass(frozen=True)
-class Precision:
-    """Formats of weights (and GEMM compute), activations and the KV cache."""
-
-    weight: str = "bf16"
-    activation: str = "bf16"
-    kv: str = "bf16"
-
-    def __post_init__(self) -> None:
-        for d in (self.weight, self.activation, self.kv):
-            bytes_per_element(d)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def parse_list(text: str | None, name: str, kind=float) -> list:
 
 def _one(args: tuple) -> dict:
     """One grid point (runs in a worker process)."""
-    from autoplan.planner import plan
+    from autoplan.search.planner import plan
 
     base, ttft, tpot, devices = args
     row = {"ttft_slo_ms": ttft, "tpot_slo_ms": tpot, "max_devices": devices}
@@ -60,7 +60,7 @@ def _one(args: tuple) -> dict:
 def sweep(base: dict, ttft_slos: list, tpot_slos: list, budgets: list, *,
           workers: int | None = None, progress: bool = False) -> list[dict]:
     """Solve every grid point; rows in grid order, each marked ``on_front``."""
-    from autoplan.charts import pareto_front
+    from autoplan.render.charts import pareto_front
 
     grid = [(base, a, b, c) for a, b, c in itertools.product(ttft_slos, tpot_slos, budgets)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(grid)))
@@ -99,8 +99,8 @@ def to_csv(rows: list[dict]) -> str:
 
 def write(rows: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
     """``pareto.csv`` and the chart (PNG and SVG) of the feasible rows."""
-    from autoplan.charts import pareto as chart
-    from autoplan.profile_io import write_atomic
+    from autoplan.files import write_atomic
+    from autoplan.render.charts import pareto as chart
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from autoplan.estimate import Estimate
+from autoplan.cost.estimate import Estimate
 from autoplan.plan_schema import Plan
 
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from autoplan.calibration import Measurement, predict_on, systems_for
+from autoplan.calibrate.measurements import Measurement, predict_on, systems_for
 from autoplan.errors import InputError
-from autoplan.topology import Calibration, Topology
+from autoplan.graphs.topology import Topology
+from autoplan.inputs.topology import Calibration
 
 # Fitted parameters, their bounds and the scale used to normalise them.
 BOUNDS: dict[str, tuple[float, float]] = {

@@ -10,17 +10,13 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from autoplan.catalog import load_model, load_topology
-from autoplan.cost import Bound, Precision, check_tp, phase_shape
+from autoplan.cost.pipeline import PhaseCost, StagePlacement, even_cuts, memories_for, pipeline_cost
+from autoplan.cost.roofline import Bound, check_tp, phase_shape
 from autoplan.errors import InputError
-from autoplan.model import ModelSpec
-from autoplan.pipeline import (
-    PhaseCost,
-    StagePlacement,
-    even_cuts,
-    memories_for,
-    pipeline_cost,
-)
-from autoplan.topology import Calibration, Topology
+from autoplan.graphs.topology import Topology
+from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.topology import Calibration
+from autoplan.inputs.workload import Precision, check_workload
 
 
 class OperatorRow(BaseModel):
@@ -133,27 +129,6 @@ def _phase(cost: PhaseCost, breakdown: bool) -> PhaseEstimate:
         stage_times_ms=[s.time_s * 1e3 for s in cost.stages],
         operators=ops,
     )
-
-
-# Upper bounds far beyond any deployment (16Mi-token prompts and outputs, 64Ki requests
-# per batch): they keep times inside the planner's 64-bit microsecond tables.
-MAX_TOKENS = 1 << 24
-MAX_BATCH = 1 << 16
-
-
-def check_workload(isl: int, osl: int, batch: int, max_memory_fraction: float) -> None:
-    if isl < 1:
-        raise InputError(f"--isl must be >= 1, got {isl}")
-    if osl < 1:
-        raise InputError(f"--osl must be >= 1, got {osl}")
-    if batch < 1:
-        raise InputError(f"--batch must be >= 1, got {batch}")
-    for flag, v, most in (("--isl", isl, MAX_TOKENS), ("--osl", osl, MAX_TOKENS),
-                          ("--batch", batch, MAX_BATCH)):
-        if v > most:
-            raise InputError(f"{flag} must be at most {most}, got {v}")
-    if not 0 < max_memory_fraction <= 1:
-        raise InputError(f"max memory fraction must be in (0, 1], got {max_memory_fraction}")
 
 
 def resolve_kind(topo: Topology, device_kind: str | None) -> str:

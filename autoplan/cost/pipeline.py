@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from autoplan.cost import (
+from autoplan.cost.roofline import (
     Bound,
     Phase,
-    Precision,
     Shape,
     StageMemory,
     activation_message_bytes,
@@ -21,9 +20,10 @@ from autoplan.cost import (
     residency,
     stage_memory,
 )
-from autoplan.model import ModelSpec
-from autoplan.model_graph import head_ops, layer_ops, tail_ops
-from autoplan.topology import Topology
+from autoplan.graphs.model_graph import head_ops, layer_ops, tail_ops
+from autoplan.graphs.topology import Topology
+from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.workload import Precision, Workload
 
 
 @dataclass(frozen=True)
@@ -163,3 +163,16 @@ def even_cuts(num_layers: int, pp: int) -> list[tuple[int, int]]:
         out.append((start, start + n))
         start += n
     return out
+
+
+
+
+
+def pool_memory_args(pool: str, work: Workload) -> tuple[int, int, int]:
+    """(sequences whose KV is held, their context, tokens of the largest forward pass)
+    for a pool's memory."""
+    if pool == "prefill":
+        return work.pb, work.isl, work.pb * work.isl
+    if pool == "decode":
+        return work.batch, work.isl + work.osl, work.batch
+    return work.batch, work.isl + work.osl, max(work.pb * work.isl, work.batch)

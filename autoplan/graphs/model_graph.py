@@ -17,7 +17,7 @@ from typing import Literal
 
 import networkx as nx
 
-from autoplan.model import ModelSpec
+from autoplan.inputs.model import ModelSpec
 
 OpKind = Literal["gemm", "qkv", "moe_gemm", "attention", "norm", "elementwise", "embedding"]
 # How TP shards a GEMM: "col" splits the output width, "row" the input width,

@@ -1,0 +1,50 @@
+"""Write calibration profiles (the YAML that ``--profile`` and the catalog read)."""
+
+from __future__ import annotations
+
+import shlex
+
+import yaml
+
+from autoplan.inputs.topology import Calibration
+
+HEADER = """\
+# Calibration profile: the named cost-model parameters of each device kind
+# (autoplan/inputs/topology.py:Calibration), fitted by `autoplan calibrate` (least squares on
+# log(predicted / measured), bounded, with a weak pull toward the prior) to the rows of
+#   {data}{only}
+# Refit with:
+#   {command}
+"""
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def calibrate_command(measurements: str, out: str, *, engine: str | None = None,
+                      topology: str | None = None, prior: str | None = None) -> str:
+    """The `autoplan calibrate` command line that writes ``out`` (options that change
+    the profile only, in a fixed order, so that a refit reproduces the header)."""
+    args = ["autoplan", "calibrate", measurements]
+    for flag, value in (("--engine", engine), ("--topology", topology), ("--prior", prior)):
+        if value:
+            args += [flag, value]
+    return shlex.join(args + ["-o", out])
+
+
+def profile_yaml(cals: dict[str, Calibration], data: str, command: str,
+                 engine: str | None = None) -> str:
+    """The profile YAML: ``profile: fitted``, ``engine`` (when the fit used one engine's
+    rows) and ``device_kinds``, values to 4 significant digits."""
+    body: dict = {"profile": "fitted"}
+    if engine:
+        body["engine"] = engine
+    body["device_kinds"] = {}
+    for kind in sorted(cals):
+        d = cals[kind].model_dump(exclude={"source"})
+        body["device_kinds"][kind] = {k: _sig(v) for k, v in d.items()}
+        body["device_kinds"][kind]["source"] = cals[kind].source or f"fitted to {data}"
+    only = f" (engine {engine} only)" if engine else ""
+    return (HEADER.format(data=data, only=only, command=command)
+            + yaml.safe_dump(body, sort_keys=False))

@@ -1,0 +1,165 @@
+"""Topology input: the pydantic specs of device kinds, memory tiers, calibration
+parameters, links, node groups and networks, as a topology YAML spells them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from autoplan.inputs.dtypes import COMPUTE_FALLBACK, DType
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Bounds far outside real hardware (1 MB/s .. 1 PB/s links, 1 s hop latency, 64Ki
+# devices): they refuse typos and absurd values before they hang the graph build or
+# overflow the cost model and the solver's integer tables.
+MAX_DEVICES = 1 << 16
+
+
+_MIN_BW, _MAX_BW = 1e6, 1e16
+
+
+_MAX_BYTES = 1e15
+
+
+_MIN_FLOPS, _MAX_FLOPS = 1e9, 1e19
+
+
+class MemoryTier(BaseModel):
+    """One level of device memory (HBM, GDDR, on-chip SRAM)."""
+
+    model_config = _STRICT
+    name: str
+    capacity_bytes: float = Field(gt=0, le=_MAX_BYTES)
+    bandwidth_bytes_per_s: float = Field(ge=_MIN_BW, le=_MAX_BW)
+
+
+class Calibration(BaseModel):
+    """Named, fitted parameters that turn a raw roofline into measured times.
+
+    Defaults per device kind live in ``hardware/calibration.yaml`` with the data they
+    were fitted to; a topology or a profile may override them.
+    """
+
+    model_config = _STRICT
+    # Fraction of peak FLOP/s a large GEMM achieves.
+    compute_efficiency: float = Field(ge=0.01, le=1)
+    # GEMM rows (tokens) at which achieved FLOP/s falls to half of the above:
+    # eff(m) = compute_efficiency * m / (m + compute_half_tokens).
+    compute_half_tokens: float = Field(ge=0, le=1e6)
+    # Fraction of peak memory bandwidth a streaming kernel achieves.
+    memory_efficiency: float = Field(ge=0.01, le=1)
+    # Multiplier on compute_efficiency for 8- and 4-bit GEMM formats: low-precision
+    # kernels reach a smaller share of their (doubled) peak.
+    low_precision_efficiency: float = Field(default=1.0, ge=0.01, le=1)
+    # Fixed time per kernel launch (launch, tail effects, synchronisation).
+    kernel_overhead_s: float = Field(ge=0, le=1)
+    # Fixed time of one collective on top of link latency and bandwidth terms.
+    collective_launch_s: float = Field(ge=0, le=1)
+    # Memory held by the runtime and not available to weights or KV cache.
+    reserved_bytes: float = Field(ge=0, le=_MAX_BYTES)
+    source: str = ""
+
+
+class DeviceKind(BaseModel):
+    """A kind of accelerator: peak compute per format and memory tiers."""
+
+    model_config = _STRICT
+    description: str = ""
+    source: str = ""
+    peak_flops_per_s: dict[DType, float]
+    memory_tiers: list[MemoryTier] = Field(min_length=1)
+    calibration: Calibration | None = None
+    # Kind whose fitted calibration this one borrows until it has measurements of its own.
+    calibrate_like: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DeviceKind:
+        if not self.peak_flops_per_s:
+            raise ValueError("peak_flops_per_s must list at least one format")
+        for k, v in self.peak_flops_per_s.items():
+            if not v > 0:
+                raise ValueError(f"peak_flops_per_s.{k} must be positive")
+            if not _MIN_FLOPS <= v <= _MAX_FLOPS:
+                raise ValueError(f"peak_flops_per_s.{k} must be between {_MIN_FLOPS:g} and "
+                                 f"{_MAX_FLOPS:g}, got {v:g}")
+        return self
+
+    @property
+    def capacity_bytes(self) -> float:
+        return sum(t.capacity_bytes for t in self.memory_tiers)
+
+    def tiers_fastest_first(self) -> list[MemoryTier]:
+        return sorted(self.memory_tiers, key=lambda t: -t.bandwidth_bytes_per_s)
+
+    def peak_flops(self, dtype: str) -> tuple[float, str]:
+        """Peak FLOP/s for GEMMs in ``dtype`` and the format they actually run in."""
+        for d in COMPUTE_FALLBACK.get(dtype, (dtype,)):
+            if d in self.peak_flops_per_s:
+                return self.peak_flops_per_s[d], d
+        best = max(self.peak_flops_per_s, key=self.peak_flops_per_s.get)
+        return self.peak_flops_per_s[best], best
+
+
+class LinkSpec(BaseModel):
+    """A fabric or network: bandwidth per device and direction, one-hop latency."""
+
+    model_config = _STRICT
+    kind: str
+    bandwidth_bytes_per_s: float = Field(ge=_MIN_BW, le=_MAX_BW)
+    latency_s: float = Field(ge=0, le=1)
+    tensor_parallel: bool = False
+    source: str = ""
+
+
+class NodeDevices(BaseModel):
+    model_config = _STRICT
+    kind: str
+    count: int = Field(ge=1, le=MAX_DEVICES)
+
+
+class NodeGroup(BaseModel):
+    """``count`` identical nodes named ``{name}{i}``, each with devices and a fabric."""
+
+    model_config = _STRICT
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    count: int = Field(default=1, ge=1, le=MAX_DEVICES)
+    devices: NodeDevices
+    fabric: LinkSpec | None = None
+
+
+class Network(LinkSpec):
+    """A switch joining every device of the listed node groups (all groups if empty)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    node_groups: list[str] = Field(default_factory=list)
+
+
+class TopologySpec(BaseModel):
+    """A topology file, validated; unknown fields are refused."""
+
+    model_config = _STRICT
+    name: str
+    description: str = ""
+    sources: list[str] = Field(default_factory=list)
+    device_kinds: dict[str, DeviceKind] = Field(default_factory=dict)
+    nodes: list[NodeGroup] = Field(min_length=1)
+    networks: list[Network] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> TopologySpec:
+        names = [g.name for g in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("node group names must be unique")
+        nets = [n.name for n in self.networks]
+        if len(set(nets)) != len(nets):
+            raise ValueError("network names must be unique")
+        total = sum(g.count * g.devices.count for g in self.nodes)
+        if total > MAX_DEVICES:
+            raise ValueError(f"{total} devices is more than autoplan handles ({MAX_DEVICES})")
+        for net in self.networks:
+            for g in net.node_groups:
+                if g not in names:
+                    raise ValueError(f"network {net.name!r} names unknown node group {g!r}")
+        return self
