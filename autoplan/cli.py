@@ -154,10 +154,10 @@ def export_cmd(
 ) -> None:
     """Engine launch configs for a plan: vLLM / SGLang launch.sh, Dynamo deployment.yaml."""
     from autoplan.export.export import check_engine, export, write_export
-    from autoplan.rules.validate import _as_plan
+    from autoplan.plan_schema import Plan
 
     engine = check_engine(to)
-    exp = export(_as_plan(plan_file), engine)
+    exp = export(Plan.load(plan_file), engine)
     for w in exp.warnings:
         print(f"autoplan: warning: {w}", file=sys.stderr)
     if out:
@@ -176,10 +176,10 @@ def chart_cmd(
     out: str = typer.Option("charts", "--out", "-o", help="directory for the PNG and SVG files"),
 ) -> None:
     """Draw a plan: pipeline timeline, roofline of its operators, placement on the topology."""
+    from autoplan.plan_schema import Plan
     from autoplan.render.charts import chart_all
-    from autoplan.rules.validate import _as_plan
 
-    for path in chart_all(_as_plan(plan_file), out):
+    for path in chart_all(Plan.load(plan_file), out):
         typer.echo(str(path))
 
 

@@ -7,10 +7,13 @@ the last layer.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from autoplan.errors import InputError, first_error
 from autoplan.inputs.topology import Calibration
 
 SCHEMA_VERSION = 1
@@ -106,6 +109,34 @@ class Plan(BaseModel):
     devices: int = Field(description="devices used by all phases and replicas")
     prefill: PhasePlan
     decode: PhasePlan
+
+    def phase(self, name: str) -> PhasePlan:
+        """The plan of one phase, ``prefill`` or ``decode``."""
+        if name not in ("prefill", "decode"):
+            raise InputError(f"unknown phase {name!r}; use prefill or decode")
+        return self.prefill if name == "prefill" else self.decode
+
+    @classmethod
+    def load(cls, plan: Plan | dict | str | Path) -> Plan:
+        """A plan from a Plan, its dict, or a JSON file; bad input raises InputError."""
+        if isinstance(plan, cls):
+            return plan
+        if isinstance(plan, (str, Path)):
+            p = Path(plan)
+            try:
+                plan = json.loads(p.read_text(encoding="utf-8"))
+            except OSError as e:
+                raise InputError(f"cannot read plan {str(p)!r}: {e.__class__.__name__}") from None
+            except json.JSONDecodeError as e:
+                raise InputError(f"plan {str(p)!r} is not valid JSON: {e.msg}") from None
+            except UnicodeDecodeError:
+                raise InputError(f"plan {str(p)!r} is not UTF-8 text") from None
+            except (ValueError, RecursionError) as e:  # over-long integers, deep nesting
+                raise InputError(f"plan {str(p)!r} is not a plan: {e.__class__.__name__}") from None
+        try:
+            return cls.model_validate(plan)
+        except ValidationError as e:
+            raise InputError(f"plan: {first_error(e)}") from None
 
 
 TIMING_FIELDS = ("solve_seconds",)

@@ -8,8 +8,8 @@ from functools import lru_cache
 import pytest
 import yaml
 
-from autoplan.catalog import catalog_root, load_model, load_topology
 from autoplan import estimate
+from autoplan.catalog import catalog_root, load_model, load_topology
 
 
 @lru_cache(maxsize=None)

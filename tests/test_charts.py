@@ -21,8 +21,8 @@ pytest.importorskip("matplotlib")
 
 from autoplan.cli import main
 from autoplan.errors import InputError
+from autoplan.plan_schema import Plan
 from autoplan.render import charts
-from autoplan.rules.validate import _as_plan
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 LPU = GOLDEN / "llama31-70b-fp8-h100x8-lpu576-disaggregated.plan.json"
@@ -86,7 +86,7 @@ def test_chart_all_writes_valid_png_and_svg(lpu_charts):
 
 def test_svg_text_names_the_plan(lpu_charts):
     out, _ = lpu_charts
-    plan = _as_plan(LPU)
+    plan = Plan.load(LPU)
     timeline = svg_text(check_svg(out / "timeline.svg"))
     for s in plan.decode.stages:
         assert f"S{s.index}" in timeline and f"L{s.layers[0]}-{s.layers[1] - 1}" in timeline
@@ -103,7 +103,7 @@ def test_svg_text_names_the_plan(lpu_charts):
 
 @pytest.mark.parametrize("path", ALL_PLANS, ids=lambda p: p.name.removesuffix(".plan.json"))
 def test_timeline_has_one_row_per_stage(path):
-    plan = _as_plan(path)
+    plan = Plan.load(path)
     fig = charts._timeline_figure(plan)
     axes = fig.axes
     assert len(axes) == 2
@@ -124,7 +124,7 @@ def test_timeline_has_one_row_per_stage(path):
 
 
 def test_schedule_single_microbatch_is_the_plans_phase_time():
-    plan = _as_plan(LPU)
+    plan = Plan.load(LPU)
     for ph in ("prefill", "decode"):
         sch = charts.schedule(plan, ph, m=1)
         assert sch.makespan_ms == pytest.approx(getattr(plan, ph).time_ms, rel=1e-12)
@@ -135,7 +135,7 @@ def test_schedule_single_microbatch_is_the_plans_phase_time():
 
 
 def test_schedule_is_gpipe():
-    plan = _as_plan(LPU)
+    plan = Plan.load(LPU)
     n = len(plan.decode.stages)
     stages = [s.model_copy(update={"time_ms": 2.0}) for s in plan.decode.stages]
     even = plan.model_copy(update={"decode": plan.decode.model_copy(
@@ -147,7 +147,7 @@ def test_schedule_is_gpipe():
         # Micro-batch k enters stage i once it left stage i-1 and stage i is free.
         assert sch.start[3][m - 1] == pytest.approx(2.0 / m * (3 + m - 1))
     assert charts.micro_batches(plan, "prefill") == len(plan.prefill.stages)
-    ds = _as_plan(DEEPSEEK)
+    ds = Plan.load(DEEPSEEK)
     assert charts.micro_batches(ds, "prefill") == 2 == len(ds.prefill.stages)
 
 
@@ -158,7 +158,7 @@ GEMM_OPS = {"qkv_proj", "o_proj", "mlp_up", "mlp_down"}
 
 @pytest.mark.parametrize("path", [LATENCY, LPU], ids=["h100x8-bf16", "lpu576-fp8"])
 def test_prefill_gemms_right_of_ridge_decode_left(path):
-    plan = _as_plan(path)
+    plan = Plan.load(path)
     roofs = charts.rooflines(plan)
     assert set(roofs) == {s.device_kind for ph in (plan.prefill, plan.decode) for s in ph.stages}
     pts = charts.operator_points(plan)
@@ -180,7 +180,7 @@ def test_prefill_gemms_right_of_ridge_decode_left(path):
 
 
 def test_roofline_reprices_the_plans_stages():
-    plan = _as_plan(LPU)
+    plan = Plan.load(LPU)
     model_topo = charts._context(plan)
     got = {"prefill": [], "decode": []}
     for ph, _st, cost in charts._stage_breakdowns(plan, *model_topo):
@@ -192,7 +192,7 @@ def test_roofline_reprices_the_plans_stages():
 
 
 def test_roofline_figure_has_a_panel_per_kind_with_the_points():
-    plan = _as_plan(LPU)
+    plan = Plan.load(LPU)
     fig = charts._roofline_figure(plan)
     axes = fig.axes
     assert [ax.get_title().split()[0] for ax in axes] == ["h100-sxm", "lpu"]
@@ -240,7 +240,7 @@ def _expected_counts(plan, all_devices: int) -> dict[str, int]:
 
 @pytest.mark.parametrize("path,devices", [(DEEPSEEK, 32), (BATCH16, 8), (REPLICATED, 32)])
 def test_topology_colours_each_device_by_phase(path, devices):
-    plan = _as_plan(path)
+    plan = Plan.load(path)
     expect = _expected_counts(plan, devices)
     if plan.placement == "colocated":
         assert expect["both"] > 0 and expect["prefill"] == expect["decode"] == 0
@@ -266,7 +266,7 @@ def test_topology_colours_each_device_by_phase(path, devices):
 
 
 def test_topology_groups_big_topologies_by_node():
-    plan = _as_plan(LPU)
+    plan = Plan.load(LPU)
     roles = _roles(plan)
     expect = _expected_counts(plan, 584)
     node_roles: dict[str, set[str]] = {}
@@ -371,7 +371,7 @@ def test_cli_chart_bad_input_writes_nothing(tmp_path, capsys):
 def test_missing_matplotlib_is_a_one_line_input_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(InputError, match=r"pip install 'autoplan\[charts\]'"):
-        charts._timeline_figure(_as_plan(LATENCY))
+        charts._timeline_figure(Plan.load(LATENCY))
 
 
 def test_importing_autoplan_does_not_import_matplotlib():

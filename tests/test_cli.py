@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from autoplan import estimate
 from autoplan.catalog import catalog_root, list_models, list_topologies
 from autoplan.cli import main
-from autoplan import estimate
 
 FIELDS = ("ttft_ms", "tpot_ms", "e2e_ms", "fits", "peak_memory_fraction")
 

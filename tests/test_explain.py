@@ -22,7 +22,8 @@ from autoplan.cli import main
 from autoplan.cost.evaluate import evaluate, workload_of
 from autoplan.cost.pipeline import StagePlacement
 from autoplan.explain.explain import RULES, explain
-from autoplan.rules.validate import _as_plan, validate
+from autoplan.plan_schema import Plan
+from autoplan.rules.validate import validate
 
 NAMES = sorted(p.name.removesuffix(".plan.json") for p in GOLDEN.glob("*.plan.json"))
 NVL4 = "llama31-70b-h100-nvl4"
@@ -45,7 +46,7 @@ def _explained(name: str):
 
 @cache
 def _world(name: str):
-    plan = _as_plan(_path(name))
+    plan = Plan.load(_path(name))
     topo = plan.inputs.topology
     if topo.endswith(".yaml"):
         topo = str(REPO / topo)
@@ -216,7 +217,7 @@ def test_alternative_figures_are_the_validators(name, monkeypatch):
     assert priced >= 2
 
 
-REPLICATED = [n for n in NAMES if _as_plan(_path(n)).inputs.objective != "latency"]
+REPLICATED = [n for n in NAMES if Plan.load(_path(n)).inputs.objective != "latency"]
 
 
 def _check_replica_counts(e, plan, model, topo) -> int:
@@ -335,7 +336,7 @@ def test_expected_neighbours_and_their_rulings():
 
 
 def test_slo_rules_out_a_slower_neighbour():
-    plan = _as_plan(_path(SMALL))
+    plan = Plan.load(_path(SMALL))
     slo = plan.model_copy(update={"inputs": plan.inputs.model_copy(
         update={"tpot_slo_ms": plan.tpot_ms * 1.01})})
     a = {x.name: x for x in explain(slo, solve=False).alternatives}["TP down (8->4)"]
@@ -343,7 +344,7 @@ def test_slo_rules_out_a_slower_neighbour():
 
 
 def test_throughput_objective_compares_throughput():
-    plan = _as_plan(_path(NVL4))
+    plan = Plan.load(_path(NVL4))
     tp = plan.model_copy(update={"inputs": plan.inputs.model_copy(
         update={"objective": "throughput"})})
     e = explain(tp, solve=False)

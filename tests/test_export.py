@@ -38,7 +38,6 @@ from autoplan.export.export import (
     export,
 )
 from autoplan.plan_schema import Plan
-from autoplan.rules.validate import _as_plan
 
 GOLDEN = Path(__file__).parent / "golden"
 NAMES = sorted(p.name[: -len(".plan.json")] for p in GOLDEN.glob("*.plan.json"))
@@ -53,7 +52,7 @@ SERVER_ROLES = ("server", "prefill", "decode")
 
 
 def load(name: str) -> Plan:
-    return _as_plan(GOLDEN / f"{name}.plan.json")
+    return Plan.load(GOLDEN / f"{name}.plan.json")
 
 
 # ---------------------------------------------------------------- parsing helpers

@@ -806,9 +806,9 @@ KNOWN_BUGS = {
                        "--tpot-slo-ms", "1e300"],  # solver.solve: SLO beyond int64
     "request-rate-inf": ["plan", "--model", MODEL, "--topology", "h100-sxm-x1", "--json",
                          "--objective", "devices", "--request-rate", "inf"],  # Fraction(inf)
-    "validate-deep-json": ["validate", "{deep}"],  # validate._as_plan: RecursionError
-    "validate-huge-int": ["validate", "{huge}"],  # validate._as_plan: ValueError (4300 digits)
-    "validate-non-utf8": ["validate", "{latin}"],  # validate._as_plan: UnicodeDecodeError
+    "validate-deep-json": ["validate", "{deep}"],  # Plan.load: RecursionError
+    "validate-huge-int": ["validate", "{huge}"],  # Plan.load: ValueError (4300 digits)
+    "validate-non-utf8": ["validate", "{latin}"],  # Plan.load: UnicodeDecodeError
 }
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from autoplan import estimate
 from autoplan.catalog import (
     builtin_device_kinds,
     default_calibrations,
     load_model,
     load_topology,
 )
-from autoplan import estimate
 from autoplan.cost.roofline import kv_bytes_per_token_layer, stage_memory, valid_tps
 from autoplan.graphs.topology import parse_topology_yaml
 from autoplan.inputs.dtypes import bytes_per_element

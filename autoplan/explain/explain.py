@@ -44,7 +44,6 @@ from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.workload import Workload
 from autoplan.plan_schema import Plan
-from autoplan.rules.validate import _as_plan
 
 Verdict = Literal["worse", "ruled out", "equal", "better"]
 
@@ -793,7 +792,7 @@ def explain(plan: Plan | dict | str | Path, *, solve: bool = True,
     ``solve`` also re-solves the other placement with the planner (seconds).
     """
     base_dir = Path(plan).resolve().parent if isinstance(plan, (str, Path)) else None
-    plan = _as_plan(plan)
+    plan = Plan.load(plan)
     ctx = _context(plan, base_dir)
     notes: list[str] = []
     alts = _tp_steps(ctx) + _stage_steps(ctx) + _placement_flip(ctx) + _kind_moves(ctx)

@@ -130,12 +130,6 @@ def _umask() -> int:
     return mask
 
 
-def _as_plan(plan: Plan | dict | str | Path) -> Plan:
-    from autoplan.rules.validate import _as_plan
-
-    return _as_plan(plan)
-
-
 def _context(plan: Plan) -> tuple[ModelSpec, Topology]:
     """The plan's model and topology, with the stages checked against them."""
     from autoplan.catalog import load_model, load_topology
@@ -249,7 +243,7 @@ def _timeline_figure(plan: Plan | dict | str | Path) -> Figure:
     """The timeline Figure: one panel per phase, y = stages, x = time (ms)."""
     from matplotlib.patches import Patch
 
-    plan = _as_plan(plan)
+    plan = Plan.load(plan)
     counts = [len(getattr(plan, ph).stages) for ph in PHASES]
     height = min(40.0, max(5.0, 2.2 + 0.32 * sum(counts) + 1.2 * len(PHASES)))
     fig = _figure(12, height)
@@ -339,7 +333,7 @@ def rooflines(plan: Plan | dict | str | Path, topo: Topology | None = None) -> d
     """The roofline of each device kind the plan uses, in stage order."""
     from autoplan.inputs.dtypes import bytes_per_element
 
-    plan = _as_plan(plan)
+    plan = Plan.load(plan)
     if topo is None:
         _, topo = _context(plan)
     work_act = "bf16"
@@ -387,7 +381,7 @@ def operator_points(plan: Plan | dict | str | Path, *, _ctx=None) -> list[OpPoin
     cost model prices one TP rank), as (phase, kind, op, FLOP/byte, achieved FLOP/s).
     Operators without FLOPs (embedding gathers) have no place on a roofline and are left
     out."""
-    plan = _as_plan(plan)
+    plan = Plan.load(plan)
     model, topo = _ctx or _context(plan)
     acc: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for ph, st, cost in _stage_breakdowns(plan, model, topo):
@@ -476,7 +470,7 @@ def _roofline_figure(plan: Plan | dict | str | Path, *, _ctx=None) -> Figure:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import NullLocator
 
-    plan = _as_plan(plan)
+    plan = Plan.load(plan)
     ctx = _ctx or _context(plan)
     roofs = rooflines(plan, ctx[1])
     points = operator_points(plan, _ctx=ctx)
@@ -623,7 +617,7 @@ def _topology_figure(plan: Plan | dict | str | Path, *, _ctx=None) -> Figure:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
-    plan = _as_plan(plan)
+    plan = Plan.load(plan)
     _, topo = _ctx or _context(plan)
     roles = device_roles(plan)
     reps = device_replicas(plan)
@@ -897,7 +891,7 @@ def chart_all(plan: Plan | dict | str | Path, out_dir: str | Path = "charts") ->
 
     Everything is rendered before the first file is written: bad input writes nothing.
     """
-    plan = _as_plan(plan)
+    plan = Plan.load(plan)
     _check_out_dir(out_dir)
     ctx = _context(plan)
     files = {

@@ -9,12 +9,9 @@ tampered plan fails with a message naming the broken rule.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from autoplan.catalog import load_model, load_topology
 from autoplan.cost.evaluate import Figures, evaluate, placements, workload_of
@@ -22,7 +19,7 @@ from autoplan.cost.pipeline import (
     StagePlacement,
 )
 from autoplan.cost.roofline import check_tp
-from autoplan.errors import InputError, first_error
+from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
 from autoplan.plan_schema import Plan
@@ -41,7 +38,7 @@ def _close(a: float, b: float) -> bool:
 
 def validate(plan: Plan | dict | str | Path) -> Report:
     """Check a plan's rules and recompute its figures; ``ok`` when all hold."""
-    plan = _as_plan(plan)
+    plan = Plan.load(plan)
     i = plan.inputs
     model = load_model(i.model)
     topo = load_topology(i.topology, i.calibration)
@@ -169,24 +166,3 @@ def _check_replicas(name: str, topo: Topology, phase, domain_of: dict[str, int])
             if not known:
                 return errs
     return errs
-
-
-def _as_plan(plan: Plan | dict | str | Path) -> Plan:
-    if isinstance(plan, Plan):
-        return plan
-    if isinstance(plan, (str, Path)):
-        p = Path(plan)
-        try:
-            plan = json.loads(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise InputError(f"cannot read plan {str(p)!r}: {e.__class__.__name__}") from None
-        except json.JSONDecodeError as e:
-            raise InputError(f"plan {str(p)!r} is not valid JSON: {e.msg}") from None
-        except UnicodeDecodeError:
-            raise InputError(f"plan {str(p)!r} is not UTF-8 text") from None
-        except (ValueError, RecursionError) as e:  # over-long integers, deep nesting
-            raise InputError(f"plan {str(p)!r} is not a plan: {e.__class__.__name__}") from None
-    try:
-        return Plan.model_validate(plan)
-    except ValidationError as e:
-        raise InputError(f"plan: {first_error(e)}") from None
