@@ -13,10 +13,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
-from autoplan.graphs.topology import Topology, load_topology_file
+from autoplan.graphs.topology import Topology, build_topology, load_topology_file
 from autoplan.inputs.model import ModelSpec, load_model_file
 from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
-from autoplan.inputs.topology import Calibration, DeviceKind
+from autoplan.inputs.topology import Calibration, DeviceKind, TopologySpec
 
 
 def catalog_root() -> Path:
@@ -41,14 +41,52 @@ def list_topologies() -> list[str]:
 
 
 def load_model(name_or_path: str) -> ModelSpec:
-    """A shipped model by HF id, or a ``config.json`` path."""
+    """A shipped model by HF id, a ``config.json`` path, or a folder holding one (a
+    Hugging Face snapshot folder)."""
     p = Path(name_or_path)
+    if p.is_dir() and (p / "config.json").is_file():
+        p = p / "config.json"
     if p.suffix == ".json" or p.is_file():
         if not p.is_file():
             raise InputError(f"model config file {name_or_path!r} "
-                             + ("is a directory" if p.is_dir() else "does not exist"))
+                             + ("is a directory without config.json" if p.is_dir()
+                                else "does not exist"))
         return load_model_file(p)
     return _load_shipped_model(name_or_path)
+
+
+def is_shipped_model(model: ModelSpec) -> bool:
+    """The catalog's model of that name, unchanged (a plan then records only the name)."""
+    try:
+        return model.name in list_models() and _load_shipped_model(model.name) == model
+    except InputError:
+        return False
+
+
+def is_shipped_topology(topo: Topology) -> bool:
+    """The catalog's topology of that name, unchanged."""
+    f = _dir("topologies") / f"{topo.name}.yaml"
+    if "/" in topo.name or not f.is_file():
+        return False
+    try:
+        return _read_topology_spec(f) == topo.spec
+    except InputError:
+        return False
+
+
+def _read_topology_spec(path: Path) -> TopologySpec:
+    try:
+        return TopologySpec.model_validate(_read_yaml(path))
+    except ValidationError as e:
+        raise InputError(f"topology {str(path)!r}: {first_error(e)}") from None
+
+
+def topology_from_spec(spec: TopologySpec, profile: dict[str, Calibration] | None = None
+                       ) -> Topology:
+    """A topology from its spec (as a plan embeds it), with the catalog's device kinds."""
+    cal = dict(default_calibrations())
+    cal.update(profile or {})
+    return build_topology(spec, builtin_device_kinds(), cal)
 
 
 @lru_cache(maxsize=64)

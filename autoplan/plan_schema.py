@@ -14,7 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from autoplan.errors import InputError, first_error
-from autoplan.inputs.topology import Calibration
+from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.topology import Calibration, TopologySpec
 
 SCHEMA_VERSION = 1
 
@@ -44,6 +45,15 @@ class PlanInputs(BaseModel):
     calibration: dict[str, Calibration] | None = Field(
         default=None, description="calibration profile the plan was priced with, per device "
         "kind (absent: the shipped defaults)")
+    model_spec: ModelSpec | None = Field(
+        default=None, description="the model's resolved shape, embedded when the model is "
+        "not the catalog's (a config.json): the plan recomputes anywhere")
+    topology_spec: TopologySpec | None = Field(
+        default=None, description="the topology's content, embedded when it is not the "
+        "catalog's (a topology YAML)")
+    topology_sha256: str | None = Field(
+        default=None, description="SHA-256 of topology_spec's canonical JSON; validate "
+        "refuses an embedded topology that does not match it")
 
 
 class Stage(BaseModel):

@@ -111,7 +111,10 @@ def _as_alt_plan(plan, alt, fig):
         "requests_per_s": fig.requests_per_s,
         "devices": len({d for r in alt.prefill + alt.decode for d in r.devices}),
         "prefill": phase("prefill", plan.prefill, alt.prefill),
-        "decode": phase("decode", plan.decode, alt.decode)})
+        "decode": phase("decode", plan.decode, alt.decode),
+        # One replica is not the deployment: the request rate is the replicas' to reach
+        # (checked on the alternative's own figures above), not the first replica's.
+        "inputs": plan.inputs.model_copy(update={"request_rate": None})})
 
 
 def _inventory(topo) -> dict[str, int]:

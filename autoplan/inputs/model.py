@@ -397,6 +397,23 @@ def load_model_file(path: str | Path, name: str = "") -> ModelSpec:
     except (ValueError, RecursionError) as e:  # over-long integer literal, nesting too deep
         raise InputError(f"model config {str(p)!r} is not valid JSON: {first_error(e)}") from None
     try:
-        return model_from_config(cfg, name=name or p.stem)
+        return model_from_config(cfg, name=name or model_name(cfg, p))
     except InputError as e:
         raise InputError(f"{p.name}: {e}") from None
+
+
+def model_name(cfg: Any, path: Path) -> str:
+    """The name a model read from ``path`` goes by, and that an engine can load it by:
+    the config's ``_name_or_path``, else the Hugging Face id of a hub cache snapshot
+    (``models--org--name/snapshots/<rev>/config.json``), else the folder holding a
+    ``config.json`` (engines load a local model by its folder), else the file's stem."""
+    given = cfg.get("_name_or_path") if isinstance(cfg, dict) else None
+    if isinstance(given, str) and given.strip() and given.isprintable():
+        return given.strip()
+    path = path.resolve()
+    for parent in path.parents:
+        if parent.name.startswith("models--") and parent.name.count("--") >= 2:
+            return "/".join(parent.name.split("--")[1:3])
+    if path.name == "config.json":
+        return str(path.parent)
+    return path.stem

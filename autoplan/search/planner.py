@@ -8,106 +8,96 @@ colocated).
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
-from autoplan.catalog import load_model, load_profile, load_topology
+from autoplan.catalog import (
+    is_shipped_model,
+    is_shipped_topology,
+    load_model,
+    load_profile,
+    load_topology,
+)
+from autoplan.cost.context import spec_hash
 from autoplan.cost.evaluate import evaluate
 from autoplan.cost.pipeline import StagePlacement
-from autoplan.errors import InfeasibleError, InputError
+from autoplan.errors import AutoplanError, InfeasibleError, InputError
 from autoplan.graphs.model_graph import parameter_count
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.dtypes import bytes_per_element
 from autoplan.inputs.model import ModelSpec
-from autoplan.inputs.topology import Calibration
-from autoplan.inputs.workload import Precision, Workload, check_workload
+from autoplan.inputs.request import SLO_CAP_MS, Request
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
+from autoplan.rules import rules
 from autoplan.search.assign import _order, assign_devices
 from autoplan.search.interrupt import interrupted, stop_on_sigint
 from autoplan.search.replicas import plan_replicated
 from autoplan.search.solver import Limits, StageChoice, solve
 from autoplan.search.tables import TICKS_PER_MS, Tables, build_tables
 
-SLO_CAP_MS = 365 * 86400 * 1e3
-
-
 PLACEMENT_POOLS = {"colocated": ("colocated",), "disaggregated": ("prefill", "decode")}
 
 
-def plan(
-    model: str | ModelSpec,
-    topology: str | Topology,
-    *,
-    isl: int = 2048,
-    osl: int = 256,
-    batch: int = 1,
-    prefill_batch: int | None = None,
-    dtype: str = "bf16",
-    kv_dtype: str | None = None,
-    objective: str = "latency",
-    placement: str = "auto",
-    ttft_slo_ms: float | None = None,
-    tpot_slo_ms: float | None = None,
-    request_rate: float | None = None,
-    max_memory_fraction: float = 0.9,
-    time_limit_s: float = 30.0,
-    progress: bool = False,
-    profile: str | dict[str, Calibration] | None = None,
-    max_devices: int | None = None,
-) -> Plan:
+def plan(model: str | ModelSpec | Request, topology: str | Topology | None = None,
+         **options: Any) -> Plan:
     """Solve for the best plan; raises :class:`InfeasibleError` when none exists.
+
+    Takes a :class:`~autoplan.inputs.request.Request`, or the model, the topology and
+    the request's other fields as keyword arguments (``isl``, ``osl``, ``batch``,
+    ``prefill_batch``, ``dtype``, ``kv_dtype``, ``objective``, ``placement``, the SLOs,
+    ``request_rate``, ``max_memory_fraction``, ``max_devices``, ``time_limit_s``,
+    ``progress``, ``profile``).
 
     Ctrl-C stops the search: the best plan found so far comes back (``stop_reason``
     interrupted); with none found yet, :class:`KeyboardInterrupt` is raised.
     """
-    with stop_on_sigint():
-        return _plan(model, topology, isl=isl, osl=osl, batch=batch,
-                     prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv_dtype,
-                     objective=objective, placement=placement, ttft_slo_ms=ttft_slo_ms,
-                     tpot_slo_ms=tpot_slo_ms, request_rate=request_rate,
-                     max_memory_fraction=max_memory_fraction, time_limit_s=time_limit_s,
-                     progress=progress, profile=profile, max_devices=max_devices)
-
-
-def _plan(model, topology, *, isl, osl, batch, prefill_batch, dtype, kv_dtype, objective,
-          placement, ttft_slo_ms, tpot_slo_ms, request_rate, max_memory_fraction,
-          time_limit_s, progress, profile, max_devices) -> Plan:
-    m = model if isinstance(model, ModelSpec) else load_model(model)
-    cal = load_profile(profile) if isinstance(profile, str) else profile
-    if isinstance(topology, Topology):
-        topo = topology.with_calibration(cal) if cal else topology
+    if isinstance(model, Request):
+        if topology is not None or options:
+            raise InputError("plan(request) takes no other arguments; use "
+                             "request.model_copy(update=...) to change it")
+        req = model
     else:
-        topo = load_topology(topology, cal)
-    check_workload(isl, osl, batch, max_memory_fraction)
-    if prefill_batch is not None and not (isinstance(prefill_batch, int) and prefill_batch >= 1):
-        raise InputError(f"--prefill-batch must be a positive integer, got {prefill_batch}")
-    if objective not in ("latency", "throughput", "devices"):
-        raise InputError(f"unknown objective {objective!r}; use latency, throughput or devices")
-    if max_devices is not None and not (isinstance(max_devices, int) and max_devices >= 1):
-        raise InputError(f"--max-devices must be a positive integer, got {max_devices}")
-    if request_rate is not None and not request_rate > 0:
-        raise InputError(f"--request-rate must be positive, got {request_rate}")
-    if objective == "devices" and request_rate is None:
-        raise InputError("objective 'devices' needs --request-rate (requests per second)")
-    if objective == "latency" and request_rate is not None:
-        raise InputError("--request-rate applies to the devices and throughput objectives; "
-                         "with latency the plan is one replica")
-    if placement not in ("auto", "colocated", "disaggregated"):
-        raise InputError(f"unknown placement {placement!r}")
-    for name, v in (("--ttft-slo-ms", ttft_slo_ms), ("--tpot-slo-ms", tpot_slo_ms),
-                    ("--time-limit-s", time_limit_s), ("--request-rate", request_rate)):
-        if v is not None and not (v > 0 and math.isfinite(v)):
-            raise InputError(f"{name} must be a positive finite number, got {v}")
-    kv = kv_dtype or (dtype if dtype in ("bf16", "fp16", "fp8") else "bf16")
-    precision = Precision(weight=dtype, activation="bf16", kv=kv)
+        req = Request.build(model=model, topology=topology, **options)
+    with stop_on_sigint():
+        return _plan(req)
+
+
+def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
+    """The request's model and topology, and the plan inputs that record them portably:
+    a catalog name, or the model spec / topology content embedded."""
+    m = req.model if isinstance(req.model, ModelSpec) else load_model(req.model)
+    cal = load_profile(req.profile) if isinstance(req.profile, str) else req.profile
+    if isinstance(req.topology, Topology):
+        topo = req.topology.with_calibration(cal) if cal else req.topology
+        topo_name = topo.name
+    elif isinstance(req.topology, str):
+        topo = load_topology(req.topology, cal)
+        topo_name = req.topology
+    else:
+        raise InputError("--topology: a shipped topology name, a YAML path or a Topology")
+    if isinstance(req.topology, str) and req.topology == topo.name:
+        embed = not is_shipped_topology(topo)  # a catalog name: just the name
+    else:
+        embed = True
+    spec = topo.spec if embed else None
     inputs = PlanInputs(
-        model=m.name, topology=topo.name if isinstance(topology, Topology) else topology,
-        isl=isl, osl=osl, batch=batch, prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv, objective=objective,
-        placement=placement, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
-        request_rate=request_rate, max_memory_fraction=max_memory_fraction,
-        max_devices=max_devices,
+        model=m.name, topology=topo_name, isl=req.isl, osl=req.osl, batch=req.batch,
+        prefill_batch=req.prefill_batch, dtype=req.dtype, kv_dtype=req.kv,
+        objective=req.objective, placement=req.placement, ttft_slo_ms=req.ttft_slo_ms,
+        tpot_slo_ms=req.tpot_slo_ms, request_rate=req.request_rate,
+        max_memory_fraction=req.max_memory_fraction, max_devices=req.max_devices,
         calibration={k: v for k, v in sorted(cal.items()) if k in topo.kinds} if cal else None,
+        model_spec=None if is_shipped_model(m) else m,
+        topology_spec=spec, topology_sha256=spec_hash(spec) if spec is not None else None,
     )
-    work = Workload(isl, osl, batch, precision, max_memory_fraction, prefill_batch)
+    return m, topo, inputs
+
+
+def _plan(req: Request) -> Plan:
+    m, topo, inputs = _resolve(req)
+    osl, placement, objective = req.osl, req.placement, req.objective
+    ttft_slo_ms, tpot_slo_ms, request_rate = req.ttft_slo_ms, req.tpot_slo_ms, req.request_rate
+    time_limit_s, progress, max_devices = req.time_limit_s, req.progress, req.max_devices
+    work = req.workload
     modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
     if len(topo.devices) < 2 and "disaggregated" in modes:
         if placement == "disaggregated":
@@ -189,6 +179,13 @@ def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: 
     used = {d for reps in groups.values() for rep in reps for g in rep for d in g}
     unit = {"latency": "ms", "throughput": "tokens/s", "devices": "devices"}[inputs.objective]
     gap = abs(objective - bound) / objective if objective else 0.0
+    # Self-check with the validator's rules: a solver or assignment bug must not reach
+    # the user as a plan that `autoplan validate` would refuse.
+    broken = (rules.pipeline("prefill", m, topo, pre) + rules.pipeline("decode", m, topo, dec)
+              + rules.figures(fig, inputs, mode, len(used)))
+    if broken:
+        raise AutoplanError(f"internal error: the planner built a plan that breaks a rule: "
+                            f"{broken[0]}")
     return Plan(
         inputs=inputs, placement=mode, status=status,
         objective=objective, objective_unit=unit, best_bound=bound, gap=gap,

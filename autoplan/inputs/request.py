@@ -1,0 +1,108 @@
+"""A planning request as one validated object.
+
+The CLI builds it from flags, :func:`autoplan.plan` takes it (its keyword arguments
+build one), ``explain`` copies it to re-solve. Every bound is checked here, by pydantic,
+and a bad value is one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autoplan.errors import InputError
+from autoplan.inputs.dtypes import DTYPES
+from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.topology import MAX_DEVICES, Calibration
+from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS, Precision, Workload
+
+SLO_CAP_MS = 365 * 86400 * 1e3
+"""SLOs above a year constrain nothing; they are capped there (integer tables)."""
+
+
+def default_kv_dtype(dtype: str) -> str:
+    """The KV-cache format when none is given: the weights' format for 16-bit and fp8
+    weights, bf16 otherwise (integer weight formats keep a bf16 cache)."""
+    return dtype if dtype in ("bf16", "fp16", "fp8") else "bf16"
+
+
+class Request(BaseModel):
+    """What to plan for and how to search."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    model: str | ModelSpec = Field(description="HF id of a shipped model, a config.json "
+                                   "path or folder, or a ModelSpec")
+    topology: Any = Field(description="shipped topology name, YAML path, or a Topology")
+    isl: int = Field(2048, ge=1, le=MAX_TOKENS, description="prompt tokens per request")
+    osl: int = Field(256, ge=1, le=MAX_TOKENS, description="output tokens per request")
+    batch: int = Field(1, ge=1, le=MAX_BATCH, description="sequences decoded together "
+                       "per replica")
+    prefill_batch: int | None = Field(None, ge=1, le=MAX_BATCH, description="prompts "
+                                      "prefilled together (absent: batch)")
+    dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
+    kv_dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] | None = None
+    objective: Literal["latency", "throughput", "devices"] = "latency"
+    placement: Literal["auto", "colocated", "disaggregated"] = "auto"
+    ttft_slo_ms: float | None = Field(None, gt=0)
+    tpot_slo_ms: float | None = Field(None, gt=0)
+    request_rate: float | None = Field(None, gt=0, description="requests per second")
+    max_memory_fraction: float = Field(0.9, gt=0, le=1)
+    max_devices: int | None = Field(None, ge=1, le=MAX_DEVICES)
+    time_limit_s: float = Field(30.0, gt=0, le=7 * 86400)
+    progress: bool = False
+    profile: str | dict[str, Calibration] | None = None
+
+    @field_validator("ttft_slo_ms", "tpot_slo_ms", "request_rate", "time_limit_s",
+                     "max_memory_fraction")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Request:
+        if self.objective == "devices" and self.request_rate is None:
+            raise ValueError("objective 'devices' needs --request-rate (requests per second)")
+        if self.objective == "latency" and self.request_rate is not None:
+            raise ValueError("--request-rate applies to the devices and throughput "
+                             "objectives; with latency the plan is one replica")
+        return self
+
+    @classmethod
+    def build(cls, **fields: Any) -> Request:
+        """A request from keyword arguments; InputError names the first bad flag."""
+        try:
+            return cls(**fields)
+        except ValidationError as e:
+            raise InputError(_flag_error(e)) from None
+
+    @property
+    def kv(self) -> str:
+        return self.kv_dtype or default_kv_dtype(self.dtype)
+
+    @property
+    def precision(self) -> Precision:
+        return Precision(weight=self.dtype, activation="bf16", kv=self.kv)
+
+    @property
+    def workload(self) -> Workload:
+        return Workload(self.isl, self.osl, self.batch, self.precision,
+                        self.max_memory_fraction, self.prefill_batch)
+
+
+def _flag_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = [str(x) for x in err.get("loc", ()) if not str(x).isdigit()]
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    if err.get("type") == "literal_error" and loc and loc[0] in ("dtype", "kv_dtype"):
+        msg = f"expected one of {', '.join(DTYPES)}"
+    if not loc:
+        return msg
+    flag = "--" + loc[0].replace("_", "-")
+    got = err.get("input")
+    shown = f", got {got!r}" if isinstance(got, (int, float, str)) and len(repr(got)) < 60 else ""
+    return f"{flag}: {msg}{shown}"
