@@ -89,17 +89,20 @@ def plan_cmd(
 ) -> None:
     """Find the best deployment: pipeline cuts, TP per stage, prefill/decode placement."""
     from autoplan.files import check_writable, write_atomic
+    from autoplan.inputs.request import Request
     from autoplan.render.terminal import print_plan
     from autoplan.search.planner import plan
 
+    req = Request.build(
+        model=model, topology=topology, isl=isl, osl=osl, batch=batch,
+        prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv_dtype, objective=objective,
+        placement=placement, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
+        request_rate=request_rate, max_memory_fraction=max_memory_fraction,
+        time_limit_s=time_limit_s, progress=not as_json, profile=profile,
+        max_devices=max_devices)
     if out:
         check_writable(out)  # before minutes of solving, not after
-    p = plan(model, topology, isl=isl, osl=osl, batch=batch, prefill_batch=prefill_batch,
-             dtype=dtype, kv_dtype=kv_dtype,
-             objective=objective, placement=placement, ttft_slo_ms=ttft_slo_ms,
-             tpot_slo_ms=tpot_slo_ms, request_rate=request_rate,
-             max_memory_fraction=max_memory_fraction, time_limit_s=time_limit_s,
-             progress=not as_json, profile=profile, max_devices=max_devices)
+    p = plan(req)
     text = p.model_dump_json(indent=2)
     if p.stop_reason == "interrupted":
         print(f"autoplan: interrupted: the best plan found so far ({p.status}, gap {p.gap:.2%})",
