@@ -156,7 +156,7 @@ def export_cmd(
     out: str | None = typer.Option(None, "--out", help="write the files into this folder"),
 ) -> None:
     """Engine launch configs for a plan: vLLM / SGLang launch.sh, Dynamo deployment.yaml."""
-    from autoplan.export.export import check_engine, export, write_export
+    from autoplan.export import check_engine, export, write_export
     from autoplan.plan_schema import Plan
 
     engine = check_engine(to)

@@ -23,7 +23,8 @@ import yaml
 from autoplan.catalog import load_model
 from autoplan.cli import main
 from autoplan.errors import InputError
-from autoplan.export.export import (
+from autoplan.export import export
+from autoplan.export.flags import (
     DYNAMO_VLLM_FLAGS,
     RAY_START_FLAGS,
     SGLANG_ENV,
@@ -35,7 +36,6 @@ from autoplan.export.export import (
     VLLM_ENV,
     VLLM_FLAGS,
     VLLM_KV_CACHE_DTYPES,
-    export,
 )
 from autoplan.plan_schema import Plan
 

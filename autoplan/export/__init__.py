@@ -1,0 +1,51 @@
+"""Engine launch configs for a plan: vLLM and SGLang shell scripts, a Dynamo deployment.
+
+``export(plan, engine)`` is pure: it returns the files to write (``launch.sh`` or
+``deployment.yaml``), the commands in them and the warnings. Where an engine cannot
+express part of a plan (a pool on devices it does not run on, different TP degrees
+across the stages of one pipeline, GPUs of two vendors in one pipeline) that pool is
+left out and a warning says so; the rest is exported.
+
+One module an engine, each with one builder ``build(ctx, pools) -> Export``, registered
+in :data:`REGISTRY`; every flag they write is in the documented sets of
+:mod:`autoplan.export.flags`.
+"""
+
+from __future__ import annotations
+
+from autoplan.errors import InputError
+from autoplan.export import dynamo, sglang, vllm
+from autoplan.export.common import Command, Ctx, Engine, Export, model_path, write_export
+from autoplan.export.pools import pools
+from autoplan.plan_schema import Plan
+
+REGISTRY: dict[str, Engine] = {"vllm": vllm.ENGINE, "sglang": sglang.ENGINE,
+                               "dynamo": dynamo.ENGINE}
+ENGINES = tuple(REGISTRY)
+
+__all__ = ["ENGINES", "REGISTRY", "Command", "Export", "check_engine", "export", "write_export"]
+
+
+def check_engine(engine: str) -> str:
+    e = engine.strip().lower()
+    if e not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    return e
+
+
+def export(plan: Plan, engine: str) -> Export:
+    """Launch configs for ``plan`` on ``engine`` (vllm, sglang or dynamo).
+
+    Raises :class:`InputError` for an unknown engine, or when the engine can express no
+    pool of the plan at all.
+    """
+    engine = check_engine(engine)
+    label, build = REGISTRY[engine]
+    warn: list[str] = []
+    ctx = Ctx(plan, engine, label, model_path(plan, warn), warn)
+    found = pools(plan, label, warn)
+    if found:
+        exp = build(ctx, found)
+        if exp.commands:
+            return exp
+    raise InputError(f"{label} can express no part of this plan: {warn[-1]}")

@@ -1,0 +1,144 @@
+"""The shared model of an export: its commands, its files, the settings every engine uses.
+
+An engine's builder has one shape, :data:`Builder`: ``build(ctx, pools) -> Export``. It
+turns the plan's pools into the commands that launch them and the files that hold them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from autoplan.errors import InputError
+from autoplan.export.pools import Pool
+from autoplan.files import write_atomic
+from autoplan.plan_schema import Plan
+
+# The ports servers listen on (one a server, counting up) and the router or proxy's.
+SERVER_PORT = 8100
+ROUTER_PORT = 8000
+
+
+@dataclass
+class Command:
+    """One command of an export: where it runs, its environment and its argument list."""
+
+    role: str  # server | prefill | decode | router | ray-head | ray-worker
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    host: str | None = None  # topology node it runs on; None when the plan does not say
+    replica: int = 0
+
+    def line(self) -> str:
+        envs = [f'{k}="{v}"' if v.startswith("$") else f"{k}={shlex.quote(v)}"
+                for k, v in self.env.items()]
+        return " ".join(envs + [shlex.join(self.argv)])
+
+
+@dataclass
+class Export:
+    engine: str
+    files: dict[str, str]
+    warnings: list[str]
+    commands: list[Command]
+
+
+@dataclass
+class Ctx:
+    """What a builder is given besides the pools: the plan and what holds for all of them."""
+
+    plan: Plan
+    engine: str
+    label: str  # the engine's name in warnings
+    model: str  # the model path the launch lines load
+    warn: list[str]
+
+    @property
+    def max_len(self) -> int:
+        return self.plan.inputs.isl + self.plan.inputs.osl
+
+
+Builder = Callable[[Ctx, list[Pool]], Export]
+
+
+class Engine(NamedTuple):
+    """One engine of the registry: its name in warnings and its builder."""
+
+    label: str
+    build: Builder
+
+
+def model_path(plan: Plan, warn: list[str]) -> str:
+    """The model path for the launch lines: a config file's folder, else the model name."""
+    m = plan.inputs.model
+    p = Path(m)
+    if p.suffix == ".json":
+        folder = str(p.parent) if str(p.parent) not in ("", ".") else "."
+        warn.append(f"the plan's model is a config file ({m}); the launch lines use its folder "
+                    f"{folder!r} as the model path, which must also hold the weights")
+        return folder
+    return m
+
+
+def precision_flags(ctx: Ctx, kv_fp8: str) -> list[str]:
+    """Weights and KV-cache formats as engine flags (``kv_fp8``: the engine's name for an
+    fp8 KV cache); a warning for what has no flag."""
+    i = ctx.plan.inputs
+    flags: list[str] = []
+    dtype_names = {"bf16": "bfloat16", "fp16": "float16"}
+    if i.dtype in dtype_names:
+        flags += ["--dtype", dtype_names[i.dtype]]
+    elif i.dtype == "fp8":
+        flags += ["--quantization", "fp8"]
+    else:
+        ctx.warn.append(f"weights format {i.dtype} has no single {ctx.label} flag: serve a "
+                        f"checkpoint already quantized to {i.dtype} (the engine reads its "
+                        f"quantization config); no quantization flag is exported")
+    act = i.dtype if i.dtype in dtype_names else None
+    if i.kv_dtype == "fp8":
+        flags += ["--kv-cache-dtype", kv_fp8]
+    elif i.kv_dtype in ("bf16", "fp16"):
+        if act is not None and i.kv_dtype != act:
+            ctx.warn.append(f"a {i.kv_dtype} KV cache with {i.dtype} weights has no "
+                            f"{ctx.label} flag; the KV cache follows the weights ({i.dtype})")
+    else:
+        ctx.warn.append(f"a {i.kv_dtype} KV cache has no {ctx.label} flag; the KV cache is "
+                        f"left at the engine's default")
+    return flags
+
+
+def sizing_args(ctx: Ctx, pool: Pool, names: tuple[str, str, str, str, str]) -> list[str]:
+    """TP, PP, context length, concurrent sequences and memory fraction of a server, under
+    the engine's flag ``names`` for them (in that order)."""
+    i = ctx.plan.inputs
+    values = (pool.tp, pool.pp, ctx.max_len, seqs(i, pool.role), f"{i.max_memory_fraction:g}")
+    return [a for flag, v in zip(names, values, strict=True) for a in (flag, str(v))]
+
+
+def seqs(inputs, role: str) -> int:
+    """Sequences a server runs at once: a prefill server the plan's prefill batch, the
+    others its decode batch."""
+    if role == "prefill" and inputs.prefill_batch:
+        return inputs.prefill_batch
+    return inputs.batch
+
+
+def write_export(exp: Export, out_dir: str | Path) -> list[Path]:
+    """Write every file of ``exp`` into ``out_dir`` atomically; scripts are executable."""
+    d = Path(out_dir)
+    if d.exists() and not d.is_dir():
+        raise InputError(f"--out {str(d)!r} exists and is not a folder")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create folder {str(d)!r}: {e.__class__.__name__}") from None
+    written = []
+    for name, text in exp.files.items():
+        path = d / name
+        write_atomic(path, text)
+        path.chmod(0o755 if name.endswith(".sh") else 0o644)
+        written.append(path)
+    return written

@@ -1,0 +1,121 @@
+"""The engines' documented flags: every flag an export writes is in one of these sets.
+
+Each set comes with the page it is documented on (the tests parse the generated scripts
+and check every emitted flag and environment variable against these sets):
+
+* vLLM engine and server arguments (``--tensor-parallel-size``, ``--pipeline-parallel-size``,
+  ``--max-model-len``, ``--max-num-seqs``, ``--gpu-memory-utilization``, ``--dtype``,
+  ``--kv-cache-dtype {auto,fp8,fp8_e5m2,fp8_e4m3}``, ``--quantization fp8``,
+  ``--distributed-executor-backend ray``, ``--kv-transfer-config``):
+  https://docs.vllm.ai/en/v0.8.5/serving/engine_args.html
+* vLLM ``--port`` and the NixlConnector KV-transfer config (``kv_connector``, ``kv_role``
+  ``kv_producer``/``kv_consumer``, ``VLLM_NIXL_SIDE_CHANNEL_PORT``/``_HOST``, the toy proxy):
+  https://docs.vllm.ai/en/stable/features/nixl_connector_usage.html
+* ``VLLM_PP_LAYER_PARTITION``: comma-separated decoder layers per pipeline stage; its
+  length must equal the PP size and its sum the model's layer count
+  (``get_pp_indices`` in https://github.com/vllm-project/vllm/blob/main/vllm/distributed/utils.py,
+  read through https://github.com/vllm-project/vllm/blob/main/vllm/envs.py)
+* vLLM across nodes runs on a Ray cluster (``ray start --head`` / ``ray start --address``,
+  ``--distributed-executor-backend ray``):
+  https://docs.vllm.ai/en/latest/serving/parallelism_scaling.html
+* vLLM on ROCm selects GPUs with ``HIP_VISIBLE_DEVICES``:
+  https://docs.vllm.ai/en/v0.11.0/api/vllm/platforms/rocm.html
+* SGLang server arguments (``--model-path``, ``--tp-size``, ``--pp-size``,
+  ``--context-length``, ``--max-running-requests``, ``--mem-fraction-static``,
+  ``--kv-cache-dtype {auto,fp8_e5m2,fp8_e4m3,bf16,...}``, ``--quantization fp8``,
+  ``--nnodes``/``--node-rank``/``--dist-init-addr``, ``--disaggregation-mode``,
+  ``--disaggregation-transfer-backend``, ``--disaggregation-bootstrap-port``):
+  https://docs.sglang.io/advanced_features/server_arguments.html
+  (source: https://github.com/sgl-project/sglang/blob/main/docs/advanced_features/server_arguments.md)
+* SGLang PD disaggregation and its router line
+  (``python -m sglang_router.launch_router --pd-disaggregation --prefill URL [BOOTSTRAP_PORT]
+  --decode URL``): https://docs.sglang.io/advanced_features/pd_disaggregation.html and
+  https://github.com/sgl-project/sglang/blob/main/docs/advanced_features/router.md
+* SGLang's router over several colocated replicas (``python -m sglang_router.launch_router
+  --worker-urls URL1 URL2 ... --host --port``, "Separate Launch (HTTP)"):
+  https://github.com/sgl-project/sglang/blob/main/docs/advanced_features/router.md
+* vLLM has no router across separate servers: several colocated replicas are independent
+  ``vllm serve`` processes and an HTTP load balancer spreads requests over them ("External
+  Load Balancing"):
+  https://docs.vllm.ai/en/latest/serving/data_parallel_deployment.html
+* ``SGLANG_PP_LAYER_PARTITION`` (same rules as vLLM's):
+  https://github.com/sgl-project/sglang/blob/main/python/sglang/srt/distributed/utils.py
+* Dynamo ``DynamoGraphDeployment`` (``nvidia.com/v1alpha1``; ``spec.services`` with a
+  Frontend and workers, ``subComponentType`` prefill/decode, ``resources.limits.gpu``,
+  ``multinode.nodeCount``, ``extraPodSpec.mainContainer`` command/args, ``python3 -m
+  dynamo.vllm`` with vLLM engine args and ``--disaggregation-mode prefill|decode``):
+  https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/vllm/deploy/disagg.yaml and
+  https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/sglang/deploy/disagg-multinode.yaml
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- vLLM
+
+# Several replicas are several independent `vllm serve` processes behind an HTTP load
+# balancer ("External Load Balancing"); vLLM itself ships no router across them.
+VLLM_DP_LB_DOC = ("https://docs.vllm.ai/en/latest/serving/data_parallel_deployment.html"
+                  "#external-load-balancing")
+VLLM_DOCS = (
+    "https://docs.vllm.ai/en/v0.8.5/serving/engine_args.html",
+    "https://docs.vllm.ai/en/stable/features/nixl_connector_usage.html",
+    "https://docs.vllm.ai/en/latest/serving/parallelism_scaling.html",
+    VLLM_DP_LB_DOC,
+)
+VLLM_FLAGS = frozenset({
+    "--tensor-parallel-size", "--pipeline-parallel-size", "--max-model-len", "--max-num-seqs",
+    "--gpu-memory-utilization", "--dtype", "--kv-cache-dtype", "--quantization",
+    "--distributed-executor-backend", "--kv-transfer-config", "--port", "--host",
+})
+VLLM_KV_CACHE_DTYPES = frozenset({"auto", "fp8", "fp8_e5m2", "fp8_e4m3"})
+VLLM_DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
+VLLM_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "VLLM_PP_LAYER_PARTITION",
+                      "VLLM_NIXL_SIDE_CHANNEL_PORT", "VLLM_NIXL_SIDE_CHANNEL_HOST",
+                      "RAY_ADDRESS"})
+# ray start --head --port / ray start --address, as in the vLLM multi-node guide above.
+RAY_START_FLAGS = frozenset({"--head", "--port", "--address"})
+
+# ---------------------------------------------------------------- SGLang
+
+SGLANG_DOCS = (
+    "https://docs.sglang.io/advanced_features/server_arguments.html",
+    "https://docs.sglang.io/advanced_features/pd_disaggregation.html",
+    "https://github.com/sgl-project/sglang/blob/main/docs/advanced_features/router.md",
+)
+SGLANG_FLAGS = frozenset({
+    "--model-path", "--tp-size", "--pp-size", "--context-length", "--max-running-requests",
+    "--mem-fraction-static", "--dtype", "--kv-cache-dtype", "--quantization", "--host", "--port",
+    "--nnodes", "--node-rank", "--dist-init-addr", "--disaggregation-mode",
+    "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port",
+})
+SGLANG_KV_CACHE_DTYPES = frozenset({"auto", "fp8_e5m2", "fp8_e4m3", "bf16", "bfloat16"})
+# --worker-urls URL ...: the router over several regular (colocated) servers, "Separate
+# Launch (HTTP)" in https://github.com/sgl-project/sglang/blob/main/docs/advanced_features/router.md
+SGLANG_ROUTER_FLAGS = frozenset({"--pd-disaggregation", "--prefill", "--decode", "--host",
+                                 "--port", "--worker-urls"})
+SGLANG_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+                        "SGLANG_PP_LAYER_PARTITION"})
+
+# ---------------------------------------------------------------- Dynamo
+
+DYNAMO_DOCS = (
+    "https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/vllm/deploy/disagg.yaml",
+    ("https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/sglang/deploy/"
+    "disagg-multinode.yaml"),
+)
+# dynamo.vllm takes vLLM's engine arguments plus its own --model and --disaggregation-mode.
+DYNAMO_VLLM_FLAGS = frozenset((VLLM_FLAGS - {"--port", "--host", "--kv-transfer-config",
+                                             "--distributed-executor-backend"})
+                              | {"--model", "--disaggregation-mode"})
+
+# ---------------------------------------------------------------- shared by the builders
+
+# TP, PP, context length, concurrent sequences, memory fraction: each engine's flags for
+# the sizes a plan gives a server (in that order; dynamo.vllm takes vLLM's)
+VLLM_SIZING = ("--tensor-parallel-size", "--pipeline-parallel-size", "--max-model-len",
+               "--max-num-seqs", "--gpu-memory-utilization")
+SGLANG_SIZING = ("--tp-size", "--pp-size", "--context-length", "--max-running-requests",
+                 "--mem-fraction-static")
+# each engine's --kv-cache-dtype value for an fp8 KV cache
+VLLM_KV_FP8 = "fp8"
+SGLANG_KV_FP8 = "fp8_e4m3"
