@@ -72,7 +72,9 @@ class Engine(NamedTuple):
 
 
 def model_path(plan: Plan, warn: list[str]) -> str:
-    """The model path for the launch lines: a config file's folder, else the model name."""
+    """The model for the launch lines: its Hugging Face id, or the local folder a plan
+    made from a ``config.json`` records (which must also hold the weights). Older plans
+    that recorded a config file path get its folder."""
     m = plan.inputs.model
     p = Path(m)
     if p.suffix == ".json":
@@ -80,6 +82,9 @@ def model_path(plan: Plan, warn: list[str]) -> str:
         warn.append(f"the plan's model is a config file ({m}); the launch lines use its folder "
                     f"{folder!r} as the model path, which must also hold the weights")
         return folder
+    if plan.inputs.model_spec is not None and p.is_absolute():
+        warn.append(f"the model is the local folder {m}: it must hold the weights on every "
+                    "host that runs a server")
     return m
 
 
