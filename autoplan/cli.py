@@ -180,7 +180,7 @@ def chart_cmd(
 ) -> None:
     """Draw a plan: pipeline timeline, roofline of its operators, placement on the topology."""
     from autoplan.plan_schema import Plan
-    from autoplan.render.charts import chart_all
+    from autoplan.render import chart_all
 
     for path in chart_all(Plan.load(plan_file), out):
         typer.echo(str(path))

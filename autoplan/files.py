@@ -20,8 +20,28 @@ def check_writable(path: str | Path) -> None:
         raise InputError(f"cannot write {str(p)!r}: folder {str(p.parent)!r} does not exist")
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written.
+def check_folder(path: str | Path) -> Path:
+    """Refuse an output folder that exists as something else (call it before the work)."""
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise InputError(f"cannot write into {str(d)!r}: it exists and is not a folder")
+    return d
+
+
+def make_folder(path: str | Path) -> Path:
+    """The output folder ``path``, created with its parents if need be."""
+    d = check_folder(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create folder {str(d)!r}: "
+                         f"{e.strerror or e.__class__.__name__}") from None
+    return d
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` through a temporary file and a
+    rename: never half-written.
 
     On failure the old file (if any) is left as it was, no temporary file remains, and an
     unwritable path is an :class:`InputError`.
@@ -34,8 +54,9 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise InputError(
             f"cannot write {str(p)!r}: {e.strerror or e.__class__.__name__}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        binary = isinstance(data, bytes)
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            f.write(data)
         # mkstemp creates 0600; give the file the mode a plain write would (or keep the
         # replaced file's)
         os.chmod(tmp, p.stat().st_mode & 0o777 if p.exists() else 0o666 & ~_umask())

@@ -22,7 +22,16 @@ pytest.importorskip("matplotlib")
 from autoplan.cli import main
 from autoplan.errors import InputError
 from autoplan.plan_schema import Plan
-from autoplan.render import charts
+from autoplan.render.context import chart_context
+from autoplan.render.pareto import chart as pareto_chart
+from autoplan.render.roofline import figure as roofline_figure
+from autoplan.render.roofline import operator_points, rooflines, stage_breakdowns
+from autoplan.render.timeline import chart as timeline_chart
+from autoplan.render.timeline import figure as timeline_figure
+from autoplan.render.timeline import micro_batches, schedule
+from autoplan.render.topology import ROLE_LABEL
+from autoplan.render.topology import figure as topology_figure
+from autoplan.search.front import pareto_front
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 LPU = GOLDEN / "llama31-70b-fp8-h100x8-lpu576-disaggregated.plan.json"
@@ -104,7 +113,7 @@ def test_svg_text_names_the_plan(lpu_charts):
 @pytest.mark.parametrize("path", ALL_PLANS, ids=lambda p: p.name.removesuffix(".plan.json"))
 def test_timeline_has_one_row_per_stage(path):
     plan = Plan.load(path)
-    fig = charts._timeline_figure(plan)
+    fig = timeline_figure(plan)
     axes = fig.axes
     assert len(axes) == 2
     for ax, ph in zip(axes, ("prefill", "decode")):
@@ -114,7 +123,7 @@ def test_timeline_has_one_row_per_stage(path):
         for lab, s in zip(labels, phase.stages):
             assert lab.startswith(f"S{s.index} ") and f"TP{s.tp}" in lab
             assert s.device_kind in lab
-        sch = charts.schedule(plan, ph)
+        sch = schedule(plan, ph)
         # Per stage: one idle background bar and one bar per micro-batch.
         bars = [len(c.get_paths()) for c in ax.collections]
         assert bars == [1, sch.micro_batches] * len(phase.stages)
@@ -126,12 +135,12 @@ def test_timeline_has_one_row_per_stage(path):
 def test_schedule_single_microbatch_is_the_plans_phase_time():
     plan = Plan.load(LPU)
     for ph in ("prefill", "decode"):
-        sch = charts.schedule(plan, ph, m=1)
+        sch = schedule(plan, ph, m=1)
         assert sch.makespan_ms == pytest.approx(getattr(plan, ph).time_ms, rel=1e-12)
     # One token through the LPU stages at batch 1: each stage idles all but its share.
     n = len(plan.decode.stages)
-    assert n > 1 and charts.micro_batches(plan, "decode") == 1
-    assert charts.schedule(plan, "decode").bubble_fraction >= 1 - 1 / n - 1e-9
+    assert n > 1 and micro_batches(plan, "decode") == 1
+    assert schedule(plan, "decode").bubble_fraction >= 1 - 1 / n - 1e-9
 
 
 def test_schedule_is_gpipe():
@@ -141,14 +150,14 @@ def test_schedule_is_gpipe():
     even = plan.model_copy(update={"decode": plan.decode.model_copy(
         update={"stages": stages, "time_ms": 2.0 * n})})
     for m in (1, 4, n):
-        sch = charts.schedule(even, "decode", m=m)
+        sch = schedule(even, "decode", m=m)
         assert sch.makespan_ms == pytest.approx(2.0 / m * (m + n - 1))
         assert sch.bubble_fraction == pytest.approx((n - 1) / (m + n - 1))
         # Micro-batch k enters stage i once it left stage i-1 and stage i is free.
         assert sch.start[3][m - 1] == pytest.approx(2.0 / m * (3 + m - 1))
-    assert charts.micro_batches(plan, "prefill") == len(plan.prefill.stages)
+    assert micro_batches(plan, "prefill") == len(plan.prefill.stages)
     ds = Plan.load(DEEPSEEK)
-    assert charts.micro_batches(ds, "prefill") == 2 == len(ds.prefill.stages)
+    assert micro_batches(ds, "prefill") == 2 == len(ds.prefill.stages)
 
 
 # ----------------------------------------------------------------------------- roofline
@@ -159,9 +168,9 @@ GEMM_OPS = {"qkv_proj", "o_proj", "mlp_up", "mlp_down"}
 @pytest.mark.parametrize("path", [LATENCY, LPU], ids=["h100x8-bf16", "lpu576-fp8"])
 def test_prefill_gemms_right_of_ridge_decode_left(path):
     plan = Plan.load(path)
-    roofs = charts.rooflines(plan)
+    roofs = rooflines(plan)
     assert set(roofs) == {s.device_kind for ph in (plan.prefill, plan.decode) for s in ph.stages}
-    pts = charts.operator_points(plan)
+    pts = operator_points(plan)
     seen = {"prefill": set(), "decode": set()}
     for p in pts:
         r = roofs[p.kind]
@@ -181,9 +190,9 @@ def test_prefill_gemms_right_of_ridge_decode_left(path):
 
 def test_roofline_reprices_the_plans_stages():
     plan = Plan.load(LPU)
-    model_topo = charts._context(plan)
+    model_topo = chart_context(plan)
     got = {"prefill": [], "decode": []}
-    for ph, _st, cost in charts._stage_breakdowns(plan, *model_topo):
+    for ph, _st, cost in stage_breakdowns(plan, *model_topo):
         got[ph].append(cost.time_s * 1e3)
         assert sum(d["time_s"] for d in cost.ops.values()) + cost.comm_s == pytest.approx(
             cost.time_s)
@@ -193,10 +202,10 @@ def test_roofline_reprices_the_plans_stages():
 
 def test_roofline_figure_has_a_panel_per_kind_with_the_points():
     plan = Plan.load(LPU)
-    fig = charts._roofline_figure(plan)
+    fig = roofline_figure(plan)
     axes = fig.axes
     assert [ax.get_title().split()[0] for ax in axes] == ["h100-sxm", "lpu"]
-    pts = charts.operator_points(plan)
+    pts = operator_points(plan)
     for ax in axes:
         kind = ax.get_title().split()[0]
         assert ax.get_xscale() == ax.get_yscale() == "log"
@@ -246,12 +255,12 @@ def test_topology_colours_each_device_by_phase(path, devices):
         assert expect["both"] > 0 and expect["prefill"] == expect["decode"] == 0
     else:
         assert expect["prefill"] > 0 and expect["decode"] > 0 and expect["both"] == 0
-    fig = charts._topology_figure(plan)
+    fig = topology_figure(plan)
     assert _offsets_by_gid(fig) == {f"device-{r}": n for r, n in expect.items()}
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     for role, n in expect.items():
         if n:
-            assert f"{charts.ROLE_LABEL[role]}: {n} device{'s' * (n != 1)}" in legend
+            assert f"{ROLE_LABEL[role]}: {n} device{'s' * (n != 1)}" in legend
     texts = [t.get_text().split("\n") for t in fig.axes[0].texts]
     labels = {t[0] for t in texts}
     reps = max(plan.prefill.replicas, plan.decode.replicas)
@@ -275,7 +284,7 @@ def test_topology_groups_big_topologies_by_node():
     nodes = {r: sum(v == {r} for v in node_roles.values()) for r in ("prefill", "decode")}
     assert nodes["prefill"] == 1 and nodes["decode"] >= 54  # 432 LPUs, 8 per node
     unused_nodes = 73 - len(node_roles)
-    fig = charts._topology_figure(plan)
+    fig = topology_figure(plan)
     # One box per node: the GPU node (prefill), the LPU nodes of decode stages, the rest.
     assert _offsets_by_gid(fig) == {"node-prefill": 1, "node-decode": nodes["decode"],
                                     "node-both": 0, "node-unused": unused_nodes}
@@ -305,7 +314,7 @@ def test_pareto_front_matches_brute_force(seed):
     grid = rng.choice([4, 50])  # small grids force ties and duplicates
     rows = [{"ttft_ms": rng.randint(1, grid) * 1.5, "tpot_ms": float(rng.randint(1, grid)),
              "devices": rng.choice([1, 2, 4, 8]), "label": str(i)} for i in range(n)]
-    front = charts.pareto_front(rows)
+    front = pareto_front(rows)
     expect = [r for r in rows if not _dominated(r, rows)]
     assert [r["label"] for r in front] == [r["label"] for r in expect]
     assert front and all(not _dominated(r, front) for r in front)
@@ -315,18 +324,18 @@ def test_pareto_chart(tmp_path):
     rng = random.Random(7)
     rows = [{"ttft_ms": rng.uniform(20, 400), "tpot_ms": rng.uniform(3, 40),
              "devices": rng.choice([1, 2, 4, 8, 16]), "label": f"c{i}"} for i in range(30)]
-    paths = charts.pareto(rows, tmp_path / "p")
+    paths = pareto_chart(rows, tmp_path / "p")
     assert sorted(p.name for p in paths) == ["pareto.png", "pareto.svg"]
     check_png(tmp_path / "p" / "pareto.png")
     text = svg_text(check_svg(tmp_path / "p" / "pareto.svg"))
-    front = charts.pareto_front(rows)
+    front = pareto_front(rows)
     assert f"{len(front)} non-dominated" in text
     for r in front:
         assert f"{r['label']} ({r['devices']} dev)" in text
     with pytest.raises(InputError):
-        charts.pareto([{"ttft_ms": 1.0, "tpot_ms": "fast", "devices": 1}], tmp_path / "bad")
+        pareto_chart([{"ttft_ms": 1.0, "tpot_ms": "fast", "devices": 1}], tmp_path / "bad")
     with pytest.raises(InputError):
-        charts.pareto([], tmp_path / "bad")
+        pareto_chart([], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
 
 
@@ -340,7 +349,7 @@ def test_cli_chart_prints_the_written_paths(lpu_charts):
 
 
 def test_one_chart_alone(tmp_path):
-    paths = charts.timeline(LATENCY, tmp_path / "a" / "b")  # parents are created
+    paths = timeline_chart(LATENCY, tmp_path / "a" / "b")  # parents are created
     assert [p.name for p in paths] == ["timeline.png", "timeline.svg"]
     check_png(paths[0])
     check_svg(paths[1])
@@ -371,10 +380,10 @@ def test_cli_chart_bad_input_writes_nothing(tmp_path, capsys):
 def test_missing_matplotlib_is_a_one_line_input_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(InputError, match=r"pip install 'autoplan\[charts\]'"):
-        charts._timeline_figure(Plan.load(LATENCY))
+        timeline_figure(Plan.load(LATENCY))
 
 
 def test_importing_autoplan_does_not_import_matplotlib():
-    code = ("import sys, autoplan, autoplan.render.charts, autoplan.cli; "
+    code = ("import sys, autoplan, autoplan.render, autoplan.sweep.pareto, autoplan.cli; "
             "sys.exit('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -21,8 +21,8 @@ import yaml
 
 from autoplan.cli import main
 from autoplan.errors import InfeasibleError
-from autoplan.render.charts import pareto_front
 from autoplan.rules.validate import validate
+from autoplan.search.front import pareto_front
 from autoplan.search.planner import plan
 
 M8 = "meta-llama/Llama-3.1-8B"

@@ -175,6 +175,18 @@ def residency(kind: DeviceKind, weight_bytes: float, kv_bytes: float) -> Residen
     return Residency(w, kv, act)
 
 
+def compute_efficiency(cal: Calibration, ran_in: str, rows: float | None = None) -> float:
+    """Calibrated fraction of the peak (of format ``ran_in``) an operator reaches:
+    ``compute_efficiency``, times ``rows / (rows + compute_half_tokens)`` for ``rows`` GEMM
+    rows (``None``: a large GEMM, the ceiling), times ``low_precision_efficiency`` below
+    16 bits."""
+    eff = (cal.compute_efficiency if rows is None
+           else cal.compute_efficiency * rows / (rows + cal.compute_half_tokens))
+    if bytes_per_element(ran_in) < 2:
+        eff *= cal.low_precision_efficiency
+    return eff
+
+
 def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
             precision: Precision, res: Residency) -> OpCost:
     """FLOPs, bytes and time of one operator on one TP rank."""
@@ -224,9 +236,7 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
         act_bytes = T * op.n * ab
     fmt = precision.weight if op.kind in ("gemm", "qkv", "moe_gemm") else precision.activation
     peak, ran_in = kind.peak_flops(fmt)
-    eff = cal.compute_efficiency * gemm_rows / (gemm_rows + cal.compute_half_tokens)
-    if bytes_per_element(ran_in) < 2:
-        eff *= cal.low_precision_efficiency
+    eff = compute_efficiency(cal, ran_in, gemm_rows)
     compute_s = flops / (peak * eff) if flops else 0.0
     memory_s = (w_bytes * res.weight_s_per_byte + kv_bytes * res.kv_s_per_byte
                 + act_bytes * res.act_s_per_byte)

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from autoplan.errors import InfeasibleError, InputError
+from autoplan.search.front import pareto_front
 
 COLUMNS = ("ttft_slo_ms", "tpot_slo_ms", "max_devices", "status", "placement", "ttft_ms",
            "tpot_ms", "e2e_ms", "devices", "throughput_tokens_per_s", "on_front", "note")
@@ -60,8 +61,6 @@ def _one(args: tuple) -> dict:
 def sweep(base: dict, ttft_slos: list, tpot_slos: list, budgets: list, *,
           workers: int | None = None, progress: bool = False) -> list[dict]:
     """Solve every grid point; rows in grid order, each marked ``on_front``."""
-    from autoplan.render.charts import pareto_front
-
     grid = [(base, a, b, c) for a, b, c in itertools.product(ttft_slos, tpot_slos, budgets)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(grid)))
 
@@ -99,18 +98,16 @@ def to_csv(rows: list[dict]) -> str:
 
 def write(rows: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
     """``pareto.csv`` and the chart (PNG and SVG) of the feasible rows."""
-    from autoplan.files import write_atomic
-    from autoplan.render.charts import pareto as chart
+    from autoplan.files import check_folder, make_folder, write_atomic
+    from autoplan.render.pareto import chart
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {str(out)!r} is a file, not a directory")
+    out = check_folder(out_dir)
     feasible = [r for r in rows if r["status"] != "infeasible"]
     paths: list[Path] = []
     if feasible:
         labels = [{**r, "label": _label(r)} for r in feasible]
         paths += chart(labels, out, title)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     write_atomic(out / "pareto.csv", to_csv(rows))
     return [out / "pareto.csv", *paths]
 
