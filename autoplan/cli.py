@@ -123,8 +123,7 @@ def validate_cmd(plan_file: str = typer.Argument(..., help="plan JSON")) -> None
 
     rep = validate(plan_file)
     if not rep.ok:
-        raise InputError(f"plan is invalid: {rep.errors[0]}"
-                         + (f" (and {len(rep.errors) - 1} more)" if len(rep.errors) > 1 else ""))
+        raise InputError(rep.summary())
     f = rep.figures
     typer.echo(f"valid: TTFT {f.ttft_ms:.3f} ms, TPOT {f.tpot_ms:.3f} ms, e2e {f.e2e_ms:.1f} ms, "
                f"KV transfer {f.kv_transfer_ms:.3f} ms (recomputed, equal to the plan)")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from autoplan.errors import InputError
+from autoplan.cost.context import plan_context
 from autoplan.plan_schema import Plan
+from autoplan.rules.validate import check
 
 if TYPE_CHECKING:  # pragma: no cover
     from autoplan.graphs.topology import Topology
@@ -18,17 +19,8 @@ PHASES = ("prefill", "decode")
 def chart_context(plan: Plan) -> tuple[ModelSpec, Topology]:
     """The plan's model and topology; a plan the validator rejects is an InputError naming
     its first broken rule (charts of it would draw what the cost model does not price)."""
-    from autoplan.catalog import load_model, load_topology
-    from autoplan.rules.validate import validate
-
-    rep = validate(plan)
-    if not rep.ok:
-        raise InputError(f"plan is invalid: {rep.errors[0]}"
-                         + (f" (and {len(rep.errors) - 1} more)" if len(rep.errors) > 1 else ""))
-    # TODO(plan_context): the shared plan_context(plan) loader replaces these two lines.
-    # A plan priced with its own calibration profile carries it (newer plans).
-    return (load_model(plan.inputs.model),
-            load_topology(plan.inputs.topology, getattr(plan.inputs, "calibration", None)))
+    ctx = plan_context(check(plan))
+    return ctx.model, ctx.topo
 
 
 def title(plan: Plan) -> str:

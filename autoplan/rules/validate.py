@@ -28,6 +28,11 @@ class Report:
     errors: list[str]
     figures: Figures | None
 
+    def summary(self) -> str:
+        """One line: the first broken rule and how many more."""
+        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        return f"plan is invalid: {self.errors[0]}{more}" if self.errors else "plan is valid"
+
 
 def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
@@ -56,8 +61,7 @@ def check(plan: Plan | dict | str | Path) -> Plan:
     plan = Plan.load(plan)
     rep = validate(plan)
     if not rep.ok:
-        more = f" (and {len(rep.errors) - 1} more)" if len(rep.errors) > 1 else ""
-        raise InputError(f"invalid plan: {rep.errors[0]}{more}; see `autoplan validate`")
+        raise InputError(rep.summary())
     return plan
 
 
