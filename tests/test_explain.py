@@ -404,3 +404,33 @@ def test_cli_bad_file_exits_2(tmp_path, capsys, content):
     _, err = capsys.readouterr()
     assert rc == 2
     assert err.startswith("autoplan: error:") and len(err.strip().splitlines()) == 1
+
+
+@cache
+def _budget_plan(objective: str, max_devices: int) -> Plan:
+    from autoplan.search.planner import plan as solve_plan
+
+    return solve_plan("meta-llama/Llama-3.1-8B", "h100-sxm-x8", objective=objective,
+                      max_devices=max_devices, time_limit_s=30)
+
+
+def test_device_budget_rules_out_alternatives_over_it():
+    """Drift bug 1: explain ignored the request's device budget and called 8-device
+    alternatives of a --max-devices 4 plan better (the plan not optimal). Replica counts
+    are chosen within the budget, as the planner chooses them; an alternative whose one
+    replica is over it is ruled out by the validator's ``device budget:`` rule."""
+    thr = _budget_plan("throughput", 4)
+    for a in explain(thr, solve=False).alternatives:
+        why = (a.name, a.verdict, a.devices, a.reason)
+        if a.verdict != "ruled out":
+            assert a.devices <= 4, why
+            assert a.verdict != "better" or "within the planner's rounding" in a.reason, why
+        elif a.devices is not None and a.devices > 4:
+            assert any(v.startswith("device budget:") for v in a.violations), why
+    one = {a.name: a for a in explain(_budget_plan("throughput", 1), solve=False).alternatives}
+    up = one["TP up (1->2)"]
+    assert up.verdict == "ruled out" and up.reason.startswith("device budget:"), up.reason
+    lat = {a.name: a for a in explain(_budget_plan("latency", 4), solve=False).alternatives}
+    up = lat["TP up (4->8)"]
+    assert up.verdict == "ruled out" and up.reason.startswith("device budget:"), up.reason
+    assert up.devices == 8
