@@ -377,8 +377,10 @@ def test_resolve_other_placement_with_the_planner():
 
 
 def test_relative_topology_path_found_from_the_plan_file(tmp_path, monkeypatch):
+    """The plan embeds its topology: explain and validate load it alike from any folder."""
     monkeypatch.chdir(tmp_path)
     assert explain(_path(NVL4), solve=False).alternatives
+    assert validate(_path(NVL4)).ok
 
 
 def test_cli_prints_a_table(capsys):
