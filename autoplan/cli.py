@@ -138,7 +138,7 @@ def explain_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Why this plan wins: its nearest alternatives, their figures and what rules them out."""
-    from autoplan.explain.explain import explain
+    from autoplan.explain import explain
     from autoplan.render.terminal import print_explain
 
     e = explain(plan_file, solve=solve, time_limit_s=time_limit_s)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from functools import cache
+from types import SimpleNamespace
 
 import pytest
 from golden_cases import GOLDEN, REPO
@@ -21,7 +22,10 @@ from autoplan.catalog import load_model, load_topology
 from autoplan.cli import main
 from autoplan.cost.evaluate import evaluate, workload_of
 from autoplan.cost.pipeline import StagePlacement
-from autoplan.explain.explain import RULES, explain
+from autoplan.errors import InputError
+from autoplan.explain import RULES, explain
+from autoplan.explain.context import Context
+from autoplan.explain.neighbours import alternatives
 from autoplan.plan_schema import Plan
 from autoplan.rules.validate import validate
 
@@ -233,7 +237,7 @@ def _check_replica_counts(e, plan, model, topo) -> int:
     lam = plan.inputs.request_rate
     checked = 0
     for a in e.alternatives:
-        if a.replicas is None or a.violations and not a.violations[0].startswith("rate:"):
+        if a.replicas is None or a.violations and not a.violations[0].startswith("request rate:"):
             continue
         pre, dec = _stages(a.prefill), _stages(a.decode)
 
@@ -262,7 +266,7 @@ def _check_replica_counts(e, plan, model, topo) -> int:
                 assert yp == 1 or rate(yp - 1, yd) < lam, a.name
                 assert yd == 1 or rate(yp, yd - 1) < lam, a.name
         else:  # ruled out by the rate: the fewest replicas reaching it do not fit
-            assert a.reason.startswith("rate:") and a.requests_per_s < lam
+            assert a.reason.startswith("request rate:") and a.requests_per_s < lam
         checked += 1
     return checked
 
@@ -288,12 +292,17 @@ def test_throughput_replicas_on_a_larger_inventory():
 
 
 def test_unreachable_request_rate_is_ruled_out_by_rate():
+    """A plan that misses its own request rate is invalid: explain refuses it, naming
+    the rule. Its alternatives, priced all the same, are each ruled out by that rule."""
     plan, model, topo = _world("llama31-8b-h100-4node-devices")
     hi = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={"request_rate": 1e4})})
-    e = explain(hi, solve=False)
+    with pytest.raises(InputError, match="invalid plan: request rate:"):
+        explain(hi, solve=False)
+    e = SimpleNamespace(alternatives=alternatives(Context.of(hi), solve=False))
     assert e.alternatives
     for a in e.alternatives:
-        assert a.verdict == "ruled out" and "rate:" in a.reason and a.requests_per_s < 1e4
+        assert a.verdict == "ruled out" and "request rate:" in a.reason
+        assert a.requests_per_s < 1e4
         assert a.reason.startswith(RULES)
     assert _check_replica_counts(e, hi, model, topo) >= 1
 
@@ -368,8 +377,10 @@ def test_resolve_other_placement_with_the_planner():
 
 
 def test_relative_topology_path_found_from_the_plan_file(tmp_path, monkeypatch):
+    """The plan embeds its topology: explain and validate load it alike from any folder."""
     monkeypatch.chdir(tmp_path)
     assert explain(_path(NVL4), solve=False).alternatives
+    assert validate(_path(NVL4)).ok
 
 
 def test_cli_prints_a_table(capsys):
@@ -404,3 +415,33 @@ def test_cli_bad_file_exits_2(tmp_path, capsys, content):
     _, err = capsys.readouterr()
     assert rc == 2
     assert err.startswith("autoplan: error:") and len(err.strip().splitlines()) == 1
+
+
+@cache
+def _budget_plan(objective: str, max_devices: int) -> Plan:
+    from autoplan.search.planner import plan as solve_plan
+
+    return solve_plan("meta-llama/Llama-3.1-8B", "h100-sxm-x8", objective=objective,
+                      max_devices=max_devices, time_limit_s=30)
+
+
+def test_device_budget_rules_out_alternatives_over_it():
+    """Drift bug 1: explain ignored the request's device budget and called 8-device
+    alternatives of a --max-devices 4 plan better (the plan not optimal). Replica counts
+    are chosen within the budget, as the planner chooses them; an alternative whose one
+    replica is over it is ruled out by the validator's ``device budget:`` rule."""
+    thr = _budget_plan("throughput", 4)
+    for a in explain(thr, solve=False).alternatives:
+        why = (a.name, a.verdict, a.devices, a.reason)
+        if a.verdict != "ruled out":
+            assert a.devices <= 4, why
+            assert a.verdict != "better" or "within the planner's rounding" in a.reason, why
+        elif a.devices is not None and a.devices > 4:
+            assert any(v.startswith("device budget:") for v in a.violations), why
+    one = {a.name: a for a in explain(_budget_plan("throughput", 1), solve=False).alternatives}
+    up = one["TP up (1->2)"]
+    assert up.verdict == "ruled out" and up.reason.startswith("device budget:"), up.reason
+    lat = {a.name: a for a in explain(_budget_plan("latency", 4), solve=False).alternatives}
+    up = lat["TP up (4->8)"]
+    assert up.verdict == "ruled out" and up.reason.startswith("device budget:"), up.reason
+    assert up.devices == 8

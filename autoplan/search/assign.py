@@ -1,9 +1,15 @@
-"""Concrete device ids for the solver's counted stages: stages in pipeline order, TP
-groups packed into fast domains."""
+"""Concrete device ids for TP groups, inside fast domains: one allocator of free devices
+(:class:`FreeDevices`) serving the planner, which packs the solver's counted stages into
+fresh domains (:func:`assign_devices`), and ``explain``, which places an alternative's
+stages beside the devices they keep (:func:`place`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from autoplan.cost.pipeline import StagePlacement
 from autoplan.errors import InfeasibleError
+from autoplan.graphs.topology import FastDomain, Topology
 from autoplan.search.solver import StageChoice
 from autoplan.search.tables import Tables
 
@@ -48,6 +54,7 @@ def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]],
                 demands.append((-c.tp, p_i, r, s_i, p, c))
     demands.sort(key=lambda d: d[:4])
     out = {p: [[()] * len(seq) for _ in range(replicas[p])] for p, seq in pools.items()}
+    free = FreeDevices(t.topo)
     for cls in t.classes:
         items = [d for d in demands if d[5].cls == cls.index]
         sizes = [d[5].tp for d in items]
@@ -56,12 +63,11 @@ def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]],
             raise InfeasibleError(
                 f"cannot pack TP groups of {sorted(set(sizes))} {cls.kind} devices into "
                 f"{len(cls.domains)} domains of {cls.domain_size}", "devices")
-        used = [0] * len(cls.domains)
         for d, k in zip(items, where):
-            dom = cls.domains[k]
             _, _, r, s_i, p, c = d
-            out[p][r][s_i] = dom.devices[used[k]:used[k] + c.tp]
-            used[k] += c.tp
+            group = free.take(cls.domains[k], c.tp, aligned=False)
+            assert group is not None  # _pack keeps every domain within its size
+            out[p][r][s_i] = group
     return out
 
 
@@ -99,3 +105,122 @@ def _pack(sizes: list[int], capacity: int, bins: int) -> list[int] | None:
         return False
 
     return where if place(0) else None
+
+
+class FreeDevices:
+    """The devices of a topology not yet taken, handed out as TP groups of one domain."""
+
+    def __init__(self, topo: Topology):
+        self.topo = topo
+        self.busy: set[str] = set()
+
+    def claim(self, devs: tuple[str, ...]) -> bool:
+        """Take these devices, if none is taken yet."""
+        if any(d in self.busy for d in devs):
+            return False
+        self.busy.update(devs)
+        return True
+
+    def take(self, dom: FastDomain, tp: int, aligned: bool = True) -> tuple[str, ...] | None:
+        """The first ``tp`` free consecutive devices of a domain (``aligned``: at an
+        offset that is a multiple of ``tp``), taken; None when there are none."""
+        for b in range(0, dom.size - tp + 1, tp if aligned else 1):
+            blk = dom.devices[b:b + tp]
+            if self.claim(blk):
+                return blk
+        return None
+
+    def block(self, kind: str, tp: int) -> tuple[str, ...] | None:
+        """An aligned free group in the first domain of ``kind`` that has one, taken."""
+        for dom in self.topo.domains_of_kind(kind):
+            blk = self.take(dom, tp)
+            if blk is not None:
+                return blk
+        return None
+
+    def free(self, kind: str) -> int:
+        return sum(1 for d in self.topo.devices_of_kind(kind) if d not in self.busy)
+
+    def pricing_block(self, kind: str, tp: int, avoid: set[str]) -> tuple[str, ...] | None:
+        """A group only to price a placement that does not fit, taken: it may take devices
+        already taken or span fast domains, never devices in ``avoid``."""
+        blk = None
+        for dom in self.topo.domains_of_kind(kind):
+            for b in range(0, dom.size - tp + 1, tp):
+                if not any(d in avoid for d in dom.devices[b:b + tp]):
+                    blk = dom.devices[b:b + tp]
+                    break
+            if blk is not None:
+                break
+        if blk is None:
+            devs = [d for d in self.topo.devices_of_kind(kind) if d not in avoid]
+            blk = tuple(devs[:tp]) if len(devs) >= tp else None
+        if blk is not None:
+            self.busy.update(blk)
+        return blk
+
+
+@dataclass
+class StageSpec:
+    """A stage to place: layers, kind, TP, and devices it keeps (None: find a block)."""
+
+    first: int
+    end: int
+    kind: str
+    tp: int
+    prefer: tuple[str, ...] | None = None
+
+
+def place(topo: Topology, pools: list[list[StageSpec]]
+          ) -> tuple[list[list[StagePlacement]] | None, list[str]]:
+    """Concrete devices for each pool's stages (pools may be the same list: colocated).
+
+    Stages that keep devices claim them first; the others take aligned free blocks,
+    largest TP first. Returns the placed pools (None when some stage cannot even be
+    priced) and the violations, named by rule (TP beyond the fast domain, not enough
+    free devices); a stage that does not fit is priced on a pricing block.
+    """
+    free = FreeDevices(topo)
+    uniq: list[list[StageSpec]] = []
+    for p in pools:
+        if not any(p is q for q in uniq):
+            uniq.append(p)
+    got: dict[tuple[int, int], tuple[str, ...]] = {}
+    own: list[set[str]] = [set() for _ in uniq]  # devices of each pipeline
+    violations: list[str] = []
+    todo = []
+    for pi, p in enumerate(uniq):
+        for si, s in enumerate(p):
+            if s.prefer is not None and len(s.prefer) == s.tp and free.claim(s.prefer):
+                got[pi, si] = s.prefer
+                own[pi].update(s.prefer)
+            else:
+                todo.append((-s.tp, pi, si))
+    for _, pi, si in sorted(todo):
+        s = uniq[pi][si]
+        blk = free.block(s.kind, s.tp)
+        if blk is None:
+            violations.append(_why_not(topo, free, s))
+            blk = free.pricing_block(s.kind, s.tp, own[pi])
+            if blk is None:  # not even the whole topology holds this pipeline
+                return None, list(dict.fromkeys(violations))
+        got[pi, si] = blk
+        own[pi].update(blk)
+    placed = [[StagePlacement(s.first, s.end, s.kind, got[pi, si]) for si, s in enumerate(p)]
+              for pi, p in enumerate(uniq)]
+    out = [placed[next(k for k, q in enumerate(uniq) if q is p)] for p in pools]
+    return out, list(dict.fromkeys(violations))
+
+
+def _why_not(topo: Topology, free: FreeDevices, s: StageSpec) -> str:
+    """Why a stage finds no aligned free block, named by rule."""
+    dom = topo.max_fast_domain(s.kind)
+    if dom == 0:
+        return f"devices: the topology has no {s.kind} devices"
+    if s.tp > dom:
+        return (f"TP inside fast domains: TP {s.tp} exceeds the fast domain of {dom} "
+                f"{s.kind} devices")
+    return (f"devices: not enough free {s.kind} devices: a TP group of {s.tp} needs an "
+            f"aligned free block in one fast domain; {free.free(s.kind)} of "
+            f"{len(topo.devices_of_kind(s.kind))} are free beside this alternative's other "
+            f"stages")

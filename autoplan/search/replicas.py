@@ -7,15 +7,10 @@ batches are pipelined through the stages; decode: TPOT; colocated: end-to-end
 latency), under the SLOs. The front is enumerated exactly by lowering one class's cap
 below the last design's usage at a time (epsilon-constraint), so no usage vector that
 could matter is skipped. A replica's rate depends on nothing but its design, so
-choosing the pair of designs and the replica counts over the fronts is exact; that
-choice is a small integer enumeration done here in numpy:
-
-- rate per replica (requests/s): prefill ``B / slowest stage``, decode
-  ``B / (osl * TPOT)``, colocated ``B / e2e``;
-- deployment rate: ``min(y_p * r_p, y_d * r_d, KV link budget)``; the KV link budget
-  is the per-device KV path bandwidth times the smaller pool's device count, over the
-  bytes of one prompt's KV cache;
-- inventory per device class: ``y_p * u_p + y_d * u_d <= devices``.
+choosing the pair of designs and the replica counts over the fronts is exact; the
+replica counts of a pair follow the one replica-count rule of
+:mod:`autoplan.search.counts` (deployment rate, inventory per device class, the device
+budget), which ``explain`` deploys its alternatives by too.
 
 ``throughput`` maximises the rate, then uses the fewest devices; ``devices`` uses the
 fewest devices whose rate reaches ``request_rate``, then the highest rate. Remaining
@@ -24,7 +19,6 @@ ties go to the earlier design in a canonical order (colocated first).
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +26,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from autoplan.cost.kv import kv_link_bandwidth, kv_stage_bytes
+from autoplan.search.counts import Counts, kv_link_rate, requested
 from autoplan.search.interrupt import interrupted
 from autoplan.search.solver import Limits, SolveResult, StageChoice, solve
 from autoplan.search.tables import ROLES, TICKS_PER_S, Tables, class_entries
@@ -243,14 +237,6 @@ def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
     return best, n
 
 
-def kv_request_bytes(t: Tables) -> float:
-    return kv_stage_bytes(t.model, t.work, t.model.num_layers) / t.work.pb
-
-
-def _ceil_div(x: Fraction) -> int:
-    return max(1, math.ceil(x))
-
-
 def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str,
            request_rate: float | None, max_devices: int | None = None) -> Choice | None:
     """The best designs and replica counts of one placement mode (None: infeasible)."""
@@ -261,32 +247,27 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
     # then not proven optimal.
     link_binds = False
     best: tuple | None = None
-    lam_min = Fraction(request_rate).limit_denominator(10**9) if request_rate else None
+    lam_min = requested(request_rate)
     if mode == "colocated":
         for i, d in enumerate(fronts["colocated"]):
             u = np.array(d.usage)
-            y_max = min(int(min(caps[u > 0] // u[u > 0])), budget // int(u.sum()))
-            if y_max < 1:
+            got = _deploy(Counts((d.rate, d.rate), (u, u), caps, budget, None, True),
+                          objective, lam_min)
+            if got is None:
                 continue
-            if objective == "devices":
-                y = _ceil_div(lam_min / d.rate)
-                if y > y_max:
-                    continue
-            else:
-                y = y_max
-            rate = y * d.rate
-            if lam_min is not None and rate < lam_min:
-                continue
-            key = _key(objective, rate, y * int(u.sum()), (i,))
+            (y, _), rate, dev, _ = got
+            key = _key(objective, rate, dev, (i,))
             if best is None or key < best[0]:
-                best = (key, {"colocated": d}, {"colocated": y}, rate, y * int(u.sum()))
+                best = (key, {"colocated": d}, {"colocated": y}, rate, dev)
     else:
-        per_req = kv_request_bytes(t)
         for i, a in enumerate(fronts["prefill"]):
             for j, b in enumerate(fronts["decode"]):
                 if not _compatible(a, b):
                     continue
-                got = _pair(t, a, b, caps, objective, lam_min, per_req, budget)
+                link = kv_link_rate(t.topo, t.model, t.work, a.kinds, b.kinds)
+                counts = Counts((a.rate, b.rate), (np.array(a.usage), np.array(b.usage)),
+                                caps, budget, link)
+                got = _deploy(counts, objective, lam_min)
                 if got is None:
                     continue
                 (yp, yd), rate, dev, binds = got
@@ -314,67 +295,23 @@ def _key(objective: str, rate: Fraction, devices: int, index: tuple) -> tuple:
     return (-rate, devices, index)
 
 
-def _pair(t: Tables, a: Design, b: Design, caps: np.ndarray, objective: str,
-          lam_min: Fraction | None, per_req: float, budget: int):
-    """Best replica counts of a prefill and a decode design."""
-    ua, ub = np.array(a.usage), np.array(b.usage)
-    na, nb = int(ua.sum()), int(ub.sum())
-    bw = kv_link_bandwidth(t.topo, a.kinds, b.kinds)
-    link_per_dev = Fraction(bw / per_req) if math.isfinite(bw) else None
-
-    def link(yp: int, yd: int) -> Fraction | None:
-        return None if link_per_dev is None else min(yp * na, yd * nb) * link_per_dev
-
-    def rate_of(yp: int, yd: int) -> Fraction:
-        r = min(yp * a.rate, yd * b.rate)
-        lk = link(yp, yd)
-        return r if lk is None else min(r, lk)
-
-    def fits(yp: int, yd: int) -> bool:
-        return bool(np.all(yp * ua + yd * ub <= caps)) and yp * na + yd * nb <= budget
-
-    def fewest(lam: Fraction) -> tuple[int, int]:
-        yp, yd = _ceil_div(lam / a.rate), _ceil_div(lam / b.rate)
-        if link_per_dev is not None:
-            yp = max(yp, _ceil_div(lam / (na * link_per_dev)))
-            yd = max(yd, _ceil_div(lam / (nb * link_per_dev)))
-        return yp, yd
-
+def _deploy(c: Counts, objective: str, lam_min: Fraction | None):
+    """Replica counts of one design pair for the objective, with their rate, devices and
+    whether the KV link binds (None: it cannot serve the request)."""
     if objective == "devices":
-        yp, yd = fewest(lam_min)
-        if not fits(yp, yd) or rate_of(yp, yd) < lam_min:
+        reps = c.fewest(lam_min)
+        if not c.fits(*reps) or c.rate(*reps) < lam_min:
             return None
-        binds = (yp, yd) != (_ceil_div(lam_min / a.rate), _ceil_div(lam_min / b.rate))
-        return (yp, yd), rate_of(yp, yd), yp * na + yd * nb, binds
-    # Throughput: for every prefill replica count, as many decode replicas as fit.
-    yp_max = int(min(caps[ua > 0] // ua[ua > 0]))
-    yps = np.arange(1, yp_max + 1)
-    left = caps[None, :] - yps[:, None] * ua[None, :]
-    with np.errstate(divide="ignore"):
-        yd_max = np.min(np.where(ub[None, :] > 0, left // np.maximum(ub[None, :], 1),
-                                 np.iinfo(np.int64).max), axis=1)
-        yd_max = np.minimum(yd_max, (budget - yps * na) // nb)
-    ok = yd_max >= 1
-    if not ok.any():
-        return None
-    yps, yd_max = yps[ok], yd_max[ok]
-    approx = np.minimum(yps * float(a.rate), yd_max * float(b.rate))
-    binds = False
-    if link_per_dev is not None:
-        budget_rate = np.minimum(yps * na, yd_max * nb) * float(link_per_dev)
-        binds = bool(np.any(budget_rate < approx))
-        approx = np.minimum(approx, budget_rate)
-    top = approx.max()
-    best_rate = None
-    for k in np.nonzero(approx >= top * (1 - 1e-9))[0]:  # exact among float near-ties
-        r = rate_of(int(yps[k]), int(yd_max[k]))
-        if best_rate is None or r > best_rate:
-            best_rate = r
-    if lam_min is not None and best_rate < lam_min:
-        return None
-    yp, yd = fewest(best_rate)
-    assert fits(yp, yd) and rate_of(yp, yd) >= best_rate
-    return (yp, yd), rate_of(yp, yd), yp * na + yd * nb, binds
+        binds = not c.colocated and reps != Counts(c.rates, c.usage, c.caps,
+                                                   c.budget).fewest(lam_min)
+    else:
+        got = c.most()
+        if got is None:
+            return None
+        reps, binds = got
+        if lam_min is not None and c.rate(*reps) < lam_min:
+            return None
+    return reps, c.rate(*reps), c.devices(*reps), binds
 
 
 def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objective: str,
