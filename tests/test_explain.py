@@ -296,7 +296,7 @@ def test_unreachable_request_rate_is_ruled_out_by_rate():
     the rule. Its alternatives, priced all the same, are each ruled out by that rule."""
     plan, model, topo = _world("llama31-8b-h100-4node-devices")
     hi = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={"request_rate": 1e4})})
-    with pytest.raises(InputError, match="invalid plan: request rate:"):
+    with pytest.raises(InputError, match="plan is invalid: request rate:"):
         explain(hi, solve=False)
     e = SimpleNamespace(alternatives=alternatives(Context.of(hi), solve=False))
     assert e.alternatives
