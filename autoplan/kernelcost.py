@@ -1,0 +1,396 @@
+"""Per-kernel cost model of one (device kind, serving engine): a :class:`KernelProfile`
+and the pure pricing functions the step cost model calls.
+
+Every GPU kernel class has its own fixed cost and its own efficiency curve, fitted from
+measured per-kernel latencies of current engines (``autoplan/kernelfit.py``, data in
+``hardware/data/aic-kernels/``); there is no single per-kernel overhead. The latencies
+are GPU time of CUDA-graph replays (NCCL: nccl-tests, not graphed), so host-side time
+(scheduling, sampling, graph launch) is not in these parameters.
+
+Conventions shared by all functions:
+
+* Times are seconds; sizes are bytes; peaks are plain numbers passed by the caller:
+  ``peak_flops`` is the dense datasheet peak of the format the kernel computes in (the
+  FP8 peak for an FP8 GEMM or FP8 attention, the BF16 peak otherwise), ``hbm_bw`` the
+  datasheet memory bandwidth in bytes/s. Efficiencies are fractions of those peaks.
+* Shape arguments may be Python numbers or numpy arrays (broadcast); a scalar call
+  returns a ``float``.
+* dtype keys: ``bf16`` (also used for ``fp16``), ``fp8`` (per-tensor scaled FP8, the
+  activation quantisation included) and ``fp8_block`` (128x128 block-scaled FP8,
+  DeepSeek style). KV-cache keys: ``bf16`` and ``fp8``.
+
+This module imports nothing from autoplan except :mod:`autoplan.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from autoplan.errors import InputError
+
+GEMM_DTYPES = ("bf16", "fp8", "fp8_block")
+KV_DTYPES = ("bf16", "fp8")
+WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp8_block": 1.0}
+KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
+ALLREDUCE_IMPLS = ("custom", "nccl")
+
+#: DeepSeek-V3 MLA geometry: the latent KV row (kv_lora_rank + rope dim) one cached token
+#: holds, and the per-head query/key and value widths of the attention products.
+MLA_LATENT_DIM = 576
+MLA_VALUE_DIM = 512
+MLA_QK_HEAD_DIM = 192
+MLA_V_HEAD_DIM = 128
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---------------------------------------------------------------- parameter blocks
+
+
+class GemmParams(_Strict):
+    """Dense GEMM ``y[m x n] = x[m x k] W^T`` in one weight format.
+
+    ``t = fixed_s + smax(2mnk / (P * efficiency * m/(m + half_rows)),
+    bytes / (BW * memory_efficiency))`` with ``bytes = n*k*wbytes + m*(n+k)*2`` and
+    ``smax(x, y) = (x^q + y^q)^(1/q)``, ``q = overlap_exponent`` (large q is max).
+    """
+
+    efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s at large m")
+    half_rows: float = Field(ge=0, le=8192, description="rows m at which compute efficiency is half the plateau")
+    memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth when streaming weights")
+    fixed_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call (launch tail, epilogue, FP8: activation quantisation)")
+    overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of compute and memory time")
+
+
+class DecodeAttentionParams(_Strict):
+    """Generation-phase attention (one new token per sequence), priced by the KV bytes it
+    reads, never as a GEMM.
+
+    ``t = floor_s + context_latency_s * L/(L + context_half_tokens)
+    + smax(kv_bytes / (BW * memory_efficiency), per_sequence_head_s * batch * kv_heads)``,
+    ``kv_bytes = batch * L * kv_heads * head_dim * 2 * kv_bytes_per_elem``.
+    """
+
+    floor_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call at batch 1 and tiny context")
+    memory_efficiency: float = Field(gt=0, le=1, description="asymptotic fraction of HBM bandwidth on KV reads")
+    per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x KV head) that does not scale with context (short-context, large-batch rows)")
+    context_latency_s: float = Field(ge=0, le=1e-3, description="extra latency of long contexts at low parallelism (split-KV reduction), saturating")
+    context_half_tokens: float = Field(gt=0, le=1e7, description="context length at which half of context_latency_s is reached")
+    overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the byte term and the per-(sequence x KV head) term")
+
+
+class PrefillAttentionParams(_Strict):
+    """Context-phase causal attention over ``isl`` new tokens per sequence, no prefix.
+
+    ``t = fixed_s + flops / (P * efficiency * s/(s + half_tokens)) + per_sequence_head_s * batch * heads``,
+    ``flops = 4 * batch * heads * head_dim * s(s+1)/2``.
+    """
+
+    efficiency: float = Field(gt=0, le=1, description="plateau fraction of peak FLOP/s at long sequences")
+    half_tokens: float = Field(ge=0, le=1e6, description="sequence length at which efficiency is half the plateau")
+    fixed_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call")
+    per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x query head) independent of length")
+
+
+class MlaDecodeParams(_Strict):
+    """DeepSeek-V3 MLA generation attention (absorbed form): every query head of a
+    sequence reads the same latent KV row of ``576`` elements per cached token.
+
+    ``t = floor_s + context_latency_s * L/(L + context_half_tokens)
+    + smax(kv_bytes / (BW * memory_efficiency), flops / (P * compute_efficiency),
+    per_sequence_head_s * batch * heads)``, ``kv_bytes = batch * L * 576 * kv_bytes_per_elem``,
+    ``flops = 2 * batch * heads * L * (576 + 512)``.
+    """
+
+    floor_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call")
+    memory_efficiency: float = Field(gt=0, le=1, description="asymptotic fraction of HBM bandwidth on latent KV reads")
+    compute_efficiency: float = Field(gt=0, le=1, description="fraction of peak FLOP/s on the QK and PV products")
+    per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of context")
+    context_latency_s: float = Field(ge=0, le=1e-3, description="extra saturating latency of long contexts")
+    context_half_tokens: float = Field(gt=0, le=1e7, description="context length at which half of context_latency_s is reached")
+    overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
+
+
+class MlaPrefillParams(_Strict):
+    """DeepSeek-V3 MLA context attention (non-absorbed: per head q/k 192 wide, v 128).
+
+    ``t = fixed_s + flops / (P * efficiency * s/(s + half_tokens)) + per_sequence_head_s * batch * heads``,
+    ``flops = 2 * batch * heads * (192 + 128) * s(s+1)/2``.
+    """
+
+    efficiency: float = Field(gt=0, le=1, description="plateau fraction of peak FLOP/s")
+    half_tokens: float = Field(ge=0, le=1e6, description="sequence length at half the plateau")
+    fixed_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call")
+    per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of length")
+
+
+class MoeParams(_Strict):
+    """Fused MoE layer (routing, gate+up, activation, down) of one GPU, as a grouped GEMM.
+
+    Per GPU: ``A = tokens * topk / ep`` token-expert assignments over ``E/ep`` local
+    experts, ``touched = (E/ep) * (1 - exp(-tokens*topk/E))`` of them hit, ``r = A/touched``
+    rows per hit expert, local intermediate ``I = inter/tp``. ``flops = 6 * A * hidden * I``,
+    ``bytes = touched * 3 * hidden * I * wbytes + A * hidden * 4``;
+    ``t = fixed_s + per_token_s * tokens + smax(flops / (P * efficiency * r/(r + half_rows)),
+    bytes / (BW * memory_efficiency))``.
+    """
+
+    efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s")
+    half_rows: float = Field(ge=0, le=1e5, description="rows per expert at which efficiency is half the plateau")
+    memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth streaming expert weights")
+    fixed_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per layer (routing, permute, several launches)")
+    per_token_s: float = Field(ge=0, le=1e-5, description="routing/permutation work per token")
+    overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of compute and memory time")
+
+
+class ElementwiseParams(_Strict):
+    """A small stand-alone element-wise or norm kernel: ``t = fixed_s + bytes / (BW * memory_efficiency)``,
+    ``bytes`` read plus written. Fitted on the FP8 quantise kernel (read BF16, write FP8),
+    the only element-wise kernel measured."""
+
+    fixed_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call")
+    memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth on the bytes moved")
+
+
+class AllReduceRegime(_Strict):
+    """One algorithm of an all-reduce: ``t = floor_s + 2(t-1)/t * M / bus_bandwidth``."""
+
+    floor_s: float = Field(ge=0, le=1e-2, description="time of an empty message")
+    bus_bandwidth: float = Field(gt=0, le=1e13, description="bus bandwidth in bytes/s (nccl-tests busBW convention)")
+
+
+class AllReduceParams(_Strict):
+    """All-reduce of one implementation inside one NVLink (or PCIe) domain: for each GPU
+    count, the regimes the implementation switches between; the time is the fastest of
+    them (the engine picks its algorithm by size: one-shot, two-shot, ring)."""
+
+    regimes: dict[int, list[AllReduceRegime]] = Field(description="GPU count -> regimes, at least one each")
+
+    @model_validator(mode="after")
+    def _nonempty(self) -> AllReduceParams:
+        for t, rs in self.regimes.items():
+            if t < 2 or not rs:
+                raise ValueError(f"all-reduce at {t} GPUs: need t >= 2 and at least one regime")
+        return self
+
+
+class KernelProfile(_Strict):
+    """Kernel-level cost parameters of one (device kind, engine).
+
+    A class whose key is absent has no measurements for this pair (for example FP8 on
+    A100); the pricing function then raises :class:`InputError` naming it.
+    """
+
+    device_kind: str = Field(description="autoplan device kind (hardware/device_kinds.yaml)")
+    engine: str = Field(description="serving engine: trtllm, vllm or sglang")
+    engine_version: str = Field(description="engine version of the measurements")
+    gemm: dict[str, GemmParams] = Field(description="by weight format: bf16, fp8, fp8_block")
+    decode_attention: dict[str, DecodeAttentionParams] = Field(description="by KV-cache dtype: bf16, fp8")
+    prefill_attention: dict[str, PrefillAttentionParams] = Field(description="by attention compute dtype: bf16, fp8")
+    mla_decode: dict[str, MlaDecodeParams] = Field(description="by KV-cache dtype")
+    mla_prefill: dict[str, MlaPrefillParams] = Field(description="by KV-cache dtype")
+    mla_scope: Literal["kernel", "module"] = Field(description="kernel: attention kernel only; module: the whole MLA module with its projection GEMMs (the engine publishes no kernel table)")
+    moe: dict[str, MoeParams] = Field(description="by expert weight format: bf16, fp8, fp8_block")
+    elementwise: ElementwiseParams | None = Field(description="small element-wise kernel; None where not measured")
+    allreduce: dict[str, AllReduceParams] = Field(description="custom: the engine's graph-captured all-reduce call (its own kernels, and what it falls back to for large messages); nccl: nccl-tests (not graphed)")
+    notes: list[str] = Field(default_factory=list, description="exclusions and caveats of the fit")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _out(x):
+    a = np.asarray(x, dtype=float)
+    return float(a) if a.ndim == 0 else a
+
+
+def _smax(x, y, q):
+    """Smooth maximum (x^q + y^q)^(1/q), computed stably."""
+    m = np.maximum(x, y)
+    m = np.where(m > 0, m, 1.0)
+    return m * ((x / m) ** q + (y / m) ** q) ** (1.0 / q)
+
+
+def _smax3(x, y, z, q):
+    m = np.maximum(np.maximum(x, y), z)
+    m = np.where(m > 0, m, 1.0)
+    return m * ((x / m) ** q + (y / m) ** q + (z / m) ** q) ** (1.0 / q)
+
+
+def _pick(table: dict, key: str, what: str, p: KernelProfile):
+    if key == "fp16":
+        key = "bf16"
+    try:
+        return table[key]
+    except KeyError:
+        raise InputError(f"kernel profile {p.device_kind}/{p.engine}: no {what} parameters for "
+                         f"{key!r} (have: {', '.join(sorted(table)) or 'none'})") from None
+
+
+# ---------------------------------------------------------------- cores (raw floats; the fitter uses these)
+
+
+def gemm_core(eta, h, eta_m, fixed, q, peak_flops, hbm_bw, m, n, k, wbytes):
+    m = np.asarray(m, dtype=float)
+    compute = 2.0 * m * n * k / (peak_flops * eta * m / (m + h))
+    memory = (n * k * wbytes + m * (n + k) * 2.0) / (hbm_bw * eta_m)
+    return fixed + _smax(compute, memory, q)
+
+
+def decode_core(floor, eta_m, per_unit, ctx_lat, ctx_half, q, hbm_bw, kv_bytes, units, ctx):
+    return floor + ctx_lat * ctx / (ctx + ctx_half) + _smax(kv_bytes / (hbm_bw * eta_m), per_unit * units, q)
+
+
+def prefill_core(eta, h, fixed, per_unit, peak_flops, flops, s, units):
+    s = np.asarray(s, dtype=float)
+    return fixed + flops / (peak_flops * eta * s / (s + h)) + per_unit * units
+
+
+def mla_decode_core(floor, eta_m, eta_c, per_unit, ctx_lat, ctx_half, q, peak_flops, hbm_bw, kv_bytes, flops, units, ctx):
+    return (floor + ctx_lat * ctx / (ctx + ctx_half)
+            + _smax3(kv_bytes / (hbm_bw * eta_m), flops / (peak_flops * eta_c), per_unit * units, q))
+
+
+def moe_core(eta, h, eta_m, fixed, per_tok, q, peak_flops, hbm_bw, flops, wbytes_total, rows, tokens):
+    rows = np.asarray(rows, dtype=float)
+    compute = flops / (peak_flops * eta * rows / (rows + h))
+    memory = wbytes_total / (hbm_bw * eta_m)
+    return fixed + per_tok * tokens + _smax(compute, memory, q)
+
+
+def allreduce_core(regimes, gpus, message_bytes):
+    """regimes: sequence of (floor_s, bus_bandwidth); the fastest wins."""
+    mb = np.asarray(message_bytes, dtype=float)
+    f = 2.0 * (gpus - 1) / gpus
+    best = None
+    for a, bw in regimes:
+        t = a + f * mb / bw
+        best = t if best is None else np.minimum(best, t)
+    return best
+
+
+# ---------------------------------------------------------------- shape helpers
+
+
+def moe_shape(tokens, hidden, inter, topk, experts, moe_tp=1, moe_ep=1, wbytes=2.0):
+    """(flops, bytes, rows per hit expert) of one GPU's share of a fused MoE layer."""
+    tokens = np.asarray(tokens, dtype=float)
+    local_e = experts / moe_ep
+    local_i = inter / moe_tp
+    assign = tokens * topk / moe_ep
+    touched = local_e * (1.0 - np.exp(-tokens * topk / experts))
+    touched = np.maximum(touched, 1.0)
+    rows = assign / touched
+    flops = 6.0 * assign * hidden * local_i
+    byts = touched * 3.0 * hidden * local_i * wbytes + assign * hidden * 4.0
+    return flops, byts, rows
+
+
+# ---------------------------------------------------------------- pricing functions
+
+
+def gemm_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, m, n, k, dtype: str = "bf16"):
+    """One dense GEMM of ``m`` rows (tokens), ``n`` outputs, ``k`` inputs, weights in ``dtype``.
+    ``peak_flops`` is the peak of ``dtype`` (FP8 peak for fp8 and fp8_block)."""
+    g = _pick(p.gemm, dtype, "GEMM", p)
+    wb = WEIGHT_BYTES.get(dtype, 2.0)
+    return _out(gemm_core(g.efficiency, g.half_rows, g.memory_efficiency, g.fixed_s, g.overlap_exponent,
+                          peak_flops, hbm_bw, m, n, k, wb))
+
+
+def decode_attention_time_s(p: KernelProfile, hbm_bw: float, batch, kv_len, num_kv_heads,
+                            head_dim: int = 128, kv_dtype: str = "bf16"):
+    """One layer's generation attention: ``batch`` sequences of ``kv_len`` cached tokens
+    (the new one included), ``num_kv_heads`` KV heads on this GPU."""
+    d = _pick(p.decode_attention, kv_dtype, "decode-attention", p)
+    batch = np.asarray(batch, dtype=float)
+    ctx = np.asarray(kv_len, dtype=float)
+    kv_bytes = batch * ctx * num_kv_heads * head_dim * 2.0 * KV_BYTES.get(kv_dtype, 2.0)
+    return _out(decode_core(d.floor_s, d.memory_efficiency, d.per_sequence_head_s, d.context_latency_s,
+                            d.context_half_tokens, d.overlap_exponent, hbm_bw, kv_bytes,
+                            batch * num_kv_heads, ctx))
+
+
+def prefill_flops(batch, isl, num_heads, head_dim=128):
+    """Causal attention FLOPs (QK^T and PV) of ``isl`` new tokens per sequence."""
+    s = np.asarray(isl, dtype=float)
+    return 4.0 * np.asarray(batch, dtype=float) * num_heads * head_dim * s * (s + 1.0) / 2.0
+
+
+def prefill_attention_time_s(p: KernelProfile, peak_flops: float, batch, isl, num_heads,
+                             head_dim: int = 128, dtype: str = "bf16"):
+    """One layer's causal prefill attention; ``dtype`` is the attention compute format
+    (``fp8`` for FP8 FMHA, else ``bf16``) and ``peak_flops`` its peak."""
+    a = _pick(p.prefill_attention, dtype, "prefill-attention", p)
+    fl = prefill_flops(batch, isl, num_heads, head_dim)
+    units = np.asarray(batch, dtype=float) * num_heads
+    return _out(prefill_core(a.efficiency, a.half_tokens, a.fixed_s, a.per_sequence_head_s, peak_flops,
+                             fl, isl, units))
+
+
+def mla_decode_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, batch, kv_len, num_heads,
+                      kv_dtype: str = "bf16"):
+    """One layer's DeepSeek-V3 MLA generation attention with ``num_heads`` heads on this GPU
+    (``p.mla_scope`` says whether the projections are included)."""
+    d = _pick(p.mla_decode, kv_dtype, "MLA decode", p)
+    batch = np.asarray(batch, dtype=float)
+    ctx = np.asarray(kv_len, dtype=float)
+    kv_bytes = batch * ctx * MLA_LATENT_DIM * KV_BYTES.get(kv_dtype, 2.0)
+    flops = 2.0 * batch * num_heads * ctx * (MLA_LATENT_DIM + MLA_VALUE_DIM)
+    return _out(mla_decode_core(d.floor_s, d.memory_efficiency, d.compute_efficiency, d.per_sequence_head_s,
+                                d.context_latency_s, d.context_half_tokens, d.overlap_exponent,
+                                peak_flops, hbm_bw, kv_bytes, flops, batch * num_heads, ctx))
+
+
+def mla_prefill_flops(batch, isl, num_heads):
+    s = np.asarray(isl, dtype=float)
+    return 2.0 * np.asarray(batch, dtype=float) * num_heads * (MLA_QK_HEAD_DIM + MLA_V_HEAD_DIM) * s * (s + 1.0) / 2.0
+
+
+def mla_prefill_time_s(p: KernelProfile, peak_flops: float, batch, isl, num_heads, kv_dtype: str = "bf16"):
+    """One layer's DeepSeek-V3 MLA context attention over ``isl`` new tokens per sequence."""
+    a = _pick(p.mla_prefill, kv_dtype, "MLA prefill", p)
+    fl = mla_prefill_flops(batch, isl, num_heads)
+    units = np.asarray(batch, dtype=float) * num_heads
+    return _out(prefill_core(a.efficiency, a.half_tokens, a.fixed_s, a.per_sequence_head_s, peak_flops,
+                             fl, isl, units))
+
+
+def moe_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, tokens, hidden, inter, topk, experts,
+               moe_tp: int = 1, moe_ep: int = 1, dtype: str = "bf16"):
+    """One GPU's fused MoE layer for ``tokens`` tokens, balanced routing; ``inter`` is the
+    full expert intermediate size (split ``moe_tp`` ways), ``experts`` the total count
+    (split ``moe_ep`` ways); ``peak_flops`` the peak of ``dtype``."""
+    g = _pick(p.moe, dtype, "MoE", p)
+    fl, byts, rows = moe_shape(tokens, hidden, inter, topk, experts, moe_tp, moe_ep, WEIGHT_BYTES.get(dtype, 2.0))
+    return _out(moe_core(g.efficiency, g.half_rows, g.memory_efficiency, g.fixed_s, g.per_token_s,
+                         g.overlap_exponent, peak_flops, hbm_bw, fl, byts, rows, tokens))
+
+
+def elementwise_time_s(p: KernelProfile, hbm_bw: float, bytes_moved):
+    """One small element-wise/norm kernel moving ``bytes_moved`` bytes (read + write)."""
+    if p.elementwise is None:
+        raise InputError(f"kernel profile {p.device_kind}/{p.engine}: no element-wise parameters")
+    e = p.elementwise
+    return _out(e.fixed_s + np.asarray(bytes_moved, dtype=float) / (hbm_bw * e.memory_efficiency))
+
+
+def allreduce_time_s(p: KernelProfile, impl: str, gpus: int, message_bytes):
+    """All-reduce of ``message_bytes`` over ``gpus`` GPUs of one domain with ``impl``
+    (``custom`` or ``nccl``); ``gpus`` must be a fitted count (1 costs nothing)."""
+    if gpus == 1:
+        return _out(np.zeros_like(np.asarray(message_bytes, dtype=float)))
+    ar = p.allreduce.get(impl)
+    if ar is None:
+        raise InputError(f"kernel profile {p.device_kind}/{p.engine}: no all-reduce implementation {impl!r}"
+                         f" (have: {', '.join(sorted(p.allreduce)) or 'none'})")
+    rs = ar.regimes.get(int(gpus))
+    if rs is None:
+        raise InputError(f"kernel profile {p.device_kind}/{p.engine}: all-reduce {impl!r} not fitted at {gpus} GPUs"
+                         f" (fitted: {', '.join(str(t) for t in sorted(ar.regimes))})")
+    return _out(allreduce_core([(r.floor_s, r.bus_bandwidth) for r in rs], int(gpus), message_bytes))

@@ -1,0 +1,704 @@
+"""Fit :class:`autoplan.kernelcost.KernelProfile` parameters from measured kernel tables.
+
+Data: the CSVs of ``hardware/data/aic-kernels/`` (measured per-kernel latencies from
+aiconfigurator-core 0.12.0; see its ``SOURCE.md`` for provenance, columns and licence).
+Every parameter of one (system, engine) is fitted from that pair's kernel rows alone, by
+``scipy.optimize.least_squares`` on ``log(predicted / measured)`` with bounds and fixed
+starting points (deterministic, no randomness).
+
+**Held-out split, by shape, never at random.** Within each operator class the distinct
+shape keys (below) are sorted, and every third one (index 1, 4, 7, ... of the sorted
+list) is held out: its rows are never fitted, only judged. The shipped profiles are the
+fits on the remaining rows. Keys: GEMM ``(n, k)``; decode/prefill attention
+``(num_heads, num_kv_heads)``; MLA ``num_heads``; MoE ``(model, moe_tp, moe_ep)``;
+element-wise ``k``; all-reduce the message size.
+
+**Row aggregation.** Where a table holds several rows for one key (repeat runs, or
+several kernels the engine can dispatch to for one shape) the minimum latency is kept:
+the engine's fastest backend, and for NCCL the cleanest of the repeat runs.
+
+Refit and rewrite the shipped YAMLs with::
+
+    python -m autoplan.kernelfit hardware/data/aic-kernels --write hardware/profiles
+
+This module imports nothing from autoplan except :mod:`autoplan.kernelcost` (its sibling,
+moved with it) and :mod:`autoplan.errors`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from autoplan import kernelcost as kc
+from autoplan.errors import InputError
+
+#: AIC system name -> autoplan device kind.
+SYSTEMS = {
+    "h100_sxm": "h100-sxm",
+    "h200_sxm": "h200",
+    "b200_sxm": "b200",
+    "gb200": "gb200",
+    "a100_sxm": "a100-sxm-80gb",
+    "l40s": "l40s",
+}
+ENGINES = ("trtllm", "vllm", "sglang")
+
+#: Datasheet peaks autoplan uses (hardware/device_kinds.yaml): BF16 FLOP/s, FP8 FLOP/s
+#: (None: no FP8 units), memory bandwidth bytes/s.
+PEAKS = {
+    "h100-sxm": (989.4e12, 1978.9e12, 3.35e12),
+    "h200": (989.4e12, 1978.9e12, 4.8e12),
+    "b200": (2.25e15, 4.5e15, 7.7e12),
+    "gb200": (2.5e15, 5.0e15, 8.0e12),
+    "a100-sxm-80gb": (312.0e12, None, 2.039e12),
+    "l40s": (362.05e12, 733.0e12, 864.0e9),
+}
+L2_BYTES = {"l40s": 96e6}
+
+ATTRIBUTION = (
+    "Contains performance data derived from the perf tables of aiconfigurator-core 0.12.0,\n"
+    "Copyright (c) 2025-2026 NVIDIA CORPORATION & AFFILIATES, licensed under the Apache License,\n"
+    "Version 2.0 (see LICENSE-Apache-2.0.txt). Modified by this project: rows were selected,\n"
+    "columns renamed and reordered, latency was converted from milliseconds to seconds (5\n"
+    "significant digits), rows with zero latency were dropped, and a repeat index was added.\n"
+    "Original tables: aiconfigurator_core/systems/data/ in the aiconfigurator-core 0.12.0 wheel."
+)
+
+DTYPE_KEY = {"bfloat16": "bf16", "float16": "bf16", "fp8": "fp8", "fp8_block": "fp8_block"}
+HOLDOUT_EVERY = 3
+AR_RANGE = (16 * 1024, 256 * 1024 * 1024)  # message sizes the all-reduce target covers
+
+# ---------------------------------------------------------------- reading
+
+
+@lru_cache(maxsize=16)
+def _table(data_dir: str, name: str) -> dict[str, np.ndarray]:
+    path = Path(data_dir) / f"{name}.csv.gz"
+    try:
+        with gzip.open(path, "rt", newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            rows = list(reader)
+    except (OSError, StopIteration, csv.Error, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read kernel table {str(path)!r}: {e.__class__.__name__}: {e}") from None
+    cols = list(zip(*rows)) if rows else [()] * len(header)
+    return {h: np.array(c, dtype=object) for h, c in zip(header, cols)}
+
+
+def _num(tab: dict[str, np.ndarray], col: str) -> np.ndarray:
+    return np.array([float(v) if v != "" else math.nan for v in tab[col]], dtype=float)
+
+
+def _select(data_dir: str, name: str, system: str, framework: str) -> dict[str, np.ndarray]:
+    tab = _table(data_dir, name)
+    mask = (tab["system"] == system) & (tab["framework"] == framework)
+    return {k: v[mask] for k, v in tab.items()}
+
+
+def _min_by_key(keys: list[tuple], t: np.ndarray) -> tuple[list[tuple], np.ndarray, np.ndarray]:
+    """Collapse rows with equal keys to their minimum; returns (keys, t, index of kept row)."""
+    best: dict[tuple, int] = {}
+    for i, k in enumerate(keys):
+        j = best.get(k)
+        if j is None or t[i] < t[j]:
+            best[k] = i
+    order = sorted(best, key=lambda k: tuple(str(x) for x in k))
+    idx = np.array([best[k] for k in order], dtype=int)
+    return order, t[idx], idx
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@dataclass
+class Dataset:
+    """Rows of one operator class for one (system, engine)."""
+
+    cls: str
+    t: np.ndarray  # measured seconds
+    shape: list  # shape key per row (the held-out split is over distinct keys)
+    f: dict[str, np.ndarray]  # features
+    version: str = ""
+    excluded: str = ""  # why rows were dropped, if any
+
+    def take(self, mask: np.ndarray) -> Dataset:
+        return Dataset(self.cls, self.t[mask], [s for s, m in zip(self.shape, mask) if m],
+                       {k: v[mask] for k, v in self.f.items()}, self.version, self.excluded)
+
+
+def held_out_mask(shape: list) -> np.ndarray:
+    keys = sorted(set(shape), key=lambda k: tuple(str(x) if not isinstance(x, (int, float)) else f"{x:020.6f}"
+                                                   for x in (k if isinstance(k, tuple) else (k,))))
+    held = {k for i, k in enumerate(keys) if i % HOLDOUT_EVERY == 1}
+    return np.array([s in held for s in shape], dtype=bool)
+
+
+def _version(sel: dict[str, np.ndarray]) -> str:
+    vs = sorted(set(sel["version"]))
+    return ",".join(vs)
+
+
+def _gemm_sets(data_dir, system, engine, notes):
+    sel = _select(data_dir, "gemm", system, engine)
+    out = {}
+    kind = SYSTEMS[system]
+    for raw, key in (("bfloat16", "bf16"), ("fp8", "fp8"), ("fp8_block", "fp8_block")):
+        m = sel["dtype"] == raw
+        if not m.any():
+            continue
+        if key == "fp8_block" and engine == "vllm":
+            notes.append("gemm fp8_block: vLLM 0.24.0 block-FP8 rows excluded: a flat 57-350 us floor from m=1 "
+                         "to 4096 on every system (non-kernel work in the timed region; FINDINGS lists Blackwell, "
+                         "the Hopper and L40S tables show the same)")
+            continue
+        mm = _num(sel, "m")[m]
+        nn = _num(sel, "n")[m]
+        kk = _num(sel, "k")[m]
+        tt = _num(sel, "latency_s")[m]
+        keys, tt, idx = _min_by_key(list(zip(mm, nn, kk)), tt)
+        mm, nn, kk = mm[idx], nn[idx], kk[idx]
+        keep = np.ones(len(tt), dtype=bool)
+        why = ""
+        if kind in L2_BYTES:
+            wb = nn * kk * kc.WEIGHT_BYTES[key]
+            lo = PEAKS[kind][2] * 1e-6
+            keep = ~((wb > lo) & (wb <= L2_BYTES[kind] / 5))
+            why = ("L40S rows with weights of 0.86-19.2 MB excluded: the collector's at most 5 weight copies "
+                   "stay in the 96 MB L2, so these rows read L2, not DRAM (up to 1.5x DRAM peak)")
+            if (~keep).any():
+                notes.append(f"gemm {key}: {why} ({int((~keep).sum())} rows)")
+        ds = Dataset(f"gemm_{key}", tt, [(int(a), int(b)) for a, b in zip(nn, kk)],
+                     {"m": mm, "n": nn, "k": kk}, _version(sel), why)
+        out[ds.cls] = ds.take(keep)
+    return out
+
+
+def _decode_sets(data_dir, system, engine, notes):
+    sel = _select(data_dir, "attention_decode", system, engine)
+    out = {}
+    kind = SYSTEMS[system]
+    if system == "a100_sxm" and engine == "trtllm":
+        notes.append("decode_attention: A100 TRT-LLM 1.0.0 generation-attention table excluded entirely: it implies "
+                     "1.0-1.65x the HBM peak for KV reads of 256 MB-2 GB (not physical)")
+        return out
+    for raw, key in (("bfloat16", "bf16"), ("fp8", "fp8")):
+        m = (sel["kv_dtype"] == raw) & (_num(sel, "head_dim") == 128)
+        if not m.any():
+            continue
+        b = _num(sel, "batch")[m]
+        step = _num(sel, "kv_len")[m]
+        h = _num(sel, "num_heads")[m]
+        kh = _num(sel, "num_kv_heads")[m]
+        tt = _num(sel, "latency_s")[m]
+        keys, tt, idx = _min_by_key(list(zip(b, step, h, kh)), tt)
+        b, step, h, kh = b[idx], step[idx], h[idx], kh[idx]
+        ctx = step + 1.0  # attended length: the cached tokens plus the new one
+        kvb = b * ctx * kh * 128 * 2 * kc.KV_BYTES[key]
+        keep = np.ones(len(tt), dtype=bool)
+        why = ""
+        if kind in L2_BYTES:
+            keep = ~((kvb > PEAKS[kind][2] * 1e-6) & (kvb <= L2_BYTES[kind]))
+            why = ("L40S rows reading 0.86-96 MB of KV excluded: the collector does not rotate buffers, so the KV "
+                   "sits in the 96 MB L2 (up to 3.6x DRAM peak)")
+            notes.append(f"decode_attention {key}: {why} ({int((~keep).sum())} rows)")
+        ds = Dataset(f"decode_attention_{key}", tt, [(int(x), int(y)) for x, y in zip(h, kh)],
+                     {"batch": b, "ctx": ctx, "kv_heads": kh, "kv_bytes": kvb}, _version(sel), why)
+        out[ds.cls] = ds.take(keep)
+    return out
+
+
+def _prefill_sets(data_dir, system, engine, notes):
+    sel = _select(data_dir, "attention_prefill", system, engine)
+    out = {}
+    for key in ("bf16", "fp8"):
+        attn = sel["attn_dtype"]
+        m = ((attn == "fp8") if key == "fp8" else (attn != "fp8")) & (_num(sel, "head_dim") == 128)
+        if not m.any():
+            continue
+        b = _num(sel, "batch")[m]
+        s = _num(sel, "isl")[m]
+        h = _num(sel, "num_heads")[m]
+        kh = _num(sel, "num_kv_heads")[m]
+        tt = _num(sel, "latency_s")[m]
+        keys, tt, idx = _min_by_key(list(zip(b, s, h, kh)), tt)
+        b, s, h, kh = b[idx], s[idx], h[idx], kh[idx]
+        ds = Dataset(f"prefill_attention_{key}", tt, [(int(x), int(y)) for x, y in zip(h, kh)],
+                     {"batch": b, "isl": s, "heads": h, "flops": kc.prefill_flops(b, s, h)}, _version(sel))
+        out[ds.cls] = ds
+    return out
+
+
+def _mla_sets(data_dir, system, engine, notes):
+    sel = _select(data_dir, "mla", system, engine)
+    out = {}
+    ops = set(sel["op"])
+    scope = "kernel" if "mla_generation" in ops else "module"
+    for phase in ("decode", "prefill"):
+        op = {"decode": "mla_generation", "prefill": "mla_context"}[phase]
+        if scope == "module":
+            op += "_module"
+        base = sel["op"] == op
+        if scope == "module":
+            base &= sel["gemm_dtype"] == "bfloat16"
+        for raw, key in (("bfloat16", "bf16"), ("fp8", "fp8")):
+            m = base & (sel["kv_dtype"] == raw)
+            if not m.any():
+                continue
+            h = _num(sel, "num_heads")[m]
+            b = _num(sel, "batch")[m]
+            s = _num(sel, "isl")[m]
+            kv = _num(sel, "kv_len")[m]
+            tt = _num(sel, "latency_s")[m]
+            keys, tt, idx = _min_by_key(list(zip(h, b, s, kv)), tt)
+            h, b, s, kv = h[idx], b[idx], s[idx], kv[idx]
+            if phase == "decode":
+                ctx = kv + (1.0 if scope == "kernel" else 0.0)  # kernel tables index step as 2^k - 1
+                f = {"batch": b, "ctx": ctx, "heads": h,
+                     "kv_bytes": b * ctx * kc.MLA_LATENT_DIM * kc.KV_BYTES[key],
+                     "flops": 2.0 * b * h * ctx * (kc.MLA_LATENT_DIM + kc.MLA_VALUE_DIM)}
+            else:
+                f = {"batch": b, "isl": s, "heads": h, "flops": kc.mla_prefill_flops(b, s, h)}
+            ds = Dataset(f"mla_{phase}_{key}", tt, [int(x) for x in h], f, _version(sel))
+            out[ds.cls] = ds
+    if scope == "module" and out:
+        notes.append("mla: this engine publishes only MLA module tables (attention plus its projection GEMMs, "
+                     "BF16 projections used); mla_scope = module")
+    return out, scope
+
+
+def _moe_sets(data_dir, system, engine, notes):
+    sel = _select(data_dir, "moe", system, engine)
+    out = {}
+    if not len(sel["latency_s"]):
+        return out
+    bal = sel["distribution"] == "balanced"
+    if (~bal).any():
+        notes.append("moe: power-law routing rows not fitted (the model prices balanced routing)")
+    for raw, key in (("bfloat16", "bf16"), ("fp8", "fp8"), ("fp8_block", "fp8_block")):
+        m = bal & (sel["dtype"] == raw)
+        if not m.any():
+            continue
+        model = sel["model"][m]
+        tok = _num(sel, "num_tokens")[m]
+        hid = _num(sel, "hidden")[m]
+        inter = _num(sel, "inter")[m]
+        topk = _num(sel, "topk")[m]
+        ex = _num(sel, "experts")[m]
+        tp = _num(sel, "moe_tp")[m]
+        ep = _num(sel, "moe_ep")[m]
+        tt = _num(sel, "latency_s")[m]
+        keys, tt, idx = _min_by_key(list(zip(model, tok, hid, inter, topk, ex, tp, ep)), tt)
+        model, tok, hid, inter, topk, ex, tp, ep = (a[idx] for a in (model, tok, hid, inter, topk, ex, tp, ep))
+        fl, byts, rows = kc.moe_shape(tok, hid, inter, topk, ex, tp, ep, kc.WEIGHT_BYTES[key])
+        ds = Dataset(f"moe_{key}", tt, [(str(a), int(b), int(c)) for a, b, c in zip(model, tp, ep)],
+                     {"tokens": tok, "flops": fl, "bytes": byts, "rows": rows}, _version(sel))
+        out[ds.cls] = ds
+    return out
+
+
+def _elementwise_sets(data_dir, system, engine, notes):
+    sel = _select(data_dir, "elementwise", system, engine)
+    m = sel["op"] == "scale_matrix"
+    if not m.any():
+        return {}
+    mm = _num(sel, "m")[m]
+    kk = _num(sel, "k")[m]
+    tt = _num(sel, "latency_s")[m]
+    keys, tt, idx = _min_by_key(list(zip(mm, kk)), tt)
+    mm, kk = mm[idx], kk[idx]
+    byts = mm * kk * 3.0  # read BF16, write FP8
+    ds = Dataset("elementwise", tt, [int(x) for x in kk], {"bytes": byts}, _version(sel))
+    return {"elementwise": ds}
+
+
+_CUSTOM_SOURCE = {"trtllm": "TRTLLM", "vllm": "vLLM_custom_graph", "sglang": "SGLang_CustomAllReduce_graph"}
+
+
+def _comm_sets(data_dir, system, engine, notes):
+    tab = _table(data_dir, "comm")
+    out = {}
+    is_ar = (tab["system"] == system) & (tab["op"] == "all_reduce")
+    for impl in kc.ALLREDUCE_IMPLS:
+        if impl == "custom":
+            m = is_ar & (tab["framework"] == engine) & (tab["kernel_source"] == _CUSTOM_SOURCE[engine])
+        else:
+            m = is_ar & (tab["framework"] == "nccl") & (tab["aic_pinned"] == "yes") & (tab["dtype"] == "half")
+        if not m.any():
+            continue
+        g = _num(tab, "num_gpus")[m]
+        mb = _num(tab, "message_bytes")[m]
+        tt = _num(tab, "latency_s")[m]
+        keys, tt, idx = _min_by_key(list(zip(g, mb)), tt)
+        g, mb = g[idx], mb[idx]
+        vers = ",".join(sorted(set(tab["version"][m])))
+        out[f"allreduce_{impl}"] = Dataset(f"allreduce_{impl}", tt, [int(x) for x in mb], {"gpus": g, "bytes": mb},
+                                           vers)
+    return out
+
+
+# ---------------------------------------------------------------- model specs
+
+
+@dataclass
+class Spec:
+    names: tuple[str, ...]
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    starts: tuple[tuple[float, ...], ...]
+    pred: object  # (x, ds) -> seconds
+    build: object  # x -> pydantic block
+
+US = 1e-6
+
+
+def _gemm_spec(P, BW, key):
+    wb = kc.WEIGHT_BYTES[key]
+
+    def pred(x, ds):
+        eta, h, eta_m, fixed_us, q = x
+        return kc.gemm_core(eta, h, eta_m, fixed_us * US, q, P, BW, ds.f["m"], ds.f["n"], ds.f["k"], wb)
+
+    def build(x):
+        eta, h, eta_m, fixed_us, q = x
+        return kc.GemmParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, fixed_s=fixed_us * US,
+                             overlap_exponent=q)
+
+    return Spec(("efficiency", "half_rows", "memory_efficiency", "fixed_us", "overlap_exponent"),
+                (0.05, 0.0, 0.05, 0.0, 1.0), (1.0, 4096.0, 1.0, 200.0, 64.0),
+                ((0.7, 30.0, 0.8, 4.0, 4.0), (0.5, 200.0, 0.8, 10.0, 2.0)), pred, build)
+
+
+def _decode_spec(BW):
+    def pred(x, ds):
+        a, eta, cu, dl, l0, q = x
+        return kc.decode_core(a * US, eta, cu * US, dl * US, l0, q, BW, ds.f["kv_bytes"],
+                              ds.f["batch"] * ds.f["kv_heads"], ds.f["ctx"])
+
+    def build(x):
+        a, eta, cu, dl, l0, q = x
+        return kc.DecodeAttentionParams(floor_s=a * US, memory_efficiency=eta, per_sequence_head_s=cu * US,
+                                        context_latency_s=dl * US, context_half_tokens=l0, overlap_exponent=q)
+
+    return Spec(("floor_us", "memory_efficiency", "per_sequence_head_us", "context_latency_us",
+                 "context_half_tokens", "overlap_exponent"),
+                (0.0, 0.05, 0.0, 0.0, 1.0, 1.0), (200.0, 1.0, 10.0, 500.0, 1e6, 64.0),
+                ((8.0, 0.8, 0.03, 5.0, 500.0, 2.0), (10.0, 0.7, 0.02, 20.0, 30000.0, 1.0)), pred, build)
+
+
+def _prefill_spec(P, cls=kc.PrefillAttentionParams):
+    def pred(x, ds):
+        eta, h, a, cu = x
+        return kc.prefill_core(eta, h, a * US, cu * US, P, ds.f["flops"], ds.f["isl"], ds.f["batch"] * ds.f["heads"])
+
+    def build(x):
+        eta, h, a, cu = x
+        return cls(efficiency=eta, half_tokens=h, fixed_s=a * US, per_sequence_head_s=cu * US)
+
+    return Spec(("efficiency", "half_tokens", "fixed_us", "per_sequence_head_us"),
+                (0.02, 0.0, 0.0, 0.0), (1.0, 1e5, 500.0, 10.0),
+                ((0.6, 1000.0, 12.0, 0.01), (0.4, 300.0, 8.0, 0.05)), pred, build)
+
+
+def _mla_decode_spec(P, BW):
+    def pred(x, ds):
+        a, eta_m, eta_c, cu, dl, l0, q = x
+        return kc.mla_decode_core(a * US, eta_m, eta_c, cu * US, dl * US, l0, q, P, BW, ds.f["kv_bytes"],
+                                  ds.f["flops"], ds.f["batch"] * ds.f["heads"], ds.f["ctx"])
+
+    def build(x):
+        a, eta_m, eta_c, cu, dl, l0, q = x
+        return kc.MlaDecodeParams(floor_s=a * US, memory_efficiency=eta_m, compute_efficiency=eta_c,
+                                  per_sequence_head_s=cu * US, context_latency_s=dl * US, context_half_tokens=l0,
+                                  overlap_exponent=q)
+
+    return Spec(("floor_us", "memory_efficiency", "compute_efficiency", "per_sequence_head_us",
+                 "context_latency_us", "context_half_tokens", "overlap_exponent"),
+                (0.0, 0.05, 0.02, 0.0, 0.0, 1.0, 1.0), (2000.0, 1.0, 1.0, 10.0, 2000.0, 1e6, 64.0),
+                ((10.0, 0.7, 0.5, 0.01, 5.0, 1000.0, 2.0), (50.0, 0.5, 0.3, 0.001, 20.0, 30000.0, 1.0)), pred, build)
+
+
+def _mla_prefill_spec(P):
+    return _prefill_spec(P, kc.MlaPrefillParams)
+
+
+def _moe_spec(P, BW):
+    def pred(x, ds):
+        eta, h, eta_m, a, pt, q = x
+        return kc.moe_core(eta, h, eta_m, a * US, pt * US, q, P, BW, ds.f["flops"], ds.f["bytes"], ds.f["rows"],
+                           ds.f["tokens"])
+
+    def build(x):
+        eta, h, eta_m, a, pt, q = x
+        return kc.MoeParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, fixed_s=a * US,
+                            per_token_s=pt * US, overlap_exponent=q)
+
+    return Spec(("efficiency", "half_rows", "memory_efficiency", "fixed_us", "per_token_us", "overlap_exponent"),
+                (0.02, 0.0, 0.05, 0.0, 0.0, 1.0), (1.0, 1e4, 1.0, 5000.0, 10.0, 64.0),
+                ((0.5, 50.0, 0.7, 20.0, 0.01, 2.0), (0.3, 300.0, 0.5, 50.0, 0.001, 1.0)), pred, build)
+
+
+def _elementwise_spec(BW):
+    def pred(x, ds):
+        a, eta = x
+        return a * US + ds.f["bytes"] / (BW * eta)
+
+    def build(x):
+        return kc.ElementwiseParams(fixed_s=x[0] * US, memory_efficiency=x[1])
+
+    return Spec(("fixed_us", "memory_efficiency"), (0.0, 0.02), (100.0, 1.0), ((2.0, 0.7),), pred, build)
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def _fit(spec: Spec, ds: Dataset) -> np.ndarray:
+    lo, hi = np.array(spec.lo), np.array(spec.hi)
+    logt = np.log(ds.t)
+
+    def resid(x):
+        p = spec.pred(x, ds)
+        return np.log(np.maximum(p, 1e-12)) - logt
+
+    best = None
+    for x0 in spec.starts:
+        x0 = np.clip(np.array(x0, dtype=float), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
+        r = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=400)
+        if best is None or r.cost < best.cost:
+            best = r
+    return best.x
+
+
+def _errors(pred: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.abs(pred / t - 1.0)
+
+
+def _ar_fit(ds: Dataset, gpus: int):
+    """Fastest-of-K regimes a_k + f*M/B_k; K = 1..3 chosen by training error (a regime
+    must lower the median and p90 to be kept)."""
+    f = 2.0 * (gpus - 1) / gpus
+    mb, t = ds.f["bytes"], ds.t
+    logt = np.log(t)
+    best = None
+    for k in (1, 2, 3):
+        # starts: regime j covers the j-th third of sizes (in log size)
+        order = np.argsort(mb)
+        parts = np.array_split(order, k)
+        x0 = []
+        for part in parts:
+            a0 = max(float(np.min(t[part])) * 0.8, 1e-7)
+            big = part[-1]
+            bw0 = f * mb[big] / max(t[big] - a0, 1e-7)
+            x0 += [math.log(a0 * 1e6), math.log(bw0 / 1e9)]
+
+        def model(x):
+            regs = [(math.e ** x[2 * j] * 1e-6, math.e ** x[2 * j + 1] * 1e9) for j in range(k)]
+            return kc.allreduce_core(regs, gpus, mb)
+
+        def resid(x):
+            return np.log(model(x)) - logt
+
+        lo = [math.log(0.1), math.log(0.1)] * k
+        hi = [math.log(1e4), math.log(1e4)] * k
+        x0 = np.clip(x0, np.array(lo) + 1e-6, np.array(hi) - 1e-6)
+        r = least_squares(resid, x0, bounds=(lo, hi), max_nfev=2000)
+        e = _errors(model(r.x), t)
+        score = (float(np.percentile(e, 90)), float(np.median(e)))
+        if best is None or (score[0] < 0.8 * best[0][0] and score[1] <= best[0][1] * 1.05):
+            best = (score, r.x, k)
+    _, x, k = best
+    regs = sorted(((math.e ** x[2 * j] * 1e-6, math.e ** x[2 * j + 1] * 1e9) for j in range(k)))
+    return regs
+
+
+@dataclass
+class ClassReport:
+    cls: str
+    n_fit: int
+    n_held: int
+    median_fit: float
+    p90_fit: float
+    median_held: float
+    p90_held: float
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class KindReport:
+    kind: str
+    system: str
+    engine: str
+    version: str
+    classes: dict[str, ClassReport] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _report(cls, pred_fit, ds_fit, pred_held, ds_held, params) -> ClassReport:
+    ef = _errors(pred_fit, ds_fit.t)
+    eh = _errors(pred_held, ds_held.t) if len(ds_held.t) else np.array([math.nan])
+    return ClassReport(cls, len(ds_fit.t), len(ds_held.t), float(np.median(ef)), float(np.percentile(ef, 90)),
+                       float(np.median(eh)), float(np.percentile(eh, 90)), params)
+
+
+def _rsig(x: float, sig: int = 4) -> float:
+    """Round to ``sig`` significant digits (what the YAML stores)."""
+    if x == 0 or not math.isfinite(x):
+        return float(x)
+    return float(f"{x:.{sig}g}")
+
+
+def _rounded(block):
+    """The same pydantic block with every float rounded to 4 significant digits."""
+    data = block.model_dump()
+
+    def r(v):
+        if isinstance(v, float):
+            return _rsig(v)
+        if isinstance(v, dict):
+            return {k: r(w) for k, w in v.items()}
+        if isinstance(v, list):
+            return [r(w) for w in v]
+        return v
+
+    return type(block).model_validate(r(data))
+
+
+_GROUPS = ("decode_attention", "prefill_attention", "mla_decode", "mla_prefill", "gemm", "moe")
+
+
+def _split_cls(cls: str) -> tuple[str, str]:
+    if cls == "elementwise":
+        return "elementwise", "bf16"
+    for g in _GROUPS:
+        if cls.startswith(g + "_"):
+            return g, cls[len(g) + 1:]
+    raise AssertionError(cls)
+
+
+def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.KernelProfile, KindReport]:
+    """Fit one (AIC system, engine) on its training rows; report errors on held-out rows."""
+    data_dir = str(Path(data_dir))
+    if system not in SYSTEMS:
+        raise InputError(f"unknown AIC system {system!r} (known: {', '.join(SYSTEMS)})")
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    kind = SYSTEMS[system]
+    P16, P8, BW = PEAKS[kind]
+    notes: list[str] = []
+    sets: dict[str, Dataset] = {}
+    sets.update(_gemm_sets(data_dir, system, engine, notes))
+    sets.update(_decode_sets(data_dir, system, engine, notes))
+    sets.update(_prefill_sets(data_dir, system, engine, notes))
+    mla, scope = _mla_sets(data_dir, system, engine, notes)
+    sets.update(mla)
+    sets.update(_moe_sets(data_dir, system, engine, notes))
+    sets.update(_elementwise_sets(data_dir, system, engine, notes))
+    comm = _comm_sets(data_dir, system, engine, notes)
+
+    def peak_for(dkey):
+        if dkey in ("fp8", "fp8_block"):
+            if P8 is None:
+                return None
+            return P8
+        return P16
+
+    blocks: dict[str, dict] = {"gemm": {}, "decode_attention": {}, "prefill_attention": {}, "mla_decode": {},
+                               "mla_prefill": {}, "moe": {}}
+    elementwise = None
+    rep = KindReport(kind, system, engine, "")
+    versions = set()
+    for cls in sorted(sets):
+        ds = sets[cls]
+        versions.update(ds.version.split(","))
+        group, dkey = _split_cls(cls)
+        if group in ("gemm", "moe"):
+            P = peak_for(dkey)
+            if P is None:
+                notes.append(f"{cls}: no FP8 peak on {kind}; not fitted")
+                continue
+            spec = _gemm_spec(P, BW, dkey) if group == "gemm" else _moe_spec(P, BW)
+        elif group == "decode_attention":
+            spec = _decode_spec(BW)
+        elif group == "prefill_attention":
+            P = peak_for(dkey)
+            if P is None:
+                continue
+            spec = _prefill_spec(P)
+        elif group == "mla_decode":
+            spec = _mla_decode_spec(P16, BW)
+        elif group == "mla_prefill":
+            spec = _mla_prefill_spec(P16)
+        elif group == "elementwise":
+            spec = _elementwise_spec(BW)
+        else:  # pragma: no cover
+            raise AssertionError(cls)
+        held = held_out_mask(ds.shape)
+        fit_ds, held_ds = ds.take(~held), ds.take(held)
+        x = _fit(spec, fit_ds)
+        block = _rounded(spec.build(x))
+        # judge the rounded values (what ships)
+        xr = np.array([_rsig(v) for v in x])
+        rep.classes[cls] = _report(cls, spec.pred(xr, fit_ds), fit_ds, spec.pred(xr, held_ds), held_ds,
+                                   dict(zip(spec.names, (float(v) for v in xr))))
+        if group == "elementwise":
+            elementwise = block
+        else:
+            blocks[group][dkey] = block
+
+    allreduce = {}
+    for cls, ds in sorted(comm.items()):
+        impl = cls.split("_", 1)[1]
+        versions.update(ds.version.split(",") if impl == "custom" else [])
+        regimes = {}
+        held = held_out_mask(ds.shape)
+        pf, tf, ph, th = [], [], [], []
+        for g in sorted(set(ds.f["gpus"].astype(int))):
+            gm = ds.f["gpus"] == g
+            fit_ds, held_ds = ds.take(gm & ~held), ds.take(gm & held)
+            regs = [(_rsig(a), _rsig(b)) for a, b in _ar_fit(fit_ds, int(g))]
+            regimes[int(g)] = [kc.AllReduceRegime(floor_s=a, bus_bandwidth=b) for a, b in regs]
+            for part, pl, tl in ((fit_ds, pf, tf), (held_ds, ph, th)):
+                inr = (part.f["bytes"] >= AR_RANGE[0]) & (part.f["bytes"] <= AR_RANGE[1])
+                pl.append(kc.allreduce_core(regs, int(g), part.f["bytes"][inr]))
+                tl.append(part.t[inr])
+        allreduce[impl] = kc.AllReduceParams(regimes=regimes)
+        rep.classes[cls] = _report(cls, np.concatenate(pf), Dataset(cls, np.concatenate(tf), [], {}),
+                                   np.concatenate(ph), Dataset(cls, np.concatenate(th), [], {}),
+                                   {f"{g}": [(a, b) for a, b in ((r.floor_s, r.bus_bandwidth) for r in rs)]
+                                    for g, rs in regimes.items()})
+    versions.discard("")
+    rep.version = ",".join(sorted(versions))
+    rep.notes = notes
+    prof = kc.KernelProfile(device_kind=kind, engine=engine, engine_version=rep.version, gemm=blocks["gemm"],
+                            decode_attention=blocks["decode_attention"],
+                            prefill_attention=blocks["prefill_attention"], mla_decode=blocks["mla_decode"],
+                            mla_prefill=blocks["mla_prefill"], mla_scope=scope, moe=blocks["moe"],
+                            elementwise=elementwise, allreduce=allreduce, notes=notes)
+    return prof, rep
+
+
+@lru_cache(maxsize=8)
+def _fit_engine_cached(data_dir: str, engine: str):
+    profiles, reports = {}, {}
+    for system, kind in SYSTEMS.items():
+        p, r = fit_system(data_dir, system, engine)
+        profiles[kind] = p
+        reports[kind] = r
+    return profiles, reports
+
+
+def fit_engine_report(data_dir: str | Path, engine: str) -> tuple[dict[str, kc.KernelProfile], dict[str, KindReport]]:
+    """Profiles and reports of every device kind for ``engine`` (cached per process)."""
+    return _fit_engine_cached(str(Path(data_dir).resolve()), engine)
+
+
+def fit_engine(data_dir: str | Path, engine: str) -> dict[str, kc.KernelProfile]:
+    """Fitted :class:`KernelProfile` per autoplan device kind for ``engine``."""
+    return dict(fit_engine_report(data_dir, engine)[0])
