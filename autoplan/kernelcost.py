@@ -43,6 +43,8 @@ MLA_LATENT_DIM = 576
 MLA_VALUE_DIM = 512
 MLA_QK_HEAD_DIM = 192
 MLA_V_HEAD_DIM = 128
+MLA_HIDDEN = 7168
+MLA_Q_LORA_RANK = 1536
 
 
 class _Strict(BaseModel):
@@ -55,16 +57,24 @@ class _Strict(BaseModel):
 class GemmParams(_Strict):
     """Dense GEMM ``y[m x n] = x[m x k] W^T`` in one weight format.
 
-    ``t = fixed_s + smax(2mnk / (P * efficiency * m/(m + half_rows)),
-    bytes / (BW * memory_efficiency))`` with ``bytes = n*k*wbytes + m*(n+k)*2`` and
+    ``t = fixed_s + smax(F / (P * efficiency * m/(m + half_rows) * k/(k + half_depth)
+    * mn/(mn + half_outputs) * (1 - long_kernel_loss * F/(F + long_kernel_flops))),
+    bytes / (BW * memory_efficiency))`` with ``F = 2mnk``, ``bytes = n*k*wbytes + m*(n+k)*2`` and
     ``smax(x, y) = (x^q + y^q)^(1/q)``, ``q = overlap_exponent`` (large q is max).
+    FP8 formats add the activation quantisation pass, not overlapped:
+    ``quantization_passes * 3 m k / (BW * memory_efficiency)`` (read BF16, write FP8).
     """
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s at large m")
     half_rows: float = Field(ge=0, le=8192, description="rows m at which compute efficiency is half the plateau")
+    half_depth: float = Field(ge=0, le=65536, description="reduction depth k at which compute efficiency is half the plateau (short K loops do not amortise prologue and epilogue)")
+    half_outputs: float = Field(ge=0, le=1e10, description="output elements m*n at which compute efficiency is half the plateau (too few output tiles to fill the GPU)")
+    long_kernel_loss: float = Field(ge=0, le=0.9, description="fraction of the plateau lost by very long GEMMs (clocks under sustained load, heuristics)")
+    long_kernel_flops: float = Field(gt=0, le=1e16, description="FLOPs of one call at which half of long_kernel_loss is lost")
     memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth when streaming weights")
-    fixed_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call (launch tail, epilogue, FP8: activation quantisation)")
+    fixed_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call (launch tail, epilogue; FP8: also the quantisation kernel's)")
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of compute and memory time")
+    quantization_passes: float = Field(ge=0, le=8, description="activation quantisation passes over m x k (read BF16, write FP8) timed in the op; 0 for BF16")
 
 
 class DecodeAttentionParams(_Strict):
@@ -107,11 +117,11 @@ class MlaDecodeParams(_Strict):
     ``flops = 2 * batch * heads * L * (576 + 512)``.
     """
 
-    floor_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call")
+    floor_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per call")
     memory_efficiency: float = Field(gt=0, le=1, description="asymptotic fraction of HBM bandwidth on latent KV reads")
     compute_efficiency: float = Field(gt=0, le=1, description="fraction of peak FLOP/s on the QK and PV products")
     per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of context")
-    context_latency_s: float = Field(ge=0, le=1e-3, description="extra saturating latency of long contexts")
+    context_latency_s: float = Field(ge=0, le=1e-2, description="extra saturating latency of long contexts")
     context_half_tokens: float = Field(gt=0, le=1e7, description="context length at which half of context_latency_s is reached")
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
 
@@ -125,36 +135,48 @@ class MlaPrefillParams(_Strict):
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of peak FLOP/s")
     half_tokens: float = Field(ge=0, le=1e6, description="sequence length at half the plateau")
-    fixed_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call")
+    fixed_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per call")
     per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of length")
 
 
 class MoeParams(_Strict):
     """Fused MoE layer (routing, gate+up, activation, down) of one GPU, as a grouped GEMM.
 
-    Per GPU: ``A = tokens * topk / ep`` token-expert assignments over ``E/ep`` local
-    experts, ``touched = (E/ep) * (1 - exp(-tokens*topk/E))`` of them hit, ``r = A/touched``
-    rows per hit expert, local intermediate ``I = inter/tp``. ``flops = 6 * A * hidden * I``,
-    ``bytes = touched * 3 * hidden * I * wbytes + A * hidden * 4``;
-    ``t = fixed_s + per_token_s * tokens + smax(flops / (P * efficiency * r/(r + half_rows)),
-    bytes / (BW * memory_efficiency))``.
+    Balanced routing, per GPU: ``A = tokens * topk / ep`` token-expert assignments,
+    ``X = clip(min(E, tokens*topk) / ep, 1, E/ep)`` local experts hit, ``r = A/X`` rows per
+    hit expert, local intermediate ``I = inter/tp``; ``F = 6 A hidden I`` and weight bytes
+    ``W = X * 3 * hidden * I * wbytes``.
+    ``t = fixed_s + smax3(F / (P * efficiency * r/(r + half_rows)),
+    W / (BW * memory_efficiency * X/(X + expert_half_count)),
+    per_assignment_s * A + per_expert_s * X)``.
     """
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s")
-    half_rows: float = Field(ge=0, le=1e5, description="rows per expert at which efficiency is half the plateau")
-    memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth streaming expert weights")
+    half_rows: float = Field(ge=0, le=1e4, description="rows per expert at which efficiency is half the plateau")
+    memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth streaming expert weights, many experts hit")
+    expert_half_count: float = Field(ge=0, le=1e3, description="experts hit at which weight streaming reaches half of memory_efficiency (few experts: too little parallelism)")
     fixed_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per layer (routing, permute, several launches)")
-    per_token_s: float = Field(ge=0, le=1e-5, description="routing/permutation work per token")
-    overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of compute and memory time")
+    per_assignment_s: float = Field(ge=0, le=1e-5, description="routing/permute/unpermute work per token-expert assignment")
+    per_expert_s: float = Field(ge=0, le=1e-3, description="work per expert hit not hidden by bandwidth")
+    overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
 
 
 class ElementwiseParams(_Strict):
-    """A small stand-alone element-wise or norm kernel: ``t = fixed_s + bytes / (BW * memory_efficiency)``,
-    ``bytes`` read plus written. Fitted on the FP8 quantise kernel (read BF16, write FP8),
-    the only element-wise kernel measured."""
+    """A small stand-alone element-wise or norm kernel over ``rows x cols`` elements moving
+    ``bytes`` (read plus written):
+    ``t = fixed_s + bytes / (BW * memory_efficiency) * bytes/(bytes + cache_half_bytes)
+    + per_row_s * rows + per_column_s * cols``.
+    Fitted on the FP8 quantise kernel (read BF16, write FP8), the only element-wise kernel
+    measured. ``cache_half_bytes`` describes how much of a small working set the L2 serves
+    in these back-to-back measurements (the same holds for an activation the previous
+    kernel just wrote); the row and column terms are per-row serial work (one block per
+    row walks its columns) seen in some engines' kernels."""
 
     fixed_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call")
-    memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth on the bytes moved")
+    memory_efficiency: float = Field(gt=0, le=1, description="fraction of HBM bandwidth on bytes beyond the cache")
+    cache_half_bytes: float = Field(ge=0, le=1e10, description="bytes moved at which half the traffic still reaches DRAM")
+    per_row_s: float = Field(ge=0, le=1e-6, description="time per row (token) not hidden by bandwidth")
+    per_column_s: float = Field(ge=0, le=1e-6, description="time per element of one row (serial walk of a row)")
 
 
 class AllReduceRegime(_Strict):
@@ -194,7 +216,7 @@ class KernelProfile(_Strict):
     prefill_attention: dict[str, PrefillAttentionParams] = Field(description="by attention compute dtype: bf16, fp8")
     mla_decode: dict[str, MlaDecodeParams] = Field(description="by KV-cache dtype")
     mla_prefill: dict[str, MlaPrefillParams] = Field(description="by KV-cache dtype")
-    mla_scope: Literal["kernel", "module"] = Field(description="kernel: attention kernel only; module: the whole MLA module with its projection GEMMs (the engine publishes no kernel table)")
+    mla_fitted_on: Literal["kernel", "module"] = Field(description="the MLA parameters always describe the attention kernel; 'module' says they were fitted on whole-module tables (the engine publishes no kernel table) with the projection GEMMs, priced by this profile's BF16 GEMM parameters, taken out")
     moe: dict[str, MoeParams] = Field(description="by expert weight format: bf16, fp8, fp8_block")
     elementwise: ElementwiseParams | None = Field(description="small element-wise kernel; None where not measured")
     allreduce: dict[str, AllReduceParams] = Field(description="custom: the engine's graph-captured all-reduce call (its own kernels, and what it falls back to for large messages); nccl: nccl-tests (not graphed)")
@@ -235,11 +257,13 @@ def _pick(table: dict, key: str, what: str, p: KernelProfile):
 # ---------------------------------------------------------------- cores (raw floats; the fitter uses these)
 
 
-def gemm_core(eta, h, eta_m, fixed, q, peak_flops, hbm_bw, m, n, k, wbytes):
+def gemm_core(eta, h, hk, ho, loss, f0, eta_m, fixed, q, quant, peak_flops, hbm_bw, m, n, k, wbytes):
     m = np.asarray(m, dtype=float)
-    compute = 2.0 * m * n * k / (peak_flops * eta * m / (m + h))
+    k = np.asarray(k, dtype=float)
+    fl = 2.0 * m * n * k
+    compute = fl / (peak_flops * eta * m / (m + h) * k / (k + hk) * (m * n) / (m * n + ho) * (1.0 - loss * fl / (fl + f0)))
     memory = (n * k * wbytes + m * (n + k) * 2.0) / (hbm_bw * eta_m)
-    return fixed + _smax(compute, memory, q)
+    return fixed + _smax(compute, memory, q) + quant * 3.0 * m * k / (hbm_bw * eta_m)
 
 
 def decode_core(floor, eta_m, per_unit, ctx_lat, ctx_half, q, hbm_bw, kv_bytes, units, ctx):
@@ -256,11 +280,13 @@ def mla_decode_core(floor, eta_m, eta_c, per_unit, ctx_lat, ctx_half, q, peak_fl
             + _smax3(kv_bytes / (hbm_bw * eta_m), flops / (peak_flops * eta_c), per_unit * units, q))
 
 
-def moe_core(eta, h, eta_m, fixed, per_tok, q, peak_flops, hbm_bw, flops, wbytes_total, rows, tokens):
+def moe_core(eta, h, eta_m, x_half, fixed, per_assign, per_expert, q, peak_flops, hbm_bw, flops, wbytes_total,
+             rows, assign, experts_hit):
     rows = np.asarray(rows, dtype=float)
+    experts_hit = np.asarray(experts_hit, dtype=float)
     compute = flops / (peak_flops * eta * rows / (rows + h))
-    memory = wbytes_total / (hbm_bw * eta_m)
-    return fixed + per_tok * tokens + _smax(compute, memory, q)
+    memory = wbytes_total / (hbm_bw * eta_m * experts_hit / (experts_hit + x_half))
+    return fixed + _smax3(compute, memory, per_assign * assign + per_expert * experts_hit, q)
 
 
 def allreduce_core(regimes, gpus, message_bytes):
@@ -278,17 +304,17 @@ def allreduce_core(regimes, gpus, message_bytes):
 
 
 def moe_shape(tokens, hidden, inter, topk, experts, moe_tp=1, moe_ep=1, wbytes=2.0):
-    """(flops, bytes, rows per hit expert) of one GPU's share of a fused MoE layer."""
+    """(flops, weight bytes, rows per hit expert, assignments, experts hit) of one GPU's
+    share of a fused MoE layer under balanced routing."""
     tokens = np.asarray(tokens, dtype=float)
-    local_e = experts / moe_ep
-    local_i = inter / moe_tp
+    local_e = np.asarray(experts, dtype=float) / moe_ep
+    local_i = np.asarray(inter, dtype=float) / moe_tp
     assign = tokens * topk / moe_ep
-    touched = local_e * (1.0 - np.exp(-tokens * topk / experts))
-    touched = np.maximum(touched, 1.0)
-    rows = assign / touched
+    hit = np.clip(np.minimum(experts, tokens * topk) / moe_ep, 1.0, local_e)
+    rows = assign / hit
     flops = 6.0 * assign * hidden * local_i
-    byts = touched * 3.0 * hidden * local_i * wbytes + assign * hidden * 4.0
-    return flops, byts, rows
+    byts = hit * 3.0 * hidden * local_i * wbytes
+    return flops, byts, rows, assign, hit
 
 
 # ---------------------------------------------------------------- pricing functions
@@ -299,8 +325,9 @@ def gemm_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, m, n, k, dty
     ``peak_flops`` is the peak of ``dtype`` (FP8 peak for fp8 and fp8_block)."""
     g = _pick(p.gemm, dtype, "GEMM", p)
     wb = WEIGHT_BYTES.get(dtype, 2.0)
-    return _out(gemm_core(g.efficiency, g.half_rows, g.memory_efficiency, g.fixed_s, g.overlap_exponent,
-                          peak_flops, hbm_bw, m, n, k, wb))
+    return _out(gemm_core(g.efficiency, g.half_rows, g.half_depth, g.half_outputs, g.long_kernel_loss,
+                          g.long_kernel_flops, g.memory_efficiency, g.fixed_s, g.overlap_exponent,
+                          g.quantization_passes, peak_flops, hbm_bw, m, n, k, wb))
 
 
 def decode_attention_time_s(p: KernelProfile, hbm_bw: float, batch, kv_len, num_kv_heads,
@@ -335,8 +362,8 @@ def prefill_attention_time_s(p: KernelProfile, peak_flops: float, batch, isl, nu
 
 def mla_decode_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, batch, kv_len, num_heads,
                       kv_dtype: str = "bf16"):
-    """One layer's DeepSeek-V3 MLA generation attention with ``num_heads`` heads on this GPU
-    (``p.mla_scope`` says whether the projections are included)."""
+    """One layer's DeepSeek-V3 MLA generation attention kernel (absorbed form, projections
+    not included) with ``num_heads`` heads on this GPU and ``kv_len`` cached tokens."""
     d = _pick(p.mla_decode, kv_dtype, "MLA decode", p)
     batch = np.asarray(batch, dtype=float)
     ctx = np.asarray(kv_len, dtype=float)
@@ -361,23 +388,50 @@ def mla_prefill_time_s(p: KernelProfile, peak_flops: float, batch, isl, num_head
                              fl, isl, units))
 
 
+def mla_projection_gemms(phase: str, batch, isl, num_heads) -> list[tuple]:
+    """(m, n, k) of the GEMMs around DeepSeek-V3 MLA attention with ``num_heads`` local
+    heads: fused q_a+kv_a, q_b, then for ``decode`` the absorbed per-head W_UK and W_UV
+    products (as one GEMM each) or for ``prefill`` kv_b, and o_proj."""
+    m = np.asarray(batch, dtype=float) * (1.0 if phase == "decode" else np.asarray(isl, dtype=float))
+    h = num_heads
+    gemms = [(m, MLA_Q_LORA_RANK + MLA_LATENT_DIM, MLA_HIDDEN), (m, h * MLA_QK_HEAD_DIM, MLA_Q_LORA_RANK)]
+    if phase == "decode":
+        gemms += [(m, h * MLA_VALUE_DIM, 128), (m, h * 128, MLA_VALUE_DIM)]
+    else:
+        gemms += [(m, h * 256, MLA_VALUE_DIM)]
+    gemms.append((m, MLA_HIDDEN, h * MLA_V_HEAD_DIM))
+    return gemms
+
+
 def moe_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, tokens, hidden, inter, topk, experts,
                moe_tp: int = 1, moe_ep: int = 1, dtype: str = "bf16"):
     """One GPU's fused MoE layer for ``tokens`` tokens, balanced routing; ``inter`` is the
     full expert intermediate size (split ``moe_tp`` ways), ``experts`` the total count
     (split ``moe_ep`` ways); ``peak_flops`` the peak of ``dtype``."""
     g = _pick(p.moe, dtype, "MoE", p)
-    fl, byts, rows = moe_shape(tokens, hidden, inter, topk, experts, moe_tp, moe_ep, WEIGHT_BYTES.get(dtype, 2.0))
-    return _out(moe_core(g.efficiency, g.half_rows, g.memory_efficiency, g.fixed_s, g.per_token_s,
-                         g.overlap_exponent, peak_flops, hbm_bw, fl, byts, rows, tokens))
+    fl, byts, rows, assign, hit = moe_shape(tokens, hidden, inter, topk, experts, moe_tp, moe_ep,
+                                            WEIGHT_BYTES.get(dtype, 2.0))
+    return _out(moe_core(g.efficiency, g.half_rows, g.memory_efficiency, g.expert_half_count, g.fixed_s,
+                         g.per_assignment_s, g.per_expert_s, g.overlap_exponent, peak_flops, hbm_bw, fl, byts,
+                         rows, assign, hit))
 
 
-def elementwise_time_s(p: KernelProfile, hbm_bw: float, bytes_moved):
-    """One small element-wise/norm kernel moving ``bytes_moved`` bytes (read + write)."""
+def elementwise_core(fixed, eta_m, cache_half, per_row, per_col, hbm_bw, rows, cols, byts):
+    byts = np.asarray(byts, dtype=float)
+    return (fixed + byts / (hbm_bw * eta_m) * byts / (byts + cache_half)
+            + per_row * np.asarray(rows, dtype=float) + per_col * np.asarray(cols, dtype=float))
+
+
+def elementwise_time_s(p: KernelProfile, hbm_bw: float, rows, cols, bytes_per_element: float = 3.0):
+    """One small element-wise/norm kernel over ``rows x cols`` elements (tokens x hidden)
+    moving ``bytes_per_element`` bytes per element, read plus written (3 for a BF16 -> FP8
+    quantise, 4 for a BF16 norm or activation)."""
     if p.elementwise is None:
         raise InputError(f"kernel profile {p.device_kind}/{p.engine}: no element-wise parameters")
     e = p.elementwise
-    return _out(e.fixed_s + np.asarray(bytes_moved, dtype=float) / (hbm_bw * e.memory_efficiency))
+    byts = np.asarray(rows, dtype=float) * np.asarray(cols, dtype=float) * bytes_per_element
+    return _out(elementwise_core(e.fixed_s, e.memory_efficiency, e.cache_half_bytes, e.per_row_s, e.per_column_s,
+                                 hbm_bw, rows, cols, byts))
 
 
 def allreduce_time_s(p: KernelProfile, impl: str, gpus: int, message_bytes):

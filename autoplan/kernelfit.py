@@ -269,8 +269,11 @@ def _mla_sets(data_dir, system, engine, notes):
             ds = Dataset(f"mla_{phase}_{key}", tt, [int(x) for x in h], f, _version(sel))
             out[ds.cls] = ds
     if scope == "module" and out:
-        notes.append("mla: this engine publishes only MLA module tables (attention plus its projection GEMMs, "
-                     "BF16 projections used); mla_scope = module")
+        notes.append("mla: this engine publishes only MLA module tables (attention plus its projection GEMMs); "
+                     "the BF16-projection rows were fitted with the projections priced by this profile's BF16 GEMM "
+                     "parameters, so the MLA parameters describe the kernel (mla_fitted_on = module)")
+        for cls, ds in out.items():
+            ds.f["module"] = np.ones(len(ds.t))
     return out, scope
 
 
@@ -297,10 +300,16 @@ def _moe_sets(data_dir, system, engine, notes):
         tt = _num(sel, "latency_s")[m]
         keys, tt, idx = _min_by_key(list(zip(model, tok, hid, inter, topk, ex, tp, ep)), tt)
         model, tok, hid, inter, topk, ex, tp, ep = (a[idx] for a in (model, tok, hid, inter, topk, ex, tp, ep))
-        fl, byts, rows = kc.moe_shape(tok, hid, inter, topk, ex, tp, ep, kc.WEIGHT_BYTES[key])
+        fl, byts, rows, assign, hit = kc.moe_shape(tok, hid, inter, topk, ex, tp, ep, kc.WEIGHT_BYTES[key])
         ds = Dataset(f"moe_{key}", tt, [(str(a), int(b), int(c)) for a, b, c in zip(model, tp, ep)],
-                     {"tokens": tok, "flops": fl, "bytes": byts, "rows": rows}, _version(sel))
-        out[ds.cls] = ds
+                     {"tokens": tok, "flops": fl, "bytes": byts, "rows": rows, "assign": assign, "hit": hit},
+                     _version(sel))
+        ok = byts / tt <= PEAKS[SYSTEMS[system]][2]
+        if (~ok).any():
+            notes.append(f"moe {key}: {int((~ok).sum())} rows excluded whose expert weights would stream faster than "
+                         f"the HBM peak under balanced routing (the collector hits fewer experts than routed; "
+                         f"e.g. DeepSeek-V3 at EP 1 runs like EP 2)")
+        out[ds.cls] = ds.take(ok)
     return out
 
 
@@ -315,7 +324,7 @@ def _elementwise_sets(data_dir, system, engine, notes):
     keys, tt, idx = _min_by_key(list(zip(mm, kk)), tt)
     mm, kk = mm[idx], kk[idx]
     byts = mm * kk * 3.0  # read BF16, write FP8
-    ds = Dataset("elementwise", tt, [int(x) for x in kk], {"bytes": byts}, _version(sel))
+    ds = Dataset("elementwise", tt, [int(x) for x in kk], {"rows": mm, "cols": kk, "bytes": byts}, _version(sel))
     return {"elementwise": ds}
 
 
@@ -361,19 +370,33 @@ US = 1e-6
 
 def _gemm_spec(P, BW, key):
     wb = kc.WEIGHT_BYTES[key]
+    quant = key != "bf16"
+
+    def unpack(x):
+        if quant:
+            return x
+        return (*x, 0.0)
 
     def pred(x, ds):
-        eta, h, eta_m, fixed_us, q = x
-        return kc.gemm_core(eta, h, eta_m, fixed_us * US, q, P, BW, ds.f["m"], ds.f["n"], ds.f["k"], wb)
+        eta, h, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
+        return kc.gemm_core(eta, h, hk, ho * 1e6, d, f0 * 1e12, eta_m, fixed_us * US, q, qp, P, BW, ds.f["m"], ds.f["n"], ds.f["k"], wb)
 
     def build(x):
-        eta, h, eta_m, fixed_us, q = x
-        return kc.GemmParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, fixed_s=fixed_us * US,
-                             overlap_exponent=q)
+        eta, h, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
+        return kc.GemmParams(efficiency=eta, half_rows=h, half_depth=hk, half_outputs=ho * 1e6, long_kernel_loss=d,
+                             long_kernel_flops=f0 * 1e12, memory_efficiency=eta_m, fixed_s=fixed_us * US,
+                             overlap_exponent=q, quantization_passes=qp)
 
-    return Spec(("efficiency", "half_rows", "memory_efficiency", "fixed_us", "overlap_exponent"),
-                (0.05, 0.0, 0.05, 0.0, 1.0), (1.0, 4096.0, 1.0, 200.0, 64.0),
-                ((0.7, 30.0, 0.8, 4.0, 4.0), (0.5, 200.0, 0.8, 10.0, 2.0)), pred, build)
+    names = ("efficiency", "half_rows", "half_depth", "half_outputs_M", "long_kernel_loss", "long_kernel_TFLOP",
+             "memory_efficiency", "fixed_us", "overlap_exponent")
+    lo = (0.05, 0.0, 0.0, 0.0, 0.0, 1e-3, 0.05, 0.0, 1.0)
+    hi = (1.0, 4096.0, 65536.0, 1e4, 0.9, 1e4, 1.0, 200.0, 64.0)
+    starts = ((0.8, 30.0, 200.0, 0.5, 0.2, 1.0, 0.8, 4.0, 4.0), (0.6, 200.0, 1000.0, 0.1, 0.05, 10.0, 0.8, 10.0, 2.0))
+    if quant:
+        names += ("quantization_passes",)
+        lo, hi = lo + (0.0,), hi + (8.0,)
+        starts = tuple(s + (1.0,) for s in starts)
+    return Spec(names, lo, hi, starts, pred, build)
 
 
 def _decode_spec(BW):
@@ -396,7 +419,7 @@ def _decode_spec(BW):
 def _prefill_spec(P, cls=kc.PrefillAttentionParams):
     def pred(x, ds):
         eta, h, a, cu = x
-        return kc.prefill_core(eta, h, a * US, cu * US, P, ds.f["flops"], ds.f["isl"], ds.f["batch"] * ds.f["heads"])
+        return ds.f["proj_s"] + kc.prefill_core(eta, h, a * US, cu * US, P, ds.f["flops"], ds.f["isl"], ds.f["batch"] * ds.f["heads"])
 
     def build(x):
         eta, h, a, cu = x
@@ -410,8 +433,9 @@ def _prefill_spec(P, cls=kc.PrefillAttentionParams):
 def _mla_decode_spec(P, BW):
     def pred(x, ds):
         a, eta_m, eta_c, cu, dl, l0, q = x
-        return kc.mla_decode_core(a * US, eta_m, eta_c, cu * US, dl * US, l0, q, P, BW, ds.f["kv_bytes"],
-                                  ds.f["flops"], ds.f["batch"] * ds.f["heads"], ds.f["ctx"])
+        return ds.f["proj_s"] + kc.mla_decode_core(a * US, eta_m, eta_c, cu * US, dl * US, l0, q, P, BW,
+                                                   ds.f["kv_bytes"], ds.f["flops"], ds.f["batch"] * ds.f["heads"],
+                                                   ds.f["ctx"])
 
     def build(x):
         a, eta_m, eta_c, cu, dl, l0, q = x
@@ -431,29 +455,34 @@ def _mla_prefill_spec(P):
 
 def _moe_spec(P, BW):
     def pred(x, ds):
-        eta, h, eta_m, a, pt, q = x
-        return kc.moe_core(eta, h, eta_m, a * US, pt * US, q, P, BW, ds.f["flops"], ds.f["bytes"], ds.f["rows"],
-                           ds.f["tokens"])
+        eta, h, eta_m, xh, a, pa, pe, q = x
+        return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, P, BW, ds.f["flops"], ds.f["bytes"],
+                           ds.f["rows"], ds.f["assign"], ds.f["hit"])
 
     def build(x):
-        eta, h, eta_m, a, pt, q = x
-        return kc.MoeParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, fixed_s=a * US,
-                            per_token_s=pt * US, overlap_exponent=q)
+        eta, h, eta_m, xh, a, pa, pe, q = x
+        return kc.MoeParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, expert_half_count=xh,
+                            fixed_s=a * US, per_assignment_s=pa * US, per_expert_s=pe * US, overlap_exponent=q)
 
-    return Spec(("efficiency", "half_rows", "memory_efficiency", "fixed_us", "per_token_us", "overlap_exponent"),
-                (0.02, 0.0, 0.05, 0.0, 0.0, 1.0), (1.0, 1e4, 1.0, 5000.0, 10.0, 64.0),
-                ((0.5, 50.0, 0.7, 20.0, 0.01, 2.0), (0.3, 300.0, 0.5, 50.0, 0.001, 1.0)), pred, build)
+    return Spec(("efficiency", "half_rows", "memory_efficiency", "expert_half_count", "fixed_us", "per_assignment_us",
+                 "per_expert_us", "overlap_exponent"),
+                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0), (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0),
+                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0), (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3)), pred, build)
 
 
 def _elementwise_spec(BW):
     def pred(x, ds):
-        a, eta = x
-        return a * US + ds.f["bytes"] / (BW * eta)
+        a, eta, ch, pr, pc = x
+        return kc.elementwise_core(a * US, eta, ch * 1e6, pr * 1e-12, pc * 1e-12, BW, ds.f["rows"], ds.f["cols"],
+                                   ds.f["bytes"])
 
     def build(x):
-        return kc.ElementwiseParams(fixed_s=x[0] * US, memory_efficiency=x[1])
+        a, eta, ch, pr, pc = x
+        return kc.ElementwiseParams(fixed_s=a * US, memory_efficiency=eta, cache_half_bytes=ch * 1e6,
+                                    per_row_s=pr * 1e-12, per_column_s=pc * 1e-12)
 
-    return Spec(("fixed_us", "memory_efficiency"), (0.0, 0.02), (100.0, 1.0), ((2.0, 0.7),), pred, build)
+    return Spec(("fixed_us", "memory_efficiency", "cache_half_MB", "per_row_ps", "per_column_ps"),
+                (0.0, 0.02, 0.0, 0.0, 0.0), (100.0, 1.0, 1e4, 1e6, 1e6), ((2.0, 0.7, 10.0, 10.0, 10.0),), pred, build)
 
 
 # ---------------------------------------------------------------- fitting
@@ -614,8 +643,22 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.Kerne
     elementwise = None
     rep = KindReport(kind, system, engine, "")
     versions = set()
-    for cls in sorted(sets):
+    order = sorted(sets, key=lambda c: (not c.startswith("gemm_"), c))  # GEMMs first: MLA modules use them
+    for cls in order:
         ds = sets[cls]
+        ds.f.setdefault("proj_s", np.zeros(len(ds.t)))
+        if "module" in ds.f:
+            g = blocks["gemm"].get("bf16")
+            if g is None:
+                notes.append(f"{cls}: module rows but no BF16 GEMM fit; not fitted")
+                continue
+            phase = "decode" if cls.startswith("mla_decode") else "prefill"
+            proj = np.zeros(len(ds.t))
+            for m_, n_, k_ in kc.mla_projection_gemms(phase, ds.f["batch"], ds.f.get("isl", 1.0), ds.f["heads"]):
+                proj += kc.gemm_core(g.efficiency, g.half_rows, g.half_depth, g.half_outputs, g.long_kernel_loss,
+                                     g.long_kernel_flops, g.memory_efficiency, g.fixed_s, g.overlap_exponent, 0.0,
+                                     P16, BW, m_, n_, k_, 2.0)
+            ds.f["proj_s"] = proj
         versions.update(ds.version.split(","))
         group, dkey = _split_cls(cls)
         if group in ("gemm", "moe"):
@@ -679,7 +722,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.Kerne
     prof = kc.KernelProfile(device_kind=kind, engine=engine, engine_version=rep.version, gemm=blocks["gemm"],
                             decode_attention=blocks["decode_attention"],
                             prefill_attention=blocks["prefill_attention"], mla_decode=blocks["mla_decode"],
-                            mla_prefill=blocks["mla_prefill"], mla_scope=scope, moe=blocks["moe"],
+                            mla_prefill=blocks["mla_prefill"], mla_fitted_on=scope, moe=blocks["moe"],
                             elementwise=elementwise, allreduce=allreduce, notes=notes)
     return prof, rep
 
