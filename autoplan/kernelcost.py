@@ -65,7 +65,7 @@ class GemmParams(_Strict):
     ``quantization_passes * 3 m k / (BW * memory_efficiency)`` (read BF16, write FP8).
     """
 
-    efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s at large m")
+    efficiency: float = Field(gt=0, le=1, description="ceiling fraction of the format's peak FLOP/s, before the row, depth, fill and long-kernel factors")
     half_rows: float = Field(ge=0, le=8192, description="rows m at which compute efficiency is half the plateau")
     half_depth: float = Field(ge=0, le=65536, description="reduction depth k at which compute efficiency is half the plateau (short K loops do not amortise prologue and epilogue)")
     half_outputs: float = Field(ge=0, le=1e10, description="output elements m*n at which compute efficiency is half the plateau (too few output tiles to fill the GPU)")
@@ -82,12 +82,13 @@ class DecodeAttentionParams(_Strict):
     reads, never as a GEMM.
 
     ``t = floor_s + context_latency_s * L/(L + context_half_tokens)
-    + smax(kv_bytes / (BW * memory_efficiency), per_sequence_head_s * batch * kv_heads)``,
+    + smax((kv_bytes + startup_bytes) / (BW * memory_efficiency), per_sequence_head_s * batch * kv_heads)``,
     ``kv_bytes = batch * L * kv_heads * head_dim * 2 * kv_bytes_per_elem``.
     """
 
     floor_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call at batch 1 and tiny context")
     memory_efficiency: float = Field(gt=0, le=1, description="asymptotic fraction of HBM bandwidth on KV reads")
+    startup_bytes: float = Field(ge=0, le=1e10, description="KV bytes' worth of pipeline start-up in the streaming regime: achieved bandwidth is memory_efficiency * bytes/(bytes + startup_bytes)")
     per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x KV head) that does not scale with context (short-context, large-batch rows)")
     context_latency_s: float = Field(ge=0, le=1e-3, description="extra latency of long contexts at low parallelism (split-KV reduction), saturating")
     context_half_tokens: float = Field(gt=0, le=1e7, description="context length at which half of context_latency_s is reached")
@@ -180,24 +181,31 @@ class ElementwiseParams(_Strict):
 
 
 class AllReduceRegime(_Strict):
-    """One algorithm of an all-reduce: ``t = floor_s + 2(t-1)/t * M / bus_bandwidth``."""
+    """One algorithm of an all-reduce, used for messages up to ``max_bytes``:
+    ``t = floor_s + 2(t-1)/t * M / bus_bandwidth``."""
 
-    floor_s: float = Field(ge=0, le=1e-2, description="time of an empty message")
+    max_bytes: float | None = Field(gt=0, description="largest message this regime serves; None: no limit (the last regime)")
+    floor_s: float = Field(ge=0, le=1e-2, description="time of an empty message in this regime")
     bus_bandwidth: float = Field(gt=0, le=1e13, description="bus bandwidth in bytes/s (nccl-tests busBW convention)")
 
 
 class AllReduceParams(_Strict):
     """All-reduce of one implementation inside one NVLink (or PCIe) domain: for each GPU
-    count, the regimes the implementation switches between; the time is the fastest of
-    them (the engine picks its algorithm by size: one-shot, two-shot, ring)."""
+    count, the regimes the implementation switches between by message size (one-shot,
+    two-shot, ring, ...), in increasing ``max_bytes``."""
 
-    regimes: dict[int, list[AllReduceRegime]] = Field(description="GPU count -> regimes, at least one each")
+    regimes: dict[int, list[AllReduceRegime]] = Field(description="GPU count -> regimes by size, at least one each")
 
     @model_validator(mode="after")
-    def _nonempty(self) -> AllReduceParams:
+    def _ordered(self) -> AllReduceParams:
         for t, rs in self.regimes.items():
             if t < 2 or not rs:
                 raise ValueError(f"all-reduce at {t} GPUs: need t >= 2 and at least one regime")
+            if rs[-1].max_bytes is not None or any(r.max_bytes is None for r in rs[:-1]):
+                raise ValueError(f"all-reduce at {t} GPUs: only the last regime may (and must) have max_bytes None")
+            caps = [r.max_bytes for r in rs[:-1]]
+            if caps != sorted(caps) or len(set(caps)) != len(caps):
+                raise ValueError(f"all-reduce at {t} GPUs: regimes must be in increasing max_bytes")
         return self
 
 
@@ -221,6 +229,30 @@ class KernelProfile(_Strict):
     elementwise: ElementwiseParams | None = Field(description="small element-wise kernel; None where not measured")
     allreduce: dict[str, AllReduceParams] = Field(description="custom: the engine's graph-captured all-reduce call (its own kernels, and what it falls back to for large messages); nccl: nccl-tests (not graphed)")
     notes: list[str] = Field(default_factory=list, description="exclusions and caveats of the fit")
+
+
+def load_kernel_profiles(path) -> dict[str, KernelProfile]:
+    """Read a ``kernels-<engine>.yaml`` written by ``autoplan.kernelfit.profile_yaml``."""
+    import yaml
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise InputError(f"cannot read kernel profiles {str(p)!r}: {e.__class__.__name__}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("device_kinds"), dict) or not isinstance(doc.get("engine"), str):
+        raise InputError(f"{p.name}: expected keys 'engine' and 'device_kinds'")
+    out = {}
+    for kind, block in doc["device_kinds"].items():
+        if not isinstance(block, dict):
+            raise InputError(f"{p.name}: device kind {kind!r}: expected a mapping")
+        try:
+            out[kind] = KernelProfile.model_validate({"device_kind": kind, **block})
+        except ValueError as e:
+            raise InputError(f"{p.name}: device kind {kind!r}: {str(e).splitlines()[0]} "
+                             f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else ''})") from None
+    return out
 
 
 # ---------------------------------------------------------------- helpers
@@ -266,8 +298,8 @@ def gemm_core(eta, h, hk, ho, loss, f0, eta_m, fixed, q, quant, peak_flops, hbm_
     return fixed + _smax(compute, memory, q) + quant * 3.0 * m * k / (hbm_bw * eta_m)
 
 
-def decode_core(floor, eta_m, per_unit, ctx_lat, ctx_half, q, hbm_bw, kv_bytes, units, ctx):
-    return floor + ctx_lat * ctx / (ctx + ctx_half) + _smax(kv_bytes / (hbm_bw * eta_m), per_unit * units, q)
+def decode_core(floor, eta_m, startup, per_unit, ctx_lat, ctx_half, q, hbm_bw, kv_bytes, units, ctx):
+    return floor + ctx_lat * ctx / (ctx + ctx_half) + _smax((kv_bytes + startup) / (hbm_bw * eta_m), per_unit * units, q)
 
 
 def prefill_core(eta, h, fixed, per_unit, peak_flops, flops, s, units):
@@ -290,14 +322,17 @@ def moe_core(eta, h, eta_m, x_half, fixed, per_assign, per_expert, q, peak_flops
 
 
 def allreduce_core(regimes, gpus, message_bytes):
-    """regimes: sequence of (floor_s, bus_bandwidth); the fastest wins."""
+    """regimes: sequence of (max_bytes or None, floor_s, bus_bandwidth) in increasing
+    max_bytes; each message uses the first regime whose max_bytes it does not exceed."""
     mb = np.asarray(message_bytes, dtype=float)
     f = 2.0 * (gpus - 1) / gpus
-    best = None
-    for a, bw in regimes:
-        t = a + f * mb / bw
-        best = t if best is None else np.minimum(best, t)
-    return best
+    out = np.full(mb.shape, np.nan)
+    done = np.zeros(mb.shape, dtype=bool)
+    for cap, a, bw in regimes:
+        use = ~done if cap is None else (~done & (mb <= cap))
+        out = np.where(use, a + f * mb / bw, out)
+        done |= use
+    return out
 
 
 # ---------------------------------------------------------------- shape helpers
@@ -338,7 +373,7 @@ def decode_attention_time_s(p: KernelProfile, hbm_bw: float, batch, kv_len, num_
     batch = np.asarray(batch, dtype=float)
     ctx = np.asarray(kv_len, dtype=float)
     kv_bytes = batch * ctx * num_kv_heads * head_dim * 2.0 * KV_BYTES.get(kv_dtype, 2.0)
-    return _out(decode_core(d.floor_s, d.memory_efficiency, d.per_sequence_head_s, d.context_latency_s,
+    return _out(decode_core(d.floor_s, d.memory_efficiency, d.startup_bytes, d.per_sequence_head_s, d.context_latency_s,
                             d.context_half_tokens, d.overlap_exponent, hbm_bw, kv_bytes,
                             batch * num_kv_heads, ctx))
 
@@ -447,4 +482,4 @@ def allreduce_time_s(p: KernelProfile, impl: str, gpus: int, message_bytes):
     if rs is None:
         raise InputError(f"kernel profile {p.device_kind}/{p.engine}: all-reduce {impl!r} not fitted at {gpus} GPUs"
                          f" (fitted: {', '.join(str(t) for t in sorted(ar.regimes))})")
-    return _out(allreduce_core([(r.floor_s, r.bus_bandwidth) for r in rs], int(gpus), message_bytes))
+    return _out(allreduce_core([(r.max_bytes, r.floor_s, r.bus_bandwidth) for r in rs], int(gpus), message_bytes))
