@@ -122,6 +122,7 @@ class MlaDecodeParams(_Strict):
     memory_efficiency: float = Field(gt=0, le=1, description="asymptotic fraction of HBM bandwidth on latent KV reads")
     compute_efficiency: float = Field(gt=0, le=1, description="fraction of peak FLOP/s on the QK and PV products")
     per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of context")
+    per_sequence_s: float = Field(ge=0, le=1e-5, description="work per sequence outside the attention kernel's parallel part (cache write, per-token small kernels of a module)")
     context_latency_s: float = Field(ge=0, le=1e-2, description="extra saturating latency of long contexts")
     context_half_tokens: float = Field(gt=0, le=1e7, description="context length at which half of context_latency_s is reached")
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
@@ -307,8 +308,9 @@ def prefill_core(eta, h, fixed, per_unit, peak_flops, flops, s, units):
     return fixed + flops / (peak_flops * eta * s / (s + h)) + per_unit * units
 
 
-def mla_decode_core(floor, eta_m, eta_c, per_unit, ctx_lat, ctx_half, q, peak_flops, hbm_bw, kv_bytes, flops, units, ctx):
-    return (floor + ctx_lat * ctx / (ctx + ctx_half)
+def mla_decode_core(floor, eta_m, eta_c, per_unit, per_seq, ctx_lat, ctx_half, q, peak_flops, hbm_bw, kv_bytes, flops,
+                    units, ctx, batch):
+    return (floor + per_seq * np.asarray(batch, dtype=float) + ctx_lat * ctx / (ctx + ctx_half)
             + _smax3(kv_bytes / (hbm_bw * eta_m), flops / (peak_flops * eta_c), per_unit * units, q))
 
 
@@ -405,8 +407,8 @@ def mla_decode_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, batch,
     kv_bytes = batch * ctx * MLA_LATENT_DIM * KV_BYTES.get(kv_dtype, 2.0)
     flops = 2.0 * batch * num_heads * ctx * (MLA_LATENT_DIM + MLA_VALUE_DIM)
     return _out(mla_decode_core(d.floor_s, d.memory_efficiency, d.compute_efficiency, d.per_sequence_head_s,
-                                d.context_latency_s, d.context_half_tokens, d.overlap_exponent,
-                                peak_flops, hbm_bw, kv_bytes, flops, batch * num_heads, ctx))
+                                d.per_sequence_s, d.context_latency_s, d.context_half_tokens, d.overlap_exponent,
+                                peak_flops, hbm_bw, kv_bytes, flops, batch * num_heads, ctx, batch))
 
 
 def mla_prefill_flops(batch, isl, num_heads):
