@@ -24,6 +24,7 @@ This module imports nothing from autoplan except :mod:`autoplan.errors`.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -57,16 +58,18 @@ class _Strict(BaseModel):
 class GemmParams(_Strict):
     """Dense GEMM ``y[m x n] = x[m x k] W^T`` in one weight format.
 
-    ``t = fixed_s + smax(F / (P * efficiency * m/(m + half_rows) * k/(k + half_depth)
-    * mn/(mn + half_outputs) * (1 - long_kernel_loss * F/(F + long_kernel_flops))),
+    ``t = fixed_s + smax(F / (P * efficiency * k/(k + half_depth) * mn/(mn + half_outputs)
+    * (1 - long_kernel_loss * F/(F + long_kernel_flops))),
     bytes / (BW * memory_efficiency))`` with ``F = 2mnk``, ``bytes = n*k*wbytes + m*(n+k)*2`` and
     ``smax(x, y) = (x^q + y^q)^(1/q)``, ``q = overlap_exponent`` (large q is max).
+    Few rows are slow because few output tiles fill the GPU: the fill term ``mn/(mn +
+    half_outputs)`` carries it (a separate ``m/(m + h)`` factor fitted to ~0 once it is in,
+    and together they would make time fall with m at tiny m, so there is none).
     FP8 formats add the activation quantisation pass, not overlapped:
     ``quantization_passes * 3 m k / (BW * memory_efficiency)`` (read BF16, write FP8).
     """
 
-    efficiency: float = Field(gt=0, le=1, description="ceiling fraction of the format's peak FLOP/s, before the row, depth, fill and long-kernel factors")
-    half_rows: float = Field(ge=0, le=8192, description="rows m at which compute efficiency is half the plateau")
+    efficiency: float = Field(gt=0, le=1, description="ceiling fraction of the format's peak FLOP/s, before the depth, fill and long-kernel factors")
     half_depth: float = Field(ge=0, le=65536, description="reduction depth k at which compute efficiency is half the plateau (short K loops do not amortise prologue and epilogue)")
     half_outputs: float = Field(ge=0, le=1e10, description="output elements m*n at which compute efficiency is half the plateau (too few output tiles to fill the GPU)")
     long_kernel_loss: float = Field(ge=0, le=0.9, description="fraction of the plateau lost by very long GEMMs (clocks under sustained load, heuristics)")
@@ -182,10 +185,13 @@ class ElementwiseParams(_Strict):
 
 
 class AllReduceRegime(_Strict):
-    """One algorithm of an all-reduce, used for messages up to ``max_bytes``:
-    ``t = floor_s + 2(t-1)/t * M / bus_bandwidth``."""
+    """One algorithm of an all-reduce, used for messages from ``min_bytes`` to ``max_bytes``:
+    ``t = floor_s + 2(t-1)/t * M / bus_bandwidth``. Between one regime's ``max_bytes`` and
+    the next one's ``min_bytes`` (the engine switches somewhere in that gap) the time is
+    interpolated geometrically in log M between the two regimes."""
 
-    max_bytes: float | None = Field(gt=0, description="largest message this regime serves; None: no limit (the last regime)")
+    min_bytes: float | None = Field(gt=0, description="smallest message of this regime; None for the first")
+    max_bytes: float | None = Field(gt=0, description="largest message of this regime; None for the last")
     floor_s: float = Field(ge=0, le=1e-2, description="time of an empty message in this regime")
     bus_bandwidth: float = Field(gt=0, le=1e13, description="bus bandwidth in bytes/s (nccl-tests busBW convention)")
 
@@ -193,7 +199,7 @@ class AllReduceRegime(_Strict):
 class AllReduceParams(_Strict):
     """All-reduce of one implementation inside one NVLink (or PCIe) domain: for each GPU
     count, the regimes the implementation switches between by message size (one-shot,
-    two-shot, ring, ...), in increasing ``max_bytes``."""
+    two-shot, ring, ...), in increasing size."""
 
     regimes: dict[int, list[AllReduceRegime]] = Field(description="GPU count -> regimes by size, at least one each")
 
@@ -202,11 +208,15 @@ class AllReduceParams(_Strict):
         for t, rs in self.regimes.items():
             if t < 2 or not rs:
                 raise ValueError(f"all-reduce at {t} GPUs: need t >= 2 and at least one regime")
-            if rs[-1].max_bytes is not None or any(r.max_bytes is None for r in rs[:-1]):
-                raise ValueError(f"all-reduce at {t} GPUs: only the last regime may (and must) have max_bytes None")
-            caps = [r.max_bytes for r in rs[:-1]]
-            if caps != sorted(caps) or len(set(caps)) != len(caps):
-                raise ValueError(f"all-reduce at {t} GPUs: regimes must be in increasing max_bytes")
+            if rs[0].min_bytes is not None or rs[-1].max_bytes is not None:
+                raise ValueError(f"all-reduce at {t} GPUs: the first regime has no min_bytes, the last no max_bytes")
+            edges = []
+            for k, r in enumerate(rs):
+                if (k > 0 and r.min_bytes is None) or (k < len(rs) - 1 and r.max_bytes is None):
+                    raise ValueError(f"all-reduce at {t} GPUs: inner regime bounds must be set")
+                edges += [e for e in (r.min_bytes, r.max_bytes) if e is not None]
+            if edges != sorted(edges):
+                raise ValueError(f"all-reduce at {t} GPUs: regime bounds must increase")
         return self
 
 
@@ -290,11 +300,11 @@ def _pick(table: dict, key: str, what: str, p: KernelProfile):
 # ---------------------------------------------------------------- cores (raw floats; the fitter uses these)
 
 
-def gemm_core(eta, h, hk, ho, loss, f0, eta_m, fixed, q, quant, peak_flops, hbm_bw, m, n, k, wbytes):
+def gemm_core(eta, hk, ho, loss, f0, eta_m, fixed, q, quant, peak_flops, hbm_bw, m, n, k, wbytes):
     m = np.asarray(m, dtype=float)
     k = np.asarray(k, dtype=float)
     fl = 2.0 * m * n * k
-    compute = fl / (peak_flops * eta * m / (m + h) * k / (k + hk) * (m * n) / (m * n + ho) * (1.0 - loss * fl / (fl + f0)))
+    compute = fl / (peak_flops * eta * k / (k + hk) * (m * n) / (m * n + ho) * (1.0 - loss * fl / (fl + f0)))
     memory = (n * k * wbytes + m * (n + k) * 2.0) / (hbm_bw * eta_m)
     return fixed + _smax(compute, memory, q) + quant * 3.0 * m * k / (hbm_bw * eta_m)
 
@@ -324,16 +334,19 @@ def moe_core(eta, h, eta_m, x_half, fixed, per_assign, per_expert, q, peak_flops
 
 
 def allreduce_core(regimes, gpus, message_bytes):
-    """regimes: sequence of (max_bytes or None, floor_s, bus_bandwidth) in increasing
-    max_bytes; each message uses the first regime whose max_bytes it does not exceed."""
+    """regimes: sequence of (min_bytes, max_bytes, floor_s, bus_bandwidth) in increasing
+    size (None: unbounded); in the gap between two regimes the time is interpolated
+    geometrically in log size."""
     mb = np.asarray(message_bytes, dtype=float)
     f = 2.0 * (gpus - 1) / gpus
-    out = np.full(mb.shape, np.nan)
-    done = np.zeros(mb.shape, dtype=bool)
-    for cap, a, bw in regimes:
-        use = ~done if cap is None else (~done & (mb <= cap))
-        out = np.where(use, a + f * mb / bw, out)
-        done |= use
+    times = [a + f * mb / bw for _, _, a, bw in regimes]
+    out = np.array(times[0], dtype=float, copy=True)
+    for k in range(1, len(regimes)):
+        lo_edge = regimes[k - 1][1]  # end of the previous regime
+        hi_edge = regimes[k][0]  # start of this one
+        w = np.clip(np.log(np.maximum(mb, 1.0) / lo_edge) / math.log(hi_edge / lo_edge), 0.0, 1.0) \
+            if hi_edge > lo_edge else (mb > lo_edge).astype(float)
+        out = np.where(mb > lo_edge, np.exp((1.0 - w) * np.log(out) + w * np.log(times[k])), out)
     return out
 
 
@@ -362,7 +375,7 @@ def gemm_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, m, n, k, dty
     ``peak_flops`` is the peak of ``dtype`` (FP8 peak for fp8 and fp8_block)."""
     g = _pick(p.gemm, dtype, "GEMM", p)
     wb = WEIGHT_BYTES.get(dtype, 2.0)
-    return _out(gemm_core(g.efficiency, g.half_rows, g.half_depth, g.half_outputs, g.long_kernel_loss,
+    return _out(gemm_core(g.efficiency, g.half_depth, g.half_outputs, g.long_kernel_loss,
                           g.long_kernel_flops, g.memory_efficiency, g.fixed_s, g.overlap_exponent,
                           g.quantization_passes, peak_flops, hbm_bw, m, n, k, wb))
 
@@ -440,6 +453,13 @@ def mla_projection_gemms(phase: str, batch, isl, num_heads) -> list[tuple]:
     return gemms
 
 
+def mla_projection_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, phase: str, batch, isl, num_heads):
+    """The BF16 projection GEMMs of one DeepSeek-V3 MLA module (``mla_projection_gemms``),
+    priced with this profile's BF16 GEMM parameters."""
+    return _out(sum(np.asarray(gemm_time_s(p, peak_flops, hbm_bw, m, n, k, "bf16"), dtype=float)
+                    for m, n, k in mla_projection_gemms(phase, batch, isl, num_heads)))
+
+
 def moe_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, tokens, hidden, inter, topk, experts,
                moe_tp: int = 1, moe_ep: int = 1, dtype: str = "bf16"):
     """One GPU's fused MoE layer for ``tokens`` tokens, balanced routing; ``inter`` is the
@@ -484,4 +504,5 @@ def allreduce_time_s(p: KernelProfile, impl: str, gpus: int, message_bytes):
     if rs is None:
         raise InputError(f"kernel profile {p.device_kind}/{p.engine}: all-reduce {impl!r} not fitted at {gpus} GPUs"
                          f" (fitted: {', '.join(str(t) for t in sorted(ar.regimes))})")
-    return _out(allreduce_core([(r.max_bytes, r.floor_s, r.bus_bandwidth) for r in rs], int(gpus), message_bytes))
+    return _out(allreduce_core([(r.min_bytes, r.max_bytes, r.floor_s, r.bus_bandwidth) for r in rs], int(gpus),
+                               message_bytes))

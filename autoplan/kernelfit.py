@@ -305,7 +305,8 @@ def _moe_sets(data_dir, system, engine, notes):
         model, tok, hid, inter, topk, ex, tp, ep = (a[idx] for a in (model, tok, hid, inter, topk, ex, tp, ep))
         fl, byts, rows, assign, hit = kc.moe_shape(tok, hid, inter, topk, ex, tp, ep, kc.WEIGHT_BYTES[key])
         ds = Dataset(f"moe_{key}", tt, [(str(a), int(b), int(c)) for a, b, c in zip(model, tp, ep)],
-                     {"tokens": tok, "flops": fl, "bytes": byts, "rows": rows, "assign": assign, "hit": hit},
+                     {"tokens": tok, "flops": fl, "bytes": byts, "rows": rows, "assign": assign, "hit": hit,
+                      "hidden": hid, "inter": inter, "topk": topk, "experts": ex, "tp": tp, "ep": ep},
                      _version(sel))
         ok_hbm = byts / tt <= PEAKS[SYSTEMS[system]][2]
         if (~ok_hbm).any():
@@ -344,6 +345,12 @@ def _elementwise_sets(data_dir, system, engine, notes):
     mm, kk = mm[idx], kk[idx]
     byts = mm * kk * 3.0  # read BF16, write FP8
     ds = Dataset("elementwise", tt, [int(x) for x in kk], {"rows": mm, "cols": kk, "bytes": byts}, _version(sel))
+    kind = SYSTEMS[system]
+    if kind in L2_BYTES:
+        keep = ~((byts > PEAKS[kind][2] * 1e-6) & (byts <= L2_BYTES[kind]))
+        notes.append(f"elementwise: L40S rows moving 0.86-96 MB excluded (served by the 96 MB L2; "
+                     f"{int((~keep).sum())} rows)")
+        ds = ds.take(keep)
     return {"elementwise": ds}
 
 
@@ -397,20 +404,20 @@ def _gemm_spec(P, BW, key):
         return (*x, 0.0)
 
     def pred(x, ds):
-        eta, h, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
-        return kc.gemm_core(eta, h, hk, ho * 1e6, d, f0 * 1e12, eta_m, fixed_us * US, q, qp, P, BW, ds.f["m"], ds.f["n"], ds.f["k"], wb)
+        eta, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
+        return kc.gemm_core(eta, hk, ho * 1e6, d, f0 * 1e12, eta_m, fixed_us * US, q, qp, P, BW, ds.f["m"], ds.f["n"], ds.f["k"], wb)
 
     def build(x):
-        eta, h, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
-        return kc.GemmParams(efficiency=eta, half_rows=h, half_depth=hk, half_outputs=ho * 1e6, long_kernel_loss=d,
+        eta, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
+        return kc.GemmParams(efficiency=eta, half_depth=hk, half_outputs=ho * 1e6, long_kernel_loss=d,
                              long_kernel_flops=f0 * 1e12, memory_efficiency=eta_m, fixed_s=fixed_us * US,
                              overlap_exponent=q, quantization_passes=qp)
 
-    names = ("efficiency", "half_rows", "half_depth", "half_outputs_M", "long_kernel_loss", "long_kernel_TFLOP",
+    names = ("efficiency", "half_depth", "half_outputs_M", "long_kernel_loss", "long_kernel_TFLOP",
              "memory_efficiency", "fixed_us", "overlap_exponent")
-    lo = (0.05, 0.0, 0.0, 0.0, 0.0, 1e-3, 0.05, 0.0, 1.0)
-    hi = (1.0, 4096.0, 65536.0, 1e4, 0.9, 1e4, 1.0, 200.0, 64.0)
-    starts = ((0.8, 30.0, 200.0, 0.5, 0.2, 1.0, 0.8, 4.0, 4.0), (0.6, 200.0, 1000.0, 0.1, 0.05, 10.0, 0.8, 10.0, 2.0))
+    lo = (0.05, 0.0, 0.0, 0.0, 1e-3, 0.05, 0.0, 1.0)
+    hi = (1.0, 65536.0, 1e4, 0.9, 1e4, 1.0, 200.0, 64.0)
+    starts = ((0.8, 200.0, 0.5, 0.2, 1.0, 0.8, 4.0, 4.0), (0.6, 1000.0, 0.1, 0.05, 10.0, 0.8, 10.0, 2.0))
     if quant:
         names += ("quantization_passes",)
         lo, hi = lo + (0.0,), hi + (8.0,)
@@ -551,11 +558,11 @@ def _ar_segment(mb: np.ndarray, t: np.ndarray, f: float) -> tuple[float, float]:
     return math.exp(r.x[0]) * 1e-6, math.exp(r.x[1]) * 1e9
 
 
-def _ar_fit(ds: Dataset, gpus: int, max_regimes: int = 3, min_sizes: int = 3):
-    """Regimes by message size for one GPU count: the split points (between measured
-    sizes, at their geometric mean) and 1-3 segments minimising the p90 training error
-    (robust to a single glitched size) plus 2% per extra regime; each segment is
-    a + 2(t-1)/t * M / B."""
+def _ar_fit(ds: Dataset, gpus: int, max_regimes: int = 4, min_sizes: int = 2):
+    """Regimes by message size for one GPU count: 1-4 segments of consecutive measured
+    sizes minimising the p90 training error (robust to a single glitched size) plus 2%
+    per extra regime; each segment is a + 2(t-1)/t * M / B over its sizes, and sizes
+    between two segments are interpolated (``kernelcost.allreduce_core``)."""
     f = 2.0 * (gpus - 1) / gpus
     order = np.argsort(ds.f["bytes"])
     mb, t = ds.f["bytes"][order], ds.t[order]
@@ -575,8 +582,7 @@ def _ar_fit(ds: Dataset, gpus: int, max_regimes: int = 3, min_sizes: int = 3):
             for r_ in range(k):
                 i, j = bounds[r_], bounds[r_ + 1]
                 a, bw = seg(i, j)
-                cap = None if r_ == k - 1 else float(math.sqrt(mb[j - 1] * mb[j]))
-                regs.append((cap, a, bw))
+                regs.append((None if r_ == 0 else float(mb[i]), None if r_ == k - 1 else float(mb[j - 1]), a, bw))
             err = float(np.percentile(_errors(kc.allreduce_core(regs, gpus, mb), t), 90))
             score = err + 0.02 * (k - 1)
             if best is None or score < best[0] - 1e-12:
@@ -646,6 +652,48 @@ def _rounded(block):
     return type(block).model_validate(r(data))
 
 
+def predict_rows(p: kc.KernelProfile, cls: str, ds: Dataset) -> np.ndarray:
+    """Seconds the public pricing functions of :mod:`autoplan.kernelcost` give for the rows
+    of one class (what the report and the tests judge)."""
+    P16, P8, BW = PEAKS[p.device_kind]
+    f = ds.f
+    group, dkey = _split_cls(cls) if not cls.startswith("allreduce_") else ("allreduce", cls.split("_", 1)[1])
+    peak = P8 if dkey in ("fp8", "fp8_block") and group in ("gemm", "moe") else P16
+    if group == "prefill_attention" and dkey == "fp8":
+        peak = P8
+    if group == "gemm":
+        return np.asarray(kc.gemm_time_s(p, peak, BW, f["m"], f["n"], f["k"], dkey), dtype=float)
+    if group == "decode_attention":
+        return np.asarray(kc.decode_attention_time_s(p, BW, f["batch"], f["ctx"], f["kv_heads"], 128, dkey), dtype=float)
+    if group == "prefill_attention":
+        return np.asarray(kc.prefill_attention_time_s(p, peak, f["batch"], f["isl"], f["heads"], 128, dkey), dtype=float)
+    if group in ("mla_decode", "mla_prefill"):
+        phase = group.split("_")[1]
+        out = np.zeros(len(ds.t))
+        for i in range(len(ds.t)):  # heads vary per row; the projection shapes depend on them
+            b, h = f["batch"][i], f["heads"][i]
+            if phase == "decode":
+                t = kc.mla_decode_time_s(p, P16, BW, b, f["ctx"][i], h, dkey)
+            else:
+                t = kc.mla_prefill_time_s(p, P16, b, f["isl"][i], h, dkey)
+            if p.mla_fitted_on == "module":
+                t += kc.mla_projection_time_s(p, P16, BW, phase, b, f["isl"][i] if phase == "prefill" else 1, h)
+            out[i] = t
+        return out
+    if group == "moe":
+        return np.asarray(kc.moe_time_s(p, peak, BW, f["tokens"], f["hidden"], f["inter"], f["topk"], f["experts"],
+                                        f["tp"], f["ep"], dkey), dtype=float)
+    if group == "elementwise":
+        return np.asarray(kc.elementwise_time_s(p, BW, f["rows"], f["cols"], 3.0), dtype=float)
+    if group == "allreduce":
+        out = np.zeros(len(ds.t))
+        for g in sorted(set(f["gpus"].astype(int))):
+            gm = f["gpus"] == g
+            out[gm] = kc.allreduce_time_s(p, dkey, int(g), f["bytes"][gm])
+        return out
+    raise AssertionError(cls)  # pragma: no cover
+
+
 _GROUPS = ("decode_attention", "prefill_attention", "mla_decode", "mla_prefill", "gemm", "moe")
 
 
@@ -658,6 +706,30 @@ def _split_cls(cls: str) -> tuple[str, str]:
     raise AssertionError(cls)
 
 
+def _class_sets(data_dir: str, system: str, engine: str, notes: list[str]):
+    sets: dict[str, Dataset] = {}
+    sets.update(_gemm_sets(data_dir, system, engine, notes))
+    sets.update(_decode_sets(data_dir, system, engine, notes))
+    sets.update(_prefill_sets(data_dir, system, engine, notes))
+    mla, scope = _mla_sets(data_dir, system, engine, notes)
+    sets.update(mla)
+    sets.update(_moe_sets(data_dir, system, engine, notes))
+    sets.update(_elementwise_sets(data_dir, system, engine, notes))
+    comm = _comm_sets(data_dir, system, engine, notes)
+    return sets, comm, scope
+
+
+def heldout_rows(data_dir: str | Path, system: str, engine: str) -> dict[str, Dataset]:
+    """The held-out rows of every class of one (system, engine), as the fit splits them
+    (all-reduce: sizes in the 16 KB-256 MB target range only)."""
+    sets, comm, _ = _class_sets(str(Path(data_dir)), system, engine, [])
+    out = {cls: ds.take(held_out_mask(ds.shape)) for cls, ds in sets.items() if len(ds.t)}
+    for cls, ds in comm.items():
+        inr = (ds.f["bytes"] >= AR_RANGE[0]) & (ds.f["bytes"] <= AR_RANGE[1])
+        out[cls] = ds.take(held_out_mask(ds.shape) & inr)
+    return out
+
+
 def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.KernelProfile, KindReport]:
     """Fit one (AIC system, engine) on its training rows; report errors on held-out rows."""
     data_dir = str(Path(data_dir))
@@ -668,15 +740,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.Kerne
     kind = SYSTEMS[system]
     P16, P8, BW = PEAKS[kind]
     notes: list[str] = []
-    sets: dict[str, Dataset] = {}
-    sets.update(_gemm_sets(data_dir, system, engine, notes))
-    sets.update(_decode_sets(data_dir, system, engine, notes))
-    sets.update(_prefill_sets(data_dir, system, engine, notes))
-    mla, scope = _mla_sets(data_dir, system, engine, notes)
-    sets.update(mla)
-    sets.update(_moe_sets(data_dir, system, engine, notes))
-    sets.update(_elementwise_sets(data_dir, system, engine, notes))
-    comm = _comm_sets(data_dir, system, engine, notes)
+    sets, comm, scope = _class_sets(data_dir, system, engine, notes)
 
     def peak_for(dkey):
         if dkey in ("fp8", "fp8_block"):
@@ -690,6 +754,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.Kerne
     elementwise = None
     rep = KindReport(kind, system, engine, "")
     versions = set()
+    splits: dict[str, tuple[Dataset, Dataset, dict]] = {}
     order = sorted(sets, key=lambda c: (not c.startswith("gemm_"), c))  # GEMMs first: MLA modules use them
     for cls in order:
         ds = sets[cls]
@@ -702,7 +767,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.Kerne
             phase = "decode" if cls.startswith("mla_decode") else "prefill"
             proj = np.zeros(len(ds.t))
             for m_, n_, k_ in kc.mla_projection_gemms(phase, ds.f["batch"], ds.f.get("isl", 1.0), ds.f["heads"]):
-                proj += kc.gemm_core(g.efficiency, g.half_rows, g.half_depth, g.half_outputs, g.long_kernel_loss,
+                proj += kc.gemm_core(g.efficiency, g.half_depth, g.half_outputs, g.long_kernel_loss,
                                      g.long_kernel_flops, g.memory_efficiency, g.fixed_s, g.overlap_exponent, 0.0,
                                      P16, BW, m_, n_, k_, 2.0)
             ds.f["proj_s"] = proj
@@ -736,10 +801,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.Kerne
             continue
         x = _fit(spec, fit_ds)
         block = _rounded(spec.build(x))
-        # judge the rounded values (what ships)
-        xr = np.array([_rsig(v) for v in x])
-        rep.classes[cls] = _report(cls, spec.pred(xr, fit_ds), fit_ds, spec.pred(xr, held_ds), held_ds,
-                                   dict(zip(spec.names, (float(v) for v in xr))))
+        splits[cls] = (fit_ds, held_ds, dict(zip(spec.names, (_rsig(float(v)) for v in x))))
         if group == "elementwise":
             elementwise = block
         else:
@@ -751,21 +813,16 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.Kerne
         versions.update(ds.version.split(",") if impl == "custom" else [])
         regimes = {}
         held = held_out_mask(ds.shape)
-        pf, tf, ph, th = [], [], [], []
         for g in sorted(set(ds.f["gpus"].astype(int))):
             gm = ds.f["gpus"] == g
-            fit_ds, held_ds = ds.take(gm & ~held), ds.take(gm & held)
-            regs = [(None if c is None else _rsig(c), _rsig(a), _rsig(b)) for c, a, b in _ar_fit(fit_ds, int(g))]
-            regimes[int(g)] = [kc.AllReduceRegime(max_bytes=c, floor_s=a, bus_bandwidth=b) for c, a, b in regs]
-            for part, pl, tl in ((fit_ds, pf, tf), (held_ds, ph, th)):
-                inr = (part.f["bytes"] >= AR_RANGE[0]) & (part.f["bytes"] <= AR_RANGE[1])
-                pl.append(kc.allreduce_core(regs, int(g), part.f["bytes"][inr]))
-                tl.append(part.t[inr])
+            regs = [(lo, hi, _rsig(a), _rsig(b)) for lo, hi, a, b in _ar_fit(ds.take(gm & ~held), int(g))]
+            regimes[int(g)] = [kc.AllReduceRegime(min_bytes=lo, max_bytes=hi, floor_s=a, bus_bandwidth=b)
+                               for lo, hi, a, b in regs]
         allreduce[impl] = kc.AllReduceParams(regimes=regimes)
-        rep.classes[cls] = _report(cls, np.concatenate(pf), Dataset(cls, np.concatenate(tf), [], {}),
-                                   np.concatenate(ph), Dataset(cls, np.concatenate(th), [], {}),
-                                   {f"{g}": [(r.max_bytes, r.floor_s, r.bus_bandwidth) for r in rs]
-                                    for g, rs in regimes.items()})
+        inr = (ds.f["bytes"] >= AR_RANGE[0]) & (ds.f["bytes"] <= AR_RANGE[1])
+        splits[cls] = (ds.take(~held & inr), ds.take(held & inr),
+                       {str(g): [(r.min_bytes, r.max_bytes, r.floor_s, r.bus_bandwidth) for r in rs]
+                        for g, rs in regimes.items()})
     versions.discard("")
     rep.version = ",".join(sorted(versions))
     rep.notes = notes
@@ -774,6 +831,10 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[kc.Kerne
                             prefill_attention=blocks["prefill_attention"], mla_decode=blocks["mla_decode"],
                             mla_prefill=blocks["mla_prefill"], mla_fitted_on=scope, moe=blocks["moe"],
                             elementwise=elementwise, allreduce=allreduce, notes=notes)
+    for cls, (fit_ds, held_ds, params) in splits.items():
+        rep.classes[cls] = _report(cls, predict_rows(prof, cls, fit_ds), fit_ds, predict_rows(prof, cls, held_ds),
+                                   held_ds, params)
+    rep.classes = dict(sorted(rep.classes.items()))
     return prof, rep
 
 
