@@ -274,7 +274,8 @@ def _mla_sets(data_dir, system, engine, notes):
     if scope == "module" and out:
         notes.append("mla: this engine publishes only MLA module tables (attention plus its projection GEMMs); "
                      "the BF16-projection rows were fitted with the projections priced by this profile's BF16 GEMM "
-                     "parameters, so the MLA parameters describe the kernel (mla_fitted_on = module)")
+                     "parameters, so the MLA parameters describe the kernel (mla_fitted_on = module); its floor and "
+                     "per-sequence terms also carry the module's small kernels (norms, RoPE, cache write)")
         for cls, ds in out.items():
             ds.f["module"] = np.ones(len(ds.t))
     return out, scope
@@ -344,6 +345,9 @@ def _elementwise_sets(data_dir, system, engine, notes):
     keys, tt, idx = _min_by_key(list(zip(mm, kk)), tt)
     mm, kk = mm[idx], kk[idx]
     byts = mm * kk * 3.0  # read BF16, write FP8
+    if engine == "sglang":
+        notes.append("elementwise: SGLang's stand-alone FP8 quantise kernel (7-8 us floor, ~0.1 of HBM bandwidth) is "
+                     "what was measured; it is slower than the engine's fused norm/activation kernels are likely to be")
     ds = Dataset("elementwise", tt, [int(x) for x in kk], {"rows": mm, "cols": kk, "bytes": byts}, _version(sel))
     kind = SYSTEMS[system]
     if kind in L2_BYTES:
@@ -865,9 +869,11 @@ SHIPPED_DATA = "hardware/data/aic-kernels"
 REFIT_COMMAND = "python -m autoplan.kernelfit hardware/data/aic-kernels --write hardware/profiles"
 GENERAL_EXCLUSIONS = (
     "A100 TRT-LLM 1.0.0 decode attention (implies 1.0-1.65x HBM peak): whole table",
-    "L40S GEMM rows with weights of 0.86-19.2 MB and decode-attention rows reading 0.86-96 MB of KV (L2-served)",
+    "L40S GEMM rows with weights of 0.86-19.2 MB, decode-attention rows reading 0.86-96 MB of KV and element-wise"
+    " rows moving 0.86-96 MB (L2-served)",
     "vLLM 0.24.0 block-FP8 GEMMs on every system (flat 57-350 us floor, non-kernel work timed)",
-    "MoE rows whose expert weights would stream faster than HBM peak; MoE power-law routing rows (balanced only)",
+    "MoE rows whose expert weights would stream faster than HBM peak; MoE configurations whose latency falls below"
+    " half of what fewer tokens took; MoE power-law routing rows (balanced routing only)",
     "rows of other dtypes (nvfp4, int4/int8 weight-only, SmoothQuant) and head_dim != 128",
 )
 
