@@ -117,8 +117,11 @@ def prior_path() -> Path:
 
 def list_profiles() -> list[str]:
     """Names of the shipped calibration profiles (``--profile NAME``): ``default``
-    (``hardware/calibration.yaml``) and one per engine in ``hardware/profiles/``."""
-    return ["default"] + sorted(p.stem for p in (_dir("hardware") / "profiles").glob("*.yaml"))
+    (``hardware/calibration.yaml``) and one per engine in ``hardware/profiles/``
+    (``kernels-*.yaml`` there are kernel cost profiles, ``autoplan/kernelcost.py``, not
+    calibration profiles)."""
+    return ["default"] + sorted(p.stem for p in (_dir("hardware") / "profiles").glob("*.yaml")
+                                if not p.stem.startswith("kernels-"))
 
 
 def profile_path(name_or_path: str | Path) -> Path:

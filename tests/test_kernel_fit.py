@@ -1,0 +1,259 @@
+"""Kernel cost profiles (autoplan/kernelcost.py) fitted from measured kernel tables
+(autoplan/kernelfit.py, hardware/data/aic-kernels): the shipped YAMLs are the refit, the
+held-out accuracy target on H100 and H200, all-reduce accuracy, and physics bounds.
+
+Held-out rows are never fitted: each class holds out every third distinct shape key
+(kernelfit.held_out_mask). Classes that miss the target are listed in KNOWN_MISSES with the
+measured figures; they are asserted to still miss (strictly), so the list stays honest.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from autoplan import kernelcost as kc
+from autoplan import kernelfit as kf
+from autoplan.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "hardware" / "data" / "aic-kernels"
+PROFILES = ROOT / "hardware" / "profiles"
+TARGET_KINDS = {"h100-sxm": "h100_sxm", "h200": "h200_sxm"}
+MEDIAN_MAX, P90_MAX, ALLREDUCE_MAX = 0.08, 0.20, 0.15
+
+#: (engine, kind, class): held-out median / p90 measured, and why the form misses.
+KNOWN_MISSES = {
+    ("trtllm", "h200", "decode_attention_bf16"): "5.7/21.8%: TRT-LLM switches decode kernels at 128-512 tokens",
+    ("vllm", "h100-sxm", "moe_bf16"): "8.2/34.2%: vLLM Triton MoE tile heuristics by expert count",
+    ("vllm", "h100-sxm", "moe_fp8_block"): "6.0/26.9%: as above; DeepSeek EP rows anomalous",
+    ("vllm", "h200", "moe_bf16"): "7.9/24.6%",
+    ("vllm", "h200", "moe_fp8_block"): "8.0/30.2%",
+    ("vllm", "h200", "mla_decode_fp8"): "9.1/15.6%: FlashMLA FP8 module rows",
+    ("vllm", "h200", "mla_prefill_fp8"): "2.4/21.1%",
+    ("sglang", "h200", "gemm_fp8"): "6.1/21.7%: sgl-kernel tile heuristics by shape",
+    ("sglang", "h200", "gemm_fp8_block"): "8.2/25.0%",
+    ("sglang", "h100-sxm", "moe_bf16"): "26/334%: SGLang EP tables do not split the work",
+    ("sglang", "h100-sxm", "moe_fp8_block"): "13.6/70.5%",
+    ("sglang", "h200", "moe_bf16"): "28.6/281%",
+    ("sglang", "h200", "moe_fp8_block"): "12.3/75.9%",
+}
+#: (engine, kind, impl, gpus): worst held-out all-reduce size, within 16 KB-256 MB.
+KNOWN_ALLREDUCE_MISSES = {
+    ("trtllm", "h200", "nccl", 8): "23% at 4 MB (protocol switch between 2 and 8 MB)",
+    ("vllm", "h200", "nccl", 8): "23% at 4 MB",
+    ("sglang", "h200", "nccl", 8): "23% at 4 MB",
+    ("sglang", "h100-sxm", "custom", 2): "26% at 16 MB (custom -> NCCL switch between 16 and 32 MB)",
+    ("sglang", "h200", "custom", 2): "26% at 16 MB",
+    ("sglang", "h100-sxm", "custom", 8): "17% at 256 KB (one-shot -> two-shot)",
+    ("sglang", "h200", "custom", 8): "17% at 256 KB",
+}
+
+
+@lru_cache(maxsize=None)
+def shipped(engine: str) -> dict[str, kc.KernelProfile]:
+    return kc.load_kernel_profiles(PROFILES / f"kernels-{engine}.yaml")
+
+
+@lru_cache(maxsize=None)
+def heldout(system: str, engine: str):
+    return kf.heldout_rows(DATA, system, engine)
+
+
+def _one_digit_apart(got: float, want: float) -> bool:
+    """Equal to the 4 significant digits the YAML writes, allowing one step in the last
+    digit (a rounding boundary crossed by another platform's floating point)."""
+    if got == want:
+        return True
+    if want == 0 or got == 0 or not (math.isfinite(got) and math.isfinite(want)):
+        return False
+    step = 10.0 ** (math.floor(math.log10(abs(want))) - 3)
+    return abs(got - want) <= step * 1.000001
+
+
+def _compare(got, want, where: str, bad: list[str]) -> None:
+    if isinstance(want, dict):
+        if not isinstance(got, dict) or set(got) != set(want):
+            bad.append(f"{where}: keys {sorted(map(str, got))} != {sorted(map(str, want))}")
+            return
+        for k in want:
+            _compare(got[k], want[k], f"{where}.{k}", bad)
+    elif isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            bad.append(f"{where}: {got!r} != {want!r}")
+            return
+        for i, (g, w) in enumerate(zip(got, want)):
+            _compare(g, w, f"{where}[{i}]", bad)
+    elif isinstance(want, float) and not isinstance(want, bool):
+        if not isinstance(got, (int, float)) or not _one_digit_apart(float(got), want):
+            bad.append(f"{where}: refit {got!r} != shipped {want!r}")
+    elif got != want:
+        bad.append(f"{where}: refit {got!r} != shipped {want!r}")
+
+
+@pytest.mark.parametrize("engine", kf.ENGINES)
+def test_shipped_yaml_is_the_refit(engine):
+    profiles, _ = kf.fit_engine_report(DATA, engine)
+    ship = shipped(engine)
+    assert list(ship) == list(kf.SYSTEMS.values()) == list(profiles)
+    bad: list[str] = []
+    for kind, p in profiles.items():
+        _compare(p.model_dump(), ship[kind].model_dump(), f"{engine}/{kind}", bad)
+    assert not bad, "\n".join(bad[:20])
+    header = (PROFILES / f"kernels-{engine}.yaml").read_text(encoding="utf-8")
+    assert kf.REFIT_COMMAND in header and "NVIDIA CORPORATION & AFFILIATES" in header
+
+
+def test_peaks_are_autoplans_datasheet_figures():
+    kinds = yaml.safe_load((ROOT / "hardware" / "device_kinds.yaml").read_text(encoding="utf-8"))["device_kinds"]
+    for kind, (p16, p8, bw) in kf.PEAKS.items():
+        d = kinds[kind]
+        fp8 = d["peak_flops_per_s"].get("fp8")
+        assert float(d["peak_flops_per_s"]["bf16"]) == p16, kind
+        assert (None if fp8 is None else float(fp8)) == p8, kind
+        assert float(d["memory_tiers"][0]["bandwidth_bytes_per_s"]) == bw, kind
+
+
+def test_data_copy_keeps_attribution():
+    text = (DATA / "SOURCE.md").read_text(encoding="utf-8")
+    for line in kf.ATTRIBUTION.splitlines():
+        assert line in text.replace("> ", "")
+    assert (DATA / "LICENSE-Apache-2.0.txt").is_file()
+    assert "copy of the project's shared data" in text
+
+
+def _errors(engine: str, kind: str) -> dict[str, np.ndarray]:
+    p = shipped(engine)[kind]
+    out = {}
+    for cls, ds in heldout(TARGET_KINDS[kind], engine).items():
+        if cls.startswith("allreduce_") or not len(ds.t):
+            continue
+        out[cls] = np.abs(kf.predict_rows(p, cls, ds) / ds.t - 1.0)
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(TARGET_KINDS))
+@pytest.mark.parametrize("engine", kf.ENGINES)
+def test_heldout_accuracy_target(engine, kind):
+    """Median |error| <= 8% and p90 <= 20% per operator class on held-out rows, priced
+    with the shipped YAML through the public functions."""
+    errs = _errors(engine, kind)
+    assert {"gemm_bf16", "decode_attention_bf16", "prefill_attention_bf16", "elementwise"} <= set(errs)
+    misses, fixed = [], []
+    for cls, e in sorted(errs.items()):
+        med, p90 = float(np.median(e)), float(np.percentile(e, 90))
+        ok = med <= MEDIAN_MAX and p90 <= P90_MAX
+        known = (engine, kind, cls) in KNOWN_MISSES
+        if not ok and not known:
+            misses.append(f"{cls}: {med:.1%}/{p90:.1%} over {len(e)} rows")
+        if ok and known:
+            fixed.append(f"{cls}: now {med:.1%}/{p90:.1%}; drop it from KNOWN_MISSES")
+    assert not misses and not fixed, "\n".join(misses + fixed)
+
+
+@pytest.mark.parametrize("kind", sorted(TARGET_KINDS))
+@pytest.mark.parametrize("engine", kf.ENGINES)
+def test_allreduce_heldout_within_15_percent(engine, kind):
+    """Custom (the engine's graph-captured call) and NCCL all-reduce, 2/4/8 GPUs, held-out
+    sizes from 16 KB to 256 MB."""
+    p = shipped(engine)[kind]
+    rows = heldout(TARGET_KINDS[kind], engine)
+    bad, fixed = [], []
+    for impl in ("custom", "nccl"):
+        ds = rows[f"allreduce_{impl}"]
+        assert set(ds.f["gpus"].astype(int)) == {2, 4, 8}
+        for g in (2, 4, 8):
+            m = ds.f["gpus"] == g
+            assert m.sum() >= 4
+            e = np.abs(kc.allreduce_time_s(p, impl, g, ds.f["bytes"][m]) / ds.t[m] - 1.0)
+            known = (engine, kind, impl, g) in KNOWN_ALLREDUCE_MISSES
+            if e.max() > ALLREDUCE_MAX and not known:
+                bad.append(f"{impl} {g} GPUs: {e.max():.1%} at {int(ds.f['bytes'][m][e.argmax()])} B")
+            if known:
+                assert e.max() <= 0.30, (impl, g, e.max())
+                if e.max() <= ALLREDUCE_MAX:
+                    fixed.append(f"{impl} {g} GPUs: now {e.max():.1%}; drop it from KNOWN_ALLREDUCE_MISSES")
+    assert not bad and not fixed, "\n".join(bad + fixed)
+
+
+# ---------------------------------------------------------------- physics
+
+
+def _all_profiles():
+    for engine in kf.ENGINES:
+        for kind, p in shipped(engine).items():
+            yield engine, kind, p
+
+
+def test_decode_attention_grows_with_kv_bytes_and_never_beats_hbm():
+    ctx = np.array([1, 16, 256, 1024, 4096, 16384, 65536, 131072], dtype=float)
+    for engine, kind, p in _all_profiles():
+        _, _, bw = kf.PEAKS[kind]
+        for kvd in p.decode_attention:
+            for batch in (1, 8, 64, 512):
+                for heads in (1, 8):
+                    t = kc.decode_attention_time_s(p, bw, batch, ctx, heads, 128, kvd)
+                    kv_bytes = batch * ctx * heads * 128 * 2 * kc.KV_BYTES[kvd]
+                    assert np.all(t >= kv_bytes / bw), (engine, kind, kvd, batch, heads)
+                    assert np.all(np.diff(t) >= 0), (engine, kind, kvd, batch, heads)
+            more = kc.decode_attention_time_s(p, bw, np.array([1, 2, 8, 64, 512]), 4096, 8, 128, kvd)
+            assert np.all(np.diff(more) >= 0), (engine, kind, kvd)
+
+
+def test_gemm_never_beats_the_roofline_at_peak():
+    m = np.array([1, 4, 16, 64, 256, 1024, 4096, 16384], dtype=float)
+    shapes = [(32, 4096), (1024, 1024), (4096, 4096), (8192, 8192), (28672, 8192), (65536, 16384)]
+    for engine, kind, p in _all_profiles():
+        p16, p8, bw = kf.PEAKS[kind]
+        for dtype in p.gemm:
+            peak = p16 if dtype == "bf16" else p8
+            wb = kc.WEIGHT_BYTES[dtype]
+            for n, k in shapes:
+                t = kc.gemm_time_s(p, peak, bw, m, n, k, dtype)
+                roof = np.maximum(2 * m * n * k / peak, n * k * wb / bw)
+                assert np.all(t >= roof), (engine, kind, dtype, n, k)
+                assert np.all(np.diff(t) >= 0), (engine, kind, dtype, n, k)
+
+
+def test_other_classes_respect_peaks():
+    for engine, kind, p in _all_profiles():
+        p16, p8, bw = kf.PEAKS[kind]
+        s = np.array([16, 256, 4096, 16384], dtype=float)
+        for dtype in p.prefill_attention:
+            peak = p8 if dtype == "fp8" else p16
+            t = kc.prefill_attention_time_s(p, peak, 1, s, 32, 128, dtype)
+            assert np.all(t >= kc.prefill_flops(1, s, 32) / peak) and np.all(np.diff(t) > 0), (engine, kind)
+        for dtype in p.moe:
+            peak = p16 if dtype == "bf16" else p8
+            tok = np.array([1, 16, 256, 4096], dtype=float)
+            t = kc.moe_time_s(p, peak, bw, tok, 4096, 14336, 2, 8, 1, 1, dtype)
+            fl, wbytes, *_ = kc.moe_shape(tok, 4096, 14336, 2, 8, 1, 1, kc.WEIGHT_BYTES[dtype])
+            assert np.all(t >= np.maximum(fl / peak, wbytes / bw)), (engine, kind, dtype)
+        if p.elementwise is not None:  # beyond any L2 the bytes come from DRAM
+            rows = np.array([1, 64, 1024, 16384, 65536])
+            t = kc.elementwise_time_s(p, bw, rows, 8192, 4.0)
+            assert np.all(np.diff(t) > 0), (engine, kind)
+            assert t[-1] >= rows[-1] * 8192 * 4.0 / bw, (engine, kind)
+        for impl, ar in p.allreduce.items():
+            for g in ar.regimes:
+                mb = np.geomspace(1024, 2**30, 21)
+                t = kc.allreduce_time_s(p, impl, g, mb)
+                assert np.all(t > 0) and np.all(np.isfinite(t)), (engine, kind, impl, g)
+
+
+def test_pricing_function_contract():
+    p = shipped("trtllm")["h100-sxm"]
+    t = kc.gemm_time_s(p, 989.4e12, 3.35e12, 1, 8192, 8192)
+    assert isinstance(t, float) and 30e-6 < t < 80e-6  # 134 MB of weights at ~0.8 of 3.35 TB/s
+    assert kc.allreduce_time_s(p, "custom", 1, 1 << 20) == 0.0
+    with pytest.raises(InputError, match="not fitted at 3 GPUs"):
+        kc.allreduce_time_s(p, "custom", 3, 1 << 20)
+    with pytest.raises(InputError, match="no GEMM parameters for 'fp8'"):
+        kc.gemm_time_s(shipped("vllm")["a100-sxm-80gb"], 312e12, 2.039e12, 1, 1024, 1024, "fp8")
+    with pytest.raises(InputError, match="no element-wise parameters"):
+        kc.elementwise_time_s(shipped("vllm")["a100-sxm-80gb"], 2.039e12, 1, 4096)
