@@ -14,9 +14,10 @@ from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
 from autoplan.graphs.topology import Topology, build_topology, load_topology_file
+from autoplan.inputs.kernels import KernelProfile, load_kernel_profiles
 from autoplan.inputs.model import ModelSpec, load_model_file
 from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
-from autoplan.inputs.topology import Calibration, DeviceKind, TopologySpec
+from autoplan.inputs.topology import Calibration, DeviceKind, EngineFacts, TopologySpec
 
 
 def catalog_root() -> Path:
@@ -81,10 +82,10 @@ def _read_topology_spec(path: Path) -> TopologySpec:
         raise InputError(f"topology {str(path)!r}: {first_error(e)}") from None
 
 
-def topology_from_spec(spec: TopologySpec, profile: dict[str, Calibration] | None = None
-                       ) -> Topology:
+def topology_from_spec(spec: TopologySpec, profile: dict[str, Calibration] | None = None,
+                       engine: str | None = None) -> Topology:
     """A topology from its spec (as a plan embeds it), with the catalog's device kinds."""
-    cal = dict(default_calibrations())
+    cal = dict(engine_calibrations(engine))
     cal.update(profile or {})
     return build_topology(spec, builtin_device_kinds(), cal)
 
@@ -108,7 +109,75 @@ def builtin_device_kinds() -> dict[str, DeviceKind]:
 
 @lru_cache(maxsize=1)
 def default_calibrations() -> dict[str, Calibration]:
+    """The roofline calibration of every kind (``hardware/calibration.yaml``, fitted to the
+    2023 end-to-end rows): what prices a kind without kernel data, and plans made before
+    engine profiles (no ``inputs.engine``)."""
     return load_profile(_dir("hardware") / "calibration.yaml")
+
+
+ENGINES = ("vllm", "sglang", "trtllm")
+DEFAULT_ENGINE = "vllm"
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    return engine
+
+
+@lru_cache(maxsize=1)
+def engine_facts() -> dict[str, EngineFacts]:
+    """Fusions and host time of each engine (``hardware/engines.yaml``)."""
+    data = _read_yaml(_dir("hardware") / "engines.yaml")
+    try:
+        return {k: EngineFacts.model_validate({"name": k, **v})
+                for k, v in data["engines"].items()}
+    except (ValidationError, KeyError, AttributeError, TypeError) as e:
+        raise InputError(f"hardware/engines.yaml: {first_error(e)}") from None
+
+
+@lru_cache(maxsize=8)
+def engine_kernels(engine: str) -> dict[str, KernelProfile]:
+    """The measured-kernel profiles of one engine, per device kind
+    (``hardware/profiles/<engine>.yaml``)."""
+    return load_kernel_profiles(_dir("hardware") / "profiles" / f"{check_engine(engine)}.yaml")
+
+
+@lru_cache(maxsize=8)
+def engine_calibrations(engine: str | None) -> dict[str, Calibration]:
+    """Calibration of every built-in kind under ``engine`` (None: the roofline profile).
+
+    A kind with kernel data of the engine gets them; a kind naming ``kernels_like`` borrows
+    that kind's (its ``source`` says so); any other kind keeps its roofline calibration.
+    """
+    base = default_calibrations()
+    if engine is None:
+        return base
+    kernels = engine_kernels(engine)
+    facts = engine_facts()[check_engine(engine)]
+    out = dict(base)
+    for name, kind in builtin_device_kinds().items():
+        src = name if name in kernels else kind.kernels_like
+        if src not in kernels:
+            cal = base.get(name) or base.get(kind.calibrate_like or "h100-sxm")
+            if cal is None:
+                continue
+            of = f", of {kind.calibrate_like}" if name not in base else ""
+            if all("sram" in t.name.lower() for t in kind.memory_tiers):
+                why = "a chip of its own vendor runtime, which GPU engines do not run"
+            else:
+                why = f"no {engine} kernel data for {name}"
+            out[name] = cal.model_copy(update={
+                "source": f"roofline calibration (hardware/calibration.yaml{of}): {why}"})
+            continue
+        cal = base.get(name) or base.get(kind.calibrate_like or "h100-sxm")
+        assert cal is not None, name
+        k = kernels[src]
+        note = f"{engine} {k.engine_version} kernels of {src}"
+        if src != name:
+            note += f" (borrowed: {name} has no kernel data of its own)"
+        out[name] = cal.model_copy(update={"kernels": k, "engine": facts, "source": note})
+    return out
 
 
 def prior_path() -> Path:
@@ -118,10 +187,10 @@ def prior_path() -> Path:
 def list_profiles() -> list[str]:
     """Names of the shipped calibration profiles (``--profile NAME``): ``default``
     (``hardware/calibration.yaml``) and one per engine in ``hardware/profiles/``
-    (``kernels-*.yaml`` there are kernel cost profiles, ``autoplan/kernelcost.py``, not
-    calibration profiles)."""
+    (``vllm``, ``sglang`` and ``trtllm`` there are the engines' kernel profiles, taken
+    with ``--engine``, not calibration profiles)."""
     return ["default"] + sorted(p.stem for p in (_dir("hardware") / "profiles").glob("*.yaml")
-                                if not p.stem.startswith("kernels-"))
+                                if p.stem not in ENGINES)
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -169,9 +238,11 @@ def profile_engine(path: str | Path) -> str | None:
     return _read_profile(path)[0].get("engine")
 
 
-def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = None) -> Topology:
-    """A shipped topology by name, or a YAML path; ``profile`` overrides calibration."""
-    cal = dict(default_calibrations())
+def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = None,
+                  engine: str | None = None) -> Topology:
+    """A shipped topology by name, or a YAML path, priced for ``engine`` (None: the
+    roofline calibration); ``profile`` overrides calibration per kind."""
+    cal = dict(engine_calibrations(engine))
     cal.update(profile or {})
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.is_file():

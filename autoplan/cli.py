@@ -43,6 +43,7 @@ def estimate_cmd(
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache format"),
     max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction",
                                               help="usable fraction of device memory"),
+    engine: str = typer.Option("vllm", "--engine", help="serving engine whose measured kernels price the figures: vllm, sglang, trtllm, or none (the 2023 roofline calibration)"),
     profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
     breakdown: bool = typer.Option(False, "--breakdown", help="per-operator times"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
@@ -56,7 +57,9 @@ def estimate_cmd(
         model, topology, tp, pp, device_kind=device_kind, isl=isl, osl=osl, batch=batch,
         dtype=dtype, kv_dtype=kv_dtype, max_memory_fraction=max_memory_fraction,
         breakdown=breakdown, profile=load_profile(profile) if profile else None,
+        engine=_engine(engine),
     )
+    _warn_pricing(est.engine, est.pricing)
     if as_json:
         typer.echo(json.dumps(est.model_dump(mode="json", exclude_none=True), indent=2))
     else:
@@ -83,6 +86,7 @@ def plan_cmd(
     max_devices: int | None = typer.Option(None, "--max-devices",
                                            help="use at most this many devices"),
     time_limit_s: float = typer.Option(30.0, "--time-limit-s"),
+    engine: str = typer.Option("vllm", "--engine", help="serving engine whose measured kernels price the figures: vllm, sglang, trtllm, or none (the 2023 roofline calibration)"),
     profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
     out: str | None = typer.Option(None, "-o", "--out", help="write the plan JSON here"),
     as_json: bool = typer.Option(False, "--json", help="print the plan JSON"),
@@ -99,10 +103,11 @@ def plan_cmd(
         placement=placement, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
         request_rate=request_rate, max_memory_fraction=max_memory_fraction,
         time_limit_s=time_limit_s, progress=not as_json, profile=profile,
-        max_devices=max_devices)
+        max_devices=max_devices, engine=_engine(engine))
     if out:
         check_writable(out)  # before minutes of solving, not after
     p = plan(req)
+    _warn_pricing(p.inputs.engine, p.pricing)
     text = p.model_dump_json(indent=2)
     if p.stop_reason == "interrupted":
         print(f"autoplan: interrupted: the best plan found so far ({p.status}, gap {p.gap:.2%})",
@@ -201,6 +206,7 @@ def pareto_cmd(
     max_devices: str | None = typer.Option(None, "--max-devices", help="budgets to sweep: 1,2,4,8"),
     max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction"),
     time_limit_s: float = typer.Option(30.0, "--time-limit-s", help="per point"),
+    engine: str = typer.Option("vllm", "--engine", help="serving engine whose measured kernels price the figures: vllm, sglang, trtllm, or none (the 2023 roofline calibration)"),
     profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
     workers: int | None = typer.Option(None, "--workers", help="processes (default: CPUs)"),
     out: str = typer.Option("pareto", "--out", help="directory for pareto.csv and the chart"),
@@ -225,7 +231,7 @@ def pareto_cmd(
     base = dict(model=model, topology=topology, isl=isl, osl=osl, batch=batch,
                 prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv_dtype,
                 placement=placement, max_memory_fraction=max_memory_fraction,
-                time_limit_s=time_limit_s, profile=profile)
+                time_limit_s=time_limit_s, profile=profile, engine=_engine(engine))
     rows = sweep(base, ttfts, tpots, budgets, workers=workers, progress=not as_json)
     paths = write(rows, out, f"{model} on {topology}")
     if as_json:
@@ -246,8 +252,11 @@ def schema_cmd() -> None:
 
 @app.command("calibrate")
 def calibrate_cmd(
-    measurements: str = typer.Argument(
-        ..., help="CSV of measured TTFT/TPOT rows (columns: hardware/data/SOURCE.md)"),
+    measurements: str | None = typer.Argument(
+        None, help="CSV of measured TTFT/TPOT rows (columns: hardware/data/SOURCE.md)"),
+    kernels: str | None = typer.Option(
+        None, "--kernels", help="folder of measured kernel tables (hardware/data/aic-kernels): "
+        "fit an engine's kernel profile for every device kind with data (needs --engine)"),
     out: str | None = typer.Option(None, "-o", "--out", help="write the fitted profile YAML"),
     topology: str | None = typer.Option(
         None, "--topology", help="topology (name or YAML) pricing the rows of its device "
@@ -265,6 +274,13 @@ def calibrate_cmd(
     engine in hardware/profiles/ (trtllm-0.5, splitwise-sim, groq, gpt-fast), each
     refit by the command in its header.
     """
+    if kernels is not None:
+        _calibrate_kernels(kernels, engine, out, measurements, as_json)
+        return
+    if measurements is None:
+        from autoplan.errors import InputError
+
+        raise InputError("calibrate needs a measurements CSV, or --kernels DIR --engine E")
     from autoplan.calibrate.fit import fit_all
     from autoplan.calibrate.measurements import read_measurements
     from autoplan.calibrate.profile_io import calibrate_command, profile_yaml
@@ -292,6 +308,39 @@ def calibrate_cmd(
                                 "rows": [r.__dict__ for r in f.rows]} for f in fits], indent=2))
     else:
         print_fit(fits)
+
+
+def _calibrate_kernels(data_dir: str, engine: str | None, out: str | None,
+                       measurements: str | None, as_json: bool) -> None:
+    """``calibrate --kernels``: an engine's kernel profile from measured kernel rows alone,
+    with the median / p90 error per operator class on fitted and held-out rows."""
+    from autoplan.calibrate.kernel_fit import fit_engine_report
+    from autoplan.calibrate.kernel_profiles import profile_yaml
+    from autoplan.catalog import check_engine
+    from autoplan.errors import InputError
+    from autoplan.files import check_writable, write_atomic
+    from autoplan.render.terminal import print_kernel_fit
+
+    if measurements is not None:
+        raise InputError("calibrate --kernels takes no measurements CSV (the kernel rows are "
+                         "the data)")
+    if engine is None:
+        raise InputError("calibrate --kernels needs --engine (vllm, sglang or trtllm)")
+    check_engine(engine)
+    if out:
+        check_writable(out)
+    profiles, reports = fit_engine_report(data_dir, engine)
+    if out:
+        write_atomic(out, profile_yaml(profiles, reports, engine))
+    if as_json:
+        typer.echo(json.dumps({kind: {c: {"fit_rows": cr.n_fit, "fit_median": cr.median_fit,
+                                          "fit_p90": cr.p90_fit, "heldout_rows": cr.n_held,
+                                          "heldout_median": cr.median_held,
+                                          "heldout_p90": cr.p90_held}
+                                      for c, cr in sorted(r.classes.items())}
+                               for kind, r in reports.items()}, indent=2))
+    else:
+        print_kernel_fit(engine, reports)
 
 
 @app.command("models")
@@ -333,6 +382,20 @@ def topologies_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         devs = " + ".join(f"{n}x {k}" for k, n in r["devices"].items())
         typer.echo(f"{r['name']:<18} {devs:<28} {r['description']}")
+
+
+def _engine(name: str) -> str | None:
+    """The --engine value: an engine name, or none for the roofline calibration."""
+    from autoplan.catalog import check_engine
+
+    return None if name.strip().lower() in ("none", "roofline") else check_engine(name)
+
+
+def _warn_pricing(engine: str | None, pricing: dict[str, str]) -> None:
+    """Say on stderr which data priced each kind when it is not the engine's own."""
+    for kind, source in sorted(pricing.items()):
+        if engine is not None and ("borrowed" in source or "kernel data" in source):
+            print(f"autoplan: note: {kind} is priced by {source}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,10 @@ class PlanInputs(BaseModel):
     calibration: dict[str, Calibration] | None = Field(
         default=None, description="calibration profile the plan was priced with, per device "
         "kind (absent: the shipped defaults)")
+    engine: str | None = Field(
+        default=None, description="serving engine whose measured kernels priced the plan "
+        "(hardware/profiles/<engine>.yaml); absent: the roofline calibration of plans made "
+        "before engine profiles")
     model_spec: ModelSpec | None = Field(
         default=None, description="the model's resolved shape, embedded when the model is "
         "not the catalog's (a config.json): the plan recomputes anywhere")
@@ -119,6 +123,10 @@ class Plan(BaseModel):
     devices: int = Field(description="devices used by all phases and replicas")
     prefill: PhasePlan
     decode: PhasePlan
+    pricing: dict[str, str] = Field(
+        default_factory=dict, description="per device kind used, what priced it: the "
+        "engine's measured kernels of which kind (borrowed where the kind has none), or "
+        "the roofline calibration")
 
     def phase(self, name: str) -> PhasePlan:
         """The plan of one phase, ``prefill`` or ``decode``."""

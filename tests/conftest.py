@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from autoplan import estimate
-from autoplan.catalog import catalog_root, load_model, load_topology
+from autoplan.catalog import DEFAULT_ENGINE, catalog_root, load_model, load_topology
 
 
 @lru_cache(maxsize=None)
@@ -24,7 +24,8 @@ def _topology_yaml(name: str) -> dict:
 
 @lru_cache(maxsize=None)
 def _estimate(model: str, topology: str, tp: int, pp: int, kw: tuple):
-    return estimate(load_model(model), load_topology(topology), tp, pp, **dict(kw))
+    return estimate(load_model(model), load_topology(topology, None, DEFAULT_ENGINE), tp, pp,
+                    **dict(kw))
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
-"""Kernel cost profiles (autoplan/kernelcost.py) fitted from measured kernel tables
-(autoplan/kernelfit.py, hardware/data/aic-kernels): the shipped YAMLs are the refit, the
+"""Kernel cost profiles (autoplan/cost/kernels.py) fitted from measured kernel tables
+(autoplan/calibrate/kernel_fit.py, hardware/data/aic-kernels): the shipped YAMLs are the refit, the
 held-out accuracy target on H100 and H200, all-reduce accuracy, and physics bounds.
 
 Held-out rows are never fitted: each class holds out every third distinct shape key
-(kernelfit.held_out_mask). Classes that miss the target are listed in KNOWN_MISSES with the
+(autoplan/calibrate/kernel_data.py:held_out_mask). Classes that miss the target are listed in KNOWN_MISSES with the
 measured figures; they are asserted to still miss (strictly), so the list stays honest.
 """
 
@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 import yaml
 
-from autoplan import kernelcost as kc
-from autoplan import kernelfit as kf
+from autoplan.calibrate import kernel_data as kd
+from autoplan.calibrate import kernel_fit as kf
+from autoplan.calibrate import kernel_profiles as kp
+from autoplan.cost import kernels as kc
 from autoplan.errors import InputError
+from autoplan.inputs import kernels as km
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "hardware" / "data" / "aic-kernels"
@@ -56,8 +59,8 @@ KNOWN_ALLREDUCE_MISSES = {
 
 
 @lru_cache(maxsize=None)
-def shipped(engine: str) -> dict[str, kc.KernelProfile]:
-    return kc.load_kernel_profiles(PROFILES / f"kernels-{engine}.yaml")
+def shipped(engine: str) -> dict[str, km.KernelProfile]:
+    return km.load_kernel_profiles(PROFILES / f"{engine}.yaml")
 
 
 @lru_cache(maxsize=None)
@@ -96,22 +99,22 @@ def _compare(got, want, where: str, bad: list[str]) -> None:
         bad.append(f"{where}: refit {got!r} != shipped {want!r}")
 
 
-@pytest.mark.parametrize("engine", kf.ENGINES)
+@pytest.mark.parametrize("engine", kd.ENGINES)
 def test_shipped_yaml_is_the_refit(engine):
     profiles, _ = kf.fit_engine_report(DATA, engine)
     ship = shipped(engine)
-    assert list(ship) == list(kf.SYSTEMS.values()) == list(profiles)
+    assert list(ship) == list(kd.SYSTEMS.values()) == list(profiles)
     bad: list[str] = []
     for kind, p in profiles.items():
         _compare(p.model_dump(), ship[kind].model_dump(), f"{engine}/{kind}", bad)
     assert not bad, "\n".join(bad[:20])
-    header = (PROFILES / f"kernels-{engine}.yaml").read_text(encoding="utf-8")
-    assert kf.REFIT_COMMAND in header and "NVIDIA CORPORATION & AFFILIATES" in header
+    header = (PROFILES / f"{engine}.yaml").read_text(encoding="utf-8")
+    assert kp.REFIT_COMMAND.format(engine=engine) in header and "NVIDIA CORPORATION & AFFILIATES" in header
 
 
 def test_peaks_are_autoplans_datasheet_figures():
     kinds = yaml.safe_load((ROOT / "hardware" / "device_kinds.yaml").read_text(encoding="utf-8"))["device_kinds"]
-    for kind, (p16, p8, bw) in kf.PEAKS.items():
+    for kind, (p16, p8, bw) in kd.PEAKS.items():
         d = kinds[kind]
         fp8 = d["peak_flops_per_s"].get("fp8")
         assert float(d["peak_flops_per_s"]["bf16"]) == p16, kind
@@ -121,7 +124,7 @@ def test_peaks_are_autoplans_datasheet_figures():
 
 def test_data_copy_keeps_attribution():
     text = (DATA / "SOURCE.md").read_text(encoding="utf-8")
-    for line in kf.ATTRIBUTION.splitlines():
+    for line in kd.ATTRIBUTION.splitlines():
         assert line in text.replace("> ", "")
     assert (DATA / "LICENSE-Apache-2.0.txt").is_file()
     assert "copy of the project's shared data" in text
@@ -138,7 +141,7 @@ def _errors(engine: str, kind: str) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", sorted(TARGET_KINDS))
-@pytest.mark.parametrize("engine", kf.ENGINES)
+@pytest.mark.parametrize("engine", kd.ENGINES)
 def test_heldout_accuracy_target(engine, kind):
     """Median |error| <= 8% and p90 <= 20% per operator class on held-out rows, priced
     with the shipped YAML through the public functions."""
@@ -157,7 +160,7 @@ def test_heldout_accuracy_target(engine, kind):
 
 
 @pytest.mark.parametrize("kind", sorted(TARGET_KINDS))
-@pytest.mark.parametrize("engine", kf.ENGINES)
+@pytest.mark.parametrize("engine", kd.ENGINES)
 def test_allreduce_heldout_within_15_percent(engine, kind):
     """Custom (the engine's graph-captured call) and NCCL all-reduce, 2/4/8 GPUs, held-out
     sizes from 16 KB to 256 MB."""
@@ -185,7 +188,7 @@ def test_allreduce_heldout_within_15_percent(engine, kind):
 
 
 def _all_profiles():
-    for engine in kf.ENGINES:
+    for engine in kd.ENGINES:
         for kind, p in shipped(engine).items():
             yield engine, kind, p
 
@@ -193,12 +196,12 @@ def _all_profiles():
 def test_decode_attention_grows_with_kv_bytes_and_never_beats_hbm():
     ctx = np.array([1, 16, 256, 1024, 4096, 16384, 65536, 131072], dtype=float)
     for engine, kind, p in _all_profiles():
-        _, _, bw = kf.PEAKS[kind]
+        _, _, bw = kd.PEAKS[kind]
         for kvd in p.decode_attention:
             for batch in (1, 8, 64, 512):
                 for heads in (1, 8):
                     t = kc.decode_attention_time_s(p, bw, batch, ctx, heads, 128, kvd)
-                    kv_bytes = batch * ctx * heads * 128 * 2 * kc.KV_BYTES[kvd]
+                    kv_bytes = batch * ctx * heads * 128 * 2 * km.KV_BYTES[kvd]
                     assert np.all(t >= kv_bytes / bw), (engine, kind, kvd, batch, heads)
                     assert np.all(np.diff(t) >= 0), (engine, kind, kvd, batch, heads)
             more = kc.decode_attention_time_s(p, bw, np.array([1, 2, 8, 64, 512]), 4096, 8, 128, kvd)
@@ -209,10 +212,10 @@ def test_gemm_never_beats_the_roofline_at_peak():
     m = np.array([1, 4, 16, 64, 256, 1024, 4096, 16384], dtype=float)
     shapes = [(32, 4096), (1024, 1024), (4096, 4096), (8192, 8192), (28672, 8192), (65536, 16384)]
     for engine, kind, p in _all_profiles():
-        p16, p8, bw = kf.PEAKS[kind]
+        p16, p8, bw = kd.PEAKS[kind]
         for dtype in p.gemm:
             peak = p16 if dtype == "bf16" else p8
-            wb = kc.WEIGHT_BYTES[dtype]
+            wb = km.WEIGHT_BYTES[dtype]
             for n, k in shapes:
                 t = kc.gemm_time_s(p, peak, bw, m, n, k, dtype)
                 roof = np.maximum(2 * m * n * k / peak, n * k * wb / bw)
@@ -222,7 +225,7 @@ def test_gemm_never_beats_the_roofline_at_peak():
 
 def test_other_classes_respect_peaks():
     for engine, kind, p in _all_profiles():
-        p16, p8, bw = kf.PEAKS[kind]
+        p16, p8, bw = kd.PEAKS[kind]
         s = np.array([16, 256, 4096, 16384], dtype=float)
         for dtype in p.prefill_attention:
             peak = p8 if dtype == "fp8" else p16
@@ -232,7 +235,7 @@ def test_other_classes_respect_peaks():
             peak = p16 if dtype == "bf16" else p8
             tok = np.array([1, 16, 256, 4096], dtype=float)
             t = kc.moe_time_s(p, peak, bw, tok, 4096, 14336, 2, 8, 1, 1, dtype)
-            fl, wbytes, *_ = kc.moe_shape(tok, 4096, 14336, 2, 8, 1, 1, kc.WEIGHT_BYTES[dtype])
+            fl, wbytes, *_ = kc.moe_shape(tok, 4096, 14336, 2, 8, 1, 1, km.WEIGHT_BYTES[dtype])
             assert np.all(t >= np.maximum(fl / peak, wbytes / bw)), (engine, kind, dtype)
         if p.elementwise is not None:  # beyond any L2 the bytes come from DRAM
             rows = np.array([1, 64, 1024, 16384, 65536])
@@ -257,3 +260,14 @@ def test_pricing_function_contract():
         kc.gemm_time_s(shipped("vllm")["a100-sxm-80gb"], 312e12, 2.039e12, 1, 1024, 1024, "fp8")
     with pytest.raises(InputError, match="no element-wise parameters"):
         kc.elementwise_time_s(shipped("vllm")["a100-sxm-80gb"], 2.039e12, 1, 4096)
+
+
+def test_calibrate_kernels_command_rewrites_the_shipped_profile(tmp_path):
+    """The refit command in each profile's header, run as a user would, writes the
+    shipped file byte for byte (vLLM; the others are checked value by value above)."""
+    from autoplan.cli import main
+
+    out = tmp_path / "vllm.yaml"
+    assert main(["calibrate", "--kernels", str(ROOT / "hardware/data/aic-kernels"),
+                 "--engine", "vllm", "-o", str(out), "--json"]) == 0
+    assert out.read_text() == (PROFILES / "vllm.yaml").read_text()

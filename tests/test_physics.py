@@ -131,10 +131,15 @@ def test_pcie_prefill_becomes_communication_bound(est):
     print("l40s prefill comm share by tp 2/4/8:", shares)
     assert shares[0] < shares[1] < shares[2]
     assert est(model, "l40s-x8", 8, isl=2048).prefill.bottleneck == "communication"
-    # The same split on NVLink stays compute-bound, with a smaller communication share.
+    # On NVLink the same split has a far smaller communication share. (An 8B model's
+    # TP-8 prefill is near the balance point even there: its per-rank GEMMs are small
+    # next to 16 MB all-reduces; measured kernels put them within 2x of each other.)
     nv = est(model, "h100-sxm-x8", 8, isl=2048)
-    assert nv.prefill.bottleneck == "compute"
-    assert nv.prefill.communication_ms / nv.ttft_ms < shares[2]
+    assert nv.prefill.communication_ms / nv.ttft_ms < shares[2] / 2
+    # A 70B model's wider layers make the NVLink prefill clearly compute-bound.
+    big = est("meta-llama/Llama-3.1-70B", "h100-sxm-x8", 8, isl=2048)
+    assert big.prefill.bottleneck == "compute"
+    assert big.prefill.communication_ms / big.ttft_ms < nv.prefill.communication_ms / nv.ttft_ms
 
 
 def test_small_model_on_lpu_decode_stops_improving_with_tp(est):

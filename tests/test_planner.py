@@ -144,7 +144,7 @@ def test_table_times_bound_real_stages_tightly(model, topo, dtype):
     from autoplan.inputs.workload import Precision, Workload
     from autoplan.search.tables import ROLES, TICKS_PER_S, build_tables
 
-    m, t = load_model(model), load_topology(topo)
+    m, t = load_model(model), load_topology(topo, None, "vllm")
     work = Workload(2048, 256, 4, Precision(dtype, "bf16", dtype), 0.9)
     tab = build_tables(m, t, work, ("decode",))
     pool = tab.pools["decode"]

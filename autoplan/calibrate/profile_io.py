@@ -42,7 +42,7 @@ def profile_yaml(cals: dict[str, Calibration], data: str, command: str,
         body["engine"] = engine
     body["device_kinds"] = {}
     for kind in sorted(cals):
-        d = cals[kind].model_dump(exclude={"source"})
+        d = cals[kind].model_dump(exclude={"source", "kernels", "engine"})
         body["device_kinds"][kind] = {k: _sig(v) for k, v in d.items()}
         body["device_kinds"][kind]["source"] = cals[kind].source or f"fitted to {data}"
     only = f" (engine {engine} only)" if engine else ""

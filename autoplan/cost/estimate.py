@@ -7,9 +7,9 @@ the fast domains of the chosen device kind in device order, and layers are cut i
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from autoplan.catalog import load_model, load_topology
+from autoplan.catalog import DEFAULT_ENGINE, load_model, load_profile, load_topology
 from autoplan.cost.pipeline import PhaseCost, StagePlacement, even_cuts, memories_for, pipeline_cost
 from autoplan.cost.roofline import Bound, check_tp, phase_shape
 from autoplan.errors import InputError
@@ -77,6 +77,11 @@ class Estimate(BaseModel):
     prefill: PhaseEstimate
     decode: PhaseEstimate
     memory: list[StageMemoryRow]
+    engine: str | None = Field(default=None, description="serving engine whose measured "
+                               "kernels priced the figures (None: the roofline calibration)")
+    pricing: dict[str, str] = Field(default_factory=dict, description="per device kind, what "
+                                    "priced it: the engine's kernels of which kind, or the "
+                                    "roofline calibration")
 
 
 def place_even_pipeline(model: ModelSpec, topo: Topology, kind: str, tp: int,
@@ -161,7 +166,8 @@ def estimate(
     decode_context: float | None = None,
     max_memory_fraction: float = 0.9,
     breakdown: bool = False,
-    profile: dict[str, Calibration] | None = None,
+    profile: str | dict[str, Calibration] | None = None,
+    engine: str | None = DEFAULT_ENGINE,
 ) -> Estimate:
     """Predict TTFT, TPOT, end-to-end latency and memory of one configuration.
 
@@ -169,10 +175,15 @@ def estimate(
     ``topology`` a shipped name, a YAML path or a :class:`Topology`. ``dtype`` is the
     weight and GEMM format (activations stay 16-bit), ``kv_dtype`` the KV-cache format
     (default: ``dtype`` for 16- and 8-bit floats, else bf16). ``decode_context``
-    overrides the mean decode context (default ``isl + osl / 2``).
+    overrides the mean decode context (default ``isl + osl / 2``). ``engine`` (vllm,
+    sglang, trtllm; None: the 2023 roofline calibration) picks the measured-kernel
+    profile; ``profile`` (a name or per-kind calibrations) overrides it per kind.
     """
     m = model if isinstance(model, ModelSpec) else load_model(model)
-    topo = topology if isinstance(topology, Topology) else load_topology(topology, profile)
+    if isinstance(profile, str):
+        profile = load_profile(profile)
+    topo = (topology if isinstance(topology, Topology)
+            else load_topology(topology, profile, engine))
     check_workload(isl, osl, batch, max_memory_fraction)
     kv = kv_dtype or (dtype if dtype in ("bf16", "fp16", "fp8") else "bf16")
     precision = Precision(weight=dtype, activation="bf16", kv=kv)
@@ -202,4 +213,6 @@ def estimate(
         fits=peak <= max_memory_fraction, peak_memory_fraction=peak,
         max_memory_fraction=max_memory_fraction,
         prefill=_phase(pre, breakdown), decode=_phase(dec, breakdown), memory=rows,
+        engine=engine if not isinstance(topology, Topology) else None,
+        pricing={kind: topo.calibration(kind).source},
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from autoplan.cost.kernel_ops import allreduce_s
 from autoplan.cost.roofline import (
     Bound,
     Phase,
@@ -101,7 +102,7 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
     """Time of one forward pass of ``shape`` through one stage."""
     kind = topo.kinds[st.kind]
     res = residency(kind, mem.weights_bytes, mem.kv_bytes)
-    ar = topo.allreduce_time_s(st.devices, activation_message_bytes(model, shape, precision))
+    ar = allreduce_s(topo, st.devices, activation_message_bytes(model, shape, precision))
     parts = []
     counts = Counter(model.layer_kind(i) for i in range(st.first, st.end))
     for lk in sorted(counts):
@@ -128,8 +129,12 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
                 d["flops"] += n * o.flops
                 d["bytes"] += n * o.bytes
                 d["count"] += n
+    # The engine's host time per forward pass (scheduling, sampling, graph launch): once
+    # per pass, charged to the stage that starts it.
+    facts = kind.calibration.engine  # type: ignore[union-attr]
+    host = facts.host_step_s if st.first == 0 and facts is not None else 0.0
     cap = kind.capacity_bytes
-    return StageCost(compute + memory + comm, compute, memory, comm, mem, cap,
+    return StageCost(compute + memory + comm + host, compute, memory, comm, mem, cap,
                      {k: dict(v) for k, v in ops.items()})
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from autoplan.cost.kernel_ops import kernel_time_s
 from autoplan.errors import InputError
 from autoplan.graphs.model_graph import Op, head_ops, layer_ops, tail_ops
 from autoplan.inputs.dtypes import bytes_per_element
@@ -198,6 +199,7 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
     kv_bytes = 0.0
     act_bytes = 0.0
     gemm_rows = T
+    dims = None
     if op.kind in ("gemm", "qkv"):
         rows = shape.batch if op.name == "lm_head" else T  # logits only for the last token
         gemm_rows = rows
@@ -211,6 +213,7 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
             k, n = op.k, op.n
         flops = 2.0 * rows * k * n
         act_bytes = rows * (k + n) * ab
+        dims = (rows, n, k)
     elif op.kind == "moe_gemm":
         # Expected distinct experts touched by T tokens routing top_k of E each.
         e, kk = op.experts, op.top_k
@@ -236,6 +239,19 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
         act_bytes = T * op.n * ab
     fmt = precision.weight if op.kind in ("gemm", "qkv", "moe_gemm") else precision.activation
     peak, ran_in = kind.peak_flops(fmt)
+    if cal.kernels is not None:
+        t = kernel_time_s(op, model, kind, tp, shape.batch, shape.new, shape.context_before,
+                          precision, dims)
+        if t == 0.0:  # fused into another kernel: no launch, no traffic of its own
+            return OpCost(op.name, 0.0, 0.0, 0.0, 0.0, 0.0)
+        if t is not None:
+            # Measured-kernel time; its roofline parts at the device's peaks say which
+            # resource bounds it, the rest is the kernel class's fixed and ramp costs.
+            bw = kind.tiers_fastest_first()[0].bandwidth_bytes_per_s
+            compute_s = flops / peak if flops else 0.0
+            memory_s = (w_bytes + kv_bytes + act_bytes) / bw
+            return OpCost(op.name, flops, w_bytes + kv_bytes + act_bytes, compute_s, memory_s,
+                          max(0.0, t - max(compute_s, memory_s)))
     eff = compute_efficiency(cal, ran_in, gemm_rows)
     compute_s = flops / (peak * eff) if flops else 0.0
     memory_s = (w_bytes * res.weight_s_per_byte + kv_bytes * res.kv_s_per_byte

@@ -91,6 +91,11 @@ class Topology:
         groups.sort(key=lambda g: order[g[1][0]])
         return tuple(FastDomain(i, k, devs) for i, (k, devs) in enumerate(groups))
 
+    @cached_property
+    def domain_of(self) -> dict[str, int]:
+        """Fast-domain index of every device."""
+        return {d: dom.index for dom in self.fast_domains for d in dom.devices}
+
     def domains_of_kind(self, kind: str) -> tuple[FastDomain, ...]:
         return tuple(d for d in self.fast_domains if d.kind == kind)
 

@@ -54,6 +54,9 @@ class Request(BaseModel):
     time_limit_s: float = Field(30.0, gt=0, le=7 * 86400)
     progress: bool = False
     profile: str | dict[str, Calibration] | None = None
+    engine: Literal["vllm", "sglang", "trtllm"] | None = Field(
+        "vllm", description="serving engine whose measured kernels price the plan (None: "
+        "the 2023 roofline calibration)")
 
     @field_validator("ttft_slo_ms", "tpot_slo_ms", "request_rate", "time_limit_s",
                      "max_memory_fraction")

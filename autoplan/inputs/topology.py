@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autoplan.inputs.dtypes import COMPUTE_FALLBACK, DType
+from autoplan.inputs.kernels import KernelProfile
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -35,6 +36,25 @@ class MemoryTier(BaseModel):
     bandwidth_bytes_per_s: float = Field(ge=_MIN_BW, le=_MAX_BW)
 
 
+class EngineFacts(BaseModel):
+    """What a serving engine does around the kernels it runs (hardware/engines.yaml)."""
+
+    model_config = _STRICT
+    name: str
+    version: str
+    # Operators the engine runs inside another kernel (no launch of their own): RoPE
+    # inside attention, the residual add inside the next RMSNorm, norms inside the
+    # all-reduce (TensorRT-LLM's AllReduce fusion, with TP > 1).
+    fused: tuple[str, ...] = ()
+    norms_fused_into_allreduce: bool = False
+    # Host time per forward pass (scheduling, sampling, graph launch), on top of the
+    # kernels' GPU time.
+    host_step_s: float = Field(default=0.0, ge=0, le=1)
+    # Custom all-reduce inside one NVLink domain up to this many GPUs (NCCL beyond).
+    custom_allreduce_max_gpus: int = Field(default=8, ge=1, le=MAX_DEVICES)
+    source: str = ""
+
+
 class Calibration(BaseModel):
     """Named, fitted parameters that turn a raw roofline into measured times.
 
@@ -60,6 +80,15 @@ class Calibration(BaseModel):
     # Memory held by the runtime and not available to weights or KV cache.
     reserved_bytes: float = Field(ge=0, le=_MAX_BYTES)
     source: str = ""
+    # Per-kernel cost parameters of this kind under one serving engine (an engine
+    # profile, hardware/profiles/<engine>.yaml). When set, GPU operators are priced by
+    # operator class from them (autoplan/cost/kernels.py): their own fixed costs and
+    # efficiency curves, decode attention by the KV bytes it reads, all-reduce by
+    # implementation. The roofline fields above then price only what the kernel tables
+    # do not cover (integer weight formats).
+    kernels: KernelProfile | None = None
+    # The engine's operator fusions and host time (hardware/engines.yaml), with kernels.
+    engine: EngineFacts | None = None
 
 
 class DeviceKind(BaseModel):
@@ -73,6 +102,10 @@ class DeviceKind(BaseModel):
     calibration: Calibration | None = None
     # Kind whose fitted calibration this one borrows until it has measurements of its own.
     calibrate_like: str | None = None
+    # Kind whose measured kernel tables this one borrows (the same chip with another
+    # memory: A100 40GB from A100 80GB); a kind with no kernel data and none to borrow
+    # keeps the roofline calibration.
+    kernels_like: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> DeviceKind:

@@ -178,3 +178,17 @@ def print_pareto(rows: list[dict], console: Console | None = None) -> None:
                   f"{r['tpot_ms']:.2f}", str(r["devices"]),
                   f"{r['throughput_tokens_per_s']:.0f}")
     c.print(t)
+
+
+def print_kernel_fit(engine: str, reports, console: Console | None = None) -> None:
+    """Median / p90 error per device kind and operator class of a kernel fit."""
+    console = console or Console()
+    t = Table(title=f"{engine} kernel fit: |predicted/measured - 1|")
+    for col in ("device kind", "class", "fit rows", "fit median / p90", "held-out rows",
+                "held-out median / p90"):
+        t.add_column(col, justify="left" if col in ("device kind", "class") else "right")
+    for kind, r in reports.items():
+        for c, cr in sorted(r.classes.items()):
+            t.add_row(kind, c, str(cr.n_fit), f"{cr.median_fit:.1%} / {cr.p90_fit:.1%}",
+                      str(cr.n_held), f"{cr.median_held:.1%} / {cr.p90_held:.1%}")
+    console.print(t)

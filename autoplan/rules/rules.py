@@ -33,7 +33,7 @@ SLO_TOL = 1e-9
 
 def domain_map(topo: Topology) -> dict[str, int]:
     """Fast-domain index of every device."""
-    return {d: dom.index for dom in topo.fast_domains for d in dom.devices}
+    return topo.domain_of
 
 
 def coverage(name: str, model: ModelSpec, stages: Sequence[StagePlacement]) -> list[str]:

@@ -16,6 +16,7 @@ from autoplan.catalog import (
     load_model,
     load_profile,
     load_topology,
+    topology_from_spec,
 )
 from autoplan.cost.context import spec_hash
 from autoplan.cost.evaluate import evaluate
@@ -67,10 +68,11 @@ def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
     m = req.model if isinstance(req.model, ModelSpec) else load_model(req.model)
     cal = load_profile(req.profile) if isinstance(req.profile, str) else req.profile
     if isinstance(req.topology, Topology):
-        topo = req.topology.with_calibration(cal) if cal else req.topology
+        # Priced for the request's engine and profile, like a topology given by name.
+        topo = topology_from_spec(req.topology.spec, cal, req.engine)
         topo_name = topo.name
     elif isinstance(req.topology, str):
-        topo = load_topology(req.topology, cal)
+        topo = load_topology(req.topology, cal, req.engine)
         topo_name = req.topology
     else:
         raise InputError("--topology: a shipped topology name, a YAML path or a Topology")
@@ -85,6 +87,7 @@ def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
         objective=req.objective, placement=req.placement, ttft_slo_ms=req.ttft_slo_ms,
         tpot_slo_ms=req.tpot_slo_ms, request_rate=req.request_rate,
         max_memory_fraction=req.max_memory_fraction, max_devices=req.max_devices,
+        engine=req.engine,
         calibration={k: v for k, v in sorted(cal.items()) if k in topo.kinds} if cal else None,
         model_spec=None if is_shipped_model(m) else m,
         topology_spec=spec, topology_sha256=spec_hash(spec) if spec is not None else None,
@@ -194,6 +197,7 @@ def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: 
         kv_transfer_ms=fig.kv_transfer_ms, devices=len(used),
         prefill=phase("prefill", pre_pool, pre, fig.prefill_ms),
         decode=phase("decode", dec_pool, dec, fig.tpot_ms),
+        pricing={k: topo.calibration(k).source for k in sorted({s.kind for s in pre + dec})},
     )
 
 

@@ -1,0 +1,452 @@
+"""Fitting the per-kernel cost model to measured kernel rows, and its held-out report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from autoplan.calibrate.kernel_data import (
+    AR_RANGE,
+    ENGINES,
+    LOSS,
+    LOSS_SCALE,
+    PEAKS,
+    SYSTEMS,
+    Dataset,
+    _comm_sets,
+    _decode_sets,
+    _elementwise_sets,
+    _gemm_sets,
+    _mla_sets,
+    _moe_sets,
+    _prefill_sets,
+    held_out_mask,
+)
+from autoplan.calibrate.kernel_report import KindReport, _errors, _report, _rounded, _rsig
+from autoplan.cost import kernels as kc
+from autoplan.errors import InputError
+from autoplan.inputs import kernels as km
+
+
+@dataclass
+class Spec:
+    names: tuple[str, ...]
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    starts: tuple[tuple[float, ...], ...]
+    pred: object  # (x, ds) -> seconds
+    build: object  # x -> pydantic block
+
+
+US = 1e-6
+
+
+def _gemm_spec(P, BW, key):
+    wb = km.WEIGHT_BYTES[key]
+    quant = key != "bf16"
+
+    def unpack(x):
+        if quant:
+            return x
+        return (*x, 0.0)
+
+    def pred(x, ds):
+        eta, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
+        return kc.gemm_core(eta, hk, ho * 1e6, d, f0 * 1e12, eta_m, fixed_us * US, q, qp, P, BW, ds.f["m"], ds.f["n"], ds.f["k"], wb)
+
+    def build(x):
+        eta, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
+        return km.GemmParams(efficiency=eta, half_depth=hk, half_outputs=ho * 1e6, long_kernel_loss=d,
+                             long_kernel_flops=f0 * 1e12, memory_efficiency=eta_m, fixed_s=fixed_us * US,
+                             overlap_exponent=q, quantization_passes=qp)
+
+    names = ("efficiency", "half_depth", "half_outputs_M", "long_kernel_loss", "long_kernel_TFLOP",
+             "memory_efficiency", "fixed_us", "overlap_exponent")
+    lo = (0.05, 0.0, 0.0, 0.0, 1e-3, 0.05, 0.0, 1.0)
+    hi = (1.0, 65536.0, 1e4, 0.9, 1e4, 1.0, 200.0, 64.0)
+    starts = ((0.8, 200.0, 0.5, 0.2, 1.0, 0.8, 4.0, 4.0), (0.6, 1000.0, 0.1, 0.05, 10.0, 0.8, 10.0, 2.0))
+    if quant:
+        names += ("quantization_passes",)
+        lo, hi = lo + (0.0,), hi + (8.0,)
+        starts = tuple(s + (1.0,) for s in starts)
+    return Spec(names, lo, hi, starts, pred, build)
+
+
+def _decode_spec(BW):
+    def pred(x, ds):
+        a, eta, sb, cu, dl, l0, q = x
+        return kc.decode_core(a * US, eta, sb * 1e6, cu * US, dl * US, l0, q, BW, ds.f["kv_bytes"],
+                              ds.f["batch"] * ds.f["kv_heads"], ds.f["ctx"])
+
+    def build(x):
+        a, eta, sb, cu, dl, l0, q = x
+        return km.DecodeAttentionParams(floor_s=a * US, memory_efficiency=eta, startup_bytes=sb * 1e6,
+                                        per_sequence_head_s=cu * US, context_latency_s=dl * US,
+                                        context_half_tokens=l0, overlap_exponent=q)
+
+    return Spec(("floor_us", "memory_efficiency", "startup_MB", "per_sequence_head_us", "context_latency_us",
+                 "context_half_tokens", "overlap_exponent"),
+                (0.0, 0.05, 0.0, 0.0, 0.0, 1.0, 1.0), (200.0, 1.0, 1e4, 10.0, 500.0, 1e6, 64.0),
+                ((8.0, 0.8, 1.0, 0.03, 5.0, 500.0, 2.0), (10.0, 0.7, 10.0, 0.01, 20.0, 30000.0, 1.0)), pred, build)
+
+
+def _prefill_spec(P, cls=km.PrefillAttentionParams):
+    def pred(x, ds):
+        eta, h, a, cu = x
+        return ds.f["proj_s"] + kc.prefill_core(eta, h, a * US, cu * US, P, ds.f["flops"], ds.f["isl"], ds.f["batch"] * ds.f["heads"])
+
+    def build(x):
+        eta, h, a, cu = x
+        return cls(efficiency=eta, half_tokens=h, fixed_s=a * US, per_sequence_head_s=cu * US)
+
+    return Spec(("efficiency", "half_tokens", "fixed_us", "per_sequence_head_us"),
+                (0.02, 0.0, 0.0, 0.0), (1.0, 1e5, 500.0, 10.0),
+                ((0.6, 1000.0, 12.0, 0.01), (0.4, 300.0, 8.0, 0.05)), pred, build)
+
+
+def _mla_decode_spec(P, BW):
+    def pred(x, ds):
+        a, eta_m, eta_c, cu, cs, dl, l0, q = x
+        return ds.f["proj_s"] + kc.mla_decode_core(a * US, eta_m, eta_c, cu * US, cs * US, dl * US, l0, q, P, BW,
+                                                   ds.f["kv_bytes"], ds.f["flops"], ds.f["batch"] * ds.f["heads"],
+                                                   ds.f["ctx"], ds.f["batch"])
+
+    def build(x):
+        a, eta_m, eta_c, cu, cs, dl, l0, q = x
+        return km.MlaDecodeParams(floor_s=a * US, memory_efficiency=eta_m, compute_efficiency=eta_c,
+                                  per_sequence_head_s=cu * US, per_sequence_s=cs * US, context_latency_s=dl * US,
+                                  context_half_tokens=l0, overlap_exponent=q)
+
+    return Spec(("floor_us", "memory_efficiency", "compute_efficiency", "per_sequence_head_us", "per_sequence_us",
+                 "context_latency_us", "context_half_tokens", "overlap_exponent"),
+                (0.0, 0.05, 0.02, 0.0, 0.0, 0.0, 1.0, 1.0), (2000.0, 1.0, 1.0, 10.0, 10.0, 2000.0, 1e6, 64.0),
+                ((10.0, 0.7, 0.5, 0.01, 0.01, 5.0, 1000.0, 2.0), (50.0, 0.5, 0.3, 0.001, 0.1, 20.0, 30000.0, 1.0)),
+                pred, build)
+
+
+def _mla_prefill_spec(P):
+    return _prefill_spec(P, km.MlaPrefillParams)
+
+
+def _moe_spec(P, BW):
+    def pred(x, ds):
+        eta, h, eta_m, xh, a, pa, pe, q = x
+        return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, P, BW, ds.f["flops"], ds.f["bytes"],
+                           ds.f["rows"], ds.f["assign"], ds.f["hit"])
+
+    def build(x):
+        eta, h, eta_m, xh, a, pa, pe, q = x
+        return km.MoeParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, expert_half_count=xh,
+                            fixed_s=a * US, per_assignment_s=pa * US, per_expert_s=pe * US, overlap_exponent=q)
+
+    return Spec(("efficiency", "half_rows", "memory_efficiency", "expert_half_count", "fixed_us", "per_assignment_us",
+                 "per_expert_us", "overlap_exponent"),
+                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0), (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0),
+                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0), (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3)), pred, build)
+
+
+def _elementwise_spec(BW):
+    def pred(x, ds):
+        a, eta, ch, pr, pc = x
+        return kc.elementwise_core(a * US, eta, ch * 1e6, pr * 1e-12, pc * 1e-12, BW, ds.f["rows"], ds.f["cols"],
+                                   ds.f["bytes"])
+
+    def build(x):
+        a, eta, ch, pr, pc = x
+        return km.ElementwiseParams(fixed_s=a * US, memory_efficiency=eta, cache_half_bytes=ch * 1e6,
+                                    per_row_s=pr * 1e-12, per_column_s=pc * 1e-12)
+
+    return Spec(("fixed_us", "memory_efficiency", "cache_half_MB", "per_row_ps", "per_column_ps"),
+                (0.0, 0.02, 0.0, 0.0, 0.0), (100.0, 1.0, 1e4, 1e6, 1e6), ((2.0, 0.7, 10.0, 10.0, 10.0),), pred, build)
+
+
+def _fit(spec: Spec, ds: Dataset) -> np.ndarray:
+    lo, hi = np.array(spec.lo), np.array(spec.hi)
+    logt = np.log(ds.t)
+
+    def resid(x):
+        p = spec.pred(x, ds)
+        return np.log(np.maximum(p, 1e-12)) - logt
+
+    best = None
+    for x0 in spec.starts:
+        x0 = np.clip(np.array(x0, dtype=float), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
+        r = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", loss=LOSS, f_scale=LOSS_SCALE, max_nfev=400)
+        if best is None or r.cost < best.cost:
+            best = r
+    # a parameter pinned at a bound (within 1e-6 of the range) is written as the bound
+    x = best.x.copy()
+    span = hi - lo
+    x = np.where(x - lo < 1e-6 * span, lo, x)
+    x = np.where(hi - x < 1e-6 * span, hi, x)
+    return x
+
+
+
+def _ar_segment(mb: np.ndarray, t: np.ndarray, f: float) -> tuple[float, float]:
+    """(floor_s, bus_bandwidth) of a + f*M/B fitted to one size segment (log residuals)."""
+    logt = np.log(t)
+    a0 = max(float(np.min(t)) * 0.9, 1e-7)
+    slope = max((t[-1] - t[0]) / max(mb[-1] - mb[0], 1.0), 1e-15)
+    x0 = np.array([math.log(a0 * 1e6), math.log(max(f / slope, 1e6) / 1e9)])
+    lo, hi = np.array([math.log(0.05), math.log(0.05)]), np.array([math.log(1e4), math.log(1e4)])
+    x0 = np.clip(x0, lo + 1e-6, hi - 1e-6)
+
+    def resid(x):
+        return np.log(math.exp(x[0]) * 1e-6 + f * mb / (math.exp(x[1]) * 1e9)) - logt
+
+    r = least_squares(resid, x0, bounds=(lo, hi), loss=LOSS, f_scale=LOSS_SCALE, max_nfev=200)
+    return math.exp(r.x[0]) * 1e-6, math.exp(r.x[1]) * 1e9
+
+
+def _ar_fit(ds: Dataset, gpus: int, max_regimes: int = 4, min_sizes: int = 2):
+    """Regimes by message size for one GPU count: 1-4 segments of consecutive measured
+    sizes minimising the p90 training error (robust to a single glitched size) plus 2%
+    per extra regime; each segment is a + 2(t-1)/t * M / B over its sizes, and sizes
+    between two segments are interpolated (``autoplan.cost.kernels.allreduce_core``)."""
+    f = 2.0 * (gpus - 1) / gpus
+    order = np.argsort(ds.f["bytes"])
+    mb, t = ds.f["bytes"][order], ds.t[order]
+    n = len(t)
+    best = None
+    cache: dict[tuple[int, int], tuple[float, float]] = {}
+
+    def seg(i, j):
+        if (i, j) not in cache:
+            cache[(i, j)] = _ar_segment(mb[i:j], t[i:j], f)
+        return cache[(i, j)]
+
+    for k in range(1, max_regimes + 1):
+        for cuts in _splits(n, k, min_sizes):
+            bounds = [0, *cuts, n]
+            regs = []
+            for r_ in range(k):
+                i, j = bounds[r_], bounds[r_ + 1]
+                a, bw = seg(i, j)
+                regs.append((None if r_ == 0 else float(mb[i]), None if r_ == k - 1 else float(mb[j - 1]), a, bw))
+            err = float(np.percentile(_errors(kc.allreduce_core(regs, gpus, mb), t), 90))
+            score = err + 0.02 * (k - 1)
+            if best is None or score < best[0] - 1e-12:
+                best = (score, regs)
+    return best[1]
+
+
+def _splits(n: int, k: int, m: int):
+    """All increasing cut indices splitting range(n) into k segments of at least m each."""
+    if k == 1:
+        yield ()
+        return
+    for c in range(m, n - m * (k - 1) + 1):
+        for rest in _splits(n - c, k - 1, m):
+            yield (c, *(c + r for r in rest))
+
+
+def predict_rows(p: km.KernelProfile, cls: str, ds: Dataset) -> np.ndarray:
+    """Seconds the public pricing functions of :mod:`autoplan.cost.kernels` give for the rows
+    of one class (what the report and the tests judge)."""
+    P16, P8, BW = PEAKS[p.device_kind]
+    f = ds.f
+    group, dkey = _split_cls(cls) if not cls.startswith("allreduce_") else ("allreduce", cls.split("_", 1)[1])
+    peak = P8 if dkey in ("fp8", "fp8_block") and group in ("gemm", "moe") else P16
+    if group == "prefill_attention" and dkey == "fp8":
+        peak = P8
+    if group == "gemm":
+        return np.asarray(kc.gemm_time_s(p, peak, BW, f["m"], f["n"], f["k"], dkey), dtype=float)
+    if group == "decode_attention":
+        return np.asarray(kc.decode_attention_time_s(p, BW, f["batch"], f["ctx"], f["kv_heads"], 128, dkey), dtype=float)
+    if group == "prefill_attention":
+        return np.asarray(kc.prefill_attention_time_s(p, peak, f["batch"], f["isl"], f["heads"], 128, dkey), dtype=float)
+    if group in ("mla_decode", "mla_prefill"):
+        phase = group.split("_")[1]
+        out = np.zeros(len(ds.t))
+        for i in range(len(ds.t)):  # heads vary per row; the projection shapes depend on them
+            b, h = f["batch"][i], f["heads"][i]
+            if phase == "decode":
+                t = kc.mla_decode_time_s(p, P16, BW, b, f["ctx"][i], h, dkey)
+            else:
+                t = kc.mla_prefill_time_s(p, P16, b, f["isl"][i], h, dkey)
+            if p.mla_fitted_on == "module":
+                t += kc.mla_projection_time_s(p, P16, BW, phase, b, f["isl"][i] if phase == "prefill" else 1, h)
+            out[i] = t
+        return out
+    if group == "moe":
+        return np.asarray(kc.moe_time_s(p, peak, BW, f["tokens"], f["hidden"], f["inter"], f["topk"], f["experts"],
+                                        f["tp"], f["ep"], dkey), dtype=float)
+    if group == "elementwise":
+        return np.asarray(kc.elementwise_time_s(p, BW, f["rows"], f["cols"], 3.0), dtype=float)
+    if group == "allreduce":
+        out = np.zeros(len(ds.t))
+        for g in sorted(set(f["gpus"].astype(int))):
+            gm = f["gpus"] == g
+            out[gm] = kc.allreduce_time_s(p, dkey, int(g), f["bytes"][gm])
+        return out
+    raise AssertionError(cls)  # pragma: no cover
+
+
+_GROUPS = ("decode_attention", "prefill_attention", "mla_decode", "mla_prefill", "gemm", "moe")
+
+
+def _split_cls(cls: str) -> tuple[str, str]:
+    if cls == "elementwise":
+        return "elementwise", "bf16"
+    for g in _GROUPS:
+        if cls.startswith(g + "_"):
+            return g, cls[len(g) + 1:]
+    raise AssertionError(cls)
+
+
+def _class_sets(data_dir: str, system: str, engine: str, notes: list[str]):
+    sets: dict[str, Dataset] = {}
+    sets.update(_gemm_sets(data_dir, system, engine, notes))
+    sets.update(_decode_sets(data_dir, system, engine, notes))
+    sets.update(_prefill_sets(data_dir, system, engine, notes))
+    mla, scope = _mla_sets(data_dir, system, engine, notes)
+    sets.update(mla)
+    sets.update(_moe_sets(data_dir, system, engine, notes))
+    sets.update(_elementwise_sets(data_dir, system, engine, notes))
+    comm = _comm_sets(data_dir, system, engine, notes)
+    return sets, comm, scope
+
+
+def heldout_rows(data_dir: str | Path, system: str, engine: str) -> dict[str, Dataset]:
+    """The held-out rows of every class of one (system, engine), as the fit splits them
+    (all-reduce: sizes in the 16 KB-256 MB target range only)."""
+    sets, comm, _ = _class_sets(str(Path(data_dir)), system, engine, [])
+    out = {cls: ds.take(held_out_mask(ds.shape)) for cls, ds in sets.items() if len(ds.t)}
+    for cls, ds in comm.items():
+        inr = (ds.f["bytes"] >= AR_RANGE[0]) & (ds.f["bytes"] <= AR_RANGE[1])
+        out[cls] = ds.take(held_out_mask(ds.shape) & inr)
+    return out
+
+
+def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.KernelProfile, KindReport]:
+    """Fit one (AIC system, engine) on its training rows; report errors on held-out rows."""
+    data_dir = str(Path(data_dir))
+    if system not in SYSTEMS:
+        raise InputError(f"unknown AIC system {system!r} (known: {', '.join(SYSTEMS)})")
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    kind = SYSTEMS[system]
+    P16, P8, BW = PEAKS[kind]
+    notes: list[str] = []
+    sets, comm, scope = _class_sets(data_dir, system, engine, notes)
+
+    def peak_for(dkey):
+        if dkey in ("fp8", "fp8_block"):
+            if P8 is None:
+                return None
+            return P8
+        return P16
+
+    blocks: dict[str, dict] = {"gemm": {}, "decode_attention": {}, "prefill_attention": {}, "mla_decode": {},
+                               "mla_prefill": {}, "moe": {}}
+    elementwise = None
+    rep = KindReport(kind, system, engine, "")
+    versions = set()
+    splits: dict[str, tuple[Dataset, Dataset, dict]] = {}
+    order = sorted(sets, key=lambda c: (not c.startswith("gemm_"), c))  # GEMMs first: MLA modules use them
+    for cls in order:
+        ds = sets[cls]
+        ds.f.setdefault("proj_s", np.zeros(len(ds.t)))
+        if "module" in ds.f:
+            g = blocks["gemm"].get("bf16")
+            if g is None:
+                notes.append(f"{cls}: module rows but no BF16 GEMM fit; not fitted")
+                continue
+            phase = "decode" if cls.startswith("mla_decode") else "prefill"
+            proj = np.zeros(len(ds.t))
+            for m_, n_, k_ in kc.mla_projection_gemms(phase, ds.f["batch"], ds.f.get("isl", 1.0), ds.f["heads"]):
+                proj += kc.gemm_core(g.efficiency, g.half_depth, g.half_outputs, g.long_kernel_loss,
+                                     g.long_kernel_flops, g.memory_efficiency, g.fixed_s, g.overlap_exponent, 0.0,
+                                     P16, BW, m_, n_, k_, 2.0)
+            ds.f["proj_s"] = proj
+        versions.update(ds.version.split(","))
+        group, dkey = _split_cls(cls)
+        if group in ("gemm", "moe"):
+            P = peak_for(dkey)
+            if P is None:
+                notes.append(f"{cls}: no FP8 peak on {kind}; not fitted")
+                continue
+            spec = _gemm_spec(P, BW, dkey) if group == "gemm" else _moe_spec(P, BW)
+        elif group == "decode_attention":
+            spec = _decode_spec(BW)
+        elif group == "prefill_attention":
+            P = peak_for(dkey)
+            if P is None:
+                continue
+            spec = _prefill_spec(P)
+        elif group == "mla_decode":
+            spec = _mla_decode_spec(P16, BW)
+        elif group == "mla_prefill":
+            spec = _mla_prefill_spec(P16)
+        elif group == "elementwise":
+            spec = _elementwise_spec(BW)
+        else:  # pragma: no cover
+            raise AssertionError(cls)
+        held = held_out_mask(ds.shape)
+        fit_ds, held_ds = ds.take(~held), ds.take(held)
+        if len(fit_ds.t) < 3 * len(spec.names) or not len(held_ds.t):
+            notes.append(f"{cls}: {len(fit_ds.t)} usable rows to fit, {len(held_ds.t)} to judge; not fitted")
+            continue
+        x = _fit(spec, fit_ds)
+        block = _rounded(spec.build(x))
+        splits[cls] = (fit_ds, held_ds, dict(zip(spec.names, (_rsig(float(v)) for v in x))))
+        if group == "elementwise":
+            elementwise = block
+        else:
+            blocks[group][dkey] = block
+
+    allreduce = {}
+    for cls, ds in sorted(comm.items()):
+        impl = cls.split("_", 1)[1]
+        versions.update(ds.version.split(",") if impl == "custom" else [])
+        regimes = {}
+        held = held_out_mask(ds.shape)
+        for g in sorted(set(ds.f["gpus"].astype(int))):
+            gm = ds.f["gpus"] == g
+            regs = [(lo, hi, _rsig(a), _rsig(b)) for lo, hi, a, b in _ar_fit(ds.take(gm & ~held), int(g))]
+            regimes[int(g)] = [km.AllReduceRegime(min_bytes=lo, max_bytes=hi, floor_s=a, bus_bandwidth=b)
+                               for lo, hi, a, b in regs]
+        allreduce[impl] = km.AllReduceParams(regimes=regimes)
+        inr = (ds.f["bytes"] >= AR_RANGE[0]) & (ds.f["bytes"] <= AR_RANGE[1])
+        splits[cls] = (ds.take(~held & inr), ds.take(held & inr),
+                       {str(g): [(r.min_bytes, r.max_bytes, r.floor_s, r.bus_bandwidth) for r in rs]
+                        for g, rs in regimes.items()})
+    versions.discard("")
+    rep.version = ",".join(sorted(versions))
+    rep.notes = notes
+    prof = km.KernelProfile(device_kind=kind, engine=engine, engine_version=rep.version, gemm=blocks["gemm"],
+                            decode_attention=blocks["decode_attention"],
+                            prefill_attention=blocks["prefill_attention"], mla_decode=blocks["mla_decode"],
+                            mla_prefill=blocks["mla_prefill"], mla_fitted_on=scope, moe=blocks["moe"],
+                            elementwise=elementwise, allreduce=allreduce, notes=notes)
+    for cls, (fit_ds, held_ds, params) in splits.items():
+        rep.classes[cls] = _report(cls, predict_rows(prof, cls, fit_ds), fit_ds, predict_rows(prof, cls, held_ds),
+                                   held_ds, params)
+    rep.classes = dict(sorted(rep.classes.items()))
+    return prof, rep
+
+
+@lru_cache(maxsize=8)
+def _fit_engine_cached(data_dir: str, engine: str):
+    profiles, reports = {}, {}
+    for system, kind in SYSTEMS.items():
+        p, r = fit_system(data_dir, system, engine)
+        profiles[kind] = p
+        reports[kind] = r
+    return profiles, reports
+
+
+def fit_engine_report(data_dir: str | Path, engine: str) -> tuple[dict[str, km.KernelProfile], dict[str, KindReport]]:
+    """Profiles and reports of every device kind for ``engine`` (cached per process)."""
+    return _fit_engine_cached(str(Path(data_dir).resolve()), engine)
+
+
+def fit_engine(data_dir: str | Path, engine: str) -> dict[str, km.KernelProfile]:
+    """Fitted :class:`KernelProfile` per autoplan device kind for ``engine``."""
+    return dict(fit_engine_report(data_dir, engine)[0])
