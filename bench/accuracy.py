@@ -1,6 +1,11 @@
 """Cost-model accuracy against published measurements, per serving engine.
 
-    python bench/accuracy.py [--profile NAME|PATH] [--heldout CSV]
+    python bench/accuracy.py             # the engine-aware model (--engine): kernels, end to end
+    python bench/accuracy.py --roofline [--profile NAME|PATH] [--heldout CSV]
+
+Without ``--roofline``: ``bench/engine_accuracy.py`` (kernel-level held-out error per
+device kind x engine x operator class, and end-to-end error on published rows by engine).
+With ``--roofline``, the 2023 roofline calibration profiles:
 
 Rows: the calibration rows of every shipped profile (``hardware/data/calibration.csv``
 for the default profile, and for each per-engine profile in ``hardware/profiles/`` the
@@ -34,6 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from autoplan.calibrate.fit import fit_all
 from autoplan.calibrate.measurements import (
@@ -158,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", help="profile name or YAML for the default-profile columns "
                     "(default: the shipped default)")
     ap.add_argument("--heldout", default=str(heldout_path()))
+    ap.add_argument("--roofline", action="store_true", help="report the 2023 roofline "
+                    "calibration profiles instead of the engine-aware model")
     args = ap.parse_args(argv)
+    if not args.roofline:
+        import engine_accuracy
+
+        print(engine_accuracy.report())
+        return 0
 
     profiles = {name: load_shipped(name) for name in list_profiles()}
     default = profiles[DEFAULT]

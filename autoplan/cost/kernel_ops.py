@@ -48,6 +48,19 @@ def gemm_key(kp: KernelProfile, model: ModelSpec, weight: str) -> str | None:
     return None
 
 
+def moe_key(kp: KernelProfile, model: ModelSpec, weight: str) -> str | None:
+    """The grouped-GEMM (MoE) table of a weight format, chosen like :func:`gemm_key` but
+    among the MoE tables (an engine may have a block-FP8 MoE table and no block-FP8 dense
+    GEMM table, as vLLM does)."""
+    if weight in ("bf16", "fp16"):
+        return "bf16" if "bf16" in kp.moe else None
+    if weight == "fp8":
+        order = ("fp8_block", "fp8") if model.family.startswith("deepseek") else ("fp8",
+                                                                                  "fp8_block")
+        return next((k for k in order if k in kp.moe), None)
+    return None
+
+
 def _kv_key(kv: str) -> str | None:
     return {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8"}.get(kv)
 
@@ -134,9 +147,10 @@ def _moe_share(op: Op, model: ModelSpec, kind: DeviceKind, kp: KernelProfile, tp
     up_mult = 2 if model.gated_mlp else 1
     share = up_mult / (up_mult + 1) if op.name == "experts_up" else 1 / (up_mult + 1)
     inter = moe.expert_intermediate_size
-    if key in kp.moe:
-        total = kc.moe_time_s(kp, _peak(kind, key), bw, tokens, model.hidden_size, inter,
-                              moe.top_k, moe.num_experts, tp, 1, key)
+    grouped = moe_key(kp, model, precision.weight)
+    if grouped is not None:
+        total = kc.moe_time_s(kp, _peak(kind, grouped), bw, tokens, model.hidden_size, inter,
+                              moe.top_k, moe.num_experts, tp, 1, grouped)
         return share * total
     # No grouped-GEMM table of this format: each expert hit is a GEMM of its rows.
     hit = max(1.0, min(moe.num_experts, tokens * moe.top_k))

@@ -1,0 +1,108 @@
+"""The engine-aware cost model: kernels of the engine the user runs price every figure.
+
+Figures are compared with the measured kernel data (FINDINGS of the kernel tables), and
+with physics, never with numbers this code printed before.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from autoplan import estimate, plan, validate
+from autoplan.catalog import builtin_device_kinds, engine_calibrations
+from autoplan.cli import main
+
+M70, M8 = "meta-llama/Llama-3.1-70B", "meta-llama/Llama-3.1-8B"
+
+
+def test_70b_tp8_h200_trtllm_step_matches_the_kernel_sum():
+    """FINDINGS §7: the table kernels of one decode step (70B, TP 8, H200, batch 1, 4k
+    context) sum to 7.4-8.1 ms; within 10% of that range."""
+    e = estimate(M70, "h200-x8", tp=8, isl=4000, osl=500, engine="trtllm")
+    assert 7.4 * 0.9 <= e.tpot_ms <= 8.1 * 1.1, e.tpot_ms
+    assert e.decode.bottleneck == "memory"
+
+
+def test_70b_tp8_h100_vllm_decodes_like_a_current_engine():
+    """Current engines run 70B TP8 on H100 at about 10 ms per token (the 2023 profile:
+    26.9 ms)."""
+    e = estimate(M70, "h100-sxm-x8", tp=8, isl=2048, osl=256, engine="vllm")
+    assert 8.0 <= e.tpot_ms <= 13.0, e.tpot_ms
+    legacy = estimate(M70, "h100-sxm-x8", tp=8, isl=2048, osl=256, engine=None)
+    assert legacy.tpot_ms > 2 * e.tpot_ms
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
+def test_decode_attention_is_priced_by_kv_bytes_and_stays_memory_bound(engine):
+    """Decode attention reads the KV cache: its time grows with the context, and a big
+    batch does not turn decode compute-bound (the old 1-row-GEMM pricing did)."""
+    short = estimate(M8, "h100-sxm-x1", isl=512, osl=2, batch=64, engine=engine,
+                     breakdown=True)
+    long = estimate(M8, "h100-sxm-x1", isl=8192, osl=2, batch=64, engine=engine,
+                    breakdown=True, max_memory_fraction=1.0)
+
+    def attn(e):
+        return next(o.time_ms for o in e.decode.operators if o.name == "attention")
+
+    assert attn(long) > 4 * attn(short)
+    assert long.decode.bottleneck == "memory"
+    # Never faster than reading the KV cache at the HBM peak.
+    kv_bytes = 64 * 8193 * 2 * 8 * 128 * 2 * 32  # batch x ctx x (K,V) x heads x dim x bf16 x layers
+    assert attn(long) * 1e-3 >= kv_bytes / 3.35e12
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
+def test_prefill_is_compute_bound_and_decode_memory_bound(engine):
+    e = estimate(M70, "h100-sxm-x8", tp=8, isl=2048, osl=128, engine=engine)
+    assert e.prefill.bottleneck == "compute" and e.decode.bottleneck == "memory"
+    # Decode never beats streaming one rank's weights at the HBM peak.
+    assert e.tpot_ms * 1e-3 >= 70.6e9 * 2 / 8 / 3.35e12
+
+
+def test_engines_differ_and_tp_lowers_decode_until_communication_dominates():
+    by = {e: estimate(M70, "h100-sxm-x8", tp=8, isl=2048, osl=128, engine=e).tpot_ms
+          for e in ("vllm", "sglang", "trtllm")}
+    assert len({round(v, 3) for v in by.values()}) == 3
+    t = [estimate(M8, "h100-sxm-x8", tp=tp, isl=2048, osl=128, engine="vllm")
+         for tp in (1, 2, 4, 8)]
+    assert t[0].tpot_ms > t[1].tpot_ms > t[2].tpot_ms
+    shares = [e.decode.communication_ms / e.tpot_ms for e in t]
+    assert shares == sorted(shares) and shares[0] == 0
+
+
+def test_plan_records_the_engine_and_validate_reprices_with_it():
+    p = plan(M8, "h100-sxm-x8", isl=512, osl=64, engine="sglang")
+    assert p.inputs.engine == "sglang" and p.pricing == {"h100-sxm": "sglang 0.5.14 kernels "
+                                                         "of h100-sxm"}
+    assert validate(p).ok
+    other = p.model_copy(update={"inputs": p.inputs.model_copy(update={"engine": "trtllm"})})
+    rep = validate(other)
+    assert not rep.ok and any(e.startswith("figures:") for e in rep.errors)
+
+
+def test_kinds_without_kernel_data_say_what_priced_them(capsys):
+    cals = engine_calibrations("vllm")
+    assert "borrowed" in cals["a100-sxm-40gb"].source and cals["a100-sxm-40gb"].kernels
+    assert cals["mi300x"].kernels is None and "roofline" in cals["mi300x"].source
+    assert cals["lpu"].kernels is None
+    rc = main(["estimate", "--model", M8, "--topology", "mi300x-x8", "--json"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "mi300x is priced by roofline calibration" in err
+    rc = main(["estimate", "--model", M8, "--topology", "h100-sxm-x1", "--json"])
+    assert rc == 0 and capsys.readouterr().err == ""
+
+
+def test_device_memory_is_what_the_device_reports():
+    kinds = builtin_device_kinds()
+    mib = 1 << 20
+    assert kinds["h100-sxm"].capacity_bytes == 81559 * mib
+    assert kinds["h200"].capacity_bytes == 143771 * mib
+    # 70B in bf16 (141 GB of weights) is 94% of an H200's 150.8e9 bytes, not 103.5%.
+    e = estimate(M70, "h200-x1", tp=1, isl=128, osl=16, max_memory_fraction=1.0)
+    assert 0.93 < e.memory[0].weights_gb * 1e9 / kinds["h200"].capacity_bytes < 0.95
+
+
+def test_unknown_engine_is_one_line_exit_2(capsys):
+    rc = main(["estimate", "--model", M8, "--topology", "h100-sxm-x1", "--engine", "tgi"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "unknown engine 'tgi'" in err
