@@ -17,7 +17,13 @@ from autoplan.graphs.topology import Topology, build_topology, load_topology_fil
 from autoplan.inputs.kernels import KernelProfile, load_kernel_profiles
 from autoplan.inputs.model import ModelSpec, load_model_file
 from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
-from autoplan.inputs.topology import Calibration, DeviceKind, EngineFacts, TopologySpec
+from autoplan.inputs.topology import (
+    Calibration,
+    DeviceKind,
+    EngineFacts,
+    Network,
+    TopologySpec,
+)
 
 
 def catalog_root() -> Path:
@@ -80,6 +86,20 @@ def _read_topology_spec(path: Path) -> TopologySpec:
         return TopologySpec.model_validate(_read_yaml(path))
     except ValidationError as e:
         raise InputError(f"topology {str(path)!r}: {first_error(e)}") from None
+
+
+def topology_spec(name_or_path: str) -> TopologySpec:
+    """The spec of a shipped topology or a YAML file (nothing built)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise InputError(f"topology file {name_or_path!r} does not exist")
+        return _read_topology_spec(p)
+    f = _dir("topologies") / f"{name_or_path}.yaml"
+    if "/" in name_or_path or not f.is_file():
+        raise InputError(f"unknown topology {name_or_path!r}; see `autoplan topologies` or "
+                         "pass a YAML path")
+    return _read_topology_spec(f)
 
 
 def topology_from_spec(spec: TopologySpec, profile: dict[str, Calibration] | None = None,
@@ -239,9 +259,14 @@ def profile_engine(path: str | Path) -> str | None:
 
 
 def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = None,
-                  engine: str | None = None) -> Topology:
+                  engine: str | None = None, nodes: int | None = None,
+                  network: str | None = None) -> Topology:
     """A shipped topology by name, or a YAML path, priced for ``engine`` (None: the
-    roofline calibration); ``profile`` overrides calibration per kind."""
+    roofline calibration); ``profile`` overrides calibration per kind; ``nodes`` copies
+    a single-node topology over a network (:func:`cluster_spec`)."""
+    if nodes is not None or network is not None:
+        spec = cluster_spec(topology_spec(name_or_path), 1 if nodes is None else nodes, network)
+        return topology_from_spec(spec, profile, engine)
     cal = dict(engine_calibrations(engine))
     cal.update(profile or {})
     p = Path(name_or_path)
@@ -268,3 +293,39 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{str(path)!r} must be a YAML mapping")
     return data
+
+
+MAX_NODES = 4096
+
+
+def cluster_spec(spec: TopologySpec, nodes: int, network: str | None = None) -> TopologySpec:
+    """``nodes`` copies of a single-node topology joined by a scale-out network: a named one
+    of ``hardware/networks.yaml``, or the default of the node's device kind there."""
+    if not isinstance(nodes, int) or isinstance(nodes, bool) or not 1 <= nodes <= MAX_NODES:
+        raise InputError(f"--nodes must be an integer from 1 to {MAX_NODES}, got {nodes!r}")
+    if len(spec.nodes) != 1 or spec.nodes[0].count != 1 or spec.networks:
+        raise InputError(f"--nodes replicates a single-node topology; {spec.name!r} already has "
+                         f"{sum(g.count for g in spec.nodes)} nodes")
+    group = spec.nodes[0]
+    if nodes == 1:
+        return spec
+    data = _read_yaml(_dir("hardware") / "networks.yaml")
+    nets, defaults = data.get("networks", {}), data.get("defaults", {})
+    name = network or defaults.get(group.devices.kind)
+    if name is None:
+        raise InputError(f"no default network for {group.devices.kind!r}; pick one with "
+                         f"--network ({', '.join(sorted(nets))})")
+    if name not in nets:
+        raise InputError(f"unknown network {name!r}; use one of {', '.join(sorted(nets))}")
+    try:
+        net = Network.model_validate({"name": "net", **nets[name]})
+    except ValidationError as e:
+        raise InputError(f"hardware/networks.yaml: {first_error(e)}") from None
+    return spec.model_copy(update={
+        "name": f"{spec.name}-{nodes}node", "networks": [net],
+        "description": f"{nodes} x ({spec.description or spec.name}) on {name}",
+        "nodes": [group.model_copy(update={"count": nodes})]})
+
+
+def list_networks() -> list[str]:
+    return sorted(_read_yaml(_dir("hardware") / "networks.yaml").get("networks", {}))

@@ -43,6 +43,8 @@ def estimate_cmd(
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache format"),
     max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction",
                                               help="usable fraction of device memory"),
+    nodes: int | None = typer.Option(None, "--nodes", help="copies of a single-node topology joined by a network (e.g. --topology h200-x8 --nodes 2)"),
+    network: str | None = typer.Option(None, "--network", help="network joining --nodes (hardware/networks.yaml; default: the node's NIC)"),
     engine: str = typer.Option("vllm", "--engine", help="serving engine whose measured kernels price the figures: vllm, sglang, trtllm, or none (the 2023 roofline calibration)"),
     profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
     breakdown: bool = typer.Option(False, "--breakdown", help="per-operator times"),
@@ -57,7 +59,7 @@ def estimate_cmd(
         model, topology, tp, pp, device_kind=device_kind, isl=isl, osl=osl, batch=batch,
         dtype=dtype, kv_dtype=kv_dtype, max_memory_fraction=max_memory_fraction,
         breakdown=breakdown, profile=load_profile(profile) if profile else None,
-        engine=_engine(engine),
+        engine=_engine(engine), nodes=nodes, network=network,
     )
     _warn_pricing(est.engine, est.pricing)
     if as_json:
@@ -86,6 +88,8 @@ def plan_cmd(
     max_devices: int | None = typer.Option(None, "--max-devices",
                                            help="use at most this many devices"),
     time_limit_s: float = typer.Option(30.0, "--time-limit-s"),
+    nodes: int | None = typer.Option(None, "--nodes", help="copies of a single-node topology joined by a network (e.g. --topology h200-x8 --nodes 2)"),
+    network: str | None = typer.Option(None, "--network", help="network joining --nodes (hardware/networks.yaml; default: the node's NIC)"),
     engine: str = typer.Option("vllm", "--engine", help="serving engine whose measured kernels price the figures: vllm, sglang, trtllm, or none (the 2023 roofline calibration)"),
     profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
     out: str | None = typer.Option(None, "-o", "--out", help="write the plan JSON here"),
@@ -103,7 +107,7 @@ def plan_cmd(
         placement=placement, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
         request_rate=request_rate, max_memory_fraction=max_memory_fraction,
         time_limit_s=time_limit_s, progress=not as_json, profile=profile,
-        max_devices=max_devices, engine=_engine(engine))
+        max_devices=max_devices, engine=_engine(engine), nodes=nodes, network=network)
     if out:
         check_writable(out)  # before minutes of solving, not after
     p = plan(req)
@@ -206,6 +210,8 @@ def pareto_cmd(
     max_devices: str | None = typer.Option(None, "--max-devices", help="budgets to sweep: 1,2,4,8"),
     max_memory_fraction: float = typer.Option(0.9, "--max-memory-fraction"),
     time_limit_s: float = typer.Option(30.0, "--time-limit-s", help="per point"),
+    nodes: int | None = typer.Option(None, "--nodes", help="copies of a single-node topology joined by a network (e.g. --topology h200-x8 --nodes 2)"),
+    network: str | None = typer.Option(None, "--network", help="network joining --nodes (hardware/networks.yaml; default: the node's NIC)"),
     engine: str = typer.Option("vllm", "--engine", help="serving engine whose measured kernels price the figures: vllm, sglang, trtllm, or none (the 2023 roofline calibration)"),
     profile: str | None = typer.Option(None, "--profile", help="calibration profile YAML"),
     workers: int | None = typer.Option(None, "--workers", help="processes (default: CPUs)"),
@@ -227,11 +233,12 @@ def pareto_cmd(
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     load_model(model)  # bad inputs fail here, once, not in every worker
-    load_topology(topology)
+    load_topology(topology, None, None, nodes, network)
     base = dict(model=model, topology=topology, isl=isl, osl=osl, batch=batch,
                 prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv_dtype,
                 placement=placement, max_memory_fraction=max_memory_fraction,
-                time_limit_s=time_limit_s, profile=profile, engine=_engine(engine))
+                time_limit_s=time_limit_s, profile=profile, engine=_engine(engine),
+                nodes=nodes, network=network)
     rows = sweep(base, ttfts, tpots, budgets, workers=workers, progress=not as_json)
     paths = write(rows, out, f"{model} on {topology}")
     if as_json:
@@ -365,9 +372,28 @@ def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command("topologies")
-def topologies_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
-    """List the shipped topologies."""
-    from autoplan.catalog import list_topologies, load_topology
+def topologies_cmd(
+    as_json: bool = typer.Option(False, "--json"),
+    show: str | None = typer.Option(None, "--show", help="print the YAML of this topology (a shipped name or a file)"),
+    nodes: int | None = typer.Option(None, "--nodes", help="with --show: copies of a single-node topology"),
+    network: str | None = typer.Option(None, "--network", help="with --show --nodes: the network joining them"),
+) -> None:
+    """List the shipped topologies, or print one's YAML (--show NAME [--nodes N])."""
+    from autoplan.catalog import cluster_spec, list_topologies, load_topology, topology_spec
+
+    if show is not None:
+        import yaml
+
+        spec = topology_spec(show)
+        if nodes is not None or network is not None:
+            spec = cluster_spec(spec, 1 if nodes is None else nodes, network)
+        typer.echo(yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True),
+                                  sort_keys=False), nl=False)
+        return
+    if nodes is not None or network is not None:
+        from autoplan.errors import InputError
+
+        raise InputError("--nodes and --network go with --show NAME")
 
     rows = []
     for name in list_topologies():

@@ -98,3 +98,21 @@ def test_validate_checks_the_request_rate():
         update={"request_rate": p.requests_per_s * 1.5})})
     rep = validate(more)
     assert not rep.ok and any(e.startswith("request rate:") for e in rep.errors), rep.errors
+
+
+def test_nodes_shortcut_builds_a_cluster_and_plans_on_it():
+    from autoplan import estimate
+    from autoplan.cli import main
+
+    p = plan("meta-llama/Llama-3.1-70B", "h200-x8", nodes=2, isl=2048, osl=64,
+             objective="throughput", ttft_slo_ms=2000, tpot_slo_ms=30)
+    spec = p.inputs.topology_spec
+    assert p.inputs.topology == "h200-x8-2node" and spec.nodes[0].count == 2
+    assert spec.networks[0].bandwidth_bytes_per_s == 50e9  # the H200 node's 400 Gb/s NIC
+    assert validate(p).ok and p.devices == 16
+    e = estimate("meta-llama/Llama-3.1-70B", "h200-x8", tp=8, pp=2, nodes=2, isl=512, osl=8)
+    assert e.devices == 16 and len({s.devices[0].split(".")[0] for s in e.memory}) == 2
+    assert main(["topologies", "--show", "h200-x8", "--nodes", "4", "--network", "ib-xdr"]) == 0
+    rc = main(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h200-2node",
+               "--nodes", "2"])
+    assert rc == 2  # already two nodes: one line, exit 2

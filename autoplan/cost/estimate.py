@@ -168,6 +168,8 @@ def estimate(
     breakdown: bool = False,
     profile: str | dict[str, Calibration] | None = None,
     engine: str | None = DEFAULT_ENGINE,
+    nodes: int | None = None,
+    network: str | None = None,
 ) -> Estimate:
     """Predict TTFT, TPOT, end-to-end latency and memory of one configuration.
 
@@ -183,7 +185,7 @@ def estimate(
     if isinstance(profile, str):
         profile = load_profile(profile)
     topo = (topology if isinstance(topology, Topology)
-            else load_topology(topology, profile, engine))
+            else load_topology(topology, profile, engine, nodes, network))
     check_workload(isl, osl, batch, max_memory_fraction)
     kv = kv_dtype or (dtype if dtype in ("bf16", "fp16", "fp8") else "bf16")
     precision = Precision(weight=dtype, activation="bf16", kv=kv)

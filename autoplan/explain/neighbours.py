@@ -175,7 +175,7 @@ def request_of(ctx: Context) -> Request:
     loaded, the calibration it was priced with)."""
     i = ctx.plan.inputs
     fields = set(Request.model_fields) - {"model", "topology", "profile", "time_limit_s",
-                                          "progress"}
+                                          "progress", "nodes", "network"}
     return Request.build(model=i.model_spec or i.model, topology=ctx.topo,
                          profile=i.calibration, **{k: getattr(i, k) for k in fields})
 

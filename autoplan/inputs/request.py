@@ -54,6 +54,10 @@ class Request(BaseModel):
     time_limit_s: float = Field(30.0, gt=0, le=7 * 86400)
     progress: bool = False
     profile: str | dict[str, Calibration] | None = None
+    nodes: int | None = Field(None, ge=1, le=4096, description="copies of a single-node "
+                              "topology joined by a network")
+    network: str | None = Field(None, max_length=64, description="the network joining "
+                                "--nodes (hardware/networks.yaml)")
     engine: Literal["vllm", "sglang", "trtllm"] | None = Field(
         "vllm", description="serving engine whose measured kernels price the plan (None: "
         "the 2023 roofline calibration)")

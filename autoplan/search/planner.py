@@ -72,8 +72,8 @@ def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
         topo = topology_from_spec(req.topology.spec, cal, req.engine)
         topo_name = topo.name
     elif isinstance(req.topology, str):
-        topo = load_topology(req.topology, cal, req.engine)
-        topo_name = req.topology
+        topo = load_topology(req.topology, cal, req.engine, req.nodes, req.network)
+        topo_name = topo.name if req.nodes or req.network else req.topology
     else:
         raise InputError("--topology: a shipped topology name, a YAML path or a Topology")
     if isinstance(req.topology, str) and req.topology == topo.name:
