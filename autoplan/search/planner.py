@@ -107,7 +107,9 @@ def _plan(req: Request) -> Plan:
             raise InfeasibleError("disaggregated placement needs at least 2 devices", "devices")
         modes.remove("disaggregated")
     pools_needed = tuple(sorted({p for mode in modes for p in PLACEMENT_POOLS[mode]}))
-    tables = build_tables(m, topo, work, pools_needed)
+    # Latency plans search every TP that fits a domain; the replica fronts count
+    # devices, exact only for TP sizes dividing the domain.
+    tables = build_tables(m, topo, work, pools_needed, packing=objective == "latency")
     limits = Limits(
         ttft_slo_t=_slo_t(ttft_slo_ms), tpot_slo_t=_slo_t(tpot_slo_ms),
         time_limit_s=time_limit_s, progress=progress, max_devices=max_devices,

@@ -16,8 +16,8 @@ role (only / first / middle / last) and config ``c`` (device class, TP):
 
 Constraints: one pipeline per pool (one ``only`` stage, or one ``first`` and one
 ``last``); the stages cover the ``U`` uniform layers; devices of each class suffice
-for every pool (TP sizes divide the domain size, so counting devices is enough to pack
-TP groups into domains); SLOs. A pool's phase time is its stage times plus a hand-off
+for every pool, and the TP groups pack into the class's domains exactly (threshold rows
+when TP sizes divide each other, packing patterns per domain otherwise); SLOs. A pool's phase time is its stage times plus a hand-off
 into every stage but the first. A disaggregated plan adds the KV hand-off: the largest
 KV transfer of a prefill stage to a kind the decode pool uses.
 
@@ -393,6 +393,7 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     for k, cap in enumerate(caps):
         if not isinstance(usage[k], int):
             m.add(usage[k] <= cap)
+    _packing(m, t, [pm[p] for p in pools])
     devices = sum(usage)
     if limits.max_devices is not None and not isinstance(devices, int):
         m.add(devices <= limits.max_devices)
@@ -445,6 +446,39 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     res.usage = tuple(int(solver.value(u)) if not isinstance(u, int) else 0 for u in usage)
     res.devices = sum(res.usage)
     return res
+
+
+def _packing(m: cp_model.CpModel, t: Tables, models: list[_PoolModel]) -> None:
+    """TP groups fit the classes' domains exactly (see :class:`~.tables.Packing`); a
+    device cap below the inventory is the usage row's."""
+    for cls in t.classes:
+        pk = t.packing.get(cls.index)
+        if pk is None:
+            continue
+        n = cls.domain_size
+        groups: dict[int, list] = {tp: [] for tp in pk.tps}
+        for pmod in models:
+            for g in pmod.groups:
+                cfg = t.configs[g.cfg]
+                if cfg.cls == cls.index:
+                    groups[cfg.tp].append(g.count)
+        if not any(groups.values()):
+            continue
+        bins = len(cls.domains)
+        if pk.patterns is None:
+            if all(n % tp == 0 for tp in pk.tps):
+                continue  # counting devices (the usage rows) is exact
+            for j, tj in enumerate(pk.tps):
+                big = [tp * c for tp in pk.tps[j:] for c in groups[tp]]
+                if big:
+                    m.add(sum(big) <= bins * (n // tj) * tj)
+            continue
+        y = [m.new_int_var(0, bins, f"pattern[{cls.index},{i}]")
+             for i in range(len(pk.patterns))]
+        m.add(sum(y) <= bins)
+        for ti, tp in enumerate(pk.tps):
+            if groups[tp]:
+                m.add(sum(groups[tp]) <= sum(p[ti] * v for p, v in zip(pk.patterns, y)))
 
 
 def _ttft_bound(t: Tables, pool: str) -> int:

@@ -1,7 +1,8 @@
 """Integer cost tables the planner optimises over (no solver here).
 
 Device *classes* are identical fast domains (kind, domain size, how many); a *config*
-is a (class, TP) pair with TP dividing the domain size and valid for the model. A
+is a (class, TP) pair with TP valid for the model and at most the domain size (with
+``packing``; else dividing it), how the groups pack into domains checked exactly. A
 *pool* is one pipeline: a prefill pool, a decode pool, or a colocated pool serving both.
 For every pool, stage role (only / first / middle / last), config and stage length in
 layers, the tables hold the stage's time in integer ticks of 10 ns (rounded up, so the
@@ -17,7 +18,7 @@ are what stages count. The LM head rides on the last stage.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -97,6 +98,7 @@ class Tables:
     pools: dict[str, PoolTable]
     kv_t: np.ndarray  # [role, config, length, decode_kind] KV hand-off of a prefill stage
     kinds: list[str]
+    packing: dict[int, Packing] = field(default_factory=dict)  # class -> how groups pack
 
     def layers_of(self, role: str, length: int) -> int:
         return length + (self.prefix if role in ("only", "first") else 0)
@@ -126,13 +128,71 @@ def device_classes(topo: Topology) -> list[DeviceClass]:
     return [DeviceClass(i, k, n, doms) for i, ((k, n), doms) in enumerate(by.items())]
 
 
-def build_configs(model: ModelSpec, classes: list[DeviceClass]) -> list[Config]:
+MAX_PATTERNS = 400
+"""Most packing patterns (maximal TP-group fills of one domain) the model enumerates for
+a class whose TP sizes do not divide each other; beyond, the class keeps the sizes that
+divide its domain (the limit is documented)."""
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How TP groups of a class pack into its identical domains, exactly.
+
+    ``chain``: the sizes divide each other, so groups of sizes ``tps`` fit in ``B``
+    domains of ``n`` iff for every size ``t``: the devices of groups of size >= t are at
+    most ``B * floor(n / t) * t`` (one inequality per size; plain counting when every
+    size divides ``n``). Otherwise ``patterns``: every maximal fill of one domain (how
+    many groups of each size), and how many domains take each."""
+
+    tps: tuple[int, ...]
+    patterns: tuple[tuple[int, ...], ...] | None = None  # None: chain
+
+
+def _is_chain(tps: list[int]) -> bool:
+    return all(tps[i + 1] % tps[i] == 0 for i in range(len(tps) - 1))
+
+
+def _patterns(tps: list[int], n: int, limit: int) -> list[tuple[int, ...]] | None:
+    """Maximal multisets of ``tps`` with sum <= n, as counts per size; None past limit."""
+    out: list[tuple[int, ...]] = []
+
+    def go(i: int, left: int, acc: list[int]) -> bool:
+        if i == len(tps):
+            if left < tps[0]:  # maximal: no group of any size fits any more
+                out.append(tuple(acc))
+            return len(out) <= limit
+        for c in range(left // tps[i], -1, -1):
+            if not go(i + 1, left - c * tps[i], acc + [c]):
+                return False
+        return True
+
+    return out if go(0, n, []) else None
+
+
+def build_configs(model: ModelSpec, classes: list[DeviceClass], packing: bool = False
+                  ) -> tuple[list[Config], dict[int, Packing]]:
+    """Configs per class, and how their groups pack. ``packing``: every TP the model
+    allows up to the domain size (TP 16/32/64 in a 72-GPU domain, TP 3 in 6 or 8),
+    inventory checked exactly by :class:`Packing`; else only TP dividing the domain
+    size (the replica fronts count devices, which is exact only then)."""
     out: list[Config] = []
+    packs: dict[int, Packing] = {}
     for c in classes:
-        for t in valid_tps(model, c.domain_size):
-            if c.domain_size % t == 0:
-                out.append(Config(len(out), c.index, c.kind, t, c.domains[0].devices[:t]))
-    return out
+        n = c.domain_size
+        tps = valid_tps(model, n)
+        divisors = [t for t in tps if n % t == 0]
+        if not packing:
+            tps = divisors
+        pats = None
+        if tps and not _is_chain(tps):
+            pats = _patterns(tps, n, MAX_PATTERNS)
+            if pats is None:  # too many patterns: the divisors only
+                tps = divisors
+                pats = None if _is_chain(tps) else _patterns(tps, n, 10**6)
+        packs[c.index] = Packing(tuple(tps), None if pats is None else tuple(pats))
+        for t in tps:
+            out.append(Config(len(out), c.index, c.kind, t, c.domains[0].devices[:t]))
+    return out, packs
 
 
 def _placement(model: ModelSpec, prefix: int, role: str, length: int,
@@ -151,14 +211,16 @@ def _placement(model: ModelSpec, prefix: int, role: str, length: int,
 
 
 def build_tables(model: ModelSpec, topo: Topology, work: Workload,
-                 pools: tuple[str, ...], force_per_length: bool = False) -> Tables:
+                 pools: tuple[str, ...], force_per_length: bool = False,
+                 packing: bool = False) -> Tables:
+    """``packing``: every TP that fits a domain (see :func:`build_configs`)."""
     prefix = leading_dense(model)
     units = model.num_layers - prefix
     classes = device_classes(topo)
-    configs = build_configs(model, classes)
+    configs, packs = build_configs(model, classes, packing)
     kinds = list(topo.kind_names)
     tables = Tables(model, topo, work, prefix, units, classes, configs, {},
-                    np.zeros((0,)), kinds)
+                    np.zeros((0,)), kinds, packs)
     for pool in pools:
         tables.pools[pool] = _pool_table(tables, pool, force_per_length)
     if "prefill" in pools:

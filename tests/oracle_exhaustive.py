@@ -1,0 +1,294 @@
+"""Ground-truth oracle: brute force over CONCRETE plans, priced by the cost model.
+
+Independent of the planner's tables: it enumerates every contiguous cut of the layers
+(leading dense runs included), for every stage every device kind and every TP the
+model's heads allow that fits one fast domain, memory checked per stage as the
+validator does, with concrete device ids: a TP group takes, in one fast domain, any
+number of free devices from each of the domain's nodes (the first free ones of each
+node: devices of a node are alike), so stages may share a node, share a domain or
+cross the network. Identical fully-free domains are tried once (they are symmetric).
+Colocated: one pipeline serves both phases; disaggregated: a prefill pipeline, then a
+decode pipeline on the devices left. Objective: ``TTFT + (osl - 1) * TPOT`` (ms), then
+fewer devices; SLOs as hard limits. Pruning is by partial sums only (every term is
+non-negative), so the search is exact. The winner is re-priced by
+:func:`autoplan.cost.evaluate.evaluate` and checked by the shared rules.
+
+Exponential: a handful of layers and at most a dozen or two devices.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from autoplan.catalog import topology_from_spec
+from autoplan.cost.evaluate import evaluate
+from autoplan.cost.kv import kv_stage_time_s
+from autoplan.cost.pipeline import StagePlacement, pool_memory_args, stage_cost
+from autoplan.cost.roofline import activation_message_bytes, phase_shape, stage_memory, valid_tps
+from autoplan.graphs.topology import Topology
+from autoplan.inputs.model import ModelSpec, model_from_config
+from autoplan.inputs.topology import TopologySpec
+from autoplan.inputs.workload import Precision, Workload
+from autoplan.rules import rules
+
+REL = 1e-9  # float noise when comparing objectives
+
+
+@dataclass
+class Best:
+    e2e_ms: float
+    devices: int
+    placement: str
+    pre: list[StagePlacement]
+    dec: list[StagePlacement]
+    ttft_ms: float
+    tpot_ms: float
+
+
+class _Search:
+    def __init__(self, model: ModelSpec, topo: Topology, work: Workload,
+                 ttft_slo_ms: float | None, tpot_slo_ms: float | None,
+                 max_devices: int | None = None):
+        self.model, self.topo, self.work = model, topo, work
+        self.ttft_slo = None if ttft_slo_ms is None else ttft_slo_ms * 1e-3 * (1 + 1e-9)
+        self.tpot_slo = None if tpot_slo_ms is None else tpot_slo_ms * 1e-3 * (1 + 1e-9)
+        self.max_devices = max_devices
+        self.osl = work.osl
+        self.L = model.num_layers
+        self.best: tuple[float, int] | None = None
+        self.best_plan = None
+        self._mem: dict = {}
+        self._stage: dict = {}
+        self.node_of = {d: topo.graph.nodes[d]["node"] for d in topo.devices}
+        # domains: list of (kind, [[devices of node 1], [devices of node 2], ...])
+        self.domains = []
+        for dom in topo.fast_domains:
+            nodes: dict[str, list[str]] = {}
+            for d in dom.devices:
+                nodes.setdefault(self.node_of[d], []).append(d)
+            self.domains.append((dom.kind, list(nodes.values())))
+        self.tps = {k: valid_tps(model, topo.max_fast_domain(k)) for k in topo.kind_names}
+        self.shapes = {ph: phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
+                       for ph in ("prefill", "decode")}
+        self.msg = {ph: activation_message_bytes(model, self.shapes[ph], work.precision)
+                    for ph in ("prefill", "decode")}
+
+    # -- pricing (the functions evaluate uses) ----------------------------------------
+    def fits(self, pool: str, a: int, b: int, kind: str, tp: int):
+        key = (pool, a, b, kind, tp)
+        if key not in self._mem:
+            kv_batch, ctx, tokens = pool_memory_args(pool, self.work)
+            k = self.topo.kinds[kind]
+            mem = stage_memory(self.model, k, tp, range(a, b), a == 0, b == self.L, kv_batch,
+                               ctx, tokens, self.work.precision)
+            ok = mem.total_bytes / k.capacity_bytes <= self.work.max_memory_fraction + 1e-12
+            self._mem[key] = mem if ok else None
+        return self._mem[key]
+
+    def stage_time(self, pool: str, ph: str, a: int, b: int, kind: str,
+                   devs: tuple[str, ...]) -> float:
+        key = (pool, ph, a, b, kind, devs)
+        if key not in self._stage:
+            st = StagePlacement(a, b, kind, devs)
+            mem = self.fits(pool, a, b, kind, len(devs))
+            self._stage[key] = stage_cost(self.model, self.topo, st, self.shapes[ph],
+                                          self.work.precision, mem).time_s
+        return self._stage[key]
+
+    # -- device groups ------------------------------------------------------------------
+    def groups(self, kind: str, tp: int, busy: set[str]):
+        """Candidate TP groups: per domain of ``kind``, every split of ``tp`` over its
+        nodes, each node giving its first free devices; fully-free identical domains
+        once."""
+        seen_free = set()
+        for kd, nodes in self.domains:
+            if kd != kind:
+                continue
+            free = [[d for d in n if d not in busy] for n in nodes]
+            if sum(len(f) for f in free) < tp:
+                continue
+            if all(len(f) == len(n) for f, n in zip(free, nodes)):
+                sig = tuple(len(n) for n in nodes)
+                if sig in seen_free:
+                    continue
+                seen_free.add(sig)
+            yield from self._splits(free, 0, tp, ())
+
+    def _splits(self, free, i, left, acc):
+        if left == 0:
+            yield tuple(sorted(acc, key=self.topo.devices.index))
+            return
+        if i == len(free):
+            return
+        # Nodes with the same free devices (none taken, same size) are alike only if
+        # none is used yet; keep it simple and exact: try every count on every node.
+        for c in range(min(left, len(free[i])), -1, -1):
+            yield from self._splits(free, i + 1, left - c, acc + tuple(free[i][:c]))
+
+    # -- search -------------------------------------------------------------------------
+    def run(self, placement: str):
+        if placement == "colocated":
+            self._pipe("colocated", 0, [], set(), 0.0, 0.0, None)
+        else:
+            self._pipe("prefill", 0, [], set(), 0.0, 0.0, None)
+
+    def _better(self, e2e: float, devices: int) -> bool:
+        if self.best is None:
+            return True
+        b, n = self.best
+        if e2e < b * (1 - REL):
+            return True
+        return e2e <= b * (1 + REL) and devices < n
+
+    def _prunable(self, partial: float, devices: int) -> bool:
+        if self.best is None:
+            return False
+        b, n = self.best
+        return partial > b * (1 + REL) or (partial >= b * (1 - REL) and devices >= n)
+
+    def _pipe(self, pool, a, stages, busy, t_pre, t_dec, pre_done):
+        """Extend ``pool``'s pipeline from layer ``a``. ``t_pre`` / ``t_dec``: prefill and
+        decode time so far (s); ``pre_done``: (prefill stages, their time) once the
+        prefill pipeline is complete (disaggregated)."""
+        osl = self.osl
+        partial = t_pre + (osl - 1) * t_dec
+        if pre_done is not None:
+            partial += pre_done[1]
+        if self._prunable(partial * 1e3, len(busy)):
+            return
+        if self.max_devices is not None and len(busy) > self.max_devices:
+            return
+        if a == self.L:
+            self._complete(pool, stages, busy, t_pre, t_dec, pre_done)
+            return
+        phases = {"colocated": ("prefill", "decode"), "prefill": ("prefill",),
+                  "decode": ("decode",)}[pool]
+        prev = stages[-1].devices[0] if stages else None
+        for b in range(a + 1, self.L + 1):
+            for kind in self.topo.kind_names:
+                for tp in self.tps[kind]:
+                    if self.fits(pool, a, b, kind, tp) is None:
+                        continue
+                    for devs in self.groups(kind, tp, busy):
+                        dt = {}
+                        for ph in phases:
+                            hop = (self.topo.p2p_time_s(prev, devs[0], self.msg[ph])
+                                   if prev is not None else 0.0)
+                            dt[ph] = self.stage_time(pool, ph, a, b, kind, devs) + hop
+                        np_, nd = t_pre + dt.get("prefill", 0.0), t_dec + dt.get("decode", 0.0)
+                        if self.ttft_slo is not None and pool != "decode" and np_ > self.ttft_slo:
+                            continue
+                        if self.tpot_slo is not None and pool != "prefill" and nd > self.tpot_slo:
+                            continue
+                        st = StagePlacement(a, b, kind, devs)
+                        self._pipe(pool, b, stages + [st], busy | set(devs), np_, nd, pre_done)
+
+    def _complete(self, pool, stages, busy, t_pre, t_dec, pre_done):
+        if pool == "prefill":
+            # Start the decode pipeline on the devices left. KV is added at the end.
+            self._pipe("decode", 0, [], busy, 0.0, 0.0, (stages, t_pre))
+            return
+        if pool == "colocated":
+            ttft, tpot, pre, dec = t_pre, t_dec, stages, stages
+        else:
+            pre, t_p = pre_done
+            dec = stages
+            kinds = sorted({s.kind for s in dec})
+            kv = max(kv_stage_time_s(self.model, self.topo, self.work, s.end - s.first, s.tp,
+                                     s.kind, kd) for s in pre for kd in kinds)
+            ttft, tpot = t_p + kv, t_dec
+        if self.ttft_slo is not None and ttft > self.ttft_slo:
+            return
+        e2e = (ttft + (self.osl - 1) * tpot) * 1e3
+        if self._better(e2e, len(busy)):
+            self.best = (e2e, len(busy))
+            self.best_plan = ("colocated" if pool == "colocated" else "disaggregated",
+                              list(pre), list(dec))
+
+
+def exhaustive(model: ModelSpec, topo: Topology, work: Workload, placement: str = "auto",
+               ttft_slo_ms: float | None = None, tpot_slo_ms: float | None = None,
+               max_devices: int | None = None) -> Best | None:
+    """The best concrete plan (latency objective), or None when none is valid."""
+    s = _Search(model, topo, work, ttft_slo_ms, tpot_slo_ms, max_devices)
+    modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
+    if len(topo.devices) < 2 and "disaggregated" in modes:
+        modes.remove("disaggregated")
+    for mode in modes:
+        s.run(mode)
+    if s.best_plan is None:
+        return None
+    mode, pre, dec = s.best_plan
+    fig = evaluate(model, topo, work, mode, pre, dec)
+    errs = rules.pipeline("prefill", model, topo, pre) + rules.pipeline("decode", model, topo, dec)
+    phases = ("prefill",) if mode == "colocated" else ("prefill", "decode")
+    errs += rules.memory(fig, work.max_memory_fraction, phases)
+    errs += rules.slos(fig, ttft_slo_ms, tpot_slo_ms)
+    assert not errs, errs
+    assert abs(fig.e2e_ms - s.best[0]) <= 1e-9 * s.best[0] + 1e-12, (fig.e2e_ms, s.best)
+    used = {d for st in pre + dec for d in st.devices}
+    return Best(fig.e2e_ms, len(used), mode, pre, dec, fig.ttft_ms, fig.tpot_ms)
+
+
+# -- random small instances ---------------------------------------------------------------
+
+GPU_KINDS = ["h100-sxm", "a100-sxm-80gb", "l40s", "a100-sxm-40gb", "h200"]
+TWO_TIER = {"description": "test kind: SRAM in front of HBM", "calibrate_like": "lpu",
+            "peak_flops_per_s": {"fp16": 300e12, "bf16": 300e12, "int8": 600e12},
+            "memory_tiers": [
+                {"name": "sram", "capacity_bytes": 0.25e9, "bandwidth_bytes_per_s": 60e12},
+                {"name": "hbm", "capacity_bytes": 2.0e9, "bandwidth_bytes_per_s": 2e12}]}
+
+
+def random_instance(seed: int):
+    """(model, topology, workload, placement, rng): a tiny model, 2 kinds, domains of
+    2/3/4/6/8/12 devices, sometimes multi-node domains, an SRAM-only or two-tier kind."""
+    rng = random.Random(seed)
+    layers = rng.randint(2, 5)
+    heads = rng.choice([4, 6, 8, 12, 16])
+    kv = rng.choice([h for h in (1, 2, 3, 4, 6, 8, heads) if heads % h == 0])
+    hidden = heads * rng.choice([64, 128, 256])
+    cfg = {"hidden_size": hidden, "intermediate_size": hidden * rng.choice([2, 3, 4]),
+           "num_hidden_layers": layers, "num_attention_heads": heads,
+           "num_key_value_heads": kv, "vocab_size": rng.choice([1000, 32000])}
+    if rng.random() < 0.3:  # MoE with a leading dense run
+        dense = rng.randint(1, max(1, layers - 1))
+        cfg.update(model_type="qwen2_moe", num_experts=8, num_experts_per_tok=2,
+                   moe_intermediate_size=hidden, mlp_only_layers=list(range(dense)))
+    else:
+        cfg["model_type"] = "llama"
+    model = model_from_config(cfg, name=f"rand{seed}")
+    special = rng.choice(["lpu", "tier2", None, None])
+    kinds = rng.sample(GPU_KINDS, 2 if special is None else 1)
+    if special:
+        kinds.append(special)
+    rng.shuffle(kinds)
+    nodes, nets, device_kinds = [], [], {}
+    total = 0
+    for i, kind in enumerate(kinds):
+        per = rng.choice([1, 2, 3, 4, 6, 8, 12])
+        count = rng.choice([1, 1, 2, 3]) if per <= 4 else 1
+        if total + per * count > 16:
+            per, count = rng.choice([1, 2]), 1
+        total += per * count
+        nodes.append({"name": f"g{i}", "count": count, "devices": {"kind": kind, "count": per},
+                      **({"fabric": {"kind": "fast", "tensor_parallel": True, "latency_s": 2e-6,
+                                     "bandwidth_bytes_per_s": rng.choice([50e9, 300e9])}}
+                         if per > 1 else {})})
+        if count > 1 and rng.random() < 0.4:  # the nodes form one multi-node fast domain
+            nets.append({"name": f"nv{i}", "kind": "fastnet", "tensor_parallel": True,
+                         "node_groups": [f"g{i}"], "latency_s": 4e-6,
+                         "bandwidth_bytes_per_s": rng.choice([25e9, 100e9])})
+        if kind == "tier2":
+            device_kinds["tier2"] = TWO_TIER
+    nets.append({"name": "eth", "kind": "eth", "bandwidth_bytes_per_s": 12.5e9,
+                 "latency_s": 5e-6})
+    spec = TopologySpec.model_validate({"name": f"rand{seed}", "nodes": nodes,
+                                        "networks": nets, "device_kinds": device_kinds})
+    topo = topology_from_spec(spec, None, "vllm")
+    dtype = rng.choice(["bf16", "fp8"])
+    work = Workload(rng.choice([128, 512, 2048]), rng.choice([16, 128]), rng.choice([1, 4, 32]),
+                    Precision(dtype, "bf16", "bf16"), rng.choice([0.9, 0.5, 0.2, 0.05]))
+    placement = rng.choice(["colocated", "disaggregated", "auto"])
+    return model, topo, spec, work, placement, rng
