@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autoplan.errors import InputError, first_error
+from autoplan.inputs.names import Name, PathName
 
 
 class MLASpec(BaseModel):
@@ -53,8 +54,8 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    family: str
+    name: PathName
+    family: Name
     hidden_size: int
     num_layers: int
     num_attention_heads: int
@@ -104,6 +105,7 @@ def _opt(cfg: dict[str, Any], key: str, default: Any) -> Any:
 # hanging the per-layer loops or overflowing the cost model's floats.
 _MAX_DIM = 1 << 24
 _MAX_LAYERS = 1 << 12
+MAX_LAYERS = _MAX_LAYERS
 
 
 def _show(value: Any) -> str:

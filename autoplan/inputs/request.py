@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from autoplan.errors import InputError
 from autoplan.inputs.dtypes import DTYPES
 from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.names import MAX_PATH_BYTES, check_name
 from autoplan.inputs.topology import MAX_DEVICES, Calibration
 from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS, Precision, Workload
 
@@ -54,6 +55,12 @@ class Request(BaseModel):
     time_limit_s: float = Field(30.0, gt=0, le=7 * 86400)
     progress: bool = False
     profile: str | dict[str, Calibration] | None = None
+
+    @field_validator("model", "topology")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        # a name or path reaches the plan and the launch scripts made from it
+        return check_name(v, MAX_PATH_BYTES) if isinstance(v, str) else v
 
     @field_validator("ttft_slo_ms", "tpot_slo_ms", "request_rate", "time_limit_s",
                      "max_memory_fraction")

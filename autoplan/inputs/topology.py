@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autoplan.inputs.dtypes import COMPUTE_FALLBACK, DType
+from autoplan.inputs.names import MAX_NAME_BYTES, Name
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -30,7 +31,7 @@ class MemoryTier(BaseModel):
     """One level of device memory (HBM, GDDR, on-chip SRAM)."""
 
     model_config = _STRICT
-    name: str
+    name: Name
     capacity_bytes: float = Field(gt=0, le=_MAX_BYTES)
     bandwidth_bytes_per_s: float = Field(ge=_MIN_BW, le=_MAX_BW)
 
@@ -72,7 +73,7 @@ class DeviceKind(BaseModel):
     memory_tiers: list[MemoryTier] = Field(min_length=1)
     calibration: Calibration | None = None
     # Kind whose fitted calibration this one borrows until it has measurements of its own.
-    calibrate_like: str | None = None
+    calibrate_like: Name | None = None
 
     @model_validator(mode="after")
     def _check(self) -> DeviceKind:
@@ -106,7 +107,7 @@ class LinkSpec(BaseModel):
     """A fabric or network: bandwidth per device and direction, one-hop latency."""
 
     model_config = _STRICT
-    kind: str
+    kind: Name
     bandwidth_bytes_per_s: float = Field(ge=_MIN_BW, le=_MAX_BW)
     latency_s: float = Field(ge=0, le=1)
     tensor_parallel: bool = False
@@ -115,7 +116,7 @@ class LinkSpec(BaseModel):
 
 class NodeDevices(BaseModel):
     model_config = _STRICT
-    kind: str
+    kind: Name
     count: int = Field(ge=1, le=MAX_DEVICES)
 
 
@@ -123,7 +124,7 @@ class NodeGroup(BaseModel):
     """``count`` identical nodes named ``{name}{i}``, each with devices and a fabric."""
 
     model_config = _STRICT
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=MAX_NAME_BYTES)
     count: int = Field(default=1, ge=1, le=MAX_DEVICES)
     devices: NodeDevices
     fabric: LinkSpec | None = None
@@ -132,7 +133,7 @@ class NodeGroup(BaseModel):
 class Network(LinkSpec):
     """A switch joining every device of the listed node groups (all groups if empty)."""
 
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=MAX_NAME_BYTES)
     node_groups: list[str] = Field(default_factory=list)
 
 
@@ -140,10 +141,10 @@ class TopologySpec(BaseModel):
     """A topology file, validated; unknown fields are refused."""
 
     model_config = _STRICT
-    name: str
+    name: Name
     description: str = ""
     sources: list[str] = Field(default_factory=list)
-    device_kinds: dict[str, DeviceKind] = Field(default_factory=dict)
+    device_kinds: dict[Name, DeviceKind] = Field(default_factory=dict)
     nodes: list[NodeGroup] = Field(min_length=1)
     networks: list[Network] = Field(default_factory=list)
 
