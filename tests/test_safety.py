@@ -14,7 +14,6 @@ import contextlib
 import copy
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -151,3 +150,230 @@ def test_plan_names_with_control_characters_are_refused(field, command, tmp_path
     rc, out, err = run([command, f, *extra])
     one_line(rc, err, 2, "plan")
     assert out == "" and not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- hostile but valid plans
+
+
+def hostile_plan(name: str, *, model: str | None = None, kind: str | None = None,
+                 topo: str | None = None, link: str | None = None) -> dict:
+    """Golden plan ``name`` with its model, device kind, topology or link names replaced
+    (model and topology then embedded): the same figures, so it still validates."""
+    from autoplan.catalog import builtin_device_kinds, load_model, load_topology
+    from autoplan.cost.context import spec_hash
+    from autoplan.inputs.topology import TopologySpec
+
+    p = copy.deepcopy(golden(name))
+    i = p["inputs"]
+    if model is not None:
+        if i["model_spec"] is None:
+            i["model_spec"] = load_model(i["model"]).model_dump(mode="json")
+        i["model"] = model
+    if kind is not None or topo is not None or link is not None:
+        spec = (i["topology_spec"] if i["topology_spec"] is not None
+                else load_topology(i["topology"]).spec.model_dump(mode="json"))
+        if kind is not None:
+            old = {g["devices"]["kind"] for g in spec["nodes"]}
+            assert len(old) == 1, "one device kind"
+            (old,) = old
+            k = spec["device_kinds"].pop(old, None) or builtin_device_kinds()[old].model_dump(
+                mode="json", exclude={"calibration"})
+            spec["device_kinds"][kind] = {**k, "calibration": None, "calibrate_like": old}
+            for g in spec["nodes"]:
+                g["devices"]["kind"] = kind
+            for ph in ("prefill", "decode"):
+                for s in p[ph]["stages"]:
+                    s["device_kind"] = kind
+        if link is not None:
+            for g in spec["nodes"]:
+                if g.get("fabric"):
+                    g["fabric"]["kind"] = link
+            for n in spec["networks"]:
+                n["kind"] = link
+        if topo is not None:
+            spec["name"] = topo
+            i["topology"] = topo
+        i["topology_spec"] = spec
+        i["topology_sha256"] = spec_hash(TopologySpec.model_validate(spec))
+    return p
+
+
+def test_hostile_plans_validate():
+    from autoplan.rules.validate import validate
+
+    for name in (COLOC, DISAGG, "llama31-405b-h100-4node"):
+        rep = validate(hostile_plan(name, model="org/m" + EVIL, kind="k" + EVIL,
+                                    topo="t" + EVIL, link="l" + EVIL))
+        assert rep.ok, rep.errors
+
+
+# ================================================================ 1. launch.sh, 2. Dynamo, 3. flags
+
+BROKEN = {  # schema-valid plans the validator refuses
+    "reversed layers": lambda p: p["prefill"]["stages"][0].update(layers=[80, 0]),
+    "empty stages": lambda p: p["decode"].update(stages=[]),
+    "empty devices": lambda p: p["prefill"]["stages"][0].update(devices=[]),
+    "unknown device": lambda p: p["prefill"]["stages"][0]["devices"].__setitem__(
+        0, "$(touch PWNED).d0"),
+    "unknown host": lambda p: p["decode"]["replica_devices"][0][0].__setitem__(
+        0, "evil/gpu0"),
+    "stale figures": lambda p: p.update(ttft_ms=p["ttft_ms"] / 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+@pytest.mark.parametrize("command", ["export", "explain", "chart"])
+def test_commands_refuse_plans_validate_refuses(case, command, tmp_path):
+    p = copy.deepcopy(golden(COLOC))
+    BROKEN[case](p)
+    Plan.model_validate(p)  # schema-valid
+    f = write_plan(tmp_path / "p.json", p)
+    out = tmp_path / "out"
+    extra = {"export": ["--to", "vllm", "--out", out], "explain": ["--no-solve"],
+             "chart": ["--out", out]}[command]
+    rc, stdout, err = run([command, f, *extra])
+    one_line(rc, err, 2, "plan is invalid")
+    assert stdout == "" and not out.exists() and not list(tmp_path.rglob("PWNED*"))
+    if command == "export":
+        with pytest.raises(InputError, match="plan is invalid"):
+            export(p, "sglang")
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "dynamo"])
+@pytest.mark.parametrize("model", ["--trust-remote-code", "-x", "--model=evil"])
+def test_export_refuses_a_model_that_reads_as_a_flag(engine, model, tmp_path):
+    f = write_plan(tmp_path / "p.json", hostile_plan(COLOC, model=model))
+    rc, out, err = run(["export", f, "--to", engine])
+    one_line(rc, err, 2, "flag")
+    assert out == ""
+    with pytest.raises(InputError, match="flag"):
+        export(Plan.load(f), engine, check=False)
+
+
+# ---------------------------------------------------------------- running launch.sh
+
+ENGINE_STUBS = ("vllm", "python", "python3", "ray")
+ENV_SEEN = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "VLLM_PP_LAYER_PARTITION",
+            "SGLANG_PP_LAYER_PARTITION", "VLLM_NIXL_SIDE_CHANNEL_PORT",
+            "VLLM_NIXL_SIDE_CHANNEL_HOST", "RAY_ADDRESS")
+STUB = """#!{python}
+import json, os, sys
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps({{"argv": [os.path.basename(sys.argv[0]), *sys.argv[1:]],
+                        "env": {{k: os.environ[k] for k in {env!r} if k in os.environ}}}}) + "\\n")
+"""
+
+
+def stub_bin(tmp: Path) -> Path:
+    """Stub engines that only record their argv and environment."""
+    d = tmp / "bin"
+    d.mkdir(exist_ok=True)
+    for name in ENGINE_STUBS:
+        f = d / name
+        f.write_text(STUB.format(python=sys.executable, env=ENV_SEEN))
+        f.chmod(0o755)
+    return d
+
+
+def group_of(cmd) -> str:
+    if cmd.role == "router":
+        return "router"
+    return cmd.host if cmd.host is not None else "unpinned"
+
+
+def run_script(exp, tmp: Path) -> dict[str, list[dict]]:
+    """Run launch.sh for every group with stub engines on PATH (the system's tools too:
+    an injected `touch` would run); what each group ran, by group."""
+    from autoplan.export.script import FILE
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    work = tmp / "run"
+    work.mkdir()
+    script = work / FILE
+    script.write_text(exp.files[FILE])
+    log = tmp / "calls.jsonl"
+    env = {"PATH": f"{stub_bin(tmp)}:/usr/bin:/bin", "STUB_LOG": str(log),
+           "HOST_IP": "10.0.0.7", "HOME": str(work)}
+    ran: dict[str, list[dict]] = {}
+    for group in dict.fromkeys(group_of(c) for c in exp.commands):
+        log.write_text("")
+        r = subprocess.run([bash, FILE, group], cwd=work, env=env, capture_output=True,
+                           text=True, timeout=60, check=False)
+        assert r.returncode == 0, (group, r.stderr)
+        ran[group] = [json.loads(ln) for ln in log.read_text().splitlines()]
+    r = subprocess.run([bash, FILE, "no-such-group"], cwd=work, env=env, capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "unknown group 'no-such-group'" in r.stderr, r.stderr
+    assert sorted(p.name for p in work.iterdir()) == [FILE]  # nothing else was made
+    assert not list(tmp.rglob("PWNED*"))
+    return ran
+
+
+def expect_ran(exp, ran: dict[str, list[dict]]) -> None:
+    """Each group ran exactly its commands of the export: argv and environment."""
+    for group, calls in ran.items():
+        want = [{"argv": c.argv, "env": {k: ("10.0.0.7" if v == "$HOST_IP" else v)
+                                        for k, v in c.env.items()}}
+                for c in exp.commands if group_of(c) == group]
+        def key(x):
+            return json.dumps(x, sort_keys=True)
+        assert sorted(map(key, calls)) == sorted(map(key, want)), group
+
+
+SCRIPT_PLANS = [COLOC, DISAGG, "llama31-405b-h100-4node", "deepseek-v3-h100-4node",
+                "llama31-70b-h100x8-throughput", "llama31-8b-h100-4node-devices"]
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+@pytest.mark.parametrize("name", SCRIPT_PLANS)
+def test_launch_sh_runs_only_the_plan(engine, name, tmp_path):
+    """Hostile (printable) model, topology, device-kind and link names in a plan that
+    validates: launch.sh, run for every group with stub engines, runs exactly the
+    export's commands and nothing else (no PWNED file)."""
+    plan = hostile_plan(name, model="org/m" + EVIL, kind="k" + EVIL, topo="t" + EVIL,
+                        link="l" + EVIL)
+    exp = export(plan, engine)
+    expect_ran(exp, run_script(exp, tmp_path))
+    model = next(c.argv for c in exp.commands if c.role in ("server", "prefill", "decode"))
+    assert "org/m" + EVIL in model  # the name reaches the engine as one argument
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_device_hosts_from_an_unchecked_plan_are_quoted(engine, tmp_path):
+    """Device ids whose host part is shell syntax (a plan exported with check=False):
+    every group, the Ray address and the catch-all line stay data."""
+    text = json.dumps(golden("llama31-405b-h100-4node"))
+    for k in range(4):
+        text = text.replace(f'"node{k}.d', f'"$(touch PWNED)n{k}`touch PWNED2`.d')
+    exp = export(json.loads(text), engine, check=False)
+    hosts = {c.host for c in exp.commands} - {None}
+    assert hosts and all("$(touch PWNED)" in h for h in hosts)
+    expect_ran(exp, run_script(exp, tmp_path))
+
+
+def test_comment_lines_stay_one_line():
+    from autoplan.export.common import comment
+
+    assert comment("a\nb\r\x1b") == "a\\nb\\r\\x1b"
+    assert comment("plain $(x)") == "plain $(x)"
+
+
+@pytest.mark.parametrize("name", [COLOC, DISAGG, "llama31-405b-h100-4node"])
+def test_dynamo_manifest_is_data(name):
+    """The Dynamo YAML is the serializer's: plan text only as values (annotations, args),
+    comment lines fixed, whatever the names."""
+    evil = "k: [x] {y} # z & *w !t | > " + EVIL
+    plan = hostile_plan(name, model="org/" + evil, kind="k" + evil, topo="t" + evil)
+    text = export(plan, "dynamo").files["deployment.yaml"]
+    clean = export(golden(name), "dynamo").files["deployment.yaml"]
+    comments = [ln for ln in text.splitlines() if ln.startswith("#")]
+    assert comments == [ln for ln in clean.splitlines() if ln.startswith("#")]
+    doc = yaml.safe_load(text)
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+    assert "org/" + evil in doc["metadata"]["annotations"]["autoplan/plan"]
+    for svc in doc["spec"]["services"].values():
+        args = svc["extraPodSpec"]["mainContainer"].get("args")
+        if args:
+            assert args[args.index("--model") + 1] == "org/" + evil

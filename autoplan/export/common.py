@@ -22,6 +22,24 @@ SERVER_PORT = 8100
 ROUTER_PORT = 8000
 
 
+class ShellRef(str):
+    """An environment value that is a reference to a variable of the launch script
+    (``"$HOST_IP"``), written unquoted-for-expansion; every other value is quoted. Only
+    the exporters make these, never from plan text."""
+
+    def __new__(cls, name: str) -> ShellRef:  # noqa: PYI034 - never subclassed
+        if not name.isidentifier() or not name.isascii():
+            raise ValueError(f"not a shell variable name: {name!r}")
+        return super().__new__(cls, f"${name}")
+
+    @property
+    def name(self) -> str:
+        return self[1:]
+
+
+HOST_IP = ShellRef("HOST_IP")
+
+
 @dataclass
 class Command:
     """One command of an export: where it runs, its environment and its argument list."""
@@ -33,9 +51,20 @@ class Command:
     replica: int = 0
 
     def line(self) -> str:
-        envs = [f'{k}="{v}"' if v.startswith("$") else f"{k}={shlex.quote(v)}"
+        """The shell line: every value quoted (a :class:`ShellRef` as ``"$NAME"``)."""
+        envs = [f'{k}="{v}"' if isinstance(v, ShellRef) else f"{k}={shlex.quote(v)}"
                 for k, v in self.env.items()]
         return " ".join(envs + [shlex.join(self.argv)])
+
+
+def comment(text: str) -> str:
+    """``text`` made safe for one comment line of a shell script or a YAML file: any
+    character that is not printable (a newline would end the comment and start a
+    command) is written as its escape. Names are printable already (checked at input);
+    this holds whatever a caller passes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 @dataclass
@@ -76,6 +105,10 @@ def model_path(plan: Plan, warn: list[str]) -> str:
     made from a ``config.json`` records (which must also hold the weights). Older plans
     that recorded a config file path get its folder."""
     m = plan.inputs.model
+    if m.startswith("-"):
+        raise InputError(f"the plan's model {m!r} starts with '-': an engine would read it "
+                         f"as a flag; give the model as its Hugging Face id or a path "
+                         f"(./{m})")
     p = Path(m)
     if p.suffix == ".json":
         folder = str(p.parent) if str(p.parent) not in ("", ".") else "."
