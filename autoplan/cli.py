@@ -100,14 +100,14 @@ def plan_cmd(
         request_rate=request_rate, max_memory_fraction=max_memory_fraction,
         time_limit_s=time_limit_s, progress=not as_json, profile=profile,
         max_devices=max_devices)
-    if out:
-        check_writable(out)  # before minutes of solving, not after
+    if out is not None:
+        check_writable(out)  # before minutes of solving, not after ('' is an error)
     p = plan(req)
     text = p.model_dump_json(indent=2)
     if p.stop_reason == "interrupted":
         print(f"autoplan: interrupted: the best plan found so far ({p.status}, gap {p.gap:.2%})",
               file=sys.stderr)
-    if out:
+    if out is not None:
         write_atomic(out, text + "\n")
     if as_json:
         typer.echo(text)
@@ -162,7 +162,7 @@ def export_cmd(
     exp = export(Plan.load(plan_file), engine)
     for w in exp.warnings:
         print(f"autoplan: warning: {w}", file=sys.stderr)
-    if out:
+    if out is not None:
         for path in write_export(exp, out):
             typer.echo(f"wrote {path}")
     else:
@@ -209,6 +209,7 @@ def pareto_cmd(
     """Sweep SLO targets and device budgets; write the TTFT-TPOT-devices front."""
     from autoplan.catalog import load_model, load_topology
     from autoplan.errors import InputError
+    from autoplan.files import check_folder
     from autoplan.render.terminal import print_pareto
     from autoplan.sweep.pareto import parse_list, sweep, write
 
@@ -222,6 +223,7 @@ def pareto_cmd(
         raise InputError(f"--workers must be >= 1, got {workers}")
     load_model(model)  # bad inputs fail here, once, not in every worker
     load_topology(topology)
+    check_folder(out)  # before the sweep, not after
     base = dict(model=model, topology=topology, isl=isl, osl=osl, batch=batch,
                 prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv_dtype,
                 placement=placement, max_memory_fraction=max_memory_fraction,
@@ -270,9 +272,11 @@ def calibrate_cmd(
     from autoplan.calibrate.profile_io import calibrate_command, profile_yaml
     from autoplan.catalog import load_profile, prior_path
     from autoplan.errors import InputError
-    from autoplan.files import write_atomic
+    from autoplan.files import check_writable, write_atomic
     from autoplan.render.terminal import print_fit
 
+    if out is not None:
+        check_writable(out)  # before the fit ('' is an error)
     rows = read_measurements(measurements)
     if engine:
         rows = [r for r in rows if r.engine == engine]
@@ -284,7 +288,7 @@ def calibrate_cmd(
     for f in fits:
         ids = ", ".join(r.id for r in f.rows)
         cals[f.kind] = f.calibration.model_copy(update={"source": f"fitted to rows {ids}"})
-    if out:
+    if out is not None:
         cmd = calibrate_command(measurements, out, engine=engine, topology=topology, prior=prior)
         write_atomic(out, profile_yaml(cals, measurements, cmd, engine=engine))
     if as_json:

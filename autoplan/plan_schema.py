@@ -17,6 +17,7 @@ from autoplan.errors import InputError, first_error
 from autoplan.inputs.dtypes import DType
 from autoplan.inputs.model import MAX_LAYERS, ModelSpec
 from autoplan.inputs.names import Name, PathName
+from autoplan.inputs.reading import read_text
 from autoplan.inputs.topology import MAX_DEVICES, Calibration, TopologySpec
 from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
 
@@ -146,14 +147,11 @@ class Plan(BaseModel):
             return plan
         if isinstance(plan, (str, Path)):
             p = Path(plan)
+            text = read_text(p, "plan", MAX_PLAN_BYTES)  # a regular file, bounded
             try:
-                plan = json.loads(p.read_text(encoding="utf-8"))
-            except OSError as e:
-                raise InputError(f"cannot read plan {str(p)!r}: {e.__class__.__name__}") from None
+                plan = json.loads(text)
             except json.JSONDecodeError as e:
                 raise InputError(f"plan {str(p)!r} is not valid JSON: {e.msg}") from None
-            except UnicodeDecodeError:
-                raise InputError(f"plan {str(p)!r} is not UTF-8 text") from None
             except (ValueError, RecursionError) as e:  # over-long integers, deep nesting
                 raise InputError(f"plan {str(p)!r} is not a plan: {e.__class__.__name__}") from None
         try:

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -377,3 +378,135 @@ def test_dynamo_manifest_is_data(name):
         args = svc["extraPodSpec"]["mainContainer"].get("args")
         if args:
             assert args[args.index("--model") + 1] == "org/" + evil
+
+
+# ================================================================ 4. outputs
+
+PLAN_ARGS = ["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h100-sxm-x1",
+             "--json", "-o"]
+
+
+def calibrate_args(tmp: Path) -> list:
+    csv = tmp / "rows.csv"
+    csv.write_text(CSV_HEAD + CSV_ROWS)
+    return ["calibrate", csv, "--no-loo", "-o"]
+
+
+CSV_HEAD = "id,engine,model,device_kind,tp,pp,weight_dtype,batch,isl,context,metric,value\n"
+CSV_ROWS = ("r1,e,meta-llama/Llama-3.1-8B,h100-sxm,1,1,bf16,1,2048,,ttft_ms,40\n"
+            "r2,e,meta-llama/Llama-3.1-8B,h100-sxm,1,1,bf16,1,,2048,tpot_ms,8\n")
+
+
+@pytest.mark.parametrize("command", ["plan", "calibrate"])
+def test_output_onto_a_fifo_or_device_is_refused(command, tmp_path):
+    """`-o` onto a FIFO, or a device node, must not replace it with a regular file (as
+    root, `-o /dev/null` would replace the system's /dev/null)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    head = PLAN_ARGS if command == "plan" else calibrate_args(tmp_path)
+    for target in (fifo, Path("/dev/null")):
+        rc, out, err = run([*head, target])
+        one_line(rc, err, 2, "regular file")
+    assert fifo.is_fifo() and Path("/dev/null").is_char_device()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("command", ["plan", "calibrate", "export", "chart", "pareto"])
+def test_empty_output_path_is_an_error(command, tmp_path):
+    plan = GOLDEN / f"{COLOC}.plan.json"
+    argv = {"plan": [*PLAN_ARGS, ""], "calibrate": [*calibrate_args(tmp_path), ""],
+            "export": ["export", plan, "--to", "vllm", "--out", ""],
+            "chart": ["chart", plan, "--out", ""],
+            "pareto": ["pareto", "--model", "meta-llama/Llama-3.1-8B", "--topology",
+                       "h100-sxm-x1", "--max-devices", "1", "--workers", "1", "--out", ""]}
+    rc, out, err = run(argv[command])
+    one_line(rc, err, 2, "empty")
+
+
+def test_pareto_out_under_a_file_is_refused_before_the_sweep(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    rc, out, err = run(["pareto", "--model", "meta-llama/Llama-3.1-8B", "--topology",
+                        "h100-sxm-x1", "--max-devices", "1", "--workers", "1", "--json",
+                        "--out", f / "sub"])
+    one_line(rc, err, 2, "not a folder")
+    assert out == "" and f.read_text() == "x"
+
+
+SIGTERM_WRITER = """
+import os, signal, sys
+from autoplan import files
+real = os.replace
+def replace(a, b):
+    os.kill(os.getpid(), signal.SIGTERM)  # between the write and the rename
+    real(a, b)
+files.os.replace = replace
+files.write_atomic(sys.argv[1], "new contents\\n" * 1000)
+"""
+
+
+@pytest.mark.parametrize("had_old", [True, False])
+def test_sigterm_between_write_and_rename_leaves_no_temporary_file(had_old, tmp_path):
+    target = tmp_path / "out.json"
+    if had_old:
+        target.write_text("old\n")
+    r = subprocess.run([sys.executable, "-c", SIGTERM_WRITER, str(target)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode in (143, -15), r
+    assert "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out.json"] if had_old else [])
+    if had_old:
+        assert target.read_text() == "old\n"
+
+
+# ================================================================ 6. hangs, memory, bounds
+
+
+def odd_paths(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """Paths that are not regular files, and the words their message must hold."""
+    fifo = tmp / "fifo.json"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    loop = tmp / "loop.json"
+    if not loop.is_symlink():
+        loop.symlink_to(loop)
+    dangling = tmp / "dangling.yaml"
+    if not dangling.is_symlink():
+        dangling.symlink_to(tmp / "nowhere")
+    return {"fifo": (fifo, "FIFO"), "zero": (Path("/dev/zero"), "device"),
+            "loop": (loop, "loop"), "folder": (tmp, "directory"),
+            "long": (tmp / ("x" * 300 + ".json"), "too long"),
+            "dangling": (dangling, "does not exist")}
+
+
+@pytest.mark.parametrize("case", ["fifo", "zero", "loop", "folder", "long", "dangling"])
+@pytest.mark.parametrize("command", ["validate", "explain", "chart", "export", "calibrate",
+                                     "model", "topology", "profile"])
+def test_inputs_must_be_regular_files(case, command, tmp_path):
+    """No read blocks on a FIFO or runs through /dev/zero; a symlink loop, a folder, a
+    name over 255 bytes each get their own line (not "does not exist", no traceback)."""
+    path, words = odd_paths(tmp_path)[case]
+    if command == "model" and case == "folder":
+        words = "without config.json"
+    argv = {"validate": ["validate", path], "explain": ["explain", path, "--no-solve"],
+            "chart": ["chart", path, "--out", tmp_path / "c"],
+            "export": ["export", path, "--to", "vllm"],
+            "calibrate": ["calibrate", path, "--no-loo"],
+            "model": ["estimate", "--model", path, "--topology", "h100-sxm-x1"],
+            "topology": ["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology", path],
+            "profile": ["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology",
+                        "h100-sxm-x1", "--profile", path]}[command]
+    rc, out, err = run(argv)
+    one_line(rc, err, 2, words)
+    assert out == ""
+
+
+def test_oversized_inputs_are_refused_before_reading(tmp_path, monkeypatch):
+    from autoplan.inputs import reading
+
+    big = tmp_path / "big.json"
+    big.write_text(" " * 2000)
+    monkeypatch.setattr(reading, "MAX_INPUT_BYTES", 1000)
+    rc, _, err = run(["estimate", "--model", big, "--topology", "h100-sxm-x1"])
+    one_line(rc, err, 2, "more than the 1000 bytes")

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from autoplan.errors import InputError
 from autoplan.export.pools import Pool
-from autoplan.files import write_atomic
+from autoplan.files import make_folder, write_atomic
 from autoplan.plan_schema import Plan
 
 # The ports servers listen on (one a server, counting up) and the router or proxy's.
@@ -166,13 +166,7 @@ def seqs(inputs, role: str) -> int:
 
 def write_export(exp: Export, out_dir: str | Path) -> list[Path]:
     """Write every file of ``exp`` into ``out_dir`` atomically; scripts are executable."""
-    d = Path(out_dir)
-    if d.exists() and not d.is_dir():
-        raise InputError(f"--out {str(d)!r} exists and is not a folder")
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create folder {str(d)!r}: {e.__class__.__name__}") from None
+    d = make_folder(out_dir)  # refuses a file, or a file on its path
     written = []
     for name, text in exp.files.items():
         path = d / name

@@ -24,6 +24,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
+from autoplan.inputs.reading import read_text
 from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
 from autoplan.inputs.topology import Calibration, DeviceKind, LinkSpec, TopologySpec
 
@@ -296,8 +297,5 @@ def parse_topology_yaml(text: str, origin: str,
 def load_topology_file(path: str | Path, builtin_kinds: dict[str, DeviceKind] | None = None,
                        calibrations: dict[str, Calibration] | None = None) -> Topology:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read topology {str(p)!r}: {e.__class__.__name__}") from None
+    text = read_text(p, "topology")  # a regular file, bounded
     return parse_topology_yaml(text, str(p), builtin_kinds, calibrations)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autoplan.errors import InputError, first_error
 from autoplan.inputs.names import Name, PathName
+from autoplan.inputs.reading import read_text
 
 
 class MLASpec(BaseModel):
@@ -388,10 +389,7 @@ def _opt_family(cfg: dict[str, Any]) -> dict[str, Any]:
 def load_model_file(path: str | Path, name: str = "") -> ModelSpec:
     """Read a ``config.json`` file; errors name the file and the problem."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read model config {str(p)!r}: {e.__class__.__name__}") from None
+    text = read_text(p, "model config")  # a regular file, bounded
     try:
         cfg = json.loads(text)
     except json.JSONDecodeError as e:
