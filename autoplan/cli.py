@@ -7,11 +7,12 @@ traceback reaches the user, and files are written only when the command succeeds
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import typer
 
-from autoplan.errors import AutoplanError
+from autoplan.errors import AutoplanError, Interrupted
 
 try:  # typer >= 0.24 vendors click as typer._click
     from typer._click import exceptions as _click_exc
@@ -102,17 +103,21 @@ def plan_cmd(
         max_devices=max_devices)
     if out is not None:
         check_writable(out)  # before minutes of solving, not after ('' is an error)
-    p = plan(req)
+    try:
+        p = plan(req)
+    except KeyboardInterrupt:  # Ctrl-C before the search found any plan
+        raise Interrupted("no plan found yet; nothing written") from None
     text = p.model_dump_json(indent=2)
-    if p.stop_reason == "interrupted":
-        print(f"autoplan: interrupted: the best plan found so far ({p.status}, gap {p.gap:.2%})",
-              file=sys.stderr)
     if out is not None:
         write_atomic(out, text + "\n")
     if as_json:
         typer.echo(text)
     else:
         print_plan(p)
+    if p.stop_reason == "interrupted":  # exit 130, the best plan so far kept
+        gap = "unknown" if p.gap is None else f"{p.gap:.2%}"
+        where = f"written to {out}" if out is not None else "printed"
+        raise Interrupted(f"the best plan found so far ({p.status}, gap {gap}) is {where}")
 
 
 @app.command("validate")
@@ -342,11 +347,17 @@ def topologies_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn every expected failure into one line and a code."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="autoplan")
+        rv = app(args=argv, standalone_mode=False, prog_name="autoplan")
+        sys.stdout.flush()  # an output that cannot be written fails here, not at exit
+    except Interrupted as e:
+        print(f"autoplan: interrupted: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_code
     except AutoplanError as e:  # one line, even when a name in the message has a newline
         print(f"autoplan: error: {' '.join(str(e).split())}", file=sys.stderr)
         return e.exit_code
     except typer.Exit as e:
+        if e.exit_code == 130:
+            print("autoplan: interrupted", file=sys.stderr)
         return e.exit_code
     except typer.Abort:
         print("autoplan: interrupted", file=sys.stderr)
@@ -364,8 +375,30 @@ def main(argv: list[str] | None = None) -> int:
         print("autoplan: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into a command that stopped reading
+        _drop_stdout()
         return 141
+    except OSError as e:  # the output itself (a full disk, /dev/full)
+        _drop_stdout()
+        print(f"autoplan: error: cannot write the output: {e.strerror or type(e).__name__}",
+              file=sys.stderr)
+        return 2
+    if isinstance(rv, int) and rv:  # typer turns a KeyboardInterrupt into Exit(130)
+        if rv == 130:
+            print("autoplan: interrupted", file=sys.stderr)
+        return rv
     return 0
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what could not
+    be written does not print an error at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -510,3 +510,110 @@ def test_oversized_inputs_are_refused_before_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(reading, "MAX_INPUT_BYTES", 1000)
     rc, _, err = run(["estimate", "--model", big, "--topology", "h100-sxm-x1"])
     one_line(rc, err, 2, "more than the 1000 bytes")
+
+
+# ================================================================ 5. Ctrl-C
+
+
+def test_ctrl_c_before_any_plan_exits_130_and_writes_nothing(tmp_path, monkeypatch):
+    """With current typer a KeyboardInterrupt became Exit(130), which main returned as 0:
+    `autoplan plan -o p.json && autoplan export p.json` went on with a stale plan."""
+    import autoplan.search.planner as planner
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(planner, "plan", interrupted)
+    old = tmp_path / "p.json"
+    old.write_text("stale\n")
+    rc, out, err = run([*PLAN_ARGS, old])
+    assert rc == 130 and out == ""
+    assert err == "autoplan: interrupted: no plan found yet; nothing written\n"
+    assert old.read_text() == "stale\n"
+
+
+def test_ctrl_c_with_a_plan_so_far_writes_it_and_says_so(tmp_path, monkeypatch):
+    import autoplan.search.planner as planner
+
+    p = Plan.model_validate({**golden(COLOC), "status": "feasible",
+                             "stop_reason": "interrupted"})
+    monkeypatch.setattr(planner, "plan", lambda *a, **k: p)
+    f = tmp_path / "p.json"
+    rc, out, err = run([*PLAN_ARGS, f])
+    assert rc == 130
+    assert err.startswith("autoplan: interrupted: the best plan found so far (feasible")
+    assert err.rstrip().endswith(f"is written to {f}") and err.count("\n") == 1
+    assert Plan.load(f) == p
+
+
+@pytest.mark.parametrize("where", ["calibrate", "write"])
+def test_ctrl_c_elsewhere_exits_130_with_one_line(where, tmp_path, monkeypatch):
+    import autoplan.calibrate.fit as fit
+    from autoplan import files
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    if where == "calibrate":
+        monkeypatch.setattr(fit, "fit_all", interrupted)
+    else:
+        monkeypatch.setattr(files.os, "replace", interrupted)
+    target = tmp_path / "out.yaml"
+    target.write_text("old\n")
+    rc, out, err = run([*calibrate_args(tmp_path), target])
+    assert (rc, err) == (130, "autoplan: interrupted\n")
+    assert target.read_text() == "old\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+INTERRUPT_IMPORT = """
+import sys
+class Stop:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Stop())
+"""
+
+
+@pytest.mark.parametrize("module", ["pydantic", "typer", "networkx"])
+@pytest.mark.parametrize("how", ["python -m", "script"])
+def test_ctrl_c_during_start_up_imports_prints_no_traceback(module, how, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(INTERRUPT_IMPORT.format(module=module))
+    env = {**os.environ, "PYTHONPATH": f"{site}:{ROOT}"}
+    if how == "python -m":
+        argv = [sys.executable, "-m", "autoplan", "schema"]
+    else:  # what the `autoplan` console script does
+        argv = [sys.executable, "-c", "import sys; sys.argv = ['/usr/bin/autoplan', 'schema']; "
+                "from autoplan.__main__ import entry; sys.exit(entry())"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+                       check=False)
+    assert (r.returncode, r.stderr, r.stdout) == (130, "autoplan: interrupted\n", "")
+
+
+# ================================================================ 7. tracebacks
+
+
+def test_output_to_a_full_device_is_one_line(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "autoplan", "schema"], stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("autoplan: error: cannot write the output") and \
+        r.stderr.count("\n") == 1, r.stderr
+
+
+def test_ctrl_c_in_a_sweep_exits_130_and_writes_nothing(tmp_path, monkeypatch):
+    import autoplan.sweep.pareto as pareto
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pareto, "_one", interrupted)
+    rc, out, err = run(["pareto", "--model", "meta-llama/Llama-3.1-8B", "--topology",
+                        "h100-sxm-x1", "--max-devices", "1", "--workers", "1",
+                        "--out", tmp_path / "p"])
+    assert (rc, out, err) == (130, "", "autoplan: interrupted\n")
+    assert not (tmp_path / "p").exists()
