@@ -112,8 +112,11 @@ class Plan(BaseModel):
     objective: float = Field(description="the solver's objective in objective_unit: latency "
                              "TTFT + (osl-1) TPOT; throughput output tokens/s; devices")
     objective_unit: Literal["ms", "tokens/s", "devices"]
-    best_bound: float = Field(description="solver's proven bound on the objective")
-    gap: float = Field(description="|objective - best_bound| / objective")
+    best_bound: float | None = Field(
+        description="solver's proven bound on the objective; null when the search stopped "
+        "before proving one (time limit, Ctrl-C, a cap on the designs enumerated)")
+    gap: float | None = Field(description="|objective - best_bound| / objective; null "
+                              "(unknown) when no bound is proven")
     solve_seconds: float
     stop_reason: Literal["completed", "time_limit", "interrupted", "front_limit",
                          "link_bound"] = Field(

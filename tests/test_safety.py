@@ -617,3 +617,49 @@ def test_ctrl_c_in_a_sweep_exits_130_and_writes_nothing(tmp_path, monkeypatch):
                         "--out", tmp_path / "p"])
     assert (rc, out, err) == (130, "", "autoplan: interrupted\n")
     assert not (tmp_path / "p").exists()
+
+
+# ================================================================ 8. silent or misleading
+
+
+def test_time_limited_throughput_plan_says_time_limit_and_no_proven_gap(tmp_path):
+    """Four device classes (mixed designs not enumerated: front_limit) and a 1 s limit
+    that stops the fronts: the reason is the time limit, and the plan claims no bound
+    (it used to copy the value found into best_bound: gap 0.00%)."""
+    from tests.test_replicas import _mixed_topology
+
+    topo = tmp_path / "mixed.yaml"
+    _mixed_topology(topo)
+    f = tmp_path / "p.json"
+    rc, out, err = run(["plan", "--model", "meta-llama/Llama-3.1-405B", "--topology", topo,
+                        "--batch", "16", "--prefill-batch", "1", "--objective", "throughput",
+                        "--ttft-slo-ms", "2000", "--tpot-slo-ms", "100", "--time-limit-s", "1",
+                        "--json", "-o", f])
+    assert rc == 0, err
+    p = Plan.load(f)
+    assert p.status == "feasible" and p.stop_reason == "time_limit"
+    assert p.best_bound is None and p.gap is None
+    from autoplan.render.terminal import print_plan
+    from rich.console import Console
+
+    buf = io.StringIO()
+    print_plan(p, Console(file=buf, width=200))
+    assert "gap unknown" in buf.getvalue()
+
+
+def test_latency_plan_interrupted_before_the_other_placement_has_no_proven_gap(monkeypatch):
+    """Ctrl-C after the colocated solve: the disaggregated placement was never searched,
+    so the colocated bound is no bound on the plan (it claimed gap 0.00%)."""
+    import autoplan.search.planner as planner
+
+    calls = []
+    real = planner.solve
+
+    def solve(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(planner, "solve", solve)
+    monkeypatch.setattr(planner, "interrupted", lambda: bool(calls))
+    p = planner.plan("meta-llama/Llama-3.1-8B", "h100-sxm-x8", placement="auto")
+    assert len(calls) == 1 and p.stop_reason == "interrupted" and p.status == "feasible"
+    assert p.best_bound is None and p.gap is None

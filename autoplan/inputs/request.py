@@ -22,6 +22,11 @@ from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS, Precision, Workload
 SLO_CAP_MS = 365 * 86400 * 1e3
 """SLOs above a year constrain nothing; they are capped there (integer tables)."""
 
+MAX_REQUEST_RATE = 1e9
+"""Requests per second far beyond any deployment (the replica counts stay integers)."""
+
+MAX_TIME_LIMIT_S = 7 * 86400
+
 
 def default_kv_dtype(dtype: str) -> str:
     """The KV-cache format when none is given: the weights' format for 16-bit and fp8
@@ -49,10 +54,11 @@ class Request(BaseModel):
     placement: Literal["auto", "colocated", "disaggregated"] = "auto"
     ttft_slo_ms: float | None = Field(None, gt=0)
     tpot_slo_ms: float | None = Field(None, gt=0)
-    request_rate: float | None = Field(None, gt=0, description="requests per second")
+    request_rate: float | None = Field(None, gt=0, le=MAX_REQUEST_RATE,
+                                       description="requests per second")
     max_memory_fraction: float = Field(0.9, gt=0, le=1)
     max_devices: int | None = Field(None, ge=1, le=MAX_DEVICES)
-    time_limit_s: float = Field(30.0, gt=0, le=7 * 86400)
+    time_limit_s: float = Field(30.0, gt=0, le=MAX_TIME_LIMIT_S)
     progress: bool = False
     profile: str | dict[str, Calibration] | None = None
 

@@ -91,7 +91,9 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
             f"throughput [bold]{p.throughput_tokens_per_s:.1f} tok/s[/] "
             f"({p.requests_per_s:.3g} requests/s)")
     c.print(f"solver: {p.status}, objective ({i.objective}) {p.objective:.6g} {p.objective_unit}, "
-            f"bound {p.best_bound:.6g}, gap {p.gap:.2%}, {p.solve_seconds:.2f} s"
+            + (f"bound {p.best_bound:.6g}, gap {p.gap:.2%}, " if p.gap is not None
+               else "no bound proven, gap unknown, ")
+            + f"{p.solve_seconds:.2f} s"
             + ("" if p.stop_reason == "completed" else f", stopped: {p.stop_reason}"))
     for name, ph in (("prefill", p.prefill), ("decode", p.decode)):
         t = Table(title=f"{name}: {ph.time_ms:.3f} ms, {ph.bottleneck}-bound, "
