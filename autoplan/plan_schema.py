@@ -18,6 +18,7 @@ from autoplan.inputs.dtypes import DType
 from autoplan.inputs.model import MAX_LAYERS, ModelSpec
 from autoplan.inputs.names import Name, PathName
 from autoplan.inputs.reading import read_text
+from autoplan.inputs.request import MAX_REQUEST_RATE
 from autoplan.inputs.topology import MAX_DEVICES, Calibration, TopologySpec
 from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
 
@@ -48,7 +49,7 @@ class PlanInputs(BaseModel):
     placement: Literal["disaggregated", "colocated", "auto"]
     ttft_slo_ms: float | None = Field(default=None, gt=0)
     tpot_slo_ms: float | None = Field(default=None, gt=0)
-    request_rate: float | None = Field(default=None, gt=0)
+    request_rate: float | None = Field(default=None, gt=0, le=MAX_REQUEST_RATE)
     max_devices: int | None = Field(default=None, ge=1, le=MAX_DEVICES, description="device budget")
     max_memory_fraction: float = Field(gt=0, le=1)
     calibration: dict[str, Calibration] | None = Field(
