@@ -735,3 +735,31 @@ def test_export_is_linear_in_stages_and_replicas(engine):
         exp = export(plan, engine, check=False)
         assert time.perf_counter() - t0 < 5
         assert exp.commands
+
+
+# ---------------------------------------------------------------- charts
+
+
+@pytest.mark.parametrize("name", [COLOC, DISAGG, "llama31-405b-h100-4node"])
+def test_chart_names_with_dollars_are_text_not_mathtext(name, tmp_path):
+    """Device-kind, topology, link and model names with `$...$` were parsed as matplotlib
+    mathtext (a ValueError traceback for `$x^{$`)."""
+    pytest.importorskip("matplotlib")
+    plan = hostile_plan(name, model="org/m$\\sqrt{$ $x$", kind="k$x^{$", topo="t$\\frac$ $",
+                        link="l$_$ $")
+    f = write_plan(tmp_path / "p.json", plan)
+    rc, out, err = run(["chart", f, "--out", tmp_path / "c"])
+    assert rc == 0, err
+    svg = {n: (tmp_path / "c" / f"{n}.svg").read_text() for n in ("roofline", "topology")}
+    assert "k$x^{$" in svg["roofline"]  # drawn as written (SVG text)
+    assert "t$\\frac$ $" in svg["topology"] and "l$_$ $" in svg["topology"]
+
+
+def test_pareto_chart_title_with_dollars(tmp_path):
+    pytest.importorskip("matplotlib")
+    from autoplan.render.pareto import chart
+
+    rows = [{"ttft_ms": 10.0, "tpot_ms": 1.0, "devices": 1, "label": "a"},
+            {"ttft_ms": 5.0, "tpot_ms": 2.0, "devices": 2, "label": "b"}]
+    paths = chart(rows, tmp_path, "m$x^{$ on t$")
+    assert all(p.exists() for p in paths)
