@@ -16,7 +16,7 @@ from autoplan.errors import InputError, first_error
 from autoplan.graphs.topology import Topology, build_topology, load_topology_file
 from autoplan.inputs.model import ModelSpec, load_model_file
 from autoplan.inputs.reading import path_state, read_text
-from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
+from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml, yaml_problem
 from autoplan.inputs.topology import Calibration, DeviceKind, TopologySpec
 
 
@@ -192,8 +192,8 @@ def _read_yaml(path: Path) -> dict:
     text = read_text(path, "file")  # a regular file, bounded
     try:
         data = safe_load_yaml(text)
-    except YAML_ERRORS:
-        raise InputError(f"{str(path)!r} is not valid YAML") from None
+    except YAML_ERRORS as e:
+        raise InputError(f"{str(path)!r} is not valid YAML{yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise InputError(f"{str(path)!r} must be a YAML mapping")
     return data

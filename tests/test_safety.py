@@ -763,3 +763,75 @@ def test_pareto_chart_title_with_dollars(tmp_path):
             {"ttft_ms": 5.0, "tpot_ms": 2.0, "devices": 2, "label": "b"}]
     paths = chart(rows, tmp_path, "m$x^{$ on t$")
     assert all(p.exists() for p in paths)
+
+
+# ---------------------------------------------------------------- YAML and CSV
+
+
+@pytest.mark.parametrize("text", [
+    "name: a\nname: b\n",
+    "device_kinds:\n  k: {description: x}\n  k: {description: y}\n",
+    "a: {b: 1, b: 2}\n",
+    "a: &x 1\nb: *x\na: 3\n",
+])
+def test_duplicate_yaml_keys_are_refused(text):
+    from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
+
+    with pytest.raises(YAML_ERRORS, match="duplicate key"):
+        safe_load_yaml(text)
+
+
+def test_a_device_kind_defined_twice_is_an_error(tmp_path):
+    t = topology(kind="k")
+    text = yaml.safe_dump(t)
+    k = yaml.safe_dump({"k": t["device_kinds"]["k"]}, default_flow_style=True).strip()[1:-1]
+    text = text.replace("device_kinds:\n", f"device_kinds:\n  {k}\n", 1)
+    assert text.count("\n  k:") == 2
+    f = tmp_path / "t.yaml"
+    f.write_text(text)
+    rc, _, err = run(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology", f])
+    one_line(rc, err, 2, "duplicate key")
+
+
+def test_duplicate_keys_in_a_profile_are_refused(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("device_kinds:\n  h100-sxm: {compute_efficiency: 0.5}\n"
+                 "  h100-sxm: {compute_efficiency: 0.6}\n")
+    rc, _, err = run(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology",
+                      "h100-sxm-x1", "--profile", f])
+    one_line(rc, err, 2, "duplicate key")
+
+
+@pytest.mark.parametrize("case,rows,words", [
+    ("header only", "", "no measurement rows"),
+    ("tp 2.5", "r1,e,meta-llama/Llama-3.1-8B,h100-sxm,2.5,1,bf16,1,2048,,ttft_ms,40\n",
+     "tp must be a positive whole number"),
+    ("batch 0.5", "r1,e,meta-llama/Llama-3.1-8B,h100-sxm,1,1,bf16,0.5,2048,,ttft_ms,40\n",
+     "batch must be a positive whole number"),
+    ("batch 0", "r1,e,meta-llama/Llama-3.1-8B,h100-sxm,1,1,bf16,0,2048,,ttft_ms,40\n",
+     "batch must be a positive whole number"),
+    ("isl 1e30", "r1,e,meta-llama/Llama-3.1-8B,h100-sxm,1,1,bf16,1,1e30,,ttft_ms,40\n",
+     "isl must be at most"),
+])
+def test_calibrate_refuses_what_it_used_to_take_silently(case, rows, words, tmp_path):
+    csv = tmp_path / "rows.csv"
+    csv.write_text(CSV_HEAD + rows)
+    out = tmp_path / "p.yaml"
+    rc, _, err = run(["calibrate", csv, "--no-loo", "-o", out])
+    one_line(rc, err, 2, words)
+    assert not out.exists()
+
+
+def test_calibrate_reads_an_excel_utf8_csv(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: the first column was read as
+    '\\ufeffid' and the file refused as missing its id column."""
+    plain, bom = tmp_path / "plain.csv", tmp_path / "bom.csv"
+    plain.write_text(CSV_HEAD + CSV_ROWS, encoding="utf-8")
+    bom.write_text(CSV_HEAD + CSV_ROWS, encoding="utf-8-sig")
+    assert bom.read_bytes().startswith(b"\xef\xbb\xbf")
+    outs = []
+    for f in (plain, bom):
+        rc, out, err = run(["calibrate", f, "--no-loo", "--json"])
+        assert rc == 0, err
+        outs.append(json.loads(out))
+    assert outs[0] == outs[1]

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
 from autoplan.inputs.reading import read_text
-from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
+from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml, yaml_problem
 from autoplan.inputs.topology import Calibration, DeviceKind, LinkSpec, TopologySpec
 
 
@@ -284,7 +284,8 @@ def parse_topology_yaml(text: str, origin: str,
     except YAML_ERRORS as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"topology {origin!r} is not valid YAML{where}") from None
+        raise InputError(f"topology {origin!r} is not valid YAML{where}{yaml_problem(e)}") \
+            from None
     if not isinstance(data, dict):
         raise InputError(f"topology {origin!r} must be a YAML mapping")
     try:
