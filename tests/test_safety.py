@@ -405,7 +405,7 @@ def test_output_onto_a_fifo_or_device_is_refused(command, tmp_path):
     os.mkfifo(fifo)
     head = PLAN_ARGS if command == "plan" else calibrate_args(tmp_path)
     for target in (fifo, Path("/dev/null")):
-        rc, out, err = run([*head, target])
+        rc, _out, err = run([*head, target])
         one_line(rc, err, 2, "regular file")
     assert fifo.is_fifo() and Path("/dev/null").is_char_device()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -419,7 +419,7 @@ def test_empty_output_path_is_an_error(command, tmp_path):
             "chart": ["chart", plan, "--out", ""],
             "pareto": ["pareto", "--model", "meta-llama/Llama-3.1-8B", "--topology",
                        "h100-sxm-x1", "--max-devices", "1", "--workers", "1", "--out", ""]}
-    rc, out, err = run(argv[command])
+    rc, _out, err = run(argv[command])
     one_line(rc, err, 2, "empty")
 
 
@@ -451,7 +451,7 @@ def test_sigterm_between_write_and_rename_leaves_no_temporary_file(had_old, tmp_
     if had_old:
         target.write_text("old\n")
     r = subprocess.run([sys.executable, "-c", SIGTERM_WRITER, str(target)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60,
+                       capture_output=True, text=True, timeout=60, check=False,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode in (143, -15), r
     assert "Traceback" not in r.stderr, r.stderr
@@ -518,7 +518,7 @@ def test_oversized_inputs_are_refused_before_reading(tmp_path, monkeypatch):
 def test_ctrl_c_before_any_plan_exits_130_and_writes_nothing(tmp_path, monkeypatch):
     """With current typer a KeyboardInterrupt became Exit(130), which main returned as 0:
     `autoplan plan -o p.json && autoplan export p.json` went on with a stale plan."""
-    import autoplan.search.planner as planner
+    from autoplan.search import planner
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -532,13 +532,13 @@ def test_ctrl_c_before_any_plan_exits_130_and_writes_nothing(tmp_path, monkeypat
 
 
 def test_ctrl_c_with_a_plan_so_far_writes_it_and_says_so(tmp_path, monkeypatch):
-    import autoplan.search.planner as planner
+    from autoplan.search import planner
 
     p = Plan.model_validate({**golden(COLOC), "status": "feasible",
                              "stop_reason": "interrupted"})
     monkeypatch.setattr(planner, "plan", lambda *a, **k: p)
     f = tmp_path / "p.json"
-    rc, out, err = run([*PLAN_ARGS, f])
+    rc, _out, err = run([*PLAN_ARGS, f])
     assert rc == 130
     assert err.startswith("autoplan: interrupted: the best plan found so far (feasible")
     assert err.rstrip().endswith(f"is written to {f}") and err.count("\n") == 1
@@ -547,8 +547,8 @@ def test_ctrl_c_with_a_plan_so_far_writes_it_and_says_so(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("where", ["calibrate", "write"])
 def test_ctrl_c_elsewhere_exits_130_with_one_line(where, tmp_path, monkeypatch):
-    import autoplan.calibrate.fit as fit
     from autoplan import files
+    from autoplan.calibrate import fit
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -558,7 +558,7 @@ def test_ctrl_c_elsewhere_exits_130_with_one_line(where, tmp_path, monkeypatch):
         monkeypatch.setattr(files.os, "replace", interrupted)
     target = tmp_path / "out.yaml"
     target.write_text("old\n")
-    rc, out, err = run([*calibrate_args(tmp_path), target])
+    rc, _out, err = run([*calibrate_args(tmp_path), target])
     assert (rc, err) == (130, "autoplan: interrupted\n")
     assert target.read_text() == "old\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -584,8 +584,8 @@ def test_ctrl_c_during_start_up_imports_prints_no_traceback(module, how, tmp_pat
     if how == "python -m":
         argv = [sys.executable, "-m", "autoplan", "schema"]
     else:  # what the `autoplan` console script does
-        argv = [sys.executable, "-c", "import sys; sys.argv = ['/usr/bin/autoplan', 'schema']; "
-                "from autoplan.__main__ import entry; sys.exit(entry())"]
+        argv = [sys.executable, "-c", ("import sys; sys.argv = ['/usr/bin/autoplan', 'schema']; "
+                "from autoplan.__main__ import entry; sys.exit(entry())")]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
                        check=False)
     assert (r.returncode, r.stderr, r.stdout) == (130, "autoplan: interrupted\n", "")
@@ -607,7 +607,7 @@ def test_output_to_a_full_device_is_one_line(tmp_path):
 
 
 def test_ctrl_c_in_a_sweep_exits_130_and_writes_nothing(tmp_path, monkeypatch):
-    import autoplan.sweep.pareto as pareto
+    from autoplan.sweep import pareto
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -631,7 +631,7 @@ def test_time_limited_throughput_plan_says_time_limit_and_no_proven_gap(tmp_path
     topo = tmp_path / "mixed.yaml"
     _mixed_topology(topo)
     f = tmp_path / "p.json"
-    rc, out, err = run(["plan", "--model", "meta-llama/Llama-3.1-405B", "--topology", topo,
+    rc, _out, err = run(["plan", "--model", "meta-llama/Llama-3.1-405B", "--topology", topo,
                         "--batch", "16", "--prefill-batch", "1", "--objective", "throughput",
                         "--ttft-slo-ms", "2000", "--tpot-slo-ms", "100", "--time-limit-s", "1",
                         "--json", "-o", f])
@@ -639,8 +639,9 @@ def test_time_limited_throughput_plan_says_time_limit_and_no_proven_gap(tmp_path
     p = Plan.load(f)
     assert p.status == "feasible" and p.stop_reason == "time_limit"
     assert p.best_bound is None and p.gap is None
-    from autoplan.render.terminal import print_plan
     from rich.console import Console
+
+    from autoplan.render.terminal import print_plan
 
     buf = io.StringIO()
     print_plan(p, Console(file=buf, width=200))
@@ -650,7 +651,7 @@ def test_time_limited_throughput_plan_says_time_limit_and_no_proven_gap(tmp_path
 def test_latency_plan_interrupted_before_the_other_placement_has_no_proven_gap(monkeypatch):
     """Ctrl-C after the colocated solve: the disaggregated placement was never searched,
     so the colocated bound is no bound on the plan (it claimed gap 0.00%)."""
-    import autoplan.search.planner as planner
+    from autoplan.search import planner
 
     calls = []
     real = planner.solve
@@ -708,7 +709,7 @@ def test_stage_count_beyond_any_model_is_refused_fast(tmp_path):
     p["prefill"]["stages"] = [dict(st, index=k, layers=[k, k + 1], devices=["node0.d0"], tp=1)
                               for k in range(40_000)]
     f = write_plan(tmp_path / "p.json", p)
-    rc, out, err = run(["export", f, "--to", "vllm"])
+    rc, _out, err = run(["export", f, "--to", "vllm"])
     one_line(rc, err, 2, "prefill.stages")
 
 
@@ -748,7 +749,7 @@ def test_chart_names_with_dollars_are_text_not_mathtext(name, tmp_path):
     plan = hostile_plan(name, model="org/m$\\sqrt{$ $x$", kind="k$x^{$", topo="t$\\frac$ $",
                         link="l$_$ $")
     f = write_plan(tmp_path / "p.json", plan)
-    rc, out, err = run(["chart", f, "--out", tmp_path / "c"])
+    rc, _out, err = run(["chart", f, "--out", tmp_path / "c"])
     assert rc == 0, err
     svg = {n: (tmp_path / "c" / f"{n}.svg").read_text() for n in ("roofline", "topology")}
     assert "k$x^{$" in svg["roofline"]  # drawn as written (SVG text)
@@ -835,3 +836,46 @@ def test_calibrate_reads_an_excel_utf8_csv(tmp_path):
         assert rc == 0, err
         outs.append(json.loads(out))
     assert outs[0] == outs[1]
+
+
+# ---------------------------------------------------------------- names and numbers in arguments
+
+LONG = "x" * 300  # one path component over NAME_MAX: ENAMETOOLONG from is_file()
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["estimate", "--model", LONG, "--topology", "h100-sxm-x1"], "too long"),
+    (["estimate", "--model", LONG + ".json", "--topology", "h100-sxm-x1"], "too long"),
+    (["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology", LONG], "too long"),
+    (["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h100-sxm-x1",
+      "--profile", LONG], "too long"),
+    (["calibrate", LONG], "too long"),
+    (["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h100-sxm-x1", "-o",
+      LONG], "too long"),
+    (["chart", GOLDEN / f"{COLOC}.plan.json", "--out", Path(LONG) / "c"], "too long"),
+    (["estimate", "--model", "a" * 5000, "--topology", "h100-sxm-x1"], "too long"),
+    (["plan", "--model", "a" * 5000, "--topology", "h100-sxm-x1"], "4096 bytes"),
+    (["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h100-sxm-x1",
+      "--prefill-batch", 10 ** 20], "--prefill-batch"),
+    (["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h100-sxm-x1",
+      "--max-devices", 2 ** 63], "--max-devices"),
+    (["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h100-sxm-x1",
+      "--objective", "devices", "--request-rate", "1e308"], "--request-rate"),
+    (["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h100-sxm-x1",
+      "--isl", 10 ** 400], "--isl"),
+    (["explain", GOLDEN / f"{COLOC}.plan.json", "--time-limit-s", "nan"], "--time-limit-s"),
+    (["explain", GOLDEN / f"{COLOC}.plan.json", "--time-limit-s", "1e308"], "--time-limit-s"),
+])
+def test_odd_arguments_are_one_line(argv, words, tmp_path):
+    rc, _out, err = run(argv)
+    one_line(rc, err, 2, words)
+
+
+@pytest.mark.parametrize("field", ["model", "topology"])
+def test_long_names_inside_plans_are_one_line(field, tmp_path):
+    p = copy.deepcopy(golden(COLOC))
+    p["inputs"][field] = LONG
+    f = write_plan(tmp_path / "p.json", p)
+    for argv in (["validate", f], ["export", f, "--to", "vllm"]):
+        rc, _out, err = run(argv)
+        one_line(rc, err, 2, "too long")
