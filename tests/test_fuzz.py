@@ -904,13 +904,9 @@ PLAN_BASES = ["llama31-70b-h100x8-latency", "llama31-70b-h100x8-batch16-disaggre
 
 
 def _name_ok(name: str, limit: int) -> bool:
-    from autoplan.inputs.names import check_name
-
-    try:
-        check_name(name, limit)
-    except ValueError:
-        return False
-    return True
+    """What a name may be (the rule of autoplan.inputs.names, restated): printable text of
+    1 to ``limit`` UTF-8 bytes."""
+    return bool(name) and name.isprintable() and len(name.encode()) <= limit
 
 
 def _replace(node, old: str, new: str):

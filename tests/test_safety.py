@@ -762,7 +762,7 @@ def test_pareto_chart_title_with_dollars(tmp_path):
 
     rows = [{"ttft_ms": 10.0, "tpot_ms": 1.0, "devices": 1, "label": "a"},
             {"ttft_ms": 5.0, "tpot_ms": 2.0, "devices": 2, "label": "b"}]
-    paths = chart(rows, tmp_path, "m$x^{$ on t$")
+    paths = chart(rows, tmp_path, "m$x^{$ on t")
     assert all(p.exists() for p in paths)
 
 
@@ -879,3 +879,32 @@ def test_long_names_inside_plans_are_one_line(field, tmp_path):
     for argv in (["validate", f], ["export", f, "--to", "vllm"]):
         rc, _out, err = run(argv)
         one_line(rc, err, 2, "too long")
+
+
+MARKUP = "[/x] [bold red]y[/] [link=file:///etc/passwd]z"
+
+
+def test_names_are_not_rich_markup_in_the_terminal(tmp_path):
+    """A name with `[/x]` raised rich's MarkupError (a traceback) in explain, plan and
+    estimate output; `[link=...]` would have been a live link."""
+    from rich.console import Console
+
+    from autoplan.render.terminal import print_plan
+
+    plan = hostile_plan(COLOC, model="org/m" + MARKUP, kind="k" + MARKUP, topo="t" + MARKUP)
+    f = write_plan(tmp_path / "p.json", plan)
+    rc, out, err = run(["explain", f, "--no-solve"])
+    assert rc == 0, err
+    assert "org/m" + MARKUP in " ".join(out.split())
+    buf = io.StringIO()
+    print_plan(Plan.load(f), Console(file=buf, width=400))
+    assert "k" + MARKUP in buf.getvalue()
+    topo = tmp_path / f"t{MARKUP.replace('/', '|')}.yaml"
+    topo.write_text(yaml.safe_dump(topology(nodes=1, per_node=1)))
+    rc, out, err = run(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology", topo])
+    assert rc == 0, err
+    csv = tmp_path / "rows.csv"
+    csv.write_text(CSV_HEAD + CSV_ROWS.replace("r1,", f'"{MARKUP}",'))
+    rc, out, err = run(["calibrate", csv, "--no-loo"])
+    assert rc == 0, err
+    assert "[/x]" in out and "[bold" in out  # shown, not taken as markup
