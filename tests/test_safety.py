@@ -908,3 +908,17 @@ def test_names_are_not_rich_markup_in_the_terminal(tmp_path):
     rc, out, err = run(["calibrate", csv, "--no-loo"])
     assert rc == 0, err
     assert "[/x]" in out and "[bold" in out  # shown, not taken as markup
+
+
+@pytest.mark.parametrize("command", ["chart", "export"])
+def test_a_fifo_among_the_outputs_writes_none_of_them(command, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    blocker = out / ("topology.svg" if command == "chart" else "launch.sh")
+    os.mkfifo(blocker)
+    plan = GOLDEN / f"{COLOC}.plan.json"
+    argv = (["chart", plan, "--out", out] if command == "chart"
+            else ["export", plan, "--to", "vllm", "--out", out])
+    rc, _, err = run(argv)
+    one_line(rc, err, 2, "regular file")
+    assert [p.name for p in out.iterdir()] == [blocker.name] and blocker.is_fifo()

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from autoplan.errors import InputError
 from autoplan.export.pools import Pool
-from autoplan.files import make_folder, write_atomic
+from autoplan.files import check_writable, make_folder, write_atomic
 from autoplan.plan_schema import Plan
 
 # The ports servers listen on (one a server, counting up) and the router or proxy's.
@@ -167,6 +167,8 @@ def seqs(inputs, role: str) -> int:
 def write_export(exp: Export, out_dir: str | Path) -> list[Path]:
     """Write every file of ``exp`` into ``out_dir`` atomically; scripts are executable."""
     d = make_folder(out_dir)  # refuses a file, or a file on its path
+    for name in exp.files:  # every target first: none written if one cannot be
+        check_writable(d / name)
     written = []
     for name, text in exp.files.items():
         path = d / name

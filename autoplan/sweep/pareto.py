@@ -112,10 +112,12 @@ def to_csv(rows: list[dict]) -> str:
 
 def write(rows: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
     """``pareto.csv`` and the chart (PNG and SVG) of the feasible rows."""
-    from autoplan.files import check_folder, make_folder, write_atomic
+    from autoplan.files import check_folder, check_writable, make_folder, write_atomic
     from autoplan.render.pareto import chart
 
     out = check_folder(out_dir)
+    for name in ("pareto.csv", "pareto.png", "pareto.svg") if out.is_dir() else ():
+        check_writable(out / name)  # every target first: none written if one cannot be
     feasible = [r for r in rows if r["status"] != "infeasible"]
     paths: list[Path] = []
     if feasible:
