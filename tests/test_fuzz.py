@@ -938,7 +938,7 @@ def script_is_plan_only(exp) -> None:
              f"{shlex.quote(f' (expected one of: {known})')} >&2; exit 2 ;;"}
     fixed |= {f"  {shlex.quote(g)})" for g in labels}
     for line in text.split("\n")[:-1]:
-        if line.startswith("# ") or line.startswith("    # ") or line in ("#",):
+        if line.startswith(("# ", "    # ")) or line == "#":
             assert line.isprintable(), line
             continue
         assert line in fixed or line.strip() in cmds, line
