@@ -922,3 +922,19 @@ def test_a_fifo_among_the_outputs_writes_none_of_them(command, tmp_path):
     rc, _, err = run(argv)
     one_line(rc, err, 2, "regular file")
     assert [p.name for p in out.iterdir()] == [blocker.name] and blocker.is_fifo()
+
+
+def test_profile_header_comments_stay_comments(tmp_path):
+    """The CSV's path goes into the profile's header comments: a newline in it added YAML
+    keys of its own to the profile."""
+    d = tmp_path / "x\ndevice_kinds: {}\nengine: evil\n#"
+    d.mkdir()
+    csv = d / "rows.csv"
+    csv.write_text(CSV_HEAD + CSV_ROWS)
+    out = tmp_path / "p.yaml"
+    rc, _, err = run(["calibrate", csv, "--no-loo", "-o", out])
+    assert rc == 0, err
+    text = out.read_text()
+    data = yaml.safe_load(text)
+    assert "engine" not in data and "h100-sxm" in data["device_kinds"]
+    assert all(ln.startswith("#") for ln in text.split("\n")[:6])
