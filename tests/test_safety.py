@@ -938,3 +938,18 @@ def test_profile_header_comments_stay_comments(tmp_path):
     data = yaml.safe_load(text)
     assert "engine" not in data and "h100-sxm" in data["device_kinds"]
     assert all(ln.startswith("#") for ln in text.split("\n")[:6])
+
+
+def test_a_topology_with_too_many_links_is_refused_fast(tmp_path):
+    """64 networks over 65,536 devices: four million graph edges (about a minute and
+    many GB to build) before the bound."""
+    import time
+
+    t = topology(nodes=4096, per_node=16)
+    t["networks"] = [dict(t["networks"][0], name=f"ib{k}") for k in range(64)]
+    f = tmp_path / "big.yaml"
+    f.write_text(yaml.safe_dump(t))
+    t0 = time.perf_counter()
+    rc, _, err = run(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology", f])
+    one_line(rc, err, 2, "device links")
+    assert time.perf_counter() - t0 < 10

@@ -16,6 +16,7 @@ _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 # devices): they refuse typos and absurd values before they hang the graph build or
 # overflow the cost model and the solver's integer tables.
 MAX_DEVICES = 1 << 16
+MAX_LINKS = 1 << 20  # device-to-switch links (fabrics and networks): the graph's edges
 
 
 _MIN_BW, _MAX_BW = 1e6, 1e16
@@ -163,4 +164,10 @@ class TopologySpec(BaseModel):
             for g in net.node_groups:
                 if g not in names:
                     raise ValueError(f"network {net.name!r} names unknown node group {g!r}")
+        size = {g.name: g.count * g.devices.count for g in self.nodes}
+        links = (sum(n for g in self.nodes for n in [size[g.name]] if g.fabric is not None)
+                 + sum(sum(size[g] for g in (net.node_groups or names)) for net in self.networks))
+        if links > MAX_LINKS:  # each a graph edge: the build would take minutes and GBs
+            raise ValueError(f"{links} device links (fabrics and networks) is more than "
+                             f"autoplan handles ({MAX_LINKS})")
         return self
