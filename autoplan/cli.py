@@ -6,6 +6,7 @@ traceback reaches the user, and files are written only when the command succeeds
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -377,10 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a command that stopped reading
         _drop_stdout()
         return 141
-    except OSError as e:  # the output itself (a full disk, /dev/full)
-        _drop_stdout()
-        print(f"autoplan: error: cannot write the output: {e.strerror or type(e).__name__}",
-              file=sys.stderr)
+    except OSError as e:  # the output itself (a full disk, /dev/full), or an OS error
+        if e.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
+            _drop_stdout()
+            what = "cannot write the output"
+        else:
+            what = f"{e.filename!r}" if e.filename else "system error"
+        print(f"autoplan: error: {what}: {e.strerror or type(e).__name__}", file=sys.stderr)
         return 2
     if isinstance(rv, int) and rv:  # typer turns a KeyboardInterrupt into Exit(130)
         if rv == 130:
