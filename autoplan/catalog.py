@@ -16,7 +16,8 @@ from autoplan.errors import InputError, first_error
 from autoplan.graphs.topology import Topology, build_topology, load_topology_file
 from autoplan.inputs.kernels import KernelProfile, load_kernel_profiles
 from autoplan.inputs.model import ModelSpec, load_model_file
-from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
+from autoplan.inputs.reading import path_state, read_text
+from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml, yaml_problem
 from autoplan.inputs.topology import (
     Calibration,
     DeviceKind,
@@ -51,13 +52,13 @@ def load_model(name_or_path: str) -> ModelSpec:
     """A shipped model by HF id, a ``config.json`` path, or a folder holding one (a
     Hugging Face snapshot folder)."""
     p = Path(name_or_path)
-    if p.is_dir() and (p / "config.json").is_file():
-        p = p / "config.json"
-    if p.suffix == ".json" or p.is_file():
-        if not p.is_file():
-            raise InputError(f"model config file {name_or_path!r} "
-                             + ("is a directory without config.json" if p.is_dir()
-                                else "does not exist"))
+    state = path_state(p)
+    if state == "folder":
+        if path_state(p / "config.json") == "missing":
+            raise InputError(f"model config file {name_or_path!r} is a directory without "
+                             f"config.json")
+        p, state = p / "config.json", "file"
+    if p.suffix == ".json" or state != "missing":  # a path: the read names what it is
         return load_model_file(p)
     return _load_shipped_model(name_or_path)
 
@@ -73,7 +74,7 @@ def is_shipped_model(model: ModelSpec) -> bool:
 def is_shipped_topology(topo: Topology) -> bool:
     """The catalog's topology of that name, unchanged."""
     f = _dir("topologies") / f"{topo.name}.yaml"
-    if "/" in topo.name or not f.is_file():
+    if "/" in topo.name or path_state(f) != "file":
         return False
     try:
         return _read_topology_spec(f) == topo.spec
@@ -113,7 +114,7 @@ def topology_from_spec(spec: TopologySpec, profile: dict[str, Calibration] | Non
 @lru_cache(maxsize=64)
 def _load_shipped_model(name: str) -> ModelSpec:
     f = _dir("models") / f"{name}.json"
-    if "/" not in name or ".." in name or not f.is_file():
+    if "/" not in name or ".." in name or path_state(f) != "file":
         raise InputError(f"unknown model {name!r}; see `autoplan models` or pass a config.json path")
     return load_model_file(f, name=name)
 
@@ -216,14 +217,15 @@ def list_profiles() -> list[str]:
 def profile_path(name_or_path: str | Path) -> Path:
     """The file of a profile given as a YAML path or a shipped profile name."""
     p = Path(name_or_path)
-    if p.is_file():
-        return p
+    state = path_state(p)
+    if state in ("file", "other") or (state == "folder" and "/" in str(name_or_path)):
+        return p  # a path (the read says what it is if not a regular file)
     name = str(name_or_path)
     if p.suffix in (".yaml", ".yml") or "/" in name or "\\" in name:
         raise InputError(f"profile file {name!r} does not exist")
     f = (_dir("hardware") / "calibration.yaml" if name == "default"
          else _dir("hardware") / "profiles" / f"{name}.yaml")
-    if not f.is_file():
+    if path_state(f) != "file":
         raise InputError(f"unknown profile {name!r}; shipped profiles: "
                          f"{', '.join(list_profiles())}, or pass a YAML path")
     return f
@@ -270,13 +272,15 @@ def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = No
     cal = dict(engine_calibrations(engine))
     cal.update(profile or {})
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
-        if not p.is_file():
+    state = path_state(p)
+    if (p.suffix in (".yaml", ".yml") or state in ("file", "other")
+            or (state == "folder" and "/" in name_or_path)):  # a path
+        if state in ("missing", "folder"):
             raise InputError(f"topology file {name_or_path!r} "
-                             + ("is a directory" if p.is_dir() else "does not exist"))
+                             + ("is a directory" if state == "folder" else "does not exist"))
         return load_topology_file(p, builtin_device_kinds(), cal)
     f = _dir("topologies") / f"{name_or_path}.yaml"
-    if "/" in name_or_path or not f.is_file():
+    if "/" in name_or_path or path_state(f) != "file":
         raise InputError(
             f"unknown topology {name_or_path!r}; see `autoplan topologies` or pass a YAML path"
         )
@@ -284,12 +288,11 @@ def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = No
 
 
 def _read_yaml(path: Path) -> dict:
+    text = read_text(path, "file")  # a regular file, bounded
     try:
-        data = safe_load_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read {str(path)!r}: {e.__class__.__name__}") from None
-    except YAML_ERRORS:
-        raise InputError(f"{str(path)!r} is not valid YAML") from None
+        data = safe_load_yaml(text)
+    except YAML_ERRORS as e:
+        raise InputError(f"{str(path)!r} is not valid YAML{yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise InputError(f"{str(path)!r} must be a YAML mapping")
     return data

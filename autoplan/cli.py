@@ -6,12 +6,14 @@ traceback reaches the user, and files are written only when the command succeeds
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 
 import typer
 
-from autoplan.errors import AutoplanError
+from autoplan.errors import AutoplanError, Interrupted
 
 try:  # typer >= 0.24 vendors click as typer._click
     from typer._click import exceptions as _click_exc
@@ -108,20 +110,24 @@ def plan_cmd(
         request_rate=request_rate, max_memory_fraction=max_memory_fraction,
         time_limit_s=time_limit_s, progress=not as_json, profile=profile,
         max_devices=max_devices, engine=_engine(engine), nodes=nodes, network=network)
-    if out:
-        check_writable(out)  # before minutes of solving, not after
-    p = plan(req)
+    if out is not None:
+        check_writable(out)  # before minutes of solving, not after ('' is an error)
+    try:
+        p = plan(req)
+    except KeyboardInterrupt:  # Ctrl-C before the search found any plan
+        raise Interrupted("no plan found yet; nothing written") from None
     _warn_pricing(p.inputs.engine, p.pricing)
     text = p.model_dump_json(indent=2)
-    if p.stop_reason == "interrupted":
-        print(f"autoplan: interrupted: the best plan found so far ({p.status}, gap {p.gap:.2%})",
-              file=sys.stderr)
-    if out:
+    if out is not None:
         write_atomic(out, text + "\n")
     if as_json:
         typer.echo(text)
     else:
         print_plan(p)
+    if p.stop_reason == "interrupted":  # exit 130, the best plan so far kept
+        gap = "unknown" if p.gap is None else f"{p.gap:.2%}"
+        where = f"written to {out}" if out is not None else "printed"
+        raise Interrupted(f"the best plan found so far ({p.status}, gap {gap}) is {where}")
 
 
 @app.command("validate")
@@ -171,7 +177,7 @@ def export_cmd(
     exp = export(Plan.load(plan_file), engine)
     for w in exp.warnings:
         print(f"autoplan: warning: {w}", file=sys.stderr)
-    if out:
+    if out is not None:
         for path in write_export(exp, out):
             typer.echo(f"wrote {path}")
     else:
@@ -221,6 +227,7 @@ def pareto_cmd(
     """Sweep SLO targets and device budgets; write the TTFT-TPOT-devices front."""
     from autoplan.catalog import load_model, load_topology
     from autoplan.errors import InputError
+    from autoplan.files import check_folder
     from autoplan.render.terminal import print_pareto
     from autoplan.sweep.pareto import parse_list, sweep, write
 
@@ -234,6 +241,7 @@ def pareto_cmd(
         raise InputError(f"--workers must be >= 1, got {workers}")
     load_model(model)  # bad inputs fail here, once, not in every worker
     load_topology(topology, None, None, nodes, network)
+    check_folder(out)  # before the sweep, not after
     base = dict(model=model, topology=topology, isl=isl, osl=osl, batch=batch,
                 prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv_dtype,
                 placement=placement, max_memory_fraction=max_memory_fraction,
@@ -293,9 +301,11 @@ def calibrate_cmd(
     from autoplan.calibrate.profile_io import calibrate_command, profile_yaml
     from autoplan.catalog import load_profile, prior_path
     from autoplan.errors import InputError
-    from autoplan.files import write_atomic
+    from autoplan.files import check_writable, write_atomic
     from autoplan.render.terminal import print_fit
 
+    if out is not None:
+        check_writable(out)  # before the fit ('' is an error)
     rows = read_measurements(measurements)
     if engine:
         rows = [r for r in rows if r.engine == engine]
@@ -307,7 +317,7 @@ def calibrate_cmd(
     for f in fits:
         ids = ", ".join(r.id for r in f.rows)
         cals[f.kind] = f.calibration.model_copy(update={"source": f"fitted to rows {ids}"})
-    if out:
+    if out is not None:
         cmd = calibrate_command(measurements, out, engine=engine, topology=topology, prior=prior)
         write_atomic(out, profile_yaml(cals, measurements, cmd, engine=engine))
     if as_json:
@@ -427,11 +437,17 @@ def _warn_pricing(engine: str | None, pricing: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn every expected failure into one line and a code."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="autoplan")
+        rv = app(args=argv, standalone_mode=False, prog_name="autoplan")
+        sys.stdout.flush()  # an output that cannot be written fails here, not at exit
+    except Interrupted as e:
+        print(f"autoplan: interrupted: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_code
     except AutoplanError as e:  # one line, even when a name in the message has a newline
         print(f"autoplan: error: {' '.join(str(e).split())}", file=sys.stderr)
         return e.exit_code
     except typer.Exit as e:
+        if e.exit_code == 130:
+            print("autoplan: interrupted", file=sys.stderr)
         return e.exit_code
     except typer.Abort:
         print("autoplan: interrupted", file=sys.stderr)
@@ -449,8 +465,33 @@ def main(argv: list[str] | None = None) -> int:
         print("autoplan: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into a command that stopped reading
+        _drop_stdout()
         return 141
+    except OSError as e:  # the output itself (a full disk, /dev/full), or an OS error
+        if e.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
+            _drop_stdout()
+            what = "cannot write the output"
+        else:
+            what = f"{e.filename!r}" if e.filename else "system error"
+        print(f"autoplan: error: {what}: {e.strerror or type(e).__name__}", file=sys.stderr)
+        return 2
+    if isinstance(rv, int) and rv:  # typer turns a KeyboardInterrupt into Exit(130)
+        if rv == 130:
+            print("autoplan: interrupted", file=sys.stderr)
+        return rv
     return 0
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what could not
+    be written does not print an error at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,12 @@ class InputError(AutoplanError, ValueError):
     exit_code = 2
 
 
+class Interrupted(AutoplanError):
+    """Ctrl-C stopped the command (exit code 130); the message says what was kept."""
+
+    exit_code = 130
+
+
 class InfeasibleError(AutoplanError):
     """No deployment meets the constraints (exit code 3).
 

@@ -2,29 +2,89 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
+import stat
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from autoplan.errors import InputError
 
 
+def _show(path: str | Path) -> str:
+    text = repr(str(path))
+    return text if len(text) <= 120 else f"{text[:115]}...{text[-2:]}"
+
+
+def _why(e: OSError) -> str:
+    return {errno.ENOENT: "it does not exist", errno.ELOOP: "it is a loop of symbolic links",
+            errno.ENAMETOOLONG: "the name is too long",
+            errno.ENOTDIR: "a folder in the path is a file",
+            errno.EACCES: "permission denied"}.get(e.errno, e.strerror or type(e).__name__)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def check_writable(path: str | Path) -> None:
-    """Refuse an output path :func:`write_atomic` cannot write (call it before the work)."""
-    p = Path(path)
-    if "\0" in str(p):
-        raise InputError(f"cannot write {str(p)!r}: the name has a NUL character")
-    if p.is_dir():
-        raise InputError(f"cannot write {str(p)!r}: it is a directory")
-    if not p.parent.is_dir():
-        raise InputError(f"cannot write {str(p)!r}: folder {str(p.parent)!r} does not exist")
+    """Refuse an output path :func:`write_atomic` cannot write, or must not replace: an
+    empty name, a folder, anything but a regular file (a device such as ``/dev/null``, a
+    FIFO, a socket: the rename would put a file in its place), a missing folder (call it
+    before the work)."""
+    s = str(path)
+    if not s:
+        raise InputError("cannot write '': the output path is empty")
+    if "\0" in s:
+        raise InputError(f"cannot write {_show(s)}: the name has a NUL character")
+    p = Path(s)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise InputError(f"cannot write {_show(s)}: {_why(e)}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"cannot write {_show(s)}: it is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"cannot write {_show(s)}: it is {_kind(st.st_mode)}, and autoplan "
+                             f"writes only over a regular file or a new one")
+    try:
+        parent_ok = stat.S_ISDIR(os.stat(p.parent).st_mode)
+    except OSError:
+        parent_ok = False
+    if not parent_ok:
+        raise InputError(f"cannot write {_show(s)}: folder {_show(p.parent)} does not exist")
 
 
 def check_folder(path: str | Path) -> Path:
-    """Refuse an output folder that exists as something else (call it before the work)."""
-    d = Path(path)
-    if d.exists() and not d.is_dir():
-        raise InputError(f"cannot write into {str(d)!r}: it exists and is not a folder")
+    """Refuse an output folder that exists as something else, or that could not be made
+    (a file on its path), before the work; return it."""
+    s = str(path)
+    if not s:
+        raise InputError("cannot write into '': the output folder is empty")
+    if "\0" in s:
+        raise InputError(f"cannot write into {_show(s)}: the name has a NUL character")
+    d = Path(s)
+    for up in (d, *d.parents):  # the nearest part of the path that exists: a folder
+        try:
+            st = os.stat(up)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):  # not there: look further up
+                continue
+            raise InputError(f"cannot write into {_show(s)}: {_why(e)}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            what = "it exists and is not a folder" if up == d else f"{_show(up)} is not a folder"
+            raise InputError(f"cannot write into {_show(s)}: {what}")
+        break
     return d
 
 
@@ -34,9 +94,32 @@ def make_folder(path: str | Path) -> Path:
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InputError(f"cannot create folder {str(d)!r}: "
+        raise InputError(f"cannot create folder {_show(d)}: "
                          f"{e.strerror or e.__class__.__name__}") from None
     return d
+
+
+@contextmanager
+def _cleanup_on_terminate():
+    """While a temporary file exists: SIGTERM and SIGHUP raise SystemExit (exit 128 + the
+    signal) instead of killing the process, so the ``finally`` that removes the file runs.
+    Only in the main thread, and only where nobody else handles the signal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            saved[sig] = signal.signal(sig, _terminate)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
@@ -46,13 +129,18 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     On failure the old file (if any) is left as it was, no temporary file remains, and an
     unwritable path is an :class:`InputError`.
     """
+    check_writable(path)
     p = Path(path)
-    check_writable(p)
+    with _cleanup_on_terminate():
+        _write(p, data)
+
+
+def _write(p: Path, data: str | bytes) -> None:
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:64]}.", dir=p.parent)
     except OSError as e:
         raise InputError(
-            f"cannot write {str(p)!r}: {e.strerror or e.__class__.__name__}") from None
+            f"cannot write {_show(p)}: {e.strerror or e.__class__.__name__}") from None
     try:
         binary = isinstance(data, bytes)
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
@@ -66,7 +154,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
             os.unlink(tmp)
         if isinstance(e, OSError):
             raise InputError(
-                f"cannot write {str(p)!r}: {e.strerror or e.__class__.__name__}") from None
+                f"cannot write {_show(p)}: {e.strerror or e.__class__.__name__}") from None
         raise
 
 

@@ -9,38 +9,48 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from autoplan.errors import InputError, first_error
-from autoplan.inputs.model import ModelSpec
-from autoplan.inputs.topology import Calibration, TopologySpec
+from autoplan.inputs.dtypes import DType
+from autoplan.inputs.model import MAX_LAYERS, ModelSpec
+from autoplan.inputs.names import Name, PathName
+from autoplan.inputs.reading import read_text
+from autoplan.inputs.request import MAX_REQUEST_RATE
+from autoplan.inputs.topology import MAX_DEVICES, Calibration, TopologySpec
+from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
 
 SCHEMA_VERSION = 1
 
-_STRICT = ConfigDict(extra="forbid")
+# Every number finite, every count bounded: a plan file is untrusted input, and what it
+# claims (a billion replicas, 10^400 tokens) must not reach the loops and the floats.
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+MAX_PLAN_BYTES = 64 << 20
+"""The largest plan file read (a plan of MAX_DEVICES devices is a few MB)."""
 
 
 class PlanInputs(BaseModel):
     """Everything needed to recompute the plan."""
 
     model_config = _STRICT
-    model: str
-    topology: str
-    isl: int = Field(ge=1)
-    osl: int = Field(ge=1)
-    batch: int = Field(ge=1, description="sequences decoded together per replica")
+    model: PathName
+    topology: PathName
+    isl: int = Field(ge=1, le=MAX_TOKENS)
+    osl: int = Field(ge=1, le=MAX_TOKENS)
+    batch: int = Field(ge=1, le=MAX_BATCH, description="sequences decoded together per replica")
     prefill_batch: int | None = Field(
-        default=None, ge=1, description="prompts prefilled together (absent: batch)")
-    dtype: str
-    kv_dtype: str
+        default=None, ge=1, le=MAX_BATCH, description="prompts prefilled together (absent: batch)")
+    dtype: DType
+    kv_dtype: DType
     objective: Literal["latency", "throughput", "devices"]
     placement: Literal["disaggregated", "colocated", "auto"]
-    ttft_slo_ms: float | None = None
-    tpot_slo_ms: float | None = None
-    request_rate: float | None = None
-    max_devices: int | None = Field(default=None, ge=1, description="device budget")
+    ttft_slo_ms: float | None = Field(default=None, gt=0)
+    tpot_slo_ms: float | None = Field(default=None, gt=0)
+    request_rate: float | None = Field(default=None, gt=0, le=MAX_REQUEST_RATE)
+    max_devices: int | None = Field(default=None, ge=1, le=MAX_DEVICES, description="device budget")
     max_memory_fraction: float = Field(gt=0, le=1)
     calibration: dict[str, Calibration] | None = Field(
         default=None, description="calibration profile the plan was priced with, per device "
@@ -56,27 +66,31 @@ class PlanInputs(BaseModel):
         default=None, description="the topology's content, embedded when it is not the "
         "catalog's (a topology YAML)")
     topology_sha256: str | None = Field(
-        default=None, description="SHA-256 of topology_spec's canonical JSON; validate "
-        "refuses an embedded topology that does not match it")
+        default=None, max_length=64, description="SHA-256 of topology_spec's canonical JSON; "
+        "validate refuses an embedded topology that does not match it")
 
 
 class Stage(BaseModel):
     model_config = _STRICT
-    index: int
-    layers: tuple[int, int] = Field(description="[first, end) decoder layers")
-    device_kind: str
-    tp: int = Field(ge=1)
-    devices: list[str]
-    time_ms: float = Field(description="one forward pass of the phase through this stage")
-    memory_fraction: float = Field(description="peak device memory used / capacity")
+    index: int = Field(ge=0, le=MAX_LAYERS)
+    layers: tuple[Annotated[int, Field(ge=0, le=MAX_LAYERS)],
+                  Annotated[int, Field(ge=0, le=MAX_LAYERS)]] = Field(
+        description="[first, end) decoder layers")
+    device_kind: Name
+    tp: int = Field(ge=1, le=MAX_DEVICES)
+    devices: list[Name] = Field(max_length=MAX_DEVICES)
+    time_ms: float = Field(ge=0, le=1e15,
+                           description="one forward pass of the phase through this stage")
+    memory_fraction: float = Field(ge=0, le=1e6, description="peak device memory used / capacity")
     bottleneck: Literal["compute", "memory", "communication"]
 
 
 class PhasePlan(BaseModel):
     model_config = _STRICT
-    replicas: int = Field(ge=1, description="identical copies of this pipeline")
-    devices: int = Field(description="devices of one replica")
-    time_ms: float = Field(description="prefill: pipeline time of a batch; decode: TPOT")
+    replicas: int = Field(ge=1, le=MAX_DEVICES, description="identical copies of this pipeline")
+    devices: int = Field(ge=1, le=MAX_DEVICES, description="devices of one replica")
+    time_ms: float = Field(ge=0, le=1e15,
+                           description="prefill: pipeline time of a batch; decode: TPOT")
     bottleneck: Literal["compute", "memory", "communication"]
     requests_per_s: float = Field(
         description="requests per second all replicas of this phase serve: prefill "
@@ -86,8 +100,9 @@ class PhasePlan(BaseModel):
         description="share of stage-time a replica's devices idle in steady state: "
         "1 - mean stage time / the period (prefill: slowest stage; decode and "
         "colocated: the whole pass, one batch in flight)")
-    stages: list[Stage] = Field(description="the first replica's stages")
-    replica_devices: list[list[list[str]]] = Field(
+    stages: list[Stage] = Field(max_length=MAX_LAYERS, description="the first replica's stages")
+    replica_devices: list[list[list[Name]]] = Field(
+        max_length=MAX_DEVICES,
         description="devices of every replica (the first included), per stage")
 
 
@@ -102,8 +117,11 @@ class Plan(BaseModel):
     objective: float = Field(description="the solver's objective in objective_unit: latency "
                              "TTFT + (osl-1) TPOT; throughput output tokens/s; devices")
     objective_unit: Literal["ms", "tokens/s", "devices"]
-    best_bound: float = Field(description="solver's proven bound on the objective")
-    gap: float = Field(description="|objective - best_bound| / objective")
+    best_bound: float | None = Field(
+        description="solver's proven bound on the objective; null when the search stopped "
+        "before proving one (time limit, Ctrl-C, a cap on the designs enumerated)")
+    gap: float | None = Field(description="|objective - best_bound| / objective; null "
+                              "(unknown) when no bound is proven")
     solve_seconds: float
     stop_reason: Literal["completed", "time_limit", "interrupted", "front_limit",
                          "link_bound"] = Field(
@@ -120,7 +138,7 @@ class Plan(BaseModel):
         description="requests/s the deployment sustains: the smaller phase's, capped by "
         "the KV link budget between the pools")
     kv_transfer_ms: float
-    devices: int = Field(description="devices used by all phases and replicas")
+    devices: int = Field(ge=1, le=MAX_DEVICES, description="devices used by all phases and replicas")
     prefill: PhasePlan
     decode: PhasePlan
     pricing: dict[str, str] = Field(
@@ -141,14 +159,11 @@ class Plan(BaseModel):
             return plan
         if isinstance(plan, (str, Path)):
             p = Path(plan)
+            text = read_text(p, "plan", MAX_PLAN_BYTES)  # a regular file, bounded
             try:
-                plan = json.loads(p.read_text(encoding="utf-8"))
-            except OSError as e:
-                raise InputError(f"cannot read plan {str(p)!r}: {e.__class__.__name__}") from None
+                plan = json.loads(text)
             except json.JSONDecodeError as e:
                 raise InputError(f"plan {str(p)!r} is not valid JSON: {e.msg}") from None
-            except UnicodeDecodeError:
-                raise InputError(f"plan {str(p)!r} is not UTF-8 text") from None
             except (ValueError, RecursionError) as e:  # over-long integers, deep nesting
                 raise InputError(f"plan {str(p)!r} is not a plan: {e.__class__.__name__}") from None
         try:

@@ -514,6 +514,9 @@ def test_dynamo_yaml_loads_and_gpu_counts_match(name):
 
 # ---------------------------------------------------------------- what engines cannot express
 
+# The plans below are edited by hand to reach what an engine cannot run; they no longer
+# validate, so these tests export them with check=False (the builders themselves).
+
 
 def with_decode(plan: Plan, stages: list[dict], replicas: int = 1,
                 more: list[list[list[str]]] | None = None) -> Plan:
@@ -542,7 +545,7 @@ def test_different_tp_per_stage_is_not_exported(engine):
         {"layers": (0, 40), "tp": 1, "devices": ["node0.d4"]},
         {"layers": (40, 80), "tp": 2, "devices": ["node0.d5", "node0.d6"]},
     ])
-    exp = export(plan, engine)
+    exp = export(plan, engine, check=False)
     (w,) = [w for w in exp.warnings if "tensor-parallel degree" in w]
     assert "decode pool" in w and "TP 1, 2" in w and "not exported" in w
     assert {c.role for c in exp.commands} == {"prefill"}
@@ -553,12 +556,12 @@ def test_mixed_gpu_vendors_not_exported_same_vendor_kinds_exported():
            {"layers": (40, 80), "tp": 2, "devices": ["node0.d6", "node0.d7"]}]
     amd = with_decode(load(DISAGG), [dict(two[0], device_kind="h100-sxm"),
                                      dict(two[1], device_kind="mi300x")])
-    exp = export(amd, "vllm")
+    exp = export(amd, "vllm", check=False)
     assert any("mixes GPU vendors" in w and "not exported" in w for w in exp.warnings)
     assert {c.role for c in exp.commands} == {"prefill"}
     nv = with_decode(load(DISAGG), [dict(two[0], device_kind="h100-sxm"),
                                     dict(two[1], device_kind="h200")])
-    exp = export(nv, "vllm")
+    exp = export(nv, "vllm", check=False)
     assert any("mixes device kinds (h100-sxm, h200)" in w for w in exp.warnings)
     dec = [s for s in servers(exp.files["launch.sh"], "vllm") if s["role"] == "decode"]
     assert len(dec) == 1 and dec[0]["env"]["VLLM_PP_LAYER_PARTITION"] == "40,40"
@@ -570,7 +573,7 @@ def test_amd_pool_selects_gpus_with_hip_visible_devices():
     stages = [s.model_copy(update={"device_kind": "mi300x"}) for s in plan.prefill.stages]
     ph = plan.prefill.model_copy(update={"stages": stages})
     plan = plan.model_copy(update={"prefill": ph, "decode": ph})
-    (s,) = servers(export(plan, "vllm").files["launch.sh"], "vllm")
+    (s,) = servers(export(plan, "vllm", check=False).files["launch.sh"], "vllm")
     assert s["env"]["HIP_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
     assert "CUDA_VISIBLE_DEVICES" not in s["env"]
 
@@ -582,13 +585,13 @@ def test_colocated_plan_nothing_expressible_raises():
     plan = plan.model_copy(update={"prefill": ph, "decode": ph})
     for engine in ("vllm", "sglang", "dynamo"):
         with pytest.raises(InputError, match="can express no part of this plan"):
-            export(plan, engine)
+            export(plan, engine, check=False)
 
 
 def test_unmappable_device_ids_are_not_pinned():
     plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 4,
                                       "devices": ["gpu-a", "gpu-b", "gpu-c", "gpu-d"]}])
-    exp = export(plan, "vllm")
+    exp = export(plan, "vllm", check=False)
     assert any("do not name a host" in w for w in exp.warnings)
     dec = [s for s in servers(exp.files["launch.sh"], "vllm") if s["role"] == "decode"]
     assert len(dec) == 1 and "CUDA_VISIBLE_DEVICES" not in dec[0]["env"]
@@ -600,7 +603,7 @@ def test_replicas_without_consistent_replica_devices_are_not_pinned():
     plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 4, "devices":
                                       ["node0.d4", "node0.d5", "node0.d6", "node0.d7"]}],
                        replicas=2)
-    exp = export(plan, "sglang")
+    exp = export(plan, "sglang", check=False)
     (w,) = [w for w in exp.warnings if "2 replicas" in w]
     assert "replica_devices lists 1 replica" in w and "without device pinning" in w
     dec = [s for s in servers(exp.files["launch.sh"], "sglang") if s["role"] == "decode"]
@@ -618,7 +621,7 @@ def test_replicas_without_consistent_replica_devices_are_not_pinned():
         plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 4, "devices":
                                           ["node0.d4", "node0.d5", "node0.d6", "node0.d7"]}],
                            replicas=2, more=more)
-        exp = export(plan, "vllm")
+        exp = export(plan, "vllm", check=False)
         assert any("replica_devices" in w and "without device pinning" in w
                    for w in exp.warnings), exp.warnings
         dec = [s for s in servers(exp.files["launch.sh"], "vllm") if s["role"] == "decode"]
@@ -630,7 +633,7 @@ def test_disaggregated_replicas_each_pinned_and_routed(engine):
     plan = with_decode(load(DISAGG), [{"layers": (0, 80), "tp": 2,
                                       "devices": ["node0.d4", "node0.d5"]}],
                        replicas=2, more=[[["node0.d6", "node0.d7"]]])
-    exp = export(plan, engine)
+    exp = export(plan, engine, check=False)
     assert not any("pinning" in w for w in exp.warnings), exp.warnings
     srv = check_pinning(plan, exp, engine)
     dec = sorted((s for s in srv if s["role"] == "decode"), key=lambda s: s["port"])
@@ -654,7 +657,7 @@ def test_colocated_replicas_router_line(name):
     n = plan.prefill.replicas
     assert n > 1
     # SGLang: one router over every replica's URL, in replica order
-    exp = export(plan, "sglang")
+    exp = export(plan, "sglang", check=False)
     text = exp.files["launch.sh"]
     srv = check_pinning(plan, exp, "sglang")
     routers = [(g, a) for g, _, a in parse_groups(text) if "sglang_router.launch_router" in a]
@@ -671,7 +674,7 @@ def test_colocated_replicas_router_line(name):
     for s in servers(text, "sglang"):  # reachable from the router's host
         assert one(s["flags"], "--host") == "0.0.0.0"
     # vLLM: no router; a comment lists the same URLs for an external load balancer
-    exp = export(plan, "vllm")
+    exp = export(plan, "vllm", check=False)
     text = exp.files["launch.sh"]
     check_pinning(plan, exp, "vllm")
     assert not [a for _, a in parse_script(text) if a[0] == "python"]
@@ -690,7 +693,7 @@ def test_multi_host_replicas_each_pinned(engine):
     more = [[[d.replace("node0", "node2") for d in plan.prefill.stages[0].devices],
              [d.replace("node1", "node3") for d in plan.prefill.stages[1].devices]]]
     plan = with_replicas(plan, more)
-    exp = export(plan, engine)
+    exp = export(plan, engine, check=False)
     assert not any("pinning" in w for w in exp.warnings), exp.warnings
     srv = check_pinning(plan, exp, engine)
     assert sorted(s["group"] for s in srv) == ["node0", "node2"]
@@ -705,7 +708,7 @@ def test_multi_host_replicas_each_pinned(engine):
                  for s in servers(exp.files["launch.sh"], "sglang")}
         assert sorted(a.split(":")[0] for a in inits) == ["node0", "node2"]
     # Dynamo keeps one worker service with replicas: 2 (Kubernetes places the pods)
-    svc = yaml.safe_load(export(plan, "dynamo").files["deployment.yaml"])["spec"]["services"]
+    svc = yaml.safe_load(export(plan, "dynamo", check=False).files["deployment.yaml"])["spec"]["services"]
     assert svc["VllmWorker"]["replicas"] == 2
 
 
@@ -717,7 +720,7 @@ def test_replicas_on_one_host_get_distinct_ports_and_devices():
                                "replica_devices": [[[f"node0.d{k}"]] for k in range(8)]})
     plan = plan.model_copy(update={"prefill": ph, "decode": ph})
     for engine in ("vllm", "sglang"):
-        exp = export(plan, engine)
+        exp = export(plan, engine, check=False)
         srv = check_pinning(plan, exp, engine)
         assert sorted(k for s in srv for k in s["pins"]["node0"]) == list(range(8))
         assert len({s["port"] for s in srv}) == 8
@@ -725,13 +728,13 @@ def test_replicas_on_one_host_get_distinct_ports_and_devices():
 
 def test_precision_flags():
     plan = load(LPU)  # fp8 weights, fp8 KV
-    (v,) = servers(export(plan, "vllm").files["launch.sh"], "vllm")
+    (v,) = servers(export(plan, "vllm", check=False).files["launch.sh"], "vllm")
     assert one(v["flags"], "--quantization") == "fp8"
     assert one(v["flags"], "--kv-cache-dtype") == "fp8"
-    (s,) = servers(export(plan, "sglang").files["launch.sh"], "sglang")
+    (s,) = servers(export(plan, "sglang", check=False).files["launch.sh"], "sglang")
     assert one(s["flags"], "--kv-cache-dtype") == "fp8_e4m3"
     int4 = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={"dtype": "int4"})})
-    exp = export(int4, "vllm")
+    exp = export(int4, "vllm", check=False)
     assert any("int4 has no single vLLM flag" in w for w in exp.warnings)
     (v,) = servers(exp.files["launch.sh"], "vllm")
     assert "--quantization" not in v["flags"] and "--dtype" not in v["flags"]

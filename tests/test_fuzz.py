@@ -5,9 +5,11 @@ input) or 3 (infeasible), prints one line ``autoplan: error: ...`` on failure, a
 no half-written output file (``-o`` files are written atomically). YAML is safe-loaded:
 ``!!python/...`` tags are refused and alias bombs fail fast.
 
-Three families (derandomized, so CI is deterministic): 400 mutated model configs, 400
-mutated topologies through ``estimate`` plus 60 through ``plan``, and 300 random command
-lines -- 1,160 generated cases -- plus a few fixed cases and the atomic-write test.
+Four families (derandomized, so CI is deterministic): 400 mutated model configs, 400
+mutated topologies through ``estimate`` plus 60 through ``plan``, 300 random command
+lines, and (issue 13) 450 plans with drawn names exported to each engine (150 each) plus
+300 plan files with odd fields through ``validate`` and ``export`` -- 1,910 generated
+cases -- plus a few fixed cases and the atomic-write test.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import math
 import os
 import re
+import shlex
 import tempfile
 import time
 from functools import cache
@@ -26,14 +29,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from autoplan import files
 from autoplan.catalog import builtin_device_kinds, catalog_root, list_models, list_topologies
 from autoplan.cli import main
 from autoplan.errors import InputError
+from autoplan.export import export
 from autoplan.inputs.model import _SUPPORTED, model_from_config
+from autoplan.plan_schema import Plan
 
 FUZZ = {"deadline": None, "derandomize": True, "database": None, "print_blob": False,
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -875,3 +880,180 @@ def test_write_atomic_refuses_unwritable_paths(tmp_path):
         with pytest.raises(InputError, match="cannot write"):
             files.write_atomic(bad, "x")
     assert list(tmp_path.iterdir()) == []
+
+
+# ================================================================ 4. plans and names (issue 13)
+
+# Names a plan carries into generated text (model, topology, device kind, link) drawn
+# from shell, YAML and terminal metacharacters, control characters and long runs; and
+# plan files with fields set to odd values. A valid name must come out of every export
+# only inside a quoted shell word, a one-line comment or a YAML value; an invalid one is
+# refused with one line before anything is written.
+
+HOSTILE = list("ab-_./:@ $(){}[]`'\";&|<>*?!#~=,\\^%+") + [
+    "\u00e9", "\u4e2d", "$(touch PWNED)", "`touch PWNED`", "$x$", "'; touch PWNED; '",
+    "${IFS}", "\\n", "--", "a: b", "- c", "&a *a", "!!python/object x"]
+CONTROL = ["\t", "\n", "\r", "\x00", "\x1b", "\x7f", "\u2028", "\u0085",
+           "\n$(touch PWNED)\n"]
+PRINTABLE_NAMES = st.lists(st.sampled_from(HOSTILE), max_size=10).map("".join)
+NAMES = st.one_of(PRINTABLE_NAMES, PRINTABLE_NAMES, PRINTABLE_NAMES,
+                  st.lists(st.sampled_from(HOSTILE + CONTROL), max_size=10).map("".join),
+                  st.sampled_from(["", "-x", "--trust-remote-code", "x" * 256, "y" * 5000]))
+PLAN_BASES = ["llama31-70b-h100x8-latency", "llama31-70b-h100x8-batch16-disaggregated",
+              "llama31-405b-h100-4node", "llama31-8b-h100-4node-devices"]
+
+
+def _name_ok(name: str, limit: int) -> bool:
+    """What a name may be (the rule of autoplan.inputs.names, restated): printable text of
+    1 to ``limit`` UTF-8 bytes."""
+    return bool(name) and name.isprintable() and len(name.encode()) <= limit
+
+
+def _replace(node, old: str, new: str):
+    """``node`` with every string equal to ``old`` (keys too) replaced by ``new``."""
+    if isinstance(node, dict):
+        return {(new if k == old else k): _replace(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_replace(v, old, new) for v in node]
+    return new if node == old else node
+
+
+def script_is_plan_only(exp) -> None:
+    """Every line of a launch.sh is fixed shell syntax, a one-line comment, or one of the
+    export's commands as ``Command.line()`` writes it (values quoted): plan text is never
+    shell syntax. Split on newlines only, as bash does."""
+    from autoplan.export.script import FILE
+    from tests.test_safety import group_of
+
+    text = exp.files[FILE]
+    labels = list(dict.fromkeys(group_of(c) for c in exp.commands))
+    cmds = {c.line() + suffix for c in exp.commands for suffix in ("", " &")}
+    known = " ".join(labels)
+    fixed = {"#!/usr/bin/env bash", "set -euo pipefail", 'case "$GROUP" in', "    ;;", "esac",
+             "wait", 'GROUP="${1:-}"', 'GROUP="${1:-$DEFAULT_GROUP}"',
+             f"GROUP=\"${{1:-{labels[0]}}}\"", f"DEFAULT_GROUP={shlex.quote(labels[0])}",
+             "HOST_IP=\"${HOST_IP:-$(hostname -I | awk '{print $1}')}\"  "
+             "# address the KV-transfer side channel listens on",
+             f"  *) echo {shlex.quote(f'{FILE}: unknown group ')}\"'$GROUP'\""
+             f"{shlex.quote(f' (expected one of: {known})')} >&2; exit 2 ;;"}
+    fixed |= {f"  {shlex.quote(g)})" for g in labels}
+    for line in text.split("\n")[:-1]:
+        if line.startswith(("# ", "    # ")) or line == "#":
+            assert line.isprintable(), line
+            continue
+        assert line in fixed or line.strip() in cmds, line
+    for c in exp.commands:  # and each command reads back as its argv
+        words = shlex.split(c.line())
+        assert words[len(c.env):] == c.argv
+
+
+def manifest_is_data(exp, model: str) -> None:
+    text = exp.files["deployment.yaml"]
+    comments = [ln for ln in text.split("\n") if ln.startswith("#")]
+    assert not any(model in ln for ln in comments if len(model) > 3)
+    doc = yaml.safe_load(text)
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+    for svc in doc["spec"]["services"].values():
+        args = svc["extraPodSpec"]["mainContainer"].get("args")
+        if args:
+            assert args[args.index("--model") + 1] == exp.commands[0].argv[
+                exp.commands[0].argv.index("--model") + 1]
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "dynamo"])
+@settings(max_examples=150, **FUZZ)
+@given(model=NAMES, kind=NAMES, topo=NAMES, link=NAMES, org=st.booleans(),
+       base=st.sampled_from(PLAN_BASES))
+def test_fuzz_names_in_plans(engine, model, kind, topo, link, org, base, work):
+    """150 plans per engine whose names are drawn: valid ones export to scripts and manifests that
+    hold them only as data; invalid ones (control characters, too long, empty) are one
+    line, exit 2, nothing written; a model that reads as a flag is refused by export."""
+    from tests.test_safety import hostile_plan
+
+    model = f"org/{model}" if org else model
+    want = {"model": (model, 4096), "kind": ("k" + kind, 255), "topo": ("t" + topo, 255),
+            "link": ("l" + link, 255)}
+    ok = {k: _name_ok(v, limit) for k, (v, limit) in want.items()}
+    safe = {k: (v if ok[k] else f"placeholder-{k}") for k, (v, _) in want.items()}
+    plan = hostile_plan(base, model=safe["model"], kind=safe["kind"], topo=safe["topo"],
+                        link=safe["link"])
+    for k, good in ok.items():
+        if not good:
+            plan = _replace(plan, safe[k], want[k][0])
+    d = _fresh(work)
+    f = d / "plan.json"
+    f.write_text(json.dumps(plan))
+    out = d / "out"
+    rc, stdout, err = run(["export", f, "--to", engine, "--out", out])
+    check(rc, stdout, err)
+    flag = model.startswith("-")
+    if not all(ok.values()) or flag:
+        event("names refused")
+        assert rc == 2 and not out.exists(), (want, err)
+        return
+    event(f"names exported ({engine})")
+    assert rc == 0, err
+    exp = export(Plan.load(f), engine)
+    written = {p.name: p.read_text() for p in out.iterdir()}
+    assert written == exp.files
+    if engine == "dynamo":
+        manifest_is_data(exp, model)
+    else:
+        script_is_plan_only(exp)
+
+
+# Odd values for any field of a plan file.
+ODD = st.one_of(JSON_ANY, BAD_INT, st.sampled_from([
+    float("nan"), float("inf"), -1, 0, 10 ** 400, 1 << 63, 10 ** 9, "", "\n$(touch PWNED)",
+    "--trust-remote-code", "$(touch PWNED).d0", "x" * 300, [], [[]], [[[]]], {}, None]))
+
+
+def _leaves(node, path=()) -> list[tuple]:
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _leaves(v, (*path, k))] + [path]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node[:3]) for p in _leaves(v, (*path, i))] + [path]
+    return [path]
+
+
+@st.composite
+def odd_plans(draw):
+    from tests.test_safety import golden
+
+    p = copy.deepcopy(golden(draw(st.sampled_from(PLAN_BASES))))
+    leaves = [x for x in _leaves(p) if x]
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(leaves))
+        parent = p
+        try:
+            for k in path[:-1]:
+                parent = parent[k]
+            if draw(st.integers(0, 9)) == 0 and isinstance(parent, dict):
+                parent.pop(path[-1], None)
+            else:
+                parent[path[-1]] = draw(ODD)
+        except (KeyError, IndexError, TypeError):
+            continue
+    return p
+
+
+@settings(max_examples=300, **FUZZ)
+@given(plan=odd_plans(), command=st.sampled_from(["validate", "vllm", "sglang", "dynamo"]))
+def test_fuzz_plan_files(plan, command, work):
+    """300 plan files with one to three fields set to odd values (NaN, 10^400, names with
+    newlines or shell syntax, empty lists, missing keys): validate and export answer 0 or
+    one line and exit 2, write nothing on failure, and what they export is plan-only."""
+    d = _fresh(work)
+    f = d / "plan.json"
+    f.write_text(json.dumps(plan))
+    out = d / "out"
+    argv = ["validate", f] if command == "validate" else ["export", f, "--to", command,
+                                                           "--out", out]
+    rc, stdout, err = run(argv)
+    check(rc, stdout, err)
+    event(f"plan file {command}: {'ok' if rc == 0 else 'refused'}")
+    assert not list(d.rglob("PWNED*"))
+    if rc != 0:
+        assert not out.exists()
+    elif command in ("vllm", "sglang"):
+        script_is_plan_only(export(Plan.load(f), command))

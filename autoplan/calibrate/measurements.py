@@ -10,6 +10,7 @@ Used by the accuracy test and benchmark, and by ``autoplan calibrate``.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,7 +21,9 @@ from autoplan.cost.estimate import estimate
 from autoplan.cost.roofline import valid_tps
 from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
-from autoplan.inputs.topology import Calibration
+from autoplan.inputs.reading import read_text
+from autoplan.inputs.topology import MAX_DEVICES, Calibration
+from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
 
 REQUIRED = ("id", "engine", "model", "device_kind", "tp", "pp", "weight_dtype", "batch", "isl",
             "context", "metric", "value")
@@ -48,17 +51,18 @@ def default_data_path() -> Path:
 
 def read_measurements(path: str | Path) -> list[Measurement]:
     p = Path(path)
+    # a regular file of bounded size, UTF-8 with or without Excel's byte-order mark
+    text = read_text(p, "measurements")
     try:
-        with p.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InputError(f"{p.name}: missing column(s) {', '.join(missing)}")
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read measurements {str(p)!r}: {e.__class__.__name__}") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{p.name}: missing column(s) {', '.join(missing)}")
+        rows = list(reader)
     except csv.Error as e:  # e.g. a field over the csv module's size limit
         raise InputError(f"{p.name}: not a readable CSV file: {e}") from None
+    if not rows:
+        raise InputError(f"{p.name}: no measurement rows, only the header")
     out = []
     for n, r in enumerate(rows, start=2):
         if any(r[c] is None for c in REQUIRED):
@@ -66,9 +70,12 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         try:
             m = Measurement(
                 id=r["id"] or f"row{n}", engine=r["engine"], model=r["model"],
-                device_kind=r["device_kind"], tp=_int(r["tp"]), pp=_int(r["pp"]),
-                weight_dtype=r["weight_dtype"] or "bf16", batch=_int(r["batch"]) or 1,
-                isl=_int(r["isl"]), context=_int(r["context"]), metric=r["metric"],
+                device_kind=r["device_kind"], tp=_int(r["tp"], "tp", MAX_DEVICES),
+                pp=_int(r["pp"], "pp", MAX_DEVICES),
+                weight_dtype=r["weight_dtype"] or "bf16",
+                batch=_int(r["batch"], "batch", MAX_BATCH) or 1,
+                isl=_int(r["isl"], "isl", MAX_TOKENS),
+                context=_int(r["context"], "context", MAX_TOKENS), metric=r["metric"],
                 value=float(r["value"]),
             )
         except ValueError as e:
@@ -85,13 +92,20 @@ def read_measurements(path: str | Path) -> list[Measurement]:
     return out
 
 
-def _int(s: str) -> int | None:
+def _int(s: str, column: str, most: int) -> int | None:
+    """A positive whole number of at most ``most`` (``2`` or ``2.0``; not ``2.5``, which
+    would silently round), or None for an empty cell."""
     s = (s or "").strip()
     if not s:
         return None
-    v = float(s)
-    if not math.isfinite(v):
-        raise ValueError(f"not a finite number: {s!r}")
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError(f"{column} must be a whole number, got {s[:40]!r}") from None
+    if not math.isfinite(v) or not v.is_integer() or v < 1:
+        raise ValueError(f"{column} must be a positive whole number, got {s[:40]!r}")
+    if v > most:
+        raise ValueError(f"{column} must be at most {most}, got {s[:40]!r}")
     return int(v)
 
 

@@ -18,6 +18,12 @@ HEADER = """\
 """
 
 
+def _one_line(text: str) -> str:
+    """``text`` for one YAML comment line: a character that is not printable (a newline in
+    a file name would end the comment and add YAML of its own) is written as its escape."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def _sig(x: float) -> float:
     return float(f"{x:.4g}")
 
@@ -46,5 +52,6 @@ def profile_yaml(cals: dict[str, Calibration], data: str, command: str,
         body["device_kinds"][kind] = {k: _sig(v) for k, v in d.items()}
         body["device_kinds"][kind]["source"] = cals[kind].source or f"fitted to {data}"
     only = f" (engine {engine} only)" if engine else ""
-    return (HEADER.format(data=data, only=only, command=command)
+    return (HEADER.format(data=_one_line(data), only=_one_line(only),
+                          command=_one_line(command))
             + yaml.safe_dump(body, sort_keys=False))

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from autoplan.errors import InputError
 from autoplan.explain.context import Context, unit
 from autoplan.explain.model import Explanation
 from autoplan.explain.neighbours import alternatives
 from autoplan.explain.wording import headline, inventory_text, rep_label
+from autoplan.inputs.request import MAX_TIME_LIMIT_S
 from autoplan.plan_schema import Plan
 from autoplan.rules.validate import check
 
@@ -27,6 +29,9 @@ def explain(plan: Plan | dict | str | Path, *, solve: bool = True,
     ``solve`` also re-solves the other placement with the planner (seconds). Raises
     InputError for a plan that does not validate.
     """
+    if not 0 < time_limit_s <= MAX_TIME_LIMIT_S:  # NaN too
+        raise InputError(f"--time-limit-s must be in (0, {MAX_TIME_LIMIT_S}] seconds, "
+                         f"got {time_limit_s!r}")
     plan = check(plan)
     ctx = Context.of(plan)
     notes: list[str] = []

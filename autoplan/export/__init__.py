@@ -1,6 +1,8 @@
 """Engine launch configs for a plan: vLLM and SGLang shell scripts, a Dynamo deployment.
 
-``export(plan, engine)`` is pure: it returns the files to write (``launch.sh`` or
+``export(plan, engine)`` runs the validator's rules first (a plan ``autoplan validate``
+refuses is refused, with its first broken rule: device ids not of the topology, layers
+that do not cover the model, stale figures), then is pure: it returns the files to write (``launch.sh`` or
 ``deployment.yaml``), the commands in them and the warnings. Where an engine cannot
 express part of a plan (a pool on devices it does not run on, different TP degrees
 across the stages of one pipeline, GPUs of two vendors in one pipeline) that pool is
@@ -18,6 +20,7 @@ from autoplan.export import dynamo, sglang, vllm
 from autoplan.export.common import Command, Ctx, Engine, Export, model_path, write_export
 from autoplan.export.pools import pools
 from autoplan.plan_schema import Plan
+from autoplan.rules.validate import check as check_plan
 
 REGISTRY: dict[str, Engine] = {"vllm": vllm.ENGINE, "sglang": sglang.ENGINE,
                                "dynamo": dynamo.ENGINE}
@@ -33,13 +36,17 @@ def check_engine(engine: str) -> str:
     return e
 
 
-def export(plan: Plan, engine: str) -> Export:
-    """Launch configs for ``plan`` on ``engine`` (vllm, sglang or dynamo).
+def export(plan: Plan | dict | str, engine: str, *, check: bool = True) -> Export:
+    """Launch configs for ``plan`` (a Plan, its dict or a plan file) on ``engine`` (vllm,
+    sglang or dynamo).
 
-    Raises :class:`InputError` for an unknown engine, or when the engine can express no
-    pool of the plan at all.
+    Raises :class:`InputError` for an unknown engine, a plan that does not validate
+    (``check=False`` skips the rules: the names in the plan are still checked and every
+    one is quoted where it is written), a model that would read as a flag, or when the
+    engine can express no pool of the plan at all.
     """
     engine = check_engine(engine)
+    plan = check_plan(plan) if check else Plan.load(plan)
     label, build = REGISTRY[engine]
     warn: list[str] = []
     ctx = Ctx(plan, engine, label, model_path(plan, warn), warn)

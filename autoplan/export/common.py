@@ -14,12 +14,30 @@ from typing import NamedTuple
 
 from autoplan.errors import InputError
 from autoplan.export.pools import Pool
-from autoplan.files import write_atomic
+from autoplan.files import check_writable, make_folder, write_atomic
 from autoplan.plan_schema import Plan
 
 # The ports servers listen on (one a server, counting up) and the router or proxy's.
 SERVER_PORT = 8100
 ROUTER_PORT = 8000
+
+
+class ShellRef(str):
+    """An environment value that is a reference to a variable of the launch script
+    (``"$HOST_IP"``), written unquoted-for-expansion; every other value is quoted. Only
+    the exporters make these, never from plan text."""
+
+    def __new__(cls, name: str) -> ShellRef:  # noqa: PYI034 - never subclassed
+        if not name.isidentifier() or not name.isascii():
+            raise ValueError(f"not a shell variable name: {name!r}")
+        return super().__new__(cls, f"${name}")
+
+    @property
+    def name(self) -> str:
+        return self[1:]
+
+
+HOST_IP = ShellRef("HOST_IP")
 
 
 @dataclass
@@ -33,9 +51,20 @@ class Command:
     replica: int = 0
 
     def line(self) -> str:
-        envs = [f'{k}="{v}"' if v.startswith("$") else f"{k}={shlex.quote(v)}"
+        """The shell line: every value quoted (a :class:`ShellRef` as ``"$NAME"``)."""
+        envs = [f'{k}="{v}"' if isinstance(v, ShellRef) else f"{k}={shlex.quote(v)}"
                 for k, v in self.env.items()]
         return " ".join(envs + [shlex.join(self.argv)])
+
+
+def comment(text: str) -> str:
+    """``text`` made safe for one comment line of a shell script or a YAML file: any
+    character that is not printable (a newline would end the comment and start a
+    command) is written as its escape. Names are printable already (checked at input);
+    this holds whatever a caller passes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 @dataclass
@@ -76,6 +105,10 @@ def model_path(plan: Plan, warn: list[str]) -> str:
     made from a ``config.json`` records (which must also hold the weights). Older plans
     that recorded a config file path get its folder."""
     m = plan.inputs.model
+    if m.startswith("-"):
+        raise InputError(f"the plan's model {m!r} starts with '-': an engine would read it "
+                         f"as a flag; give the model as its Hugging Face id or a path "
+                         f"(./{m})")
     p = Path(m)
     if p.suffix == ".json":
         folder = str(p.parent) if str(p.parent) not in ("", ".") else "."
@@ -133,13 +166,9 @@ def seqs(inputs, role: str) -> int:
 
 def write_export(exp: Export, out_dir: str | Path) -> list[Path]:
     """Write every file of ``exp`` into ``out_dir`` atomically; scripts are executable."""
-    d = Path(out_dir)
-    if d.exists() and not d.is_dir():
-        raise InputError(f"--out {str(d)!r} exists and is not a folder")
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create folder {str(d)!r}: {e.__class__.__name__}") from None
+    d = make_folder(out_dir)  # refuses a file, or a file on its path
+    for name in exp.files:  # every target first: none written if one cannot be
+        check_writable(d / name)
     written = []
     for name, text in exp.files.items():
         path = d / name

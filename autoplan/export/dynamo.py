@@ -56,20 +56,28 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
             "command": ["python3", "-m", "dynamo.vllm"], "args": args}}
         services[_SERVICE[pool.role]] = svc
         cmds.append(Command(pool.role, ["python3", "-m", "dynamo.vllm", *args], env, None, 0))
+    notes = [(f"autoplan export --to dynamo: {i.model} on {i.topology}, {ctx.plan.placement}; "
+              f"isl {i.isl}, osl {i.osl}, batch {i.batch}, dtype {i.dtype}, KV {i.kv_dtype}")]
+    for pool in pools:
+        n = pool.phase.replicas
+        notes.append(f"{pool.role}: {n} replica{'s' * (n != 1)} of {pool.where()}"
+                     f"{' (replica 1)' if n > 1 else ''}")
+    # Plan text goes in as data (annotations), emitted by the YAML serializer; the
+    # comment lines are fixed text.
+    annotations = {"autoplan/plan": "\n".join(notes)}
+    if ctx.warn:
+        annotations["autoplan/warnings"] = "\n".join(ctx.warn)
     doc = {"apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeployment",
-           "metadata": {"name": _k8s_name(f"{i.model.rsplit('/', 1)[-1]}-{ctx.plan.placement}")},
+           "metadata": {"name": _k8s_name(f"{i.model.rsplit('/', 1)[-1]}-{ctx.plan.placement}"),
+                        "annotations": annotations},
            "spec": {"backendFramework": "vllm", "services": services}}
-    head = [f"# autoplan export --to dynamo: {i.model} on {i.topology}, {ctx.plan.placement}",
-            f"# isl {i.isl}, osl {i.osl}, batch {i.batch}, dtype {i.dtype}, KV {i.kv_dtype}",
+    head = ["# autoplan export --to dynamo: what the plan deploys is in metadata.annotations",
+            "# (autoplan/plan; autoplan/warnings: what is not exported, and why).",
             "# Substitute DYNAMO_VERSION (e.g. envsubst) and create the hf-token-secret first.",
             "# Kubernetes places the pods: the plan's device ids are not pinned here.",
             "# Format documented at:", *[f"#   {u}" for u in DYNAMO_DOCS]]
-    for pool in pools:
-        n = pool.phase.replicas
-        head.append(f"# {pool.role}: {n} replica{'s' * (n != 1)} of {pool.where()}"
-                    f"{' (replica 1)' if n > 1 else ''}")
-    head += [f"# WARNING: {w}" for w in ctx.warn]
-    text = "\n".join(head) + "\n" + yaml.safe_dump(doc, sort_keys=False)
+    text = "\n".join(head) + "\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=False,
+                                                    width=1 << 16)
     return Export(ctx.engine, {FILE: text}, ctx.warn, cmds)
 
 

@@ -9,7 +9,9 @@ of two vendors in one pipeline) the pool is left out and a warning says so.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 from autoplan.catalog import builtin_device_kinds
 from autoplan.plan_schema import PhasePlan, Plan
@@ -54,14 +56,21 @@ class Pool:
         """The engine's layer-partition variable ``name``, where the pool is a pipeline."""
         return {name: ",".join(map(str, self.partition))} if self.pp > 1 else {}
 
+    @cached_property
+    def _cuts(self) -> str:
+        """The layer cuts of the pipeline (shared by all replicas: computed once)."""
+        st = self.phase.stages
+        cuts = [f"[{s.layers[0]}, {s.layers[1]})" for s in (st if len(st) <= 8 else
+                                                             [*st[:4], st[-1]])]
+        return ", ".join(cuts) if len(st) <= 8 else f"{', '.join(cuts[:4])}, ..., {cuts[-1]}"
+
     def where(self, replica: int = 0) -> str:
         """Stages, TP, layer cuts and devices of one replica, for a comment line."""
         rep = self.replica_devices[replica]
         devs = [d for ds in rep for d in ds] if rep is not None else []
         shown = (" ".join(devs) if len(devs) <= 8 else f"{' '.join(devs[:4])} ... {devs[-1]}") \
             if rep is not None else "not given by the plan"
-        cuts = ", ".join(f"[{s.layers[0]}, {s.layers[1]})" for s in self.phase.stages)
-        return (f"{self.pp} stage{'s' * (self.pp != 1)} x TP {self.tp}, layers {cuts}; "
+        return (f"{self.pp} stage{'s' * (self.pp != 1)} x TP {self.tp}, layers {self._cuts}; "
                 f"devices {shown}")
 
     def title(self, replica: int) -> str:
@@ -134,8 +143,8 @@ def _replica_devices(phase: PhasePlan, what: str,
     elif any([len(d) for d in rep] != [len(d) for d in first] for rep in rd):
         problem = "gives a replica a different number of devices per stage"
     else:
-        every = [d for rep in rd for devs in rep for d in devs]
-        dup = sorted({d for d in every if every.count(d) > 1})
+        seen = Counter(d for rep in rd for devs in rep for d in devs)
+        dup = sorted(d for d, n in seen.items() if n > 1)
         if dup:
             problem = f"puts device{'s' * (len(dup) > 1)} {', '.join(dup[:4])} in two replicas"
     if problem is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 
-from autoplan.export.common import Command, Ctx, Export
+from autoplan.export.common import HOST_IP, Command, Ctx, Export, comment
 from autoplan.export.pools import Pool
 
 FILE = "launch.sh"
@@ -41,11 +41,14 @@ def launch_script(ctx: Ctx, rows: list[Row], extra: list[Command], notes: list[s
 
 def _script(ctx: Ctx, rows: list[Row], extra: list[Command], notes: list[str],
             sources: tuple[str, ...]) -> str:
+    """The script text. Plan text reaches it in two places only: comment lines (through
+    :func:`~autoplan.export.common.comment`, one line each) and shell words (quoted by
+    ``shlex``); nothing of the plan is ever shell syntax."""
     p = ctx.plan
     blocks: dict[str, list[str]] = {}
     for block, comments, cmd in rows:
         lines = blocks.setdefault(block, [])
-        lines += [f"# {c}" for c in comments]
+        lines += [f"# {comment(c)}" for c in comments]
         daemon = cmd.role.startswith("ray-")
         lines.append(cmd.line() + ("" if daemon else " &"))
     for cmd in extra:
@@ -65,10 +68,14 @@ def _script(ctx: Ctx, rows: list[Row], extra: list[Command], notes: list[str],
     ]
     head += [f"# WARNING: {w}" for w in ctx.warn]
     head += [f"# {n}" for n in notes]
+    head = [head[0]] + [comment(h) for h in head[1:]]
     head += ["set -euo pipefail"]
-    default = f"{labels[0]}" if len(labels) == 1 else ""
-    head.append(f'GROUP="${{1:-{default}}}"')
-    if any("$HOST_IP" in c.line() for _, _, c in rows):
+    default = labels[0] if len(labels) == 1 else ""
+    if shlex.quote(default) in (default, "''"):  # nothing to expand in it
+        head.append(f'GROUP="${{1:-{default}}}"')
+    else:
+        head += [f"DEFAULT_GROUP={shlex.quote(default)}", 'GROUP="${1:-$DEFAULT_GROUP}"']
+    if any(HOST_IP in c.env.values() for _, _, c in rows):
         head.append("HOST_IP=\"${HOST_IP:-$(hostname -I | awk '{print $1}')}\"  "
                     "# address the KV-transfer side channel listens on")
     body = ['case "$GROUP" in']
@@ -76,8 +83,9 @@ def _script(ctx: Ctx, rows: list[Row], extra: list[Command], notes: list[str],
         body.append(f"  {shlex.quote(label)})")
         body += [f"    {line}" for line in blocks[label]]
         body.append("    ;;")
-    body.append(f'  *) echo "{FILE}: unknown group \'$GROUP\' (expected one of: '
-                f'{" ".join(labels)})" >&2; exit 2 ;;')
+    known = " ".join(labels)
+    body.append(f"  *) echo {shlex.quote(f'{FILE}: unknown group ')}\"'$GROUP'\""
+                f"{shlex.quote(f' (expected one of: {known})')} >&2; exit 2 ;;")
     body.append("esac")
     body.append("wait")
     return "\n".join(head + body) + "\n"

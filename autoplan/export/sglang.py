@@ -100,9 +100,15 @@ def _uneven(pool: Pool, r: int) -> bool:
     hosts = pool.replica_hosts[r]
     if hosts is None or len(hosts) < 2:
         return False
-    order = [d for ds in pool.replica_devices[r] for d in ds]
-    grouped = [d for h, _ in hosts for d in order if split_device(d)[0] == h]
-    return len({len(idx) for _, idx in hosts}) > 1 or order != grouped
+    # in rank order when each host's devices are one run (one pass, not hosts x devices)
+    runs = 0
+    last = None
+    for ds in pool.replica_devices[r]:
+        for d in ds:
+            h = split_device(d)[0]
+            runs += h != last
+            last = h
+    return len({len(idx) for _, idx in hosts}) > 1 or runs != len(hosts)
 
 
 def _warn_uneven(ctx: Ctx, pool: Pool, uneven: list[int]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from autoplan.export.common import (
+    HOST_IP,
     ROUTER_PORT,
     SERVER_PORT,
     Command,
@@ -46,7 +47,7 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
                          json.dumps({"kv_connector": "NixlConnector", "kv_role": role},
                                     separators=(",", ":"))]
                 env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(NIXL_PORT + instance)
-                env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = "$HOST_IP"
+                env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = HOST_IP
             if hosts is None or len(hosts) == 1:
                 row, head = one_host_row(pool, r, argv + ["--port", str(port)], env)
                 rows.append(row)

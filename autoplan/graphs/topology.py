@@ -24,7 +24,8 @@ import networkx as nx
 from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
-from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
+from autoplan.inputs.reading import read_text
+from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml, yaml_problem
 from autoplan.inputs.topology import Calibration, DeviceKind, LinkSpec, TopologySpec
 
 
@@ -288,7 +289,8 @@ def parse_topology_yaml(text: str, origin: str,
     except YAML_ERRORS as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"topology {origin!r} is not valid YAML{where}") from None
+        raise InputError(f"topology {origin!r} is not valid YAML{where}{yaml_problem(e)}") \
+            from None
     if not isinstance(data, dict):
         raise InputError(f"topology {origin!r} must be a YAML mapping")
     try:
@@ -301,8 +303,5 @@ def parse_topology_yaml(text: str, origin: str,
 def load_topology_file(path: str | Path, builtin_kinds: dict[str, DeviceKind] | None = None,
                        calibrations: dict[str, Calibration] | None = None) -> Topology:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read topology {str(p)!r}: {e.__class__.__name__}") from None
+    text = read_text(p, "topology")  # a regular file, bounded
     return parse_topology_yaml(text, str(p), builtin_kinds, calibrations)

@@ -257,16 +257,20 @@ class KernelProfile(_Strict):
 
 
 def load_kernel_profiles(path) -> dict[str, KernelProfile]:
-    """Read a ``<engine>.yaml`` written by ``autoplan.calibrate.kernel_profiles.profile_yaml``."""
+    """Read a ``<engine>.yaml`` written by ``autoplan.calibrate.kernel_profiles.profile_yaml``
+    (a regular file of bounded size, safe YAML)."""
     from pathlib import Path
 
-    import yaml
+    from autoplan.errors import first_error
+    from autoplan.inputs.reading import read_text
+    from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
 
     p = Path(path)
+    text = read_text(p, "kernel profiles")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise InputError(f"cannot read kernel profiles {str(p)!r}: {e.__class__.__name__}") from None
+        doc = safe_load_yaml(text)
+    except YAML_ERRORS:
+        raise InputError(f"kernel profiles {str(p)!r} are not valid YAML") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("device_kinds"), dict) or not isinstance(doc.get("engine"), str):
         raise InputError(f"{p.name}: expected keys 'engine' and 'device_kinds'")
     out = {}
@@ -276,6 +280,5 @@ def load_kernel_profiles(path) -> dict[str, KernelProfile]:
         try:
             out[kind] = KernelProfile.model_validate({"device_kind": kind, **block})
         except ValueError as e:
-            raise InputError(f"{p.name}: device kind {kind!r}: {str(e).splitlines()[0]} "
-                             f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else ''})") from None
+            raise InputError(f"{p.name}: device kind {kind!r}: {first_error(e)}") from None
     return out

@@ -20,6 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autoplan.errors import InputError, first_error
+from autoplan.inputs.names import Name, PathName
+from autoplan.inputs.reading import read_text
 
 
 class MLASpec(BaseModel):
@@ -53,8 +55,8 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    family: str
+    name: PathName
+    family: Name
     hidden_size: int
     num_layers: int
     num_attention_heads: int
@@ -104,6 +106,7 @@ def _opt(cfg: dict[str, Any], key: str, default: Any) -> Any:
 # hanging the per-layer loops or overflowing the cost model's floats.
 _MAX_DIM = 1 << 24
 _MAX_LAYERS = 1 << 12
+MAX_LAYERS = _MAX_LAYERS
 
 
 def _show(value: Any) -> str:
@@ -386,10 +389,7 @@ def _opt_family(cfg: dict[str, Any]) -> dict[str, Any]:
 def load_model_file(path: str | Path, name: str = "") -> ModelSpec:
     """Read a ``config.json`` file; errors name the file and the problem."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read model config {str(p)!r}: {e.__class__.__name__}") from None
+    text = read_text(p, "model config")  # a regular file, bounded
     try:
         cfg = json.loads(text)
     except json.JSONDecodeError as e:

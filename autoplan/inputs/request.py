@@ -15,11 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from autoplan.errors import InputError
 from autoplan.inputs.dtypes import DTYPES
 from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.names import MAX_PATH_BYTES, check_name
 from autoplan.inputs.topology import MAX_DEVICES, Calibration
 from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS, Precision, Workload
 
 SLO_CAP_MS = 365 * 86400 * 1e3
 """SLOs above a year constrain nothing; they are capped there (integer tables)."""
+
+MAX_REQUEST_RATE = 1e9
+"""Requests per second far beyond any deployment (the replica counts stay integers)."""
+
+MAX_TIME_LIMIT_S = 7 * 86400
 
 
 def default_kv_dtype(dtype: str) -> str:
@@ -48,10 +54,11 @@ class Request(BaseModel):
     placement: Literal["auto", "colocated", "disaggregated"] = "auto"
     ttft_slo_ms: float | None = Field(None, gt=0)
     tpot_slo_ms: float | None = Field(None, gt=0)
-    request_rate: float | None = Field(None, gt=0, description="requests per second")
+    request_rate: float | None = Field(None, gt=0, le=MAX_REQUEST_RATE,
+                                       description="requests per second")
     max_memory_fraction: float = Field(0.9, gt=0, le=1)
     max_devices: int | None = Field(None, ge=1, le=MAX_DEVICES)
-    time_limit_s: float = Field(30.0, gt=0, le=7 * 86400)
+    time_limit_s: float = Field(30.0, gt=0, le=MAX_TIME_LIMIT_S)
     progress: bool = False
     profile: str | dict[str, Calibration] | None = None
     nodes: int | None = Field(None, ge=1, le=4096, description="copies of a single-node "
@@ -61,6 +68,12 @@ class Request(BaseModel):
     engine: Literal["vllm", "sglang", "trtllm"] | None = Field(
         "vllm", description="serving engine whose measured kernels price the plan (None: "
         "the 2023 roofline calibration)")
+
+    @field_validator("model", "topology")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        # a name or path reaches the plan and the launch scripts made from it
+        return check_name(v, MAX_PATH_BYTES) if isinstance(v, str) else v
 
     @field_validator("ttft_slo_ms", "tpot_slo_ms", "request_rate", "time_limit_s",
                      "max_memory_fraction")

@@ -1,4 +1,5 @@
-"""YAML reading with a nesting limit and no Python tags, for every YAML input."""
+"""YAML reading with a nesting limit, no Python tags and no duplicate keys, for every
+YAML input."""
 
 from __future__ import annotations
 
@@ -35,6 +36,35 @@ class _SafeLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A mapping whose keys are all different: a device kind, a node group or a
+        calibration parameter given twice is an error, not the second one silently.
+        (Keys a ``<<`` merge brings in may still be overridden, as YAML says.)"""
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the constructor refuses it
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {str(key)[:60]!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_problem(e: BaseException) -> str:
+    """``: <what is wrong>`` for a message, where PyYAML says (a duplicate key, ...)."""
+    problem = getattr(e, "problem", None)
+    return f": {' '.join(str(problem).split())[:120]}" if problem else ""
+
+
 def safe_load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with a nesting limit (no Python tags: a SafeLoader)."""
+    """``yaml.safe_load`` with a nesting limit and no duplicate keys (no Python tags: a
+    SafeLoader)."""
     return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader: no Python tags

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autoplan.inputs.dtypes import COMPUTE_FALLBACK, DType
 from autoplan.inputs.kernels import KernelProfile
+from autoplan.inputs.names import MAX_NAME_BYTES, Name
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -16,6 +17,7 @@ _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 # devices): they refuse typos and absurd values before they hang the graph build or
 # overflow the cost model and the solver's integer tables.
 MAX_DEVICES = 1 << 16
+MAX_LINKS = 1 << 20  # device-to-switch links (fabrics and networks): the graph's edges
 
 
 _MIN_BW, _MAX_BW = 1e6, 1e16
@@ -31,7 +33,7 @@ class MemoryTier(BaseModel):
     """One level of device memory (HBM, GDDR, on-chip SRAM)."""
 
     model_config = _STRICT
-    name: str
+    name: Name
     capacity_bytes: float = Field(gt=0, le=_MAX_BYTES)
     bandwidth_bytes_per_s: float = Field(ge=_MIN_BW, le=_MAX_BW)
 
@@ -101,11 +103,11 @@ class DeviceKind(BaseModel):
     memory_tiers: list[MemoryTier] = Field(min_length=1)
     calibration: Calibration | None = None
     # Kind whose fitted calibration this one borrows until it has measurements of its own.
-    calibrate_like: str | None = None
+    calibrate_like: Name | None = None
     # Kind whose measured kernel tables this one borrows (the same chip with another
     # memory: A100 40GB from A100 80GB); a kind with no kernel data and none to borrow
     # keeps the roofline calibration.
-    kernels_like: str | None = None
+    kernels_like: Name | None = None
 
     @model_validator(mode="after")
     def _check(self) -> DeviceKind:
@@ -139,7 +141,7 @@ class LinkSpec(BaseModel):
     """A fabric or network: bandwidth per device and direction, one-hop latency."""
 
     model_config = _STRICT
-    kind: str
+    kind: Name
     bandwidth_bytes_per_s: float = Field(ge=_MIN_BW, le=_MAX_BW)
     latency_s: float = Field(ge=0, le=1)
     tensor_parallel: bool = False
@@ -148,7 +150,7 @@ class LinkSpec(BaseModel):
 
 class NodeDevices(BaseModel):
     model_config = _STRICT
-    kind: str
+    kind: Name
     count: int = Field(ge=1, le=MAX_DEVICES)
 
 
@@ -156,7 +158,7 @@ class NodeGroup(BaseModel):
     """``count`` identical nodes named ``{name}{i}``, each with devices and a fabric."""
 
     model_config = _STRICT
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=MAX_NAME_BYTES)
     count: int = Field(default=1, ge=1, le=MAX_DEVICES)
     devices: NodeDevices
     fabric: LinkSpec | None = None
@@ -165,7 +167,7 @@ class NodeGroup(BaseModel):
 class Network(LinkSpec):
     """A switch joining every device of the listed node groups (all groups if empty)."""
 
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=MAX_NAME_BYTES)
     node_groups: list[str] = Field(default_factory=list)
 
 
@@ -173,10 +175,10 @@ class TopologySpec(BaseModel):
     """A topology file, validated; unknown fields are refused."""
 
     model_config = _STRICT
-    name: str
+    name: Name
     description: str = ""
     sources: list[str] = Field(default_factory=list)
-    device_kinds: dict[str, DeviceKind] = Field(default_factory=dict)
+    device_kinds: dict[Name, DeviceKind] = Field(default_factory=dict)
     nodes: list[NodeGroup] = Field(min_length=1)
     networks: list[Network] = Field(default_factory=list)
 
@@ -195,4 +197,10 @@ class TopologySpec(BaseModel):
             for g in net.node_groups:
                 if g not in names:
                     raise ValueError(f"network {net.name!r} names unknown node group {g!r}")
+        size = {g.name: g.count * g.devices.count for g in self.nodes}
+        links = (sum(n for g in self.nodes for n in [size[g.name]] if g.fabric is not None)
+                 + sum(sum(size[g] for g in (net.node_groups or names)) for net in self.networks))
+        if links > MAX_LINKS:  # each a graph edge: the build would take minutes and GBs
+            raise ValueError(f"{links} device links (fabrics and networks) is more than "
+                             f"autoplan handles ({MAX_LINKS})")
         return self

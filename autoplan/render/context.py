@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from autoplan.cost.context import plan_context
 from autoplan.plan_schema import Plan
+from autoplan.render.labels import plain
 from autoplan.rules.validate import check
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,5 +27,5 @@ def chart_context(plan: Plan) -> tuple[ModelSpec, Topology]:
 def title(plan: Plan) -> str:
     """The line under each chart's title: model, topology and the workload."""
     i = plan.inputs
-    return (f"{i.model} on {i.topology} ({plan.placement}, {i.dtype}, batch {i.batch}, "
-            f"isl {i.isl}, osl {i.osl})")
+    return plain(f"{i.model} on {i.topology} ({plan.placement}, {i.dtype}, batch {i.batch}, "
+                 f"isl {i.isl}, osl {i.osl})")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoplan.errors import InputError
-from autoplan.files import make_folder, write_atomic
+from autoplan.files import check_writable, make_folder, write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -61,6 +61,9 @@ def write(files: dict[str, dict[str, bytes]], out_dir: str | Path) -> list[Path]
     """Write ``{stem: {ext: bytes}}`` under ``out_dir`` (created if need be), each file
     atomically; return the paths in order."""
     d = make_folder(out_dir)
+    for stem, data in files.items():  # every target first: none written if one cannot be
+        for ext in data:
+            check_writable(d / f"{stem}.{ext}")
     written = []
     for stem, data in files.items():
         for ext, blob in data.items():

@@ -9,6 +9,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
+def plain(text: str) -> str:
+    """A name drawn as written: its dollar signs escaped, so that matplotlib does not read
+    ``$...$`` in a device kind, a topology or a model name as mathtext (which raises on
+    ``$x^{$``); matplotlib shows ``\\$`` as ``$``."""
+    return str(text).replace("$", r"\$")
+
+
 OFFSETS = [(5, 3, "left", "bottom"), (5, -3, "left", "top"), (-5, 3, "right", "bottom"),
            (-5, -3, "right", "top"), (5, 11, "left", "bottom"), (5, -11, "left", "top"),
            (-5, 11, "right", "bottom"), (-5, -11, "right", "top"),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from autoplan.errors import InputError
 from autoplan.render.figure import freeze_layout, new_figure, write_figure
-from autoplan.render.labels import place_labels
+from autoplan.render.labels import place_labels, plain
 from autoplan.search.front import check_rows, front_2d, pareto_front
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,7 +47,7 @@ def figure(rows: list[dict], title: str = "") -> Figure:
     fig.colorbar(sc, ax=ax, label="devices")
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     ax.set_title(f"Pareto front: {len(rows)} plans, {len(front)} non-dominated"
-                 + (f"\n{title}" if title else ""), fontsize=11)
+                 + (f"\n{plain(title)}" if title else ""), fontsize=11)
     freeze_layout(fig)
     names = []
     for r in front:

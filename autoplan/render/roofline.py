@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from autoplan.plan_schema import Plan
 from autoplan.render.context import PHASES, chart_context, title
 from autoplan.render.figure import freeze_layout, new_figure, write_figure
-from autoplan.render.labels import place_labels
+from autoplan.render.labels import place_labels, plain
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -195,7 +195,7 @@ def figure(plan: Plan | dict | str | Path, *, ctx=None) -> Figure:
         ax.yaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("arithmetic intensity (FLOP / byte)")
         ax.set_ylabel("attainable FLOP/s per device")
-        ax.set_title(f"{kind} ({plan.inputs.dtype} GEMMs)", fontsize=10)
+        ax.set_title(f"{plain(kind)} ({plan.inputs.dtype} GEMMs)", fontsize=10)
         ax.grid(True, which="major", color="#dddddd", linewidth=0.5)
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles + [Line2D([], [], linestyle="none", label="bold names: GEMMs")],

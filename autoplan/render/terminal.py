@@ -1,18 +1,28 @@
-"""Terminal rendering of estimates and plans (rich tables). Reads results only."""
+"""Terminal rendering of estimates and plans (rich tables). Reads results only.
+
+Names (model, topology, device kinds, device ids, CSV row ids) and sentences made from
+them are escaped (:func:`_t`) before they reach rich's markup: ``[/x]`` in a name would
+otherwise raise a MarkupError, and ``[link=...]`` would be markup."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from autoplan.cost.estimate import Estimate
 from autoplan.plan_schema import Plan
 
 
+def _t(value) -> str:
+    """A value shown as plain text in rich markup."""
+    return escape(str(value))
+
+
 def print_estimate(est: Estimate, console: Console | None = None) -> None:
     c = console or Console()
     c.print(
-        f"[bold]{est.model}[/] on [bold]{est.topology}[/] ({est.device_kind}): "
+        f"[bold]{_t(est.model)}[/] on [bold]{_t(est.topology)}[/] ({_t(est.device_kind)}): "
         f"TP {est.tp} x PP {est.pp} = {est.devices} devices, {est.dtype} weights, "
         f"{est.kv_dtype} KV; batch {est.batch}, ISL {est.isl}, OSL {est.osl}"
     )
@@ -65,7 +75,7 @@ def print_fit(fits, console: Console | None = None) -> None:
             errs_a.append(abs(ea))
             if el is not None:
                 errs_l.append(abs(el))
-            t.add_row(r.id, f.kind, f"{r.measured:.2f}", f"{eb:+.1%}", f"{ea:+.1%}",
+            t.add_row(_t(r.id), _t(f.kind), f"{r.measured:.2f}", f"{eb:+.1%}", f"{ea:+.1%}",
                       f"{el:+.1%}" if el is not None else "-")
     c.print(t)
     for name, e in (("before", errs_b), ("after", errs_a), ("leave-one-out", errs_l)):
@@ -73,7 +83,7 @@ def print_fit(fits, console: Console | None = None) -> None:
             c.print(f"{name:>14}: median |error| {statistics.median(e):.1%}, max {max(e):.1%}")
     for f in fits:
         p = f.calibration
-        c.print(f"{f.kind}: compute_efficiency {p.compute_efficiency:.3f}, half tokens "
+        c.print(f"{_t(f.kind)}: compute_efficiency {p.compute_efficiency:.3f}, half tokens "
                 f"{p.compute_half_tokens:.0f}, low precision x{p.low_precision_efficiency:.2f}, "
                 f"memory_efficiency {p.memory_efficiency:.3f}, kernel overhead "
                 f"{p.kernel_overhead_s * 1e6:.1f} us, collective launch "
@@ -84,14 +94,16 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
     """Headline figures and a table of stages per phase."""
     c = console or Console()
     i = p.inputs
-    c.print(f"[bold]{i.model}[/] on [bold]{i.topology}[/]: {p.placement} placement, "
+    c.print(f"[bold]{_t(i.model)}[/] on [bold]{_t(i.topology)}[/]: {p.placement} placement, "
             f"{p.devices} devices; batch {i.batch}, ISL {i.isl}, OSL {i.osl}, {i.dtype} weights")
     c.print(f"TTFT [bold]{p.ttft_ms:.2f} ms[/] (KV transfer {p.kv_transfer_ms:.3f} ms)  "
             f"TPOT [bold]{p.tpot_ms:.3f} ms[/]  e2e [bold]{p.e2e_ms:.1f} ms[/]  "
             f"throughput [bold]{p.throughput_tokens_per_s:.1f} tok/s[/] "
             f"({p.requests_per_s:.3g} requests/s)")
     c.print(f"solver: {p.status}, objective ({i.objective}) {p.objective:.6g} {p.objective_unit}, "
-            f"bound {p.best_bound:.6g}, gap {p.gap:.2%}, {p.solve_seconds:.2f} s"
+            + (f"bound {p.best_bound:.6g}, gap {p.gap:.2%}, " if p.gap is not None
+               else "no bound proven, gap unknown, ")
+            + f"{p.solve_seconds:.2f} s"
             + ("" if p.stop_reason == "completed" else f", stopped: {p.stop_reason}"))
     for name, ph in (("prefill", p.prefill), ("decode", p.decode)):
         t = Table(title=f"{name}: {ph.time_ms:.3f} ms, {ph.bottleneck}-bound, "
@@ -102,7 +114,8 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
             t.add_column(col, justify="right")
         for s in ph.stages:
             devs = s.devices[0] if len(s.devices) == 1 else f"{s.devices[0]}..{s.devices[-1]}"
-            t.add_row(str(s.index), f"{s.layers[0]}-{s.layers[1]}", s.device_kind, str(s.tp), devs,
+            t.add_row(str(s.index), f"{s.layers[0]}-{s.layers[1]}", _t(s.device_kind), str(s.tp),
+                      _t(devs),
                       f"{s.time_ms:.3f}", f"{s.memory_fraction:.1%}", s.bottleneck)
         c.print(t)
 
@@ -116,9 +129,9 @@ def print_explain(e, console: Console | None = None) -> None:
     alternative has several replicas, or the objective is throughput or devices.
     """
     c = console or Console()
-    c.print(f"[bold]{e.model}[/] on [bold]{e.topology}[/]: objective {e.objective} "
+    c.print(f"[bold]{_t(e.model)}[/] on [bold]{_t(e.topology)}[/]: objective {e.objective} "
             f"({e.objective_value:.6g} {e.objective_unit})")
-    c.print(e.headline, highlight=False)
+    c.print(_t(e.headline), highlight=False)
     wide = c.width >= 140
     t = Table(header_style="bold", show_lines=wide)
     plan_reps = tuple(getattr(e, "replicas", (1, 1)))
@@ -145,18 +158,18 @@ def print_explain(e, console: Console | None = None) -> None:
         return str(r[0]) if placement == "colocated" else f"{r[0]}+{r[1]}"
 
     for k, a in enumerate(e.alternatives, 1):
-        row = [str(k), a.name, num(a.ttft_ms, ".2f"), num(a.tpot_ms, ".3f"), num(a.e2e_ms, ".1f")]
+        row = [str(k), _t(a.name), num(a.ttft_ms, ".2f"), num(a.tpot_ms, ".3f"), num(a.e2e_ms, ".1f")]
         if reps:
             row += [replicas(a.replicas, a.placement), num(a.requests_per_s, ".4g")]
         row += [num(a.devices, "d"), num(a.delta, "+.4g"),
                 f"[{style[a.verdict]}]{a.verdict}[/]" if style[a.verdict] else a.verdict]
-        t.add_row(*row, *([a.reason] if wide else []))
+        t.add_row(*row, *([_t(a.reason)] if wide else []))
     c.print(t)
     if not wide:
         for k, a in enumerate(e.alternatives, 1):
-            c.print(f"{k}. {a.name}: {a.reason}", highlight=False)
+            c.print(f"{k}. {_t(a.name)}: {_t(a.reason)}", highlight=False)
     for n in e.notes:
-        c.print(f"note: {n}", highlight=False)
+        c.print(f"note: {_t(n)}", highlight=False)
 
 
 def print_pareto(rows: list[dict], console: Console | None = None) -> None:

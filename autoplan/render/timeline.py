@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from autoplan.plan_schema import Plan
 from autoplan.render.context import PHASES, title
 from autoplan.render.figure import new_figure, write_figure
+from autoplan.render.labels import plain
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -67,7 +68,7 @@ def schedule(plan: Plan, phase: str, m: int | None = None) -> Schedule:
 
 
 def _stage_label(s) -> str:
-    return f"S{s.index}  L{s.layers[0]}-{s.layers[1] - 1}  {s.device_kind} TP{s.tp}"
+    return f"S{s.index}  L{s.layers[0]}-{s.layers[1] - 1}  {plain(s.device_kind)} TP{s.tp}"
 
 
 def figure(plan: Plan | dict | str | Path) -> Figure:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from autoplan.plan_schema import Plan
 from autoplan.render.context import PHASES, chart_context, title
 from autoplan.render.figure import new_figure, write_figure
+from autoplan.render.labels import plain
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -201,7 +202,7 @@ def figure(plan: Plan | dict | str | Path, *, ctx=None) -> Figure:
         ax.scatter([xy[n][0] for n in fabs], [xy[n][1] for n in fabs], marker="s", s=60,
                    color=SWITCH_COLOR, zorder=2, label="node fabric switch")
         for n in fabs:
-            ax.text(xy[n][0], xy[n][1] + 0.15, g.nodes[n]["kind"], ha="center", va="bottom",
+            ax.text(xy[n][0], xy[n][1] + 0.15, plain(g.nodes[n]["kind"]), ha="center", va="bottom",
                     fontsize=6, color="#555555", zorder=4)
     if nets:
         ax.scatter([xy[n][0] for n in nets], [xy[n][1] for n in nets], marker="s", s=160,
@@ -209,7 +210,7 @@ def figure(plan: Plan | dict | str | Path, *, ctx=None) -> Figure:
         for n in nets:
             bw = next(iter(g.edges(n, data=True)))[2]["bandwidth_bytes_per_s"]
             ax.text(xy[n][0], xy[n][1] + 0.12 * cell, f"{n.removeprefix('net.')}\n"
-                    f"{g.nodes[n]['kind']}, {bw / 1e9:.3g} GB/s per device", ha="center",
+                    f"{plain(g.nodes[n]['kind'])}, {bw / 1e9:.3g} GB/s per device", ha="center",
                     va="bottom", fontsize=7)
 
     info = {it: stage_of([it] if level == "device" else members[it]) for it in items}
@@ -269,7 +270,7 @@ def figure(plan: Plan | dict | str | Path, *, ctx=None) -> Figure:
                f"with its edges to the networks it joins")
     replicas = ("" if not many_replicas else
                 f"; replicas: prefill {n_reps['prefill']}, decode {n_reps['decode']}")
-    fig.suptitle(f"Topology {topo.name}: {len(devices)} devices, placement by phase and stage"
+    fig.suptitle(f"Topology {plain(topo.name)}: {len(devices)} devices, placement by phase and stage"
                  f"{replicas}\n{title(plan)}{grouped}", fontsize=10)
     return fig
 

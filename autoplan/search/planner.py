@@ -121,10 +121,12 @@ def _plan(req: Request) -> Plan:
                 raise _time_limit(time_limit_s)
             raise _explain_infeasible(m, topo, tables, modes, limits, osl, work, request_rate)
         value = float(best.rate * osl) if objective == "throughput" else float(best.devices)
+        # a proven optimum is its own bound; an incomplete search (time limit, Ctrl-C, a
+        # cap on the fronts) proves none: the plan says so rather than gap 0
         return assemble(m, topo, tables, inputs, best.mode,
                         {p: d.stages for p, d in best.designs.items()}, best.replicas,
-                        "optimal" if best.optimal else "feasible", value, value, wall,
-                        best.stop_reason)
+                        "optimal" if best.optimal else "feasible", value,
+                        value if best.optimal else None, wall, best.stop_reason)
     results: dict = {}
     for mode in modes:
         results[mode] = solve(tables, PLACEMENT_POOLS[mode], osl, limits)
@@ -144,14 +146,35 @@ def _plan(req: Request) -> Plan:
     status = "feasible" if stopped else res.status
     stop = ("interrupted" if stopped else
             "time_limit" if any(r.status == "feasible" for r in results.values()) else "completed")
+    bound = _latency_bound(modes, results, time_limit_s)
     return assemble(m, topo, tables, inputs, mode, res.pools,
                     {p: 1 for p in res.pools}, status, res.objective_t / TICKS_PER_MS,
-                    res.best_bound_t / TICKS_PER_MS, sum(r.wall_s for r in results.values()), stop)
+                    None if bound is None else bound / TICKS_PER_MS,
+                    sum(r.wall_s for r in results.values()), stop)
+
+
+def _latency_bound(modes: list[str], results: dict, time_limit_s: float) -> float | None:
+    """The proven lower bound (ticks) over every placement searched: the smallest of the
+    solvers' bounds, a proven-infeasible placement counting for none; None when one was
+    not searched (Ctrl-C) or gave up at the time limit without a bound."""
+    bounds = []
+    for mode in modes:
+        r = results.get(mode)
+        if r is None:
+            return None
+        if r.status == "infeasible":
+            if getattr(r, "interrupted", False) or r.wall_s >= time_limit_s * 0.98:
+                return None
+            continue
+        if r.best_bound_t is None:
+            return None
+        bounds.append(r.best_bound_t)
+    return min(bounds) if bounds else None
 
 
 def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: str,
              choices: dict[str, list[StageChoice]], replicas: dict[str, int], status: str,
-             objective: float, bound: float, wall_s: float,
+             objective: float, bound: float | None, wall_s: float,
              stop_reason: str = "completed") -> Plan:
     seqs = {p: _order(t, choices[p]) for p in PLACEMENT_POOLS[mode]}
     groups = assign_devices(t, seqs, replicas)
@@ -183,7 +206,10 @@ def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: 
 
     used = {d for reps in groups.values() for rep in reps for g in rep for d in g}
     unit = {"latency": "ms", "throughput": "tokens/s", "devices": "devices"}[inputs.objective]
-    gap = abs(objective - bound) / objective if objective else 0.0
+    if bound is None:
+        gap = None  # no bound proven: the gap is unknown, not 0
+    else:
+        gap = abs(objective - bound) / objective if objective else 0.0
     # Self-check with the validator's rules: a solver or assignment bug must not reach
     # the user as a plan that `autoplan validate` would refuse.
     broken = (rules.pipeline("prefill", m, topo, pre) + rules.pipeline("decode", m, topo, dec)

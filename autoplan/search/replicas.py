@@ -100,6 +100,17 @@ def _rate(t: Tables, pool: str, ttft: int, tpot: int, slowest: int, osl: int) ->
     return Fraction(P * B * TICKS_PER_S, B * ttft + P * (osl - 1) * tpot)
 
 
+_PRIORITY = ("interrupted", "time_limit", "front_limit")
+
+
+def _stop(stop: dict, reason: str) -> None:
+    """Record why the enumeration is incomplete: Ctrl-C over the time limit over the cap
+    on designs (a search that ran out of time says so, even where a cap also applied)."""
+    had = stop.get("reason")
+    if had is None or _PRIORITY.index(reason) < _PRIORITY.index(had):
+        stop["reason"] = reason
+
+
 def front(t: Tables, pool: str, osl: int, limits: Limits,
           decode_kinds: frozenset[str] = frozenset(),
           stop: dict | None = None,
@@ -121,7 +132,7 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     lower: dict[tuple[int, ...], int] = {}  # caps -> the parent's slowest stage (prefill)
     if K > MAX_MIXED_CLASSES:
         complete = False
-        stop["reason"] = stop.get("reason") or "front_limit"
+        _stop(stop, "front_limit")
     seen: set = set()
     designs: dict[tuple[int, ...], Design] = {}
     while stack:
@@ -131,16 +142,16 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
         seen.add(caps)
         if len(designs) >= MAX_FRONT:
             complete = False
-            stop["reason"] = stop.get("reason") or "front_limit"
+            _stop(stop, "front_limit")
             break
         if interrupted():
-            stop["reason"] = "interrupted"
+            _stop(stop, "interrupted")
             complete = False
             break
         left = stop.get("deadline", float("inf")) - time.perf_counter()
         if left <= 0:
             complete = False
-            stop["reason"] = stop.get("reason") or "time_limit"
+            _stop(stop, "time_limit")
             break
         quiet = Limits(limits.ttft_slo_t, limits.tpot_slo_t, min(limits.time_limit_s, left),
                        False, limits.max_devices)
@@ -156,17 +167,17 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
             res = SolveResult("infeasible", None, None, 0.0, interrupted=True)
         solves += 1
         if res.interrupted:
-            stop["reason"] = "interrupted"
+            _stop(stop, "interrupted")
             complete = False
         if res.status == "infeasible" and res.interrupted:
             break
         if res.status == "infeasible":
             if res.wall_s >= quiet.time_limit_s * 0.98:
                 complete = False
-                stop["reason"] = stop.get("reason") or "time_limit"
+                _stop(stop, "time_limit")
             continue
         if res.status != "optimal" and not res.interrupted:
-            stop["reason"] = stop.get("reason") or "time_limit"
+            _stop(stop, "time_limit")
         stages = res.pools[pool]
         kinds = frozenset(t.configs[s.config].kind for s in stages)
         ttft, tpot, slowest, _ = design_times(t, pool, stages, decode_kinds)

@@ -12,6 +12,7 @@ import csv
 import io
 import itertools
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -58,6 +59,12 @@ def _one(args: tuple) -> dict:
             "throughput_tokens_per_s": p.throughput_tokens_per_s, "note": ""}
 
 
+def _quiet_worker() -> None:
+    """A worker ignores Ctrl-C while idle (no traceback from its queue read); a running
+    plan still stops on it, as the planner handles SIGINT while it searches."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def sweep(base: dict, ttft_slos: list, tpot_slos: list, budgets: list, *,
           workers: int | None = None, progress: bool = False) -> list[dict]:
     """Solve every grid point; rows in grid order, each marked ``on_front``."""
@@ -69,13 +76,20 @@ def sweep(base: dict, ttft_slos: list, tpot_slos: list, budgets: list, *,
         if workers == 1:
             yield from ((i, _one(g)) for i, g in enumerate(grid))
             return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_quiet_worker)
+        try:
             futures = {pool.submit(_one, g): i for i, g in enumerate(grid)}
             for f in as_completed(futures):
                 yield futures[f], f.result()
+        except KeyboardInterrupt:  # Ctrl-C: no more points; the running ones stop early
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     rows: list[dict] = [{}] * len(grid)
-    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+    console = Console(stderr=True)  # a bar only on a terminal (else it leaves a blank line)
+    with Progress(console=console, transient=True,
+                  disable=not progress or not console.is_terminal) as bar:
         task = bar.add_task("solving", total=len(grid))
         for i, row in results():
             rows[i] = row
@@ -98,10 +112,12 @@ def to_csv(rows: list[dict]) -> str:
 
 def write(rows: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
     """``pareto.csv`` and the chart (PNG and SVG) of the feasible rows."""
-    from autoplan.files import check_folder, make_folder, write_atomic
+    from autoplan.files import check_folder, check_writable, make_folder, write_atomic
     from autoplan.render.pareto import chart
 
     out = check_folder(out_dir)
+    for name in ("pareto.csv", "pareto.png", "pareto.svg") if out.is_dir() else ():
+        check_writable(out / name)  # every target first: none written if one cannot be
     feasible = [r for r in rows if r["status"] != "infeasible"]
     paths: list[Path] = []
     if feasible:
