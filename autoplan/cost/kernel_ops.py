@@ -198,3 +198,18 @@ def _measured_allreduce(kp: KernelProfile, impl: str, t: int, message_bytes: flo
     ref = max((f for f in fitted if f <= t), default=fitted[0])
     scale = ((t - 1) / t) / ((ref - 1) / ref)
     return kc.allreduce_time_s(kp, impl, ref, message_bytes * scale)
+
+
+def gemm_ceiling(kind: DeviceKind, model: ModelSpec, weight: str) -> tuple[float, float] | None:
+    """(fraction of peak FLOP/s, fraction of HBM bandwidth) the engine's GEMM kernels reach
+    on a large square GEMM (8192^3) and when streaming weights: the ceilings a roofline
+    chart draws. None where the kind has no kernel data for the format."""
+    kp = kind.calibration.kernels if kind.calibration else None
+    key = gemm_key(kp, model, weight) if kp is not None else None
+    if kp is None or key is None:
+        return None
+    peak = _peak(kind, key)
+    bw = kind.tiers_fastest_first()[0].bandwidth_bytes_per_s
+    n = 8192
+    t = kc.gemm_time_s(kp, peak, bw, n, n, n, key)
+    return 2.0 * n ** 3 / t / peak, kp.gemm[key].memory_efficiency

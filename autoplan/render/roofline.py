@@ -53,11 +53,12 @@ def rooflines(plan: Plan | dict | str | Path, topo: Topology | None = None) -> d
     """The roofline of each device kind the plan uses, in stage order, with the ceilings
     the cost model prices a large GEMM against."""
     from autoplan.cost.evaluate import workload_of
+    from autoplan.cost.kernel_ops import gemm_ceiling
     from autoplan.cost.roofline import compute_efficiency
 
     plan = Plan.load(plan)
-    if topo is None:
-        _, topo = chart_context(plan)
+    model, ctx_topo = chart_context(plan)
+    topo = topo or ctx_topo
     precision = workload_of(plan).precision
     out: dict[str, Roofline] = {}
     for ph in PHASES:
@@ -67,10 +68,13 @@ def rooflines(plan: Plan | dict | str | Path, topo: Topology | None = None) -> d
             k = topo.kinds[s.device_kind]
             peak, ran_in = k.peak_flops(precision.weight)
             cal = topo.calibration(s.device_kind)
+            # The engine's measured GEMM ceilings where it has kernel data, else the
+            # roofline calibration's.
+            measured = gemm_ceiling(k, model, precision.weight)
+            eff_c, eff_m = measured or (compute_efficiency(cal, ran_in), cal.memory_efficiency)
             out[s.device_kind] = Roofline(
                 s.device_kind, peak, ran_in, k.tiers_fastest_first()[0].bandwidth_bytes_per_s,
-                compute_efficiency(cal, ran_in), cal.memory_efficiency,
-                k.peak_flops(precision.activation)[0])
+                eff_c, eff_m, k.peak_flops(precision.activation)[0])
     return out
 
 
