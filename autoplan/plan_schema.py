@@ -138,6 +138,17 @@ class Plan(BaseModel):
         description="requests/s the deployment sustains: the smaller phase's, capped by "
         "the KV link budget between the pools")
     kv_transfer_ms: float
+    ttft_floor_ms: float | None = Field(
+        default=None, description="physical floor of TTFT on the plan's prefill devices: "
+        "each stage at its devices' peak FLOP/s or memory bandwidth, whichever binds, "
+        "stages in sequence, no overheads, free links (no KV hand-off)")
+    tpot_floor_ms: float | None = Field(
+        default=None, description="physical floor of TPOT on the decode devices, as "
+        "ttft_floor_ms (weights and KV read at peak bandwidth, or FLOPs at peak)")
+    tokens_per_s_per_device: float | None = Field(
+        default=None, description="throughput_tokens_per_s / devices")
+    tokens_per_s_per_user: float | None = Field(
+        default=None, description="output tokens per second one request sees: 1000 / TPOT")
     devices: int = Field(ge=1, le=MAX_DEVICES, description="devices used by all phases and replicas")
     prefill: PhasePlan
     decode: PhasePlan

@@ -106,3 +106,20 @@ def test_unknown_engine_is_one_line_exit_2(capsys):
     rc = main(["estimate", "--model", M8, "--topology", "h100-sxm-x1", "--engine", "tgi"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "unknown engine 'tgi'" in err
+
+
+@pytest.mark.parametrize("topo,dtype", [("h100-sxm-x8", "bf16"), ("h100x8-lpu576", "fp8")])
+def test_plans_report_floors_and_per_device_and_per_user_rates(topo, dtype):
+    """Every plan says how far it is from its physical floors and what it serves per
+    device and per user (issue 12 outputs): floors never exceed the figures, the decode
+    floor is at least one rank's weights at peak bandwidth."""
+    p = plan(M70, topo, isl=2048, osl=256, dtype=dtype,
+             placement="disaggregated" if "lpu" in topo else "auto")
+    assert 0 < p.ttft_floor_ms <= p.ttft_ms and 0 < p.tpot_floor_ms <= p.tpot_ms
+    assert p.tokens_per_s_per_device == pytest.approx(p.throughput_tokens_per_s / p.devices)
+    assert p.tokens_per_s_per_user == pytest.approx(1000 / p.tpot_ms)
+    if topo == "h100-sxm-x8":  # one TP-8 stage: each rank reads 1/8 of the bf16 weights
+        # but not the embedding table (decode gathers one row of it per token).
+        read = 70.6e9 - 128256 * 8192
+        assert p.tpot_floor_ms * 1e-3 >= read * 2 / 8 / 3.35e12
+    assert validate(p).ok

@@ -35,6 +35,10 @@ class Figures:
     stage_fraction: dict[str, list[float]]
     stage_bottleneck: dict[str, list[str]]
     phase_bottleneck: dict[str, str]
+    ttft_floor_ms: float = 0.0
+    tpot_floor_ms: float = 0.0
+    tokens_per_s_per_device: float = 0.0
+    tokens_per_s_per_user: float = 0.0
 
 
 def workload_of(plan: Plan) -> Workload:
@@ -70,9 +74,11 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
     phase_bn: dict[str, str] = {}
     times: dict[str, float] = {}
     slowest: dict[str, float] = {}
+    floors: dict[str, float] = {}
     for ph, stages in pools.items():
         cost = phase_cost(model, topo, work, placement, ph, stages)
         times[ph] = cost.time_s
+        floors[ph] = cost.floor_s
         slowest[ph] = cost.slowest_stage_s
         stage_ms[ph] = [s.time_s * 1e3 for s in cost.stages]
         fractions[ph] = [s.memory_fraction for s in cost.stages]
@@ -114,7 +120,19 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
         prefill_ms=times["prefill"] * 1e3,
         stage_ms=stage_ms, stage_fraction=fractions, stage_bottleneck=bottlenecks,
         phase_bottleneck=phase_bn,
+        ttft_floor_ms=floors["prefill"] * 1e3, tpot_floor_ms=floors["decode"] * 1e3,
+        tokens_per_s_per_device=rate * work.osl / deployment_devices(placement, pre, dec,
+                                                                     replicas),
+        tokens_per_s_per_user=1.0 / tpot,
     )
+
+
+def deployment_devices(placement: str, pre: list[StagePlacement], dec: list[StagePlacement],
+                       replicas: tuple[int, int]) -> int:
+    """Devices of the whole deployment: every replica of each pool (one pool when
+    colocated)."""
+    n_pre = replicas[0] * sum(s.tp for s in pre)
+    return n_pre if placement == "colocated" else n_pre + replicas[1] * sum(s.tp for s in dec)
 
 
 def _mean(xs: list[float]) -> float:

@@ -50,6 +50,9 @@ class StageCost:
     memory: StageMemory
     capacity_bytes: float
     ops: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Physical floor of the pass on one rank: its FLOPs at the device's peak or its bytes
+    # at the fastest tier's bandwidth, whichever is longer (no overheads, free links).
+    floor_s: float = 0.0
 
     @property
     def bottleneck(self) -> Bound:
@@ -86,6 +89,12 @@ class PhaseCost:
     def slowest_stage_s(self) -> float:
         return max(s.time_s for s in self.stages)
 
+    @property
+    def floor_s(self) -> float:
+        """The pass's physical floor: every stage at its devices' peak compute or
+        bandwidth, stages one after another, hand-offs free."""
+        return sum(s.floor_s for s in self.stages)
+
 
 def _argmax(compute: float, memory: float, comm: float) -> Bound:
     # Ties resolve in this fixed order so the label is deterministic.
@@ -114,11 +123,13 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
                                    ar, 1 if st.tp > 1 else 0)))
     if st.end == model.num_layers:
         parts.append((1, part_cost(tail_ops(model), model, kind, st.tp, shape, precision, res)))
-    compute = memory = comm = 0.0
+    compute = memory = comm = flops = moved = 0.0
     ops: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for n, c in parts:
         comm += n * c.comm_s
         for o in c.ops:
+            flops += n * o.flops
+            moved += n * o.bytes
             if o.bound == "compute":
                 compute += n * o.time_s
             else:
@@ -134,8 +145,10 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
     facts = kind.calibration.engine  # type: ignore[union-attr]
     host = facts.host_step_s if st.first == 0 and facts is not None else 0.0
     cap = kind.capacity_bytes
+    floor = max(flops / kind.peak_flops(precision.weight)[0],
+                moved / kind.tiers_fastest_first()[0].bandwidth_bytes_per_s)
     return StageCost(compute + memory + comm + host, compute, memory, comm, mem, cap,
-                     {k: dict(v) for k, v in ops.items()})
+                     {k: dict(v) for k, v in ops.items()}, floor)
 
 
 def pipeline_cost(model: ModelSpec, topo: Topology, stages: list[StagePlacement], phase: Phase,

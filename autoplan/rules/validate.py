@@ -113,6 +113,12 @@ def _figures_match(plan: Plan, fig: Figures) -> list[str]:
         if not _close(getattr(plan, field), getattr(fig, field)):
             errors.append(f"figures: {field} {getattr(plan, field)} != recomputed "
                           f"{getattr(fig, field)}")
+    for field in ("ttft_floor_ms", "tpot_floor_ms", "tokens_per_s_per_device",
+                  "tokens_per_s_per_user"):  # absent in plans made before these figures
+        if getattr(plan, field) is not None and not _close(getattr(plan, field),
+                                                           getattr(fig, field)):
+            errors.append(f"figures: {field} {getattr(plan, field)} != recomputed "
+                          f"{getattr(fig, field)}")
     for name in ("prefill", "decode"):
         phase = plan.phase(name)
         if not _close(phase.requests_per_s, fig.phase_requests_per_s[name]):
