@@ -9,6 +9,7 @@ colocated).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from autoplan.catalog import (
@@ -157,24 +158,26 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
     exhausted, checks, wall, stopped = True, 0, 0.0, False
     for mode in modes:
         exclude: list = []
+        mode_lb = 0.0  # nothing proven yet about this mode's plans
         while True:
-            if checks >= MAX_CHECKS:
+            left = limits.time_limit_s - wall  # the time limit bounds the whole search
+            if checks >= MAX_CHECKS or left <= 0:  # the unchecked rest: its last bound
                 exhausted = False
+                bound = min(bound, mode_lb)
                 break
             cap = None if best is None else math.floor(best[0] * (1 + REL) * T)
-            res = solve(tables, PLACEMENT_POOLS[mode], osl, limits,
+            res = solve(tables, PLACEMENT_POOLS[mode], osl, replace(limits, time_limit_s=left),
                         exclude=tuple(exclude), value_cap=cap)
             checks += 1
             wall += res.wall_s
             if res.status == "infeasible":
-                if res.interrupted or res.wall_s >= limits.time_limit_s * 0.98:
+                if res.interrupted or res.wall_s >= left * 0.98:
                     exhausted = False
-                    if best is None:  # nothing proven for this mode
-                        bound = min(bound, 0.0)
+                    bound = min(bound, mode_lb)
                 break
             if res.status != "optimal":
                 exhausted = False
-            lb = math.floor(res.best_bound_t) / T
+            lb = mode_lb = math.floor(res.best_bound_t) / T
             placed = _place(tables, mode, res.pools, {p: 1 for p in res.pools})
             pre, dec = _phases(placed)
             fig = evaluate(m, topo, tables.work, mode, pre, dec)
@@ -189,6 +192,7 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
                 exclude.append(("full", res.full))
             if interrupted():
                 stopped = True
+                bound = min(bound, mode_lb)
                 break
         if stopped:
             break
@@ -204,7 +208,7 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
     gap = (e2e - bound) / e2e if e2e else 0.0
     status = "optimal" if exhausted and not stopped and gap <= OPTIMAL_GAP else "feasible"
     stop = ("interrupted" if stopped else "completed" if exhausted else
-            "time_limit" if checks < MAX_CHECKS else "iteration_limit")
+            "iteration_limit" if checks >= MAX_CHECKS else "time_limit")
     return _finish(m, topo, inputs, mode, placed, {p: 1 for p in placed},
                    {p: [tuple(s.devices for s in placed[p])] for p in placed},
                    status, e2e, bound, wall, stop)
