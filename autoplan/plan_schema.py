@@ -124,9 +124,10 @@ class Plan(BaseModel):
                               "(unknown) when no bound is proven")
     solve_seconds: float
     stop_reason: Literal["completed", "time_limit", "interrupted", "front_limit",
-                         "link_bound"] = Field(
+                         "link_bound", "iteration_limit"] = Field(
         default="completed", description="why the search ended: completed (status optimal "
-        "or infeasible), the time limit, Ctrl-C, the cap on designs per front, or the KV "
+        "or infeasible), the time limit, Ctrl-C, the cap on designs per front, the cap on "
+        "exact checks of the latency search (iteration_limit), or the KV "
         "link budget binding (replica designs that widen the link are not enumerated, so "
         "the choice is not proven)")
     ttft_ms: float

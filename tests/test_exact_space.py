@@ -99,3 +99,17 @@ def test_tp3_on_a_six_device_domain() -> None:
     p = plan(model, topo, placement="disaggregated", isl=2048, osl=16, batch=32)
     assert {s.tp for s in best.pre + best.dec} & {3}
     assert p.e2e_ms == pytest.approx(best.e2e_ms, rel=1e-6)
+
+
+def test_405b_4node_cut_balances_memory_on_a_tie() -> None:
+    """Issue 11 step 5: layers are identical, so every cut of two TP 8 stages ties
+    exactly on TTFT and TPOT; the tie-break takes the most KV headroom on the fullest
+    device: 63/63 (was 35/91 at 37% / 89% memory)."""
+    from autoplan.search.planner import plan
+
+    p = plan("meta-llama/Llama-3.1-405B", "h100-sxm-4node", isl=2048, osl=256)
+    assert p.status == "optimal" and p.gap <= 1e-6
+    for ph in (p.prefill, p.decode):
+        assert [tuple(s.layers) for s in ph.stages] == [(0, 63), (63, 126)]
+        fr = [s.memory_fraction for s in ph.stages]
+        assert max(fr) - min(fr) < 0.01

@@ -8,6 +8,8 @@ colocated).
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Any
 
 from autoplan.catalog import (
@@ -27,6 +29,7 @@ from autoplan.graphs.topology import Topology
 from autoplan.inputs.dtypes import bytes_per_element
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.request import SLO_CAP_MS, Request
+from autoplan.inputs.workload import Precision, Workload
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
 from autoplan.rules import rules
 from autoplan.search.assign import _order, assign_devices
@@ -109,9 +112,11 @@ def _plan(req: Request) -> Plan:
     pools_needed = tuple(sorted({p for mode in modes for p in PLACEMENT_POOLS[mode]}))
     # Latency plans search every TP that fits a domain; the replica fronts count
     # devices, exact only for TP sizes dividing the domain.
-    tables = build_tables(m, topo, work, pools_needed, packing=objective == "latency")
+    # Latency plans search lower-bound tables and decide on exact figures.
+    lat = objective == "latency"
+    tables = build_tables(m, topo, work, pools_needed, packing=lat, lower=lat)
     limits = Limits(
-        ttft_slo_t=_slo_t(ttft_slo_ms), tpot_slo_t=_slo_t(tpot_slo_ms),
+        ttft_slo_t=_slo_t(ttft_slo_ms, tables), tpot_slo_t=_slo_t(tpot_slo_ms, tables),
         time_limit_s=time_limit_s, progress=progress, max_devices=max_devices,
     )
     if objective != "latency":
@@ -127,49 +132,195 @@ def _plan(req: Request) -> Plan:
                         {p: d.stages for p, d in best.designs.items()}, best.replicas,
                         "optimal" if best.optimal else "feasible", value,
                         value if best.optimal else None, wall, best.stop_reason)
-    results: dict = {}
+    return _latency(m, topo, tables, inputs, modes, osl, limits, req)
+
+
+MAX_CHECKS = 16
+"""Most exact checks (solve, place, price) of the latency search; past it the plan is
+``feasible`` with the gap to the bound proven so far."""
+
+REL = 1e-9  # float noise when comparing exact figures
+OPTIMAL_GAP = 1e-6
+"""The latency search is exhausted when no unchecked solution's lower bound reaches the
+best exact plan; it says ``optimal`` when that plan is also within this of the proven
+bound (the lower-bound tables' rounding, about 1e-7, and hand-offs that no placement can
+make as fast as the best pair of their class)."""
+
+
+def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
+             modes: list[str], osl: int, limits: Limits, req: Request) -> Plan:
+    """Lazy branch and check over lower-bound tables: solve, place the devices, price
+    the concrete plan exactly with ``evaluate`` and check the SLOs on it; exclude what
+    was checked and solve again, only for solutions whose lower bound reaches the best
+    exact plan so far (ties included, for the tie-break). A bound prunes, the exact
+    figures decide."""
+    T = tables.ticks_per_ms
+    best = None  # (e2e, devices, mode rank, mode, stages, fig)
+    bound = float("inf")  # proven lower bound (ms) over every plan not excluded
+    exhausted, checks, wall, stopped = True, 0, 0.0, False
+    searched = 0  # placements whose search ran to its end
     for mode in modes:
-        results[mode] = solve(tables, PLACEMENT_POOLS[mode], osl, limits)
-        if interrupted():  # Ctrl-C: no more solves, keep the best so far
+        exclude: list = []
+        mode_lb = 0.0  # nothing proven yet about this mode's plans
+        while True:
+            left = limits.time_limit_s - wall  # the time limit bounds the whole search
+            if checks >= MAX_CHECKS or left <= 0:  # the unchecked rest: its last bound
+                exhausted = False
+                bound = min(bound, mode_lb)
+                break
+            cap = None if best is None else math.floor(best[0] * (1 + REL) * T)
+            res = solve(tables, PLACEMENT_POOLS[mode], osl, replace(limits, time_limit_s=left),
+                        exclude=tuple(exclude), value_cap=cap)
+            checks += 1
+            wall += res.wall_s
+            if res.status == "infeasible":
+                if res.interrupted or res.wall_s >= left * 0.98:
+                    exhausted = False
+                    bound = min(bound, mode_lb)
+                break
+            if res.status != "optimal":
+                exhausted = False
+            lb = mode_lb = math.floor(res.best_bound_t) / T
+            placed = _place(tables, mode, res.pools, {p: 1 for p in res.pools})
+            pre, dec = _phases(placed)
+            fig = evaluate(m, topo, tables.work, mode, pre, dec)
+            if _meets(fig, req):
+                bound = min(bound, lb)
+                devices = len({d for s in pre + dec for d in s.devices})
+                key = (fig.e2e_ms, devices, mode != "colocated")
+                if best is None or _better(key, best[:3]):
+                    best = (*key, mode, placed, fig)
+                exclude.append(("shape", res.shape))
+            else:
+                exclude.append(("full", res.full))
+            if interrupted():
+                stopped = True
+                bound = min(bound, mode_lb)
+                break
+        if stopped:
             break
-    stopped = interrupted()
-    feasible = {k: r for k, r in results.items() if r.status != "infeasible"}
-    if not feasible:
+        searched += 1
+    if best is None:
         if stopped:
             raise KeyboardInterrupt
-        if any(r.wall_s >= time_limit_s * 0.98 for r in results.values()):
-            raise _time_limit(time_limit_s)
-        raise _explain_infeasible(m, topo, tables, modes, limits, osl, work)
-    mode = min(feasible, key=lambda k: (feasible[k].objective_t, feasible[k].devices,
-                                        k != "colocated"))
-    res = feasible[mode]
-    status = "feasible" if stopped else res.status
-    stop = ("interrupted" if stopped else
-            "time_limit" if any(r.status == "feasible" for r in results.values()) else "completed")
-    bound = _latency_bound(modes, results, time_limit_s)
-    return assemble(m, topo, tables, inputs, mode, res.pools,
-                    {p: 1 for p in res.pools}, status, res.objective_t / TICKS_PER_MS,
-                    None if bound is None else bound / TICKS_PER_MS,
-                    sum(r.wall_s for r in results.values()), stop)
+        if not exhausted:
+            raise _time_limit(limits.time_limit_s)
+        raise _explain_infeasible(m, topo, tables, modes, limits, osl, tables.work)
+    e2e, _, _, mode, placed, _ = best
+    placed = _balance(m, topo, tables.work, mode, placed, req, e2e)
+    bound = min(bound, e2e)
+    gap = (e2e - bound) / e2e if e2e else 0.0
+    status = "optimal" if exhausted and not stopped and gap <= OPTIMAL_GAP else "feasible"
+    if stopped and searched < len(modes):
+        bound = None  # Ctrl-C before a placement was searched: nothing proven about it
+    stop = ("interrupted" if stopped else "completed" if exhausted else
+            "iteration_limit" if checks >= MAX_CHECKS else "time_limit")
+    return _finish(m, topo, inputs, mode, placed, {p: 1 for p in placed},
+                   {p: [tuple(s.devices for s in placed[p])] for p in placed},
+                   status, e2e, bound, wall, stop)
 
 
-def _latency_bound(modes: list[str], results: dict, time_limit_s: float) -> float | None:
-    """The proven lower bound (ticks) over every placement searched: the smallest of the
-    solvers' bounds, a proven-infeasible placement counting for none; None when one was
-    not searched (Ctrl-C) or gave up at the time limit without a bound."""
-    bounds = []
-    for mode in modes:
-        r = results.get(mode)
-        if r is None:
-            return None
-        if r.status == "infeasible":
-            if getattr(r, "interrupted", False) or r.wall_s >= time_limit_s * 0.98:
-                return None
-            continue
-        if r.best_bound_t is None:
-            return None
-        bounds.append(r.best_bound_t)
-    return min(bounds) if bounds else None
+def _better(a: tuple, b: tuple) -> bool:
+    """Exact objectives compared to float noise; ties: fewer devices, colocated."""
+    if a[0] < b[0] * (1 - REL):
+        return True
+    if a[0] > b[0] * (1 + REL):
+        return False
+    return a[1:] < b[1:]
+
+
+def _meets(fig, req: Request) -> bool:
+    """The SLOs, on exact figures."""
+    return ((req.ttft_slo_ms is None or fig.ttft_ms <= req.ttft_slo_ms * (1 + REL))
+            and (req.tpot_slo_ms is None or fig.tpot_ms <= req.tpot_slo_ms * (1 + REL)))
+
+
+def _phases(placed: dict[str, list[StagePlacement]]):
+    pre = placed["prefill"] if "prefill" in placed else placed["colocated"]
+    dec = placed["decode"] if "decode" in placed else placed["colocated"]
+    return pre, dec
+
+
+def _place(t: Tables, mode: str, choices: dict[str, list[StageChoice]],
+           replicas: dict[str, int]) -> dict[str, list[StagePlacement]]:
+    """The first replica's stages with concrete devices, per pool."""
+    seqs = {p: _order(t, choices[p]) for p in PLACEMENT_POOLS[mode]}
+    groups = assign_devices(t, seqs, replicas)
+    placed: dict[str, list[StagePlacement]] = {}
+    for p, seq in seqs.items():
+        stages, start = [], 0
+        for (role, cfg, ln), devs in zip(seq, groups[p][0]):
+            layers = t.layers_of(role, ln)
+            stages.append(StagePlacement(start, start + layers, t.configs[cfg].kind, devs))
+            start += layers
+        placed[p] = stages
+    return placed
+
+
+MAX_BALANCE_STEPS = 400
+
+
+def _balance(m: ModelSpec, topo: Topology, work, mode: str,
+             placed: dict[str, list[StagePlacement]], req: Request, e2e: float
+             ) -> dict[str, list[StagePlacement]]:
+    """Tie-break among plans of equal exact objective: the most KV headroom on the
+    fullest device. Moves one layer at a time off the fullest stage onto the emptiest
+    stage that takes it while the exact e2e stays equal (to float noise), the SLOs hold
+    and the fullest stage gets emptier; devices stay where they are."""
+    from autoplan.cost.evaluate import phase_cost
+
+    def fractions(pl):
+        pre, dec = _phases(pl)
+        out = {}
+        for ph, stages in (("prefill", pre), ("decode", dec)):
+            cost = phase_cost(m, topo, work, mode, ph, stages)
+            for k, s in enumerate(cost.stages):
+                key = (ph if mode != "colocated" else "colocated", k)
+                out[key] = max(out.get(key, 0.0), s.memory_fraction)
+        return out
+
+    def moved(stages, i, j):
+        lens = [s.end - s.first for s in stages]
+        lens[i] -= 1
+        lens[j] += 1
+        out, start = [], 0
+        for s, n in zip(stages, lens):
+            out.append(StagePlacement(start, start + n, s.kind, s.devices))
+            start += n
+        return out
+
+    cur = {p: list(v) for p, v in placed.items()}
+    frac = fractions(cur)
+    for _ in range(MAX_BALANCE_STEPS):
+        worst = max(frac.values())
+        (pool, i) = max(frac, key=lambda k: (frac[k], k))
+        stages = cur[pool]
+        floor_i = 1 + (_prefix(m) if i == 0 else 0)
+        if stages[i].end - stages[i].first <= floor_i:
+            break
+        done = False
+        for (p2, j) in sorted((k for k in frac if k[0] == pool and k[1] != i),
+                              key=lambda k: (frac[k], k))[:3]:
+            trial = dict(cur)
+            trial[pool] = moved(stages, i, j)
+            pre, dec = _phases(trial)
+            fig = evaluate(m, topo, work, mode, pre, dec)
+            if fig.e2e_ms > e2e * (1 + REL) or not _meets(fig, req):
+                continue
+            f2 = fractions(trial)
+            if max(f2.values()) < worst - 1e-12 or (
+                    max(f2.values()) <= worst and f2[pool, i] < frac[pool, i] - 1e-12
+                    and sorted(f2.values(), reverse=True) < sorted(frac.values(), reverse=True)):
+                cur, frac, done = trial, f2, True
+                break
+        if not done:
+            break
+    return cur
+
+
+def _prefix(m: ModelSpec) -> int:
+    from autoplan.search.tables import leading_dense
+    return leading_dense(m)
 
 
 def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: str,
@@ -186,10 +337,22 @@ def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: 
             stages.append(StagePlacement(start, start + layers, t.configs[cfg].kind, devs))
             start += layers
         placed[p] = stages
+    return _finish(m, topo, inputs, mode, placed, replicas, groups, status, objective,
+                   bound, wall_s, stop_reason)
+
+
+def _finish(m: ModelSpec, topo: Topology, inputs: PlanInputs, mode: str,
+            placed: dict[str, list[StagePlacement]], replicas: dict[str, int],
+            groups: dict, status: str, objective: float, bound: float, wall_s: float,
+            stop_reason: str) -> Plan:
+    """The plan of concrete stages: figures by ``evaluate``, checked by the rules."""
+    work = Workload(inputs.isl, inputs.osl, inputs.batch,
+                    Precision(inputs.dtype, "bf16", inputs.kv_dtype),
+                    inputs.max_memory_fraction, inputs.prefill_batch)
     pre_pool = "prefill" if "prefill" in placed else "colocated"
     dec_pool = "decode" if "decode" in placed else "colocated"
     pre, dec = placed[pre_pool], placed[dec_pool]
-    fig = evaluate(m, topo, t.work, mode, pre, dec, (replicas[pre_pool], replicas[dec_pool]))
+    fig = evaluate(m, topo, work, mode, pre, dec, (replicas[pre_pool], replicas[dec_pool]))
 
     def phase(name: str, pool: str, stages: list[StagePlacement], time_ms: float) -> PhasePlan:
         return PhasePlan(
@@ -259,11 +422,11 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
         best = [solve(t, PLACEMENT_POOLS[mode], osl, free) for mode in modes]
         best = [r for r in best if r.status != "infeasible"]
         if best:
-            ttft = min(r.ttft_t for r in best) / TICKS_PER_MS
-            tpot = min(r.tpot_t for r in best) / TICKS_PER_MS
+            ttft = min(r.ttft_t for r in best) / t.ticks_per_ms
+            tpot = min(r.tpot_t for r in best) / t.ticks_per_ms
             return InfeasibleError(
-                f"SLO: no plan meets TTFT <= {_ms(limits.ttft_slo_t)} and TPOT <= "
-                f"{_ms(limits.tpot_slo_t)}; with these devices the best latency plans reach "
+                f"SLO: no plan meets TTFT <= {_ms(limits.ttft_slo_t, t)} and TPOT <= "
+                f"{_ms(limits.tpot_slo_t, t)}; with these devices the best latency plans reach "
                 f"TTFT {ttft:.1f} ms and TPOT {tpot:.2f} ms", "slo",
                 {"ttft_ms": ttft, "tpot_ms": tpot})
     return InfeasibleError(
@@ -280,11 +443,17 @@ def _time_limit(limit_s: float) -> InfeasibleError:
         f"impossible either); give the solver more time", "time_limit")
 
 
-def _slo_t(ms: float | None) -> int | None:
-    """An SLO in table ticks (10 ns); one beyond any time the tables hold (a year)
-    constrains nothing."""
-    return None if ms is None or ms > SLO_CAP_MS else int(ms * TICKS_PER_MS)
+def _slo_t(ms: float | None, t: Tables) -> int | None:
+    """An SLO in table ticks; one beyond any time the tables hold (a year) constrains
+    nothing. On lower-bound tables, rounded so that a plan meeting it exactly (to float
+    noise) is kept."""
+    if ms is None or ms > SLO_CAP_MS:
+        return None
+    if t.lower:
+        return math.floor(ms * (1 + REL) * t.ticks_per_ms)
+    return int(ms * TICKS_PER_MS)
 
 
-def _ms(ticks: int | None) -> str:
-    return "-" if ticks is None else f"{ticks / TICKS_PER_MS:g} ms"
+def _ms(ticks: int | None, t: Tables | None = None) -> str:
+    per = TICKS_PER_MS if t is None else t.ticks_per_ms
+    return "-" if ticks is None else f"{ticks / per:g} ms"

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from ortools.sat.python import cp_model
 
 from autoplan.search.interrupt import _INTERRUPT
+from autoplan.search.packrows import _packing
 from autoplan.search.tables import INF, POOL_PHASES, ROLES, TICKS_PER_MS, Tables
 
 
@@ -65,6 +66,10 @@ class SolveResult:
     devices: int = 0
     usage: tuple[int, ...] = ()
     interrupted: bool = False  # Ctrl-C stopped the search (see stop_on_sigint)
+    # The solution as values of the model's variables (see ``solve``'s ``exclude``):
+    # ``shape`` the stage counts of every group, ``full`` with the lengths too.
+    shape: tuple[int, ...] = ()
+    full: tuple[int, ...] = ()
 
     @property
     def gap(self) -> float:
@@ -85,15 +90,15 @@ class Limits:
 class _Progress(cp_model.CpSolverSolutionCallback):
     """Prints each incumbent and the bound to stderr (the CLI asks for it)."""
 
-    def __init__(self, scale: int) -> None:
+    def __init__(self, scale: float) -> None:
         super().__init__()
         self._scale = scale
         self._t0 = time.perf_counter()
         self._last = (float("inf"), -1.0)
 
     def on_solution_callback(self) -> None:
-        obj = self.objective_value / self._scale / TICKS_PER_MS
-        bound = self.best_objective_bound / self._scale / TICKS_PER_MS
+        obj = self.objective_value / self._scale
+        bound = self.best_objective_bound / self._scale
         now = time.perf_counter()
         # Only material improvements, or a heartbeat each second: tie-break steps are noise.
         if obj > self._last[0] * (1 - 1e-4) and now - self._last[1] < 1.0:
@@ -114,6 +119,7 @@ class _Group:
     time: dict[str, cp_model.LinearExprT]  # phase -> total time, hand-offs included
     kv: list[list[cp_model.LinearExprT]]  # decode kind -> KV hand-offs of stages (prefill pools)
     values: object  # how to read the chosen stages back
+    lengths: tuple = ()  # length variables (first/last length, middles' layers and max)
 
 
 class _PoolModel:
@@ -203,13 +209,14 @@ class _PoolModel:
             m.add(ln <= best * x)
             self.groups.append(_Group(
                 role, c, x, ln, {ph: (A[ph] + hop[ph]) * x + B[ph] * ln for ph in A},
-                [[a * x + b * ln] for a, b in zip(kvA, kvB)], ("one", x, ln)))
+                [[a * x + b * ln] for a, b in zip(kvA, kvB)], ("one", x, ln), (ln,)))
             return
         n = m.new_int_var(0, U, self._name("mid", c, "n"))
         lam = m.new_int_var(0, U, self._name("mid", c, "layers"))
         m.add(lam >= n)
         m.add(lam <= best * n)
         kv: list[list] = [[] for _ in kvA]
+        lengths: tuple = (lam,)
         if need_max:
             on = m.new_bool_var(self._name("mid", c, "on"))
             mx = m.new_int_var(0, best, self._name("mid", c, "max"))
@@ -221,9 +228,10 @@ class _PoolModel:
             m.add_multiplication_equality(prod, [n, mx])
             m.add(lam <= prod)
             kv = [[a * on + b * mx] for a, b in zip(kvA, kvB)]
+            lengths = (lam, mx)
         self.groups.append(_Group(
             "mid", c, n, lam, {ph: (A[ph] + hop[ph]) * n + B[ph] * lam for ph in A},
-            kv, ("balanced", n, lam)))
+            kv, ("balanced", n, lam), lengths))
 
     def _per_length(self, role: str, c: int, best: int, kv_tab) -> None:
         m, tab, U = self.m, self.t.pools[self.pool], self.t.units
@@ -339,7 +347,7 @@ class _PoolModel:
         return out
 
 
-def _solve(m: cp_model.CpModel, scale: int, limits: Limits):
+def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float = TICKS_PER_MS):
     """Solve in a worker thread so that Ctrl-C (a KeyboardInterrupt in the main thread,
     whenever it arrives) stops the search gracefully: the best solution so far stays.
     CP-SAT's own SIGINT handling is off: it leaves no handler between solves."""
@@ -349,7 +357,7 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits):
     solver.parameters.max_time_in_seconds = limits.time_limit_s
     solver.parameters.catch_sigint_signal = False
     t0 = time.perf_counter()
-    cb = _Progress(scale) if limits.progress else None
+    cb = _Progress(scale * ticks_per_ms) if limits.progress else None
     out: dict = {}
 
     def run() -> None:
@@ -371,7 +379,9 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits):
 
 def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
           goal: str = "latency", caps: list[int] | None = None,
-          decode_kinds: tuple[str, ...] = (), stage_cap: int | None = None) -> SolveResult:
+          decode_kinds: tuple[str, ...] = (), stage_cap: int | None = None,
+          exclude: tuple[tuple[str, tuple[int, ...]], ...] = (),
+          value_cap: int | None = None) -> SolveResult:
     """Best pipelines for ``pools`` (see the module docstring for the goals).
 
     ``caps``: devices per class available (default: the whole inventory).
@@ -427,10 +437,16 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
             value = tpot
         else:
             value = ttft + (osl - 1) * tpot
+            if value_cap is not None:
+                m.add(value <= value_cap)
         scale = sum(caps) + 1
         m.minimize(scale * value + devices)
+    shape_vars = [g.count for p in pools for g in pm[p].groups]
+    full_vars = shape_vars + [v for p in pools for g in pm[p].groups for v in g.lengths]
+    for how, vals in exclude:
+        _nogood(m, shape_vars if how == "shape" else full_vars, vals)
 
-    solver, status, wall, stopped = _solve(m, scale, limits)
+    solver, status, wall, stopped = _solve(m, scale, limits, t.ticks_per_ms)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return SolveResult("infeasible", None, None, wall, interrupted=stopped)
     res = SolveResult(
@@ -445,40 +461,20 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     res.kv_t = int(solver.value(kv)) if "prefill" in pools else 0
     res.usage = tuple(int(solver.value(u)) if not isinstance(u, int) else 0 for u in usage)
     res.devices = sum(res.usage)
+    res.shape = tuple(int(solver.value(v)) for v in shape_vars)
+    res.full = tuple(int(solver.value(v)) for v in full_vars)
     return res
 
 
-def _packing(m: cp_model.CpModel, t: Tables, models: list[_PoolModel]) -> None:
-    """TP groups fit the classes' domains exactly (see :class:`~.tables.Packing`); a
-    device cap below the inventory is the usage row's."""
-    for cls in t.classes:
-        pk = t.packing.get(cls.index)
-        if pk is None:
-            continue
-        n = cls.domain_size
-        groups: dict[int, list] = {tp: [] for tp in pk.tps}
-        for pmod in models:
-            for g in pmod.groups:
-                cfg = t.configs[g.cfg]
-                if cfg.cls == cls.index:
-                    groups[cfg.tp].append(g.count)
-        if not any(groups.values()):
-            continue
-        bins = len(cls.domains)
-        if pk.patterns is None:
-            if all(n % tp == 0 for tp in pk.tps):
-                continue  # counting devices (the usage rows) is exact
-            for j, tj in enumerate(pk.tps):
-                big = [tp * c for tp in pk.tps[j:] for c in groups[tp]]
-                if big:
-                    m.add(sum(big) <= bins * (n // tj) * tj)
-            continue
-        y = [m.new_int_var(0, bins, f"pattern[{cls.index},{i}]")
-             for i in range(len(pk.patterns))]
-        m.add(sum(y) <= bins)
-        for ti, tp in enumerate(pk.tps):
-            if groups[tp]:
-                m.add(sum(groups[tp]) <= sum(p[ti] * v for p, v in zip(pk.patterns, y)))
+def _nogood(m: cp_model.CpModel, xs: list, vals: tuple[int, ...]) -> None:
+    """At least one of ``xs`` differs from ``vals``."""
+    diff = []
+    for x, v in zip(xs, vals):
+        b = m.new_bool_var("")
+        m.add(x != v).only_enforce_if(b)
+        m.add(x == v).only_enforce_if(b.Not())
+        diff.append(b)
+    m.add_bool_or(diff)
 
 
 def _ttft_bound(t: Tables, pool: str) -> int:

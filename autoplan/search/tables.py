@@ -99,6 +99,15 @@ class Tables:
     kv_t: np.ndarray  # [role, config, length, decode_kind] KV hand-off of a prefill stage
     kinds: list[str]
     packing: dict[int, Packing] = field(default_factory=dict)  # class -> how groups pack
+    # ``lower``: every entry is a LOWER bound of the exact figure (rounded down, hand-offs
+    # at the best pair a placement can reach), in ticks of 10 ps; else an upper bound in
+    # ticks of 10 ns (the replica fronts).
+    lower: bool = False
+    ticks_per_s: int = TICKS_PER_S
+
+    @property
+    def ticks_per_ms(self) -> float:
+        return self.ticks_per_s / 1000
 
     def layers_of(self, role: str, length: int) -> int:
         return length + (self.prefix if role in ("only", "first") else 0)
@@ -210,17 +219,25 @@ def _placement(model: ModelSpec, prefix: int, role: str, length: int,
     return StagePlacement(prefix + 1, prefix + 1 + length, cfg.kind, cfg.group)
 
 
+LOWER_TICKS_PER_S = 10**11
+"""Resolution of lower-bound tables (10 ps): their rounding is what separates the bound
+from the exact figure, so it is fine (about 1e-7 relative on the shipped cases)."""
+
+
 def build_tables(model: ModelSpec, topo: Topology, work: Workload,
                  pools: tuple[str, ...], force_per_length: bool = False,
-                 packing: bool = False) -> Tables:
-    """``packing``: every TP that fits a domain (see :func:`build_configs`)."""
+                 packing: bool = False, lower: bool = False) -> Tables:
+    """``packing``: every TP that fits a domain (see :func:`build_configs`).
+    ``lower``: lower-bound tables (see :class:`Tables`): the latency search prunes with
+    them and decides on exact figures."""
     prefix = leading_dense(model)
     units = model.num_layers - prefix
     classes = device_classes(topo)
     configs, packs = build_configs(model, classes, packing)
     kinds = list(topo.kind_names)
     tables = Tables(model, topo, work, prefix, units, classes, configs, {},
-                    np.zeros((0,)), kinds, packs)
+                    np.zeros((0,)), kinds, packs, lower,
+                    LOWER_TICKS_PER_S if lower else TICKS_PER_S)
     for pool in pools:
         tables.pools[pool] = _pool_table(tables, pool, force_per_length)
     if "prefill" in pools:
@@ -231,6 +248,10 @@ def build_tables(model: ModelSpec, topo: Topology, work: Workload,
 def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     model, work, U = t.model, t.work, t.units
     C = len(t.configs)
+    T = t.ticks_per_s
+    # Upper bounds round up; lower bounds round down (and one tick more, against float
+    # noise in the two-point affine form).
+    rnd = (lambda x: math.floor(x) - 1) if t.lower else math.ceil
     kv_batch, ctx, tokens = pool_memory_args(pool, work)
     max_len = np.zeros((len(ROLES), C), dtype=np.int64)
     affine = np.zeros((len(ROLES), C), dtype=bool)
@@ -270,17 +291,20 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
                                        work.precision)[0]
                     return stage_cost(model, t.topo, st, shape, work.precision, mem).time_s
                 if role == "only":
-                    times[ph][r, cfg.index, U] = math.ceil(exact(U) * TICKS_PER_S)
+                    times[ph][r, cfg.index, U] = max(0, rnd(exact(U) * T))
                     continue
                 if multi_tier:
                     for ln in range(1, best + 1):
-                        times[ph][r, cfg.index, ln] = math.ceil(exact(ln) * TICKS_PER_S)
+                        times[ph][r, cfg.index, ln] = max(0, rnd(exact(ln) * T))
                     continue
                 # On a single memory tier a stage's time is affine in its length: integer
-                # A + B * length, each rounded up so it bounds the exact time from above.
+                # A + B * length, each rounded up so it bounds the exact time from above
+                # (lower bounds: down; the time is convex in the length, a max of affine
+                # terms, so the secant through lengths 1 and 2 stays below it beyond).
                 a1 = exact(1)
-                b = math.ceil((exact(2) - a1) * TICKS_PER_S) if best >= 2 else 0
-                a = math.ceil(a1 * TICKS_PER_S) - b
+                b = rnd((exact(2) - a1) * T) if best >= 2 else 0
+                b = max(b, 0)
+                a = rnd(a1 * T) - b
                 for ln in range(1, best + 1):
                     times[ph][r, cfg.index, ln] = a + b * ln
             affine[r, cfg.index] = not multi_tier and not force_per_length
@@ -289,6 +313,9 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     for ph in POOL_PHASES[pool]:
         shape = phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
         msg = activation_message_bytes(model, shape, work.precision)
+        if t.lower:
+            _best_hops(t, ph, msg, reach, hops[ph], cross[ph])
+            continue
         within = [_worst_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach)
                   for c in t.classes]
         for cfg in t.configs:
@@ -311,6 +338,44 @@ def class_entries(tab: PoolTable, phase: str, classes: list[int]) -> int:
     if len(classes) > 1 and first == last and len(set(classes)) > 1:
         total += int(tab.cross_t[phase][first])
     return total
+
+
+def _best_hops(t: Tables, ph: str, msg: float, reach: dict, hops: np.ndarray,
+               cross: np.ndarray) -> None:
+    """Lower bounds of the hand-offs (ticks): into a stage of config ``c`` from another
+    stage of its class, the fastest pair that two such TP groups can occupy (the same
+    fast domain when a second group of the class's smallest TP fits beside it, else
+    another domain); into a class from another class, the fastest pair of the two,
+    beyond that."""
+    T = t.ticks_per_s
+    within = []
+    for cfg in t.configs:
+        c = t.classes[cfg.cls]
+        src = c.domains[0].devices[0]
+        small = min(x.tp for x in t.configs if x.cls == cfg.cls)
+        if cfg.tp + small <= c.domain_size or len(c.domains) == 1:
+            dsts = _devices(c)
+        else:
+            dsts = [d for dom in c.domains[1:] for d in dom.devices]
+        hops[cfg.index] = max(0, math.floor(_best_hop(t.topo, src, dsts, msg, reach) * T) - 1)
+    for c in t.classes:
+        within.append(_best_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach))
+    for k, ck in enumerate(t.classes):
+        best = min((_best_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach)
+                    for j, cj in enumerate(t.classes) if j != k), default=0.0)
+        # hop_t charges at least the within-class best already; an entry adds the rest.
+        cross[k] = max(0, math.floor((best - within[k]) * T) - 1)
+
+
+def _best_hop(topo: Topology, src: str, dsts: list[str], msg: float,
+              reach: dict[str, dict]) -> float:
+    """The fastest hand-off of ``msg`` bytes from ``src`` to another of ``dsts``."""
+    if src not in reach:
+        reach[src] = topo.paths_from(src)
+    paths = reach[src]
+    launch = topo.calibration(topo.device_kind_of(src)).collective_launch_s
+    best = min((msg / paths[d][0] + paths[d][1] for d in dsts if d != src), default=None)
+    return 0.0 if best is None else best + launch
 
 
 def _devices(c: DeviceClass) -> list[str]:
@@ -340,8 +405,11 @@ def _kv_table(t: Tables) -> np.ndarray:
             for kd, kind_to in enumerate(t.kinds):
                 bw, lat = links[cfg.kind, kind_to]
                 # kv_stage_time_s (the validator's) is affine in the stage length:
-                # integer A + B * length, each part rounded up (an upper bound).
-                b = math.ceil(per_layer / (cfg.tp * bw) * TICKS_PER_S)
-                a = math.ceil((per_layer * t.layers_of(role, 0) / (cfg.tp * bw) + lat) * TICKS_PER_S)
+                # integer A + B * length, each part rounded up (an upper bound; lower
+                # bounds: down).
+                T = t.ticks_per_s
+                rnd = (lambda x: max(0, math.floor(x) - 1)) if t.lower else math.ceil
+                b = rnd(per_layer / (cfg.tp * bw) * T)
+                a = rnd((per_layer * t.layers_of(role, 0) / (cfg.tp * bw) + lat) * T)
                 kv[r, cfg.index, 1:, kd] = a + b * np.arange(1, U + 1)
     return kv
