@@ -167,13 +167,11 @@ def explain_cmd(
 def export_cmd(
     plan_file: str = typer.Argument(..., help="plan JSON (autoplan plan -o PLAN.json)"),
     to: str = typer.Option(..., "--to", help="engine: vllm | sglang | trtllm | dynamo"),
-    backend: str | None = typer.Option(
-        None, "--backend", help="Dynamo's workers: vllm | sglang | trtllm (default: the "
-        "engine the plan was priced for)"),
+    backend: str | None = typer.Option(None, "--backend", help="Dynamo's workers: vllm | "
+                                       "sglang | trtllm (default: the plan's engine)"),
     out: str | None = typer.Option(None, "--out", help="write the files into this folder"),
 ) -> None:
-    """Engine launch configs for a plan: vLLM / SGLang / TensorRT-LLM launch.sh (with
-    TensorRT-LLM's LLM-API YAML), Dynamo deployment.yaml."""
+    """Engine launch configs: vLLM / SGLang / TensorRT-LLM launch.sh, Dynamo deployment.yaml."""
     from autoplan.export import check_engine, export, write_export
     from autoplan.plan_schema import Plan
 

@@ -40,12 +40,8 @@ and check every emitted flag and environment variable against these sets):
   https://docs.vllm.ai/en/latest/serving/data_parallel_deployment.html
 * ``SGLANG_PP_LAYER_PARTITION`` (same rules as vLLM's):
   https://github.com/sgl-project/sglang/blob/main/python/sglang/srt/distributed/utils.py
-* Dynamo ``DynamoGraphDeployment`` (``nvidia.com/v1alpha1``; ``spec.services`` with a
-  Frontend and workers, ``subComponentType`` prefill/decode, ``resources.limits.gpu``,
-  ``multinode.nodeCount``, ``extraPodSpec.mainContainer`` command/args, ``python3 -m
-  dynamo.vllm`` with vLLM engine args and ``--disaggregation-mode prefill|decode``):
-  https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/vllm/deploy/disagg.yaml and
-  https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/sglang/deploy/disagg-multinode.yaml
+* Dynamo ``DynamoGraphDeployment`` in ``nvidia.com/v1beta1`` (``spec.components``), and
+  TensorRT-LLM's ``trtllm-serve``: see the sections below, each with its sources and version.
 """
 
 from __future__ import annotations
@@ -98,11 +94,6 @@ SGLANG_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
 
 # ---------------------------------------------------------------- Dynamo
 
-DYNAMO_DOCS = (
-    "https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/vllm/deploy/disagg.yaml",
-    ("https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/sglang/deploy/"
-    "disagg-multinode.yaml"),
-)
 # dynamo.vllm takes vLLM's engine arguments plus its own --model and --disaggregation-mode.
 DYNAMO_VLLM_FLAGS = frozenset((VLLM_FLAGS - {"--port", "--host", "--kv-transfer-config",
                                              "--distributed-executor-backend"})

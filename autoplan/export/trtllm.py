@@ -73,6 +73,10 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
     port = SERVER_PORT
     urls: dict[str, list[str]] = {"server": [], "prefill": [], "decode": []}
     for pool in pools:
+        if pool.vendor == "amd":
+            ctx.warn.append(f"TensorRT-LLM runs on NVIDIA GPUs only; the {pool.role} pool "
+                            f"(AMD GPUs) is not exported")
+            continue
         opts = llm_api_options(ctx, pool)
         exported = 0
         for r in range(pool.phase.replicas):
