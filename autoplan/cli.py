@@ -166,15 +166,17 @@ def explain_cmd(
 @app.command("export")
 def export_cmd(
     plan_file: str = typer.Argument(..., help="plan JSON (autoplan plan -o PLAN.json)"),
-    to: str = typer.Option(..., "--to", help="engine: vllm | sglang | dynamo"),
+    to: str = typer.Option(..., "--to", help="engine: vllm | sglang | trtllm | dynamo"),
+    backend: str | None = typer.Option(None, "--backend", help="Dynamo's workers: vllm | "
+                                       "sglang | trtllm (default: the plan's engine)"),
     out: str | None = typer.Option(None, "--out", help="write the files into this folder"),
 ) -> None:
-    """Engine launch configs for a plan: vLLM / SGLang launch.sh, Dynamo deployment.yaml."""
+    """Engine launch configs: vLLM / SGLang / TensorRT-LLM launch.sh, Dynamo deployment.yaml."""
     from autoplan.export import check_engine, export, write_export
     from autoplan.plan_schema import Plan
 
     engine = check_engine(to)
-    exp = export(Plan.load(plan_file), engine)
+    exp = export(Plan.load(plan_file), engine, backend=backend)
     for w in exp.warnings:
         print(f"autoplan: warning: {w}", file=sys.stderr)
     if out is not None:
@@ -242,11 +244,11 @@ def pareto_cmd(
     load_model(model)  # bad inputs fail here, once, not in every worker
     load_topology(topology, None, None, nodes, network)
     check_folder(out)  # before the sweep, not after
-    base = dict(model=model, topology=topology, isl=isl, osl=osl, batch=batch,
-                prefill_batch=prefill_batch, dtype=dtype, kv_dtype=kv_dtype,
-                placement=placement, max_memory_fraction=max_memory_fraction,
-                time_limit_s=time_limit_s, profile=profile, engine=_engine(engine),
-                nodes=nodes, network=network)
+    base = {"model": model, "topology": topology, "isl": isl, "osl": osl, "batch": batch,
+                "prefill_batch": prefill_batch, "dtype": dtype, "kv_dtype": kv_dtype,
+                "placement": placement, "max_memory_fraction": max_memory_fraction,
+                "time_limit_s": time_limit_s, "profile": profile, "engine": _engine(engine),
+                "nodes": nodes, "network": network}
     rows = sweep(base, ttfts, tpots, budgets, workers=workers, progress=not as_json)
     paths = write(rows, out, f"{model} on {topology}")
     if as_json:

@@ -953,8 +953,8 @@ def manifest_is_data(exp, model: str) -> None:
     assert not any(model in ln for ln in comments if len(model) > 3)
     doc = yaml.safe_load(text)
     assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
-    for svc in doc["spec"]["services"].values():
-        args = svc["extraPodSpec"]["mainContainer"].get("args")
+    for comp in doc["spec"]["components"]:
+        args = comp["podTemplate"]["spec"]["containers"][0].get("args")
         if args:
             assert args[args.index("--model") + 1] == exp.commands[0].argv[
                 exp.commands[0].argv.index("--model") + 1]

@@ -253,7 +253,7 @@ def test_export_refuses_a_model_that_reads_as_a_flag(engine, model, tmp_path):
 
 # ---------------------------------------------------------------- running launch.sh
 
-ENGINE_STUBS = ("vllm", "python", "python3", "ray")
+ENGINE_STUBS = ("vllm", "python", "python3", "ray", "trtllm-serve")
 ENV_SEEN = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "VLLM_PP_LAYER_PARTITION",
             "SGLANG_PP_LAYER_PARTITION", "VLLM_NIXL_SIDE_CHANNEL_PORT",
             "VLLM_NIXL_SIDE_CHANNEL_HOST", "RAY_ADDRESS")
@@ -327,12 +327,14 @@ SCRIPT_PLANS = [COLOC, DISAGG, "llama31-405b-h100-4node", "deepseek-v3-h100-4nod
                 "llama31-70b-h100x8-throughput", "llama31-8b-h100-4node-devices"]
 
 
-@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
 @pytest.mark.parametrize("name", SCRIPT_PLANS)
 def test_launch_sh_runs_only_the_plan(engine, name, tmp_path):
     """Hostile (printable) model, topology, device-kind and link names in a plan that
     validates: launch.sh, run for every group with stub engines, runs exactly the
     export's commands and nothing else (no PWNED file)."""
+    if engine == "trtllm" and name in ("llama31-405b-h100-4node", "deepseek-v3-h100-4node"):
+        pytest.skip("servers across hosts: TensorRT-LLM's are started by MPI, not exported")
     plan = hostile_plan(name, model="org/m" + EVIL, kind="k" + EVIL, topo="t" + EVIL,
                         link="l" + EVIL)
     exp = export(plan, engine)
@@ -361,23 +363,27 @@ def test_comment_lines_stay_one_line():
     assert comment("plain $(x)") == "plain $(x)"
 
 
+@pytest.mark.parametrize("backend", ["vllm", "sglang", "trtllm"])
 @pytest.mark.parametrize("name", [COLOC, DISAGG, "llama31-405b-h100-4node"])
-def test_dynamo_manifest_is_data(name):
-    """The Dynamo YAML is the serializer's: plan text only as values (annotations, args),
-    comment lines fixed, whatever the names."""
+def test_dynamo_manifest_is_data(name, backend):
+    """The Dynamo YAML is the serializer's: plan text only as values (annotations, args,
+    the TensorRT-LLM engine YAML in a ConfigMap), comment lines fixed, whatever the names."""
     evil = "k: [x] {y} # z & *w !t | > " + EVIL
     plan = hostile_plan(name, model="org/" + evil, kind="k" + evil, topo="t" + evil)
-    text = export(plan, "dynamo").files["deployment.yaml"]
-    clean = export(golden(name), "dynamo").files["deployment.yaml"]
+    text = export(plan, "dynamo", backend=backend).files["deployment.yaml"]
+    clean = export(golden(name), "dynamo", backend=backend).files["deployment.yaml"]
     comments = [ln for ln in text.splitlines() if ln.startswith("#")]
     assert comments == [ln for ln in clean.splitlines() if ln.startswith("#")]
-    doc = yaml.safe_load(text)
+    docs = list(yaml.safe_load_all(text))
+    assert [d["kind"] for d in docs] == [d["kind"] for d in yaml.safe_load_all(clean)]
+    (doc,) = [d for d in docs if d["kind"] == "DynamoGraphDeployment"]
     assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
     assert "org/" + evil in doc["metadata"]["annotations"]["autoplan/plan"]
-    for svc in doc["spec"]["services"].values():
-        args = svc["extraPodSpec"]["mainContainer"].get("args")
+    flag = "--model" if backend == "vllm" else "--model-path"
+    for comp in doc["spec"]["components"]:
+        args = comp["podTemplate"]["spec"]["containers"][0].get("args")
         if args:
-            assert args[args.index("--model") + 1] == "org/" + evil
+            assert args[args.index(flag) + 1] == "org/" + evil
 
 
 # ================================================================ 4. outputs

@@ -1,4 +1,5 @@
-"""Engine launch configs for a plan: vLLM and SGLang shell scripts, a Dynamo deployment.
+"""Engine launch configs for a plan: vLLM, SGLang and TensorRT-LLM shell scripts (with
+TensorRT-LLM's LLM-API YAML), a Dynamo deployment of vLLM, SGLang or TensorRT-LLM workers.
 
 ``export(plan, engine)`` runs the validator's rules first (a plan ``autoplan validate``
 refuses is refused, with its first broken rule: device ids not of the topology, layers
@@ -16,14 +17,14 @@ in :data:`REGISTRY`; every flag they write is in the documented sets of
 from __future__ import annotations
 
 from autoplan.errors import InputError
-from autoplan.export import dynamo, sglang, vllm
+from autoplan.export import dynamo, sglang, trtllm, vllm
 from autoplan.export.common import Command, Ctx, Engine, Export, model_path, write_export
 from autoplan.export.pools import pools
 from autoplan.plan_schema import Plan
 from autoplan.rules.validate import check as check_plan
 
 REGISTRY: dict[str, Engine] = {"vllm": vllm.ENGINE, "sglang": sglang.ENGINE,
-                               "dynamo": dynamo.ENGINE}
+                               "trtllm": trtllm.ENGINE, "dynamo": dynamo.ENGINE}
 ENGINES = tuple(REGISTRY)
 
 __all__ = ["ENGINES", "REGISTRY", "Command", "Export", "check_engine", "export", "write_export"]
@@ -36,20 +37,25 @@ def check_engine(engine: str) -> str:
     return e
 
 
-def export(plan: Plan | dict | str, engine: str, *, check: bool = True) -> Export:
+def export(plan: Plan | dict | str, engine: str, *, check: bool = True,
+           backend: str | None = None) -> Export:
     """Launch configs for ``plan`` (a Plan, its dict or a plan file) on ``engine`` (vllm,
-    sglang or dynamo).
+    sglang, trtllm or dynamo; ``backend``: Dynamo's workers, vllm | sglang | trtllm,
+    default the plan's ``inputs.engine``).
 
     Raises :class:`InputError` for an unknown engine, a plan that does not validate
     (``check=False`` skips the rules: the names in the plan are still checked and every
-    one is quoted where it is written), a model that would read as a flag, or when the
-    engine can express no pool of the plan at all.
+    one is quoted where it is written), a model that would read as a flag, a pool the
+    engine refuses to start (:data:`autoplan.export.flags.ENGINE_LIMITS`: the pool and the
+    rule are named), or when the engine can express no pool of the plan at all.
     """
     engine = check_engine(engine)
+    if backend is not None and engine != "dynamo":
+        raise InputError(f"--backend picks Dynamo's workers; it does not apply to {engine}")
     plan = check_plan(plan) if check else Plan.load(plan)
     label, build = REGISTRY[engine]
     warn: list[str] = []
-    ctx = Ctx(plan, engine, label, model_path(plan, warn), warn)
+    ctx = Ctx(plan, engine, label, model_path(plan, warn), warn, backend)
     found = pools(plan, label, warn)
     if found:
         exp = build(ctx, found)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,10 +85,22 @@ class Ctx:
     label: str  # the engine's name in warnings
     model: str  # the model path the launch lines load
     warn: list[str]
+    backend: str | None = None  # Dynamo's worker engine (None: the plan's engine)
 
     @property
     def max_len(self) -> int:
         return self.plan.inputs.isl + self.plan.inputs.osl
+
+    @cached_property
+    def plan_context(self):
+        """The plan's model, topology and workload for the cost model (sizing servers
+        from memory), or None where a plan exported unchecked cannot rebuild them."""
+        from autoplan.cost.context import plan_context
+
+        try:
+            return plan_context(self.plan)
+        except (InputError, KeyError, ValueError, OSError):
+            return None
 
 
 Builder = Callable[[Ctx, list[Pool]], Export]
@@ -148,20 +161,17 @@ def precision_flags(ctx: Ctx, kv_fp8: str) -> list[str]:
     return flags
 
 
-def sizing_args(ctx: Ctx, pool: Pool, names: tuple[str, str, str, str, str]) -> list[str]:
-    """TP, PP, context length, concurrent sequences and memory fraction of a server, under
-    the engine's flag ``names`` for them (in that order)."""
+def sizing_args(ctx: Ctx, pool: Pool, names: tuple[str, str, str, str, str],
+                block: int) -> list[str]:
+    """TP, PP, context length (rounded up to the engine's KV ``block``), concurrent
+    sequences and memory fraction of a server, under the engine's flag ``names`` for them
+    (in that order); see :mod:`autoplan.export.limits`."""
+    from autoplan.export.limits import block_len, max_seqs
+
     i = ctx.plan.inputs
-    values = (pool.tp, pool.pp, ctx.max_len, seqs(i, pool.role), f"{i.max_memory_fraction:g}")
+    values = (pool.tp, pool.pp, block_len(ctx.max_len, block), max_seqs(ctx, pool),
+              f"{i.max_memory_fraction:g}")
     return [a for flag, v in zip(names, values, strict=True) for a in (flag, str(v))]
-
-
-def seqs(inputs, role: str) -> int:
-    """Sequences a server runs at once: a prefill server the plan's prefill batch, the
-    others its decode batch."""
-    if role == "prefill" and inputs.prefill_batch:
-        return inputs.prefill_batch
-    return inputs.batch
 
 
 def write_export(exp: Export, out_dir: str | Path) -> list[Path]:

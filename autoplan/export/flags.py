@@ -40,12 +40,8 @@ and check every emitted flag and environment variable against these sets):
   https://docs.vllm.ai/en/latest/serving/data_parallel_deployment.html
 * ``SGLANG_PP_LAYER_PARTITION`` (same rules as vLLM's):
   https://github.com/sgl-project/sglang/blob/main/python/sglang/srt/distributed/utils.py
-* Dynamo ``DynamoGraphDeployment`` (``nvidia.com/v1alpha1``; ``spec.services`` with a
-  Frontend and workers, ``subComponentType`` prefill/decode, ``resources.limits.gpu``,
-  ``multinode.nodeCount``, ``extraPodSpec.mainContainer`` command/args, ``python3 -m
-  dynamo.vllm`` with vLLM engine args and ``--disaggregation-mode prefill|decode``):
-  https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/vllm/deploy/disagg.yaml and
-  https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/sglang/deploy/disagg-multinode.yaml
+* Dynamo ``DynamoGraphDeployment`` in ``nvidia.com/v1beta1`` (``spec.components``), and
+  TensorRT-LLM's ``trtllm-serve``: see the sections below, each with its sources and version.
 """
 
 from __future__ import annotations
@@ -86,7 +82,7 @@ SGLANG_FLAGS = frozenset({
     "--model-path", "--tp-size", "--pp-size", "--context-length", "--max-running-requests",
     "--mem-fraction-static", "--dtype", "--kv-cache-dtype", "--quantization", "--host", "--port",
     "--nnodes", "--node-rank", "--dist-init-addr", "--disaggregation-mode",
-    "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port",
+    "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port", "--page-size",
 })
 SGLANG_KV_CACHE_DTYPES = frozenset({"auto", "fp8_e5m2", "fp8_e4m3", "bf16", "bfloat16"})
 # --worker-urls URL ...: the router over several regular (colocated) servers, "Separate
@@ -98,11 +94,6 @@ SGLANG_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
 
 # ---------------------------------------------------------------- Dynamo
 
-DYNAMO_DOCS = (
-    "https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/vllm/deploy/disagg.yaml",
-    ("https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/sglang/deploy/"
-    "disagg-multinode.yaml"),
-)
 # dynamo.vllm takes vLLM's engine arguments plus its own --model and --disaggregation-mode.
 DYNAMO_VLLM_FLAGS = frozenset((VLLM_FLAGS - {"--port", "--host", "--kv-transfer-config",
                                              "--distributed-executor-backend"})
@@ -119,3 +110,101 @@ SGLANG_SIZING = ("--tp-size", "--pp-size", "--context-length", "--max-running-re
 # each engine's --kv-cache-dtype value for an fp8 KV cache
 VLLM_KV_FP8 = "fp8"
 SGLANG_KV_FP8 = "fp8_e4m3"
+
+# ---------------------------------------------------------------- KV blocks
+
+# Context lengths are rounded up to a whole KV block of the engine (limits.block_len):
+# vLLM's default block size on CUDA is 16 (CacheConfig.DEFAULT_BLOCK_SIZE,
+# https://docs.vllm.ai/en/stable/api/vllm/config/cache/); SGLang's is --page-size, which
+# the exports set to 16 (as Dynamo's SGLang examples do); TensorRT-LLM's
+# KvCacheConfig.tokens_per_block defaults to 32
+# (https://nvidia.github.io/TensorRT-LLM/1.3.0rc27/llm-api/reference/KvCacheConfig.html).
+VLLM_BLOCK = 16
+SGLANG_PAGE = 16
+TRTLLM_BLOCK = 32
+
+# ---------------------------------------------------------------- TensorRT-LLM
+
+# `trtllm-serve serve MODEL` options: the click definitions of
+# tensorrt_llm/commands/serve.py (NVIDIA/TensorRT-LLM main, commit
+# 00209af149e7774406881a37283dce303571eb11; documented for 1.0+ at
+# https://nvidia.github.io/TensorRT-LLM/commands/trtllm-serve/trtllm-serve.html).
+# --tp_size / --pp_size / --ep_size are aliases of --tensor_parallel_size /
+# --pipeline_parallel_size / --moe_expert_parallel_size; --extra_llm_api_options of --config.
+TRTLLM_DOCS = (
+    ("https://github.com/NVIDIA/TensorRT-LLM/blob/00209af149e7774406881a37283dce303571eb11/"
+     "tensorrt_llm/commands/serve.py"),
+    "https://nvidia.github.io/TensorRT-LLM/1.3.0rc27/llm-api/reference/KvCacheConfig.html",
+    ("https://github.com/NVIDIA/TensorRT-LLM/blob/main/docs/source/features/"
+     "disagg-serving.md"),
+)
+TRTLLM_VERSION = "TensorRT-LLM main @ 00209af1 (1.3.0rc series)"
+TRTLLM_FLAGS = frozenset({
+    "--host", "--port", "--backend", "--tp_size", "--pp_size", "--ep_size",
+    "--max_batch_size", "--max_num_tokens", "--max_seq_len",
+    "--kv_cache_free_gpu_memory_fraction", "--extra_llm_api_options",
+})
+# `trtllm-serve disaggregated -c FILE`: its one option here
+TRTLLM_DISAGG_FLAGS = frozenset({"-c"})
+# The LLM-API fields the extra-options YAML sets (LlmArgs / KvCacheConfig /
+# CacheTransceiverConfig), and the disaggregated server's config keys
+# (hostname, port, backend, context_servers / generation_servers with num_instances, urls).
+TRTLLM_LLM_API_KEYS = frozenset({
+    "tensor_parallel_size", "pipeline_parallel_size", "moe_expert_parallel_size",
+    "max_batch_size", "max_num_tokens", "max_seq_len", "kv_cache_config",
+    "cache_transceiver_config", "disable_overlap_scheduler",
+})
+TRTLLM_KV_CACHE_KEYS = frozenset({"dtype", "free_gpu_memory_fraction"})
+TRTLLM_KV_DTYPES = frozenset({"auto", "fp8", "nvfp4"})
+TRTLLM_DISAGG_KEYS = frozenset({"hostname", "port", "backend", "context_servers",
+                                "generation_servers"})
+TRTLLM_DISAGG_SERVER_KEYS = frozenset({"num_instances", "urls"})
+TRTLLM_ENV = frozenset({"CUDA_VISIBLE_DEVICES"})
+
+# ---------------------------------------------------------------- Dynamo v1beta1
+
+# DynamoGraphDeployment nvidia.com/v1beta1 (the storage version; v1alpha1 is served through
+# a conversion webhook): spec.components is a list of DynamoComponentDeploymentSharedSpec
+# (name, type frontend|worker|prefill|decode, replicas, multinode.nodeCount, podTemplate
+# with a container named "main"); spec.backendFramework sglang|vllm|trtllm. Sources:
+# deploy/operator/api/v1beta1/dynamographdeployment_types.go and
+# dynamocomponentdeployment_types.go (ai-dynamo/dynamo main, commits 0fddc01b / 006b6e10)
+# and the examples/backends/{vllm,sglang,trtllm}/deploy/v1beta1/*.yaml (runtime 1.3.x).
+DYNAMO_API_VERSION = "nvidia.com/v1beta1"
+DYNAMO_V1BETA1_DOCS = (
+    ("https://github.com/ai-dynamo/dynamo/blob/main/deploy/operator/api/v1beta1/"
+     "dynamographdeployment_types.go"),
+    ("https://github.com/ai-dynamo/dynamo/blob/main/deploy/operator/api/v1beta1/"
+     "dynamocomponentdeployment_types.go"),
+    "https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/vllm/deploy/v1beta1/disagg.yaml",
+    ("https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/sglang/deploy/v1beta1/"
+     "disagg.yaml"),
+    ("https://github.com/ai-dynamo/dynamo/blob/main/examples/backends/trtllm/deploy/v1beta1/"
+     "disagg-multinode.yaml"),
+)
+DYNAMO_VERSION = "ai-dynamo/dynamo main (v1beta1 CRD; runtime images 1.3.x)"
+DYNAMO_BACKENDS = ("vllm", "sglang", "trtllm")
+DYNAMO_SPEC_FIELDS = frozenset({"backendFramework", "components", "env", "annotations",
+                                "labels"})
+DYNAMO_COMPONENT_FIELDS = frozenset({"name", "type", "replicas", "multinode", "podTemplate"})
+DYNAMO_COMPONENT_TYPES = frozenset({"frontend", "worker", "prefill", "decode"})
+# dynamo.sglang takes SGLang's server arguments; dynamo.trtllm its own (--model-path,
+# --served-model-name, --extra-engine-args YAML of LLM-API fields, --disaggregation-mode).
+DYNAMO_SGLANG_FLAGS = frozenset((SGLANG_FLAGS - {"--port", "--nnodes", "--node-rank",
+                                                 "--dist-init-addr"})
+                                | {"--served-model-name"})
+DYNAMO_TRTLLM_FLAGS = frozenset({"--model-path", "--served-model-name", "--extra-engine-args",
+                                 "--disaggregation-mode"})
+
+# ---------------------------------------------------------------- engine limits
+
+# What an engine refuses at start-up: export refuses it too, naming the pool and the rule.
+# vLLM's NixlConnector: a kv_consumer (decode) with pipeline_parallel_size > 1 raises
+# NotImplementedError in NixlBaseConnectorWorker, and a decode worker rejects handshakes
+# from a producer's pp_rank > 0 ("does not support PP-disaggregated KV transfer").
+_NIXL_PP = {"engine": "vLLM", "roles": ("prefill", "decode"), "max_pp": 1,
+            "rule": "vLLM's NixlConnector does not support pipeline parallelism (PP > 1) "
+                    "on either side of a disaggregated KV transfer",
+            "source": "https://github.com/vllm-project/vllm/issues/52913, "
+                      "https://github.com/vllm-project/vllm/pull/53360"}
+ENGINE_LIMITS: dict[str, tuple[dict, ...]] = {"vllm": (_NIXL_PP,), "dynamo-vllm": (_NIXL_PP,)}

@@ -18,7 +18,7 @@ from autoplan.export.common import (
     precision_flags,
     sizing_args,
 )
-from autoplan.export.flags import SGLANG_DOCS, SGLANG_KV_FP8, SGLANG_SIZING
+from autoplan.export.flags import SGLANG_DOCS, SGLANG_KV_FP8, SGLANG_PAGE, SGLANG_SIZING
 from autoplan.export.pools import Pool, split_device
 from autoplan.export.script import Row, launch_script, one_host_row
 
@@ -43,16 +43,16 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
                 continue
             rh = pool.replica_hosts[r]
             base = ["python", "-m", "sglang.launch_server", "--model-path", ctx.model,
-                    *sizing_args(ctx, pool, SGLANG_SIZING), *prec]
+                    *sizing_args(ctx, pool, SGLANG_SIZING, SGLANG_PAGE),
+                    "--page-size", str(SGLANG_PAGE), *prec]
             if pool.role != "server":
                 base += ["--disaggregation-mode", pool.role,
                          "--disaggregation-transfer-backend", "nixl"]
                 if pool.role == "prefill":
                     base += ["--disaggregation-bootstrap-port", str(boot)]
-                base += ["--host", "0.0.0.0"]
-            elif pool.phase.replicas > 1:  # the router reaches it from another host
-                base += ["--host", "0.0.0.0"]
-            base += ["--port", str(port)]
+            # every server listens on all interfaces: a router, a load balancer or a
+            # client on another host reaches it (SGLang's default is 127.0.0.1)
+            base += ["--host", "0.0.0.0", "--port", str(port)]
             env = pool.partition_env("SGLANG_PP_LAYER_PARTITION")
             if rh is None or len(rh) == 1:
                 row, head = one_host_row(pool, r, base, env)

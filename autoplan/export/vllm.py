@@ -20,7 +20,8 @@ from autoplan.export.common import (
     precision_flags,
     sizing_args,
 )
-from autoplan.export.flags import VLLM_DOCS, VLLM_DP_LB_DOC, VLLM_KV_FP8, VLLM_SIZING
+from autoplan.export.flags import VLLM_BLOCK, VLLM_DOCS, VLLM_DP_LB_DOC, VLLM_KV_FP8, VLLM_SIZING
+from autoplan.export.limits import check_limits
 from autoplan.export.pools import Pool
 from autoplan.export.script import Row, launch_script, one_host_row
 
@@ -29,6 +30,8 @@ RAY_PORT = 6379  # the first Ray head's, counting up
 
 
 def build(ctx: Ctx, pools: list[Pool]) -> Export:
+    if ctx.plan.placement == "disaggregated":
+        check_limits("vllm", pools)
     prec = precision_flags(ctx, VLLM_KV_FP8)
     rows: list[Row] = []
     port = SERVER_PORT
@@ -39,7 +42,8 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
     for pool in pools:
         for r in range(pool.phase.replicas):
             hosts = pool.replica_hosts[r]
-            argv = ["vllm", "serve", ctx.model, *sizing_args(ctx, pool, VLLM_SIZING), *prec]
+            argv = ["vllm", "serve", ctx.model,
+                    *sizing_args(ctx, pool, VLLM_SIZING, VLLM_BLOCK), *prec]
             env = pool.partition_env("VLLM_PP_LAYER_PARTITION")
             if pool.role != "server":
                 role = "kv_producer" if pool.role == "prefill" else "kv_consumer"
@@ -49,11 +53,13 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
                 env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(NIXL_PORT + instance)
                 env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = HOST_IP
             if hosts is None or len(hosts) == 1:
-                row, head = one_host_row(pool, r, argv + ["--port", str(port)], env)
+                row, head = one_host_row(pool, r, argv + ["--host", "0.0.0.0",
+                                                          "--port", str(port)], env)
                 rows.append(row)
             else:
                 head = hosts[0][0]
-                argv += ["--distributed-executor-backend", "ray", "--port", str(port)]
+                argv += ["--distributed-executor-backend", "ray", "--host", "0.0.0.0",
+                         "--port", str(port)]
                 rows += _ray_rows(ctx, pool, r, argv, env, ray_port)
                 for h, _ in hosts:
                     ray_hosts[h] = ray_hosts.get(h, 0) + 1
@@ -115,7 +121,7 @@ def _proxy(ctx: Ctx, endpoints: dict[str, list[tuple[str, int]]]) -> list[str]:
                 ("Route requests through vLLM's example proxy (tests/v1/kv_connector/"
                 "nixl_integration/toy_proxy_server.py in the vLLM repository; not installed "
                 "with the wheel):"),
-                (f"  python toy_proxy_server.py --port {ROUTER_PORT} "
+                (f"  python toy_proxy_server.py --host 0.0.0.0 --port {ROUTER_PORT} "
                 f"--prefiller-hosts {' '.join(h for h, _ in pre)} "
                 f"--prefiller-ports {' '.join(str(p) for _, p in pre)} "
                 f"--decoder-hosts {' '.join(h for h, _ in dec)} "

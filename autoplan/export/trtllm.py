@@ -1,0 +1,138 @@
+"""TensorRT-LLM: one ``trtllm-serve`` a replica in ``launch.sh``, each with its pool's
+extra LLM-API options (``extra-llm-api-<pool>.yaml``), and for a disaggregated plan the
+``trtllm-serve disaggregated -c disagg.yaml`` server in front of the context (prefill)
+and generation (decode) servers.
+
+Every file is written by ``yaml.safe_dump`` from plain data; every shell word is quoted.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from autoplan.cost.pipeline import even_cuts
+from autoplan.export.common import ROUTER_PORT, SERVER_PORT, Command, Ctx, Engine, Export
+from autoplan.export.flags import TRTLLM_BLOCK, TRTLLM_DOCS
+from autoplan.export.limits import block_len, max_seqs
+from autoplan.export.pools import Pool
+from autoplan.export.script import Row, launch_script, one_host_row
+
+DISAGG_FILE = "disagg.yaml"
+BACKEND = "pytorch"
+
+
+def options_file(pool: Pool) -> str:
+    return f"extra-llm-api-{pool.role}.yaml"
+
+
+def llm_api_options(ctx: Ctx, pool: Pool) -> dict:
+    """The pool's LLM-API options (the ``--extra_llm_api_options`` / Dynamo
+    ``--extra-engine-args`` YAML): parallelism, batch and token limits, the KV cache."""
+    i = ctx.plan.inputs
+    seqs = max_seqs(ctx, pool)
+    pb = i.prefill_batch or i.batch
+    tokens = {"prefill": pb * i.isl, "decode": seqs}.get(pool.role, max(pb * i.isl, seqs))
+    opts: dict = {
+        "tensor_parallel_size": pool.tp,
+        "pipeline_parallel_size": pool.pp,
+        "max_batch_size": seqs,
+        "max_num_tokens": tokens,
+        "max_seq_len": block_len(ctx.max_len, TRTLLM_BLOCK),
+        "kv_cache_config": {"free_gpu_memory_fraction": float(f"{i.max_memory_fraction:g}"),
+                            "dtype": "fp8" if i.kv_dtype == "fp8" else "auto"},
+    }
+    if pool.role != "server":
+        # the KV cache goes from context to generation servers over the transceiver
+        opts["cache_transceiver_config"] = {"backend": "DEFAULT"}
+    if pool.role == "prefill":
+        opts["disable_overlap_scheduler"] = True  # not supported on context-only servers
+    return opts
+
+
+def pool_warnings(ctx: Ctx, pools: list[Pool]) -> None:
+    """What TensorRT-LLM does not take from the plan, said once."""
+    i = ctx.plan.inputs
+    if i.dtype not in ("bf16", "fp16"):
+        ctx.warn.append(f"weights format {i.dtype}: TensorRT-LLM reads it from the checkpoint; "
+                        f"serve a checkpoint already quantized to {i.dtype}")
+    if i.kv_dtype not in ("fp8", "bf16", "fp16"):
+        ctx.warn.append(f"a {i.kv_dtype} KV cache has no TensorRT-LLM setting here; the KV "
+                        f"cache is left at the engine's default (auto)")
+    for pool in pools:
+        even = [b - a for a, b in even_cuts(sum(pool.partition), pool.pp)]
+        if pool.pp > 1 and sorted(pool.partition) != sorted(even):
+            ctx.warn.append(f"TensorRT-LLM splits the layers evenly over the {pool.pp} "
+                            f"pipeline stages of the {pool.role} pool ({even}); the plan's "
+                            f"cuts {pool.partition} are not expressed")
+
+
+def build(ctx: Ctx, pools: list[Pool]) -> Export:
+    pool_warnings(ctx, pools)
+    rows: list[Row] = []
+    files: dict[str, str] = {}
+    port = SERVER_PORT
+    urls: dict[str, list[str]] = {"server": [], "prefill": [], "decode": []}
+    for pool in pools:
+        if pool.vendor == "amd":
+            ctx.warn.append(f"TensorRT-LLM runs on NVIDIA GPUs only; the {pool.role} pool "
+                            f"(AMD GPUs) is not exported")
+            continue
+        opts = llm_api_options(ctx, pool)
+        exported = 0
+        for r in range(pool.phase.replicas):
+            hosts = pool.replica_hosts[r]
+            if hosts is not None and len(hosts) > 1:
+                ctx.warn.append(
+                    f"replica {r + 1} of the {pool.role} pool spans hosts "
+                    f"{', '.join(h for h, _ in hosts)}: a TensorRT-LLM server across hosts is "
+                    f"started by MPI or Slurm (mpirun ... trtllm-llmapi-launch trtllm-serve), "
+                    f"which this export does not write; it is not exported")
+                continue
+            argv = ["trtllm-serve", "serve", ctx.model, "--host", "0.0.0.0", "--port", str(port),
+                    "--backend", BACKEND, "--tp_size", str(pool.tp), "--pp_size", str(pool.pp),
+                    "--max_batch_size", str(opts["max_batch_size"]),
+                    "--max_num_tokens", str(opts["max_num_tokens"]),
+                    "--max_seq_len", str(opts["max_seq_len"]),
+                    "--kv_cache_free_gpu_memory_fraction",
+                    str(opts["kv_cache_config"]["free_gpu_memory_fraction"]),
+                    "--extra_llm_api_options", f"./{options_file(pool)}"]
+            row, head = one_host_row(pool, r, argv, {})
+            rows.append(row)
+            urls[pool.role].append(f"{head}:{port}")
+            port += 1
+            exported += 1
+        if exported:
+            files[options_file(pool)] = _yaml(ctx, f"LLM-API options of the {pool.role} pool",
+                                              opts)
+    extra: list[Command] = []
+    notes = [("Run launch.sh from its folder: the servers read their extra-llm-api-*.yaml "
+             "from it.")]
+    if ctx.plan.placement == "disaggregated":
+        if urls["prefill"] and urls["decode"]:
+            disagg = {"hostname": "0.0.0.0", "port": ROUTER_PORT, "backend": BACKEND,
+                      "context_servers": {"num_instances": len(urls["prefill"]),
+                                          "urls": urls["prefill"]},
+                      "generation_servers": {"num_instances": len(urls["decode"]),
+                                             "urls": urls["decode"]}}
+            files[DISAGG_FILE] = _yaml(ctx, "trtllm-serve disaggregated server", disagg)
+            extra.append(Command("router", ["trtllm-serve", "disaggregated", "-c",
+                                            f"./{DISAGG_FILE}"], {}, None, 0))
+        else:
+            ctx.warn.append("no disaggregated server: one of the two pools is not exported, "
+                            "so the exported servers cannot serve requests by themselves")
+    elif len(urls["server"]) > 1:
+        notes += [(f"{len(urls['server'])} independent TensorRT-LLM servers, one per replica: "
+                  "spread requests over them with an HTTP load balancer:"),
+                  "  " + " ".join(f"http://{u}" for u in urls["server"])]
+    exp = launch_script(ctx, rows, extra, notes, TRTLLM_DOCS)
+    exp.files.update(files)
+    return exp
+
+
+def _yaml(ctx: Ctx, what: str, data: dict) -> str:
+    """A YAML file of plain data (``yaml.safe_dump``); the comment line is fixed text."""
+    return (f"# autoplan export --to {ctx.engine}: {what}\n"
+            + yaml.safe_dump(data, sort_keys=False, allow_unicode=False, width=1 << 16))
+
+
+ENGINE = Engine("TensorRT-LLM", build)
