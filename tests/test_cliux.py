@@ -29,7 +29,7 @@ def _commands():
 
 def test_every_option_of_every_command_has_help_and_a_readable_metavar():
     _, commands = _commands()
-    assert {"estimate", "plan", "explain", "export", "chart", "pareto", "calibrate",
+    assert {"estimate", "plan", "explain", "export", "chart", "pareto", "sweep", "calibrate",
             "models", "topologies", "validate", "schema"} <= set(commands)
     missing, ugly = [], []
     for name, cmd in commands.items():
@@ -46,7 +46,7 @@ def test_every_option_of_every_command_has_help_and_a_readable_metavar():
 
 
 @pytest.mark.parametrize("name", ["estimate", "plan", "explain", "export", "chart", "pareto",
-                                  "calibrate", "models", "topologies", "validate",
+                                  "sweep", "calibrate", "models", "topologies", "validate",
                                   "schema"])
 def test_help_alias_h_and_no_type_metavars(name, capsys):
     assert main([name, "-h"]) == 0

@@ -230,6 +230,9 @@ def pareto_cmd(
     profile: str | None = O.PROFILE,
     workers: int | None = typer.Option(None, "--workers", metavar="N",
                                        help="processes (default: CPUs)"),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
+                                   help="solve the points on this Ray cluster (as sweep "
+                                        "--ray); needs pip install 'autoplan[ray]'"),
     out: str = typer.Option("pareto", "--out", metavar="DIR",
                             help="directory for pareto.csv and the chart"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
@@ -257,7 +260,12 @@ def pareto_cmd(
                 "placement": placement, "max_memory_fraction": max_memory_fraction,
                 "time_limit_s": time_limit_s, "profile": profile, "engine": _engine(engine),
                 "nodes": nodes, "network": network}
-    rows = sweep(base, ttfts, tpots, budgets, workers=workers, progress=not as_json)
+    if ray is not None:
+        from autoplan.sweep.engine import import_ray
+
+        import_ray()  # a missing extra is one line, before anything runs
+    rows = sweep(base, ttfts, tpots, budgets, workers=workers, progress=not as_json,
+                 ray_address=ray)
     paths = write(rows, out, f"{model} on {topology}")
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

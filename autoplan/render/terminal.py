@@ -258,3 +258,28 @@ def print_kernel_fit(engine: str, reports, console: Console | None = None) -> No
             t.add_row(kind, c, str(cr.n_fit), f"{cr.median_fit:.1%} / {cr.p90_fit:.1%}",
                       str(cr.n_held), f"{cr.median_held:.1%} / {cr.p90_held:.1%}")
     console.print(t)
+
+
+def print_sweep(rows: list[dict], console: Console | None = None) -> None:
+    """``autoplan sweep``: one row per case."""
+    c = console or Console()
+    t = Table(header_style="bold", title="sweep cases")
+    for col in ("model", "topology", "engine", "SLO ms", "placement", "TTFT ms", "TPOT ms",
+                "devices", "tok/s"):
+        t.add_column(col, justify="left" if col in ("model", "topology", "engine", "placement")
+                     else "right", overflow="fold", min_width=min(len(col), 9))
+    for r in rows:
+        topo = r["topology"] + (f" x{r['nodes']}" if r.get("nodes") else "")
+        slo = "/".join("-" if r.get(k) is None else f"{r[k]:g}"
+                       for k in ("ttft_slo_ms", "tpot_slo_ms"))
+        head = [_t(r["model"].rsplit("/", 1)[-1]), _t(topo), r["engine"], slo]
+        if r["status"] in ("infeasible", "error"):
+            t.add_row(*head, r["status"], "-", "-", "-", "-")
+            continue
+        t.add_row(*head, r["placement"], f"{r['ttft_ms']:.1f}", f"{r['tpot_ms']:.2f}",
+                  str(r["devices"]), f"{r['throughput_tokens_per_s']:.0f}")
+    c.print(t)
+    for r in rows:
+        if r["status"] in ("infeasible", "error") and r.get("note"):
+            c.print(f"{_t(r['model'])} on {_t(r['topology'])}: {r['status']}: {_t(r['note'])}",
+                    highlight=False)
