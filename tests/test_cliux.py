@@ -143,3 +143,13 @@ def test_estimate_prefill_batch_prices_prefill_at_its_own_batch(capsys):
 def test_api_takes_profile_names_like_the_cli():
     a = estimate(M8, "h100-sxm-x1", profile="trtllm-0.5")
     assert a.ttft_ms > 0
+
+
+def test_python_api_takes_the_cli_argument_names(tmp_path):
+    import autoplan
+
+    assert [p.name for p in autoplan.chart(GOLDEN, out=tmp_path / "c")][:1] == ["timeline.png"]
+    exp = autoplan.export(GOLDEN, to="vllm", out=tmp_path / "e")
+    assert exp.files and all((tmp_path / "e" / name).exists() for name in exp.files)
+    e = autoplan.explain(GOLDEN, solve=False, time_limit_s=5)
+    assert e.alternatives

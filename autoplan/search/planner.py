@@ -8,6 +8,8 @@ colocated).
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from typing import Any
 
 from autoplan.catalog import (
@@ -128,8 +130,12 @@ def _plan(req: Request) -> Plan:
                         "optimal" if best.optimal else "feasible", value,
                         value if best.optimal else None, wall, best.stop_reason)
     results: dict = {}
-    for mode in modes:
-        results[mode] = solve(tables, PLACEMENT_POOLS[mode], osl, limits)
+    for k, mode in enumerate(modes, 1):
+        if progress:
+            print(f"autoplan: phase {k}/{len(modes)}: {mode} placement "
+                  f"(time limit {time_limit_s:g} s)", file=sys.stderr)
+        results[mode] = solve(tables, PLACEMENT_POOLS[mode], osl,
+                              dataclasses.replace(limits, label=mode))
         if interrupted():  # Ctrl-C: no more solves, keep the best so far
             break
     stopped = interrupted()
