@@ -153,3 +153,13 @@ def test_python_api_takes_the_cli_argument_names(tmp_path):
     assert exp.files and all((tmp_path / "e" / name).exists() for name in exp.files)
     e = autoplan.explain(GOLDEN, solve=False, time_limit_s=5)
     assert e.alternatives
+
+
+def test_piped_progress_is_a_labelled_line_per_phase(capsys):
+    assert main(["plan", "--model", M8, "--topology", "h100-sxm-x8", "--time-limit-s", "5",
+                 "--batch", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "phase 1/2: colocated placement" in err and "phase 2/2: disaggregated" in err
+    incumbents = [line for line in err.splitlines() if "incumbent" in line]
+    assert incumbents and all(line.strip().startswith(("[colocated]", "[disaggregated]"))
+                              for line in incumbents)
