@@ -9,7 +9,6 @@ colocated).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from typing import Any
 
 from autoplan.catalog import (
@@ -131,11 +130,10 @@ def _plan(req: Request) -> Plan:
                         value if best.optimal else None, wall, best.stop_reason)
     results: dict = {}
     for k, mode in enumerate(modes, 1):
-        if progress:
-            print(f"autoplan: phase {k}/{len(modes)}: {mode} placement "
-                  f"(time limit {time_limit_s:g} s)", file=sys.stderr)
+        header = (f"autoplan: phase {k}/{len(modes)}: {mode} placement "
+                  f"(time limit {time_limit_s:g} s)")  # with its first incumbent
         results[mode] = solve(tables, PLACEMENT_POOLS[mode], osl,
-                              dataclasses.replace(limits, label=mode))
+                              dataclasses.replace(limits, label=mode, header=header))
         if interrupted():  # Ctrl-C: no more solves, keep the best so far
             break
     stopped = interrupted()

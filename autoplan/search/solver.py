@@ -81,15 +81,17 @@ class Limits:
     progress: bool = False
     max_devices: int | None = None  # devices the plan may use in all (a budget)
     label: str = ""  # what this solve is (its placement), shown with its incumbents
+    header: str = ""  # a line said before this solve's first incumbent (its phase)
 
 
 class _Progress(cp_model.CpSolverSolutionCallback):
     """Prints each incumbent and the bound to stderr (the CLI asks for it)."""
 
-    def __init__(self, scale: int, label: str = "") -> None:
+    def __init__(self, scale: int, label: str = "", header: str = "") -> None:
         super().__init__()
         self._scale = scale
         self._label = f"[{label}] " if label else ""
+        self._header = header  # said once, with the first incumbent (none: no line)
         self._t0 = time.perf_counter()
         self._last = (float("inf"), -1.0)
 
@@ -101,6 +103,9 @@ class _Progress(cp_model.CpSolverSolutionCallback):
         if obj > self._last[0] * (1 - 1e-4) and now - self._last[1] < 1.0:
             return
         self._last = (obj, now)
+        if self._header:
+            print(self._header, file=sys.stderr)
+            self._header = ""
         print(f"  {self._label}[{time.perf_counter() - self._t0:6.2f}s] incumbent {obj:.3f} ms, "
               f"bound {bound:.3f} ms", file=sys.stderr)
 
@@ -351,7 +356,7 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits):
     solver.parameters.max_time_in_seconds = limits.time_limit_s
     solver.parameters.catch_sigint_signal = False
     t0 = time.perf_counter()
-    cb = _Progress(scale, limits.label) if limits.progress else None
+    cb = _Progress(scale, limits.label, limits.header) if limits.progress else None
     out: dict = {}
 
     def run() -> None:
