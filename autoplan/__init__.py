@@ -20,10 +20,11 @@ try:  # a second of imports: Ctrl-C during them, when it is the CLI starting, is
     from autoplan.cost.evaluate import Figures, evaluate
     from autoplan.errors import AutoplanError, InfeasibleError, InputError
     from autoplan.explain import Explanation, explain
-    from autoplan.export import Export, export, write_export
+    from autoplan.export import Export, write_export
+    from autoplan.export import export as _export
     from autoplan.inputs.request import Request
     from autoplan.plan_schema import Plan
-    from autoplan.render import chart_all as chart
+    from autoplan.render import chart_all as _chart_all
     from autoplan.rules.validate import Report, validate
     from autoplan.search.planner import plan
 except KeyboardInterrupt:
@@ -39,3 +40,18 @@ __all__ = ["AutoplanError", "Estimate", "Explanation", "Export", "Figures", "Inf
            "InputError", "Plan", "Report", "Request", "chart", "estimate", "evaluate",
            "explain", "export", "plan", "validate", "write_export"]
 __version__ = "0.1.0"
+
+
+def chart(plan, out="charts"):
+    """``autoplan chart PLAN --out DIR``: the timeline, roofline and topology charts of a
+    plan (a Plan, its dict or a plan file), PNG and SVG; returns the paths written."""
+    return _chart_all(plan, out)
+
+
+def export(plan, to: str, *, out=None, check: bool = True) -> Export:
+    """``autoplan export PLAN --to ENGINE [--out DIR]``: launch configs of a plan (a Plan,
+    its dict or a plan file); with ``out`` the files are written there too."""
+    exp = _export(plan, to, check=check)
+    if out is not None:
+        write_export(exp, out)
+    return exp

@@ -16,7 +16,7 @@ from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.topology import Calibration
-from autoplan.inputs.workload import Precision, check_workload
+from autoplan.inputs.workload import MAX_BATCH, Precision, check_workload
 
 
 class OperatorRow(BaseModel):
@@ -65,6 +65,7 @@ class Estimate(BaseModel):
     isl: int
     osl: int
     batch: int
+    prefill_batch: int  # prompts prefilled together (TTFT); batch by default
     dtype: str
     kv_dtype: str
     ttft_ms: float
@@ -159,8 +160,9 @@ def estimate(
     *,
     device_kind: str | None = None,
     isl: int = 2048,
-    osl: int = 128,
+    osl: int = 256,
     batch: int = 1,
+    prefill_batch: int | None = None,
     dtype: str = "bf16",
     kv_dtype: str | None = None,
     decode_context: float | None = None,
@@ -187,12 +189,15 @@ def estimate(
     topo = (topology if isinstance(topology, Topology)
             else load_topology(topology, profile, engine, nodes, network))
     check_workload(isl, osl, batch, max_memory_fraction)
+    pb = batch if prefill_batch is None else prefill_batch
+    if not 1 <= pb <= MAX_BATCH:
+        raise InputError(f"--prefill-batch must be between 1 and {MAX_BATCH}, got {pb}")
     kv = kv_dtype or (dtype if dtype in ("bf16", "fp16", "fp8") else "bf16")
     precision = Precision(weight=dtype, activation="bf16", kv=kv)
     kind = resolve_kind(topo, device_kind)
     stages = place_even_pipeline(m, topo, kind, tp, pp)
-    mems = memories_for(m, topo, stages, batch, isl + osl, batch * isl, precision)
-    pre_shape = phase_shape("prefill", batch, isl, osl)
+    mems = memories_for(m, topo, stages, max(batch, pb), isl + osl, pb * isl, precision)
+    pre_shape = phase_shape("prefill", pb, isl, osl)
     dec_shape = phase_shape("decode", batch, isl, osl, decode_context)
     pre = pipeline_cost(m, topo, stages, "prefill", pre_shape, precision, mems, breakdown)
     dec = pipeline_cost(m, topo, stages, "decode", dec_shape, precision, mems, breakdown)
@@ -209,7 +214,7 @@ def estimate(
     tpot = dec.time_s * 1e3
     return Estimate(
         model=m.name, topology=topo.name, device_kind=kind, tp=tp, pp=pp, devices=tp * pp,
-        isl=isl, osl=osl, batch=batch, dtype=dtype, kv_dtype=kv,
+        isl=isl, osl=osl, batch=batch, prefill_batch=pb, dtype=dtype, kv_dtype=kv,
         ttft_ms=ttft, tpot_ms=tpot, e2e_ms=ttft + (osl - 1) * tpot,
         decode_context=dec_shape.context_before,
         fits=peak <= max_memory_fraction, peak_memory_fraction=peak,

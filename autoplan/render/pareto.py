@@ -58,9 +58,10 @@ def figure(rows: list[dict], title: str = "") -> Figure:
     return fig
 
 
-def chart(rows: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
-    """Write ``pareto.png`` and ``pareto.svg`` (TPOT against TTFT); return their paths.
+def chart(rows: list[dict], out_dir: str | Path, title: str = "",
+          name: str = "pareto") -> list[Path]:
+    """Write ``NAME.png`` and ``NAME.svg`` (TPOT against TTFT); return their paths.
 
     ``rows`` are mappings with ``ttft_ms``, ``tpot_ms``, ``devices`` and optional ``label``.
     """
-    return write_figure("pareto", figure(rows, title), out_dir)
+    return write_figure(name, figure(rows, title), out_dir)

@@ -19,12 +19,45 @@ def _t(value) -> str:
     return escape(str(value))
 
 
+def pct(x: float, digits: int = 0) -> str:
+    """A fraction as a percentage; a value that rounds to zero is 0%, never -0%."""
+    v = round(x * 100, digits)
+    return f"{0.0 if v == 0 else v:.{digits}f}%"
+
+
+def short_devices(ids: list[str]) -> str:
+    """Device ids with consecutive runs folded: node0.d0..node0.d7 -> ``node0.d0-7``."""
+    import re
+
+    runs: list[list] = []  # [prefix, first, last]
+    for d in ids:
+        m = re.fullmatch(r"(.*?)(\d+)", d)
+        if m and runs and runs[-1][0] == m[1] and runs[-1][2] + 1 == int(m[2]):
+            runs[-1][2] = int(m[2])
+        elif m:
+            runs.append([m[1], int(m[2]), int(m[2])])
+        else:
+            runs.append([d, None, None])
+    return ", ".join(p if a is None else f"{p}{a}" if a == b else f"{p}{a}-{b}"
+                     for p, a, b in runs)
+
+
+def objective_text(objective: str, value: float, unit: str) -> str:
+    """The objective's value with what it means."""
+    meaning = {"latency": "end-to-end latency of one request; lower is better",
+               "throughput": "output tokens/s the devices sustain; higher is better",
+               "devices": "devices serving the request rate; fewer is better"}.get(objective)
+    return f"{objective} {value:.6g} {unit}" + (f" ({meaning})" if meaning else "")
+
+
 def print_estimate(est: Estimate, console: Console | None = None) -> None:
     c = console or Console()
     c.print(
         f"[bold]{_t(est.model)}[/] on [bold]{_t(est.topology)}[/] ({_t(est.device_kind)}): "
         f"TP {est.tp} x PP {est.pp} = {est.devices} devices, {est.dtype} weights, "
-        f"{est.kv_dtype} KV; batch {est.batch}, ISL {est.isl}, OSL {est.osl}"
+        f"{est.kv_dtype} KV; batch {est.batch}"
+        + (f" (prefill {est.prefill_batch})" if est.prefill_batch != est.batch else "")
+        + f", ISL {est.isl}, OSL {est.osl}"
     )
     t = Table(show_header=True, header_style="bold")
     for col in ("", "time (ms)", "bottleneck", "compute", "memory", "communication"):
@@ -46,7 +79,7 @@ def print_estimate(est: Estimate, console: Console | None = None) -> None:
     c.print(m)
     verdict = "fits" if est.fits else "[red]does NOT fit[/]"
     c.print(f"{verdict}: peak {est.peak_memory_fraction:.1%} of device memory "
-            f"(limit {est.max_memory_fraction:.0%})")
+            f"(limit {pct(est.max_memory_fraction)})")
     for name, ph in (("prefill", est.prefill), ("decode", est.decode)):
         if ph.operators:
             o = Table(title=f"{name} operators (all stages)", header_style="bold")
@@ -100,7 +133,8 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
             f"TPOT [bold]{p.tpot_ms:.3f} ms[/]  e2e [bold]{p.e2e_ms:.1f} ms[/]  "
             f"throughput [bold]{p.throughput_tokens_per_s:.1f} tok/s[/] "
             f"({p.requests_per_s:.3g} requests/s)")
-    c.print(f"solver: {p.status}, objective ({i.objective}) {p.objective:.6g} {p.objective_unit}, "
+    c.print(f"solver: {p.status}, objective "
+            f"{_t(objective_text(i.objective, p.objective, p.objective_unit))}, "
             + (f"bound {p.best_bound:.6g}, gap {p.gap:.2%}, " if p.gap is not None
                else "no bound proven, gap unknown, ")
             + f"{p.solve_seconds:.2f} s"
@@ -108,12 +142,14 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
     for name, ph in (("prefill", p.prefill), ("decode", p.decode)):
         t = Table(title=f"{name}: {ph.time_ms:.3f} ms, {ph.bottleneck}-bound, "
                         f"{ph.replicas} replica(s) of {ph.devices} devices, "
-                        f"{ph.requests_per_s:.3g} requests/s, bubbles {ph.bubble_fraction:.0%}",
+                        f"{ph.requests_per_s:.3g} requests/s, bubbles {pct(ph.bubble_fraction)}",
                   header_style="bold")
         for col in ("stage", "layers", "kind", "TP", "devices", "time ms", "memory", "bottleneck"):
-            t.add_column(col, justify="right")
+            t.add_column(col, justify="left" if col == "devices" else "right",
+                         overflow="fold",
+                         min_width={"devices": 8, "bottleneck": 13}.get(col, len(col)))
         for s in ph.stages:
-            devs = s.devices[0] if len(s.devices) == 1 else f"{s.devices[0]}..{s.devices[-1]}"
+            devs = short_devices(list(s.devices))
             t.add_row(str(s.index), f"{s.layers[0]}-{s.layers[1]}", _t(s.device_kind), str(s.tp),
                       _t(devs),
                       f"{s.time_ms:.3f}", f"{s.memory_fraction:.1%}", s.bottleneck)
@@ -129,24 +165,34 @@ def print_explain(e, console: Console | None = None) -> None:
     alternative has several replicas, or the objective is throughput or devices.
     """
     c = console or Console()
-    c.print(f"[bold]{_t(e.model)}[/] on [bold]{_t(e.topology)}[/]: objective {e.objective} "
-            f"({e.objective_value:.6g} {e.objective_unit})")
+    c.print(f"[bold]{_t(e.model)}[/] on [bold]{_t(e.topology)}[/]: objective "
+            f"{_t(objective_text(e.objective, e.objective_value, e.objective_unit))}")
     c.print(_t(e.headline), highlight=False)
     wide = c.width >= 140
-    t = Table(header_style="bold", show_lines=wide)
+    # Narrow (80 columns, or piped): a lighter box and short headers, so that every row
+    # keeps its number and the alternative's name (folded over lines, never blanked).
+    from rich import box
+
+    t = Table(header_style="bold", show_lines=wide,
+              box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD, pad_edge=wide)
     plan_reps = tuple(getattr(e, "replicas", (1, 1)))
     reps = plan_reps != (1, 1) or e.objective != "latency" or any(
         a.replicas not in (None, (1, 1)) for a in e.alternatives)
-    cols = [("#", "right"), ("alternative", "left"), ("TTFT ms", "right"), ("TPOT ms", "right"),
-            ("e2e ms", "right")]
+    ms = " ms" if wide else ""  # narrow: the unit is said once, under the table
+    cols = [("#", "right"), ("alternative", "left"), ("TTFT" + ms, "right"),
+            ("TPOT" + ms, "right"), ("e2e" + ms, "right")]
     if reps:
-        cols += [("replicas", "right"), ("req/s", "right")]
-    cols += [("devices", "right"), (f"Δ {e.objective_unit}", "right"),
+        cols += [("replicas" if wide else "reps", "right"), ("req/s", "right")]
+    cols += [("devices" if wide else "dev", "right"),
+             (f"Δ {e.objective_unit}" if wide else "Δ", "right"),
              ("verdict", "left")] + ([("reason", "left")] if wide else [])
     for col, just in cols:
         t.add_column(col, justify=just, overflow="fold",
                      no_wrap=col not in ("alternative", "reason"),
-                     ratio=1 if col == "reason" else None)
+                     min_width=12 if col == "alternative" else None,
+                     ratio=1 if col in ("reason", "alternative") else None)
+    if not wide:
+        t.caption = f"times in ms; Δ in {e.objective_unit}"
     style = {"worse": "", "ruled out": "yellow", "equal": "cyan", "better": "bold red"}
 
     def num(x, fmt):
@@ -164,7 +210,14 @@ def print_explain(e, console: Console | None = None) -> None:
         row += [num(a.devices, "d"), num(a.delta, "+.4g"),
                 f"[{style[a.verdict]}]{a.verdict}[/]" if style[a.verdict] else a.verdict]
         t.add_row(*row, *([_t(a.reason)] if wide else []))
-    c.print(t)
+    if c.width >= 80:
+        c.print(t)
+    else:  # too narrow for a table: one record per alternative
+        for k, a in enumerate(e.alternatives, 1):
+            figs = (f"TTFT {num(a.ttft_ms, '.2f')} ms, TPOT {num(a.tpot_ms, '.3f')} ms, "
+                    f"e2e {num(a.e2e_ms, '.1f')} ms, {num(a.devices, 'd')} devices, "
+                    f"Δ {num(a.delta, '+.4g')} {e.objective_unit}: {a.verdict}")
+            c.print(f"#{k} {_t(a.name)}: {_t(figs)}", highlight=False)
     if not wide:
         for k, a in enumerate(e.alternatives, 1):
             c.print(f"{k}. {_t(a.name)}: {_t(a.reason)}", highlight=False)
@@ -205,3 +258,28 @@ def print_kernel_fit(engine: str, reports, console: Console | None = None) -> No
             t.add_row(kind, c, str(cr.n_fit), f"{cr.median_fit:.1%} / {cr.p90_fit:.1%}",
                       str(cr.n_held), f"{cr.median_held:.1%} / {cr.p90_held:.1%}")
     console.print(t)
+
+
+def print_sweep(rows: list[dict], console: Console | None = None) -> None:
+    """``autoplan sweep``: one row per case."""
+    c = console or Console()
+    t = Table(header_style="bold", title="sweep cases")
+    for col in ("model", "topology", "engine", "SLO ms", "placement", "TTFT ms", "TPOT ms",
+                "devices", "tok/s"):
+        t.add_column(col, justify="left" if col in ("model", "topology", "engine", "placement")
+                     else "right", overflow="fold", min_width=min(len(col), 9))
+    for r in rows:
+        topo = r["topology"] + (f" x{r['nodes']}" if r.get("nodes") else "")
+        slo = "/".join("-" if r.get(k) is None else f"{r[k]:g}"
+                       for k in ("ttft_slo_ms", "tpot_slo_ms"))
+        head = [_t(r["model"].rsplit("/", 1)[-1]), _t(topo), r["engine"], slo]
+        if r["status"] in ("infeasible", "error"):
+            t.add_row(*head, r["status"], "-", "-", "-", "-")
+            continue
+        t.add_row(*head, r["placement"], f"{r['ttft_ms']:.1f}", f"{r['tpot_ms']:.2f}",
+                  str(r["devices"]), f"{r['throughput_tokens_per_s']:.0f}")
+    c.print(t)
+    for r in rows:
+        if r["status"] in ("infeasible", "error") and r.get("note"):
+            c.print(f"{_t(r['model'])} on {_t(r['topology'])}: {r['status']}: {_t(r['note'])}",
+                    highlight=False)

@@ -169,7 +169,10 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
                 bound = min(bound, mode_lb)
                 break
             cap = None if best is None else math.floor(best[0] * (1 + REL) * T)
-            res = solve(tables, PLACEMENT_POOLS[mode], osl, replace(limits, time_limit_s=left),
+            header = (f"autoplan: phase {modes.index(mode) + 1}/{len(modes)}: {mode} "
+                      f"placement, check {checks + 1} (time limit {limits.time_limit_s:g} s)")
+            res = solve(tables, PLACEMENT_POOLS[mode], osl,
+                        replace(limits, time_limit_s=left, label=mode, header=header),
                         exclude=tuple(exclude), value_cap=cap)
             checks += 1
             wall += res.wall_s

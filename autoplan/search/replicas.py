@@ -187,7 +187,8 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
         if res.usage not in designs:
             designs[res.usage] = d
             if limits.progress:
-                print(f"  [{pool} front] {sum(res.usage)} devices: {float(d.rate):.4g} "
+                print(f"  [{pool} front] design {len(designs)}, {sum(res.usage)} devices: "
+                      f"{float(d.rate):.4g} "
                       f"requests/s per replica ({res.status})", file=sys.stderr)
         if res.interrupted:
             break

@@ -36,63 +36,27 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
 from autoplan.search.interrupt import _INTERRUPT
+from autoplan.search.limits import Limits, SolveResult, StageChoice
 from autoplan.search.packrows import _packing
+from autoplan.search.progress import PhaseBar
 from autoplan.search.tables import INF, POOL_PHASES, ROLES, TICKS_PER_MS, Tables
-
-
-@dataclass
-class StageChoice:
-    role: str
-    config: int
-    length: int
-    count: int = 1
-
-
-@dataclass
-class SolveResult:
-    status: str  # optimal | feasible | infeasible
-    objective_t: float | None
-    best_bound_t: float | None
-    wall_s: float
-    pools: dict[str, list[StageChoice]] = field(default_factory=dict)
-    ttft_t: int = 0
-    tpot_t: int = 0
-    kv_t: int = 0
-    devices: int = 0
-    usage: tuple[int, ...] = ()
-    interrupted: bool = False  # Ctrl-C stopped the search (see stop_on_sigint)
-    # The solution as values of the model's variables (see ``solve``'s ``exclude``):
-    # ``shape`` the stage counts of every group, ``full`` with the lengths too.
-    shape: tuple[int, ...] = ()
-    full: tuple[int, ...] = ()
-
-    @property
-    def gap(self) -> float:
-        if self.objective_t is None or self.best_bound_t is None or self.objective_t <= 0:
-            return 0.0
-        return max(0.0, (self.objective_t - self.best_bound_t) / self.objective_t)
-
-
-@dataclass
-class Limits:
-    ttft_slo_t: int | None = None
-    tpot_slo_t: int | None = None
-    time_limit_s: float = 30.0
-    progress: bool = False
-    max_devices: int | None = None  # devices the plan may use in all (a budget)
 
 
 class _Progress(cp_model.CpSolverSolutionCallback):
     """Prints each incumbent and the bound to stderr (the CLI asks for it)."""
 
-    def __init__(self, scale: float) -> None:
+    def __init__(self, scale: float, label: str = "", header: str = "",
+                 bar: PhaseBar | None = None) -> None:
         super().__init__()
         self._scale = scale
+        self._bar = bar  # on a terminal: the phase's progress bar instead of lines
+        self._label = f"[{label}] " if label else ""
+        self._header = header  # said once, with the first incumbent (none: no line)
         self._t0 = time.perf_counter()
         self._last = (float("inf"), -1.0)
 
@@ -104,7 +68,13 @@ class _Progress(cp_model.CpSolverSolutionCallback):
         if obj > self._last[0] * (1 - 1e-4) and now - self._last[1] < 1.0:
             return
         self._last = (obj, now)
-        print(f"  [{time.perf_counter() - self._t0:6.2f}s] incumbent {obj:.3f} ms, "
+        if self._bar is not None:
+            self._bar.incumbent(f"incumbent {obj:.3f} ms, bound {bound:.3f} ms")
+            return
+        if self._header:
+            print(self._header, file=sys.stderr)
+            self._header = ""
+        print(f"  {self._label}[{time.perf_counter() - self._t0:6.2f}s] incumbent {obj:.3f} ms, "
               f"bound {bound:.3f} ms", file=sys.stderr)
 
 
@@ -357,7 +327,10 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float 
     solver.parameters.max_time_in_seconds = limits.time_limit_s
     solver.parameters.catch_sigint_signal = False
     t0 = time.perf_counter()
-    cb = _Progress(scale * ticks_per_ms) if limits.progress else None
+    bar = PhaseBar.maybe(limits.progress, limits.header.removeprefix("autoplan: ")
+                         or limits.label or "search", limits.time_limit_s)
+    cb = (_Progress(scale * ticks_per_ms, limits.label, limits.header, bar)
+          if limits.progress else None)
     out: dict = {}
 
     def run() -> None:
@@ -366,14 +339,20 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float 
     worker = threading.Thread(target=run, name="cp-sat", daemon=True)
     worker.start()
     interrupted = False
-    while worker.is_alive():
-        try:
-            worker.join(0.05)
-        except KeyboardInterrupt:
-            _INTERRUPT.set()
-        if _INTERRUPT.is_set() and not interrupted:
-            interrupted = True
-            solver.stop_search()
+    try:
+        while worker.is_alive():
+            try:
+                worker.join(0.05)
+            except KeyboardInterrupt:
+                _INTERRUPT.set()
+            if _INTERRUPT.is_set() and not interrupted:
+                interrupted = True
+                solver.stop_search()
+            if bar is not None:
+                bar.tick()
+    finally:
+        if bar is not None:
+            bar.close()
     return solver, out["status"], time.perf_counter() - t0, interrupted
 
 

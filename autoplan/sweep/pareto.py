@@ -1,7 +1,8 @@
 """``autoplan pareto``: sweep SLO targets and device budgets, keep the non-dominated plans.
 
 Each grid point (a TTFT SLO, a TPOT SLO, a device budget; any of them swept) is one
-latency-objective plan, solved in a pool of local processes. The result is the
+latency-objective plan, solved by the sweep engine (:mod:`autoplan.sweep.engine`: local
+processes, or a Ray cluster). The result is the
 TTFT-TPOT-devices front: every point no other point beats on all three. Points whose
 constraints no plan meets are kept in the CSV as infeasible, with the reason.
 """
@@ -11,16 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import os
-import signal
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-
-from rich.console import Console
-from rich.progress import Progress
 
 from autoplan.errors import InfeasibleError, InputError
 from autoplan.search.front import pareto_front
+from autoplan.sweep.engine import run
 
 COLUMNS = ("ttft_slo_ms", "tpot_slo_ms", "max_devices", "status", "placement", "ttft_ms",
            "tpot_ms", "e2e_ms", "devices", "throughput_tokens_per_s", "on_front", "note")
@@ -59,46 +55,24 @@ def _one(args: tuple) -> dict:
             "throughput_tokens_per_s": p.throughput_tokens_per_s, "note": ""}
 
 
-def _quiet_worker() -> None:
-    """A worker ignores Ctrl-C while idle (no traceback from its queue read); a running
-    plan still stops on it, as the planner handles SIGINT while it searches."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def sweep(base: dict, ttft_slos: list, tpot_slos: list, budgets: list, *,
-          workers: int | None = None, progress: bool = False) -> list[dict]:
+          workers: int | None = None, progress: bool = False,
+          ray_address: str | None = None) -> list[dict]:
     """Solve every grid point; rows in grid order, each marked ``on_front``."""
     grid = [(base, a, b, c) for a, b, c in itertools.product(ttft_slos, tpot_slos, budgets)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(grid)))
+    rows = run(_one, grid, workers=workers, ray_address=ray_address, progress=progress,
+               label="pareto points")
+    mark_front(rows)
+    return rows
 
-    def results():
-        """(grid index, row) as the points are solved."""
-        if workers == 1:
-            yield from ((i, _one(g)) for i, g in enumerate(grid))
-            return
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_quiet_worker)
-        try:
-            futures = {pool.submit(_one, g): i for i, g in enumerate(grid)}
-            for f in as_completed(futures):
-                yield futures[f], f.result()
-        except KeyboardInterrupt:  # Ctrl-C: no more points; the running ones stop early
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
 
-    rows: list[dict] = [{}] * len(grid)
-    console = Console(stderr=True)  # a bar only on a terminal (else it leaves a blank line)
-    with Progress(console=console, transient=True,
-                  disable=not progress or not console.is_terminal) as bar:
-        task = bar.add_task("solving", total=len(grid))
-        for i, row in results():
-            rows[i] = row
-            bar.advance(task)
+def mark_front(rows: list[dict]) -> None:
+    """Mark each feasible row ``on_front`` when no other row beats it on TTFT, TPOT and
+    devices."""
     feasible = [r for r in rows if r["status"] != "infeasible"]
     front = {id(r) for r in pareto_front(feasible)} if feasible else set()
     for r in rows:
         r["on_front"] = id(r) in front
-    return rows
 
 
 def to_csv(rows: list[dict]) -> str:
