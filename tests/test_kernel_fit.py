@@ -271,3 +271,16 @@ def test_calibrate_kernels_command_rewrites_the_shipped_profile(tmp_path):
     assert main(["calibrate", "--kernels", str(ROOT / "hardware/data/aic-kernels"),
                  "--engine", "vllm", "-o", str(out), "--json"]) == 0
     assert out.read_text() == (PROFILES / "vllm.yaml").read_text()
+
+
+def test_calibrate_kernels_refuses_a_fifo_table_without_hanging(tmp_path, capsys):
+    """A kernel table that is a FIFO (or not a regular file) is one line, exit 2: the
+    reader checks before it reads, so nothing blocks."""
+    import os
+
+    from autoplan.cli import main
+
+    os.mkfifo(tmp_path / "gemm.csv.gz")
+    assert main(["calibrate", "--kernels", str(tmp_path), "--engine", "vllm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FIFO" in err

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,6 +40,7 @@ import numpy as np
 from autoplan.cost import kernels as kc
 from autoplan.errors import InputError
 from autoplan.inputs import kernels as km
+from autoplan.inputs.reading import read_bytes
 
 #: AIC system name -> autoplan device kind.
 SYSTEMS = {
@@ -93,16 +95,23 @@ LOSS, LOSS_SCALE = "soft_l1", 0.1
 AR_RANGE = (16 * 1024, 256 * 1024 * 1024)  # message sizes the all-reduce target covers
 
 
+MAX_TABLE_CHARS = 1 << 28  # 256 MiB of CSV text: a gzip bomb stops here
+
+
 @lru_cache(maxsize=16)
 def _table(data_dir: str, name: str) -> dict[str, np.ndarray]:
     path = Path(data_dir) / f"{name}.csv.gz"
+    raw = read_bytes(path, "kernel table")  # a regular file of bounded size: no FIFO hang
     try:
-        with gzip.open(path, "rt", newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader)
-            rows = list(reader)
-    except (OSError, StopIteration, csv.Error, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read kernel table {str(path)!r}: {e.__class__.__name__}: {e}") from None
+        text = gzip.decompress(raw).decode("utf-8")
+        if len(text) > MAX_TABLE_CHARS:
+            raise ValueError(f"more than {MAX_TABLE_CHARS} characters uncompressed")
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader)
+        rows = list(reader)
+    except (OSError, EOFError, ValueError, StopIteration, csv.Error) as e:
+        raise InputError(f"cannot read kernel table {str(path)!r}: {e.__class__.__name__}: "
+                         f"{str(e)[:120]}") from None
     cols = list(zip(*rows)) if rows else [()] * len(header)
     return {h: np.array(c, dtype=object) for h, c in zip(header, cols)}
 
