@@ -22,6 +22,7 @@ from autoplan.inputs.topology import (
     Calibration,
     DeviceKind,
     EngineFacts,
+    EngineRules,
     Network,
     TopologySpec,
 )
@@ -157,6 +158,25 @@ def engine_facts() -> dict[str, EngineFacts]:
         raise InputError(f"hardware/engines.yaml: {first_error(e)}") from None
 
 
+@lru_cache(maxsize=1)
+def engine_rules() -> dict[str, EngineRules]:
+    """The shape rules of each engine (``hardware/engine_rules.yaml``)."""
+    data = _read_yaml(_dir("hardware") / "engine_rules.yaml")
+    try:
+        return {k: EngineRules.model_validate({"name": k, **v})
+                for k, v in data["engines"].items()}
+    except (ValidationError, KeyError, AttributeError, TypeError) as e:
+        raise InputError(f"hardware/engine_rules.yaml: {first_error(e)}") from None
+
+
+def uniform_tp(engine: str | None) -> bool:
+    """Pipelines run by ``engine`` use one TP degree on their GPU stages (None: free)."""
+    if engine is None:
+        return False
+    rules = engine_rules().get(check_engine(engine))
+    return bool(rules and rules.uniform_tp)
+
+
 @lru_cache(maxsize=8)
 def engine_kernels(engine: str) -> dict[str, KernelProfile]:
     """The measured-kernel profiles of one engine, per device kind
@@ -184,7 +204,7 @@ def engine_calibrations(engine: str | None) -> dict[str, Calibration]:
             if cal is None:
                 continue
             of = f", of {kind.calibrate_like}" if name not in base else ""
-            if all("sram" in t.name.lower() for t in kind.memory_tiers):
+            if kind.own_runtime:
                 why = "a chip of its own vendor runtime, which GPU engines do not run"
             else:
                 why = f"no {engine} kernel data for {name}"

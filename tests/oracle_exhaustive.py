@@ -49,8 +49,10 @@ class Best:
 class _Search:
     def __init__(self, model: ModelSpec, topo: Topology, work: Workload,
                  ttft_slo_ms: float | None, tpot_slo_ms: float | None,
-                 max_devices: int | None = None):
+                 max_devices: int | None = None, uniform_tp: bool = False):
         self.model, self.topo, self.work = model, topo, work
+        # an engine runs the plan: one TP degree per pipeline on its engine-run kinds
+        self.uniform_tp = uniform_tp
         self.ttft_slo = None if ttft_slo_ms is None else ttft_slo_ms * 1e-3 * (1 + 1e-9)
         self.tpot_slo = None if tpot_slo_ms is None else tpot_slo_ms * 1e-3 * (1 + 1e-9)
         self.max_devices = max_devices
@@ -165,9 +167,14 @@ class _Search:
         phases = {"colocated": ("prefill", "decode"), "prefill": ("prefill",),
                   "decode": ("decode",)}[pool]
         prev = stages[-1].devices[0] if stages else None
+        fixed = next((s.tp for s in stages if self.uniform_tp
+                      and not self.topo.kinds[s.kind].own_runtime), None)
         for b in range(a + 1, self.L + 1):
             for kind in self.topo.kind_names:
+                free = not self.uniform_tp or self.topo.kinds[kind].own_runtime
                 for tp in self.tps[kind]:
+                    if not free and fixed is not None and tp != fixed:
+                        continue
                     if self.fits(pool, a, b, kind, tp) is None:
                         continue
                     for devs in self.groups(kind, tp, busy):
@@ -209,9 +216,10 @@ class _Search:
 
 def exhaustive(model: ModelSpec, topo: Topology, work: Workload, placement: str = "auto",
                ttft_slo_ms: float | None = None, tpot_slo_ms: float | None = None,
-               max_devices: int | None = None) -> Best | None:
-    """The best concrete plan (latency objective), or None when none is valid."""
-    s = _Search(model, topo, work, ttft_slo_ms, tpot_slo_ms, max_devices)
+               max_devices: int | None = None, uniform_tp: bool = False) -> Best | None:
+    """The best concrete plan (latency objective), or None when none is valid.
+    ``uniform_tp``: one TP degree per pipeline on GPU kinds (a plan with an engine)."""
+    s = _Search(model, topo, work, ttft_slo_ms, tpot_slo_ms, max_devices, uniform_tp)
     modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
     if len(topo.devices) < 2 and "disaggregated" in modes:
         modes.remove("disaggregated")

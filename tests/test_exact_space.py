@@ -95,7 +95,7 @@ def test_tp3_on_a_six_device_domain() -> None:
                     "bandwidth_bytes_per_s": 450e9}}]})
     topo = topology_from_spec(spec, None, "vllm")
     work = Workload(2048, 16, 32, Precision("bf16", "bf16", "bf16"))
-    best = exhaustive(model, topo, work, "disaggregated")
+    best = exhaustive(model, topo, work, "disaggregated", uniform_tp=True)  # plan: vllm
     p = plan(model, topo, placement="disaggregated", isl=2048, osl=16, batch=32)
     assert {s.tp for s in best.pre + best.dec} & {3}
     assert p.e2e_ms == pytest.approx(best.e2e_ms, rel=1e-6)

@@ -64,7 +64,9 @@ def test_cpsat_equals_brute_force(chunk: int) -> None:
         model, topo, work, pools, rng = instance(seed)
         # A quarter of the instances force the per-length form on every config, so both
         # forms of the stage variables meet the oracle.
-        tables = build_tables(model, topo, work, pools, force_per_length=seed % 4 == 3)
+        # Half of them with an engine's one TP degree per pipeline (hardware/engine_rules.yaml).
+        tables = build_tables(model, topo, work, pools, force_per_length=seed % 4 == 3,
+                              uniform_tp=seed % 2 == 1)
         limits = Limits(time_limit_s=60)
         if rng.random() < 0.3:  # sometimes bind an SLO: a fraction of the unconstrained optimum
             free = solve(tables, pools, work.osl, limits)
@@ -94,7 +96,7 @@ def test_replica_choice_equals_brute_force(chunk: int) -> None:
         # Prompts prefilled together: the batch, one, or a few.
         work = dataclasses.replace(work, prefill_batch=rng.choice([None, None, 1, 2]))
         mode = "colocated" if pools == ("colocated",) else "disaggregated"
-        tables = build_tables(model, topo, work, pools)
+        tables = build_tables(model, topo, work, pools, uniform_tp=seed % 2 == 0)
         objective = rng.choice(["throughput", "devices"])
         limits = Limits(time_limit_s=60)
         if rng.random() < 0.4:

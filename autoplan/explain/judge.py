@@ -87,6 +87,8 @@ def broken_rules(ctx: Context, placement: str, pre: list[StagePlacement],
     errs: list[str] = []
     for name, stages in pipelines:
         errs += rules.pipeline(name, ctx.model, ctx.topo, stages, domain_of)
+        errs += rules.uniform_tp(name, ctx.topo, [s.kind for s in stages],
+                                 [s.tp for s in stages], i.engine)
     errs += rules.pools(placement, _devices(pre), _devices(dec), pre == dec)
     errs += rules.requested_placement(i.placement, placement)
     return errs + rules.figures(fig, i, placement, devices)

@@ -57,6 +57,25 @@ class EngineFacts(BaseModel):
     source: str = ""
 
 
+class EngineRule(BaseModel):
+    """One shape rule an engine enforces (hardware/engine_rules.yaml)."""
+
+    model_config = _STRICT
+    name: str
+    says: str
+    engine_version: str
+    source: str = Field(min_length=1)
+
+
+class EngineRules(BaseModel):
+    """The shape rules of one serving engine."""
+
+    model_config = _STRICT
+    name: str
+    uniform_tp: bool = True  # one TP degree for every stage of a pipeline
+    rules: list[EngineRule] = Field(min_length=1)
+
+
 class Calibration(BaseModel):
     """Named, fitted parameters that turn a raw roofline into measured times.
 
@@ -120,6 +139,12 @@ class DeviceKind(BaseModel):
                 raise ValueError(f"peak_flops_per_s.{k} must be between {_MIN_FLOPS:g} and "
                                  f"{_MAX_FLOPS:g}, got {v:g}")
         return self
+
+    @property
+    def own_runtime(self) -> bool:
+        """An SRAM-only chip (the LPU): it runs its vendor's runtime, not a GPU engine,
+        so the engine shape rules (hardware/engine_rules.yaml) do not govern it."""
+        return all("sram" in t.name.lower() for t in self.memory_tiers)
 
     @property
     def capacity_bytes(self) -> float:

@@ -24,7 +24,7 @@ from autoplan.inputs.model import ModelSpec
 
 RULES = ("layer coverage", "stage order", "TP", "devices", "device disjointness",
          "TP inside fast domains", "replicas", "placement", "memory headroom", "SLO",
-         "device budget", "request rate")
+         "device budget", "request rate", "uniform TP")
 """Rule names: every violation starts with one of them and a colon."""
 
 SLO_TOL = 1e-9
@@ -95,6 +95,22 @@ def pipeline(name: str, model: ModelSpec, topo: Topology, stages: Sequence[Stage
         if not known:
             break
     return errs
+
+
+def uniform_tp(name: str, topo: Topology, stage_kinds: Sequence[str],
+               stage_tps: Sequence[int], engine: str | None) -> list[str]:
+    """With an engine (vLLM, SGLang, TensorRT-LLM), the GPU stages of one pipeline share
+    one TP degree: the engine takes one TP for the whole server
+    (``hardware/engine_rules.yaml``). Kinds of their own runtime (SRAM-only) are free."""
+    if engine is None:
+        return []
+    tps = sorted({tp for kind, tp in zip(stage_kinds, stage_tps)
+                  if kind not in topo.kinds or not topo.kinds[kind].own_runtime})
+    if len(tps) < 2:
+        return []
+    why = (f"uniform TP: {name} pipeline mixes TP {', '.join(map(str, tps))} on its GPU "
+           f"stages, but {engine} runs one TP degree per pipeline")
+    return [why]
 
 
 def replicas(name: str, topo: Topology, stage_kinds: Sequence[str], stage_tps: Sequence[int],

@@ -85,6 +85,8 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
         phase = plan.phase(name)
         if phase.replica_devices and phase.replica_devices[0] != [s.devices for s in phase.stages]:
             errors.append(f"replicas: {name} replica 0 devices differ from its stages' devices")
+        errors += rules.uniform_tp(name, ctx.topo, [s.device_kind for s in phase.stages],
+                                   [s.tp for s in phase.stages], plan.inputs.engine)
         errors += rules.replicas(name, ctx.topo, [s.device_kind for s in phase.stages],
                                  [s.tp for s in phase.stages], phase.replica_devices,
                                  phase.replicas, domain_of)

@@ -40,6 +40,8 @@ def pipelines(t: Tables, pool: str) -> list[Pipeline]:
         return 1 <= ln <= tab.max_len[ROLES.index(role), c]
 
     def make(stages: list[tuple[str, int, int]]) -> None:
+        if len({t.configs[c].tp for _, c, _ in stages if t.governed(c)}) > 1:
+            return  # an engine runs one TP degree per pipeline
         usage = [0] * len(t.classes)
         for _, c, _ in stages:
             usage[t.configs[c].cls] += t.configs[c].tp

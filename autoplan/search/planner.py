@@ -19,6 +19,7 @@ from autoplan.catalog import (
     load_profile,
     load_topology,
     topology_from_spec,
+    uniform_tp,
 )
 from autoplan.cost.context import spec_hash
 from autoplan.cost.evaluate import evaluate
@@ -114,7 +115,8 @@ def _plan(req: Request) -> Plan:
     # devices, exact only for TP sizes dividing the domain.
     # Latency plans search lower-bound tables and decide on exact figures.
     lat = objective == "latency"
-    tables = build_tables(m, topo, work, pools_needed, packing=lat, lower=lat)
+    tables = build_tables(m, topo, work, pools_needed, packing=lat, lower=lat,
+                          uniform_tp=uniform_tp(req.engine))
     limits = Limits(
         ttft_slo_t=_slo_t(ttft_slo_ms, tables), tpot_slo_t=_slo_t(tpot_slo_ms, tables),
         time_limit_s=time_limit_s, progress=progress, max_devices=max_devices,

@@ -125,6 +125,24 @@ class _PoolModel:
         if mids:
             m.add(sum(mids) <= U * sum(first))
         m.add(sum(g.layers for g in self.groups) == U)
+        self._uniform_tp()
+
+    def _uniform_tp(self) -> None:
+        """With an engine, one TP degree on every engine-run stage of the pipeline: a
+        boolean per TP present, exactly one chosen, groups of the others at 0 stages
+        (count and per-length groups alike: ``count`` is their stage count)."""
+        t = self.t
+        by: dict[int, list] = {}
+        for g in self.groups:
+            if t.governed(g.cfg):
+                by.setdefault(t.configs[g.cfg].tp, []).append(g.count)
+        if len(by) < 2:
+            return
+        pick = {tp: self.m.new_bool_var(self._name("tp", tp)) for tp in by}
+        self.m.add_exactly_one(pick.values())
+        for tp, counts in by.items():
+            for n in counts:
+                self.m.add(n == 0).only_enforce_if(pick[tp].Not())
 
     # -- group builders -------------------------------------------------------------
     def _name(self, *parts) -> str:

@@ -104,6 +104,13 @@ class Tables:
     # ticks of 10 ns (the replica fronts).
     lower: bool = False
     ticks_per_s: int = TICKS_PER_S
+    # An engine runs the plan: every pipeline uses one TP degree on its engine-run
+    # (GPU) stages; kinds of their own runtime (SRAM-only) are free.
+    uniform_tp: bool = False
+
+    def governed(self, c: int) -> bool:
+        """Config ``c`` runs under the engine's uniform-TP rule."""
+        return self.uniform_tp and not self.topo.kinds[self.configs[c].kind].own_runtime
 
     @property
     def ticks_per_ms(self) -> float:
@@ -226,7 +233,8 @@ from the exact figure, so it is fine (about 1e-7 relative on the shipped cases).
 
 def build_tables(model: ModelSpec, topo: Topology, work: Workload,
                  pools: tuple[str, ...], force_per_length: bool = False,
-                 packing: bool = False, lower: bool = False) -> Tables:
+                 packing: bool = False, lower: bool = False,
+                 uniform_tp: bool = False) -> Tables:
     """``packing``: every TP that fits a domain (see :func:`build_configs`).
     ``lower``: lower-bound tables (see :class:`Tables`): the latency search prunes with
     them and decides on exact figures."""
@@ -237,7 +245,7 @@ def build_tables(model: ModelSpec, topo: Topology, work: Workload,
     kinds = list(topo.kind_names)
     tables = Tables(model, topo, work, prefix, units, classes, configs, {},
                     np.zeros((0,)), kinds, packs, lower,
-                    LOWER_TICKS_PER_S if lower else TICKS_PER_S)
+                    LOWER_TICKS_PER_S if lower else TICKS_PER_S, uniform_tp)
     for pool in pools:
         tables.pools[pool] = _pool_table(tables, pool, force_per_length)
     if "prefill" in pools:
