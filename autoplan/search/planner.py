@@ -249,6 +249,13 @@ def _phases(placed: dict[str, list[StagePlacement]]):
 def _place(t: Tables, mode: str, choices: dict[str, list[StageChoice]],
            replicas: dict[str, int]) -> dict[str, list[StagePlacement]]:
     """The first replica's stages with concrete devices, per pool."""
+    return _place_all(t, mode, choices, replicas)[0]
+
+
+def _place_all(t: Tables, mode: str, choices: dict[str, list[StageChoice]],
+               replicas: dict[str, int]) -> tuple[dict[str, list[StagePlacement]], dict]:
+    """The first replica's stages with concrete devices per pool, and every replica's
+    device groups."""
     seqs = {p: _order(t, choices[p]) for p in PLACEMENT_POOLS[mode]}
     groups = assign_devices(t, seqs, replicas)
     placed: dict[str, list[StagePlacement]] = {}
@@ -259,7 +266,7 @@ def _place(t: Tables, mode: str, choices: dict[str, list[StageChoice]],
             stages.append(StagePlacement(start, start + layers, t.configs[cfg].kind, devs))
             start += layers
         placed[p] = stages
-    return placed
+    return placed, groups
 
 
 MAX_BALANCE_STEPS = 400
@@ -332,16 +339,7 @@ def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: 
              choices: dict[str, list[StageChoice]], replicas: dict[str, int], status: str,
              objective: float, bound: float | None, wall_s: float,
              stop_reason: str = "completed") -> Plan:
-    seqs = {p: _order(t, choices[p]) for p in PLACEMENT_POOLS[mode]}
-    groups = assign_devices(t, seqs, replicas)
-    placed: dict[str, list[StagePlacement]] = {}
-    for p, seq in seqs.items():
-        stages, start = [], 0
-        for (role, cfg, ln), devs in zip(seq, groups[p][0]):
-            layers = t.layers_of(role, ln)
-            stages.append(StagePlacement(start, start + layers, t.configs[cfg].kind, devs))
-            start += layers
-        placed[p] = stages
+    placed, groups = _place_all(t, mode, choices, replicas)
     return _finish(m, topo, inputs, mode, placed, replicas, groups, status, objective,
                    bound, wall_s, stop_reason)
 

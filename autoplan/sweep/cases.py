@@ -25,8 +25,6 @@ The file (validated; unknown keys are refused)::
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 from pathlib import Path
 from typing import Literal
@@ -35,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autoplan.errors import InfeasibleError, InputError, first_error
 from autoplan.sweep.engine import run
+from autoplan.sweep.output import rows_csv, write_rows
 
 MAX_CASES = 10_000
 
@@ -145,30 +144,14 @@ def sweep_cases(cases: Cases, *, workers: int | None = None, ray_address: str | 
 
 
 def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
-    return buf.getvalue()
+    return rows_csv(rows, COLUMNS)
 
 
 def write(rows: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
     """``sweep.csv`` and the chart (``sweep.png``, ``sweep.svg``) of the solved cases."""
-    from autoplan.files import check_folder, check_writable, make_folder, write_atomic
-    from autoplan.render.pareto import chart
-
-    out = check_folder(out_dir)
-    for name in ("sweep.csv", "sweep.png", "sweep.svg") if out.is_dir() else ():
-        check_writable(out / name)
-    solved = [r for r in rows if r["status"] not in ("infeasible", "error")]
-    paths: list[Path] = []
-    if solved:
-        labels = [{**r, "label": label(r)} for r in solved]
-        paths += chart(labels, out, title, name="sweep")
-    make_folder(out)
-    write_atomic(out / "sweep.csv", to_csv(rows))
-    return [out / "sweep.csv", *paths]
+    return write_rows(rows, out_dir, "sweep", COLUMNS,
+                      lambda r: r["status"] not in ("infeasible", "error"), label, title,
+                      chart_name="sweep")
 
 
 def label(r: dict) -> str:

@@ -9,14 +9,13 @@ constraints no plan meets are kept in the CSV as infeasible, with the reason.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 from pathlib import Path
 
 from autoplan.errors import InfeasibleError, InputError
 from autoplan.search.front import pareto_front
 from autoplan.sweep.engine import run
+from autoplan.sweep.output import rows_csv, write_rows
 
 COLUMNS = ("ttft_slo_ms", "tpot_slo_ms", "max_devices", "status", "placement", "ttft_ms",
            "tpot_ms", "e2e_ms", "devices", "throughput_tokens_per_s", "on_front", "note")
@@ -76,30 +75,13 @@ def mark_front(rows: list[dict]) -> None:
 
 
 def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
-    return buf.getvalue()
+    return rows_csv(rows, COLUMNS)
 
 
 def write(rows: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
     """``pareto.csv`` and the chart (PNG and SVG) of the feasible rows."""
-    from autoplan.files import check_folder, check_writable, make_folder, write_atomic
-    from autoplan.render.pareto import chart
-
-    out = check_folder(out_dir)
-    for name in ("pareto.csv", "pareto.png", "pareto.svg") if out.is_dir() else ():
-        check_writable(out / name)  # every target first: none written if one cannot be
-    feasible = [r for r in rows if r["status"] != "infeasible"]
-    paths: list[Path] = []
-    if feasible:
-        labels = [{**r, "label": _label(r)} for r in feasible]
-        paths += chart(labels, out, title)
-    make_folder(out)
-    write_atomic(out / "pareto.csv", to_csv(rows))
-    return [out / "pareto.csv", *paths]
+    return write_rows(rows, out_dir, "pareto", COLUMNS, lambda r: r["status"] != "infeasible",
+                      _label, title)
 
 
 def _label(r: dict) -> str:

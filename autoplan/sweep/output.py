@@ -1,0 +1,41 @@
+"""Writing a sweep's rows: one CSV and the TTFT-TPOT-devices chart of the solved rows,
+every target checked before the first is written (the pareto and fleet sweeps alike)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+
+def rows_csv(rows: list[dict], columns: Iterable[str]) -> str:
+    """The rows as CSV in ``columns`` order; None is an empty cell."""
+    columns = list(columns)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def write_rows(rows: list[dict], out_dir: str | Path, stem: str, columns: Iterable[str],
+               solved: Callable[[dict], bool], label: Callable[[dict], str],
+               title: str = "", chart_name: str | None = None) -> list[Path]:
+    """``<stem>.csv`` of every row and the chart (PNG, SVG) of the ``solved`` ones."""
+    from autoplan.files import check_folder, check_writable, make_folder, write_atomic
+    from autoplan.render.pareto import chart
+
+    out = check_folder(out_dir)
+    for name in (f"{stem}.csv", f"{stem}.png", f"{stem}.svg") if out.is_dir() else ():
+        check_writable(out / name)  # every target first: none written if one cannot be
+    paths: list[Path] = []
+    keep = [r for r in rows if solved(r)]
+    if keep:
+        named = [{**r, "label": label(r)} for r in keep]
+        paths += (chart(named, out, title, name=chart_name) if chart_name
+                  else chart(named, out, title))
+    make_folder(out)
+    write_atomic(out / f"{stem}.csv", rows_csv(rows, columns))
+    return [out / f"{stem}.csv", *paths]
