@@ -92,16 +92,7 @@ def _read_topology_spec(path: Path) -> TopologySpec:
 
 def topology_spec(name_or_path: str) -> TopologySpec:
     """The spec of a shipped topology or a YAML file (nothing built)."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
-        if not p.is_file():
-            raise InputError(f"topology file {name_or_path!r} does not exist")
-        return _read_topology_spec(p)
-    f = _dir("topologies") / f"{name_or_path}.yaml"
-    if "/" in name_or_path or not f.is_file():
-        raise InputError(f"unknown topology {name_or_path!r}; see `autoplan topologies` or "
-                         "pass a YAML path")
-    return _read_topology_spec(f)
+    return _read_topology_spec(_topology_path(name_or_path))
 
 
 def topology_from_spec(spec: TopologySpec, profile: dict[str, Calibration] | None = None,
@@ -291,6 +282,11 @@ def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = No
         return topology_from_spec(spec, profile, engine)
     cal = dict(engine_calibrations(engine))
     cal.update(profile or {})
+    return load_topology_file(_topology_path(name_or_path), builtin_device_kinds(), cal)
+
+
+def _topology_path(name_or_path: str) -> Path:
+    """The file a topology argument names: a YAML path, or a shipped topology's file."""
     p = Path(name_or_path)
     state = path_state(p)
     if (p.suffix in (".yaml", ".yml") or state in ("file", "other")
@@ -298,13 +294,13 @@ def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = No
         if state in ("missing", "folder"):
             raise InputError(f"topology file {name_or_path!r} "
                              + ("is a directory" if state == "folder" else "does not exist"))
-        return load_topology_file(p, builtin_device_kinds(), cal)
+        return p  # "other" (a FIFO, a long name): the read names what it is
     f = _dir("topologies") / f"{name_or_path}.yaml"
     if "/" in name_or_path or path_state(f) != "file":
         raise InputError(
             f"unknown topology {name_or_path!r}; see `autoplan topologies` or pass a YAML path"
         )
-    return load_topology_file(f, builtin_device_kinds(), cal)
+    return f
 
 
 def _read_yaml(path: Path) -> dict:

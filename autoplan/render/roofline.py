@@ -49,16 +49,17 @@ class Roofline(NamedTuple):
         return self.peak_flops_per_s / self.bandwidth_bytes_per_s
 
 
-def rooflines(plan: Plan | dict | str | Path, topo: Topology | None = None) -> dict[str, Roofline]:
+def rooflines(plan: Plan | dict | str | Path,
+              ctx: tuple[ModelSpec, Topology] | None = None) -> dict[str, Roofline]:
     """The roofline of each device kind the plan uses, in stage order, with the ceilings
-    the cost model prices a large GEMM against."""
+    the cost model prices a large GEMM against (``ctx``: the plan's checked model and
+    topology, when the caller has them)."""
     from autoplan.cost.evaluate import workload_of
     from autoplan.cost.kernel_ops import gemm_ceiling
     from autoplan.cost.roofline import compute_efficiency
 
     plan = Plan.load(plan)
-    model, ctx_topo = chart_context(plan)
-    topo = topo or ctx_topo
+    model, topo = ctx or chart_context(plan)
     precision = workload_of(plan).precision
     out: dict[str, Roofline] = {}
     for ph in PHASES:
@@ -149,7 +150,7 @@ def figure(plan: Plan | dict | str | Path, *, ctx=None) -> Figure:
 
     plan = Plan.load(plan)
     ctx = ctx or chart_context(plan)
-    roofs = rooflines(plan, ctx[1])
+    roofs = rooflines(plan, ctx)
     points = operator_points(plan, ctx=ctx)
     n = len(roofs)
     fig = new_figure(7.5 * n if n > 1 else 10, 7)

@@ -30,7 +30,7 @@ from autoplan.graphs.topology import Topology
 from autoplan.inputs.dtypes import bytes_per_element
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.request import SLO_CAP_MS, Request
-from autoplan.inputs.workload import Precision, Workload
+from autoplan.inputs.workload import Workload
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
 from autoplan.rules import rules
 from autoplan.search.assign import _order, assign_devices
@@ -220,7 +220,7 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
         bound = None  # Ctrl-C before a placement was searched: nothing proven about it
     stop = ("interrupted" if stopped else "completed" if exhausted else
             "iteration_limit" if checks >= MAX_CHECKS else "time_limit")
-    return _finish(m, topo, inputs, mode, placed, {p: 1 for p in placed},
+    return _finish(m, topo, tables.work, inputs, mode, placed, {p: 1 for p in placed},
                    {p: [tuple(s.devices for s in placed[p])] for p in placed},
                    status, e2e, bound, wall, stop)
 
@@ -340,18 +340,16 @@ def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: 
              objective: float, bound: float | None, wall_s: float,
              stop_reason: str = "completed") -> Plan:
     placed, groups = _place_all(t, mode, choices, replicas)
-    return _finish(m, topo, inputs, mode, placed, replicas, groups, status, objective,
+    return _finish(m, topo, t.work, inputs, mode, placed, replicas, groups, status, objective,
                    bound, wall_s, stop_reason)
 
 
-def _finish(m: ModelSpec, topo: Topology, inputs: PlanInputs, mode: str,
+def _finish(m: ModelSpec, topo: Topology, work: Workload, inputs: PlanInputs, mode: str,
             placed: dict[str, list[StagePlacement]], replicas: dict[str, int],
             groups: dict, status: str, objective: float, bound: float, wall_s: float,
             stop_reason: str) -> Plan:
-    """The plan of concrete stages: figures by ``evaluate``, checked by the rules."""
-    work = Workload(inputs.isl, inputs.osl, inputs.batch,
-                    Precision(inputs.dtype, "bf16", inputs.kv_dtype),
-                    inputs.max_memory_fraction, inputs.prefill_batch)
+    """The plan of concrete stages (``work``: the workload the tables priced): figures by
+    ``evaluate``, checked by the rules."""
     pre_pool = "prefill" if "prefill" in placed else "colocated"
     dec_pool = "decode" if "decode" in placed else "colocated"
     pre, dec = placed[pre_pool], placed[dec_pool]

@@ -324,12 +324,12 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
         if t.lower:
             _best_hops(t, ph, msg, reach, hops[ph], cross[ph])
             continue
-        within = [_worst_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach)
+        within = [_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach)
                   for c in t.classes]
         for cfg in t.configs:
             hops[ph][cfg.index] = math.ceil(within[cfg.cls] * TICKS_PER_S)
         for k, ck in enumerate(t.classes):
-            worst = max((_worst_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach)
+            worst = max((_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach)
                          for j, cj in enumerate(t.classes) if j != k), default=0.0)
             cross[ph][k] = max(0, math.ceil((worst - within[k]) * TICKS_PER_S))
     return PoolTable(pool, times, max_len, hops, affine, cross)
@@ -365,42 +365,31 @@ def _best_hops(t: Tables, ph: str, msg: float, reach: dict, hops: np.ndarray,
             dsts = _devices(c)
         else:
             dsts = [d for dom in c.domains[1:] for d in dom.devices]
-        hops[cfg.index] = max(0, math.floor(_best_hop(t.topo, src, dsts, msg, reach) * T) - 1)
+        hops[cfg.index] = max(0, math.floor(_hop(t.topo, src, dsts, msg, reach, min) * T) - 1)
     for c in t.classes:
-        within.append(_best_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach))
+        within.append(_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach, min))
     for k, ck in enumerate(t.classes):
-        best = min((_best_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach)
+        best = min((_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach, min)
                     for j, cj in enumerate(t.classes) if j != k), default=0.0)
         # hop_t charges at least the within-class best already; an entry adds the rest.
         cross[k] = max(0, math.floor((best - within[k]) * T) - 1)
-
-
-def _best_hop(topo: Topology, src: str, dsts: list[str], msg: float,
-              reach: dict[str, dict]) -> float:
-    """The fastest hand-off of ``msg`` bytes from ``src`` to another of ``dsts``."""
-    if src not in reach:
-        reach[src] = topo.paths_from(src)
-    paths = reach[src]
-    launch = topo.calibration(topo.device_kind_of(src)).collective_launch_s
-    best = min((msg / paths[d][0] + paths[d][1] for d in dsts if d != src), default=None)
-    return 0.0 if best is None else best + launch
 
 
 def _devices(c: DeviceClass) -> list[str]:
     return [d for dom in c.domains for d in dom.devices]
 
 
-def _worst_hop(topo: Topology, src: str, dsts: list[str], msg: float,
-               reach: dict[str, dict]) -> float:
-    """The slowest hand-off of ``msg`` bytes from ``src`` to any other of ``dsts``: a
-    stage may sit anywhere in its class (device classes are symmetric, so one source
-    stands for all)."""
+def _hop(topo: Topology, src: str, dsts: list[str], msg: float, reach: dict[str, dict],
+         pick=max) -> float:
+    """The slowest (``pick=max``) or fastest (``min``) hand-off of ``msg`` bytes from ``src``
+    to another of ``dsts``: a stage may sit anywhere in its class (device classes are
+    symmetric, so one source stands for all)."""
     if src not in reach:
         reach[src] = topo.paths_from(src)
     paths = reach[src]
     launch = topo.calibration(topo.device_kind_of(src)).collective_launch_s
-    worst = max((msg / paths[d][0] + paths[d][1] for d in dsts if d != src), default=None)
-    return 0.0 if worst is None else worst + launch
+    hop = pick((msg / paths[d][0] + paths[d][1] for d in dsts if d != src), default=None)
+    return 0.0 if hop is None else hop + launch
 
 
 def _kv_table(t: Tables) -> np.ndarray:
