@@ -164,7 +164,7 @@ def test_throughput_plan_chooses_its_batches_and_beats_every_fixed_batch():
     assert "batch" in free.inputs.searched
     chosen = free.inputs.batch
     assert chosen > 1  # one sequence at a time cannot be the best throughput of 8 GPUs
-    for b in sorted({1, 2, 8, 32, 64, chosen - 1, chosen + 1, 2 * chosen}):
+    for b in sorted({1, 8, chosen - 1, chosen + 1, 2 * chosen}):
         try:
             fixed = _plan(batch=b)
         except Exception as e:  # a batch the SLOs or memory refuse

@@ -126,7 +126,11 @@ class Menu:
 
     def front(self, pool: str, osl: int, limits: Limits,
               decode_kinds: frozenset[str] = frozenset(), stop: dict | None = None,
-              start: tuple[int, ...] | None = None) -> tuple[list[Design], int, bool]:
+              start: tuple[int, ...] | None = None,
+              useless=None) -> tuple[list[Design], int, bool]:
+        """``useless(menu, optimistic)``: True when designs as good as ``optimistic``
+        (the box's bound) added to ``menu`` cannot make a better deployment than the
+        best one known (the objective's own bound: boxes it says so of are skipped)."""
         names = self.colocated_axes if pool == "colocated" else POOL_AXES[pool]
         names = tuple(n for n in names if n in POOL_AXES[pool])
         lo = tuple(self.axes.of(n)[0] for n in names)
@@ -159,11 +163,14 @@ class Menu:
             designs = priced(a)
             if not designs:
                 continue  # nothing fits or meets the SLOs at the corner: nor beyond it
-            menu = _pareto(menu + designs)
+            menu = pareto(menu + designs)
             if a == b:
                 continue
             scale = max(Fraction(h, lo_) for lo_, h in zip(a, b))
             if all(_dominated(d, d.rate * scale, menu) for d in designs):
+                continue
+            if useless is not None and useless(menu, [replace(d, rate=d.rate * scale)
+                                                      for d in designs]):
                 continue
             k = max(range(len(a)), key=lambda i: (Fraction(b[i], a[i]), -i))
             mid = (a[k] + b[k]) // 2
@@ -205,7 +212,7 @@ def _dominated(d: Design, rate: Fraction, menu: list[Design]) -> bool:
                and all(u <= v for u, v in zip(e.usage, d.usage)) for e in menu)
 
 
-def _pareto(designs: list[Design]) -> list[Design]:
+def pareto(designs: list[Design]) -> list[Design]:
     """The designs no other beats: of the same kinds (and KV destination), no more
     devices of any class, and a higher rate, or the same rate at a smaller batch (the
     canonical order: fewer devices, usage, higher rate, smaller batches)."""

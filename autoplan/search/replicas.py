@@ -131,10 +131,10 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     K = len(full)
     singles = [tuple(c if j == k else 0 for j, c in enumerate(full)) for k in range(K)] if K > 1 else []
     stack = ([full] if K <= MAX_MIXED_CLASSES else []) + [s for s in reversed(singles) if any(s)]
-    lower: dict[tuple[int, ...], int] = {}  # caps -> the parent's slowest stage (prefill)
     if K > MAX_MIXED_CLASSES:
         complete = False
         _stop(stop, "front_limit")
+    lower: dict[tuple[int, ...], int] = {}  # caps -> the parent's slowest stage (prefill)
     seen: set = set()
     designs: dict[tuple[int, ...], Design] = {}
     while stack:
@@ -339,7 +339,8 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
     if isinstance(menu, Tables):
         t = menu
 
-        def front_of(pool, osl, limits, decode_kinds=frozenset(), stop=None, start=None):
+        def front_of(pool, osl, limits, decode_kinds=frozenset(), stop=None, start=None,
+                     useless=None):
             return front(t, pool, osl, limits, decode_kinds, stop, start)
     else:
         t, front_of = menu.t, menu.front
@@ -373,12 +374,28 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         solves += n
         complete &= ok
         pre: list[Design] = []
+
+        def useless(cur: list[Design], optimistic: list[Design]) -> bool:
+            """Prefill designs as good as ``optimistic`` beside ``cur`` and the decode
+            front make no deployment better than the best one known (any placement)."""
+            got = choose(t, mode, {"prefill": pre + cur + optimistic, "decode": dec},
+                         objective, request_rate, limits.max_devices)
+            if got is None:
+                return True
+            known = [c for c in (*per_mode.values(),
+                                 choose(t, mode, {"prefill": pre + cur, "decode": dec},
+                                        objective, request_rate, limits.max_devices))
+                     if c is not None]
+            return bool(known) and _key(objective, got.rate, got.devices, ()) >= min(
+                _key(objective, c.rate, c.devices, ()) for c in known)
+
         for kinds in sorted({d.kinds for d in dec}, key=sorted):
             if stop.get("reason") == "interrupted":
                 break
             floor = [min(d.usage[k] for d in dec if d.kinds == kinds) for k in range(len(full))]
             pre_start = tuple(c - f for c, f in zip(full, floor))
-            got, n, ok = front_of("prefill", osl, limits, kinds, stop=stop, start=pre_start)
+            got, n, ok = front_of("prefill", osl, limits, kinds, stop=stop, start=pre_start,
+                                  useless=useless)
             solves += n
             complete &= ok
             pre += got
