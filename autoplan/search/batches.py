@@ -26,14 +26,15 @@ both over the shipped models, kinds and engines):
 A box whose corner front is empty is infeasible throughout; a box whose corner front,
 its rates scaled by ``max(hi / lo)``, is dominated by the menu (a design of the same
 kinds with no more devices of any class and at least that rate) cannot add to it. The
-others split in two along their widest axis; the upper half first, where the best
-rates usually are. Every corner priced is checked against the first property on the
+others split in two along their widest axis, the box that may offer the most requests/s
+per device first. Every corner priced is checked against the first property on the
 designs at hand; a breach (none is known) marks the menu unproven (stop reason
 ``batch_bound``) instead of claiming an optimum.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -154,9 +155,12 @@ class Menu:
                 self._check_monotone(pool, names, x, corners, decode_kinds)
             return corners[x]
 
-        boxes = [(lo, hi)]
+        # Best bound first (the most requests/s per device a box may offer): the best
+        # designs are found early, and the objective's bound prunes the rest.
+        boxes = [(-Fraction(10**18), 0, lo, hi)]
+        seq = 0
         while boxes:
-            a, b = boxes.pop()
+            _, _, a, b = heapq.heappop(boxes)
             if stop is not None and stop.get("reason") in ("interrupted", "time_limit"):
                 complete = False
                 break
@@ -176,8 +180,10 @@ class Menu:
             mid = (a[k] + b[k]) // 2
             low_hi = tuple(mid if i == k else v for i, v in enumerate(b))
             up_lo = tuple(mid + 1 if i == k else v for i, v in enumerate(a))
-            boxes.append((a, low_hi))
-            boxes.append((up_lo, b))  # popped first
+            prio = -max(d.rate * scale / max(1, sum(d.usage)) for d in designs)
+            for box in ((up_lo, b), (a, low_hi)):  # ties: the upper half first
+                seq += 1
+                heapq.heappush(boxes, (prio, seq, *box))
         if self.breach:
             complete = False
             if stop is not None:

@@ -353,7 +353,19 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         if stop.get("reason") == "interrupted":
             break
         if mode == "colocated":
-            designs, n, ok = front_of("colocated", osl, limits, stop=stop)
+
+            def useless_colocated(cur: list[Design], optimistic: list[Design]) -> bool:
+                """Designs as good as ``optimistic`` beside ``cur`` deploy no better."""
+                got = choose(t, mode, {"colocated": cur + optimistic}, objective,
+                             request_rate, limits.max_devices)
+                now = choose(t, mode, {"colocated": cur}, objective, request_rate,
+                             limits.max_devices)
+                return got is None or (now is not None and _key(
+                    objective, got.rate, got.devices, ()) >= _key(
+                    objective, now.rate, now.devices, ()))
+
+            designs, n, ok = front_of("colocated", osl, limits, stop=stop,
+                                      useless=useless_colocated)
             solves += n
             complete &= ok
             per_mode[mode] = choose(t, mode, {"colocated": designs}, objective, request_rate,
@@ -370,7 +382,20 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
             solves += 1
             if least.status != "infeasible":
                 dec_start = (full[0] - least.devices,)
-        dec, n, ok = front_of("decode", osl, limits, stop=stop, start=dec_start)
+
+        def useless_decode(cur: list[Design], optimistic: list[Design]) -> bool:
+            """Even with prefill free (no devices, any rate), decode designs as good as
+            ``optimistic`` beside ``cur`` deploy no better than the best plan known."""
+            known = [c for c in per_mode.values() if c is not None]
+            if not known:
+                return False
+            got = choose(t, "colocated", {"colocated": cur + optimistic}, objective,
+                         request_rate, limits.max_devices)
+            return got is None or _key(objective, got.rate, got.devices, ()) >= min(
+                _key(objective, c.rate, c.devices, ()) for c in known)
+
+        dec, n, ok = front_of("decode", osl, limits, stop=stop, start=dec_start,
+                              useless=useless_decode)
         solves += n
         complete &= ok
         pre: list[Design] = []
