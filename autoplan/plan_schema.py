@@ -45,8 +45,9 @@ class PlanInputs(BaseModel):
         default=None, ge=1, le=MAX_BATCH, description="prompts prefilled together (absent: batch)")
     searched: list[Literal["batch", "prefill_batch"]] = Field(
         default_factory=list, max_length=2, description="the batch sizes the planner chose "
-        "(throughput and devices objectives without --batch / --prefill-batch); batch and "
-        "prefill_batch hold the values chosen")
+        "(throughput and devices objectives without --batch / --prefill-batch; a "
+        "colocated pool prefills one prompt per pass); batch and prefill_batch hold the "
+        "values chosen")
     dtype: DType
     kv_dtype: DType
     objective: Literal["latency", "throughput", "devices"]

@@ -179,3 +179,16 @@ def test_throughput_plan_chooses_its_batches_and_beats_every_fixed_batch():
 def test_latency_plans_keep_batch_one():
     p = plan("meta-llama/Llama-3.1-8B", "h100-sxm-x8", isl=2048, osl=256)
     assert p.inputs.batch == 1 and p.inputs.searched == []
+
+
+def test_explain_re_solves_with_the_batches_still_decisions():
+    from autoplan.explain.context import Context
+    from autoplan.explain.neighbours import request_of
+
+    free = _plan()
+    req = request_of(Context.of(free))
+    assert req.batch is None and req.prefill_batch is None
+    assert set(req.searched) == {"batch", "prefill_batch"}
+    fixed = _plan(batch=free.inputs.batch, prefill_batch=free.inputs.prefill_batch)
+    again = request_of(Context.of(fixed))
+    assert (again.batch, again.prefill_batch) == (free.inputs.batch, free.inputs.prefill_batch)

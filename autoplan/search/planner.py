@@ -144,10 +144,8 @@ def _replicated(m: ModelSpec, topo: Topology, inputs: PlanInputs, modes: list[st
         raise _explain_infeasible(m, topo, menu.t, modes, limits, osl, menu.work,
                                   req.request_rate, bool(req.searched))
     work = chosen_work(menu.work, best.designs)
-    searched = [k for k in req.searched
-                if best.mode != "colocated" or k in menu.colocated_axes]
     inputs = inputs.model_copy(update={
-        "batch": work.batch, "searched": searched,
+        "batch": work.batch, "searched": list(req.searched),
         "prefill_batch": work.prefill_batch if req.searched or req.prefill_batch else None})
     value = float(best.rate * osl) if objective == "throughput" else float(best.devices)
     # a proven optimum is its own bound; an incomplete search (time limit, Ctrl-C, a
