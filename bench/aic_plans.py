@@ -96,18 +96,18 @@ class Pick:
 
 
 def _layout(row: dict, pre: str) -> Layout:
-    g = lambda k: int(float(row[pre + k]))  # noqa: E731
+    g = lambda k: int(float(row[pre + k]))
     return Layout(g("tp"), g("pp"), g("dp"), g("moe_tp"), g("moe_ep"), g("bs"), g("global_bs"))
 
 
 def parse_row(mode: str, row: dict, total_gpus: int) -> Pick:
     unit = int(float(row["num_total_gpus"]))
-    f = lambda k: float(row[k])  # noqa: E731
-    common = dict(mode=mode, copies=total_gpus // unit, unit_gpus=unit,
-                  tokens_per_s_per_gpu=f("tokens/s/gpu"),
-                  tokens_per_s_per_gpu_cluster=f("tokens/s/gpu_cluster"),
-                  tokens_per_s_per_user=f("tokens/s/user"), tokens_per_s=f("tokens/s"),
-                  ttft_ms=f("ttft"), tpot_ms=f("tpot"), row=row)
+    f = lambda k: float(row[k])
+    common = {"mode": mode, "copies": total_gpus // unit, "unit_gpus": unit,
+                  "tokens_per_s_per_gpu": f("tokens/s/gpu"),
+                  "tokens_per_s_per_gpu_cluster": f("tokens/s/gpu_cluster"),
+                  "tokens_per_s_per_user": f("tokens/s/user"), "tokens_per_s": f("tokens/s"),
+                  "ttft_ms": f("ttft"), "tpot_ms": f("tpot"), "row": row}
     if mode == "agg":
         lay = _layout(row, "")
         return Pick(prefill=lay, decode=lay, prefill_workers=1, decode_workers=1,
@@ -133,6 +133,39 @@ def read_picks(save_dir: Path, total_gpus: int) -> dict[str, Pick]:
             best = max(rows, key=lambda r: float(r["tokens/s/gpu_cluster"]))
             picks[mode] = parse_row(mode, best, total_gpus)
     return picks
+
+
+def plain(pick: Pick) -> bool:
+    """No expert parallelism or attention DP in either pool (autoplan can price it
+    today)."""
+    return all(lay.dp == 1 and lay.moe_ep == 1 for lay in (pick.prefill, pick.decode))
+
+
+def read_tp_only(save_dir: Path, total_gpus: int, ttft_ms: float, tpot_ms: float
+                 ) -> dict[str, Pick]:
+    """Per mode, the best layout without EP or attention DP among the points of
+    aiconfigurator's Pareto frontier (``pareto.csv``) that meet the SLOs, by its own
+    ``tokens/s/gpu_cluster``: a lower bound on its best TP-only configuration (the
+    frontier drops points an EP layout dominates). Modes whose chosen row is already
+    TP-only are left out."""
+    runs = [p for p in Path(save_dir).iterdir() if p.is_dir()]
+    out = {}
+    for mode in ("agg", "disagg"):
+        f = runs[0] / mode / "pareto.csv"
+        if not f.exists():
+            continue
+        picks = []
+        for row in csv.DictReader(f.open()):
+            try:
+                pk = parse_row(mode, {**row, "tokens/s/gpu_cluster": row.get(
+                    "tokens/s/gpu_cluster") or row["tokens/s/gpu"]}, total_gpus)
+            except (KeyError, ValueError):
+                continue
+            if plain(pk) and pk.copies > 0 and pk.ttft_ms <= ttft_ms and pk.tpot_ms <= tpot_ms:
+                picks.append(pk)
+        if picks:
+            out[mode] = max(picks, key=lambda p: p.tokens_per_s_per_gpu_cluster)
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -48,10 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import aic_plans  # noqa: E402
+import aic_plans
 
 AIC_VERSION = "0.12.0"
-SLO = dict(isl=4000, osl=500, ttft_ms=2000.0, tpot_ms=30.0)
+SLO = {"isl": 4000, "osl": 500, "ttft_ms": 2000.0, "tpot_ms": 30.0}
 
 
 @dataclass(frozen=True)
@@ -154,9 +154,13 @@ def run_aic(case: Case, exe: Path, work: Path) -> dict:
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             res["error"] = f"cannot read its results: {e}"
             return res
-        res["picks"] = picks
         if picks:
             res["chosen"] = max(picks, key=lambda m: picks[m].tokens_per_s_per_gpu_cluster)
+        # Its best TP-only layouts, which autoplan can price before it has EP / DP.
+        alt = aic_plans.read_tp_only(save, case.gpus, SLO["ttft_ms"], SLO["tpot_ms"])
+        picks.update({f"{m} TP-only": p for m, p in alt.items()
+                      if m in picks and not aic_plans.plain(picks[m])})
+        res["picks"] = picks
     else:
         res["error"] = _tail(work / "aic.log")
     return res
@@ -171,25 +175,29 @@ def autoplan_rev() -> str:
         rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                              text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                                "autoplan"], capture_output=True, text=True).stdout.strip()
+                                "autoplan"], capture_output=True, text=True, check=False).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def run_autoplan(case: Case, work: Path) -> dict:
-    out = work / "autoplan-plan.json"
+def run_autoplan(case: Case, work: Path, batch: tuple[int, int] | None = None) -> dict:
+    """``autoplan plan`` on the case; ``batch``: (decode, prefill) batches to fix."""
+    tag = "" if batch is None else f"-batch{batch[0]}-{batch[1]}"
+    out = work / f"autoplan-plan{tag}.json"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "autoplan", "plan", "--model", case.model, "--topology",
            case.topology, "--dtype", case.dtype, "--isl", str(SLO["isl"]), "--osl",
            str(SLO["osl"]), "--ttft-slo-ms", str(SLO["ttft_ms"]), "--tpot-slo-ms",
            str(SLO["tpot_ms"]), "--objective", "throughput", "--engine", "trtllm", "-o", str(out)]
+    if batch is not None:
+        cmd += ["--batch", str(batch[0]), "--prefill-batch", str(batch[1])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-    res = measured(cmd, work / "autoplan.log", env=env, cwd=ROOT)
+    res = measured(cmd, work / f"autoplan{tag}.log", env=env, cwd=ROOT)
     res["plan"] = json.loads(out.read_text()) if res["rc"] == 0 and out.exists() else None
     if res["plan"] is None:
-        res["error"] = _tail(work / "autoplan.log")
+        res["error"] = _tail(work / f"autoplan{tag}.log")
     return res
 
 
@@ -255,15 +263,33 @@ def pick_fits(pick: aic_plans.Pick, gpus: int) -> str:
     return "yes" if 0 < pick.used_gpus <= gpus else f"no ({pick.used_gpus} > {gpus})"
 
 
-def one_case(case: Case, exe: Path, out: Path) -> dict:
+def autoplan_record(ap: dict, case: Case) -> dict:
+    rec = {k: v for k, v in ap.items() if k != "plan"}
+    plan = ap["plan"]
+    if plan is None:
+        rec["status"] = "error"
+        return rec
+    rec.update(
+        status=plan["status"] + ("" if plan["stop_reason"] == "completed"
+                                 else f" ({plan['stop_reason']})"),
+        summary=autoplan_summary(plan), placement=plan["placement"],
+        devices_used=plan["devices"], batch=plan["inputs"]["batch"],
+        prefill_batch=plan["inputs"]["prefill_batch"],
+        tokens_per_s_per_gpu=plan["throughput_tokens_per_s"] / case.gpus,
+        tokens_per_s_per_user=plan.get("tokens_per_s_per_user"),
+        ttft_ms=plan["ttft_ms"], tpot_ms=plan["tpot_ms"],
+        solve_seconds=plan["solve_seconds"], priced_by_autoplan=price_autoplan(plan, case.gpus))
+    return rec
+
+
+def one_case(case: Case, exe: Path, out: Path, aic_batch: bool = False) -> dict:
     work = out / case.id
     work.mkdir(parents=True, exist_ok=True)
     print(f"[{case.id}] aiconfigurator ...", file=sys.stderr, flush=True)
     aic = run_aic(case, exe, work)
     print(f"[{case.id}] autoplan ...", file=sys.stderr, flush=True)
     ap = run_autoplan(case, work)
-    rec = {"case": asdict(case), "aiconfigurator": {k: v for k, v in aic.items() if k != "picks"},
-           "autoplan": {k: v for k, v in ap.items() if k != "plan"}}
+    rec = {"case": asdict(case), "aiconfigurator": {k: v for k, v in aic.items() if k != "picks"}}
     rec["aiconfigurator"]["picks"] = {}
     for mode, pick in aic["picks"].items():
         priced = price_aic(pick, case)
@@ -282,21 +308,19 @@ def one_case(case: Case, exe: Path, out: Path) -> dict:
             "precision": {k: pick.row.get(k) or pick.row.get("(d)" + k)
                           for k in ("gemm", "kvcache", "moe")},
             "priced_by_autoplan": priced}
-    plan = ap["plan"]
-    if plan is not None:
-        rec["autoplan"].update(
-            status=plan["status"] + ("" if plan["stop_reason"] == "completed"
-                                     else f" ({plan['stop_reason']})"),
-            summary=autoplan_summary(plan), placement=plan["placement"],
-            devices_used=plan["devices"], batch=plan["inputs"]["batch"],
-            prefill_batch=plan["inputs"]["prefill_batch"],
-            tokens_per_s_per_gpu=plan["throughput_tokens_per_s"] / case.gpus,
-            tokens_per_s_per_user=plan.get("tokens_per_s_per_user"),
-            ttft_ms=plan["ttft_ms"], tpot_ms=plan["tpot_ms"],
-            solve_seconds=plan["solve_seconds"], priced_by_autoplan=price_autoplan(plan, case.gpus))
-        (work / "autoplan-plan.json").write_text(json.dumps(plan, indent=1))
-    else:
-        rec["autoplan"]["status"] = "error"
+    rec["autoplan"] = autoplan_record(ap, case)
+    # The batches of aiconfigurator's pick that autoplan prices best (else its chosen one).
+    priced = {m: p["priced_by_autoplan"].get("tokens_per_s_per_gpu") or 0.0
+              for m, p in rec["aiconfigurator"]["picks"].items()}
+    ref = max(priced, key=priced.get) if any(priced.values()) else aic["chosen"]
+    ref_pick = aic["picks"].get(ref) if ref else None
+    if aic_batch and ref_pick is not None:
+        b = (ref_pick.decode.global_bs,
+             1 if ref_pick.mode == "agg" else ref_pick.prefill.global_bs)
+        print(f"[{case.id}] autoplan --batch {b[0]} --prefill-batch {b[1]} ...",
+              file=sys.stderr, flush=True)
+        rec["autoplan_at_aic_batch"] = autoplan_record(run_autoplan(case, work, b), case)
+        rec["autoplan_at_aic_batch"].update(fixed_batch=list(b), batch_of=ref)
     return rec
 
 
@@ -310,8 +334,21 @@ def priced_cell(p: dict) -> str:
     v = _f(p.get("tokens_per_s_per_gpu"))
     if p.get("ok"):
         return v
-    rules = sorted({e.split(":")[0] for e in p.get("errors", [])})
-    return f"{v} (breaks: {', '.join(rules)})"
+    return f"{v} (breaks {'; '.join(p.get('errors', []))})"
+
+
+def _autoplan_rows(r: dict) -> list[tuple[str, dict]]:
+    rows = [("autoplan", r["autoplan"])]
+    if "autoplan_at_aic_batch" in r:
+        b = r["autoplan_at_aic_batch"]["fixed_batch"]
+        of = r["autoplan_at_aic_batch"]["batch_of"]
+        rows.append((f"autoplan --batch {b[0]} --prefill-batch {b[1]} (batches of aic {of})",
+                     r["autoplan_at_aic_batch"]))
+    return rows
+
+
+def _aic_modes(a: dict) -> list[str]:
+    return sorted(a["picks"], key=lambda m: (m != a["chosen"], "TP-only" in m))
 
 
 def table(records: list[dict]) -> str:
@@ -323,7 +360,7 @@ def table(records: list[dict]) -> str:
         a = r["aiconfigurator"]
         st = "ok" if a["rc"] == 0 and a["picks"] else f"error rc={a['rc']}"
         first = True
-        for mode in sorted(a["picks"], key=lambda m: m != a["chosen"]):
+        for mode in _aic_modes(a):
             p = a["picks"][mode]
             tag = " **(chosen)**" if mode == a["chosen"] else ""
             fits = "" if p["fits_gpus"] == "yes" else f", fits: {p['fits_gpus']}"
@@ -338,30 +375,39 @@ def table(records: list[dict]) -> str:
         if not a["picks"]:
             lines.append(f"| {c} | aiconfigurator | {a['wall_s']:.1f} | "
                          f"{a['peak_rss_mib']:.0f} | {st} | - | - | - |")
-        ap = r["autoplan"]
-        if ap.get("summary"):
-            pr = ap["priced_by_autoplan"]
-            lines.append(f"| {c} | autoplan | {ap['wall_s']:.1f} | {ap['peak_rss_mib']:.0f} | "
-                         f"{ap['status']} | {ap['summary']} | {ap['tokens_per_s_per_gpu']:.1f} | "
-                         f"{priced_cell({**pr, 'tokens_per_s_per_gpu': pr['tokens_per_s_per_gpu']})} |")
-        else:
-            lines.append(f"| {c} | autoplan | {ap['wall_s']:.1f} | {ap['peak_rss_mib']:.0f} | "
-                         f"error rc={ap['rc']} | - | - | - |")
+        for tool, ap in _autoplan_rows(r):
+            if ap.get("summary"):
+                lines.append(f"| {c} | {tool} | {ap['wall_s']:.1f} | {ap['peak_rss_mib']:.0f} | "
+                             f"{ap['status']} | {ap['summary']} | "
+                             f"{ap['tokens_per_s_per_gpu']:.1f} | "
+                             f"{priced_cell(ap['priced_by_autoplan'])} |")
+            else:
+                why = (ap.get("error") or "").split(" | ")[-1][:80]
+                lines.append(f"| {c} | {tool} | {ap['wall_s']:.1f} | {ap['peak_rss_mib']:.0f} | "
+                             f"error rc={ap['rc']}: {why} | - | - | - |")
     return "\n".join(lines)
 
 
-def write_csv(records: list[dict], path: Path) -> None:
-    cols = ["case", "tool", "mode", "chosen", "wall_s", "peak_rss_mib", "rc", "status", "pick",
+CSV_COLS = ["case", "tool", "mode", "chosen", "wall_s", "peak_rss_mib", "rc", "status", "pick",
             "fits_gpus", "tokens_per_s_per_gpu_own", "tokens_per_s_per_user_own", "ttft_ms_own",
             "tpot_ms_own", "priced_tokens_per_s_per_gpu", "priced_ttft_ms", "priced_tpot_ms",
             "priced_ok", "priced_note"]
+
+
+def _priced(pr: dict) -> dict:
+    return {"priced_tokens_per_s_per_gpu": pr.get("tokens_per_s_per_gpu"),
+            "priced_ttft_ms": pr.get("ttft_ms"), "priced_tpot_ms": pr.get("tpot_ms"),
+            "priced_ok": pr.get("ok"), "priced_note": "; ".join(pr.get("errors", []))}
+
+
+def write_csv(records: list[dict], path: Path) -> None:
     with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
+        w = csv.DictWriter(fh, fieldnames=CSV_COLS)
         w.writeheader()
         for r in records:
-            a, ap = r["aiconfigurator"], r["autoplan"]
-            for mode, p in a["picks"].items():
-                pr = p["priced_by_autoplan"]
+            a = r["aiconfigurator"]
+            for mode in _aic_modes(a):
+                p = a["picks"][mode]
                 w.writerow({"case": r["case"]["id"], "tool": "aiconfigurator", "mode": mode,
                             "chosen": mode == a["chosen"], "wall_s": a["wall_s"],
                             "peak_rss_mib": a["peak_rss_mib"], "rc": a["rc"], "status": "ok",
@@ -369,21 +415,17 @@ def write_csv(records: list[dict], path: Path) -> None:
                             "tokens_per_s_per_gpu_own": p["tokens_per_s_per_gpu_cluster"],
                             "tokens_per_s_per_user_own": p["tokens_per_s_per_user"],
                             "ttft_ms_own": p["ttft_ms"], "tpot_ms_own": p["tpot_ms"],
-                            "priced_tokens_per_s_per_gpu": pr.get("tokens_per_s_per_gpu"),
-                            "priced_ttft_ms": pr.get("ttft_ms"),
-                            "priced_tpot_ms": pr.get("tpot_ms"), "priced_ok": pr.get("ok"),
-                            "priced_note": "; ".join(pr.get("errors", []))})
-            pr = ap.get("priced_by_autoplan", {})
-            w.writerow({"case": r["case"]["id"], "tool": "autoplan", "mode": ap.get("placement"),
-                        "chosen": True, "wall_s": ap["wall_s"], "peak_rss_mib": ap["peak_rss_mib"],
-                        "rc": ap["rc"], "status": ap.get("status"), "pick": ap.get("summary"),
-                        "fits_gpus": "yes" if ap.get("summary") else "",
-                        "tokens_per_s_per_gpu_own": ap.get("tokens_per_s_per_gpu"),
-                        "tokens_per_s_per_user_own": ap.get("tokens_per_s_per_user"),
-                        "ttft_ms_own": ap.get("ttft_ms"), "tpot_ms_own": ap.get("tpot_ms"),
-                        "priced_tokens_per_s_per_gpu": pr.get("tokens_per_s_per_gpu"),
-                        "priced_ttft_ms": pr.get("ttft_ms"), "priced_tpot_ms": pr.get("tpot_ms"),
-                        "priced_ok": pr.get("ok"), "priced_note": "; ".join(pr.get("errors", []))})
+                            **_priced(p["priced_by_autoplan"])})
+            for tool, ap in _autoplan_rows(r):
+                w.writerow({"case": r["case"]["id"], "tool": tool, "mode": ap.get("placement"),
+                            "chosen": tool == "autoplan", "wall_s": ap["wall_s"],
+                            "peak_rss_mib": ap["peak_rss_mib"], "rc": ap["rc"],
+                            "status": ap.get("status"), "pick": ap.get("summary"),
+                            "fits_gpus": "yes" if ap.get("summary") else "",
+                            "tokens_per_s_per_gpu_own": ap.get("tokens_per_s_per_gpu"),
+                            "tokens_per_s_per_user_own": ap.get("tokens_per_s_per_user"),
+                            "ttft_ms_own": ap.get("ttft_ms"), "tpot_ms_own": ap.get("tpot_ms"),
+                            **_priced(ap.get("priced_by_autoplan", {}))})
 
 
 def select(spec: str | None) -> list[Case]:
@@ -405,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="aiconfigurator's virtual environment (created if absent)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "vs-aic",
                     help="folder for raw results (results.json, results.csv, per-case logs)")
+    ap.add_argument("--aic-batch", action="store_true",
+                    help="also run autoplan with --batch / --prefill-batch fixed at those of "
+                    "the aiconfigurator pick autoplan prices best (its chosen one when none "
+                    "is priced), until autoplan searches batch sizes itself")
     args = ap.parse_args(argv)
     cases = select(args.cases)
     exe = ensure_aic(args.aic_venv)
@@ -416,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             "not yet merged: the CLI default batch 1)"}
     records = []
     for case in cases:  # one at a time: both tools are CPU-bound
-        records.append(one_case(case, exe, args.out))
+        records.append(one_case(case, exe, args.out, args.aic_batch))
         (args.out / "results.json").write_text(
             json.dumps({"meta": meta, "records": records}, indent=1, default=str))
     write_csv(records, args.out / "results.csv")
