@@ -378,7 +378,8 @@ def table(records: list[dict]) -> str:
         for tool, ap in _autoplan_rows(r):
             if ap.get("summary"):
                 lines.append(f"| {c} | {tool} | {ap['wall_s']:.1f} | {ap['peak_rss_mib']:.0f} | "
-                             f"{ap['status']} | {ap['summary']} | "
+                             f"{ap['status']} (solver {ap['solve_seconds']:.1f} s) | "
+                             f"{ap['summary']} | "
                              f"{ap['tokens_per_s_per_gpu']:.1f} | "
                              f"{priced_cell(ap['priced_by_autoplan'])} |")
             else:
@@ -457,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"aiconfigurator": aic_version(args.aic_venv), "autoplan_rev": autoplan_rev(),
             "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "slo": SLO, "note": "autoplan runs without --batch (batch search, issue 12 scope 1, "
             "not yet merged: the CLI default batch 1)"}
     records = []
@@ -465,9 +466,13 @@ def main(argv: list[str] | None = None) -> int:
         records.append(one_case(case, exe, args.out, args.aic_batch))
         (args.out / "results.json").write_text(
             json.dumps({"meta": meta, "records": records}, indent=1, default=str))
+    meta["load_average_at_end"] = os.getloadavg()
+    (args.out / "results.json").write_text(
+        json.dumps({"meta": meta, "records": records}, indent=1, default=str))
     write_csv(records, args.out / "results.csv")
     print(f"aiconfigurator {meta['aiconfigurator']}, autoplan {meta['autoplan_rev'][:12]}, "
-          f"{meta['cpus']} CPUs; ISL {SLO['isl']}, OSL {SLO['osl']}, TTFT <= {SLO['ttft_ms']:.0f} "
+          f"{meta['cpus']} CPUs (load average {meta['load_average_at_start'][0]:.1f} at start, "
+          f"{meta['load_average_at_end'][0]:.1f} at end); ISL {SLO['isl']}, OSL {SLO['osl']}, TTFT <= {SLO['ttft_ms']:.0f} "
           f"ms, TPOT <= {SLO['tpot_ms']:.0f} ms")
     print(table(records))
     print(f"\nraw results: {args.out}/results.json, results.csv", file=sys.stderr)
