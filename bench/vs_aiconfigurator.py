@@ -4,6 +4,8 @@
     python bench/vs_aiconfigurator.py --cases 70b,8b        # a subset (case ids or substrings)
     python bench/vs_aiconfigurator.py --aic-venv PATH       # aiconfigurator's own venv
     python bench/vs_aiconfigurator.py --out DIR             # raw results (default bench/out/vs-aic)
+    python bench/vs_aiconfigurator.py --aic-batch           # + autoplan at aiconfigurator's batch
+    python bench/vs_aiconfigurator.py --table-from DIR/results.json   # reprint a run's table
 
 Cases (issue 12 scope 5): ISL 4000, OSL 500, TTFT <= 2000 ms, TPOT <= 30 ms, throughput
 objective, TensorRT-LLM figures on both sides. For each case both tools run as
@@ -383,7 +385,8 @@ def table(records: list[dict]) -> str:
                              f"{ap['tokens_per_s_per_gpu']:.1f} | "
                              f"{priced_cell(ap['priced_by_autoplan'])} |")
             else:
-                why = (ap.get("error") or "").split(" | ")[-1][:80]
+                why = next((x.split("error:", 1)[1].split(";")[0].strip()
+                            for x in (ap.get("error") or "").split(" | ") if "error:" in x), "")
                 lines.append(f"| {c} | {tool} | {ap['wall_s']:.1f} | {ap['peak_rss_mib']:.0f} | "
                              f"error rc={ap['rc']}: {why} | - | - | - |")
     return "\n".join(lines)
@@ -439,6 +442,17 @@ def select(spec: str | None) -> list[Case]:
     return got
 
 
+def header(meta: dict) -> str:
+    slo = meta["slo"]
+    load = ""
+    if "load_average_at_end" in meta:
+        load = (f" (load average {meta['load_average_at_start'][0]:.1f} at start, "
+                f"{meta['load_average_at_end'][0]:.1f} at end)")
+    return (f"aiconfigurator {meta['aiconfigurator']}, autoplan {meta['autoplan_rev'][:12]}, "
+            f"{meta['cpus']} CPUs{load}; ISL {slo['isl']}, OSL {slo['osl']}, "
+            f"TTFT <= {slo['ttft_ms']:.0f} ms, TPOT <= {slo['tpot_ms']:.0f} ms")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -452,7 +466,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run autoplan with --batch / --prefill-batch fixed at those of "
                     "the aiconfigurator pick autoplan prices best (its chosen one when none "
                     "is priced), until autoplan searches batch sizes itself")
+    ap.add_argument("--table-from", type=Path, metavar="RESULTS_JSON",
+                    help="print the table of an earlier run's results.json; run nothing")
     args = ap.parse_args(argv)
+    if args.table_from:
+        data = json.loads(args.table_from.read_text())
+        print(header(data["meta"]))
+        print(table(data["records"]))
+        return 0
     cases = select(args.cases)
     exe = ensure_aic(args.aic_venv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -470,10 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(
         json.dumps({"meta": meta, "records": records}, indent=1, default=str))
     write_csv(records, args.out / "results.csv")
-    print(f"aiconfigurator {meta['aiconfigurator']}, autoplan {meta['autoplan_rev'][:12]}, "
-          f"{meta['cpus']} CPUs (load average {meta['load_average_at_start'][0]:.1f} at start, "
-          f"{meta['load_average_at_end'][0]:.1f} at end); ISL {SLO['isl']}, OSL {SLO['osl']}, TTFT <= {SLO['ttft_ms']:.0f} "
-          f"ms, TPOT <= {SLO['tpot_ms']:.0f} ms")
+    print(header(meta))
     print(table(records))
     print(f"\nraw results: {args.out}/results.json, results.csv", file=sys.stderr)
     return 0
