@@ -246,6 +246,51 @@ def print_pareto(rows: list[dict], console: Console | None = None) -> None:
     c.print(t)
 
 
+def print_throughput_front(rows: list[dict], console: Console | None = None) -> None:
+    """``autoplan pareto --mode throughput``: one row per distinct plan (the TPOT targets
+    that reached it) and per unmet target, the front marked; the reasons of unmet targets
+    below the table."""
+    from rich import box
+
+    c = console or Console()
+    solved = [r for r in rows if r["status"] not in ("infeasible", "error")]
+    proven = all(r["status"] == "optimal" and not r.get("gap") for r in solved)
+    t = Table(header_style="bold", box=box.SIMPLE_HEAD,
+              title="tokens/s per GPU vs per user (* on the front"
+                    + ("; every plan optimal)" if proven and solved else ")"))
+    heads = ["", "TPOT\nSLO", "layout", "dev", "TTFT\nms", "TPOT\nms", "tok/s\n/GPU",
+             "tok/s\n/user"]
+    if not proven:
+        heads.insert(2, "status")
+    for col in heads:
+        left = col in ("layout", "status")
+        t.add_column(col, justify="left" if left else "right", no_wrap=not left)
+    for r in rows:
+        ts = r["targets"].split(";")
+        cells = ["", ts[0] if len(ts) == 1 else f"{ts[0]}-{ts[-1]} ({len(ts)})"]
+        if r["status"] in ("infeasible", "error"):
+            why = f"{r['status']} ({_t(r['reason'])})" + _batch(r)
+            cells += [why] * (2 if not proven else 1)
+            t.add_row(*cells, *["-"] * (len(heads) - len(cells)))
+            continue
+        cells[0] = "*" if r["on_front"] else ""
+        if not proven:
+            gap = "" if r.get("gap") is None else f" {pct(r['gap'], 1)}"
+            cells.append(f"{r['status']}{gap}")
+        t.add_row(*cells, _t(r["layout"]), str(r["devices"]), f"{r['ttft_ms']:.1f}",
+                  f"{r['tpot_ms']:.2f}", f"{r['tokens_per_s_per_device']:.1f}",
+                  f"{r['tokens_per_s_per_user']:.1f}")
+    c.print(t)
+    for r in rows:
+        if r["status"] in ("infeasible", "error") and r.get("note"):
+            c.print(f"TPOT <= {r['tpot_slo_ms']:g} ms{_batch(r)}: {r['status']} "
+                    f"({_t(r['reason'])}): {_t(r['note'])}", highlight=False)
+
+
+def _batch(row: dict) -> str:
+    return "" if row.get("batch") is None else f", B={row['batch']}"
+
+
 def print_kernel_fit(engine: str, reports, console: Console | None = None) -> None:
     """Median / p90 error per device kind and operator class of a kernel fit."""
     console = console or Console()
