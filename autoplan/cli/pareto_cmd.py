@@ -12,17 +12,18 @@ from autoplan.cli import options as O
 from autoplan.cli.options import app
 
 Mode = Literal["slo", "throughput"]
+MODE = typer.Option(
+    "slo", "--mode",
+    help="slo: latency plans over an SLO and budget grid, the TTFT-TPOT-devices front; "
+         "throughput: throughput plans over TPOT targets, the tokens/s per GPU vs tokens/s "
+         "per user front")
 
 
 @app.command("pareto")
 def pareto_cmd(
     model: str = O.MODEL,
     topology: str = O.TOPOLOGY,
-    mode: Mode = typer.Option(
-        "slo", "--mode",
-        help="slo: latency plans over an SLO and budget grid, the TTFT-TPOT-devices front; "
-             "throughput: throughput plans over TPOT targets, the tokens/s per GPU vs "
-             "tokens/s per user front"),
+    mode: Mode = MODE,
     isl: int = O.ISL,
     osl: int = O.OSL,
     batch: str | None = typer.Option(
@@ -107,7 +108,7 @@ def pareto_cmd(
         from autoplan.sweep.engine import import_ray
 
         import_ray()  # a missing extra is one line, before anything runs
-    run = dict(workers=workers, progress=not as_json, ray_address=ray)
+    run = {"workers": workers, "progress": not as_json, "ray_address": ray}
     if mode == "slo":
         _slo(base, ttfts, tpots, budgets, run, out, f"{model} on {topology}", as_json)
     else:
