@@ -288,7 +288,7 @@ def test_throughput_csv_is_deterministic_and_the_table_names_reasons(tmp_path, c
     rows = list(csv.DictReader(io.StringIO(a.decode())))
     bad = [r for r in rows if r["status"] == "infeasible"]
     assert bad and all(r["reason"] == "slo" and "TPOT" in r["note"] for r in bad)
-    assert "infeasible (slo)" in table and "TPOT <= 1.5 ms, B=1: infeasible (slo)" in table
+    assert "infeasible (slo)" in table and "B=1, TPOT <= 1.5 ms: infeasible (slo)" in table
     for r in rows:
         if r["on_front"] == "True":
             assert r["layout"] in table

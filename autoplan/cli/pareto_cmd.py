@@ -29,7 +29,7 @@ def pareto_cmd(
     batch: str | None = typer.Option(
         None, "--batch", metavar="N[,N,...]",
         help="sequences decoded together per replica (slo: one value, default 1; "
-             "throughput: values to sweep, default: the planner's choice)"),
+             "throughput: values to sweep; not given: the planner's own)"),
     prefill_batch: int | None = O.PREFILL_BATCH,
     dtype: O.DType = O.DTYPE,
     kv_dtype: O.DType | None = O.KV_DTYPE,

@@ -247,44 +247,64 @@ def print_pareto(rows: list[dict], console: Console | None = None) -> None:
 
 
 def print_throughput_front(rows: list[dict], console: Console | None = None) -> None:
-    """``autoplan pareto --mode throughput``: one row per distinct plan (the TPOT targets
-    that reached it) and per unmet target, the front marked; the reasons of unmet targets
-    below the table."""
+    """``autoplan pareto --mode throughput``: one row per distinct plan (the tightest TPOT
+    target that reached it, ``+N`` looser ones reaching the same plan) and per run of unmet
+    targets (same batch, same reason), the front marked; a plan not proven optimal says so
+    after its layout; below the table, why each run is unmet (its loosest target's reason)."""
     from rich import box
 
     c = console or Console()
     solved = [r for r in rows if r["status"] not in ("infeasible", "error")]
-    proven = all(r["status"] == "optimal" and not r.get("gap") for r in solved)
-    t = Table(header_style="bold", box=box.SIMPLE_HEAD,
-              title="tokens/s per GPU vs per user (* on the front"
-                    + ("; every plan optimal)" if proven and solved else ")"))
+    proven = bool(solved) and all(r["status"] == "optimal" for r in solved)
+    t = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+              title="tokens/s per GPU vs per user (* on the front; +N: N looser TPOT "
+                    "targets reach the same plan" + ("; every plan optimal)" if proven else ")"))
     heads = ["", "TPOT\nSLO", "layout", "dev", "TTFT\nms", "TPOT\nms", "tok/s\n/GPU",
              "tok/s\n/user"]
-    if not proven:
-        heads.insert(2, "status")
     for col in heads:
-        left = col in ("layout", "status")
-        t.add_column(col, justify="left" if left else "right", no_wrap=not left)
-    for r in rows:
-        ts = r["targets"].split(";")
-        cells = ["", ts[0] if len(ts) == 1 else f"{ts[0]}-{ts[-1]} ({len(ts)})"]
-        if r["status"] in ("infeasible", "error"):
-            why = f"{r['status']} ({_t(r['reason'])})" + _batch(r)
-            cells += [why] * (2 if not proven else 1)
-            t.add_row(*cells, *["-"] * (len(heads) - len(cells)))
+        t.add_column(col, justify="left" if col == "layout" else "right",
+                     no_wrap=col != "layout", min_width=22 if col == "layout" else None)
+    notes = []
+    for group in _runs(rows):
+        r = group[0]
+        ts = [x for g in group for x in g["targets"].split(";")]
+        if r not in solved:
+            span = ts[0] if len(ts) == 1 else f"{ts[0]}-{ts[-1]}"
+            t.add_row("", span, f"{r['status']} ({_t(r['reason'])})" + _batch(r),
+                      *["-"] * (len(heads) - 3))
+            if group[-1].get("note"):
+                head = "" if r.get("batch") is None else f"B={r['batch']}, "
+                what = f"TPOT <= {span} ms" if len(ts) == 1 else f"TPOT {span} ms"
+                notes.append(f"{head}{what}: {r['status']} ({_t(r['reason'])}): "
+                             f"{_t(group[-1]['note'])}")
             continue
-        cells[0] = "*" if r["on_front"] else ""
-        if not proven:
-            gap = "" if r.get("gap") is None else f" {pct(r['gap'], 1)}"
-            cells.append(f"{r['status']}{gap}")
-        t.add_row(*cells, _t(r["layout"]), str(r["devices"]), f"{r['ttft_ms']:.1f}",
+        how = ""
+        if r["status"] != "optimal":
+            gap = "" if r.get("gap") is None else f", gap {pct(r['gap'], 1)}"
+            how = f" ({r['status']}{gap}, {r.get('stop_reason') or 'unproven'})"
+        t.add_row("*" if r["on_front"] else "",
+                  ts[0] if len(ts) == 1 else f"{ts[0]} +{len(ts) - 1}",
+                  _t(r["layout"]) + how, str(r["devices"]), f"{r['ttft_ms']:.0f}",
                   f"{r['tpot_ms']:.2f}", f"{r['tokens_per_s_per_device']:.1f}",
                   f"{r['tokens_per_s_per_user']:.1f}")
     c.print(t)
+    for line in notes:
+        c.print(line, highlight=False)
+
+
+def _runs(rows: list[dict]) -> list[list[dict]]:
+    """Rows in order, consecutive unmet targets of one batch and reason grouped."""
+    out: list[list[dict]] = []
     for r in rows:
-        if r["status"] in ("infeasible", "error") and r.get("note"):
-            c.print(f"TPOT <= {r['tpot_slo_ms']:g} ms{_batch(r)}: {r['status']} "
-                    f"({_t(r['reason'])}): {_t(r['note'])}", highlight=False)
+        unmet = r["status"] in ("infeasible", "error")
+        prev = out[-1][-1] if out else None
+        if unmet and prev is not None and (prev["status"], prev.get("reason"),
+                                           prev.get("batch")) == (
+                r["status"], r.get("reason"), r.get("batch")):
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
 
 
 def _batch(row: dict) -> str:

@@ -21,8 +21,8 @@ from autoplan.errors import InfeasibleError, InputError
 from autoplan.sweep.engine import run
 from autoplan.sweep.output import rows_csv, write_rows
 
-COLUMNS = ("tpot_slo_ms", "targets", "ttft_slo_ms", "status", "gap", "reason", "placement",
-           "layout", "prefill_tp", "prefill_pp", "prefill_replicas", "decode_tp",
+COLUMNS = ("tpot_slo_ms", "targets", "ttft_slo_ms", "status", "gap", "stop_reason", "reason",
+           "placement", "layout", "prefill_tp", "prefill_pp", "prefill_replicas", "decode_tp",
            "decode_pp", "decode_replicas", "batch", "prefill_batch", "devices", "ttft_ms",
            "tpot_ms", "tokens_per_s_per_device", "tokens_per_s_per_user",
            "throughput_tokens_per_s", "on_front", "note")
@@ -144,7 +144,8 @@ def solve_point(args: tuple) -> dict:
                 "note": " ".join(str(e).split())}
     except InputError as e:
         return {**row, "status": "error", "reason": "input", "note": " ".join(str(e).split())}
-    return {**row, "status": p.status, "gap": p.gap, "reason": "", "placement": p.placement,
+    return {**row, "status": p.status, "gap": p.gap, "stop_reason": p.stop_reason,
+            "reason": "", "placement": p.placement,
             "layout": layout(p), "prefill_tp": _tp(p.prefill),
             "prefill_pp": len(p.prefill.stages), "prefill_replicas": p.prefill.replicas,
             "decode_tp": _tp(p.decode), "decode_pp": len(p.decode.stages),
