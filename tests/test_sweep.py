@@ -393,3 +393,17 @@ def test_throughput_chart_names_only_the_front_without_overlap(throughput_rows, 
     with pytest.raises(InputError):
         throughput_chart([], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_throughput_csv_is_the_same_on_ray(tmp_path):
+    ray = pytest.importorskip("ray")
+    from autoplan.sweep import throughput
+
+    pool = throughput.to_csv(throughput.sweep(TBASE, [3.0, 10.0], [1, 16], workers=2))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = throughput.to_csv(throughput.sweep(TBASE, [3.0, 10.0], [1, 16],
+                                                    ray_address="local"))
+    finally:
+        ray.shutdown()
+    assert on_ray == pool
