@@ -260,7 +260,8 @@ def test_default_grid_runs_from_the_fastest_tpot(tmp_path, capsys):
     from autoplan.search.planner import plan
     from autoplan.sweep.throughput import grid
 
-    assert grid(2.0, None, 3) == [2.0, 6.33, 20.0]
+    assert grid(2.0, None, 3) == [2.0, 6.32, 20.0]
+    assert grid(2.0, 20.05, 3)[-1] == 20.0 and grid(2.0, 50.0, 1) == [2.0]
     assert grid(2.0, 2.0, 5) == [2.0]
     fastest = plan(**TBASE).tpot_ms  # the best latency plan
     out = tmp_path / "t"
@@ -407,3 +408,17 @@ def test_throughput_csv_is_the_same_on_ray(tmp_path):
     finally:
         ray.shutdown()
     assert on_ray == pool
+
+
+def test_ctrl_c_in_a_throughput_sweep_exits_130_and_writes_nothing(tmp_path, monkeypatch,
+                                                                   capsys):
+    from autoplan.sweep import throughput
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(throughput, "solve_point", interrupted)
+    out = tmp_path / "p"
+    assert main([*THROUGHPUT, "--tpot-slo-ms", "5,10", "--workers", "1",
+                 "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "autoplan: interrupted\n" and not out.exists()

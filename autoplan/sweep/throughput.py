@@ -51,11 +51,13 @@ def front_max(rows: list[dict], x: str = X, y: str = Y) -> list[dict]:
 def grid(fastest_tpot_ms: float, max_ms: float | None = None,
          points: int = DEFAULT_POINTS) -> list[float]:
     """``points`` TPOT targets spaced evenly on a log scale from the fastest TPOT to
-    ``max_ms`` (default ten times it), each rounded up to three significant digits (so
-    the first is met by the fastest plan), repeats dropped.
+    ``max_ms`` (default ten times it), at three significant digits: the first rounded up
+    (the fastest plan meets it), the last down (within the maximum), repeats dropped.
 
     >>> grid(2.03, 20.3, 3)
     [2.03, 6.42, 20.3]
+    >>> grid(2.0321, None, 4)
+    [2.04, 4.38, 9.43, 20.3]
     """
     if not (math.isfinite(fastest_tpot_ms) and fastest_tpot_ms > 0):
         raise InputError(f"pareto: cannot grid from a TPOT of {fastest_tpot_ms!r} ms")
@@ -63,19 +65,22 @@ def grid(fastest_tpot_ms: float, max_ms: float | None = None,
     if hi < fastest_tpot_ms:
         raise InfeasibleError(f"--tpot-max-ms {hi:g} is below the fastest TPOT these "
                               f"devices reach ({fastest_tpot_ms:.3g} ms)", reason="slo")
-    n = 1 if hi == fastest_tpot_ms else max(2, points)
-    out: list[float] = []
-    for k in range(n):
-        v = _round_up(fastest_tpot_ms * (hi / fastest_tpot_ms) ** (k / max(1, n - 1)))
-        if v not in out:
+    out = [_round(fastest_tpot_ms, math.ceil)]
+    n = max(1, points)
+    for k in range(1, n):
+        v = fastest_tpot_ms * (hi / fastest_tpot_ms) ** (k / (n - 1))
+        v = _round(v, math.floor if k == n - 1 else round)
+        if v > out[-1]:  # a value rounded onto (or under) the previous one adds nothing
             out.append(v)
     return out
 
 
-def _round_up(v: float, digits: int = 3) -> float:
+def _round(v: float, how, digits: int = 3) -> float:
+    """``v`` at ``digits`` significant digits, rounded by ``how`` (ceil, floor, round)."""
     e = math.floor(math.log10(v)) - digits + 1
-    # the tiny slack keeps a value that is already round (2.03 * 1) from moving up
-    return round(math.ceil(v / 10**e - 1e-9) * 10**e, max(0, -e))
+    # the slack keeps a value that is already round (2.03 as 2.0300000001) where it is
+    slack = {math.ceil: -1e-9, math.floor: 1e-9}.get(how, 0.0)
+    return round(how(v / 10**e + slack) * 10**e, max(0, -e))
 
 
 def fastest_tpot_ms(base: dict) -> float:
