@@ -256,6 +256,44 @@ def test_layout_text_reads_the_plan():
     assert layout(pp) == "coloc TP4 ×1 B=16"
 
 
+def test_layout_names_pipelines_mixed_tp_kinds_and_moe_parallelism():
+    from types import SimpleNamespace as NS
+
+    from autoplan.sweep.throughput import layout
+
+    def stage(tp, kind="h200", **moe):
+        return NS(tp=tp, device_kind=kind, **moe)
+
+    def plan(placement, pre, dec, batch=32, prefill_batch=None):
+        return NS(placement=placement, prefill=NS(stages=pre[0], replicas=pre[1]),
+                  decode=NS(stages=dec[0], replicas=dec[1]),
+                  inputs=NS(batch=batch, prefill_batch=prefill_batch))
+
+    p = plan("disaggregated", ([stage(4), stage(2)], 2), ([stage(8), stage(8)], 1), 64, 4)
+    assert layout(p) == "disagg P:TP4/2·PP2 ×2 / D:TP8·PP2 ×1 B=64 PB=4"
+    moe = stage(1, attention_dp=8, ep=8)
+    p = plan("disaggregated", ([stage(8, ep=8)], 1), ([moe], 2))
+    assert layout(p) == "disagg P:TP8·EP8 ×1 / D:DP8·TP1·EP8 ×2 B=32"
+    p = plan("colocated", ([stage(4, "h100")], 1), ([stage(4, "lpu")], 1))
+    assert layout(p) == "coloc P:h100 TP4 ×1 / D:lpu TP4 ×1 B=32"
+
+
+def test_points_without_batch_equal_a_replan_without_batch():
+    """No --batch: the planner's own batch (1 today; its choice once it searches), and a
+    re-plan at the target with no batch given reaches the same plan."""
+    from autoplan.search.planner import plan
+    from autoplan.sweep import throughput
+
+    rows = throughput.sweep(TBASE, [3.0, 10.0], [None], workers=1)
+    for r in rows:
+        assert r["status"] == "optimal"
+        for t in r["targets"].split(";"):
+            q = plan(**TBASE, objective="throughput", tpot_slo_ms=float(t))
+            assert (throughput.layout(q), q.tokens_per_s_per_device, q.tpot_ms) == (
+                r["layout"], r["tokens_per_s_per_device"], r["tpot_ms"])
+            assert r["batch"] == q.inputs.batch
+
+
 def test_default_grid_runs_from_the_fastest_tpot(tmp_path, capsys):
     from autoplan.search.planner import plan
     from autoplan.sweep.throughput import grid

@@ -129,6 +129,9 @@ def throughput_figure(rows: list[dict], title: str = "") -> Figure:
     ax.set_title(f"Throughput front: {len(rows)} plans, {len(front)} on the front"
                  + (f"\n{plain(title)}" if title else ""), fontsize=11)
     ax.margins(x=0.12, y=0.12)  # room for the names of the points at the edges
+    left, _ = ax.get_xlim()
+    if left <= 0:  # tokens/s per user is positive: TPOT on the top edge needs x > 0
+        ax.set_xlim(left=min(r[x] for r in rows) / 2)
     freeze_layout(fig)
     place_labels(fig, [(ax, r[x], r[y], plain(r.get("label") or f"{r['devices']:g} dev"),
                         "black", False) for r in front])
@@ -138,9 +141,8 @@ def throughput_figure(rows: list[dict], title: str = "") -> Figure:
 def _per_1000(v):
     import numpy as np
 
-    v = np.asarray(v, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(v > 0, 1000.0 / np.where(v > 0, v, 1.0), np.inf)
+    # finite both ways, as matplotlib's limits must be (the x axis itself stays above 0)
+    return 1000.0 / np.maximum(np.asarray(v, dtype=float), 1e-9)
 
 
 def throughput_chart(rows: list[dict], out_dir: str | Path, title: str = "",

@@ -94,17 +94,21 @@ def fastest_tpot_ms(base: dict) -> float:
 
 def layout(p) -> str:
     """The plan's parallel layout in one short line, e.g.
-    ``disagg P:TP4 ×2 / D:TP8 ×1 B=64`` or ``coloc TP2·PP2 ×2 B=16``: TP (one degree per
-    stage when they differ) and PP of a replica, ``×`` replicas, the decode batch ``B``
-    and the prefill batch ``PB`` where it differs. Device kinds are named when the plan
-    uses more than one."""
+    ``disagg P:TP4 ×2 / D:TP8 ×1 B=64`` or ``coloc TP2·PP2 ×2 B=16``: the shape of a
+    replica's stages (TP; attention data parallelism ``DP`` and expert parallelism ``EP``
+    of MoE stages where used; one shape per stage, ``/``-separated, when they differ) and
+    its PP, ``×`` replicas, the decode batch ``B`` and the prefill batch ``PB`` where it
+    differs. Device kinds are named when the plan uses more than one."""
     kinds = {s.device_kind for ph in (p.prefill, p.decode) for s in ph.stages}
 
     def phase(ph) -> str:
-        tps = [s.tp for s in ph.stages]
-        text = f"TP{tps[0]}" if len(set(tps)) == 1 else "TP" + "/".join(map(str, tps))
-        if len(tps) > 1:
-            text += f"·PP{len(tps)}"
+        shapes = [_shape(s) for s in ph.stages]
+        if len(set(shapes)) == 1:
+            text = shapes[0] + (f"·PP{len(shapes)}" if len(shapes) > 1 else "")
+        elif all(sh.startswith("TP") and "·" not in sh for sh in shapes):  # TP alone varies
+            text = "TP" + "/".join(sh[2:] for sh in shapes) + f"·PP{len(shapes)}"
+        else:
+            text = "/".join(shapes) + f"·PP{len(shapes)}"
         if len(kinds) > 1:
             text = "+".join(dict.fromkeys(s.device_kind for s in ph.stages)) + " " + text
         return f"{text} ×{ph.replicas}"
@@ -118,15 +122,27 @@ def layout(p) -> str:
     return f"{head} P:{pre} / D:{dec} {batch}"
 
 
+def _parallel(s) -> tuple[int, int, int]:
+    """A stage's (attention DP, TP, EP); DP and EP are 1 in plans without them."""
+    return getattr(s, "attention_dp", 1), s.tp, getattr(s, "ep", 1)
+
+
+def _shape(s) -> str:
+    dp, tp, ep = _parallel(s)
+    return "·".join([*([f"DP{dp}"] if dp > 1 else []), f"TP{tp}",
+                     *([f"EP{ep}"] if ep > 1 else [])])
+
+
 def _tp(ph) -> int | str:
     tps = [s.tp for s in ph.stages]
     return tps[0] if len(set(tps)) == 1 else "/".join(map(str, tps))
 
 
 def _signature(p) -> tuple:
-    """What makes two plans the same point: layout (cuts, kinds, TP, replicas, batches)
-    and figures."""
-    phases = tuple((ph.replicas, tuple((s.layers, s.device_kind, s.tp) for s in ph.stages))
+    """What makes two plans the same point: layout (cuts, kinds, DP, TP, EP, replicas,
+    batches) and figures."""
+    phases = tuple((ph.replicas, tuple((s.layers, s.device_kind, _parallel(s))
+                                       for s in ph.stages))
                    for ph in (p.prefill, p.decode))
     figures = tuple(round(v, 9) for v in (p.ttft_ms, p.tpot_ms, p.throughput_tokens_per_s))
     return (p.placement, phases, p.inputs.batch, p.inputs.prefill_batch, p.devices, figures)
