@@ -460,3 +460,15 @@ def test_ctrl_c_in_a_throughput_sweep_exits_130_and_writes_nothing(tmp_path, mon
     assert main([*THROUGHPUT, "--tpot-slo-ms", "5,10", "--workers", "1",
                  "--out", str(out)]) == 130
     assert capsys.readouterr().err == "autoplan: interrupted\n" and not out.exists()
+
+
+def test_throughput_chart_draws_speeds_near_zero(tmp_path):
+    """Margins past x = 0 (a slow point beside fast ones) would put 1000 / 0 on the TPOT
+    edge: the axis stays above 0 and every point is inside it."""
+    from autoplan.render.pareto import throughput_figure
+
+    rows = [{"tokens_per_s_per_user": u, "tokens_per_s_per_device": g, "devices": 8,
+             "on_front": True, "label": f"p{u}"} for u, g in ((1.0, 900.0), (25.0, 40.0))]
+    ax = throughput_figure(rows).axes[0]
+    left, right = ax.get_xlim()
+    assert 0 < left < 1.0 and right > 25.0
