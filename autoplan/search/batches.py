@@ -35,6 +35,7 @@ designs at hand; a breach (none is known) marks the menu unproven (stop reason
 from __future__ import annotations
 
 import heapq
+import sys
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -132,6 +133,10 @@ class Menu:
         """``useless(menu, optimistic)``: True when designs as good as ``optimistic``
         (the box's bound) added to ``menu`` cannot make a better deployment than the
         best one known (the objective's own bound: boxes it says so of are skipped)."""
+        searched = self.axes.searched
+        say = limits.progress and searched
+        if searched:  # one summary line per pool, not a line per batch's front
+            limits = replace(limits, progress=False)
         names = self.colocated_axes if pool == "colocated" else POOL_AXES[pool]
         names = tuple(n for n in names if n in POOL_AXES[pool])
         lo = tuple(self.axes.of(n)[0] for n in names)
@@ -189,6 +194,13 @@ class Menu:
             if stop is not None:
                 stop.setdefault("reason", "batch_bound")
         menu.sort(key=lambda d: (sum(d.usage), d.usage, -d.rate, d.batch, d.prefill_batch))
+        if say:
+            axis = "/".join(names)
+            span = ", ".join(f"{a}-{b}" for a, b in zip(lo, hi))
+            kept = sorted({d.batch if pool != "prefill" else d.prefill_batch for d in menu})
+            print(f"  [{pool} menu] {len(corners)} {axis} sizes priced of {span}: "
+                  f"{len(menu)} designs kept ({axis} {', '.join(map(str, kept)) or 'none'})",
+                  file=sys.stderr)
         return menu, solves, complete
 
     def _check_monotone(self, pool: str, names: tuple[str, ...], x: tuple[int, ...],

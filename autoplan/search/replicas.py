@@ -19,6 +19,7 @@ ties go to the earlier design in a canonical order (colocated first).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -377,7 +378,8 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         full = tuple(c.devices for c in t.classes)
         dec_start = full
         if len(full) == 1:
-            least = solve(t, ("prefill",), osl, limits, goal="devices",
+            least = solve(t, ("prefill",), osl, dataclasses.replace(limits, progress=False),
+                          goal="devices",
                           decode_kinds=tuple(sorted(t.kinds)))
             solves += 1
             if least.status != "infeasible":
