@@ -23,6 +23,7 @@ Phases:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -336,8 +337,10 @@ def stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, fir
     activation workspace for the largest forward pass (``prefill_tokens`` tokens).
     """
     w = 0.0
-    for i in layers:
-        w += sum(op_weight_bytes(o, model, tp, precision) for o in layer_ops(model, model.layer_kind(i)))
+    kinds = Counter(model.layer_kind(i) for i in layers)
+    for lk in sorted(kinds):  # layers of a kind hold the same weights
+        w += kinds[lk] * sum(op_weight_bytes(o, model, tp, precision)
+                             for o in layer_ops(model, lk))
     if first:
         w += sum(op_weight_bytes(o, model, tp, precision) for o in head_ops(model))
     if last:
@@ -350,7 +353,7 @@ def stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, fir
     widest = max(
         (_qkv_n(o, model, tp) if o.kind == "qkv"
          else o.n / (tp if o.split == "col" or o.kind == "moe_gemm" else 1))
-        for i in {model.layer_kind(j) for j in layers} or {"dense"}
+        for i in sorted(kinds) or ["dense"]
         for o in layer_ops(model, i) if o.kind in ("gemm", "qkv", "moe_gemm")
     )
     # The residual stream and the widest intermediate are live together, for every token
