@@ -48,7 +48,7 @@ def deploy(ctx: Context, placement: str, pre: list[StagePlacement],
     budget = i.max_devices if i.max_devices is not None else int(caps.sum())
 
     def usage(stages: list[StagePlacement]) -> np.ndarray:
-        return np.array([sum(s.tp for s in stages if s.kind == k) for k in kinds],
+        return np.array([sum(s.size for s in stages if s.kind == k) for k in kinds],
                         dtype=np.int64)
 
     rp = Fraction(one.phase_requests_per_s["prefill"])
@@ -89,6 +89,7 @@ def broken_rules(ctx: Context, placement: str, pre: list[StagePlacement],
         errs += rules.pipeline(name, ctx.model, ctx.topo, stages, domain_of)
         errs += rules.uniform_tp(name, ctx.topo, [s.kind for s in stages],
                                  [s.tp for s in stages], i.engine)
+        errs += rules.engine_parallelism(name, ctx.topo, stages, i.engine)
     errs += rules.pools(placement, _devices(pre), _devices(dec), pre == dec)
     errs += rules.requested_placement(i.placement, placement)
     return errs + rules.figures(fig, i, placement, devices)

@@ -297,7 +297,7 @@ def _balance(m: ModelSpec, topo: Topology, work, mode: str,
         lens[j] += 1
         out, start = [], 0
         for s, n in zip(stages, lens):
-            out.append(StagePlacement(start, start + n, s.kind, s.devices))
+            out.append(StagePlacement(start, start + n, s.kind, s.devices, s.dp, s.ep))
             start += n
         return out
 
@@ -357,12 +357,12 @@ def _finish(m: ModelSpec, topo: Topology, work: Workload, inputs: PlanInputs, mo
 
     def phase(name: str, pool: str, stages: list[StagePlacement], time_ms: float) -> PhasePlan:
         return PhasePlan(
-            replicas=replicas[pool], devices=sum(s.tp for s in stages), time_ms=time_ms,
+            replicas=replicas[pool], devices=sum(s.size for s in stages), time_ms=time_ms,
             bottleneck=fig.phase_bottleneck[name],
             requests_per_s=fig.phase_requests_per_s[name],
             bubble_fraction=fig.bubble_fraction[name],
             stages=[Stage(index=k, layers=(s.first, s.end), device_kind=s.kind, tp=s.tp,
-                          devices=list(s.devices), time_ms=fig.stage_ms[name][k],
+                          ep=s.ep, attention_dp=s.dp, devices=list(s.devices), time_ms=fig.stage_ms[name][k],
                           memory_fraction=fig.stage_fraction[name][k],
                           bottleneck=fig.stage_bottleneck[name][k])
                     for k, s in enumerate(stages)],
