@@ -22,7 +22,9 @@ pass of ``B`` sequences of ``new`` tokens (``T = B * new`` tokens in the stage):
   that routes at least one of its ``top_k`` experts to the device's EP rank (probability
   ``1 - (1 - 1/ep)^top_k`` under uniform routing; 1 with ``ep = 1``, where the MoE runs
   TP over all devices and dispatch is an all-gather), ``hidden`` activations of 16 bits
-  each; combine returns as many. This is the deduplicated (one copy per destination
+  each, and sends its own tokens to the EP ranks they reach; the busiest device's larger
+  side prices the collective (one DP rank with the whole batch sends far more than it
+  receives); combine moves as many bytes back. This is the deduplicated (one copy per destination
   rank) volume of DeepEP's normal kernels; its low-latency kernels send one copy per
   expert, and FP8 dispatch halves the bytes (https://github.com/deepseek-ai/DeepEP).
   With ``dp = 1`` every device holds every token: no dispatch, and the combine is the
@@ -123,24 +125,35 @@ def expert_tokens(model: ModelSpec, tokens: float, ep: int) -> int:
     return math.ceil(tokens * hot_rank_factor(tokens * model.moe.top_k, ep) - 1e-9)
 
 
-def dispatch_bytes_per_device(model: ModelSpec, st: StagePlacement, tokens: int,
+def dispatch_bytes_per_device(model: ModelSpec, st: StagePlacement, shape: Shape,
                               precision: Precision) -> float:
-    """Bytes one device receives in one dispatch (and sends back in one combine) for the
-    stage's ``tokens`` tokens (see the module docstring)."""
+    """Bytes the busiest device moves in one dispatch (and again in one combine) for a
+    pass of ``shape``: the larger of what a device receives (the other DP ranks' tokens
+    that route to its EP rank, under an even spread of the batch, times the hottest
+    rank's excess) and what the busiest DP rank's devices send (each its ``1 / tp`` share
+    of the rank's ``ceil(B / dp)`` sequences, one copy per other EP rank a token
+    reaches; with ``ep = 1`` to every device outside its DP rank). See the module
+    docstring."""
     if st.dp <= 1:
         return 0.0
     assert model.moe is not None
     k, ep = model.moe.top_k, st.ep
-    reach = 1.0 - (1.0 - 1.0 / ep) ** k if ep > 1 else 1.0
-    hot = hot_rank_factor(tokens * k, ep)
-    incoming = tokens * (1.0 - 1.0 / st.dp) * reach * hot
-    return incoming * model.hidden_size * bytes_per_element(precision.activation)
+    tokens = shape.tokens
+    own = rank_shape(shape, st.dp).tokens / st.tp  # tokens one device of the busiest rank sends
+    if ep > 1:
+        reach = 1.0 - (1.0 - 1.0 / ep) ** k
+        received = tokens * (1.0 - 1.0 / st.dp) * reach * hot_rank_factor(tokens * k, ep)
+        sent = own * reach * (ep - 1)
+    else:
+        received = tokens * (1.0 - 1.0 / st.dp)
+        sent = own * (st.size - st.tp)
+    return max(received, sent) * model.hidden_size * bytes_per_element(precision.activation)
 
 
 def dispatch_combine_s(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shape,
                        precision: Precision) -> float:
     """Dispatch plus combine of one MoE layer over the stage's devices."""
-    b = dispatch_bytes_per_device(model, st, shape.tokens, precision)
+    b = dispatch_bytes_per_device(model, st, shape, precision)
     return 2.0 * alltoall_s(topo, st.devices, b)
 
 

@@ -31,7 +31,7 @@ def alternatives(ctx: Context, solve: bool = True, time_limit_s: float = 10.0,
 
 
 def _keep(stages: list[StagePlacement]) -> list[StageSpec]:
-    return [StageSpec(s.first, s.end, s.kind, s.tp, s.devices) for s in stages]
+    return [StageSpec(s.first, s.end, s.kind, s.tp, s.devices, s.dp, s.ep) for s in stages]
 
 
 def _pools(ctx: Context) -> list[tuple[str, str]]:
@@ -75,8 +75,9 @@ def tp_steps(ctx: Context) -> list[Alternative]:
                     new = None
                     break
                 t = min(cand) if step > 0 else max(cand)
-                keep = s.devices[:t] if step < 0 else None
-                new.append(StageSpec(s.first, s.end, s.kind, t, keep))
+                keep = s.devices[:t * s.dp] if step < 0 else None
+                ep = s.ep if (t * s.dp) % s.ep == 0 else 1
+                new.append(StageSpec(s.first, s.end, s.kind, t, keep, s.dp, ep))
             if new is None:
                 continue  # no valid TP beyond the current one: not a neighbour
             pre, dec = _with(ctx, pool, new)
@@ -99,8 +100,8 @@ def stage_steps(ctx: Context) -> list[Alternative]:
         if s.end - s.first >= 2:
             mid = s.first + (s.end - s.first + 1) // 2
             new = _keep(stages)
-            new[k:k + 1] = [StageSpec(s.first, mid, s.kind, s.tp, s.devices),
-                            StageSpec(mid, s.end, s.kind, s.tp, None)]
+            new[k:k + 1] = [StageSpec(s.first, mid, s.kind, s.tp, s.devices, s.dp, s.ep),
+                            StageSpec(mid, s.end, s.kind, s.tp, None, s.dp, s.ep)]
             pre, dec = _with(ctx, pool, new)
             out.append(price(
                 ctx, f"{label}one stage more ({len(stages)}->{len(stages) + 1})",
@@ -113,7 +114,8 @@ def stage_steps(ctx: Context) -> list[Alternative]:
             a, b = stages[k], stages[k + 1]
             host = a if a.tp >= b.tp else b
             new = _keep(stages)
-            new[k:k + 2] = [StageSpec(a.first, b.end, host.kind, host.tp, host.devices)]
+            new[k:k + 2] = [StageSpec(a.first, b.end, host.kind, host.tp, host.devices, host.dp,
+                                      host.ep)]
             pre, dec = _with(ctx, pool, new)
             out.append(price(
                 ctx, f"{label}one stage less ({len(stages)}->{len(stages) - 1})",
@@ -135,7 +137,7 @@ def placement_flip(ctx: Context) -> list[Alternative]:
                 "colocated", stages, stages))
     else:
         pre = _keep(ctx.pre)
-        dec = [StageSpec(s.first, s.end, s.kind, s.tp, None) for s in ctx.pre]
+        dec = [StageSpec(s.first, s.end, s.kind, s.tp, None, s.dp, s.ep) for s in ctx.pre]
         out.append(price(
             ctx, "disaggregated (copy of the pipeline)",
             "prefill stays on the plan's stages; decode on a copy of the pipeline (same cuts, "

@@ -21,7 +21,7 @@ def _packing(m: Any, t: Tables, models: list[Any]) -> None:
             for g in pmod.groups:
                 cfg = t.configs[g.cfg]
                 if cfg.cls == cls.index:
-                    groups[cfg.tp].append(g.count)
+                    groups[cfg.size].append(g.count)
         if not any(groups.values()):
             continue
         bins = len(cls.domains)

@@ -116,7 +116,7 @@ def _plan(req: Request) -> Plan:
     # Latency plans search lower-bound tables and decide on exact figures.
     lat = objective == "latency"
     tables = build_tables(m, topo, work, pools_needed, packing=lat, lower=lat,
-                          uniform_tp=uniform_tp(req.engine))
+                          uniform_tp=uniform_tp(req.engine), engine=req.engine)
     limits = Limits(
         ttft_slo_t=_slo_t(ttft_slo_ms, tables), tpot_slo_t=_slo_t(tpot_slo_ms, tables),
         time_limit_s=time_limit_s, progress=progress, max_devices=max_devices,
@@ -263,7 +263,8 @@ def _place_all(t: Tables, mode: str, choices: dict[str, list[StageChoice]],
         stages, start = [], 0
         for (role, cfg, ln), devs in zip(seq, groups[p][0]):
             layers = t.layers_of(role, ln)
-            stages.append(StagePlacement(start, start + layers, t.configs[cfg].kind, devs))
+            c = t.configs[cfg]
+            stages.append(StagePlacement(start, start + layers, c.kind, devs, c.dp, c.ep))
             start += layers
         placed[p] = stages
     return placed, groups
