@@ -216,6 +216,14 @@ def gemm_ceiling(kind: DeviceKind, model: ModelSpec, weight: str) -> tuple[float
     return 2.0 * n ** 3 / t / peak, kp.gemm[key].memory_efficiency
 
 
+ALLTOALL_BUS_EFFICIENCY = 0.68
+"""Fraction of the per-device link bandwidth an all-to-all's off-device traffic reaches:
+NCCL ``alltoall_perf`` at 8 GPUs and 512 MiB per rank moves 7/8 of it off-device in
+1.46-1.51 ms on H100/H200 (0.71 of NVLink's 450 GB/s per direction), 0.83-0.89 ms on
+B200 (0.63 of 900 GB/s) and 2.31 ms on A100 (0.68 of 300 GB/s)
+(``hardware/data/aic-kernels/comm.csv.gz``, op alltoall)."""
+
+
 def alltoall_s(topo: Topology, group: tuple[str, ...] | list[str], bytes_per_device: float) -> float:
     """One all-to-all (an MoE dispatch or combine) over ``group``, in which every device
     sends (and receives) ``bytes_per_device`` bytes spread evenly over the other devices.
@@ -224,12 +232,13 @@ def alltoall_s(topo: Topology, group: tuple[str, ...] | list[str], bytes_per_dev
     the path to it: NVLink inside its fast domain, the network (the per-GPU NIC
     bandwidth of the topology's links) across domains. The link classes carry their
     shares at once, so the slowest class sets the time; plus the worst path latency and
-    a fixed floor per collective. The engine kernel data (aiconfigurator's tables) has
-    NCCL all-to-all rows of nccl-tests inside one node only and no DeepEP rows, and the
-    engine profiles fit no all-to-all; the floor is the engine's fitted NCCL all-reduce
-    floor at the group's size (nearest fitted count below), about the nccl-tests
-    ``alltoall_perf`` floor of 13.6 us at 8 H200 in ``hardware/data/aic-kernels/
-    comm.csv.gz``; without kernel data, the kind's ``collective_launch_s``.
+    a fixed floor per collective; links at :data:`ALLTOALL_BUS_EFFICIENCY` of their
+    bandwidth. The engine kernel data (aiconfigurator's tables) has
+    NCCL all-to-all rows of nccl-tests inside one node only (2, 4, 8 GPUs) and no DeepEP
+    rows, and the engine profiles fit no all-to-all; the floor is the engine's fitted NCCL
+    all-reduce floor at the group's size (nearest fitted count below; 16.6 us for vLLM
+    at 8 H200), at the top of the nccl-tests ``alltoall_perf`` floors of 7.4-13.6 us at
+    8 H200 in ``comm.csv.gz``; without kernel data, the kind's ``collective_launch_s``.
     """
     t = len(group)
     if t < 2 or bytes_per_device <= 0:
@@ -241,7 +250,8 @@ def alltoall_s(topo: Topology, group: tuple[str, ...] | list[str], bytes_per_dev
         bw, lat = topo.path(first, d)
         by_bw[bw] = by_bw.get(bw, 0) + 1
         worst_lat = max(worst_lat, lat)
-    wire = max(bytes_per_device * n / (t - 1) / bw for bw, n in by_bw.items())
+    wire = max(bytes_per_device * n / (t - 1) / (bw * ALLTOALL_BUS_EFFICIENCY)
+               for bw, n in by_bw.items())
     cal = topo.calibration(topo.device_kind_of(first))
     kp = cal.kernels
     if kp is not None and kp.allreduce:

@@ -162,16 +162,20 @@ def precision_flags(ctx: Ctx, kv_fp8: str) -> list[str]:
 
 
 def sizing_args(ctx: Ctx, pool: Pool, names: tuple[str, str, str, str, str],
-                block: int, tp: int | None = None) -> list[str]:
+                block: int, tp: int | None = None, per_rank: bool = False) -> list[str]:
     """TP (``tp``: the engine's TP value where it is not the pool's attention TP), PP,
-    context length (rounded up to the engine's KV ``block``), concurrent sequences and
-    memory fraction of a server, under the engine's flag ``names`` for them (in that
-    order); see :mod:`autoplan.export.limits`."""
+    context length (rounded up to the engine's KV ``block``), concurrent sequences
+    (``per_rank``: of one data-parallel attention rank, ``ceil(seqs / dp)``, where the
+    engine's limit is per rank) and memory fraction of a server, under the engine's flag
+    ``names`` for them (in that order); see :mod:`autoplan.export.limits`."""
     from autoplan.export.limits import block_len, max_seqs
 
     i = ctx.plan.inputs
+    seqs = max_seqs(ctx, pool)
+    if per_rank:
+        seqs = -(-seqs // pool.dp)
     values = (pool.tp if tp is None else tp, pool.pp, block_len(ctx.max_len, block),
-              max_seqs(ctx, pool), f"{i.max_memory_fraction:g}")
+              seqs, f"{i.max_memory_fraction:g}")
     return [a for flag, v in zip(names, values, strict=True) for a in (flag, str(v))]
 
 
@@ -180,7 +184,8 @@ def parallel_args(pool: Pool, engine: str) -> list[str]:
     with its TP flag from :func:`sizing_args` at :func:`engine_tp`:
 
     * vLLM: ``--data-parallel-size D`` attention ranks of ``--tensor-parallel-size`` GPUs,
-      ``--enable-expert-parallel`` (EP = TP x DP);
+      ``--enable-expert-parallel`` (EP = TP x DP); every DP rank is an engine core of its
+      own, so ``--max-num-seqs`` is per rank (:func:`sizing_args` ``per_rank``);
     * SGLang: ``--tp-size`` all GPUs of a stage, ``--enable-dp-attention --dp-size D``,
       ``--ep-size E``.
 

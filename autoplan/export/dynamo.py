@@ -69,7 +69,8 @@ def backend_of(ctx: Ctx) -> str:
 def _args(ctx: Ctx, pool: Pool, backend: str, config: str | None) -> list[str]:
     if backend == "vllm":
         args = ["--model", ctx.model,
-                *sizing_args(ctx, pool, VLLM_SIZING, VLLM_BLOCK, engine_tp(pool, "vllm")),
+                *sizing_args(ctx, pool, VLLM_SIZING, VLLM_BLOCK, engine_tp(pool, "vllm"),
+                             per_rank=True),
                 *parallel_args(pool, "vllm"), *precision_flags(ctx, VLLM_KV_FP8)]
         if pool.role != "server":
             args += ["--disaggregation-mode", pool.role]

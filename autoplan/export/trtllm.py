@@ -32,6 +32,11 @@ def llm_api_options(ctx: Ctx, pool: Pool) -> dict:
     seqs = max_seqs(ctx, pool)
     pb = i.prefill_batch or i.batch
     tokens = {"prefill": pb * i.isl, "decode": seqs}.get(pool.role, max(pb * i.isl, seqs))
+    if pool.dp > 1:
+        # With attention DP every rank schedules its own requests: the limits are per
+        # rank (its share of the batch; a whole prompt where the pool prefills).
+        seqs = -(-seqs // pool.dp)
+        tokens = max(-(-tokens // pool.dp), i.isl if pool.role != "decode" else seqs)
     opts: dict = {
         "tensor_parallel_size": pool.tp * pool.dp,
         "pipeline_parallel_size": pool.pp,

@@ -46,7 +46,8 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
         for r in range(pool.phase.replicas):
             hosts = pool.replica_hosts[r]
             argv = ["vllm", "serve", ctx.model,
-                    *sizing_args(ctx, pool, VLLM_SIZING, VLLM_BLOCK, engine_tp(pool, "vllm")),
+                    *sizing_args(ctx, pool, VLLM_SIZING, VLLM_BLOCK, engine_tp(pool, "vllm"),
+                                 per_rank=True),
                     *parallel_args(pool, "vllm"), *prec]
             env = pool.partition_env("VLLM_PP_LAYER_PARTITION")
             if pool.role != "server":
