@@ -33,7 +33,7 @@ from autoplan.search.tables import build_tables
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "golden"
-EP_PLAN = GOLDEN / "deepseek-v3-fp8-h200x8-ep-throughput.plan.json"
+EP_PLAN = GOLDEN / "deepseek-v3-fp8-h200-2node-ep-throughput.plan.json"
 DENSE_PLAN = GOLDEN / "llama31-70b-h100x8-throughput.plan.json"
 DSV3 = "deepseek-ai/DeepSeek-V3"
 QWEN = "Qwen/Qwen3-235B-A22B"

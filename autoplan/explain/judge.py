@@ -111,7 +111,7 @@ def deployment_devices(placement: str, pre: list[StagePlacement],
 
 def _refs(stages: list[StagePlacement]) -> list[StageRef]:
     return [StageRef(layers=(s.first, s.end), device_kind=s.kind, tp=s.tp,
-                     devices=list(s.devices)) for s in stages]
+                     devices=list(s.devices), ep=s.ep, attention_dp=s.dp) for s in stages]
 
 
 def judge(ctx: Context, name: str, description: str, placement: str,
