@@ -17,7 +17,7 @@ from autoplan.catalog import builtin_device_kinds, default_calibrations, load_mo
 from autoplan.cli import main
 from autoplan.cost.expert_parallel import hot_rank_factor
 from autoplan.cost.kernel_ops import ALLTOALL_BUS_EFFICIENCY, alltoall_s
-from autoplan.errors import InputError
+from autoplan.errors import InfeasibleError, InputError
 from autoplan.export import export
 from autoplan.graphs.topology import build_topology
 from autoplan.inputs.dtypes import bytes_per_element
@@ -299,14 +299,17 @@ def _moe_instance(seed: int):
 
 @pytest.mark.parametrize("chunk", range(2))
 def test_cpsat_equals_brute_force_with_ep_configs(chunk):
-    seen_ep = 0
+    seen_ep = seen_wide = 0
     for seed in range(chunk, 40, 2):
         model, topo, work, pools, rng = _moe_instance(seed)
         tables = build_tables(model, topo, work, pools, uniform_tp=seed % 2 == 0)
         eps = [c for c in tables.configs if c.dp > 1]
-        assert all(c.ep == c.size and c.size <= tables.classes[c.cls].domain_size
-                   and model.moe.num_experts % c.ep == 0 for c in eps)
+        dom = {c.cls: tables.classes[c.cls].domain_size for c in eps}
+        assert all(c.ep == c.size and model.moe.num_experts % c.ep == 0
+                   and (c.size <= dom[c.cls] or c.size % dom[c.cls] == 0 and c.tp == 1)
+                   for c in eps)
         seen_ep += bool(eps)
+        seen_wide += any(c.size > dom[c.cls] for c in eps)
         limits = Limits(time_limit_s=60)
         res = solve(tables, pools, work.osl, limits)
         scale = sum(c.devices for c in tables.classes) + 1
@@ -318,7 +321,7 @@ def test_cpsat_equals_brute_force_with_ep_configs(chunk):
         best, _, _, _ = plan_replicated(tables, [mode], work.osl, limits, "throughput", None)
         if best is not None and not best.link_binds:
             assert (best.rate, best.devices) == want, f"seed {seed}"
-    assert seen_ep > 10
+    assert seen_ep > 10 and seen_wide > 2  # groups inside a domain and over whole domains
 
 
 def test_dense_models_get_no_ep_configs():
@@ -327,3 +330,30 @@ def test_dense_models_get_no_ep_configs():
     w = Workload(512, 64, 8, Precision("bf16", "bf16", "bf16"), 0.9)
     t = build_tables(m, topo, w, ("colocated",))
     assert all(c.dp == 1 and c.ep == 1 for c in t.configs)
+
+
+def test_wide_ep_groups_take_whole_domains():
+    """Throughput tables offer attention DP x EP over several whole nodes (TP 1 per rank);
+    the assignment gives each such stage whole free domains, or says it cannot."""
+    from autoplan.search.assign import assign_devices
+
+    m = load_model(DSV3)
+    topo = load_topology("h200-4node", None, "trtllm")
+    w = Workload(4000, 500, 256, Precision("fp8", "bf16", "fp8"), 0.9, 8)
+    t = build_tables(m, topo, w, ("colocated",), uniform_tp=True, engine="trtllm")
+    n = t.classes[0].domain_size
+    wide = [c for c in t.configs if c.size > n]
+    assert {c.size for c in wide} == {2 * n, 4 * n}
+    assert all((c.tp, c.dp, c.ep) == (1, c.size, c.size) for c in wide)
+    cfg = next(c for c in wide if c.size == 2 * n)
+    got = assign_devices(t, {"colocated": [("only", cfg.index, t.units)]}, {"colocated": 2})
+    groups = [set(rep[0]) for rep in got["colocated"]]
+    assert len(groups) == 2 and not groups[0] & groups[1]
+    for g in groups:
+        doms = {topo.domain_of[d] for d in g}
+        assert len(doms) == 2 and sum(len(topo.fast_domains[k].devices) for k in doms) == len(g)
+    with pytest.raises(InfeasibleError, match="whole domains"):
+        assign_devices(t, {"colocated": [("only", cfg.index, t.units)]}, {"colocated": 3})
+    # The latency tables (exact packing of other sizes) keep groups inside one domain.
+    lat = build_tables(m, topo, w, ("colocated",), packing=True, lower=True)
+    assert all(c.size <= n for c in lat.configs)

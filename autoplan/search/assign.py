@@ -57,15 +57,29 @@ def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]],
     free = FreeDevices(t.topo)
     for cls in t.classes:
         items = [d for d in demands if d[5].cls == cls.index]
+        # Groups over whole domains (expert-parallel stages wider than a domain) first,
+        # on consecutive free domains; the other groups pack into the domains left.
+        doms = list(cls.domains)
+        for d in [d for d in items if d[5].size > cls.domain_size]:
+            k = d[5].size // cls.domain_size
+            if len(doms) < k:
+                raise InfeasibleError(f"cannot place a group of {d[5].size} {cls.kind} devices "
+                                      f"over whole domains of {cls.domain_size}", "devices")
+            group = tuple(x for dom in doms[:k] for x in dom.devices)
+            assert free.claim(group)
+            doms = doms[k:]
+            _, _, r, s_i, p, _ = d
+            out[p][r][s_i] = group
+        items = [d for d in items if d[5].size <= cls.domain_size]
         sizes = [d[5].size for d in items]
-        where = _pack(sizes, cls.domain_size, len(cls.domains))
+        where = _pack(sizes, cls.domain_size, len(doms))
         if where is None:
             raise InfeasibleError(
                 f"cannot pack TP groups of {sorted(set(sizes))} {cls.kind} devices into "
                 f"{len(cls.domains)} domains of {cls.domain_size}", "devices")
         for d, k in zip(items, where):
             _, _, r, s_i, p, c = d
-            group = free.take(cls.domains[k], c.size, aligned=False)
+            group = free.take(doms[k], c.size, aligned=False)
             assert group is not None  # _pack keeps every domain within its size
             out[p][r][s_i] = group
     return out

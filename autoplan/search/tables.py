@@ -226,10 +226,15 @@ def build_configs(model: ModelSpec, classes: list[DeviceClass], packing: bool = 
             for tp, dp, ep in ep_shapes(model, size, engine):
                 out.append(Config(len(out), c.index, c.kind, tp, c.domains[0].devices[:size],
                                   dp, ep))
+        if not packing:
+            for k in range(2, len(c.domains) + 1):
+                for tp, dp, ep in ep_shapes(model, k * n, engine, across=True):
+                    group = tuple(d for dom in c.domains[:k] for d in dom.devices)
+                    out.append(Config(len(out), c.index, c.kind, tp, group, dp, ep))
     return out, packs
 
 
-def ep_shapes(model: ModelSpec, size: int, engine: str | None = None
+def ep_shapes(model: ModelSpec, size: int, engine: str | None = None, across: bool = False
               ) -> list[tuple[int, int, int]]:
     """(tp, dp, ep) shapes of a stage of ``size`` devices beside plain TP ``size``, for an
     MoE model: experts over all ``size`` devices (EP = size, as vLLM's
@@ -243,7 +248,14 @@ def ep_shapes(model: ModelSpec, size: int, engine: str | None = None
     and SGLang MoE parameters underprice those rows at prefill sizes (vLLM on H100, 4096
     tokens at EP 8: 0.85 ms fitted, 3.42 ms measured in
     ``hardware/data/aic-kernels/moe.csv.gz``), which would make the planner pick it
-    where the measurements say TP is faster."""
+    where the measurements say TP is faster.
+
+    ``across``: a group of ``size`` devices over several whole fast domains (attention
+    DP 16 x EP 16 over two 8-GPU nodes, the wide-EP deployments of DeepSeek-V3): TP 1 per
+    rank only (``dp = ep = size``), the all-to-all crossing the network. Such groups take
+    whole domains, so device counting stays exact where every other group size divides
+    the domain (the throughput and devices tables); the latency tables, which pack other
+    sizes exactly, do not offer them."""
     if model.moe is None or size < 2:
         return []
     from autoplan.catalog import engine_rules
@@ -253,7 +265,7 @@ def ep_shapes(model: ModelSpec, size: int, engine: str | None = None
         return []
     er = engine_rules().get(engine) if engine is not None else None
     out = []
-    for tp in valid_tps(model, size):
+    for tp in [1] if across else valid_tps(model, size):
         if size % tp:
             continue
         dp = size // tp
