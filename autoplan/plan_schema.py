@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from autoplan.errors import InputError, first_error
 from autoplan.inputs.dtypes import DType
@@ -82,12 +82,29 @@ class Stage(BaseModel):
                   Annotated[int, Field(ge=0, le=MAX_LAYERS)]] = Field(
         description="[first, end) decoder layers")
     device_kind: Name
-    tp: int = Field(ge=1, le=MAX_DEVICES)
+    tp: int = Field(ge=1, le=MAX_DEVICES, description="attention tensor-parallel degree of "
+                    "one data-parallel rank (the stage's devices are tp * attention_dp)")
+    ep: int = Field(default=1, ge=1, le=MAX_DEVICES, description="expert-parallel degree of "
+                    "the stage's MoE layers: routed experts sharded over ep ranks of "
+                    "devices / ep devices each (1: experts split like the attention)")
+    attention_dp: int = Field(default=1, ge=1, le=MAX_DEVICES, description="data-parallel "
+                              "attention ranks, each with its own share of the batch and "
+                              "its own KV cache (MoE models)")
     devices: list[Name] = Field(max_length=MAX_DEVICES)
     time_ms: float = Field(ge=0, le=1e15,
                            description="one forward pass of the phase through this stage")
     memory_fraction: float = Field(ge=0, le=1e6, description="peak device memory used / capacity")
     bottleneck: Literal["compute", "memory", "communication"]
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_parallelism(self, handler):
+        # ep and attention_dp appear only where used: plans of dense models (and TP-only
+        # MoE plans) read exactly as before these fields existed.
+        out = handler(self)
+        for name in ("ep", "attention_dp"):
+            if isinstance(out, dict) and out.get(name) == 1:
+                del out[name]
+        return out
 
 
 class PhasePlan(BaseModel):

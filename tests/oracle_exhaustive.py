@@ -2,7 +2,9 @@
 
 Independent of the planner's tables: it enumerates every contiguous cut of the layers
 (leading dense runs included), for every stage every device kind and every TP the
-model's heads allow that fits one fast domain, memory checked per stage as the
+model's heads allow that fits one fast domain (for MoE models also every attention
+DP x EP layout of such a group: TP ``t`` per rank, ``g / t > 1`` ranks, experts over
+all ``g`` devices, ``g`` dividing the experts), memory checked per stage as the
 validator does, with concrete device ids: a TP group takes, in one fast domain, any
 number of free devices from each of the domain's nodes (the first free ones of each
 node: devices of a node are alike), so stages may share a node, share a domain or
@@ -71,29 +73,45 @@ class _Search:
                 nodes.setdefault(self.node_of[d], []).append(d)
             self.domains.append((dom.kind, list(nodes.values())))
         self.tps = {k: valid_tps(model, topo.max_fast_domain(k)) for k in topo.kind_names}
+        # (tp, dp, ep) layouts of a stage per kind: TP over its group, and for an MoE
+        # model attention DP x EP over the same group (EP over all of it, as vLLM runs it)
+        self.shapes_of = {k: [(t, 1, 1) for t in v] + self._ep_layouts(v)
+                          for k, v in self.tps.items()}
         self.shapes = {ph: phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
                        for ph in ("prefill", "decode")}
         self.msg = {ph: activation_message_bytes(model, self.shapes[ph], work.precision)
                     for ph in ("prefill", "decode")}
 
+    def _ep_layouts(self, sizes: list[int]) -> list[tuple[int, int, int]]:
+        moe = self.model.moe
+        if moe is None:
+            return []
+        out = []
+        for g in sizes:
+            if g < 2 or g > moe.num_experts or moe.num_experts % g:
+                continue
+            out += [(t, g // t, g) for t in valid_tps(self.model, g) if g % t == 0 and g > t]
+        return out
+
     # -- pricing (the functions evaluate uses) ----------------------------------------
-    def fits(self, pool: str, a: int, b: int, kind: str, tp: int):
-        key = (pool, a, b, kind, tp)
+    def fits(self, pool: str, a: int, b: int, kind: str, shape: tuple[int, int, int]):
+        key = (pool, a, b, kind, shape)
         if key not in self._mem:
             kv_batch, ctx, tokens = pool_memory_args(pool, self.work)
             k = self.topo.kinds[kind]
+            tp, dp, ep = shape
             mem = stage_memory(self.model, k, tp, range(a, b), a == 0, b == self.L, kv_batch,
-                               ctx, tokens, self.work.precision)
+                               ctx, tokens, self.work.precision, dp, ep)
             ok = mem.total_bytes / k.capacity_bytes <= self.work.max_memory_fraction + 1e-12
             self._mem[key] = mem if ok else None
         return self._mem[key]
 
     def stage_time(self, pool: str, ph: str, a: int, b: int, kind: str,
-                   devs: tuple[str, ...]) -> float:
-        key = (pool, ph, a, b, kind, devs)
+                   devs: tuple[str, ...], shape: tuple[int, int, int]) -> float:
+        key = (pool, ph, a, b, kind, devs, shape)
         if key not in self._stage:
-            st = StagePlacement(a, b, kind, devs)
-            mem = self.fits(pool, a, b, kind, len(devs))
+            st = StagePlacement(a, b, kind, devs, shape[1], shape[2])
+            mem = self.fits(pool, a, b, kind, shape)
             self._stage[key] = stage_cost(self.model, self.topo, st, self.shapes[ph],
                                           self.work.precision, mem).time_s
         return self._stage[key]
@@ -167,28 +185,28 @@ class _Search:
         phases = {"colocated": ("prefill", "decode"), "prefill": ("prefill",),
                   "decode": ("decode",)}[pool]
         prev = stages[-1].devices[0] if stages else None
-        fixed = next((s.tp for s in stages if self.uniform_tp
+        fixed = next(((s.tp, s.dp, s.ep) for s in stages if self.uniform_tp
                       and not self.topo.kinds[s.kind].own_runtime), None)
         for b in range(a + 1, self.L + 1):
             for kind in self.topo.kind_names:
                 free = not self.uniform_tp or self.topo.kinds[kind].own_runtime
-                for tp in self.tps[kind]:
-                    if not free and fixed is not None and tp != fixed:
+                for shape in self.shapes_of[kind]:
+                    if not free and fixed is not None and shape != fixed:
                         continue
-                    if self.fits(pool, a, b, kind, tp) is None:
+                    if self.fits(pool, a, b, kind, shape) is None:
                         continue
-                    for devs in self.groups(kind, tp, busy):
+                    for devs in self.groups(kind, shape[0] * shape[1], busy):
                         dt = {}
                         for ph in phases:
                             hop = (self.topo.p2p_time_s(prev, devs[0], self.msg[ph])
                                    if prev is not None else 0.0)
-                            dt[ph] = self.stage_time(pool, ph, a, b, kind, devs) + hop
+                            dt[ph] = self.stage_time(pool, ph, a, b, kind, devs, shape) + hop
                         np_, nd = t_pre + dt.get("prefill", 0.0), t_dec + dt.get("decode", 0.0)
                         if self.ttft_slo is not None and pool != "decode" and np_ > self.ttft_slo:
                             continue
                         if self.tpot_slo is not None and pool != "prefill" and nd > self.tpot_slo:
                             continue
-                        st = StagePlacement(a, b, kind, devs)
+                        st = StagePlacement(a, b, kind, devs, shape[1], shape[2])
                         self._pipe(pool, b, stages + [st], busy | set(devs), np_, nd, pre_done)
 
     def _complete(self, pool, stages, busy, t_pre, t_dec, pre_done):
@@ -202,7 +220,7 @@ class _Search:
             pre, t_p = pre_done
             dec = stages
             kinds = sorted({s.kind for s in dec})
-            kv = max(kv_stage_time_s(self.model, self.topo, self.work, s.end - s.first, s.tp,
+            kv = max(kv_stage_time_s(self.model, self.topo, self.work, s.end - s.first, s.size,
                                      s.kind, kd) for s in pre for kd in kinds)
             ttft, tpot = t_p + kv, t_dec
         if self.ttft_slo is not None and ttft > self.ttft_slo:

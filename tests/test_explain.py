@@ -63,10 +63,10 @@ def _figures(name: str):
     """The golden's figures recomputed now, at its replica counts (its stored figures may
     predate a recalibration)."""
     plan, model, topo = _world(name)
-    pre = [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices))
-           for s in plan.prefill.stages]
-    dec = [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices))
-           for s in plan.decode.stages]
+    pre = [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices),
+                          s.attention_dp, s.ep) for s in plan.prefill.stages]
+    dec = [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices),
+                          s.attention_dp, s.ep) for s in plan.decode.stages]
     return evaluate(model, topo, workload_of(plan), plan.placement, pre, dec,
                     (plan.prefill.replicas, plan.decode.replicas))
 
@@ -85,8 +85,8 @@ def _objective_value(plan, a) -> float:
 
 
 def _stages(refs) -> list[StagePlacement]:
-    return [StagePlacement(r.layers[0], r.layers[1], r.device_kind, tuple(r.devices))
-            for r in refs]
+    return [StagePlacement(r.layers[0], r.layers[1], r.device_kind, tuple(r.devices),
+                           r.attention_dp, r.ep) for r in refs]
 
 
 def _as_alt_plan(plan, alt, fig):
@@ -98,12 +98,12 @@ def _as_alt_plan(plan, alt, fig):
     def phase(name, ph, refs):
         stages = [tmpl.model_copy(update={
             "index": k, "layers": tuple(r.layers), "device_kind": r.device_kind, "tp": r.tp,
-            "devices": list(r.devices), "time_ms": fig.stage_ms[name][k],
+            "ep": r.ep, "attention_dp": r.attention_dp, "devices": list(r.devices), "time_ms": fig.stage_ms[name][k],
             "memory_fraction": fig.stage_fraction[name][k],
             "bottleneck": fig.stage_bottleneck[name][k]}) for k, r in enumerate(refs)]
         return ph.model_copy(update={
             "replicas": 1, "replica_devices": [[list(r.devices) for r in refs]],
-            "devices": sum(r.tp for r in refs), "stages": stages,
+            "devices": sum(len(r.devices) for r in refs), "stages": stages,
             "bottleneck": fig.phase_bottleneck[name],
             "requests_per_s": fig.phase_requests_per_s[name],
             "bubble_fraction": fig.bubble_fraction[name],
@@ -132,7 +132,7 @@ def _inventory(topo) -> dict[str, int]:
 def _usage(refs) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in refs:
-        out[r.device_kind] = out.get(r.device_kind, 0) + r.tp
+        out[r.device_kind] = out.get(r.device_kind, 0) + len(r.devices)
     return out
 
 

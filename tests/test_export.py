@@ -273,6 +273,10 @@ def check_pinning(plan: Plan, exp, engine: str) -> list[dict]:
     return srv
 
 
+# Flags that take no value (store_true switches of the engines' parsers).
+SWITCHES = frozenset({"--enable-expert-parallel", "--enable-dp-attention"})
+
+
 def check_documented(engine: str, text: str) -> None:
     """Every flag of every command is in the engine's documented set, values in range."""
     for env, argv in parse_script(text):
@@ -280,7 +284,7 @@ def check_documented(engine: str, text: str) -> None:
         if argv[:2] == ["vllm", "serve"]:
             flags = parse_flags(argv[3:])
             assert set(flags) <= VLLM_FLAGS, set(flags) - VLLM_FLAGS
-            assert all(len(v) == 1 for v in flags.values())
+            assert all(len(v) == (f not in SWITCHES) for f, v in flags.items())
             if "--kv-cache-dtype" in flags:
                 assert one(flags, "--kv-cache-dtype") in VLLM_KV_CACHE_DTYPES
             if "--dtype" in flags:
@@ -290,7 +294,7 @@ def check_documented(engine: str, text: str) -> None:
         elif argv[:3] == ["python", "-m", "sglang.launch_server"]:
             flags = parse_flags(argv[3:])
             assert set(flags) <= SGLANG_FLAGS, set(flags) - SGLANG_FLAGS
-            assert all(len(v) == 1 for v in flags.values())
+            assert all(len(v) == (f not in SWITCHES) for f, v in flags.items())
             if "--kv-cache-dtype" in flags:
                 assert one(flags, "--kv-cache-dtype") in SGLANG_KV_CACHE_DTYPES
             if "--disaggregation-mode" in flags:
@@ -341,8 +345,24 @@ def test_script_matches_plan(engine, name, tmp_path):
                       "--tensor-parallel-size")) for c in cmds}
         pp = {int(one(c["flags"], "--pp-size" if engine == "sglang" else
                       "--pipeline-parallel-size")) for c in cmds}
-        assert tp == {phase.stages[0].tp} and pp == {len(phase.stages)}
-        assert tp.pop() * pp.pop() == phase.devices
+        st = phase.stages[0]
+        # SGLang's --tp-size counts every GPU of a stage (attention DP inside it); vLLM's is
+        # one DP rank's, its --data-parallel-size the ranks
+        dp = {int(one(c["flags"], "--data-parallel-size")) if "--data-parallel-size" in
+              c["flags"] else 1 for c in cmds} if engine == "vllm" else {1}
+        want_tp = st.tp * st.attention_dp if engine == "sglang" else st.tp
+        assert tp == {want_tp} and pp == {len(phase.stages)}
+        assert dp == {st.attention_dp if engine == "vllm" else 1}
+        assert tp.pop() * dp.pop() * pp.pop() == phase.devices
+        for c in cmds:
+            f = c["flags"]
+            if engine == "vllm":
+                assert ("--enable-expert-parallel" in f) == (st.ep > 1)
+            else:
+                assert int(one(f, "--ep-size")) == st.ep if st.ep > 1 else "--ep-size" not in f
+                assert ("--enable-dp-attention" in f) == (st.attention_dp > 1)
+                if st.attention_dp > 1:
+                    assert int(one(f, "--dp-size")) == st.attention_dp
         var = "SGLANG_PP_LAYER_PARTITION" if engine == "sglang" else "VLLM_PP_LAYER_PARTITION"
         for c in cmds:
             assert c["model"] == plan.inputs.model
@@ -361,6 +381,8 @@ def test_script_matches_plan(engine, name, tmp_path):
                            "--max-running-requests"))
             planned = (plan.inputs.prefill_batch or plan.inputs.batch) if role == "prefill" \
                 else plan.inputs.batch
+            if engine == "vllm":  # per DP rank: each rank is an engine core of its own
+                planned = -(-planned // st.attention_dp)
             if plan.inputs.objective == "latency":
                 assert seqs >= planned  # what memory allows at the SLO (test_max_seqs_*)
             else:
@@ -510,7 +532,8 @@ def test_dynamo_yaml_loads_and_gpu_counts_match(name):
         ok = DYNAMO_VLLM_FLAGS | {"--kv-transfer-config"}
         assert set(flags) <= ok, set(flags) - ok
         assert one(flags, "--model") == plan.inputs.model
-        assert int(one(flags, "--tensor-parallel-size")) \
+        dp = int(one(flags, "--data-parallel-size")) if "--data-parallel-size" in flags else 1
+        assert int(one(flags, "--tensor-parallel-size")) * dp \
             * int(one(flags, "--pipeline-parallel-size")) == phase.devices
         if plan.placement == "disaggregated":
             mode = one(flags, "--disaggregation-mode")

@@ -158,7 +158,7 @@ def test_table_times_bound_real_stages_tightly(model, topo, dtype):
         best = int(pool.max_len[r, cfg.index])
         for ln in sorted({1, best}) if best else []:
             first = rng.randint(P + 1, L - 1 - ln)  # anywhere strictly inside
-            st = StagePlacement(first, first + ln, cfg.kind, cfg.group)
+            st = StagePlacement(first, first + ln, cfg.kind, cfg.group, cfg.dp, cfg.ep)
             mem = memories_for(m, t, [st], kv_batch, ctx, tokens, work.precision)[0]
             exact = stage_cost(m, t, st, shape, work.precision, mem).time_s * TICKS_PER_S
             got = int(pool.time_t["decode"][r, cfg.index, ln])

@@ -27,6 +27,11 @@ def estimate_cmd(
     topology: str = O.TOPOLOGY,
     tp: int = typer.Option(1, "--tp", metavar="N", help="tensor-parallel degree"),
     pp: int = typer.Option(1, "--pp", metavar="N", help="pipeline-parallel degree"),
+    ep: int = typer.Option(1, "--ep", metavar="N",
+                           help="expert-parallel degree of the MoE layers (MoE models)"),
+    attention_dp: int = typer.Option(1, "--attention-dp", metavar="N",
+                                     help="data-parallel attention ranks of --tp devices each "
+                                          "(MoE models)"),
     device_kind: str | None = typer.Option(None, "--device-kind", metavar="KIND",
                                               help="device kind, when the topology has several"),
     isl: int = O.ISL,
@@ -53,6 +58,7 @@ def estimate_cmd(
         dtype=dtype, kv_dtype=kv_dtype, max_memory_fraction=max_memory_fraction,
         breakdown=breakdown, profile=load_profile(profile) if profile else None,
         engine=_engine(engine), nodes=nodes, network=network, prefill_batch=prefill_batch,
+        ep=ep, attention_dp=attention_dp,
     )
     _warn_pricing(est.engine, est.pricing)
     _warn_profile(profile, [est.device_kind])

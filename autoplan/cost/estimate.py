@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoplan.catalog import DEFAULT_ENGINE, load_model, load_profile, load_topology
+from autoplan.cost.expert_parallel import check_ep
 from autoplan.cost.pipeline import PhaseCost, StagePlacement, even_cuts, memories_for, pipeline_cost
 from autoplan.cost.roofline import Bound, check_tp, phase_shape
 from autoplan.errors import InputError
@@ -61,6 +62,8 @@ class Estimate(BaseModel):
     device_kind: str
     tp: int
     pp: int
+    ep: int = 1
+    attention_dp: int = 1
     devices: int
     isl: int
     osl: int
@@ -86,9 +89,12 @@ class Estimate(BaseModel):
 
 
 def place_even_pipeline(model: ModelSpec, topo: Topology, kind: str, tp: int,
-                        pp: int) -> list[StagePlacement]:
-    """``pp`` even stages, each a TP group of ``tp`` devices inside one fast domain."""
+                        pp: int, dp: int = 1, ep: int = 1) -> list[StagePlacement]:
+    """``pp`` even stages, each a TP group of ``tp`` devices inside one fast domain (with
+    attention DP ``dp``: ``dp`` such groups per stage, in device order, domains crossed
+    between groups only; experts over ``ep`` ranks of the stage)."""
     check_tp(model, tp)
+    check_ep(model, tp, dp, ep)
     if pp < 1:
         raise InputError(f"pipeline-parallel degree must be >= 1, got {pp}")
     if pp > model.num_layers:
@@ -100,17 +106,20 @@ def place_even_pipeline(model: ModelSpec, topo: Topology, kind: str, tp: int,
             f"TP {tp} is larger than the fast domain of {kind} in {topo.name} ({largest} devices)"
         )
     total = sum(d.size for d in domains)
-    if tp * pp > total:
+    if tp * dp * pp > total:
+        shape = f"TP {tp} x PP {pp}" + (f" x attention DP {dp}" if dp > 1 else "")
         raise InputError(
-            f"TP {tp} x PP {pp} needs {tp * pp} devices; {topo.name} has {total} of kind {kind}"
+            f"{shape} needs {tp * dp * pp} devices; {topo.name} has {total} of kind {kind}"
         )
     groups = [d.devices[i:i + tp] for d in domains for i in range(0, d.size - tp + 1, tp)]
-    if len(groups) < pp:
+    if len(groups) < pp * dp:
+        what = f"PP {pp}" if dp == 1 else f"PP {pp} x attention DP {dp}"
         raise InputError(
-            f"only {len(groups)} TP groups of {tp} fit in the fast domains of {topo.name}; PP {pp} "
-            "needs more"
+            f"only {len(groups)} TP groups of {tp} fit in the fast domains of {topo.name}; "
+            f"{what} needs {pp * dp}"
         )
-    return [StagePlacement(a, b, kind, tuple(groups[s]))
+    return [StagePlacement(a, b, kind, tuple(d for g in groups[s * dp:(s + 1) * dp] for d in g),
+                           dp, ep)
             for s, (a, b) in enumerate(even_cuts(model.num_layers, pp))]
 
 
@@ -172,6 +181,8 @@ def estimate(
     engine: str | None = DEFAULT_ENGINE,
     nodes: int | None = None,
     network: str | None = None,
+    ep: int = 1,
+    attention_dp: int = 1,
 ) -> Estimate:
     """Predict TTFT, TPOT, end-to-end latency and memory of one configuration.
 
@@ -182,6 +193,9 @@ def estimate(
     overrides the mean decode context (default ``isl + osl / 2``). ``engine`` (vllm,
     sglang, trtllm; None: the 2023 roofline calibration) picks the measured-kernel
     profile; ``profile`` (a name or per-kind calibrations) overrides it per kind.
+    ``attention_dp`` data-parallel attention ranks of ``tp`` devices each make a stage
+    of ``tp * attention_dp`` devices whose MoE experts are sharded over ``ep`` ranks
+    (MoE models; :mod:`autoplan.cost.expert_parallel`).
     """
     m = model if isinstance(model, ModelSpec) else load_model(model)
     if isinstance(profile, str):
@@ -195,7 +209,7 @@ def estimate(
     kv = kv_dtype or (dtype if dtype in ("bf16", "fp16", "fp8") else "bf16")
     precision = Precision(weight=dtype, activation="bf16", kv=kv)
     kind = resolve_kind(topo, device_kind)
-    stages = place_even_pipeline(m, topo, kind, tp, pp)
+    stages = place_even_pipeline(m, topo, kind, tp, pp, attention_dp, ep)
     mems = memories_for(m, topo, stages, max(batch, pb), isl + osl, pb * isl, precision)
     pre_shape = phase_shape("prefill", pb, isl, osl)
     dec_shape = phase_shape("decode", batch, isl, osl, decode_context)
@@ -213,7 +227,8 @@ def estimate(
     ttft = pre.time_s * 1e3
     tpot = dec.time_s * 1e3
     return Estimate(
-        model=m.name, topology=topo.name, device_kind=kind, tp=tp, pp=pp, devices=tp * pp,
+        model=m.name, topology=topo.name, device_kind=kind, tp=tp, pp=pp, ep=ep,
+        attention_dp=attention_dp, devices=tp * attention_dp * pp,
         isl=isl, osl=osl, batch=batch, prefill_batch=pb, dtype=dtype, kv_dtype=kv,
         ttft_ms=ttft, tpot_ms=tpot, e2e_ms=ttft + (osl - 1) * tpot,
         decode_context=dec_shape.context_before,

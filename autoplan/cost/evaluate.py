@@ -48,7 +48,8 @@ def workload_of(plan: Plan) -> Workload:
 
 
 def placements(plan_phase) -> list[StagePlacement]:
-    return [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices))
+    return [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices),
+                           s.attention_dp, s.ep)
             for s in plan_phase.stages]
 
 
@@ -87,7 +88,7 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
     kv_s = 0.0
     if placement == "disaggregated":
         dec_kinds = sorted({s.kind for s in dec})
-        kv_s = max(kv_stage_time_s(model, topo, work, st.end - st.first, st.tp, st.kind, kd)
+        kv_s = max(kv_stage_time_s(model, topo, work, st.end - st.first, st.size, st.kind, kd)
                    for st in pre for kd in dec_kinds)
     ttft = times["prefill"] + kv_s
     tpot = times["decode"]
@@ -131,8 +132,8 @@ def deployment_devices(placement: str, pre: list[StagePlacement], dec: list[Stag
                        replicas: tuple[int, int]) -> int:
     """Devices of the whole deployment: every replica of each pool (one pool when
     colocated)."""
-    n_pre = replicas[0] * sum(s.tp for s in pre)
-    return n_pre if placement == "colocated" else n_pre + replicas[1] * sum(s.tp for s in dec)
+    n_pre = replicas[0] * sum(s.size for s in pre)
+    return n_pre if placement == "colocated" else n_pre + replicas[1] * sum(s.size for s in dec)
 
 
 def _mean(xs: list[float]) -> float:

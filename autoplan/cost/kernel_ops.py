@@ -76,11 +76,12 @@ def fused(op: Op, kind: DeviceKind, tp: int) -> bool:
 
 def kernel_time_s(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, batch: int, new: int,
                   context_before: float, precision: Precision,
-                  gemm_dims: tuple[float, float, float] | None) -> float | None:
+                  gemm_dims: tuple[float, float, float] | None, ep: int = 1) -> float | None:
     """Seconds of ``op`` on one TP rank, or None where the kernel tables do not cover it.
 
     ``gemm_dims`` is (m, n, k) of a dense GEMM on this rank; ``new`` tokens per sequence
-    of ``batch`` sequences after ``context_before`` cached tokens.
+    of ``batch`` sequences after ``context_before`` cached tokens; ``ep`` the
+    expert-parallel degree of an expert GEMM (its ``tp`` then the expert TP).
     """
     kp = kind.calibration.kernels  # type: ignore[union-attr]
     assert kp is not None
@@ -96,7 +97,7 @@ def kernel_time_s(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, batch: in
             m, n, k = gemm_dims
             return kc.gemm_time_s(kp, _peak(kind, key), bw, m, n, k, key)
         if op.kind == "moe_gemm":
-            return _moe_share(op, model, kind, kp, tp, T, precision, bw)
+            return _moe_share(op, model, kind, kp, tp, T, precision, bw, ep)
         if op.kind == "attention":
             return _attention(model, kind, kp, tp, batch, new, context_before, precision, bw)
         if op.kind in ("norm", "elementwise", "embedding"):
@@ -136,7 +137,7 @@ def _attention(model: ModelSpec, kind: DeviceKind, kp: KernelProfile, tp: int, b
 
 
 def _moe_share(op: Op, model: ModelSpec, kind: DeviceKind, kp: KernelProfile, tp: int,
-               tokens: int, precision: Precision, bw: float) -> float | None:
+               tokens: int, precision: Precision, bw: float, ep: int = 1) -> float | None:
     """The fused MoE layer (gate/up and down grouped GEMMs together, as the engines run
     and time it), shared between the graph's two expert operators by their FLOPs."""
     moe = model.moe
@@ -150,11 +151,11 @@ def _moe_share(op: Op, model: ModelSpec, kind: DeviceKind, kp: KernelProfile, tp
     grouped = moe_key(kp, model, precision.weight)
     if grouped is not None:
         total = kc.moe_time_s(kp, _peak(kind, grouped), bw, tokens, model.hidden_size, inter,
-                              moe.top_k, moe.num_experts, tp, 1, grouped)
+                              moe.top_k, moe.num_experts, tp, ep, grouped)
         return share * total
-    # No grouped-GEMM table of this format: each expert hit is a GEMM of its rows.
-    hit = max(1.0, min(moe.num_experts, tokens * moe.top_k))
-    rows = tokens * moe.top_k / hit
+    # No grouped-GEMM table of this format: each local expert hit is a GEMM of its rows.
+    hit = max(1.0, min(moe.num_experts, tokens * moe.top_k) / ep)
+    rows = tokens * moe.top_k / ep / hit
     n, k = (up_mult * inter / tp, model.hidden_size) if op.name == "experts_up" \
         else (model.hidden_size, inter / tp)
     return hit * kc.gemm_time_s(kp, _peak(kind, key), bw, rows, n, k, key)
@@ -213,3 +214,48 @@ def gemm_ceiling(kind: DeviceKind, model: ModelSpec, weight: str) -> tuple[float
     n = 8192
     t = kc.gemm_time_s(kp, peak, bw, n, n, n, key)
     return 2.0 * n ** 3 / t / peak, kp.gemm[key].memory_efficiency
+
+
+ALLTOALL_BUS_EFFICIENCY = 0.68
+"""Fraction of the per-device link bandwidth an all-to-all's off-device traffic reaches:
+NCCL ``alltoall_perf`` at 8 GPUs and 512 MiB per rank moves 7/8 of it off-device in
+1.46-1.51 ms on H100/H200 (0.71 of NVLink's 450 GB/s per direction), 0.83-0.89 ms on
+B200 (0.63 of 900 GB/s) and 2.31 ms on A100 (0.68 of 300 GB/s)
+(``hardware/data/aic-kernels/comm.csv.gz``, op alltoall)."""
+
+
+def alltoall_s(topo: Topology, group: tuple[str, ...] | list[str], bytes_per_device: float) -> float:
+    """One all-to-all (an MoE dispatch or combine) over ``group``, in which every device
+    sends (and receives) ``bytes_per_device`` bytes spread evenly over the other devices.
+
+    Seen from the group's first device, each peer gets ``1 / (t - 1)`` of the bytes over
+    the path to it: NVLink inside its fast domain, the network (the per-GPU NIC
+    bandwidth of the topology's links) across domains. The link classes carry their
+    shares at once, so the slowest class sets the time; plus the worst path latency and
+    a fixed floor per collective; links at :data:`ALLTOALL_BUS_EFFICIENCY` of their
+    bandwidth. The engine kernel data (aiconfigurator's tables) has
+    NCCL all-to-all rows of nccl-tests inside one node only (2, 4, 8 GPUs) and no DeepEP
+    rows, and the engine profiles fit no all-to-all; the floor is the engine's fitted NCCL
+    all-reduce floor at the group's size (nearest fitted count below; 16.6 us for vLLM
+    at 8 H200), at the top of the nccl-tests ``alltoall_perf`` floors of 7.4-13.6 us at
+    8 H200 in ``comm.csv.gz``; without kernel data, the kind's ``collective_launch_s``.
+    """
+    t = len(group)
+    if t < 2 or bytes_per_device <= 0:
+        return 0.0
+    first = group[0]
+    by_bw: dict[float, int] = {}
+    worst_lat = 0.0
+    for d in group[1:]:
+        bw, lat = topo.path(first, d)
+        by_bw[bw] = by_bw.get(bw, 0) + 1
+        worst_lat = max(worst_lat, lat)
+    wire = max(bytes_per_device * n / (t - 1) / (bw * ALLTOALL_BUS_EFFICIENCY)
+               for bw, n in by_bw.items())
+    cal = topo.calibration(topo.device_kind_of(first))
+    kp = cal.kernels
+    if kp is not None and kp.allreduce:
+        floor = _measured_allreduce(kp, "nccl", t, 0.0)
+    else:
+        floor = cal.collective_launch_s
+    return floor + wire + worst_lat

@@ -38,7 +38,8 @@ def kv_stage_bytes(model: ModelSpec, work: Workload, layers: int) -> float:
 
 def kv_stage_time_s(model: ModelSpec, topo: Topology, work: Workload, layers: int, tp: int,
                     kind_from: str, kind_to: str) -> float:
-    """A prefill stage ships its layers' KV over its ``tp`` devices' links in parallel."""
+    """A prefill stage ships its layers' KV over its ``tp`` devices' links in parallel
+    (``tp``: all the stage's devices, its data-parallel ranks included)."""
     bw, lat = kv_pair_bandwidth(topo, kind_from, kind_to)
     return kv_stage_bytes(model, work, layers) / (tp * bw) + lat
 
@@ -50,4 +51,4 @@ def kv_link_bytes_per_s(topo: Topology, pre: list[StagePlacement], dec: list[Sta
     """KV bandwidth between the pools: every prefill device sends and every decode device
     receives at its kinds' per-device path bandwidth; the smaller side bounds the flow."""
     bw = kv_link_bandwidth(topo, {s.kind for s in pre}, {s.kind for s in dec})
-    return min(replicas[0] * sum(s.tp for s in pre), replicas[1] * sum(s.tp for s in dec)) * bw
+    return min(replicas[0] * sum(s.size for s in pre), replicas[1] * sum(s.size for s in dec)) * bw

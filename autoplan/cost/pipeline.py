@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from autoplan.cost.expert_parallel import expert_parallel_parts
 from autoplan.cost.kernel_ops import allreduce_s
 from autoplan.cost.roofline import (
     Bound,
@@ -29,16 +30,35 @@ from autoplan.inputs.workload import Precision, Workload
 
 @dataclass(frozen=True)
 class StagePlacement:
-    """Layers ``[first, end)`` on a TP group of ``len(devices)`` devices of ``kind``."""
+    """Layers ``[first, end)`` on ``len(devices)`` devices of ``kind``.
+
+    The devices are ``dp`` data-parallel attention ranks of ``tp`` devices each (``tp``
+    is the attention TP degree of one rank; ``dp`` 1: one TP group of all of them), and
+    the MoE layers' experts are sharded over ``ep`` ranks of ``size / ep`` devices
+    (expert TP). Dense stages have ``dp = ep = 1``.
+    """
 
     first: int
     end: int
     kind: str
     devices: tuple[str, ...]
+    dp: int = 1
+    ep: int = 1
+
+    @property
+    def size(self) -> int:
+        """Devices of the stage."""
+        return len(self.devices)
 
     @property
     def tp(self) -> int:
-        return len(self.devices)
+        """Attention TP degree of one data-parallel rank."""
+        return len(self.devices) // self.dp
+
+    @property
+    def expert_parallel(self) -> bool:
+        """The stage runs data-parallel attention or expert parallelism."""
+        return self.dp > 1 or self.ep > 1
 
 
 @dataclass
@@ -111,18 +131,22 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
     """Time of one forward pass of ``shape`` through one stage."""
     kind = topo.kinds[st.kind]
     res = residency(kind, mem.weights_bytes, mem.kv_bytes)
-    ar = allreduce_s(topo, st.devices, activation_message_bytes(model, shape, precision))
-    parts = []
     counts = Counter(model.layer_kind(i) for i in range(st.first, st.end))
-    for lk in sorted(counts):
-        c = part_cost(layer_ops(model, lk), model, kind, st.tp, shape, precision, res,
-                      ar, allreduces_per_layer(model) if st.tp > 1 else 0)
-        parts.append((counts[lk], c))
-    if st.first == 0:
-        parts.append((1, part_cost(head_ops(model), model, kind, st.tp, shape, precision, res,
-                                   ar, 1 if st.tp > 1 else 0)))
-    if st.end == model.num_layers:
-        parts.append((1, part_cost(tail_ops(model), model, kind, st.tp, shape, precision, res)))
+    if st.expert_parallel:
+        parts = expert_parallel_parts(model, topo, st, counts, shape, precision, res)
+    else:
+        ar = allreduce_s(topo, st.devices, activation_message_bytes(model, shape, precision))
+        parts = []
+        for lk in sorted(counts):
+            c = part_cost(layer_ops(model, lk), model, kind, st.tp, shape, precision, res,
+                          ar, allreduces_per_layer(model) if st.tp > 1 else 0)
+            parts.append((counts[lk], c))
+        if st.first == 0:
+            parts.append((1, part_cost(head_ops(model), model, kind, st.tp, shape, precision,
+                                       res, ar, 1 if st.tp > 1 else 0)))
+        if st.end == model.num_layers:
+            parts.append((1, part_cost(tail_ops(model), model, kind, st.tp, shape, precision,
+                                       res)))
     compute = memory = comm = flops = moved = 0.0
     ops: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for n, c in parts:
@@ -167,7 +191,7 @@ def memories_for(model: ModelSpec, topo: Topology, stages: list[StagePlacement],
     return [
         stage_memory(model, topo.kinds[st.kind], st.tp, range(st.first, st.end),
                      st.first == 0, st.end == model.num_layers, batch, max_context,
-                     prefill_tokens, precision)
+                     prefill_tokens, precision, st.dp, st.ep)
         for st in stages
     ]
 
@@ -181,9 +205,6 @@ def even_cuts(num_layers: int, pp: int) -> list[tuple[int, int]]:
         out.append((start, start + n))
         start += n
     return out
-
-
-
 
 
 def pool_memory_args(pool: str, work: Workload) -> tuple[int, int, int]:

@@ -99,8 +99,10 @@ def kv_bytes_per_token_layer(model: ModelSpec, tp: int, precision: Precision) ->
     return 2 * kv_heads_per_device(model, tp) * model.head_dim * b
 
 
-def op_weight_bytes(op: Op, model: ModelSpec, tp: int, precision: Precision) -> float:
-    """Bytes of this operator's weights held by one TP rank."""
+def op_weight_bytes(op: Op, model: ModelSpec, tp: int, precision: Precision,
+                    ep: int = 1) -> float:
+    """Bytes of this operator's weights held by one TP rank (experts: one rank of ``ep``
+    expert-parallel ranks, each expert split ``tp`` ways)."""
     wb = bytes_per_element(precision.weight)
     if op.kind == "norm":
         return op.params() * bytes_per_element(precision.activation)
@@ -108,7 +110,9 @@ def op_weight_bytes(op: Op, model: ModelSpec, tp: int, precision: Precision) -> 
         n = _qkv_n(op, model, tp)
         return n * (op.k + (1 if op.bias else 0)) * wb
     if op.kind in ("gemm", "moe_gemm"):
-        return op.params() * wb / (tp if op.split != "none" or op.kind == "moe_gemm" else 1)
+        if op.kind == "moe_gemm":
+            return op.params() * wb / (tp * ep)
+        return op.params() * wb / (tp if op.split != "none" else 1)
     if op.kind == "embedding":
         return op.params() * wb / tp  # vocabulary-parallel
     return 0.0
@@ -190,13 +194,15 @@ def compute_efficiency(cal: Calibration, ran_in: str, rows: float | None = None)
 
 
 def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
-            precision: Precision, res: Residency) -> OpCost:
-    """FLOPs, bytes and time of one operator on one TP rank."""
+            precision: Precision, res: Residency, ep: int = 1) -> OpCost:
+    """FLOPs, bytes and time of one operator on one TP rank. An expert GEMM with ``ep``
+    > 1 runs on one of ``ep`` expert-parallel ranks (``E / ep`` local experts, each split
+    ``tp`` ways) for the ``shape.tokens`` tokens of all ranks."""
     cal: Calibration = kind.calibration  # type: ignore[assignment]
     ab = bytes_per_element(precision.activation)
     T = shape.tokens
     flops = 0.0
-    w_bytes = op_weight_bytes(op, model, tp, precision)
+    w_bytes = op_weight_bytes(op, model, tp, precision, ep)
     kv_bytes = 0.0
     act_bytes = 0.0
     gemm_rows = T
@@ -216,15 +222,17 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
         act_bytes = rows * (k + n) * ab
         dims = (rows, n, k)
     elif op.kind == "moe_gemm":
-        # Expected distinct experts touched by T tokens routing top_k of E each.
+        # Expected distinct experts touched by T tokens routing top_k of E each, of the
+        # E / ep local ones; the local experts take 1 / ep of the T * top_k assignments.
         e, kk = op.experts, op.top_k
-        touched = e * (1.0 - (1.0 - kk / e) ** T)
-        w_bytes *= touched / e
+        touched = e / ep * (1.0 - (1.0 - kk / e) ** T)
+        w_bytes *= touched / (e / ep)
         n = op.n / tp if op.name == "experts_up" else op.n
         k = op.k if op.name == "experts_up" else op.k / tp
-        flops = 2.0 * T * kk * k * n
-        act_bytes = T * kk * (k + n) * ab
-        gemm_rows = max(1.0, T * kk / max(touched, 1.0))  # rows per expert GEMM
+        assigned = T * kk / ep
+        flops = 2.0 * assigned * k * n
+        act_bytes = assigned * (k + n) * ab
+        gemm_rows = max(1.0, assigned / max(touched, 1.0))  # rows per expert GEMM
     elif op.kind == "attention":
         flops, act_bytes, kv_bytes = _attention(model, tp, shape, precision)
         gemm_rows = shape.new
@@ -242,7 +250,7 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
     peak, ran_in = kind.peak_flops(fmt)
     if cal.kernels is not None:
         t = kernel_time_s(op, model, kind, tp, shape.batch, shape.new, shape.context_before,
-                          precision, dims)
+                          precision, dims, ep)
         if t == 0.0:  # fused into another kernel: no launch, no traffic of its own
             return OpCost(op.name, 0.0, 0.0, 0.0, 0.0, 0.0)
         if t is not None:
@@ -330,12 +338,19 @@ class StageMemory:
 
 def stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, first: bool,
                  last: bool, batch: int, max_context: int, prefill_tokens: int,
-                 precision: Precision) -> StageMemory:
+                 precision: Precision, dp: int = 1, ep: int = 1) -> StageMemory:
     """Per-device memory of a stage holding ``layers`` at TP ``tp``.
 
     KV cache is sized for ``batch`` sequences at the full context ``max_context``;
-    activation workspace for the largest forward pass (``prefill_tokens`` tokens).
+    activation workspace for the largest forward pass (``prefill_tokens`` tokens). With
+    ``dp`` data-parallel attention ranks of ``tp`` devices (or ``ep`` > 1) see
+    :func:`autoplan.cost.expert_parallel.ep_stage_memory`.
     """
+    if dp > 1 or ep > 1:
+        from autoplan.cost.expert_parallel import ep_stage_memory
+
+        return ep_stage_memory(model, kind, tp, layers, first, last, batch, max_context,
+                               prefill_tokens, precision, dp, ep)
     w = 0.0
     kinds = Counter(model.layer_kind(i) for i in layers)
     for lk in sorted(kinds):  # layers of a kind hold the same weights

@@ -48,7 +48,7 @@ def deploy(ctx: Context, placement: str, pre: list[StagePlacement],
     budget = i.max_devices if i.max_devices is not None else int(caps.sum())
 
     def usage(stages: list[StagePlacement]) -> np.ndarray:
-        return np.array([sum(s.tp for s in stages if s.kind == k) for k in kinds],
+        return np.array([sum(s.size for s in stages if s.kind == k) for k in kinds],
                         dtype=np.int64)
 
     rp = Fraction(one.phase_requests_per_s["prefill"])
@@ -89,6 +89,7 @@ def broken_rules(ctx: Context, placement: str, pre: list[StagePlacement],
         errs += rules.pipeline(name, ctx.model, ctx.topo, stages, domain_of)
         errs += rules.uniform_tp(name, ctx.topo, [s.kind for s in stages],
                                  [s.tp for s in stages], i.engine)
+        errs += rules.engine_parallelism(name, ctx.topo, stages, i.engine)
     errs += rules.pools(placement, _devices(pre), _devices(dec), pre == dec)
     errs += rules.requested_placement(i.placement, placement)
     return errs + rules.figures(fig, i, placement, devices)
@@ -110,7 +111,7 @@ def deployment_devices(placement: str, pre: list[StagePlacement],
 
 def _refs(stages: list[StagePlacement]) -> list[StageRef]:
     return [StageRef(layers=(s.first, s.end), device_kind=s.kind, tp=s.tp,
-                     devices=list(s.devices)) for s in stages]
+                     devices=list(s.devices), ep=s.ep, attention_dp=s.dp) for s in stages]
 
 
 def judge(ctx: Context, name: str, description: str, placement: str,

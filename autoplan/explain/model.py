@@ -27,8 +27,10 @@ class StageRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     layers: tuple[int, int]
     device_kind: str
-    tp: int
+    tp: int  # attention TP of one data-parallel rank
     devices: list[str]
+    ep: int = 1
+    attention_dp: int = 1
 
 
 class Alternative(BaseModel):

@@ -1,7 +1,8 @@
 """The plan's nearest alternatives: one edit of its stages each, no solver.
 
 One TP step up or down, one stage more or less, colocated instead of disaggregated or
-the reverse, another device kind; each alternative's TP groups go on devices the plan
+the reverse, another device kind, and for MoE models the other parallel layout on the
+same devices (attention DP x EP instead of TP, or TP instead of DP x EP); each alternative's TP groups go on devices the plan
 leaves free (the planner's allocator, :func:`autoplan.search.assign.place`). Optionally
 the other placement is re-solved with the real planner for comparison.
 """
@@ -9,6 +10,7 @@ the other placement is re-solved with the real planner for comparison.
 from __future__ import annotations
 
 from autoplan.cost.evaluate import placements
+from autoplan.cost.expert_parallel import check_ep
 from autoplan.cost.pipeline import StagePlacement
 from autoplan.cost.roofline import valid_tps
 from autoplan.errors import AutoplanError, InfeasibleError
@@ -24,14 +26,15 @@ from autoplan.search.planner import plan as solve_plan
 def alternatives(ctx: Context, solve: bool = True, time_limit_s: float = 10.0,
                  notes: list[str] | None = None) -> list[Alternative]:
     """Every neighbour of the plan, priced and judged (``solve``: and the re-solve)."""
-    alts = tp_steps(ctx) + stage_steps(ctx) + placement_flip(ctx) + kind_moves(ctx)
+    alts = (tp_steps(ctx) + stage_steps(ctx) + placement_flip(ctx) + kind_moves(ctx)
+            + parallel_flips(ctx))
     if solve:
         alts += resolve(ctx, time_limit_s, notes if notes is not None else [])
     return alts
 
 
 def _keep(stages: list[StagePlacement]) -> list[StageSpec]:
-    return [StageSpec(s.first, s.end, s.kind, s.tp, s.devices) for s in stages]
+    return [StageSpec(s.first, s.end, s.kind, s.tp, s.devices, s.dp, s.ep) for s in stages]
 
 
 def _pools(ctx: Context) -> list[tuple[str, str]]:
@@ -75,8 +78,9 @@ def tp_steps(ctx: Context) -> list[Alternative]:
                     new = None
                     break
                 t = min(cand) if step > 0 else max(cand)
-                keep = s.devices[:t] if step < 0 else None
-                new.append(StageSpec(s.first, s.end, s.kind, t, keep))
+                keep = s.devices[:t * s.dp] if step < 0 else None
+                ep = s.ep if (t * s.dp) % s.ep == 0 else 1
+                new.append(StageSpec(s.first, s.end, s.kind, t, keep, s.dp, ep))
             if new is None:
                 continue  # no valid TP beyond the current one: not a neighbour
             pre, dec = _with(ctx, pool, new)
@@ -85,6 +89,37 @@ def tp_steps(ctx: Context) -> list[Alternative]:
                     + ("; stages keep a prefix of their devices" if step < 0 else
                        "; groups on free aligned blocks of one fast domain"))
             out.append(price(ctx, name, desc, ctx.plan.placement, pre, dec))
+    return out
+
+
+def parallel_flips(ctx: Context) -> list[Alternative]:
+    """MoE models: every stage of a pool on its own devices in the other layout: attention
+    DP x EP over all of them (TP 1 per rank) where the stages run TP, TP over all of them
+    where they run DP / EP."""
+    out: list[Alternative] = []
+    if ctx.model.moe is None:
+        return out
+    for label, pool in _pools(ctx):
+        stages = _stages_of(ctx, pool)
+        to_tp = any(s.expert_parallel for s in stages)
+        new = []
+        for s in stages:
+            tp, dp, ep = (s.size, 1, 1) if to_tp else (1, s.size, s.size)
+            try:
+                check_ep(ctx.model, tp, dp, ep)
+            except AutoplanError:
+                new = []
+                break
+            new.append(StageSpec(s.first, s.end, s.kind, tp, s.devices, dp, ep))
+        if not new or all(n.tp == s.tp and n.dp == s.dp and n.ep == s.ep
+                          for n, s in zip(new, stages)):
+            continue
+        pre, dec = _with(ctx, pool, new)
+        what = ("TP over each stage's devices" if to_tp else
+                "attention DP x EP over each stage's devices (TP 1 per rank)")
+        out.append(price(ctx, f"{label}{tp_label(stages)} -> {tp_label(new)}",
+                         f"every {pool} stage in {what}, same devices and cuts",
+                         ctx.plan.placement, pre, dec))
     return out
 
 
@@ -99,8 +134,8 @@ def stage_steps(ctx: Context) -> list[Alternative]:
         if s.end - s.first >= 2:
             mid = s.first + (s.end - s.first + 1) // 2
             new = _keep(stages)
-            new[k:k + 1] = [StageSpec(s.first, mid, s.kind, s.tp, s.devices),
-                            StageSpec(mid, s.end, s.kind, s.tp, None)]
+            new[k:k + 1] = [StageSpec(s.first, mid, s.kind, s.tp, s.devices, s.dp, s.ep),
+                            StageSpec(mid, s.end, s.kind, s.tp, None, s.dp, s.ep)]
             pre, dec = _with(ctx, pool, new)
             out.append(price(
                 ctx, f"{label}one stage more ({len(stages)}->{len(stages) + 1})",
@@ -113,7 +148,8 @@ def stage_steps(ctx: Context) -> list[Alternative]:
             a, b = stages[k], stages[k + 1]
             host = a if a.tp >= b.tp else b
             new = _keep(stages)
-            new[k:k + 2] = [StageSpec(a.first, b.end, host.kind, host.tp, host.devices)]
+            new[k:k + 2] = [StageSpec(a.first, b.end, host.kind, host.tp, host.devices, host.dp,
+                                      host.ep)]
             pre, dec = _with(ctx, pool, new)
             out.append(price(
                 ctx, f"{label}one stage less ({len(stages)}->{len(stages) - 1})",
@@ -135,7 +171,7 @@ def placement_flip(ctx: Context) -> list[Alternative]:
                 "colocated", stages, stages))
     else:
         pre = _keep(ctx.pre)
-        dec = [StageSpec(s.first, s.end, s.kind, s.tp, None) for s in ctx.pre]
+        dec = [StageSpec(s.first, s.end, s.kind, s.tp, None, s.dp, s.ep) for s in ctx.pre]
         out.append(price(
             ctx, "disaggregated (copy of the pipeline)",
             "prefill stays on the plan's stages; decode on a copy of the pipeline (same cuts, "

@@ -34,8 +34,13 @@ def rep_label(placement: str, reps: tuple[int, int]) -> str:
 
 
 def tp_label(stages) -> str:
-    """The TP degrees of a pipeline's stages: ``8``, or ``16/32`` when they differ."""
-    return "/".join(str(t) for t in sorted({s.tp for s in stages}))
+    """The TP degrees of a pipeline's stages: ``8``, or ``16/32`` when they differ; with
+    attention DP and EP (MoE stages) ``1 x DP 8, EP 8``."""
+    def one(s) -> str:
+        dp, ep = getattr(s, "dp", 1), getattr(s, "ep", 1)
+        return (str(s.tp) + (f" x DP {dp}" if dp > 1 else "") + (f", EP {ep}" if ep > 1 else ""))
+
+    return "/".join(sorted({one(s) for s in stages}, key=lambda x: (len(x), x)))
 
 
 def _bound(placement: str, fig: Figures) -> str:

@@ -162,16 +162,52 @@ def precision_flags(ctx: Ctx, kv_fp8: str) -> list[str]:
 
 
 def sizing_args(ctx: Ctx, pool: Pool, names: tuple[str, str, str, str, str],
-                block: int) -> list[str]:
-    """TP, PP, context length (rounded up to the engine's KV ``block``), concurrent
-    sequences and memory fraction of a server, under the engine's flag ``names`` for them
-    (in that order); see :mod:`autoplan.export.limits`."""
+                block: int, tp: int | None = None, per_rank: bool = False) -> list[str]:
+    """TP (``tp``: the engine's TP value where it is not the pool's attention TP), PP,
+    context length (rounded up to the engine's KV ``block``), concurrent sequences
+    (``per_rank``: of one data-parallel attention rank, ``ceil(seqs / dp)``, where the
+    engine's limit is per rank) and memory fraction of a server, under the engine's flag
+    ``names`` for them (in that order); see :mod:`autoplan.export.limits`."""
     from autoplan.export.limits import block_len, max_seqs
 
     i = ctx.plan.inputs
-    values = (pool.tp, pool.pp, block_len(ctx.max_len, block), max_seqs(ctx, pool),
-              f"{i.max_memory_fraction:g}")
+    seqs = max_seqs(ctx, pool)
+    if per_rank:
+        seqs = -(-seqs // pool.dp)
+    values = (pool.tp if tp is None else tp, pool.pp, block_len(ctx.max_len, block),
+              seqs, f"{i.max_memory_fraction:g}")
     return [a for flag, v in zip(names, values, strict=True) for a in (flag, str(v))]
+
+
+def parallel_args(pool: Pool, engine: str) -> list[str]:
+    """The expert-parallel and attention-DP flags of a server (none for a TP-only pool),
+    with its TP flag from :func:`sizing_args` at :func:`engine_tp`:
+
+    * vLLM: ``--data-parallel-size D`` attention ranks of ``--tensor-parallel-size`` GPUs,
+      ``--enable-expert-parallel`` (EP = TP x DP); every DP rank is an engine core of its
+      own, so ``--max-num-seqs`` is per rank (:func:`sizing_args` ``per_rank``);
+    * SGLang: ``--tp-size`` all GPUs of a stage, ``--enable-dp-attention --dp-size D``,
+      ``--ep-size E``.
+
+    Sources: :mod:`autoplan.export.flags` (VLLM_EP_DOCS, SGLANG_EP_DOCS)."""
+    out: list[str] = []
+    if engine == "vllm":
+        if pool.dp > 1:
+            out += ["--data-parallel-size", str(pool.dp)]
+        if pool.ep > 1:
+            out.append("--enable-expert-parallel")
+    elif engine == "sglang":
+        if pool.dp > 1:
+            out += ["--enable-dp-attention", "--dp-size", str(pool.dp)]
+        if pool.ep > 1:
+            out += ["--ep-size", str(pool.ep)]
+    return out
+
+
+def engine_tp(pool: Pool, engine: str) -> int:
+    """The engine's TP value for a stage: vLLM's is one DP rank's; SGLang's and
+    TensorRT-LLM's count every GPU of the stage (attention DP inside it)."""
+    return pool.tp if engine == "vllm" else pool.tp * pool.dp
 
 
 def write_export(exp: Export, out_dir: str | Path) -> list[Path]:

@@ -16,7 +16,16 @@ import re
 import yaml
 
 from autoplan.errors import InputError
-from autoplan.export.common import Command, Ctx, Engine, Export, precision_flags, sizing_args
+from autoplan.export.common import (
+    Command,
+    Ctx,
+    Engine,
+    Export,
+    engine_tp,
+    parallel_args,
+    precision_flags,
+    sizing_args,
+)
 from autoplan.export.flags import (
     DYNAMO_API_VERSION,
     DYNAMO_BACKENDS,
@@ -28,7 +37,7 @@ from autoplan.export.flags import (
     VLLM_KV_FP8,
     VLLM_SIZING,
 )
-from autoplan.export.limits import check_limits
+from autoplan.export.limits import check_limits, check_parallel
 from autoplan.export.pools import Pool
 from autoplan.export.trtllm import llm_api_options, pool_warnings
 
@@ -59,8 +68,10 @@ def backend_of(ctx: Ctx) -> str:
 
 def _args(ctx: Ctx, pool: Pool, backend: str, config: str | None) -> list[str]:
     if backend == "vllm":
-        args = ["--model", ctx.model, *sizing_args(ctx, pool, VLLM_SIZING, VLLM_BLOCK),
-                *precision_flags(ctx, VLLM_KV_FP8)]
+        args = ["--model", ctx.model,
+                *sizing_args(ctx, pool, VLLM_SIZING, VLLM_BLOCK, engine_tp(pool, "vllm"),
+                             per_rank=True),
+                *parallel_args(pool, "vllm"), *precision_flags(ctx, VLLM_KV_FP8)]
         if pool.role != "server":
             args += ["--disaggregation-mode", pool.role]
         if pool.role == "prefill":  # dynamo.vllm prefill workers require a KV connector
@@ -70,8 +81,9 @@ def _args(ctx: Ctx, pool: Pool, backend: str, config: str | None) -> list[str]:
         return args
     if backend == "sglang":
         args = ["--model-path", ctx.model, "--served-model-name", ctx.model,
-                *sizing_args(ctx, pool, SGLANG_SIZING, SGLANG_PAGE),
-                "--page-size", str(SGLANG_PAGE), *precision_flags(ctx, SGLANG_KV_FP8)]
+                *sizing_args(ctx, pool, SGLANG_SIZING, SGLANG_PAGE, engine_tp(pool, "sglang")),
+                *parallel_args(pool, "sglang"), "--page-size", str(SGLANG_PAGE),
+                *precision_flags(ctx, SGLANG_KV_FP8)]
         if pool.role != "server":
             args += ["--disaggregation-mode", pool.role, "--disaggregation-transfer-backend",
                      "nixl", "--disaggregation-bootstrap-port", str(BOOTSTRAP_PORT)]
@@ -88,6 +100,7 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
     backend = backend_of(ctx)
     if backend == "vllm" and ctx.plan.placement == "disaggregated":
         check_limits("dynamo-vllm", pools)
+    check_parallel(f"dynamo-{backend}", pools)
     if backend == "trtllm":
         pool_warnings(ctx, pools)
     image = IMAGES[backend]

@@ -40,6 +40,16 @@ and check every emitted flag and environment variable against these sets):
   https://docs.vllm.ai/en/latest/serving/data_parallel_deployment.html
 * ``SGLANG_PP_LAYER_PARTITION`` (same rules as vLLM's):
   https://github.com/sgl-project/sglang/blob/main/python/sglang/srt/distributed/utils.py
+* vLLM expert parallelism and data-parallel attention (``--enable-expert-parallel``, EP =
+  TP x DP; ``--data-parallel-size``): ``EngineArgs.add_cli_args`` in
+  https://github.com/vllm-project/vllm/blob/main/vllm/engine/arg_utils.py (parallel group:
+  ``--data-parallel-size``, ``--enable-expert-parallel``) and
+  https://docs.vllm.ai/en/latest/serving/expert_parallel_deployment.html
+* SGLang expert parallelism and DP attention (``--ep-size``, aliases
+  ``--expert-parallel-size`` / ``--ep``; ``--dp-size``; ``--enable-dp-attention``; ``--tp-size``
+  counts every GPU, attention TP = tp-size / dp-size): the ``ServerArgs`` fields ``ep_size``,
+  ``dp_size``, ``enable_dp_attention`` of
+  https://github.com/sgl-project/sglang/blob/main/python/sglang/srt/server_args.py
 * Dynamo ``DynamoGraphDeployment`` in ``nvidia.com/v1beta1`` (``spec.components``), and
   TensorRT-LLM's ``trtllm-serve``: see the sections below, each with its sources and version.
 """
@@ -62,6 +72,7 @@ VLLM_FLAGS = frozenset({
     "--tensor-parallel-size", "--pipeline-parallel-size", "--max-model-len", "--max-num-seqs",
     "--gpu-memory-utilization", "--dtype", "--kv-cache-dtype", "--quantization",
     "--distributed-executor-backend", "--kv-transfer-config", "--port", "--host",
+    "--data-parallel-size", "--enable-expert-parallel",
 })
 VLLM_KV_CACHE_DTYPES = frozenset({"auto", "fp8", "fp8_e5m2", "fp8_e4m3"})
 VLLM_DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
@@ -83,6 +94,7 @@ SGLANG_FLAGS = frozenset({
     "--mem-fraction-static", "--dtype", "--kv-cache-dtype", "--quantization", "--host", "--port",
     "--nnodes", "--node-rank", "--dist-init-addr", "--disaggregation-mode",
     "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port", "--page-size",
+    "--ep-size", "--dp-size", "--enable-dp-attention",
 })
 SGLANG_KV_CACHE_DTYPES = frozenset({"auto", "fp8_e5m2", "fp8_e4m3", "bf16", "bfloat16"})
 # --worker-urls URL ...: the router over several regular (colocated) servers, "Separate
@@ -147,12 +159,16 @@ TRTLLM_FLAGS = frozenset({
 # `trtllm-serve disaggregated -c FILE`: its one option here
 TRTLLM_DISAGG_FLAGS = frozenset({"-c"})
 # The LLM-API fields the extra-options YAML sets (LlmArgs / KvCacheConfig /
-# CacheTransceiverConfig), and the disaggregated server's config keys
+# CacheTransceiverConfig; ``enable_attention_dp`` and ``moe_expert_parallel_size`` are
+# fields of BaseLlmArgs in tensorrt_llm/llmapi/llm_args.py of NVIDIA/TensorRT-LLM main, and
+# ``Mapping`` runs attention at TP 1 per rank with attention DP,
+# https://github.com/NVIDIA/TensorRT-LLM/blob/main/tensorrt_llm/mapping.py), and the
+# disaggregated server's config keys
 # (hostname, port, backend, context_servers / generation_servers with num_instances, urls).
 TRTLLM_LLM_API_KEYS = frozenset({
     "tensor_parallel_size", "pipeline_parallel_size", "moe_expert_parallel_size",
     "max_batch_size", "max_num_tokens", "max_seq_len", "kv_cache_config",
-    "cache_transceiver_config", "disable_overlap_scheduler",
+    "cache_transceiver_config", "disable_overlap_scheduler", "enable_attention_dp",
 })
 TRTLLM_KV_CACHE_KEYS = frozenset({"dtype", "free_gpu_memory_fraction"})
 TRTLLM_KV_DTYPES = frozenset({"auto", "fp8", "nvfp4"})

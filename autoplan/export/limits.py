@@ -80,6 +80,38 @@ def max_seqs(ctx, pool) -> int:
     return best
 
 
+def check_parallel(engine: str, pools) -> None:
+    """Refuse a pool whose expert-parallel or attention-DP shape the engine cannot run
+    (``hardware/engine_rules.yaml``), naming the pool and the rule."""
+    from autoplan.catalog import engine_rules
+
+    base = engine.removeprefix("dynamo-")
+    er = engine_rules().get(base)
+    label = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM"}.get(base, base)
+    for pool in pools:
+        size = pool.tp * pool.dp
+        name = "colocated" if pool.role == "server" else pool.role
+        if er is not None and er.ep_all_devices and pool.ep not in (1, size):
+            raise InputError(
+                f"{label} cannot run the {name} pool of this plan (EP {pool.ep} on TP "
+                f"{pool.tp} x DP {pool.dp}): expert parallelism: --enable-expert-parallel "
+                f"shards experts over all DP x TP ranks (EP = TP x DP); re-plan it with EP "
+                f"{size} or export it to another engine")
+        if er is not None and er.attention_dp_all_devices and pool.dp not in (1, size):
+            raise InputError(
+                f"{label} cannot run the {name} pool of this plan (attention DP {pool.dp} of "
+                f"TP {pool.tp}): expert parallelism: enable_attention_dp runs attention with "
+                f"TP 1 per rank; re-plan it with attention DP {size} or export it to another "
+                f"engine")
+        hosts = pool.replica_hosts[0]
+        if base == "vllm" and pool.dp > 1 and hosts is not None and len(hosts) > 1:
+            raise InputError(
+                f"vLLM data parallelism across hosts (the {name} pool's DP {pool.dp} spans "
+                f"{len(hosts)} hosts) needs --data-parallel-size-local and "
+                f"--data-parallel-address per host, which this export does not write; "
+                f"export it to SGLang or re-plan it on one host")
+
+
 def check_limits(engine: str, pools) -> None:
     """Refuse a pool an engine would not start, naming the pool and the rule."""
     for rule in ENGINE_LIMITS.get(engine, ()):

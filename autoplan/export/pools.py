@@ -34,6 +34,8 @@ class Pool:
     # give that replica's devices)
     replica_devices: list[list[list[str]] | None]
     replica_hosts: list[list[tuple[str, list[int]]] | None]
+    ep: int = 1  # expert-parallel degree of the MoE layers
+    dp: int = 1  # data-parallel attention ranks of tp GPUs each, per stage
 
     @property
     def hosts(self) -> list[tuple[str, list[int]]] | None:
@@ -42,7 +44,7 @@ class Pool:
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp
+        return self.tp * self.dp * self.pp
 
     @property
     def visible_env(self) -> str:
@@ -70,8 +72,10 @@ class Pool:
         devs = [d for ds in rep for d in ds] if rep is not None else []
         shown = (" ".join(devs) if len(devs) <= 8 else f"{' '.join(devs[:4])} ... {devs[-1]}") \
             if rep is not None else "not given by the plan"
-        return (f"{self.pp} stage{'s' * (self.pp != 1)} x TP {self.tp}, layers {self._cuts}; "
-                f"devices {shown}")
+        par = (f" x attention DP {self.dp}" if self.dp > 1 else "") + (
+            f", EP {self.ep}" if self.ep > 1 else "")
+        return (f"{self.pp} stage{'s' * (self.pp != 1)} x TP {self.tp}{par}, layers "
+                f"{self._cuts}; devices {shown}")
 
     def title(self, replica: int) -> str:
         """The comment line that opens a replica's commands."""
@@ -92,7 +96,8 @@ def pools(plan: Plan, label: str, warn: list[str]) -> list[Pool]:
     """The pools of ``plan`` engine ``label`` can run; a warning for each it cannot."""
     if plan.placement == "colocated":
         def shape(ph: PhasePlan) -> tuple:
-            return ([(s.layers, s.device_kind, s.tp, s.devices) for s in ph.stages],
+            return ([(s.layers, s.device_kind, s.tp, s.ep, s.attention_dp, s.devices)
+                     for s in ph.stages],
                     ph.replicas, getattr(ph, "replica_devices", None))
 
         if shape(plan.prefill) != shape(plan.decode):
@@ -182,6 +187,12 @@ def _pool(role: str, phase: PhasePlan, label: str, warn: list[str]) -> Pool | No
                     f"TP would need devices the plan does not give it, the smallest would not "
                     f"hold the weights the plan sized); re-plan that pool with one TP degree")
         return None
+    for what_par, vals in (("expert-parallel", [s.ep for s in phase.stages]),
+                           ("attention data-parallel", [s.attention_dp for s in phase.stages])):
+        if len(set(vals)) > 1:
+            warn.append(f"{label} runs one {what_par} degree per server, but {what} uses "
+                        f"{', '.join(map(str, vals))}; it is not exported")
+            return None
     if len(kinds) > 1:
         warn.append(f"{what} mixes device kinds ({kinds_text}) in one pipeline; {label} has no "
                     f"per-stage device setting, so it is exported as one engine that treats "
@@ -198,4 +209,5 @@ def _pool(role: str, phase: PhasePlan, label: str, warn: list[str]) -> Pool | No
                     f"not pinned to devices")
     vendor = next((v for v in vendors.values() if v != "unknown"), "nvidia")
     return Pool(role, phase, tps[0], len(tps),
-                [s.layers[1] - s.layers[0] for s in phase.stages], vendor, per_replica, hosts)
+                [s.layers[1] - s.layers[0] for s in phase.stages], vendor, per_replica, hosts,
+                phase.stages[0].ep, phase.stages[0].attention_dp)

@@ -15,10 +15,13 @@ from autoplan.export.common import (
     Ctx,
     Engine,
     Export,
+    engine_tp,
+    parallel_args,
     precision_flags,
     sizing_args,
 )
 from autoplan.export.flags import SGLANG_DOCS, SGLANG_KV_FP8, SGLANG_PAGE, SGLANG_SIZING
+from autoplan.export.limits import check_parallel
 from autoplan.export.pools import Pool, split_device
 from autoplan.export.script import Row, launch_script, one_host_row
 
@@ -27,6 +30,7 @@ DIST_PORT = 5000  # --dist-init-addr port of the first server across hosts, coun
 
 
 def build(ctx: Ctx, pools: list[Pool]) -> Export:
+    check_parallel("sglang", pools)
     prec = precision_flags(ctx, SGLANG_KV_FP8)
     rows: list[Row] = []
     port = SERVER_PORT
@@ -43,8 +47,9 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
                 continue
             rh = pool.replica_hosts[r]
             base = ["python", "-m", "sglang.launch_server", "--model-path", ctx.model,
-                    *sizing_args(ctx, pool, SGLANG_SIZING, SGLANG_PAGE),
-                    "--page-size", str(SGLANG_PAGE), *prec]
+                    *sizing_args(ctx, pool, SGLANG_SIZING, SGLANG_PAGE,
+                                 engine_tp(pool, "sglang")),
+                    *parallel_args(pool, "sglang"), "--page-size", str(SGLANG_PAGE), *prec]
             if pool.role != "server":
                 base += ["--disaggregation-mode", pool.role,
                          "--disaggregation-transfer-backend", "nixl"]

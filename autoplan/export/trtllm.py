@@ -13,7 +13,7 @@ import yaml
 from autoplan.cost.pipeline import even_cuts
 from autoplan.export.common import ROUTER_PORT, SERVER_PORT, Command, Ctx, Engine, Export
 from autoplan.export.flags import TRTLLM_BLOCK, TRTLLM_DOCS
-from autoplan.export.limits import block_len, max_seqs
+from autoplan.export.limits import block_len, check_parallel, max_seqs
 from autoplan.export.pools import Pool
 from autoplan.export.script import Row, launch_script, one_host_row
 
@@ -32,8 +32,13 @@ def llm_api_options(ctx: Ctx, pool: Pool) -> dict:
     seqs = max_seqs(ctx, pool)
     pb = i.prefill_batch or i.batch
     tokens = {"prefill": pb * i.isl, "decode": seqs}.get(pool.role, max(pb * i.isl, seqs))
+    if pool.dp > 1:
+        # With attention DP every rank schedules its own requests: the limits are per
+        # rank (its share of the batch; a whole prompt where the pool prefills).
+        seqs = -(-seqs // pool.dp)
+        tokens = max(-(-tokens // pool.dp), i.isl if pool.role != "decode" else seqs)
     opts: dict = {
-        "tensor_parallel_size": pool.tp,
+        "tensor_parallel_size": pool.tp * pool.dp,
         "pipeline_parallel_size": pool.pp,
         "max_batch_size": seqs,
         "max_num_tokens": tokens,
@@ -41,6 +46,10 @@ def llm_api_options(ctx: Ctx, pool: Pool) -> dict:
         "kv_cache_config": {"free_gpu_memory_fraction": float(f"{i.max_memory_fraction:g}"),
                             "dtype": "fp8" if i.kv_dtype == "fp8" else "auto"},
     }
+    if pool.ep > 1:
+        opts["moe_expert_parallel_size"] = pool.ep
+    if pool.dp > 1:
+        opts["enable_attention_dp"] = True  # attention TP 1 on every rank (dp = tp_size)
     if pool.role != "server":
         # the KV cache goes from context to generation servers over the transceiver
         opts["cache_transceiver_config"] = {"backend": "DEFAULT"}
@@ -67,6 +76,7 @@ def pool_warnings(ctx: Ctx, pools: list[Pool]) -> None:
 
 
 def build(ctx: Ctx, pools: list[Pool]) -> Export:
+    check_parallel("trtllm", pools)
     pool_warnings(ctx, pools)
     rows: list[Row] = []
     files: dict[str, str] = {}
@@ -89,7 +99,9 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
                     f"which this export does not write; it is not exported")
                 continue
             argv = ["trtllm-serve", "serve", ctx.model, "--host", "0.0.0.0", "--port", str(port),
-                    "--backend", BACKEND, "--tp_size", str(pool.tp), "--pp_size", str(pool.pp),
+                    "--backend", BACKEND, "--tp_size", str(opts["tensor_parallel_size"]),
+                    "--pp_size", str(pool.pp),
+                    *(["--ep_size", str(pool.ep)] if pool.ep > 1 else []),
                     "--max_batch_size", str(opts["max_batch_size"]),
                     "--max_num_tokens", str(opts["max_num_tokens"]),
                     "--max_seq_len", str(opts["max_seq_len"]),

@@ -17,11 +17,13 @@ from autoplan.export.common import (
     Ctx,
     Engine,
     Export,
+    engine_tp,
+    parallel_args,
     precision_flags,
     sizing_args,
 )
 from autoplan.export.flags import VLLM_BLOCK, VLLM_DOCS, VLLM_DP_LB_DOC, VLLM_KV_FP8, VLLM_SIZING
-from autoplan.export.limits import check_limits
+from autoplan.export.limits import check_limits, check_parallel
 from autoplan.export.pools import Pool
 from autoplan.export.script import Row, launch_script, one_host_row
 
@@ -32,6 +34,7 @@ RAY_PORT = 6379  # the first Ray head's, counting up
 def build(ctx: Ctx, pools: list[Pool]) -> Export:
     if ctx.plan.placement == "disaggregated":
         check_limits("vllm", pools)
+    check_parallel("vllm", pools)
     prec = precision_flags(ctx, VLLM_KV_FP8)
     rows: list[Row] = []
     port = SERVER_PORT
@@ -43,7 +46,9 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
         for r in range(pool.phase.replicas):
             hosts = pool.replica_hosts[r]
             argv = ["vllm", "serve", ctx.model,
-                    *sizing_args(ctx, pool, VLLM_SIZING, VLLM_BLOCK), *prec]
+                    *sizing_args(ctx, pool, VLLM_SIZING, VLLM_BLOCK, engine_tp(pool, "vllm"),
+                                 per_rank=True),
+                    *parallel_args(pool, "vllm"), *prec]
             env = pool.partition_env("VLLM_PP_LAYER_PARTITION")
             if pool.role != "server":
                 role = "kv_producer" if pool.role == "prefill" else "kv_consumer"

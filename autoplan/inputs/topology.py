@@ -73,6 +73,11 @@ class EngineRules(BaseModel):
     model_config = _STRICT
     name: str
     uniform_tp: bool = True  # one TP degree for every stage of a pipeline
+    # Expert parallelism, where used, spans every device of the server (vLLM: EP = TP x DP).
+    ep_all_devices: bool = False
+    # Data-parallel attention, where used, is one rank per device (attention TP 1, as
+    # TensorRT-LLM's enable_attention_dp runs it).
+    attention_dp_all_devices: bool = False
     rules: list[EngineRule] = Field(min_length=1)
 
 

@@ -54,7 +54,10 @@ def print_estimate(est: Estimate, console: Console | None = None) -> None:
     c = console or Console()
     c.print(
         f"[bold]{_t(est.model)}[/] on [bold]{_t(est.topology)}[/] ({_t(est.device_kind)}): "
-        f"TP {est.tp} x PP {est.pp} = {est.devices} devices, {est.dtype} weights, "
+        f"TP {est.tp} x PP {est.pp}"
+        + (f" x attention DP {est.attention_dp}" if est.attention_dp > 1 else "")
+        + (f", EP {est.ep}" if est.ep > 1 else "")
+        + f" = {est.devices} devices, {est.dtype} weights, "
         f"{est.kv_dtype} KV; batch {est.batch}"
         + (f" (prefill {est.prefill_batch})" if est.prefill_batch != est.batch else "")
         + f", ISL {est.isl}, OSL {est.osl}"
@@ -150,7 +153,9 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
                          min_width={"devices": 8, "bottleneck": 13}.get(col, len(col)))
         for s in ph.stages:
             devs = short_devices(list(s.devices))
-            t.add_row(str(s.index), f"{s.layers[0]}-{s.layers[1]}", _t(s.device_kind), str(s.tp),
+            tp = str(s.tp) + (f" xDP{s.attention_dp}" if s.attention_dp > 1 else "") + (
+                f" EP{s.ep}" if s.ep > 1 else "")
+            t.add_row(str(s.index), f"{s.layers[0]}-{s.layers[1]}", _t(s.device_kind), tp,
                       _t(devs),
                       f"{s.time_ms:.3f}", f"{s.memory_fraction:.1%}", s.bottleneck)
         c.print(t)

@@ -68,7 +68,9 @@ def schedule(plan: Plan, phase: str, m: int | None = None) -> Schedule:
 
 
 def _stage_label(s) -> str:
-    return f"S{s.index}  L{s.layers[0]}-{s.layers[1] - 1}  {plain(s.device_kind)} TP{s.tp}"
+    par = (f"xDP{s.attention_dp}" if s.attention_dp > 1 else "") + (
+        f" EP{s.ep}" if s.ep > 1 else "")
+    return f"S{s.index}  L{s.layers[0]}-{s.layers[1] - 1}  {plain(s.device_kind)} TP{s.tp}{par}"
 
 
 def figure(plan: Plan | dict | str | Path) -> Figure:

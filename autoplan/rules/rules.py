@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from autoplan.cost.evaluate import Figures
+from autoplan.cost.expert_parallel import check_ep
 from autoplan.cost.pipeline import StagePlacement
 from autoplan.cost.roofline import check_tp
 from autoplan.errors import InputError
@@ -24,7 +25,7 @@ from autoplan.inputs.model import ModelSpec
 
 RULES = ("layer coverage", "stage order", "TP", "devices", "device disjointness",
          "TP inside fast domains", "replicas", "placement", "memory headroom", "SLO",
-         "device budget", "request rate", "uniform TP")
+         "device budget", "request rate", "uniform TP", "expert parallelism")
 """Rule names: every violation starts with one of them and a colon."""
 
 SLO_TOL = 1e-9
@@ -59,11 +60,25 @@ def tp_degree(where: str, model: ModelSpec, tp: int) -> list[str]:
     return []
 
 
+def ep_degree(where: str, model: ModelSpec, size: int, dp: int, ep: int) -> list[str]:
+    """Attention DP and EP degrees a stage of ``size`` devices can run: ``dp`` dividing
+    the devices, MoE models only, ``ep`` dividing the devices and the experts."""
+    if dp < 1 or size % dp:
+        return [f"expert parallelism: {where}: attention DP {dp} does not divide its "
+                f"{size} devices"]
+    try:
+        check_ep(model, size // dp, dp, ep)
+    except InputError as e:
+        return [f"expert parallelism: {where}: {e}"]
+    return []
+
+
 def tp_group(name: str, where: str, devices: Iterable[str], kind: str, topo: Topology,
-             domain_of: dict[str, int], seen: set[str]) -> tuple[list[str], bool]:
-    """One TP group: known devices of its kind, none used twice in ``name`` (``seen``
-    collects them), all inside one fast domain. The flag is False when a device is
-    unknown (nothing more can be checked)."""
+             domain_of: dict[str, int], seen: set[str], ranks: int = 1) -> tuple[list[str], bool]:
+    """One stage's devices: known devices of its kind, none used twice in ``name``
+    (``seen`` collects them), each of its ``ranks`` data-parallel TP groups (consecutive
+    slices) inside one fast domain. The flag is False when a device is unknown (nothing
+    more can be checked)."""
     errs: list[str] = []
     devices = list(devices)
     for d in devices:
@@ -74,8 +89,14 @@ def tp_group(name: str, where: str, devices: Iterable[str], kind: str, topo: Top
         if d in seen:
             errs.append(f"device disjointness: {d} is used twice in {name}")
         seen.add(d)
-    if len({domain_of[d] for d in devices}) > 1:
-        errs.append(f"TP inside fast domains: {name} {where} spans several fast domains")
+    ranks = max(1, ranks)
+    t = max(1, len(devices) // ranks)
+    for r in range(ranks):
+        if len({domain_of[d] for d in devices[r * t:(r + 1) * t]}) > 1:
+            rank = f" attention-DP rank {r}" if ranks > 1 else ""
+            errs.append(f"TP inside fast domains: {name} {where}{rank} spans several fast "
+                        f"domains")
+            break
     return errs, True
 
 
@@ -89,8 +110,9 @@ def pipeline(name: str, model: ModelSpec, topo: Topology, stages: Sequence[Stage
     seen: set[str] = set()
     for k, s in enumerate(stages):
         errs += tp_degree(f"{name} stage {k}", model, s.tp)
+        errs += ep_degree(f"{name} stage {k}", model, s.size, s.dp, s.ep)
         group_errs, known = tp_group(name, f"stage {k}", s.devices, s.kind, topo, domain_of,
-                                     seen)
+                                     seen, s.dp)
         errs += group_errs
         if not known:
             break
@@ -113,10 +135,40 @@ def uniform_tp(name: str, topo: Topology, stage_kinds: Sequence[str],
     return [why]
 
 
+def engine_parallelism(name: str, topo: Topology, stages: Sequence[StagePlacement],
+                       engine: str | None) -> list[str]:
+    """With an engine, the expert-parallel and attention-DP shapes it runs
+    (``hardware/engine_rules.yaml``): one EP and one DP degree per pipeline on its GPU
+    stages, EP over every device of a stage where the engine requires it (vLLM), attention
+    DP one rank per device where the engine requires it (TensorRT-LLM)."""
+    if engine is None:
+        return []
+    from autoplan.catalog import engine_rules
+
+    er = engine_rules().get(engine)
+    gpu = [s for s in stages if s.kind not in topo.kinds or not topo.kinds[s.kind].own_runtime]
+    errs: list[str] = []
+    for what, vals in (("EP", {s.ep for s in gpu}), ("attention DP", {s.dp for s in gpu})):
+        if len(vals) > 1:
+            errs.append(f"expert parallelism: {name} pipeline mixes {what} "
+                        f"{', '.join(map(str, sorted(vals)))} on its GPU stages, but {engine} "
+                        f"runs one {what} degree per server")
+    for k, s in enumerate(gpu):
+        if er is not None and er.ep_all_devices and s.ep not in (1, s.size):
+            errs.append(f"expert parallelism: {name} stage {k} has EP {s.ep} on {s.size} "
+                        f"devices, but {engine} shards experts over all of them (EP = TP x DP)")
+        if er is not None and er.attention_dp_all_devices and s.dp not in (1, s.size):
+            errs.append(f"expert parallelism: {name} stage {k} has attention DP {s.dp} of TP "
+                        f"{s.tp}, but {engine} runs attention DP with TP 1 per rank")
+    return errs
+
+
 def replicas(name: str, topo: Topology, stage_kinds: Sequence[str], stage_tps: Sequence[int],
              replica_devices: Sequence[Sequence[Sequence[str]]], count: int,
-             domain_of: dict[str, int]) -> list[str]:
-    """Every replica repeats the first replica's stages on devices of its own."""
+             domain_of: dict[str, int], stage_dps: Sequence[int] | None = None) -> list[str]:
+    """Every replica repeats the first replica's stages on devices of its own
+    (``stage_tps`` attention TP degrees of ``stage_dps`` data-parallel ranks each)."""
+    dps = list(stage_dps) if stage_dps is not None else [1] * len(stage_kinds)
     if len(replica_devices) != count:
         return [f"replicas: {name} lists devices of {len(replica_devices)} replicas, "
                 f"not {count}"]
@@ -127,11 +179,12 @@ def replicas(name: str, topo: Topology, stage_kinds: Sequence[str], stage_tps: S
             errs.append(f"replicas: {name} replica {r} has {len(groups)} stages, "
                         f"not {len(stage_kinds)}")
             continue
-        for k, (g, kind, tp) in enumerate(zip(groups, stage_kinds, stage_tps)):
-            if len(g) != tp:
-                errs.append(f"TP: {name} replica {r} stage {k} has {len(g)} devices, not {tp}")
+        for k, (g, kind, tp, dp) in enumerate(zip(groups, stage_kinds, stage_tps, dps)):
+            if len(g) != tp * dp:
+                errs.append(f"TP: {name} replica {r} stage {k} has {len(g)} devices, not "
+                            f"{tp * dp}")
             group_errs, known = tp_group(name, f"replica {r} stage {k}", g, kind, topo,
-                                         domain_of, seen)
+                                         domain_of, seen, dp)
             errs += group_errs
             if not known:
                 return errs

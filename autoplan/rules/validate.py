@@ -78,8 +78,10 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
         for k, s in enumerate(phase.stages):
             if s.index != k:
                 errors.append(f"stage order: {name} stage {k} has index {s.index}")
-            if s.tp != len(s.devices):
-                errors.append(f"TP: {name} stage {k} has tp {s.tp} but {len(s.devices)} devices")
+            if s.tp * s.attention_dp != len(s.devices):
+                dp = f" x attention_dp {s.attention_dp}" if s.attention_dp > 1 else ""
+                errors.append(f"TP: {name} stage {k} has tp {s.tp}{dp} but {len(s.devices)} "
+                              f"devices")
         errors += rules.pipeline(name, ctx.model, ctx.topo, stages, domain_of)
     for name in ("prefill", "decode"):
         phase = plan.phase(name)
@@ -87,9 +89,12 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
             errors.append(f"replicas: {name} replica 0 devices differ from its stages' devices")
         errors += rules.uniform_tp(name, ctx.topo, [s.device_kind for s in phase.stages],
                                    [s.tp for s in phase.stages], plan.inputs.engine)
+        errors += rules.engine_parallelism(name, ctx.topo, ctx.pre if name == "prefill"
+                                           else ctx.dec, plan.inputs.engine)
         errors += rules.replicas(name, ctx.topo, [s.device_kind for s in phase.stages],
                                  [s.tp for s in phase.stages], phase.replica_devices,
-                                 phase.replicas, domain_of)
+                                 phase.replicas, domain_of,
+                                 [s.attention_dp for s in phase.stages])
     same = (ctx.pre == ctx.dec
             and plan.prefill.replica_devices == plan.decode.replica_devices)
     errors += rules.pools(plan.placement, _devices(plan.prefill), _devices(plan.decode), same)

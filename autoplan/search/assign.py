@@ -51,21 +51,35 @@ def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]],
         for r in range(replicas[p]):
             for s_i, (_, cfg, _) in enumerate(seq):
                 c = t.configs[cfg]
-                demands.append((-c.tp, p_i, r, s_i, p, c))
+                demands.append((-c.size, p_i, r, s_i, p, c))
     demands.sort(key=lambda d: d[:4])
     out = {p: [[()] * len(seq) for _ in range(replicas[p])] for p, seq in pools.items()}
     free = FreeDevices(t.topo)
     for cls in t.classes:
         items = [d for d in demands if d[5].cls == cls.index]
-        sizes = [d[5].tp for d in items]
-        where = _pack(sizes, cls.domain_size, len(cls.domains))
+        # Groups over whole domains (expert-parallel stages wider than a domain) first,
+        # on consecutive free domains; the other groups pack into the domains left.
+        doms = list(cls.domains)
+        for d in [d for d in items if d[5].size > cls.domain_size]:
+            k = d[5].size // cls.domain_size
+            if len(doms) < k:
+                raise InfeasibleError(f"cannot place a group of {d[5].size} {cls.kind} devices "
+                                      f"over whole domains of {cls.domain_size}", "devices")
+            group = tuple(x for dom in doms[:k] for x in dom.devices)
+            assert free.claim(group)
+            doms = doms[k:]
+            _, _, r, s_i, p, _ = d
+            out[p][r][s_i] = group
+        items = [d for d in items if d[5].size <= cls.domain_size]
+        sizes = [d[5].size for d in items]
+        where = _pack(sizes, cls.domain_size, len(doms))
         if where is None:
             raise InfeasibleError(
                 f"cannot pack TP groups of {sorted(set(sizes))} {cls.kind} devices into "
                 f"{len(cls.domains)} domains of {cls.domain_size}", "devices")
         for d, k in zip(items, where):
             _, _, r, s_i, p, c = d
-            group = free.take(cls.domains[k], c.tp, aligned=False)
+            group = free.take(doms[k], c.size, aligned=False)
             assert group is not None  # _pack keeps every domain within its size
             out[p][r][s_i] = group
     return out
@@ -162,13 +176,20 @@ class FreeDevices:
 
 @dataclass
 class StageSpec:
-    """A stage to place: layers, kind, TP, and devices it keeps (None: find a block)."""
+    """A stage to place: layers, kind, TP, and devices it keeps (None: find a block);
+    ``dp`` attention ranks of ``tp`` devices and ``ep`` expert ranks (MoE models)."""
 
     first: int
     end: int
     kind: str
     tp: int
     prefer: tuple[str, ...] | None = None
+    dp: int = 1
+    ep: int = 1
+
+    @property
+    def size(self) -> int:
+        return self.tp * self.dp
 
 
 def place(topo: Topology, pools: list[list[StageSpec]]
@@ -191,22 +212,23 @@ def place(topo: Topology, pools: list[list[StageSpec]]
     todo = []
     for pi, p in enumerate(uniq):
         for si, s in enumerate(p):
-            if s.prefer is not None and len(s.prefer) == s.tp and free.claim(s.prefer):
+            if s.prefer is not None and len(s.prefer) == s.size and free.claim(s.prefer):
                 got[pi, si] = s.prefer
                 own[pi].update(s.prefer)
             else:
-                todo.append((-s.tp, pi, si))
+                todo.append((-s.size, pi, si))
     for _, pi, si in sorted(todo):
         s = uniq[pi][si]
-        blk = free.block(s.kind, s.tp)
+        blk = free.block(s.kind, s.size)
         if blk is None:
             violations.append(_why_not(topo, free, s))
-            blk = free.pricing_block(s.kind, s.tp, own[pi])
+            blk = free.pricing_block(s.kind, s.size, own[pi])
             if blk is None:  # not even the whole topology holds this pipeline
                 return None, list(dict.fromkeys(violations))
         got[pi, si] = blk
         own[pi].update(blk)
-    placed = [[StagePlacement(s.first, s.end, s.kind, got[pi, si]) for si, s in enumerate(p)]
+    placed = [[StagePlacement(s.first, s.end, s.kind, got[pi, si], s.dp, s.ep)
+               for si, s in enumerate(p)]
               for pi, p in enumerate(uniq)]
     out = [placed[next(k for k, q in enumerate(uniq) if q is p)] for p in pools]
     return out, list(dict.fromkeys(violations))
@@ -217,10 +239,10 @@ def _why_not(topo: Topology, free: FreeDevices, s: StageSpec) -> str:
     dom = topo.max_fast_domain(s.kind)
     if dom == 0:
         return f"devices: the topology has no {s.kind} devices"
-    if s.tp > dom:
-        return (f"TP inside fast domains: TP {s.tp} exceeds the fast domain of {dom} "
+    if s.size > dom:
+        return (f"TP inside fast domains: TP {s.size} exceeds the fast domain of {dom} "
                 f"{s.kind} devices")
-    return (f"devices: not enough free {s.kind} devices: a TP group of {s.tp} needs an "
+    return (f"devices: not enough free {s.kind} devices: a TP group of {s.size} needs an "
             f"aligned free block in one fast domain; {free.free(s.kind)} of "
             f"{len(topo.devices_of_kind(s.kind))} are free beside this alternative's other "
             f"stages")

@@ -102,6 +102,7 @@ class Menu:
     axes: Axes
     uniform_tp: bool
     base: Tables  # tables at the lower ends (inventory, configs, the KV link)
+    engine: str | None = None  # the expert-parallel shapes its engine runs
     # A colocated replica holds B sequences and prefills P of them at a time; its
     # prefill batch stays at the lower end (1 unless given): P <= B, and in-flight
     # batching replaces it by the engine's chunked-prefill budget.
@@ -123,7 +124,7 @@ class Menu:
             work = replace(self.work, batch=b, prefill_batch=p)
             self._tables[key] = build_tables(self.model, self.topo, work, (pool,),
                                              packing=False, lower=False,
-                                             uniform_tp=self.uniform_tp)
+                                             uniform_tp=self.uniform_tp, engine=self.engine)
         return self._tables[key]
 
     def front(self, pool: str, osl: int, limits: Limits,
@@ -247,7 +248,8 @@ def pareto(designs: list[Design]) -> list[Design]:
 
 def build_menu(model: ModelSpec, topo: Topology, work: Workload, pools: tuple[str, ...],
                uniform_tp: bool, searched: tuple[str, ...],
-               max_devices: int | None, most: tuple[int, int] | None = None) -> Menu:
+               max_devices: int | None, most: tuple[int, int] | None = None,
+               engine: str | None = None) -> Menu:
     """The menu over the batch sizes ``searched`` (``"batch"``, ``"prefill_batch"``):
     searched ones from 1 to the memory bound of :func:`batch_limits` (``most``: other
     upper ends, for tests), the others fixed at ``work``'s values."""
@@ -256,8 +258,8 @@ def build_menu(model: ModelSpec, topo: Topology, work: Workload, pools: tuple[st
     p = (1, p_hi) if "prefill_batch" in searched else (work.pb, work.pb)
     base_work = replace(work, batch=b[0], prefill_batch=p[0])
     base = build_tables(model, topo, base_work, pools, packing=False, lower=False,
-                        uniform_tp=uniform_tp)
-    return Menu(model, topo, base_work, Axes(b, p), uniform_tp, base)
+                        uniform_tp=uniform_tp, engine=engine)
+    return Menu(model, topo, base_work, Axes(b, p), uniform_tp, base, engine=engine)
 
 
 def chosen_work(work: Workload, designs: dict[str, Design]) -> Workload:

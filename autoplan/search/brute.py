@@ -40,11 +40,11 @@ def pipelines(t: Tables, pool: str) -> list[Pipeline]:
         return 1 <= ln <= tab.max_len[ROLES.index(role), c]
 
     def make(stages: list[tuple[str, int, int]]) -> None:
-        if len({t.configs[c].tp for _, c, _ in stages if t.governed(c)}) > 1:
+        if len({t.configs[c].shape for _, c, _ in stages if t.governed(c)}) > 1:
             return  # an engine runs one TP degree per pipeline
         usage = [0] * len(t.classes)
         for _, c, _ in stages:
-            usage[t.configs[c].cls] += t.configs[c].tp
+            usage[t.configs[c].cls] += t.configs[c].size
         if any(u > k for u, k in zip(usage, cap)):
             return
         times = []
@@ -70,7 +70,7 @@ def pipelines(t: Tables, pool: str) -> list[Pipeline]:
 
         base = [0] * len(t.classes)
         for c in (cf, cl):
-            base[t.configs[c].cls] += t.configs[c].tp
+            base[t.configs[c].cls] += t.configs[c].size
         if any(u > k for u, k in zip(base, cap)):
             continue
 
@@ -80,7 +80,7 @@ def pipelines(t: Tables, pool: str) -> list[Pipeline]:
                 return
             for j in range(i, len(mids)):
                 c, ln = mids[j]
-                k, tp = t.configs[c].cls, t.configs[c].tp
+                k, tp = t.configs[c].cls, t.configs[c].size
                 if ln <= left and usage[k] + tp <= cap[k]:  # prune: inventory exhausted
                     usage[k] += tp
                     rec(j, left - ln, chosen + [("mid", c, ln)], usage)

@@ -20,8 +20,10 @@ def _packing(m: Any, t: Tables, models: list[Any]) -> None:
         for pmod in models:
             for g in pmod.groups:
                 cfg = t.configs[g.cfg]
-                if cfg.cls == cls.index:
-                    groups[cfg.tp].append(g.count)
+                # groups over whole domains (sizes above n) are counted by the usage rows,
+                # exact beside sizes that divide n (tables.ep_shapes ``across``)
+                if cfg.cls == cls.index and cfg.size <= n:
+                    groups[cfg.size].append(g.count)
         if not any(groups.values()):
             continue
         bins = len(cls.domains)

@@ -118,7 +118,7 @@ def _plan(req: Request) -> Plan:
     if objective != "latency":
         return _replicated(m, topo, inputs, modes, pools_needed, req)
     tables = build_tables(m, topo, work, pools_needed, packing=True, lower=True,
-                          uniform_tp=uniform_tp(req.engine))
+                          uniform_tp=uniform_tp(req.engine), engine=req.engine)
     limits = Limits(
         ttft_slo_t=_slo_t(ttft_slo_ms, tables), tpot_slo_t=_slo_t(tpot_slo_ms, tables),
         time_limit_s=time_limit_s, progress=progress, max_devices=max_devices,
@@ -132,7 +132,7 @@ def _replicated(m: ModelSpec, topo: Topology, inputs: PlanInputs, modes: list[st
     searched (:mod:`autoplan.search.batches`), then the designs and replica counts."""
     osl, objective = req.osl, req.objective
     menu = build_menu(m, topo, req.workload, pools, uniform_tp(req.engine), req.searched,
-                      req.max_devices)
+                      req.max_devices, engine=req.engine)
     limits = Limits(
         ttft_slo_t=_slo_t(req.ttft_slo_ms, menu.t), tpot_slo_t=_slo_t(req.tpot_slo_ms, menu.t),
         time_limit_s=req.time_limit_s, progress=req.progress, max_devices=req.max_devices,
@@ -282,7 +282,8 @@ def _place_all(t: Tables, mode: str, choices: dict[str, list[StageChoice]],
         stages, start = [], 0
         for (role, cfg, ln), devs in zip(seq, groups[p][0]):
             layers = t.layers_of(role, ln)
-            stages.append(StagePlacement(start, start + layers, t.configs[cfg].kind, devs))
+            c = t.configs[cfg]
+            stages.append(StagePlacement(start, start + layers, c.kind, devs, c.dp, c.ep))
             start += layers
         placed[p] = stages
     return placed, groups
@@ -316,7 +317,7 @@ def _balance(m: ModelSpec, topo: Topology, work, mode: str,
         lens[j] += 1
         out, start = [], 0
         for s, n in zip(stages, lens):
-            out.append(StagePlacement(start, start + n, s.kind, s.devices))
+            out.append(StagePlacement(start, start + n, s.kind, s.devices, s.dp, s.ep))
             start += n
         return out
 
@@ -376,12 +377,12 @@ def _finish(m: ModelSpec, topo: Topology, work: Workload, inputs: PlanInputs, mo
 
     def phase(name: str, pool: str, stages: list[StagePlacement], time_ms: float) -> PhasePlan:
         return PhasePlan(
-            replicas=replicas[pool], devices=sum(s.tp for s in stages), time_ms=time_ms,
+            replicas=replicas[pool], devices=sum(s.size for s in stages), time_ms=time_ms,
             bottleneck=fig.phase_bottleneck[name],
             requests_per_s=fig.phase_requests_per_s[name],
             bubble_fraction=fig.bubble_fraction[name],
             stages=[Stage(index=k, layers=(s.first, s.end), device_kind=s.kind, tp=s.tp,
-                          devices=list(s.devices), time_ms=fig.stage_ms[name][k],
+                          ep=s.ep, attention_dp=s.dp, devices=list(s.devices), time_ms=fig.stage_ms[name][k],
                           memory_fraction=fig.stage_fraction[name][k],
                           bottleneck=fig.stage_bottleneck[name][k])
                     for k, s in enumerate(stages)],

@@ -135,10 +135,10 @@ class _PoolModel:
         by: dict[int, list] = {}
         for g in self.groups:
             if t.governed(g.cfg):
-                by.setdefault(t.configs[g.cfg].tp, []).append(g.count)
+                by.setdefault(t.configs[g.cfg].shape, []).append(g.count)
         if len(by) < 2:
             return
-        pick = {tp: self.m.new_bool_var(self._name("tp", tp)) for tp in by}
+        pick = {tp: self.m.new_bool_var(self._name("tp", *tp)) for tp in by}
         self.m.add_exactly_one(pick.values())
         for tp, counts in by.items():
             for n in counts:
@@ -284,7 +284,7 @@ class _PoolModel:
         out: list = [0] * len(self.t.classes)
         for g in self.groups:
             cfg = self.t.configs[g.cfg]
-            out[cfg.cls] += cfg.tp * g.count
+            out[cfg.cls] += cfg.size * g.count
         return out
 
     def kinds_used(self) -> list[cp_model.IntVar]:

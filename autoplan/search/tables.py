@@ -66,8 +66,20 @@ class Config:
     index: int
     cls: int
     kind: str
-    tp: int
-    group: tuple[str, ...]  # a representative TP group (all are priced alike)
+    tp: int  # attention TP of one data-parallel rank
+    group: tuple[str, ...]  # a representative group (all are priced alike)
+    dp: int = 1  # data-parallel attention ranks (MoE models)
+    ep: int = 1  # expert-parallel degree of the MoE layers
+
+    @property
+    def size(self) -> int:
+        """Devices of one stage on this config (its group): ``tp * dp``."""
+        return self.tp * self.dp
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(tp, dp, ep): what an engine runs one of per pipeline."""
+        return self.tp, self.dp, self.ep
 
 
 @dataclass
@@ -185,12 +197,14 @@ def _patterns(tps: list[int], n: int, limit: int) -> list[tuple[int, ...]] | Non
     return out if go(0, n, []) else None
 
 
-def build_configs(model: ModelSpec, classes: list[DeviceClass], packing: bool = False
-                  ) -> tuple[list[Config], dict[int, Packing]]:
+def build_configs(model: ModelSpec, classes: list[DeviceClass], packing: bool = False,
+                  engine: str | None = None) -> tuple[list[Config], dict[int, Packing]]:
     """Configs per class, and how their groups pack. ``packing``: every TP the model
     allows up to the domain size (TP 16/32/64 in a 72-GPU domain, TP 3 in 6 or 8),
     inventory checked exactly by :class:`Packing`; else only TP dividing the domain
-    size (the replica fronts count devices, which is exact only then)."""
+    size (the replica fronts count devices, which is exact only then). MoE models add
+    the expert-parallel configs of :func:`ep_shapes` on the same group sizes (so the
+    packing of sizes is unchanged); ``engine`` keeps the shapes it runs."""
     out: list[Config] = []
     packs: dict[int, Packing] = {}
     for c in classes:
@@ -208,22 +222,75 @@ def build_configs(model: ModelSpec, classes: list[DeviceClass], packing: bool = 
         packs[c.index] = Packing(tuple(tps), None if pats is None else tuple(pats))
         for t in tps:
             out.append(Config(len(out), c.index, c.kind, t, c.domains[0].devices[:t]))
+        for size in tps:
+            for tp, dp, ep in ep_shapes(model, size, engine):
+                out.append(Config(len(out), c.index, c.kind, tp, c.domains[0].devices[:size],
+                                  dp, ep))
+        if not packing:
+            for k in range(2, len(c.domains) + 1):
+                for tp, dp, ep in ep_shapes(model, k * n, engine, across=True):
+                    group = tuple(d for dom in c.domains[:k] for d in dom.devices)
+                    out.append(Config(len(out), c.index, c.kind, tp, group, dp, ep))
     return out, packs
+
+
+def ep_shapes(model: ModelSpec, size: int, engine: str | None = None, across: bool = False
+              ) -> list[tuple[int, int, int]]:
+    """(tp, dp, ep) shapes of a stage of ``size`` devices beside plain TP ``size``, for an
+    MoE model: experts over all ``size`` devices (EP = size, as vLLM's
+    ``--enable-expert-parallel`` runs it and SGLang's and TensorRT-LLM's wide-EP recipes),
+    attention on ``dp`` > 1 ranks of TP ``tp`` (``tp * dp = size``, ``tp`` a valid TP). One
+    group of ``size`` devices inside one fast domain, like a TP group. With ``engine``,
+    the shapes its rules allow (``hardware/engine_rules.yaml``).
+
+    EP under TP attention (``dp = 1``) is priced by ``estimate`` and ``validate`` but not
+    searched: its expert kernels run on every token of the TP group, and the fitted vLLM
+    and SGLang MoE parameters underprice those rows at prefill sizes (vLLM on H100, 4096
+    tokens at EP 8: 0.85 ms fitted, 3.42 ms measured in
+    ``hardware/data/aic-kernels/moe.csv.gz``), which would make the planner pick it
+    where the measurements say TP is faster.
+
+    ``across``: a group of ``size`` devices over several whole fast domains (attention
+    DP 16 x EP 16 over two 8-GPU nodes, the wide-EP deployments of DeepSeek-V3): TP 1 per
+    rank only (``dp = ep = size``), the all-to-all crossing the network. Such groups take
+    whole domains, so device counting stays exact where every other group size divides
+    the domain (the throughput and devices tables); the latency tables, which pack other
+    sizes exactly, do not offer them."""
+    if model.moe is None or size < 2:
+        return []
+    from autoplan.catalog import engine_rules
+
+    e = model.moe.num_experts
+    if size > e or e % size:
+        return []
+    er = engine_rules().get(engine) if engine is not None else None
+    out = []
+    for tp in [1] if across else valid_tps(model, size):
+        if size % tp:
+            continue
+        dp = size // tp
+        if dp == 1:
+            continue
+        if er is not None and er.attention_dp_all_devices and dp not in (1, size):
+            continue
+        out.append((tp, dp, size))
+    return out
 
 
 def _placement(model: ModelSpec, prefix: int, role: str, length: int,
                cfg: Config) -> StagePlacement:
     L = model.num_layers
+    g, dp, ep = cfg.group, cfg.dp, cfg.ep
     if role == "only":
-        return StagePlacement(0, L, cfg.kind, cfg.group)
+        return StagePlacement(0, L, cfg.kind, g, dp, ep)
     if role == "first":
-        return StagePlacement(0, prefix + length, cfg.kind, cfg.group)
+        return StagePlacement(0, prefix + length, cfg.kind, g, dp, ep)
     if role == "last":
-        return StagePlacement(L - length, L, cfg.kind, cfg.group)
+        return StagePlacement(L - length, L, cfg.kind, g, dp, ep)
     # A middle stage sits strictly between the first stage (which holds layer 0 and the
     # embedding) and the last (the LM head): priced from layer prefix + 1, it carries
     # neither. (Layers of the uniform run cost the same wherever they sit.)
-    return StagePlacement(prefix + 1, prefix + 1 + length, cfg.kind, cfg.group)
+    return StagePlacement(prefix + 1, prefix + 1 + length, cfg.kind, g, dp, ep)
 
 
 LOWER_TICKS_PER_S = 10**11
@@ -234,14 +301,14 @@ from the exact figure, so it is fine (about 1e-7 relative on the shipped cases).
 def build_tables(model: ModelSpec, topo: Topology, work: Workload,
                  pools: tuple[str, ...], force_per_length: bool = False,
                  packing: bool = False, lower: bool = False,
-                 uniform_tp: bool = False) -> Tables:
+                 uniform_tp: bool = False, engine: str | None = None) -> Tables:
     """``packing``: every TP that fits a domain (see :func:`build_configs`).
     ``lower``: lower-bound tables (see :class:`Tables`): the latency search prunes with
-    them and decides on exact figures."""
+    them and decides on exact figures. ``engine``: the expert-parallel shapes it runs."""
     prefix = leading_dense(model)
     units = model.num_layers - prefix
     classes = device_classes(topo)
-    configs, packs = build_configs(model, classes, packing)
+    configs, packs = build_configs(model, classes, packing, engine)
     kinds = list(topo.kind_names)
     tables = Tables(model, topo, work, prefix, units, classes, configs, {},
                     np.zeros((0,)), kinds, packs, lower,
@@ -360,8 +427,8 @@ def _best_hops(t: Tables, ph: str, msg: float, reach: dict, hops: np.ndarray,
     for cfg in t.configs:
         c = t.classes[cfg.cls]
         src = c.domains[0].devices[0]
-        small = min(x.tp for x in t.configs if x.cls == cfg.cls)
-        if cfg.tp + small <= c.domain_size or len(c.domains) == 1:
+        small = min(x.size for x in t.configs if x.cls == cfg.cls)
+        if cfg.size + small <= c.domain_size or len(c.domains) == 1:
             dsts = _devices(c)
         else:
             dsts = [d for dom in c.domains[1:] for d in dom.devices]
@@ -406,7 +473,7 @@ def _kv_table(t: Tables) -> np.ndarray:
                 # bounds: down).
                 T = t.ticks_per_s
                 rnd = (lambda x: max(0, math.floor(x) - 1)) if t.lower else math.ceil
-                b = rnd(per_layer / (cfg.tp * bw) * T)
-                a = rnd((per_layer * t.layers_of(role, 0) / (cfg.tp * bw) + lat) * T)
+                b = rnd(per_layer / (cfg.size * bw) * T)
+                a = rnd((per_layer * t.layers_of(role, 0) / (cfg.size * bw) + lat) * T)
                 kv[r, cfg.index, 1:, kd] = a + b * np.arange(1, U + 1)
     return kv
