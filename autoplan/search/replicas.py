@@ -218,9 +218,10 @@ def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
     (a min-max objective would need products of variables)."""
     kinds = tuple(sorted(decode_kinds))
 
-    def at(cap: int | None) -> SolveResult:
+    def at(cap: int | None, tie_break: bool = False) -> SolveResult:
+        # the steps need only the fewest devices; the answer also the shortest TTFT
         return solve(t, ("prefill",), osl, limits, goal="devices", caps=caps,
-                     decode_kinds=kinds, stage_cap=cap)
+                     decode_kinds=kinds, stage_cap=cap, tie_break=tie_break)
 
     best = at(None)
     n, proved = 1, best.status != "feasible"
@@ -248,6 +249,14 @@ def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
             # The design found may beat the cap: the answer is at most its slowest stage.
             got = design_times(t, "prefill", res.pools["prefill"], decode_kinds)[2]
             hi = min(mid, int(np.searchsorted(values, got, side="left")))
+    if not best.interrupted:  # the fewest devices at the shortest slowest stage found
+        final = at(design_times(t, "prefill", best.pools["prefill"], decode_kinds)[2], True)
+        n += 1
+        if final.status != "infeasible":
+            proved = proved and final.status == "optimal"
+            best = final
+        else:  # the time limit ran out on the tie-break: keep the design, unproven
+            proved = False
     if not proved:
         best.status = "feasible"
     return best, n
@@ -379,7 +388,7 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         dec_start = full
         if len(full) == 1:
             least = solve(t, ("prefill",), osl, dataclasses.replace(limits, progress=False),
-                          goal="devices",
+                          goal="devices", tie_break=False,
                           decode_kinds=tuple(sorted(t.kinds)))
             solves += 1
             if least.status != "infeasible":

@@ -36,7 +36,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ortools.sat.python import cp_model
 
@@ -384,13 +384,13 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
           goal: str = "latency", caps: list[int] | None = None,
           decode_kinds: tuple[str, ...] = (), stage_cap: int | None = None,
           exclude: tuple[tuple[str, tuple[int, ...]], ...] = (),
-          value_cap: int | None = None) -> SolveResult:
+          value_cap: int | None = None, tie_break: bool = True) -> SolveResult:
     """Best pipelines for ``pools`` (see the module docstring for the goals).
 
     ``caps``: devices per class available (default: the whole inventory).
     ``decode_kinds``: for a prefill pool solved alone, the kinds its KV is sent to.
     ``stage_cap``: goal ``devices`` only: no prefill stage longer than this (ticks); the
-    fewest devices, then the shortest TTFT part.
+    fewest devices, then (``tie_break``) the shortest TTFT part.
     """
     m = cp_model.CpModel()
     caps = list(caps) if caps is not None else [c.devices for c in t.classes]
@@ -427,10 +427,11 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     if limits.tpot_slo_t is not None and dec_pool:
         m.add(tpot <= limits.tpot_slo_t)
     if goal == "devices":
-        # Fewest devices first: weigh devices above any TTFT the tables allow.
-        hi = limits.ttft_slo_t if limits.ttft_slo_t is not None else _ttft_bound(t, pools[0])
+        # Fewest devices first, then the shortest TTFT: two solves, each with small
+        # objective coefficients (one weighted objective, devices above any TTFT, made
+        # some wide-EP prefill models 100x slower to prove).
         scale = 1
-        m.minimize((hi + 1) * devices + ttft)
+        m.minimize(devices)
     else:
         if goal == "rate":
             # A colocated replica's time per request: TTFT / prefill_batch + (osl - 1)
@@ -453,6 +454,19 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
                                            presolve=goal == "latency")
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return SolveResult("infeasible", None, None, wall, interrupted=stopped)
+    if goal == "devices" and tie_break and not stopped:
+        fewest = int(round(solver.objective_value))
+        first_optimal = status == cp_model.OPTIMAL
+        m.add(devices <= fewest)
+        m.minimize(ttft)
+        rest = replace(limits, time_limit_s=max(limits.time_limit_s - wall, 1e-3))
+        solver, status, wall2, stopped = _solve(m, scale, rest, t.ticks_per_ms,
+                                                presolve=False)
+        wall += wall2
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):  # time ran out
+            return SolveResult("infeasible", None, None, wall, interrupted=stopped)
+        if not first_optimal:
+            status = cp_model.FEASIBLE
     res = SolveResult(
         "optimal" if status == cp_model.OPTIMAL else "feasible",
         solver.objective_value / scale, solver.best_objective_bound / scale, wall,
@@ -480,12 +494,3 @@ def _nogood(m: cp_model.CpModel, xs: list, vals: tuple[int, ...]) -> None:
         diff.append(b)
     m.add_bool_or(diff)
 
-
-def _ttft_bound(t: Tables, pool: str) -> int:
-    """An upper bound of a pool's TTFT part: every layer on its slowest option."""
-    tab = t.pools[pool]
-    arr = tab.time_t["prefill"]
-    finite = arr[arr < INF]
-    hop = int(tab.hop_t["prefill"].max()) if tab.hop_t["prefill"].size else 0
-    kv = int(t.kv_t.max()) if t.kv_t.size else 0
-    return (int(finite.max()) + hop) * (t.units + 1) + kv if finite.size else 0
