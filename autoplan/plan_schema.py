@@ -43,6 +43,11 @@ class PlanInputs(BaseModel):
     batch: int = Field(ge=1, le=MAX_BATCH, description="sequences decoded together per replica")
     prefill_batch: int | None = Field(
         default=None, ge=1, le=MAX_BATCH, description="prompts prefilled together (absent: batch)")
+    step_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS, description="token budget of one step of a "
+        "colocated server's in-flight batching (prefill chunks and decode tokens); absent: "
+        "the engine's default (hardware/engines.yaml). prefill_batch governs disaggregated "
+        "prefill pools only")
     dtype: DType
     kv_dtype: DType
     objective: Literal["latency", "throughput", "devices"]

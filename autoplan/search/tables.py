@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
 from autoplan.cost.kv import kv_pair_bandwidth, kv_stage_bytes
-from autoplan.cost.pipeline import StagePlacement, memories_for, pool_memory_args, stage_cost
+from autoplan.cost.inflight import largest_pass_tokens, pool_passes
+from autoplan.cost.pipeline import (
+    StagePlacement,
+    memories_for,
+    pool_memory_args,
+    weighted_stage_time_s,
+)
 from autoplan.cost.roofline import (
     activation_message_bytes,
-    phase_shape,
     valid_tps,
 )
 from autoplan.graphs.topology import FastDomain, Topology
@@ -260,11 +266,17 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     # Upper bounds round up; lower bounds round down (and one tick more, against float
     # noise in the two-point affine form).
     rnd = (lambda x: math.floor(x) - 1) if t.lower else math.ceil
-    kv_batch, ctx, tokens = pool_memory_args(pool, work)
     max_len = np.zeros((len(ROLES), C), dtype=np.int64)
     affine = np.zeros((len(ROLES), C), dtype=bool)
     times = {ph: np.full((len(ROLES), C, U + 1), INF, dtype=np.int64) for ph in POOL_PHASES[pool]}
     hops = {ph: np.zeros(C, dtype=np.int64) for ph in POOL_PHASES[pool]}
+    # Each phase's figure is a weighted sum of forward passes: one pass, or a colocated
+    # server's step mix under in-flight batching (None: it cannot sustain the batch).
+    passes = pool_passes(t.topo, work, pool)
+    if passes is None:
+        cross0 = {ph: np.zeros(len(t.classes), dtype=np.int64) for ph in POOL_PHASES[pool]}
+        return PoolTable(pool, times, max_len, hops, affine, cross0)
+    kv_batch, ctx, tokens = pool_memory_args(pool, work, largest_pass_tokens(passes))
     for cfg in t.configs:
         kind = t.topo.kinds[cfg.kind]
         cap = kind.capacity_bytes * work.max_memory_fraction
@@ -292,12 +304,12 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
                 continue
             multi_tier = len(kind.memory_tiers) > 1
             for ph in POOL_PHASES[pool]:
-                shape = phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
                 def exact(ln: int) -> float:
                     st = _placement(model, t.prefix, role, ln, cfg)
                     mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
                                        work.precision)[0]
-                    return stage_cost(model, t.topo, st, shape, work.precision, mem).time_s
+                    return weighted_stage_time_s(model, t.topo, st, passes[ph],
+                                                 work.precision, mem)
                 if role == "only":
                     times[ph][r, cfg.index, U] = max(0, rnd(exact(U) * T))
                     continue
@@ -319,20 +331,46 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     cross = {ph: np.zeros(len(t.classes), dtype=np.int64) for ph in POOL_PHASES[pool]}
     reach: dict[str, dict] = {}  # source device -> paths to every node
     for ph in POOL_PHASES[pool]:
-        shape = phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
-        msg = activation_message_bytes(model, shape, work.precision)
-        if t.lower:
-            _best_hops(t, ph, msg, reach, hops[ph], cross[ph])
-            continue
-        within = [_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach)
-                  for c in t.classes]
-        for cfg in t.configs:
-            hops[ph][cfg.index] = math.ceil(within[cfg.cls] * TICKS_PER_S)
-        for k, ck in enumerate(t.classes):
-            worst = max((_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach)
-                         for j, cj in enumerate(t.classes) if j != k), default=0.0)
-            cross[ph][k] = max(0, math.ceil((worst - within[k]) * TICKS_PER_S))
+        # A weighted sum of passes hands off each pass's activations: the weighted sum of
+        # each pass's bound is a bound of the sum (each pass's worst or best pair).
+        h_sum = np.zeros(C, dtype=float)
+        c_sum = np.zeros(len(t.classes), dtype=float)
+        for w, shape in passes[ph]:
+            h, c = _phase_hops(t, activation_message_bytes(model, shape, work.precision), reach)
+            h_sum += w * h
+            c_sum += w * c
+        # Integer ticks again (the parts already are bounds; 1e-6 tick absorbs float noise
+        # of the weights, so one pass of weight 1 keeps its ticks).
+        fix = (lambda x: np.floor(x + 1e-6)) if t.lower else (lambda x: np.ceil(x - 1e-6))
+        hops[ph][:] = fix(h_sum)
+        cross[ph][:] = np.maximum(0, fix(c_sum))
     return PoolTable(pool, times, max_len, hops, affine, cross)
+
+
+def _phase_hops(t: Tables, msg: float, reach: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Hand-offs of ``msg`` bytes in ticks: into a stage of each config, and the extra of
+    an entry into each class (upper bounds; lower bounds with ``t.lower``)."""
+    hops = np.zeros(len(t.configs), dtype=np.int64)
+    cross = np.zeros(len(t.classes), dtype=np.int64)
+    if t.lower:
+        _best_hops(t, "", msg, reach, hops, cross)
+        return hops, cross
+    within = [_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach)
+              for c in t.classes]
+    for cfg in t.configs:
+        hops[cfg.index] = math.ceil(within[cfg.cls] * TICKS_PER_S)
+    for k, ck in enumerate(t.classes):
+        worst = max((_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach)
+                     for j, cj in enumerate(t.classes) if j != k), default=0.0)
+        cross[k] = max(0, math.ceil((worst - within[k]) * TICKS_PER_S))
+    return hops, cross
+
+
+def colocated_rate(batch: int, ttft_t: int, tpot_t: int, osl: int) -> Fraction:
+    """Requests per second of one colocated replica from its TTFT and TPOT in ticks:
+    ``batch`` slots, each held for TTFT + (osl - 1) TPOT (Little's law; the model of
+    :mod:`autoplan.cost.inflight`, as ``evaluate`` computes it)."""
+    return Fraction(batch * TICKS_PER_S, ttft_t + (osl - 1) * tpot_t)
 
 
 def class_entries(tab: PoolTable, phase: str, classes: list[int]) -> int:
