@@ -7,7 +7,8 @@ validator does, with concrete device ids: a TP group takes, in one fast domain, 
 number of free devices from each of the domain's nodes (the first free ones of each
 node: devices of a node are alike), so stages may share a node, share a domain or
 cross the network. Identical fully-free domains are tried once (they are symmetric).
-Colocated: one pipeline serves both phases; disaggregated: a prefill pipeline, then a
+Colocated: one pipeline serves both phases (in-flight batching: TTFT and TPOT are the
+weighted step mix of :mod:`autoplan.cost.inflight`); disaggregated: a prefill pipeline, then a
 decode pipeline on the devices left. Objective: ``TTFT + (osl - 1) * TPOT`` (ms), then
 fewer devices; SLOs as hard limits. Pruning is by partial sums only (every term is
 non-negative), so the search is exact. The winner is re-priced by
@@ -24,8 +25,9 @@ from dataclasses import dataclass
 from autoplan.catalog import topology_from_spec
 from autoplan.cost.evaluate import evaluate
 from autoplan.cost.kv import kv_stage_time_s
-from autoplan.cost.pipeline import StagePlacement, pool_memory_args, stage_cost
-from autoplan.cost.roofline import activation_message_bytes, phase_shape, stage_memory, valid_tps
+from autoplan.cost.inflight import largest_pass_tokens, pool_passes
+from autoplan.cost.pipeline import StagePlacement, pool_memory_args, weighted_stage_time_s
+from autoplan.cost.roofline import activation_message_bytes, stage_memory, valid_tps
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec, model_from_config
 from autoplan.inputs.topology import TopologySpec
@@ -71,16 +73,20 @@ class _Search:
                 nodes.setdefault(self.node_of[d], []).append(d)
             self.domains.append((dom.kind, list(nodes.values())))
         self.tps = {k: valid_tps(model, topo.max_fast_domain(k)) for k in topo.kind_names}
-        self.shapes = {ph: phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
-                       for ph in ("prefill", "decode")}
-        self.msg = {ph: activation_message_bytes(model, self.shapes[ph], work.precision)
-                    for ph in ("prefill", "decode")}
+        # Per pool and phase, the weighted forward passes of its figure (a colocated pool's
+        # in-flight step mix; None: it cannot sustain the batch) and their messages.
+        self.passes = {pool: pool_passes(topo, work, pool)
+                       for pool in ("prefill", "decode", "colocated")}
+        self.msgs = {pool: {ph: [(w, activation_message_bytes(model, sh, work.precision))
+                                 for w, sh in ps] for ph, ps in passes.items()}
+                     for pool, passes in self.passes.items() if passes is not None}
 
     # -- pricing (the functions evaluate uses) ----------------------------------------
     def fits(self, pool: str, a: int, b: int, kind: str, tp: int):
         key = (pool, a, b, kind, tp)
         if key not in self._mem:
-            kv_batch, ctx, tokens = pool_memory_args(pool, self.work)
+            kv_batch, ctx, tokens = pool_memory_args(pool, self.work,
+                                                     largest_pass_tokens(self.passes[pool]))
             k = self.topo.kinds[kind]
             mem = stage_memory(self.model, k, tp, range(a, b), a == 0, b == self.L, kv_batch,
                                ctx, tokens, self.work.precision)
@@ -94,8 +100,9 @@ class _Search:
         if key not in self._stage:
             st = StagePlacement(a, b, kind, devs)
             mem = self.fits(pool, a, b, kind, len(devs))
-            self._stage[key] = stage_cost(self.model, self.topo, st, self.shapes[ph],
-                                          self.work.precision, mem).time_s
+            self._stage[key] = weighted_stage_time_s(self.model, self.topo, st,
+                                                     self.passes[pool][ph],
+                                                     self.work.precision, mem)
         return self._stage[key]
 
     # -- device groups ------------------------------------------------------------------
@@ -180,7 +187,8 @@ class _Search:
                     for devs in self.groups(kind, tp, busy):
                         dt = {}
                         for ph in phases:
-                            hop = (self.topo.p2p_time_s(prev, devs[0], self.msg[ph])
+                            hop = (sum(w * self.topo.p2p_time_s(prev, devs[0], msg)
+                                       for w, msg in self.msgs[pool][ph])
                                    if prev is not None else 0.0)
                             dt[ph] = self.stage_time(pool, ph, a, b, kind, devs) + hop
                         np_, nd = t_pre + dt.get("prefill", 0.0), t_dec + dt.get("decode", 0.0)
@@ -224,6 +232,8 @@ def exhaustive(model: ModelSpec, topo: Topology, work: Workload, placement: str 
     if len(topo.devices) < 2 and "disaggregated" in modes:
         modes.remove("disaggregated")
     for mode in modes:
+        if mode == "colocated" and s.passes["colocated"] is None:
+            continue  # the step budget cannot sustain the batch in one server
         s.run(mode)
     if s.best_plan is None:
         return None
