@@ -182,3 +182,28 @@ def test_colocated_plans_that_meet_tpot_include_the_interference():
     p = _colocated_plan(32, 30.0)
     assert p.tpot_ms <= 30.0 and validate(p).ok
     assert p.tpot_ms > _figs("vllm", 4000, 500, 32)[1].tpot_ms
+
+
+def test_the_plan_records_its_step_budget_and_exports_it():
+    """A colocated plan says the in-flight step budget it was priced with; TensorRT-LLM's
+    server runs that budget (``max_num_tokens``), not the old prompt-batch size."""
+    import yaml
+
+    from autoplan.export import export
+
+    p = _colocated_plan(32, 30.0)
+    assert p.inputs.step_tokens == 8192  # vLLM's default on H200 (hardware/engines.yaml)
+    files = export(p, "trtllm").files
+    opts = yaml.safe_load(next(v for k, v in files.items() if k.startswith("extra-llm-api")))
+    assert opts["max_num_tokens"] == p.inputs.step_tokens
+    # A budget set in the plan is the one validate reprices with: a smaller one slows
+    # the prompts' chunks (more steps per prompt) and the figures no longer match.
+    small = p.model_copy(update={"inputs": p.inputs.model_copy(update={"step_tokens": 1024})})
+    rep = validate(small)
+    assert not rep.ok and rep.figures.ttft_ms > p.ttft_ms
+
+
+def test_the_planner_names_the_step_budget_when_it_binds():
+    with pytest.raises(InfeasibleError, match="step budget: .*cannot sustain its prompt flow"):
+        plan("meta-llama/Llama-3.1-8B", "h200-x8", isl=4000, osl=20, batch=200,
+             placement="colocated", objective="throughput", engine="vllm")
