@@ -35,7 +35,9 @@ Separate prefill steps (SGLang by default, ``--enable-mixed-chunk`` off): a prom
 ``n = ceil(isl / N)`` chunks run as steps of their own, the running decodes wait; every
 decode step of ``B`` sequences is followed on average by ``(B - 1) n / (osl - 1)`` prefill
 steps of other prompts. TPOT = ``T_dec + (B - 1) n / (osl - 1) T_chunk``; TTFT = ``n
-T_chunk`` plus the wait.
+T_chunk`` plus the wait. Each prefill step carries one prompt's chunk (SGLang packs
+waiting prompts into one prefill batch up to the budget; with several prompts per decode
+step, that is cheaper than priced here by the weight reads of the steps saved).
 
 Queueing model of TTFT at the planned load: requests arrive deterministically (evenly
 spaced) at the planned rate, at most the replica's rate ``B / (TTFT + (osl - 1) TPOT)``,
