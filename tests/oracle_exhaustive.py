@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from autoplan.catalog import topology_from_spec
 from autoplan.cost.evaluate import evaluate
-from autoplan.cost.kv import kv_stage_time_s
 from autoplan.cost.inflight import largest_pass_tokens, pool_passes
+from autoplan.cost.kv import kv_stage_time_s
 from autoplan.cost.pipeline import StagePlacement, pool_memory_args, weighted_stage_time_s
 from autoplan.cost.roofline import activation_message_bytes, stage_memory, valid_tps
 from autoplan.graphs.topology import Topology

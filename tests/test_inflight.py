@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from functools import cache
+from itertools import pairwise
 
 import pytest
 
@@ -72,10 +73,10 @@ def test_tpot_grows_with_isl_over_osl_and_tends_to_pure_decode(engine):
     for osl in (2000, 1000, 500, 250, 125):
         colo, pure = _figs(engine, 4000, osl, 32)
         extra.append(colo.tpot_ms - pure.tpot_ms)
-    assert all(a < b for a, b in zip(extra, extra[1:]))
+    assert all(a < b for a, b in pairwise(extra))
     # Longer prompts at a fixed output: more prefill per request, slower steps.
     tp = [_figs(engine, isl, 500, 32)[0].tpot_ms for isl in (500, 2000, 4000, 8000)]
-    assert all(a < b for a, b in zip(tp, tp[1:]))
+    assert all(a < b for a, b in pairwise(tp))
     # osl -> infinity: the prompts' share of the steps vanishes.
     colo, pure = _figs(engine, 4000, 400_000, 32)
     assert colo.tpot_ms == pytest.approx(pure.tpot_ms, rel=2e-3)

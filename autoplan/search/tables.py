@@ -23,8 +23,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from autoplan.cost.kv import kv_pair_bandwidth, kv_stage_bytes
 from autoplan.cost.inflight import largest_pass_tokens, pool_passes
+from autoplan.cost.kv import kv_pair_bandwidth, kv_stage_bytes
 from autoplan.cost.pipeline import (
     StagePlacement,
     memories_for,
