@@ -48,6 +48,11 @@ class PlanInputs(BaseModel):
         "colocated server's in-flight batching (prefill chunks and decode tokens); absent: "
         "the engine's default (hardware/engines.yaml). prefill_batch governs disaggregated "
         "prefill pools only")
+    searched: list[Literal["batch", "prefill_batch"]] = Field(
+        default_factory=list, max_length=2, description="the batch sizes the planner chose "
+        "(throughput and devices objectives without --batch / --prefill-batch; a "
+        "colocated pool has no prefill batch: in-flight batching chunks its prompts); "
+        "batch and prefill_batch hold the values chosen")
     dtype: DType
     kv_dtype: DType
     objective: Literal["latency", "throughput", "devices"]
@@ -129,11 +134,12 @@ class Plan(BaseModel):
                               "(unknown) when no bound is proven")
     solve_seconds: float
     stop_reason: Literal["completed", "time_limit", "interrupted", "front_limit",
-                         "link_bound", "iteration_limit"] = Field(
+                         "link_bound", "iteration_limit", "batch_bound"] = Field(
         default="completed", description="why the search ended: completed (status optimal "
         "or infeasible), the time limit, Ctrl-C, the cap on designs per front, the cap on "
-        "exact checks of the latency search (iteration_limit), or the KV "
-        "link budget binding (replica designs that widen the link are not enumerated, so "
+        "exact checks of the latency search (iteration_limit), a batch size whose "
+        "stage times fell below a smaller batch's (batch_bound: the batch search's bound "
+        "does not hold, none is known), or the KV link budget binding (replica designs that widen the link are not enumerated, so "
         "the choice is not proven)")
     ttft_ms: float
     tpot_ms: float

@@ -76,12 +76,19 @@ def test_devices_objective_reaches_the_rate_with_the_fewest_devices():
 
 
 def test_prefill_batch_sets_the_prefill_pass():
-    big = _plan(batch=8, objective="throughput", placement="disaggregated", **SLO)
+    big = _plan(batch=8, prefill_batch=8, objective="throughput", placement="disaggregated",
+                **SLO)
     one = _plan(batch=8, prefill_batch=1, objective="throughput", placement="disaggregated",
                 **SLO)
     # One prompt per pass: the pass is shorter (TTFT), decode is unchanged.
     assert one.ttft_ms < big.ttft_ms
     assert one.inputs.prefill_batch == 1 and validate(one).ok
+    assert big.inputs.searched == one.inputs.searched == []
+    # Not given, the prefill batch is a decision: no worse than either fixed one.
+    free = _plan(batch=8, objective="throughput", **SLO)
+    assert free.inputs.searched == ["prefill_batch"] or free.placement == "colocated"
+    assert free.objective >= max(big.objective, one.objective) * (1 - 1e-9)
+    assert validate(free).ok
 
 
 def test_prefill_batch_does_not_govern_a_colocated_pool():

@@ -68,8 +68,8 @@ def plan_cmd(
     topology: str = O.TOPOLOGY,
     isl: int = O.ISL,
     osl: int = O.OSL,
-    batch: int = O.BATCH,
-    prefill_batch: int | None = O.PREFILL_BATCH,
+    batch: int | None = O.PLAN_BATCH,
+    prefill_batch: int | None = O.PLAN_PREFILL_BATCH,
     dtype: O.DType = O.DTYPE,
     kv_dtype: O.DType | None = O.KV_DTYPE,
     objective: O.Objective = O.OBJECTIVE,
@@ -207,77 +207,6 @@ def chart_cmd(
         typer.echo(str(path))
 
 
-@app.command("pareto")
-def pareto_cmd(
-    model: str = O.MODEL,
-    topology: str = O.TOPOLOGY,
-    isl: int = O.ISL,
-    osl: int = O.OSL,
-    batch: int = O.BATCH,
-    prefill_batch: int | None = O.PREFILL_BATCH,
-    dtype: O.DType = O.DTYPE,
-    kv_dtype: O.DType | None = O.KV_DTYPE,
-    placement: O.Placement = O.PLACEMENT,
-    ttft_slo_ms: str | None = typer.Option(None, "--ttft-slo-ms", metavar="MS,MS,...",
-                                           help="TTFT limits to sweep: 200,500"),
-    tpot_slo_ms: str | None = typer.Option(None, "--tpot-slo-ms", metavar="MS,MS,...",
-                                           help="TPOT limits to sweep: 10,20,40"),
-    max_devices: str | None = typer.Option(None, "--max-devices", metavar="N,N,...",
-                                           help="device budgets to sweep: 1,2,4,8"),
-    max_memory_fraction: float = O.MAX_MEMORY_FRACTION,
-    time_limit_s: float = typer.Option(30.0, "--time-limit-s", metavar="SECONDS",
-                                      help="solver time limit per point"),
-    nodes: int | None = O.NODES,
-    network: str | None = O.NETWORK,
-    engine: O.Engine = O.ENGINE,
-    profile: str | None = O.PROFILE,
-    workers: int | None = typer.Option(None, "--workers", metavar="N",
-                                       help="processes (default: CPUs)"),
-    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
-                                   help="solve the points on this Ray cluster (as sweep "
-                                        "--ray); needs pip install 'autoplan[ray]'"),
-    out: str = typer.Option("pareto", "--out", metavar="DIR",
-                            help="directory for pareto.csv and the chart"),
-    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
-) -> None:
-    """Sweep SLO targets and device budgets; write the TTFT-TPOT-devices front."""
-    from autoplan.catalog import load_model, load_topology
-    from autoplan.errors import InputError
-    from autoplan.files import check_folder
-    from autoplan.render.terminal import print_pareto
-    from autoplan.sweep.pareto import parse_list, sweep, write
-
-    ttfts = parse_list(ttft_slo_ms, "--ttft-slo-ms")
-    tpots = parse_list(tpot_slo_ms, "--tpot-slo-ms")
-    budgets = parse_list(max_devices, "--max-devices", int)
-    if ttfts == tpots == budgets == [None]:
-        raise InputError("nothing to sweep: give --tpot-slo-ms, --ttft-slo-ms or --max-devices "
-                         "as comma-separated values")
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers must be >= 1, got {workers}")
-    load_model(model)  # bad inputs fail here, once, not in every worker
-    load_topology(topology, None, None, nodes, network)
-    check_folder(out)  # before the sweep, not after
-    base = {"model": model, "topology": topology, "isl": isl, "osl": osl, "batch": batch,
-                "prefill_batch": prefill_batch, "dtype": dtype, "kv_dtype": kv_dtype,
-                "placement": placement, "max_memory_fraction": max_memory_fraction,
-                "time_limit_s": time_limit_s, "profile": profile, "engine": _engine(engine),
-                "nodes": nodes, "network": network}
-    if ray is not None:
-        from autoplan.sweep.engine import import_ray
-
-        import_ray()  # a missing extra is one line, before anything runs
-    rows = sweep(base, ttfts, tpots, budgets, workers=workers, progress=not as_json,
-                 ray_address=ray)
-    paths = write(rows, out, f"{model} on {topology}")
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-    else:
-        print_pareto(rows)
-        for p in paths:
-            typer.echo(str(p))
-
-
 @app.command("schema")
 def schema_cmd() -> None:
     """Print the plan's JSON Schema."""
@@ -313,7 +242,7 @@ def _warn_pricing(engine: str | None, pricing: dict[str, str]) -> None:
             print(f"autoplan: note: {kind} is priced by {source}", file=sys.stderr)
 
 
-from autoplan.cli import catalog_cmds, sweep_cmd  # noqa: F401  (register their commands)
+from autoplan.cli import catalog_cmds, pareto_cmd, sweep_cmd  # noqa: F401  (register their commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,15 @@ BATCH = typer.Option(1, "--batch", metavar="N", help="sequences decoded together
 PREFILL_BATCH = typer.Option(None, "--prefill-batch", metavar="N",
                              help="prompts prefilled together (default: --batch)")
 
+PLAN_BATCH = typer.Option(None, "--batch", metavar="N",
+                          help="sequences decoded together per replica (default: 1 for "
+                          "latency plans; the throughput and devices objectives choose it)")
+
+PLAN_PREFILL_BATCH = typer.Option(None, "--prefill-batch", metavar="N",
+                                  help="prompts prefilled together (default: --batch for "
+                                  "latency plans; the throughput and devices objectives "
+                                  "choose it)")
+
 DTYPE = typer.Option("bf16", "--dtype",
                      help="weight and GEMM format (activations stay 16-bit): "
                           + ", ".join(DTYPES))

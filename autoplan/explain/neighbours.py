@@ -176,8 +176,11 @@ def request_of(ctx: Context) -> Request:
     i = ctx.plan.inputs
     fields = set(Request.model_fields) - {"model", "topology", "profile", "time_limit_s",
                                           "progress", "nodes", "network"}
+    given = {k: getattr(i, k) for k in fields}
+    for k in i.searched:  # batch sizes the planner chose stay decisions when re-solved
+        given[k] = None
     return Request.build(model=i.model_spec or i.model, topology=ctx.topo,
-                         profile=i.calibration, **{k: getattr(i, k) for k in fields})
+                         profile=i.calibration, **given)
 
 
 def resolve(ctx: Context, time_limit_s: float, notes: list[str]) -> list[Alternative]:

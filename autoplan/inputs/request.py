@@ -44,10 +44,13 @@ class Request(BaseModel):
     topology: Any = Field(description="shipped topology name, YAML path, or a Topology")
     isl: int = Field(2048, ge=1, le=MAX_TOKENS, description="prompt tokens per request")
     osl: int = Field(256, ge=1, le=MAX_TOKENS, description="output tokens per request")
-    batch: int = Field(1, ge=1, le=MAX_BATCH, description="sequences decoded together "
-                       "per replica")
+    batch: int | None = Field(None, ge=1, le=MAX_BATCH, description="sequences decoded "
+                              "together per replica (absent: 1 for latency plans; the "
+                              "throughput and devices objectives choose it)")
     prefill_batch: int | None = Field(None, ge=1, le=MAX_BATCH, description="prompts "
-                                      "prefilled together (absent: batch)")
+                                      "prefilled together (absent: the batch for latency "
+                                      "plans; the throughput and devices objectives "
+                                      "choose it)")
     dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
     kv_dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] | None = None
     objective: Literal["latency", "throughput", "devices"] = "latency"
@@ -109,9 +112,21 @@ class Request(BaseModel):
         return Precision(weight=self.dtype, activation="bf16", kv=self.kv)
 
     @property
+    def searched(self) -> tuple[str, ...]:
+        """The batch sizes the planner chooses: those not given, for the throughput and
+        devices objectives (latency plans run batch 1 unless given)."""
+        if self.objective == "latency":
+            return ()
+        return tuple(k for k in ("batch", "prefill_batch") if getattr(self, k) is None)
+
+    @property
     def workload(self) -> Workload:
-        return Workload(self.isl, self.osl, self.batch, self.precision,
-                        self.max_memory_fraction, self.prefill_batch)
+        """The workload with the batches given; searched ones at their smallest (1)."""
+        b = self.batch or 1
+        pb = self.prefill_batch
+        if pb is None and "prefill_batch" in self.searched:
+            pb = 1
+        return Workload(self.isl, self.osl, b, self.precision, self.max_memory_fraction, pb)
 
 
 def _flag_error(e: ValidationError) -> str:

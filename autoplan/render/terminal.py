@@ -248,6 +248,71 @@ def print_pareto(rows: list[dict], console: Console | None = None) -> None:
     c.print(t)
 
 
+def print_throughput_front(rows: list[dict], console: Console | None = None) -> None:
+    """``autoplan pareto --mode throughput``: one row per distinct plan (the tightest TPOT
+    target that reached it, ``+N`` looser ones reaching the same plan) and per run of unmet
+    targets (same batch, same reason), the front marked; a plan not proven optimal says so
+    after its layout; below the table, why each run is unmet (its loosest target's reason)."""
+    from rich import box
+
+    c = console or Console()
+    solved = [r for r in rows if r["status"] not in ("infeasible", "error")]
+    proven = bool(solved) and all(r["status"] == "optimal" for r in solved)
+    t = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+              title="tokens/s per GPU vs per user (* on the front; +N: N looser TPOT "
+                    "targets reach the same plan" + ("; every plan optimal)" if proven else ")"))
+    heads = ["", "TPOT\nSLO", "layout", "dev", "TTFT\nms", "TPOT\nms", "tok/s\n/GPU",
+             "tok/s\n/user"]
+    for col in heads:
+        t.add_column(col, justify="left" if col == "layout" else "right",
+                     no_wrap=col != "layout", min_width=22 if col == "layout" else None)
+    notes = []
+    for group in _runs(rows):
+        r = group[0]
+        ts = [x for g in group for x in g["targets"].split(";")]
+        if r not in solved:
+            span = ts[0] if len(ts) == 1 else f"{ts[0]}-{ts[-1]}"
+            t.add_row("", span, f"{r['status']} ({_t(r['reason'])})" + _batch(r),
+                      *["-"] * (len(heads) - 3))
+            if group[-1].get("note"):
+                head = "" if r.get("batch") is None else f"B={r['batch']}, "
+                what = f"TPOT <= {span} ms" if len(ts) == 1 else f"TPOT {span} ms"
+                notes.append(f"{head}{what}: {r['status']} ({_t(r['reason'])}): "
+                             f"{_t(group[-1]['note'])}")
+            continue
+        how = ""
+        if r["status"] != "optimal":
+            gap = "" if r.get("gap") is None else f", gap {pct(r['gap'], 1)}"
+            how = f" ({r['status']}{gap}, {r.get('stop_reason') or 'unproven'})"
+        t.add_row("*" if r["on_front"] else "",
+                  ts[0] if len(ts) == 1 else f"{ts[0]} +{len(ts) - 1}",
+                  _t(r["layout"]) + how, str(r["devices"]), f"{r['ttft_ms']:.0f}",
+                  f"{r['tpot_ms']:.2f}", f"{r['tokens_per_s_per_device']:.1f}",
+                  f"{r['tokens_per_s_per_user']:.1f}")
+    c.print(t)
+    for line in notes:
+        c.print(line, highlight=False)
+
+
+def _runs(rows: list[dict]) -> list[list[dict]]:
+    """Rows in order, consecutive unmet targets of one batch and reason grouped."""
+    out: list[list[dict]] = []
+    for r in rows:
+        unmet = r["status"] in ("infeasible", "error")
+        prev = out[-1][-1] if out else None
+        if unmet and prev is not None and (prev["status"], prev.get("reason"),
+                                           prev.get("batch")) == (
+                r["status"], r.get("reason"), r.get("batch")):
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
+
+
+def _batch(row: dict) -> str:
+    return "" if row.get("batch") is None else f", B={row['batch']}"
+
+
 def print_kernel_fit(engine: str, reports, console: Console | None = None) -> None:
     """Median / p90 error per device kind and operator class of a kernel fit."""
     console = console or Console()

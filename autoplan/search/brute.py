@@ -146,15 +146,17 @@ def brute_force(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> 
 
 
 def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objective: str,
-                           request_rate: float | None = None) -> tuple[Fraction, int] | None:
+                           request_rate: float | None = None,
+                           more: tuple[Tables, ...] = ()) -> tuple[Fraction, int] | None:
     """The best (requests/s, devices) of one placement mode over every pipeline pair and
     every replica count, or None: the oracle of :mod:`autoplan.search.replicas`.
 
     Throughput: the highest rate, then the fewest devices; devices: the fewest devices
-    whose rate reaches ``request_rate``, then the highest rate.
+    whose rate reaches ``request_rate``, then the highest rate. ``more``: the tables of
+    other batch sizes (the oracle of :mod:`autoplan.search.batches`): every pipeline of
+    every table is a candidate at its table's batch sizes, no bound assumed.
     """
     cap = [c.devices for c in t.classes]
-    B, P = t.work.batch, t.work.pb
     lam = Fraction(request_rate).limit_denominator(10**9) if request_rate else None
     best: tuple | None = None
 
@@ -171,34 +173,39 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
                     or (tpot is not None and limits.tpot_slo_t is not None
                         and tpot > limits.tpot_slo_t))
 
+    tables = (t, *more)
     if mode == "colocated":
-        for p in pipelines(t, "colocated"):
-            ttft, tpot = p.time("prefill"), p.time("decode")
-            if not ok(ttft, tpot):
-                continue
-            r = colocated_rate(B, ttft, tpot, osl)
-            y = 1
-            while all(y * u <= k for u, k in zip(p.usage, cap)):
-                consider(y * r, y * sum(p.usage))
-                y += 1
+        for tt in tables:
+            for p in pipelines(tt, "colocated"):
+                ttft, tpot = p.time("prefill"), p.time("decode")
+                if not ok(ttft, tpot):
+                    continue
+                r = colocated_rate(tt.work.batch, ttft, tpot, osl)
+                y = 1
+                while all(y * u <= k for u, k in zip(p.usage, cap)):
+                    consider(y * r, y * sum(p.usage))
+                    y += 1
         return None if best is None else _unkey(best, objective)
-    tab = t.pools["prefill"]
-    per_req = kv_stage_bytes(t.model, t.work, t.model.num_layers) / P
+    per_req = kv_stage_bytes(t.model, t.work, t.model.num_layers) / t.work.pb
     decs: dict[tuple[tuple[int, ...], frozenset[str]], Fraction] = {}
-    for b in pipelines(t, "decode"):
-        if ok(None, b.time("decode")):
-            key = (b.usage, b.kinds)
-            decs[key] = max(decs.get(key, Fraction(0)),
-                            Fraction(B * TICKS_PER_S, osl * b.time("decode")))
+    for tt in tables:
+        for b in pipelines(tt, "decode"):
+            if ok(None, b.time("decode")):
+                key = (b.usage, b.kinds)
+                decs[key] = max(decs.get(key, Fraction(0)),
+                                Fraction(tt.work.batch * TICKS_PER_S, osl * b.time("decode")))
     pres: dict[tuple[tuple[int, ...], frozenset[str], frozenset[str]], Fraction] = {}
-    for a in pipelines(t, "prefill"):
-        slowest = max(int(tab.time_t["prefill"][ROLES.index(r), c, ln]) for r, c, ln in a.stages)
-        for kinds in {k for _, k in decs}:
-            kv = max(int(t.kv_t[ROLES.index(r), c, ln, t.kinds.index(kd)])
-                     for r, c, ln in a.stages for kd in kinds)
-            if ok(a.time("prefill") + kv, None):
-                key = (a.usage, a.kinds, kinds)
-                pres[key] = max(pres.get(key, Fraction(0)), Fraction(P * TICKS_PER_S, slowest))
+    for tt in tables:
+        tab, P = tt.pools["prefill"], tt.work.pb
+        for a in pipelines(tt, "prefill"):
+            slowest = max(int(tab.time_t["prefill"][ROLES.index(r), c, ln])
+                          for r, c, ln in a.stages)
+            for kinds in {k for _, k in decs}:
+                kv = max(int(tt.kv_t[ROLES.index(r), c, ln, tt.kinds.index(kd)])
+                         for r, c, ln in a.stages for kd in kinds)
+                if ok(a.time("prefill") + kv, None):
+                    key = (a.usage, a.kinds, kinds)
+                    pres[key] = max(pres.get(key, Fraction(0)), Fraction(P * TICKS_PER_S, slowest))
     for (ua, ka, kinds), ra in pres.items():
         for (ub, kb), rb in decs.items():
             if kb != kinds:

@@ -35,6 +35,7 @@ from autoplan.inputs.workload import Workload
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
 from autoplan.rules import rules
 from autoplan.search.assign import _order, assign_devices
+from autoplan.search.batches import build_menu, chosen_work
 from autoplan.search.interrupt import interrupted, stop_on_sigint
 from autoplan.search.replicas import plan_replicated
 from autoplan.search.solver import Limits, StageChoice, solve
@@ -87,7 +88,7 @@ def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
         embed = True
     spec = topo.spec if embed else None
     inputs = PlanInputs(
-        model=m.name, topology=topo_name, isl=req.isl, osl=req.osl, batch=req.batch,
+        model=m.name, topology=topo_name, isl=req.isl, osl=req.osl, batch=req.workload.batch,
         prefill_batch=req.prefill_batch, dtype=req.dtype, kv_dtype=req.kv,
         objective=req.objective, placement=req.placement, ttft_slo_ms=req.ttft_slo_ms,
         tpot_slo_ms=req.tpot_slo_ms, request_rate=req.request_rate,
@@ -103,7 +104,7 @@ def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
 def _plan(req: Request) -> Plan:
     m, topo, inputs = _resolve(req)
     osl, placement, objective = req.osl, req.placement, req.objective
-    ttft_slo_ms, tpot_slo_ms, request_rate = req.ttft_slo_ms, req.tpot_slo_ms, req.request_rate
+    ttft_slo_ms, tpot_slo_ms = req.ttft_slo_ms, req.tpot_slo_ms
     time_limit_s, progress, max_devices = req.time_limit_s, req.progress, req.max_devices
     work = req.workload
     modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
@@ -112,30 +113,48 @@ def _plan(req: Request) -> Plan:
             raise InfeasibleError("disaggregated placement needs at least 2 devices", "devices")
         modes.remove("disaggregated")
     pools_needed = tuple(sorted({p for mode in modes for p in PLACEMENT_POOLS[mode]}))
-    # Latency plans search every TP that fits a domain; the replica fronts count
-    # devices, exact only for TP sizes dividing the domain.
-    # Latency plans search lower-bound tables and decide on exact figures.
-    lat = objective == "latency"
-    tables = build_tables(m, topo, work, pools_needed, packing=lat, lower=lat,
+    # Latency plans search every TP that fits a domain, over lower-bound tables, and
+    # decide on exact figures; the replica fronts count devices, exact only for TP
+    # sizes dividing the domain.
+    if objective != "latency":
+        return _replicated(m, topo, inputs, modes, pools_needed, req)
+    tables = build_tables(m, topo, work, pools_needed, packing=True, lower=True,
                           uniform_tp=uniform_tp(req.engine))
     limits = Limits(
         ttft_slo_t=_slo_t(ttft_slo_ms, tables), tpot_slo_t=_slo_t(tpot_slo_ms, tables),
         time_limit_s=time_limit_s, progress=progress, max_devices=max_devices,
     )
-    if objective != "latency":
-        best, _, wall, _ = plan_replicated(tables, modes, osl, limits, objective, request_rate)
-        if best is None:
-            if wall >= time_limit_s * 0.98:
-                raise _time_limit(time_limit_s)
-            raise _explain_infeasible(m, topo, tables, modes, limits, osl, work, request_rate)
-        value = float(best.rate * osl) if objective == "throughput" else float(best.devices)
-        # a proven optimum is its own bound; an incomplete search (time limit, Ctrl-C, a
-        # cap on the fronts) proves none: the plan says so rather than gap 0
-        return assemble(m, topo, tables, inputs, best.mode,
-                        {p: d.stages for p, d in best.designs.items()}, best.replicas,
-                        "optimal" if best.optimal else "feasible", value,
-                        value if best.optimal else None, wall, best.stop_reason)
     return _latency(m, topo, tables, inputs, modes, osl, limits, req)
+
+
+def _replicated(m: ModelSpec, topo: Topology, inputs: PlanInputs, modes: list[str],
+                pools: tuple[str, ...], req: Request) -> Plan:
+    """The throughput and devices objectives: replica designs over every batch size
+    searched (:mod:`autoplan.search.batches`), then the designs and replica counts."""
+    osl, objective = req.osl, req.objective
+    menu = build_menu(m, topo, req.workload, pools, uniform_tp(req.engine), req.searched,
+                      req.max_devices)
+    limits = Limits(
+        ttft_slo_t=_slo_t(req.ttft_slo_ms, menu.t), tpot_slo_t=_slo_t(req.tpot_slo_ms, menu.t),
+        time_limit_s=req.time_limit_s, progress=req.progress, max_devices=req.max_devices,
+    )
+    best, _, wall, _ = plan_replicated(menu, modes, osl, limits, objective, req.request_rate)
+    if best is None:
+        if wall >= req.time_limit_s * 0.98:
+            raise _time_limit(req.time_limit_s)
+        raise _explain_infeasible(m, topo, menu.t, modes, limits, osl, menu.work,
+                                  req.request_rate, bool(req.searched))
+    work = chosen_work(menu.work, best.designs)
+    inputs = inputs.model_copy(update={
+        "batch": work.batch, "searched": list(req.searched),
+        "prefill_batch": work.prefill_batch if req.searched or req.prefill_batch else None})
+    value = float(best.rate * osl) if objective == "throughput" else float(best.devices)
+    # a proven optimum is its own bound; an incomplete search (time limit, Ctrl-C, a
+    # cap on the fronts) proves none: the plan says so rather than gap 0
+    return assemble(m, topo, replace(menu.t, work=work), inputs, best.mode,
+                    {p: d.stages for p, d in best.designs.items()}, best.replicas,
+                    "optimal" if best.optimal else "feasible", value,
+                    value if best.optimal else None, wall, best.stop_reason)
 
 
 MAX_CHECKS = 16
@@ -401,7 +420,8 @@ def _finish(m: ModelSpec, topo: Topology, work: Workload, inputs: PlanInputs, mo
 
 def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str],
                         limits: Limits, osl: int, work,
-                        request_rate: float | None = None) -> InfeasibleError:
+                        request_rate: float | None = None,
+                        searched: bool = False) -> InfeasibleError:
     """Name the binding constraint family, and what these devices can achieve."""
     wb = parameter_count(m) * bytes_per_element(work.precision.weight)
     caps = sorted((topo.kinds[topo.device_kind_of(d)].capacity_bytes for d in topo.devices),
@@ -434,15 +454,17 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
                 f"{_ms(limits.tpot_slo_t, t)}; with these devices the best latency plans reach "
                 f"TTFT {ttft:.1f} ms and TPOT {tpot:.2f} ms", "slo",
                 {"ttft_ms": ttft, "tpot_ms": tpot})
-    if modes == ["colocated"] and t.pools["colocated"].max_len.max() == 0:
+    if modes == ["colocated"] and ("colocated" not in t.pools
+                                   or t.pools["colocated"].max_len.max() == 0):
         try:  # the step budget, not memory, may be what rules the colocated pool out
             inflight(topo, work)
         except InputError as e:
             return InfeasibleError(f"step budget: {e}", "devices")
     return InfeasibleError(
         f"memory/devices: no pipeline of {which} devices holds "
-        f"{m.name} with its KV cache for batch {work.batch} at context "
-        f"{work.isl + work.osl} in {work.max_memory_fraction:.0%} of device memory"
+        f"{m.name} with its KV cache for batch {work.batch}"
+        + (" (the smallest batch searched)" if searched else "")
+        + f" at context {work.isl + work.osl} in {work.max_memory_fraction:.0%} of device memory"
         + (" with disjoint prefill and decode pools" if modes == ["disaggregated"] else ""),
         "memory")
 

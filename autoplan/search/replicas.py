@@ -47,6 +47,8 @@ class Design:
     rate: Fraction  # requests per second of one replica
     optimal: bool  # proved by CP-SAT
     decode_kinds: frozenset[str] = frozenset()  # prefill designs: where their KV goes
+    batch: int = 1  # decode batch the design was priced at (decode and colocated designs)
+    prefill_batch: int = 1  # prefill batch it was priced at (prefill and colocated designs)
 
 
 @dataclass
@@ -99,7 +101,7 @@ def _rate(t: Tables, pool: str, ttft: int, tpot: int, slowest: int, osl: int) ->
     return colocated_rate(B, ttft, tpot, osl)
 
 
-_PRIORITY = ("interrupted", "time_limit", "front_limit")
+_PRIORITY = ("interrupted", "time_limit", "front_limit", "batch_bound")
 
 
 def _stop(stop: dict, reason: str) -> None:
@@ -128,10 +130,10 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     K = len(full)
     singles = [tuple(c if j == k else 0 for j, c in enumerate(full)) for k in range(K)] if K > 1 else []
     stack = ([full] if K <= MAX_MIXED_CLASSES else []) + [s for s in reversed(singles) if any(s)]
-    lower: dict[tuple[int, ...], int] = {}  # caps -> the parent's slowest stage (prefill)
     if K > MAX_MIXED_CLASSES:
         complete = False
         _stop(stop, "front_limit")
+    lower: dict[tuple[int, ...], int] = {}  # caps -> the parent's slowest stage (prefill)
     seen: set = set()
     designs: dict[tuple[int, ...], Design] = {}
     while stack:
@@ -182,7 +184,8 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
         ttft, tpot, slowest, _ = design_times(t, pool, stages, decode_kinds)
         d = Design(pool, stages, res.usage, kinds, ttft, tpot, slowest,
                    _rate(t, pool, ttft, tpot, slowest, osl), res.status == "optimal",
-                   decode_kinds if pool == "prefill" else frozenset())
+                   decode_kinds if pool == "prefill" else frozenset(),
+                   t.work.batch, t.work.pb)
         if res.usage not in designs:
             designs[res.usage] = d
             if limits.progress:
@@ -325,11 +328,21 @@ def _deploy(c: Counts, objective: str, lam_min: Fraction | None):
     return reps, c.rate(*reps), c.devices(*reps), binds
 
 
-def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objective: str,
+def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective: str,
                     request_rate: float | None) -> tuple[Choice | None, dict[str, Choice | None], float, int]:
     """Fronts, then the best choice per mode; returns (best, per mode, wall s, solves).
 
+    ``menu``: the tables of one workload, or a menu of designs over batch sizes
+    (:class:`~autoplan.search.batches.Menu`: its ``t`` and its ``front``).
     ``limits.time_limit_s`` bounds all the front solves together."""
+    if isinstance(menu, Tables):
+        t = menu
+
+        def front_of(pool, osl, limits, decode_kinds=frozenset(), stop=None, start=None,
+                     useless=None):
+            return front(t, pool, osl, limits, decode_kinds, stop, start)
+    else:
+        t, front_of = menu.t, menu.front
     t0 = time.perf_counter()
     solves = 0
     complete = True
@@ -339,7 +352,19 @@ def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objec
         if stop.get("reason") == "interrupted":
             break
         if mode == "colocated":
-            designs, n, ok = front(t, "colocated", osl, limits, stop=stop)
+
+            def useless_colocated(cur: list[Design], optimistic: list[Design]) -> bool:
+                """Designs as good as ``optimistic`` beside ``cur`` deploy no better."""
+                got = choose(t, mode, {"colocated": cur + optimistic}, objective,
+                             request_rate, limits.max_devices)
+                now = choose(t, mode, {"colocated": cur}, objective, request_rate,
+                             limits.max_devices)
+                return got is None or (now is not None and _key(
+                    objective, got.rate, got.devices, ()) >= _key(
+                    objective, now.rate, now.devices, ()))
+
+            designs, n, ok = front_of("colocated", osl, limits, stop=stop,
+                                      useless=useless_colocated)
             solves += n
             complete &= ok
             per_mode[mode] = choose(t, mode, {"colocated": designs}, objective, request_rate,
@@ -356,16 +381,45 @@ def plan_replicated(t: Tables, modes: list[str], osl: int, limits: Limits, objec
             solves += 1
             if least.status != "infeasible":
                 dec_start = (full[0] - least.devices,)
-        dec, n, ok = front(t, "decode", osl, limits, stop=stop, start=dec_start)
+
+        def useless_decode(cur: list[Design], optimistic: list[Design]) -> bool:
+            """Even with prefill free (no devices, any rate), decode designs as good as
+            ``optimistic`` beside ``cur`` deploy no better than the best plan known."""
+            known = [c for c in per_mode.values() if c is not None]
+            if not known:
+                return False
+            got = choose(t, "colocated", {"colocated": cur + optimistic}, objective,
+                         request_rate, limits.max_devices)
+            return got is None or _key(objective, got.rate, got.devices, ()) >= min(
+                _key(objective, c.rate, c.devices, ()) for c in known)
+
+        dec, n, ok = front_of("decode", osl, limits, stop=stop, start=dec_start,
+                              useless=useless_decode)
         solves += n
         complete &= ok
         pre: list[Design] = []
+
+        def useless(cur: list[Design], optimistic: list[Design]) -> bool:
+            """Prefill designs as good as ``optimistic`` beside ``cur`` and the decode
+            front make no deployment better than the best one known (any placement)."""
+            got = choose(t, mode, {"prefill": pre + cur + optimistic, "decode": dec},
+                         objective, request_rate, limits.max_devices)
+            if got is None:
+                return True
+            known = [c for c in (*per_mode.values(),
+                                 choose(t, mode, {"prefill": pre + cur, "decode": dec},
+                                        objective, request_rate, limits.max_devices))
+                     if c is not None]
+            return bool(known) and _key(objective, got.rate, got.devices, ()) >= min(
+                _key(objective, c.rate, c.devices, ()) for c in known)
+
         for kinds in sorted({d.kinds for d in dec}, key=sorted):
             if stop.get("reason") == "interrupted":
                 break
             floor = [min(d.usage[k] for d in dec if d.kinds == kinds) for k in range(len(full))]
             pre_start = tuple(c - f for c, f in zip(full, floor))
-            got, n, ok = front(t, "prefill", osl, limits, kinds, stop=stop, start=pre_start)
+            got, n, ok = front_of("prefill", osl, limits, kinds, stop=stop, start=pre_start,
+                                  useless=useless)
             solves += n
             complete &= ok
             pre += got

@@ -335,13 +335,19 @@ class _PoolModel:
         return out
 
 
-def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float = TICKS_PER_MS):
+def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float = TICKS_PER_MS,
+           presolve: bool = True):
     """Solve in a worker thread so that Ctrl-C (a KeyboardInterrupt in the main thread,
     whenever it arrives) stops the search gracefully: the best solution so far stays.
-    CP-SAT's own SIGINT handling is off: it leaves no handler between solves."""
+    CP-SAT's own SIGINT handling is off: it leaves no handler between solves.
+
+    ``presolve`` off for the replica fronts' many small models: CP-SAT's presolve and
+    probing cost them 10-30x their search (a 70B prefill front on 16 GPUs: 6.8 s with
+    it, 0.23 s without, same designs; bench/solve_scale.py)."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
+    solver.parameters.cp_model_presolve = presolve
     solver.parameters.max_time_in_seconds = limits.time_limit_s
     solver.parameters.catch_sigint_signal = False
     t0 = time.perf_counter()
@@ -444,7 +450,8 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     for how, vals in exclude:
         _nogood(m, shape_vars if how == "shape" else full_vars, vals)
 
-    solver, status, wall, stopped = _solve(m, scale, limits, t.ticks_per_ms)
+    solver, status, wall, stopped = _solve(m, scale, limits, t.ticks_per_ms,
+                                           presolve=goal == "latency")
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return SolveResult("infeasible", None, None, wall, interrupted=stopped)
     res = SolveResult(

@@ -29,9 +29,10 @@ from autoplan.cost.pipeline import (
     StagePlacement,
     memories_for,
     pool_memory_args,
-    weighted_stage_time_s,
+    stage_cost,
 )
 from autoplan.cost.roofline import (
+    Shape,
     activation_message_bytes,
     valid_tps,
 )
@@ -303,13 +304,22 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
             if best == 0:
                 continue
             multi_tier = len(kind.memory_tiers) > 1
-            for ph in POOL_PHASES[pool]:
-                def exact(ln: int) -> float:
+            # A colocated pool's phases share their passes (the same steps): each pass of
+            # each stage length is priced once.
+            memo: dict[tuple[int, Shape], float] = {}
+
+            def pass_s(ln: int, shape: Shape) -> float:
+                if (ln, shape) not in memo:
                     st = _placement(model, t.prefix, role, ln, cfg)
                     mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
                                        work.precision)[0]
-                    return weighted_stage_time_s(model, t.topo, st, passes[ph],
-                                                 work.precision, mem)
+                    memo[ln, shape] = stage_cost(model, t.topo, st, shape, work.precision,
+                                                 mem).time_s
+                return memo[ln, shape]
+
+            for ph in POOL_PHASES[pool]:
+                def exact(ln: int) -> float:  # weighted_stage_time_s, priced once a pass
+                    return sum(w * pass_s(ln, sh) for w, sh in passes[ph])
                 if role == "only":
                     times[ph][r, cfg.index, U] = max(0, rnd(exact(U) * T))
                     continue

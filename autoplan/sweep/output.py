@@ -1,5 +1,6 @@
-"""Writing a sweep's rows: one CSV and the TTFT-TPOT-devices chart of the solved rows,
-every target checked before the first is written (the pareto and fleet sweeps alike)."""
+"""Writing a sweep's rows: one CSV and a chart of the solved rows (TTFT-TPOT-devices, or
+the sweep's own), every target checked before the first is written (the pareto and fleet
+sweeps alike)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ def rows_csv(rows: list[dict], columns: Iterable[str]) -> str:
 
 def write_rows(rows: list[dict], out_dir: str | Path, stem: str, columns: Iterable[str],
                solved: Callable[[dict], bool], label: Callable[[dict], str],
-               title: str = "", chart_name: str | None = None) -> list[Path]:
-    """``<stem>.csv`` of every row and the chart (PNG, SVG) of the ``solved`` ones."""
+               title: str = "", chart_name: str | None = None,
+               draw: Callable[[list[dict], Path, str], list[Path]] | None = None) -> list[Path]:
+    """``<stem>.csv`` of every row and the chart (PNG, SVG) of the ``solved`` ones: the
+    TTFT-TPOT chart (named ``chart_name``, default ``pareto``), or ``draw(rows, folder,
+    title)``, which writes its own."""
     from autoplan.files import check_folder, check_writable, make_folder, write_atomic
     from autoplan.render.pareto import chart
 
@@ -34,8 +38,10 @@ def write_rows(rows: list[dict], out_dir: str | Path, stem: str, columns: Iterab
     keep = [r for r in rows if solved(r)]
     if keep:
         named = [{**r, "label": label(r)} for r in keep]
-        paths += (chart(named, out, title, name=chart_name) if chart_name
-                  else chart(named, out, title))
+        if draw is not None:
+            paths += draw(named, out, title)
+        else:
+            paths += chart(named, out, title, name=chart_name or "pareto")
     make_folder(out)
     write_atomic(out / f"{stem}.csv", rows_csv(rows, columns))
     return [out / f"{stem}.csv", *paths]
