@@ -43,11 +43,16 @@ class PlanInputs(BaseModel):
     batch: int = Field(ge=1, le=MAX_BATCH, description="sequences decoded together per replica")
     prefill_batch: int | None = Field(
         default=None, ge=1, le=MAX_BATCH, description="prompts prefilled together (absent: batch)")
+    step_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS, description="token budget of one step of a "
+        "colocated server's in-flight batching (prefill chunks and decode tokens); absent: "
+        "the engine's default (hardware/engines.yaml). prefill_batch governs disaggregated "
+        "prefill pools only")
     searched: list[Literal["batch", "prefill_batch"]] = Field(
         default_factory=list, max_length=2, description="the batch sizes the planner chose "
         "(throughput and devices objectives without --batch / --prefill-batch; a "
-        "colocated pool prefills one prompt per pass); batch and prefill_batch hold the "
-        "values chosen")
+        "colocated pool has no prefill batch: in-flight batching chunks its prompts); "
+        "batch and prefill_batch hold the values chosen")
     dtype: DType
     kv_dtype: DType
     objective: Literal["latency", "throughput", "devices"]

@@ -9,7 +9,8 @@ validator does, with concrete device ids: a TP group takes, in one fast domain, 
 number of free devices from each of the domain's nodes (the first free ones of each
 node: devices of a node are alike), so stages may share a node, share a domain or
 cross the network. Identical fully-free domains are tried once (they are symmetric).
-Colocated: one pipeline serves both phases; disaggregated: a prefill pipeline, then a
+Colocated: one pipeline serves both phases (in-flight batching: TTFT and TPOT are the
+weighted step mix of :mod:`autoplan.cost.inflight`); disaggregated: a prefill pipeline, then a
 decode pipeline on the devices left. Objective: ``TTFT + (osl - 1) * TPOT`` (ms), then
 fewer devices; SLOs as hard limits. Pruning is by partial sums only (every term is
 non-negative), so the search is exact. The winner is re-priced by
@@ -25,9 +26,10 @@ from dataclasses import dataclass
 
 from autoplan.catalog import topology_from_spec
 from autoplan.cost.evaluate import evaluate
+from autoplan.cost.inflight import largest_pass_tokens, pool_passes
 from autoplan.cost.kv import kv_stage_time_s
-from autoplan.cost.pipeline import StagePlacement, pool_memory_args, stage_cost
-from autoplan.cost.roofline import activation_message_bytes, phase_shape, stage_memory, valid_tps
+from autoplan.cost.pipeline import StagePlacement, pool_memory_args, weighted_stage_time_s
+from autoplan.cost.roofline import activation_message_bytes, stage_memory, valid_tps
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec, model_from_config
 from autoplan.inputs.topology import TopologySpec
@@ -77,10 +79,11 @@ class _Search:
         # model attention DP x EP over the same group (EP over all of it, as vLLM runs it)
         self.shapes_of = {k: [(t, 1, 1) for t in v] + self._ep_layouts(v)
                           for k, v in self.tps.items()}
-        self.shapes = {ph: phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
-                       for ph in ("prefill", "decode")}
-        self.msg = {ph: activation_message_bytes(model, self.shapes[ph], work.precision)
-                    for ph in ("prefill", "decode")}
+        # Per pool and phase, the weighted forward passes of its figure (a colocated pool's
+        # in-flight step mix; None: it cannot sustain the batch) and their messages.
+        # A colocated pool's DP ranks schedule alone: its mix depends on the DP degree.
+        self._passes: dict = {}
+        self._msgs: dict = {}
 
     def _ep_layouts(self, sizes: list[int]) -> list[tuple[int, int, int]]:
         moe = self.model.moe
@@ -93,11 +96,26 @@ class _Search:
             out += [(t, g // t, g) for t in valid_tps(self.model, g) if g % t == 0 and g > t]
         return out
 
+    def passes(self, pool: str, dp: int = 1):
+        if (pool, dp) not in self._passes:
+            self._passes[pool, dp] = pool_passes(self.topo, self.work, pool, dp)
+        return self._passes[pool, dp]
+
+    def msgs(self, pool: str, dp: int, ph: str) -> list[tuple[float, float]]:
+        if (pool, dp, ph) not in self._msgs:
+            self._msgs[pool, dp, ph] = [
+                (w, activation_message_bytes(self.model, sh, self.work.precision))
+                for w, sh in self.passes(pool, dp)[ph]]
+        return self._msgs[pool, dp, ph]
+
     # -- pricing (the functions evaluate uses) ----------------------------------------
     def fits(self, pool: str, a: int, b: int, kind: str, shape: tuple[int, int, int]):
         key = (pool, a, b, kind, shape)
+        if self.passes(pool, shape[1]) is None:  # its server cannot sustain the batch
+            return None
         if key not in self._mem:
-            kv_batch, ctx, tokens = pool_memory_args(pool, self.work)
+            kv_batch, ctx, tokens = pool_memory_args(pool, self.work,
+                                                     largest_pass_tokens(self.passes(pool, shape[1])))
             k = self.topo.kinds[kind]
             tp, dp, ep = shape
             mem = stage_memory(self.model, k, tp, range(a, b), a == 0, b == self.L, kv_batch,
@@ -112,8 +130,9 @@ class _Search:
         if key not in self._stage:
             st = StagePlacement(a, b, kind, devs, shape[1], shape[2])
             mem = self.fits(pool, a, b, kind, shape)
-            self._stage[key] = stage_cost(self.model, self.topo, st, self.shapes[ph],
-                                          self.work.precision, mem).time_s
+            self._stage[key] = weighted_stage_time_s(self.model, self.topo, st,
+                                                     self.passes(pool, shape[1])[ph],
+                                                     self.work.precision, mem)
         return self._stage[key]
 
     # -- device groups ------------------------------------------------------------------
@@ -198,7 +217,8 @@ class _Search:
                     for devs in self.groups(kind, shape[0] * shape[1], busy):
                         dt = {}
                         for ph in phases:
-                            hop = (self.topo.p2p_time_s(prev, devs[0], self.msg[ph])
+                            hop = (sum(w * self.topo.p2p_time_s(prev, devs[0], msg)
+                                       for w, msg in self.msgs(pool, shape[1], ph))
                                    if prev is not None else 0.0)
                             dt[ph] = self.stage_time(pool, ph, a, b, kind, devs, shape) + hop
                         np_, nd = t_pre + dt.get("prefill", 0.0), t_dec + dt.get("decode", 0.0)
@@ -242,7 +262,7 @@ def exhaustive(model: ModelSpec, topo: Topology, work: Workload, placement: str 
     if len(topo.devices) < 2 and "disaggregated" in modes:
         modes.remove("disaggregated")
     for mode in modes:
-        s.run(mode)
+        s.run(mode)  # a colocated shape whose server cannot sustain the batch never fits
     if s.best_plan is None:
         return None
     mode, pre, dec = s.best_plan

@@ -74,8 +74,11 @@ def test_stage_times_never_fall_as_the_batch_grows(case):
                         fin = arr < INF
                         assert np.all(old.time_t[ph][fin] < INF), (axis, x, pool, ph)
                         assert np.all(arr[fin] >= old.time_t[ph][fin]), (axis, x, pool, ph)
+                    # (a config with no stage at this batch, e.g. a colocated one whose
+                    # step budget cannot carry it, has no hand-offs to compare)
+                    alive = tab.max_len.any(axis=0)
                     for ph, arr in tab.hop_t.items():
-                        assert np.all(arr >= old.hop_t[ph]), (axis, x, pool, ph)
+                        assert np.all(arr[alive] >= old.hop_t[ph][alive]), (axis, x, pool, ph)
                 assert np.all(t.kv_t >= prev.kv_t) or axis == "batch"
             prev = t
 

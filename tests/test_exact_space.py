@@ -10,8 +10,8 @@ import pytest
 
 from autoplan.cost.estimate import estimate
 from autoplan.errors import InputError
+from autoplan.search.configs import _is_chain, _patterns
 from autoplan.search.planner import plan
-from autoplan.search.tables import _is_chain, _patterns
 
 
 def _fits(items: list[int], n: int, bins: int) -> bool:

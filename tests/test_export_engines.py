@@ -337,8 +337,11 @@ def _fits(plan: Plan, role: str, b: int) -> bool:
     w = pc.work
     phase = plan.prefill if role in ("prefill", "server") else plan.decode
     st = placements(phase)
+    # A colocated server's largest step is its in-flight step budget.
+    from autoplan.cost.inflight import step_budget
+
     kv, c, tok = {"prefill": (b, w.isl, w.pb * w.isl), "decode": (b, w.isl + w.osl, b),
-                  "server": (b, w.isl + w.osl, max(w.pb * w.isl, b))}[role]
+                  "server": (b, w.isl + w.osl, max(step_budget(pc.topo, w).tokens, b))}[role]
     mems = memories_for(pc.model, pc.topo, st, kv, c, tok, w.precision)
     return all(m.total_bytes <= w.max_memory_fraction * pc.topo.kinds[s.kind].capacity_bytes
                for m, s in zip(mems, st))

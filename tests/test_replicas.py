@@ -76,8 +76,10 @@ def test_devices_objective_reaches_the_rate_with_the_fewest_devices():
 
 
 def test_prefill_batch_sets_the_prefill_pass():
-    big = _plan(batch=8, prefill_batch=8, objective="throughput", **SLO)
-    one = _plan(batch=8, prefill_batch=1, objective="throughput", **SLO)
+    big = _plan(batch=8, prefill_batch=8, objective="throughput", placement="disaggregated",
+                **SLO)
+    one = _plan(batch=8, prefill_batch=1, objective="throughput", placement="disaggregated",
+                **SLO)
     # One prompt per pass: the pass is shorter (TTFT), decode is unchanged.
     assert one.ttft_ms < big.ttft_ms
     assert one.inputs.prefill_batch == 1 and validate(one).ok
@@ -87,6 +89,15 @@ def test_prefill_batch_sets_the_prefill_pass():
     assert free.inputs.searched == ["prefill_batch"] or free.placement == "colocated"
     assert free.objective >= max(big.objective, one.objective) * (1 - 1e-9)
     assert validate(free).ok
+
+
+def test_prefill_batch_does_not_govern_a_colocated_pool():
+    """In-flight batching prefills prompts in chunks of the engine's step budget as they
+    arrive: a colocated pool's figures do not depend on the prefill batch."""
+    a = _plan(batch=8, objective="throughput", placement="colocated", **SLO)
+    b = _plan(batch=8, prefill_batch=1, objective="throughput", placement="colocated", **SLO)
+    assert (a.ttft_ms, a.tpot_ms, a.throughput_tokens_per_s) == (
+        b.ttft_ms, b.tpot_ms, b.throughput_tokens_per_s)
 
 
 @pytest.mark.parametrize("objective", ["latency", "throughput"])

@@ -317,7 +317,10 @@ def test_default_grid_runs_from_the_fastest_tpot(tmp_path, capsys):
     assert (out / "pareto-throughput.png").stat().st_size > 1000
 
 
-def test_throughput_csv_is_deterministic_and_the_table_names_reasons(tmp_path, capsys):
+def test_throughput_csv_is_deterministic_and_the_table_names_reasons(tmp_path, capsys,
+                                                                    monkeypatch):
+    # wide enough that no layout label wraps inside its cell
+    monkeypatch.setenv("COLUMNS", "200")
     args = [*THROUGHPUT, "--tpot-slo-ms", "1.5,3,10", "--batch", "1,16"]
     assert main([*args, "--workers", "1", "--out", str(tmp_path / "a")]) == 0
     table = capsys.readouterr().out

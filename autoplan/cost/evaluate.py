@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autoplan.cost.inflight import inflight, largest_pass_tokens
 from autoplan.cost.kv import kv_link_bytes_per_s, kv_stage_bytes, kv_stage_time_s
 from autoplan.cost.pipeline import (
     PhaseCost,
@@ -12,6 +13,7 @@ from autoplan.cost.pipeline import (
     memories_for,
     pipeline_cost,
     pool_memory_args,
+    weighted_pipeline_cost,
 )
 from autoplan.cost.roofline import phase_shape
 from autoplan.graphs.topology import Topology
@@ -44,7 +46,7 @@ class Figures:
 def workload_of(plan: Plan) -> Workload:
     i = plan.inputs
     return Workload(i.isl, i.osl, i.batch, Precision(i.dtype, "bf16", i.kv_dtype),
-                    i.max_memory_fraction, i.prefill_batch)
+                    i.max_memory_fraction, i.prefill_batch, i.step_tokens)
 
 
 def placements(plan_phase) -> list[StagePlacement]:
@@ -55,13 +57,24 @@ def placements(plan_phase) -> list[StagePlacement]:
 
 def phase_cost(model: ModelSpec, topo: Topology, work: Workload, placement: str, phase: str,
                stages: list[StagePlacement], breakdown: bool = False) -> PhaseCost:
-    """One phase's pass through its pipeline, with the memory its pool holds."""
-    pool = "colocated" if placement == "colocated" else phase
-    kv_batch, ctx, tokens = pool_memory_args(pool, work)
-    # A colocated pool holds both phases' needs: KV at full context, prompt activations.
+    """One phase's figure through its pipeline, with the memory its pool holds: a
+    disaggregated pool's pass; in a colocated pool, TTFT (``prefill``) or TPOT
+    (``decode``) of in-flight batching, weighted sums of its steps
+    (:mod:`autoplan.cost.inflight`; raises InputError where the pool cannot sustain the
+    batch)."""
+    if placement != "colocated":
+        kv_batch, ctx, tokens = pool_memory_args(phase, work)
+        mems = memories_for(model, topo, stages, kv_batch, ctx, tokens, work.precision)
+        shape = phase_shape(phase, work.phase_batch(phase), work.isl, work.osl)
+        return pipeline_cost(model, topo, stages, phase, shape, work.precision, mems, breakdown)
+    # Its DP ranks schedule alone (one DP degree per pipeline, as engines run it; the
+    # widest where stages differ).
+    passes = inflight(topo, work, max(s.dp for s in stages))[1]
+    # A colocated pool holds both phases' needs: KV at full context, its largest step.
+    kv_batch, ctx, tokens = pool_memory_args("colocated", work, largest_pass_tokens(passes))
     mems = memories_for(model, topo, stages, kv_batch, ctx, tokens, work.precision)
-    shape = phase_shape(phase, work.phase_batch(phase), work.isl, work.osl)
-    return pipeline_cost(model, topo, stages, phase, shape, work.precision, mems, breakdown)
+    return weighted_pipeline_cost(model, topo, stages, passes[phase], work.precision, mems,
+                                  breakdown)
 
 
 def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
@@ -96,9 +109,10 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
     y_pre, y_dec = replicas
     B, P = work.batch, work.pb
     if placement == "colocated":
-        # Shared devices: per request, its share of a prompt pass and of osl - 1 steps.
-        # (With prefill_batch = batch: batch / e2e, one batch after another.)
-        rate = y_pre / (times["prefill"] / P + (work.osl - 1) * tpot / B)
+        # In-flight batching: B slots, each held for a request's TTFT and osl - 1 steps
+        # (Little's law; counting the TTFT's wait for the step in progress as held is
+        # conservative by that wait over e2e). prefill_batch does not apply here.
+        rate = y_pre * B / e2e
         phase_rate = {"prefill": rate, "decode": rate}
         busy = [a + (work.osl - 1) * b for a, b in zip(stage_ms["prefill"], stage_ms["decode"])]
         bubble = 1 - sum(busy) / len(busy) / (e2e * 1e3)

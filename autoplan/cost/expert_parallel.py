@@ -114,8 +114,11 @@ def hot_rank_factor(assignments: float, ep: int) -> float:
 
 
 def rank_shape(shape: Shape, dp: int) -> Shape:
-    """The share of one DP rank: ``ceil(batch / dp)`` sequences (the busiest rank)."""
-    return Shape(batch=-(-shape.batch // dp), new=shape.new, context_before=shape.context_before)
+    """The share of one DP rank: ``ceil(batch / dp)`` sequences (the busiest rank), and
+    of a mixed step's prompt chunks ``ceil(chunks / dp)``."""
+    return Shape(batch=-(-shape.batch // dp), new=shape.new, context_before=shape.context_before,
+                 chunk=shape.chunk, chunk_seqs=-(-shape.chunk_seqs // dp),
+                 chunk_context=shape.chunk_context)
 
 
 def expert_tokens(model: ModelSpec, tokens: float, ep: int) -> int:

@@ -15,6 +15,8 @@ custom all-reduce inside one NVLink domain up to the GPU count it supports, NCCL
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from autoplan.cost import kernels as kc
 from autoplan.errors import InputError
 from autoplan.graphs.model_graph import Op
@@ -23,6 +25,9 @@ from autoplan.inputs.kernels import KernelProfile
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.topology import DeviceKind
 from autoplan.inputs.workload import Precision
+
+if TYPE_CHECKING:
+    from autoplan.cost.roofline import Shape
 
 # Norms an engine with ``norms_fused_into_allreduce`` runs inside the all-reduce before
 # them (TP > 1): the layer's input and post-attention RMSNorms.
@@ -74,21 +79,23 @@ def fused(op: Op, kind: DeviceKind, tp: int) -> bool:
                                       and op.name in ALLREDUCE_NORMS)
 
 
-def kernel_time_s(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, batch: int, new: int,
-                  context_before: float, precision: Precision,
+def kernel_time_s(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
+                  precision: Precision,
                   gemm_dims: tuple[float, float, float] | None, ep: int = 1) -> float | None:
-    """Seconds of ``op`` on one TP rank, or None where the kernel tables do not cover it.
+    """Seconds of ``op`` on one TP rank for one forward pass of ``shape``, or None where
+    the kernel tables do not cover it.
 
-    ``gemm_dims`` is (m, n, k) of a dense GEMM on this rank; ``new`` tokens per sequence
-    of ``batch`` sequences after ``context_before`` cached tokens; ``ep`` the
-    expert-parallel degree of an expert GEMM (its ``tp`` then the expert TP).
+    ``gemm_dims`` is (m, n, k) of a dense GEMM on this rank; ``ep`` the expert-parallel
+    degree of an expert GEMM (its ``tp`` then the expert TP). A mixed step's attention is
+    its decode part and its prefill-chunk part, each priced by its own kernel class (the
+    engines' varlen kernels run both in one launch; the sum is an upper estimate).
     """
     kp = kind.calibration.kernels  # type: ignore[union-attr]
     assert kp is not None
     if fused(op, kind, tp):
         return 0.0
     bw = kind.tiers_fastest_first()[0].bandwidth_bytes_per_s
-    T = batch * new
+    T = shape.tokens
     try:
         if op.kind in ("gemm", "qkv"):
             key = gemm_key(kp, model, precision.weight)
@@ -99,7 +106,13 @@ def kernel_time_s(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, batch: in
         if op.kind == "moe_gemm":
             return _moe_share(op, model, kind, kp, tp, T, precision, bw, ep)
         if op.kind == "attention":
-            return _attention(model, kind, kp, tp, batch, new, context_before, precision, bw)
+            total = 0.0
+            for batch, new, context_before in shape.parts():
+                t = _attention(model, kind, kp, tp, batch, new, context_before, precision, bw)
+                if t is None:
+                    return None
+                total += t
+            return total
         if op.kind in ("norm", "elementwise", "embedding"):
             if kp.elementwise is None:
                 return None
@@ -128,12 +141,13 @@ def _attention(model: ModelSpec, kind: DeviceKind, kp: KernelProfile, tp: int, b
     if model.mla is not None:
         if new == 1:
             return kc.mla_decode_time_s(kp, bf16, bw, batch, context_before + 1, heads, kv)
-        return kc.mla_prefill_time_s(kp, bf16, batch, new, heads, kv)
+        return kc.mla_prefill_time_s(kp, bf16, batch, new, heads, kv, context_before)
     if new == 1:
         kv_heads = max(1, model.num_kv_heads // tp)
         return kc.decode_attention_time_s(kp, bw, batch, context_before + 1, kv_heads,
                                           model.head_dim, kv)
-    return kc.prefill_attention_time_s(kp, bf16, batch, new, heads, model.head_dim, "bf16")
+    return kc.prefill_attention_time_s(kp, bf16, batch, new, heads, model.head_dim, "bf16",
+                                       context_before)
 
 
 def _moe_share(op: Op, model: ModelSpec, kind: DeviceKind, kp: KernelProfile, tp: int,

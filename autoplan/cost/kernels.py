@@ -137,18 +137,27 @@ def decode_attention_time_s(p: KernelProfile, hbm_bw: float, batch, kv_len, num_
                             batch * num_kv_heads, ctx))
 
 
-def prefill_flops(batch, isl, num_heads, head_dim=128):
-    """Causal attention FLOPs (QK^T and PV) of ``isl`` new tokens per sequence."""
+def causal_pairs(isl, context_before=0.0):
+    """(query, key) pairs of causal attention of ``isl`` new tokens after
+    ``context_before`` cached tokens of the same sequence (a prefill chunk)."""
     s = np.asarray(isl, dtype=float)
-    return 4.0 * np.asarray(batch, dtype=float) * num_heads * head_dim * s * (s + 1.0) / 2.0
+    return s * np.asarray(context_before, dtype=float) + s * (s + 1.0) / 2.0
+
+
+def prefill_flops(batch, isl, num_heads, head_dim=128, context_before=0.0):
+    """Causal attention FLOPs (QK^T and PV) of ``isl`` new tokens per sequence."""
+    return (4.0 * np.asarray(batch, dtype=float) * num_heads * head_dim
+            * causal_pairs(isl, context_before))
 
 
 def prefill_attention_time_s(p: KernelProfile, peak_flops: float, batch, isl, num_heads,
-                             head_dim: int = 128, dtype: str = "bf16"):
+                             head_dim: int = 128, dtype: str = "bf16", context_before=0.0):
     """One layer's causal prefill attention; ``dtype`` is the attention compute format
-    (``fp8`` for FP8 FMHA, else ``bf16``) and ``peak_flops`` its peak."""
+    (``fp8`` for FP8 FMHA, else ``bf16``) and ``peak_flops`` its peak. A chunk after
+    ``context_before`` cached tokens does its FLOPs over them too, at the efficiency of
+    its ``isl`` new tokens (the measured kernels start from an empty cache)."""
     a = _pick(p.prefill_attention, dtype, "prefill-attention", p)
-    fl = prefill_flops(batch, isl, num_heads, head_dim)
+    fl = prefill_flops(batch, isl, num_heads, head_dim, context_before)
     units = np.asarray(batch, dtype=float) * num_heads
     return _out(prefill_core(a.efficiency, a.half_tokens, a.fixed_s, a.per_sequence_head_s, peak_flops,
                              fl, isl, units))
@@ -168,15 +177,17 @@ def mla_decode_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, batch,
                                 peak_flops, hbm_bw, kv_bytes, flops, batch * num_heads, ctx, batch))
 
 
-def mla_prefill_flops(batch, isl, num_heads):
-    s = np.asarray(isl, dtype=float)
-    return 2.0 * np.asarray(batch, dtype=float) * num_heads * (MLA_QK_HEAD_DIM + MLA_V_HEAD_DIM) * s * (s + 1.0) / 2.0
+def mla_prefill_flops(batch, isl, num_heads, context_before=0.0):
+    return (2.0 * np.asarray(batch, dtype=float) * num_heads * (MLA_QK_HEAD_DIM + MLA_V_HEAD_DIM)
+            * causal_pairs(isl, context_before))
 
 
-def mla_prefill_time_s(p: KernelProfile, peak_flops: float, batch, isl, num_heads, kv_dtype: str = "bf16"):
-    """One layer's DeepSeek-V3 MLA context attention over ``isl`` new tokens per sequence."""
+def mla_prefill_time_s(p: KernelProfile, peak_flops: float, batch, isl, num_heads, kv_dtype: str = "bf16",
+                       context_before=0.0):
+    """One layer's DeepSeek-V3 MLA context attention over ``isl`` new tokens per sequence
+    (after ``context_before`` cached tokens: a chunk, as :func:`prefill_attention_time_s`)."""
     a = _pick(p.mla_prefill, kv_dtype, "MLA prefill", p)
-    fl = mla_prefill_flops(batch, isl, num_heads)
+    fl = mla_prefill_flops(batch, isl, num_heads, context_before)
     units = np.asarray(batch, dtype=float) * num_heads
     return _out(prefill_core(a.efficiency, a.half_tokens, a.fixed_s, a.per_sequence_head_s, peak_flops,
                              fl, isl, units))

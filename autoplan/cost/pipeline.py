@@ -186,6 +186,42 @@ def pipeline_cost(model: ModelSpec, topo: Topology, stages: list[StagePlacement]
     return PhaseCost(sum(c.time_s for c in costs) + sum(hops), costs, hops)
 
 
+def weighted_pipeline_cost(model: ModelSpec, topo: Topology, stages: list[StagePlacement],
+                           passes: list[tuple[float, Shape]], precision: Precision,
+                           memories: list[StageMemory], breakdown: bool = False) -> PhaseCost:
+    """A figure that is a weighted sum of forward passes (a colocated server's TPOT or
+    TTFT under in-flight batching, :mod:`autoplan.cost.inflight`): every stage's times,
+    operators, floor and hand-offs are the same weighted sums of its passes'."""
+    costs = [pipeline_cost(model, topo, stages, "decode", sh, precision, memories, breakdown)
+             for _, sh in passes]
+    ws = [w for w, _ in passes]
+    out = [_weighted([c.stages[i] for c in costs], ws) for i in range(len(stages))]
+    hops = [sum(w * c.hops_s[i] for w, c in zip(ws, costs)) for i in range(len(stages) - 1)]
+    return PhaseCost(sum(c.time_s for c in out) + sum(hops), out, hops)
+
+
+def weighted_stage_time_s(model: ModelSpec, topo: Topology, st: StagePlacement,
+                          passes: list[tuple[float, Shape]], precision: Precision,
+                          mem: StageMemory) -> float:
+    """One stage's share of a weighted sum of passes (the tables' entry)."""
+    return sum(w * stage_cost(model, topo, st, sh, precision, mem).time_s for w, sh in passes)
+
+
+def _weighted(costs: list[StageCost], ws: list[float]) -> StageCost:
+    ops: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for w, c in zip(ws, costs):
+        for name, d in c.ops.items():
+            for k, v in d.items():
+                ops[name][k] += w * v
+    first = costs[0]
+    return StageCost(sum(w * c.time_s for w, c in zip(ws, costs)),
+                     sum(w * c.compute_s for w, c in zip(ws, costs)),
+                     sum(w * c.memory_s for w, c in zip(ws, costs)),
+                     sum(w * c.comm_s for w, c in zip(ws, costs)),
+                     first.memory, first.capacity_bytes, {k: dict(v) for k, v in ops.items()},
+                     sum(w * c.floor_s for w, c in zip(ws, costs)))
+
+
 def memories_for(model: ModelSpec, topo: Topology, stages: list[StagePlacement], batch: int,
                  max_context: int, prefill_tokens: int, precision: Precision) -> list[StageMemory]:
     return [
@@ -207,11 +243,15 @@ def even_cuts(num_layers: int, pp: int) -> list[tuple[int, int]]:
     return out
 
 
-def pool_memory_args(pool: str, work: Workload) -> tuple[int, int, int]:
+def pool_memory_args(pool: str, work: Workload,
+                     largest_pass: int | None = None) -> tuple[int, int, int]:
     """(sequences whose KV is held, their context, tokens of the largest forward pass)
-    for a pool's memory."""
+    for a pool's memory. A colocated pool holds its batch's KV at full context and the
+    activations of its largest step (``largest_pass``: a mixed step of in-flight
+    batching, :func:`autoplan.cost.inflight.largest_pass_tokens`)."""
     if pool == "prefill":
         return work.pb, work.isl, work.pb * work.isl
     if pool == "decode":
         return work.batch, work.isl + work.osl, work.batch
-    return work.batch, work.isl + work.osl, max(work.pb * work.isl, work.batch)
+    assert largest_pass is not None, "a colocated pool's memory needs its largest step"
+    return work.batch, work.isl + work.osl, largest_pass

@@ -43,15 +43,36 @@ Bound = Literal["compute", "memory", "communication"]
 
 @dataclass(frozen=True)
 class Shape:
-    """The work of one forward pass: ``batch`` sequences, ``new`` tokens each."""
+    """The work of one forward pass: ``batch`` sequences, ``new`` tokens each, after
+    ``context_before`` cached tokens; and, in a mixed step of in-flight batching,
+    ``chunk_seqs`` prompt chunks of ``chunk`` tokens each after ``chunk_context`` cached
+    tokens of their prompt (:mod:`autoplan.cost.inflight`). Every GEMM runs over all
+    ``tokens``; attention runs per part."""
 
     batch: int
     new: int
     context_before: float
+    chunk: int = 0
+    chunk_seqs: int = 0
+    chunk_context: float = 0.0
 
     @property
     def tokens(self) -> int:
-        return self.batch * self.new
+        return self.batch * self.new + self.chunk * self.chunk_seqs
+
+    @property
+    def sampled(self) -> int:
+        """Sequences whose next token the pass samples (LM-head rows): every decode
+        sequence and every chunk (only a prompt's last chunk needs its logits; engines
+        compute them for each scheduled sequence)."""
+        return self.batch + self.chunk_seqs
+
+    def parts(self) -> list[tuple[int, int, float]]:
+        """(sequences, new tokens each, cached tokens before) of the attention parts."""
+        out = [(self.batch, self.new, self.context_before)] if self.batch else []
+        if self.chunk_seqs:
+            out.append((self.chunk_seqs, self.chunk, self.chunk_context))
+        return out
 
 
 def phase_shape(phase: Phase, batch: int, isl: int, osl: int,
@@ -208,7 +229,7 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
     gemm_rows = T
     dims = None
     if op.kind in ("gemm", "qkv"):
-        rows = shape.batch if op.name == "lm_head" else T  # logits only for the last token
+        rows = shape.sampled if op.name == "lm_head" else T  # logits of sampled tokens only
         gemm_rows = rows
         if op.kind == "qkv":
             k, n = op.k, _qkv_n(op, model, tp)
@@ -234,8 +255,10 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
         act_bytes = assigned * (k + n) * ab
         gemm_rows = max(1.0, assigned / max(touched, 1.0))  # rows per expert GEMM
     elif op.kind == "attention":
-        flops, act_bytes, kv_bytes = _attention(model, tp, shape, precision)
-        gemm_rows = shape.new
+        for b, s_new, c0 in shape.parts():
+            f, a, k = _attention(model, tp, b, s_new, c0, precision)
+            flops, act_bytes, kv_bytes = flops + f, act_bytes + a, kv_bytes + k
+        gemm_rows = max(shape.new, shape.chunk)
     elif op.kind == "norm":
         flops = 5.0 * T * op.width
         act_bytes = 2.0 * T * op.width * ab
@@ -249,8 +272,7 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
     fmt = precision.weight if op.kind in ("gemm", "qkv", "moe_gemm") else precision.activation
     peak, ran_in = kind.peak_flops(fmt)
     if cal.kernels is not None:
-        t = kernel_time_s(op, model, kind, tp, shape.batch, shape.new, shape.context_before,
-                          precision, dims, ep)
+        t = kernel_time_s(op, model, kind, tp, shape, precision, dims, ep)
         if t == 0.0:  # fused into another kernel: no launch, no traffic of its own
             return OpCost(op.name, 0.0, 0.0, 0.0, 0.0, 0.0)
         if t is not None:
@@ -269,12 +291,12 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
                   op.kernels * cal.kernel_overhead_s)
 
 
-def _attention(model: ModelSpec, tp: int, shape: Shape,
+def _attention(model: ModelSpec, tp: int, batch: int, s: int, c0: float,
                precision: Precision) -> tuple[float, float, float]:
-    """(FLOPs, activation bytes, KV bytes) of the attention core on one rank."""
+    """(FLOPs, activation bytes, KV bytes) of the attention core on one rank, for
+    ``batch`` sequences of ``s`` new tokens after ``c0`` cached ones."""
     ab = bytes_per_element(precision.activation)
     heads = model.num_attention_heads / tp
-    s, c0 = shape.new, shape.context_before
     pairs = s * c0 + s * (s + 1) / 2  # causal (query, key) pairs per sequence
     if model.mla is not None:
         m = model.mla
@@ -284,11 +306,11 @@ def _attention(model: ModelSpec, tp: int, shape: Shape,
             d_qk, d_v = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
     else:
         d_qk = d_v = model.head_dim
-    flops = 2.0 * shape.batch * pairs * heads * (d_qk + d_v)
+    flops = 2.0 * batch * pairs * heads * (d_qk + d_v)
     kv_tok = kv_bytes_per_token_layer(model, tp, precision)
     # Read the cached context once per sequence; write the new tokens' keys and values.
-    kv_bytes = shape.batch * (c0 * kv_tok + s * kv_tok)
-    act = shape.tokens * heads * (d_qk + d_v) * ab
+    kv_bytes = batch * (c0 * kv_tok + s * kv_tok)
+    act = batch * s * heads * (d_qk + d_v) * ab
     return flops, act, kv_bytes
 
 

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from autoplan.cost.evaluate import placements
+from autoplan.cost.inflight import step_budget
 from autoplan.cost.pipeline import memories_for
 from autoplan.errors import InputError
 from autoplan.export.flags import ENGINE_LIMITS
@@ -56,8 +57,8 @@ def max_seqs(ctx, pool) -> int:
             kv, c, tok = b, w.isl, w.pb * w.isl
         elif pool.role == "decode":
             kv, c, tok = b, w.isl + w.osl, b
-        else:
-            kv, c, tok = b, w.isl + w.osl, max(w.pb * w.isl, b)
+        else:  # a colocated server's largest step is its step budget (in-flight batching)
+            kv, c, tok = b, w.isl + w.osl, max(step_budget(pc.topo, w).tokens, b)
         mems = memories_for(pc.model, pc.topo, stages, kv, c, tok, pc.work.precision)
         return [(m.total_bytes, frac * pc.topo.kinds[st.kind].capacity_bytes)
                 for m, st in zip(mems, stages, strict=True)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import yaml
 
+from autoplan.cost.inflight import DEFAULT_STEP_TOKENS, step_budget
 from autoplan.cost.pipeline import even_cuts
 from autoplan.export.common import ROUTER_PORT, SERVER_PORT, Command, Ctx, Engine, Export
 from autoplan.export.flags import TRTLLM_BLOCK, TRTLLM_DOCS
@@ -31,12 +32,20 @@ def llm_api_options(ctx: Ctx, pool: Pool) -> dict:
     i = ctx.plan.inputs
     seqs = max_seqs(ctx, pool)
     pb = i.prefill_batch or i.batch
-    tokens = {"prefill": pb * i.isl, "decode": seqs}.get(pool.role, max(pb * i.isl, seqs))
+    # A colocated server's steps are the in-flight batching the plan priced: its step
+    # budget (the engine's default unless the plan set one), decode tokens and chunks.
+    tokens = {"prefill": pb * i.isl, "decode": seqs}.get(pool.role, None)
+    if tokens is None:
+        pc = ctx.plan_context
+        tokens = (step_budget(pc.topo, pc.work).tokens if pc is not None
+                  else i.step_tokens or DEFAULT_STEP_TOKENS)
     if pool.dp > 1:
         # With attention DP every rank schedules its own requests: the limits are per
-        # rank (its share of the batch; a whole prompt where the pool prefills).
+        # rank (its share of the batch; a whole prompt where the pool prefills; a
+        # colocated rank keeps its step budget).
         seqs = -(-seqs // pool.dp)
-        tokens = max(-(-tokens // pool.dp), i.isl if pool.role != "decode" else seqs)
+        if pool.role in ("prefill", "decode"):
+            tokens = max(-(-tokens // pool.dp), i.isl if pool.role != "decode" else seqs)
     opts: dict = {
         "tensor_parallel_size": pool.tp * pool.dp,
         "pipeline_parallel_size": pool.pp,

@@ -54,6 +54,18 @@ class EngineFacts(BaseModel):
     host_step_s: float = Field(default=0.0, ge=0, le=1)
     # Custom all-reduce inside one NVLink domain up to this many GPUs (NCCL beyond).
     custom_allreduce_max_gpus: int = Field(default=8, ge=1, le=MAX_DEVICES)
+    # In-flight batching of a colocated server: the default token budget of one step
+    # (decode tokens plus prefill chunk tokens), and whether a step that carries a prefill
+    # chunk also carries the running decodes (False: prefill steps run alone, decodes
+    # wait for them).
+    # ``step_tokens_by_memory``: [GiB, tokens] pairs, ascending: a device of at least that
+    # much memory gets that budget (the engines pick their default by GPU memory);
+    # ``step_tokens_by_name``: a budget for kinds whose name contains the key (vLLM's
+    # A100 exception).
+    step_tokens: int = Field(default=8192, ge=1, le=1 << 24)
+    step_tokens_by_memory: tuple[tuple[float, int], ...] = ()
+    step_tokens_by_name: dict[str, int] = Field(default_factory=dict)
+    mixed_steps: bool = True
     source: str = ""
 
 

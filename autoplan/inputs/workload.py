@@ -35,6 +35,9 @@ class Workload:
     # Prompts prefilled together (default: the batch). Decode runs ``batch`` sequences;
     # prefill passes take ``prefill_batch`` prompts at a time.
     prefill_batch: int | None = None
+    # Token budget of one step of a colocated server's in-flight batching (None: the
+    # engine's default; autoplan.cost.inflight). Prefill batches do not apply there.
+    step_tokens: int | None = None
 
     @property
     def pb(self) -> int:

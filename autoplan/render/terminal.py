@@ -131,7 +131,9 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
     c = console or Console()
     i = p.inputs
     c.print(f"[bold]{_t(i.model)}[/] on [bold]{_t(i.topology)}[/]: {p.placement} placement, "
-            f"{p.devices} devices; batch {i.batch}, ISL {i.isl}, OSL {i.osl}, {i.dtype} weights")
+            f"{p.devices} devices; batch {i.batch}, ISL {i.isl}, OSL {i.osl}, {i.dtype} weights"
+            + (f"; in-flight batching, {i.step_tokens}-token steps"
+               if p.placement == "colocated" and i.step_tokens else ""))
     c.print(f"TTFT [bold]{p.ttft_ms:.2f} ms[/] (KV transfer {p.kv_transfer_ms:.3f} ms)  "
             f"TPOT [bold]{p.tpot_ms:.3f} ms[/]  e2e [bold]{p.e2e_ms:.1f} ms[/]  "
             f"throughput [bold]{p.throughput_tokens_per_s:.1f} tok/s[/] "

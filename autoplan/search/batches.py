@@ -19,7 +19,7 @@ both over the shipped models, kinds and engines):
   fall, so a design that fits and meets the SLOs at a batch in the box does so at the
   corner, no faster;
 - a replica's rate is ``batch / time`` (decode: ``B / (osl * TPOT)``; prefill:
-  ``P / slowest stage``; colocated: ``1 / (TTFT / P + (osl - 1) * TPOT / B)``), so at
+  ``P / slowest stage``; colocated: ``B / (TTFT + (osl - 1) * TPOT)``, in-flight batching), so at
   any batch of the box it is at most ``max(hi / lo)`` times the best rate the corner's
   front offers with no more devices.
 

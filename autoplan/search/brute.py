@@ -15,7 +15,14 @@ from itertools import product
 
 from autoplan.cost.kv import kv_link_bandwidth, kv_stage_bytes
 from autoplan.search.solver import Limits
-from autoplan.search.tables import POOL_PHASES, ROLES, TICKS_PER_S, Tables, class_entries
+from autoplan.search.tables import (
+    POOL_PHASES,
+    ROLES,
+    TICKS_PER_S,
+    Tables,
+    class_entries,
+    colocated_rate,
+)
 
 
 @dataclass(frozen=True)
@@ -169,12 +176,11 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
     tables = (t, *more)
     if mode == "colocated":
         for tt in tables:
-            B, P = tt.work.batch, tt.work.pb
             for p in pipelines(tt, "colocated"):
                 ttft, tpot = p.time("prefill"), p.time("decode")
                 if not ok(ttft, tpot):
                     continue
-                r = Fraction(P * B * TICKS_PER_S, B * ttft + P * (osl - 1) * tpot)
+                r = colocated_rate(tt.work.batch, ttft, tpot, osl)
                 y = 1
                 while all(y * u <= k for u, k in zip(p.usage, cap)):
                     consider(y * r, y * sum(p.usage))

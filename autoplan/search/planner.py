@@ -23,6 +23,7 @@ from autoplan.catalog import (
 )
 from autoplan.cost.context import spec_hash
 from autoplan.cost.evaluate import evaluate
+from autoplan.cost.inflight import inflight, step_budget
 from autoplan.cost.pipeline import StagePlacement
 from autoplan.errors import AutoplanError, InfeasibleError, InputError
 from autoplan.graphs.model_graph import parameter_count
@@ -373,6 +374,9 @@ def _finish(m: ModelSpec, topo: Topology, work: Workload, inputs: PlanInputs, mo
     pre_pool = "prefill" if "prefill" in placed else "colocated"
     dec_pool = "decode" if "decode" in placed else "colocated"
     pre, dec = placed[pre_pool], placed[dec_pool]
+    if mode == "colocated" and inputs.step_tokens is None:
+        # The plan says the in-flight step budget it was priced with (the engine's).
+        inputs = inputs.model_copy(update={"step_tokens": step_budget(topo, work).tokens})
     fig = evaluate(m, topo, work, mode, pre, dec, (replicas[pre_pool], replicas[dec_pool]))
 
     def phase(name: str, pool: str, stages: list[StagePlacement], time_ms: float) -> PhasePlan:
@@ -451,6 +455,12 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
                 f"{_ms(limits.tpot_slo_t, t)}; with these devices the best latency plans reach "
                 f"TTFT {ttft:.1f} ms and TPOT {tpot:.2f} ms", "slo",
                 {"ttft_ms": ttft, "tpot_ms": tpot})
+    if modes == ["colocated"] and ("colocated" not in t.pools
+                                   or t.pools["colocated"].max_len.max() == 0):
+        try:  # the step budget, not memory, may be what rules the colocated pool out
+            inflight(topo, work)
+        except InputError as e:
+            return InfeasibleError(f"step budget: {e}", "devices")
     return InfeasibleError(
         f"memory/devices: no pipeline of {which} devices holds "
         f"{m.name} with its KV cache for batch {work.batch}"

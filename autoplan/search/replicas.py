@@ -3,8 +3,8 @@
 FORMULATION.md's menu approach. For each pool type the CP-SAT stage model is solved for
 the Pareto front of replica *designs*, one per device-usage vector: for every usage it
 finds the design with the best per-replica rate (prefill: the slowest stage, since
-batches are pipelined through the stages; decode: TPOT; colocated: end-to-end
-latency), under the SLOs. The front is enumerated exactly by lowering one class's cap
+batches are pipelined through the stages; decode: TPOT; colocated: end-to-end latency
+under in-flight batching, ``batch / (TTFT + (osl - 1) TPOT)``), under the SLOs. The front is enumerated exactly by lowering one class's cap
 below the last design's usage at a time (epsilon-constraint), so no usage vector that
 could matter is skipped. A replica's rate depends on nothing but its design, so
 choosing the pair of designs and the replica counts over the fronts is exact; the
@@ -30,7 +30,7 @@ import numpy as np
 from autoplan.search.counts import Counts, kv_link_rate, requested
 from autoplan.search.interrupt import interrupted
 from autoplan.search.solver import Limits, SolveResult, StageChoice, solve
-from autoplan.search.tables import ROLES, TICKS_PER_S, Tables, class_entries
+from autoplan.search.tables import ROLES, TICKS_PER_S, Tables, class_entries, colocated_rate
 
 MAX_FRONT = 64  # designs per front before the enumeration stops (the plan then says feasible)
 MAX_MIXED_CLASSES = 2  # device classes up to which designs mixing classes are enumerated
@@ -99,8 +99,7 @@ def _rate(t: Tables, pool: str, ttft: int, tpot: int, slowest: int, osl: int) ->
         return Fraction(P * TICKS_PER_S, slowest)
     if pool == "decode":
         return Fraction(B * TICKS_PER_S, osl * tpot)
-    # Per request: its share of a prompt pass and of osl - 1 decode steps.
-    return Fraction(P * B * TICKS_PER_S, B * ttft + P * (osl - 1) * tpot)
+    return colocated_rate(B, ttft, tpot, osl)
 
 
 _PRIORITY = ("interrupted", "time_limit", "front_limit", "batch_bound")

@@ -23,7 +23,7 @@ KV transfer of a prefill stage to a kind the decode pool uses.
 
 Goals: ``latency`` minimises ``W * (TTFT + (osl - 1) * TPOT) + devices`` over the
 pools together; ``phase`` (a decode pool) minimises TPOT; ``rate`` (a colocated pool)
-minimises its time per request, ``batch * TTFT + prefill_batch * (osl - 1) * TPOT``;
+minimises its time per request, ``TTFT + (osl - 1) * TPOT`` (in-flight batching);
 ``devices`` (a prefill pool) the fewest devices with no stage above a cap, then the
 shortest TTFT part (the replica fronts bisect over the cap for the slowest stage, which
 sets a pipelined pool's rate: a min-max objective would need products of variables).
@@ -434,9 +434,10 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
         m.minimize(devices)
     else:
         if goal == "rate":
-            # A colocated replica's time per request: TTFT / prefill_batch + (osl - 1)
-            # TPOT / batch; scaled by both batches to stay integer.
-            value = t.work.batch * ttft + t.work.pb * (osl - 1) * tpot
+            # A colocated replica serves batch / (TTFT + (osl - 1) TPOT) requests/s (in-flight
+            # batching; tables.colocated_rate): the batch is fixed, so the shortest time
+            # per request is the best rate.
+            value = ttft + (osl - 1) * tpot
         elif goal == "phase":
             value = tpot
         else:

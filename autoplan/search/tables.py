@@ -19,19 +19,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
+from autoplan.cost.inflight import largest_pass_tokens, pool_passes
 from autoplan.cost.kv import kv_pair_bandwidth, kv_stage_bytes
-from autoplan.cost.pipeline import StagePlacement, memories_for, pool_memory_args, stage_cost
-from autoplan.cost.roofline import (
-    activation_message_bytes,
-    phase_shape,
-    valid_tps,
+from autoplan.cost.pipeline import (
+    StagePlacement,
+    memories_for,
+    pool_memory_args,
+    stage_cost,
 )
-from autoplan.graphs.topology import FastDomain, Topology
+from autoplan.cost.roofline import (
+    Shape,
+    activation_message_bytes,
+)
+from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.workload import Workload
+from autoplan.search.configs import (
+    Config,
+    DeviceClass,
+    Packing,
+    build_configs,
+    device_classes,
+)
 
 ROLES = ("only", "first", "mid", "last")
 
@@ -47,39 +60,6 @@ TICKS_PER_MS = 10**5
 
 
 INF = 1 << 50
-
-
-@dataclass
-class DeviceClass:
-    index: int
-    kind: str
-    domain_size: int
-    domains: list[FastDomain]
-
-    @property
-    def devices(self) -> int:
-        return self.domain_size * len(self.domains)
-
-
-@dataclass(frozen=True)
-class Config:
-    index: int
-    cls: int
-    kind: str
-    tp: int  # attention TP of one data-parallel rank
-    group: tuple[str, ...]  # a representative group (all are priced alike)
-    dp: int = 1  # data-parallel attention ranks (MoE models)
-    ep: int = 1  # expert-parallel degree of the MoE layers
-
-    @property
-    def size(self) -> int:
-        """Devices of one stage on this config (its group): ``tp * dp``."""
-        return self.tp * self.dp
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(tp, dp, ep): what an engine runs one of per pipeline."""
-        return self.tp, self.dp, self.ep
 
 
 @dataclass
@@ -149,134 +129,6 @@ def leading_dense(model: ModelSpec) -> int:
     return p
 
 
-def device_classes(topo: Topology) -> list[DeviceClass]:
-    by: dict[tuple[str, int], list[FastDomain]] = {}
-    for d in topo.fast_domains:
-        by.setdefault((d.kind, d.size), []).append(d)
-    return [DeviceClass(i, k, n, doms) for i, ((k, n), doms) in enumerate(by.items())]
-
-
-MAX_PATTERNS = 400
-"""Most packing patterns (maximal TP-group fills of one domain) the model enumerates for
-a class whose TP sizes do not divide each other; beyond, the class keeps the sizes that
-divide its domain (the limit is documented)."""
-
-
-@dataclass(frozen=True)
-class Packing:
-    """How TP groups of a class pack into its identical domains, exactly.
-
-    ``chain``: the sizes divide each other, so groups of sizes ``tps`` fit in ``B``
-    domains of ``n`` iff for every size ``t``: the devices of groups of size >= t are at
-    most ``B * floor(n / t) * t`` (one inequality per size; plain counting when every
-    size divides ``n``). Otherwise ``patterns``: every maximal fill of one domain (how
-    many groups of each size), and how many domains take each."""
-
-    tps: tuple[int, ...]
-    patterns: tuple[tuple[int, ...], ...] | None = None  # None: chain
-
-
-def _is_chain(tps: list[int]) -> bool:
-    return all(tps[i + 1] % tps[i] == 0 for i in range(len(tps) - 1))
-
-
-def _patterns(tps: list[int], n: int, limit: int) -> list[tuple[int, ...]] | None:
-    """Maximal multisets of ``tps`` with sum <= n, as counts per size; None past limit."""
-    out: list[tuple[int, ...]] = []
-
-    def go(i: int, left: int, acc: list[int]) -> bool:
-        if i == len(tps):
-            if left < tps[0]:  # maximal: no group of any size fits any more
-                out.append(tuple(acc))
-            return len(out) <= limit
-        for c in range(left // tps[i], -1, -1):
-            if not go(i + 1, left - c * tps[i], acc + [c]):
-                return False
-        return True
-
-    return out if go(0, n, []) else None
-
-
-def build_configs(model: ModelSpec, classes: list[DeviceClass], packing: bool = False,
-                  engine: str | None = None) -> tuple[list[Config], dict[int, Packing]]:
-    """Configs per class, and how their groups pack. ``packing``: every TP the model
-    allows up to the domain size (TP 16/32/64 in a 72-GPU domain, TP 3 in 6 or 8),
-    inventory checked exactly by :class:`Packing`; else only TP dividing the domain
-    size (the replica fronts count devices, which is exact only then). MoE models add
-    the expert-parallel configs of :func:`ep_shapes` on the same group sizes (so the
-    packing of sizes is unchanged); ``engine`` keeps the shapes it runs."""
-    out: list[Config] = []
-    packs: dict[int, Packing] = {}
-    for c in classes:
-        n = c.domain_size
-        tps = valid_tps(model, n)
-        divisors = [t for t in tps if n % t == 0]
-        if not packing:
-            tps = divisors
-        pats = None
-        if tps and not _is_chain(tps):
-            pats = _patterns(tps, n, MAX_PATTERNS)
-            if pats is None:  # too many patterns: the divisors only
-                tps = divisors
-                pats = None if _is_chain(tps) else _patterns(tps, n, 10**6)
-        packs[c.index] = Packing(tuple(tps), None if pats is None else tuple(pats))
-        for t in tps:
-            out.append(Config(len(out), c.index, c.kind, t, c.domains[0].devices[:t]))
-        for size in tps:
-            for tp, dp, ep in ep_shapes(model, size, engine):
-                out.append(Config(len(out), c.index, c.kind, tp, c.domains[0].devices[:size],
-                                  dp, ep))
-        if not packing:
-            for k in range(2, len(c.domains) + 1):
-                for tp, dp, ep in ep_shapes(model, k * n, engine, across=True):
-                    group = tuple(d for dom in c.domains[:k] for d in dom.devices)
-                    out.append(Config(len(out), c.index, c.kind, tp, group, dp, ep))
-    return out, packs
-
-
-def ep_shapes(model: ModelSpec, size: int, engine: str | None = None, across: bool = False
-              ) -> list[tuple[int, int, int]]:
-    """(tp, dp, ep) shapes of a stage of ``size`` devices beside plain TP ``size``, for an
-    MoE model: experts over all ``size`` devices (EP = size, as vLLM's
-    ``--enable-expert-parallel`` runs it and SGLang's and TensorRT-LLM's wide-EP recipes),
-    attention on ``dp`` > 1 ranks of TP ``tp`` (``tp * dp = size``, ``tp`` a valid TP). One
-    group of ``size`` devices inside one fast domain, like a TP group. With ``engine``,
-    the shapes its rules allow (``hardware/engine_rules.yaml``).
-
-    EP under TP attention (``dp = 1``) is priced by ``estimate`` and ``validate`` but not
-    searched: its expert kernels run on every token of the TP group, and the fitted vLLM
-    and SGLang MoE parameters underprice those rows at prefill sizes (vLLM on H100, 4096
-    tokens at EP 8: 0.85 ms fitted, 3.42 ms measured in
-    ``hardware/data/aic-kernels/moe.csv.gz``), which would make the planner pick it
-    where the measurements say TP is faster.
-
-    ``across``: a group of ``size`` devices over several whole fast domains (attention
-    DP 16 x EP 16 over two 8-GPU nodes, the wide-EP deployments of DeepSeek-V3): TP 1 per
-    rank only (``dp = ep = size``), the all-to-all crossing the network. Such groups take
-    whole domains, so device counting stays exact where every other group size divides
-    the domain (the throughput and devices tables); the latency tables, which pack other
-    sizes exactly, do not offer them."""
-    if model.moe is None or size < 2:
-        return []
-    from autoplan.catalog import engine_rules
-
-    e = model.moe.num_experts
-    if size > e or e % size:
-        return []
-    er = engine_rules().get(engine) if engine is not None else None
-    out = []
-    for tp in [1] if across else valid_tps(model, size):
-        if size % tp:
-            continue
-        dp = size // tp
-        if dp == 1:
-            continue
-        if er is not None and er.attention_dp_all_devices and dp not in (1, size):
-            continue
-        out.append((tp, dp, size))
-    return out
-
-
 def _placement(model: ModelSpec, prefix: int, role: str, length: int,
                cfg: Config) -> StagePlacement:
     L = model.num_layers
@@ -327,12 +179,23 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     # Upper bounds round up; lower bounds round down (and one tick more, against float
     # noise in the two-point affine form).
     rnd = (lambda x: math.floor(x) - 1) if t.lower else math.ceil
-    kv_batch, ctx, tokens = pool_memory_args(pool, work)
     max_len = np.zeros((len(ROLES), C), dtype=np.int64)
     affine = np.zeros((len(ROLES), C), dtype=bool)
     times = {ph: np.full((len(ROLES), C, U + 1), INF, dtype=np.int64) for ph in POOL_PHASES[pool]}
     hops = {ph: np.zeros(C, dtype=np.int64) for ph in POOL_PHASES[pool]}
+    # Each phase's figure is a weighted sum of forward passes: one pass, or a colocated
+    # server's step mix under in-flight batching (None: it cannot sustain the batch).
+    # A colocated pool's data-parallel ranks schedule alone: the mix depends on the
+    # config's DP degree.
+    by_dp = {dp: pool_passes(t.topo, work, pool, dp) for dp in sorted({c.dp for c in t.configs})}
+    if all(v is None for v in by_dp.values()):
+        cross0 = {ph: np.zeros(len(t.classes), dtype=np.int64) for ph in POOL_PHASES[pool]}
+        return PoolTable(pool, times, max_len, hops, affine, cross0)
     for cfg in t.configs:
+        passes = by_dp[cfg.dp]
+        if passes is None:
+            continue
+        kv_batch, ctx, tokens = pool_memory_args(pool, work, largest_pass_tokens(passes))
         kind = t.topo.kinds[cfg.kind]
         cap = kind.capacity_bytes * work.max_memory_fraction
         for r, role in enumerate(ROLES):
@@ -358,13 +221,22 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
             if best == 0:
                 continue
             multi_tier = len(kind.memory_tiers) > 1
-            for ph in POOL_PHASES[pool]:
-                shape = phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
-                def exact(ln: int) -> float:
+            # A colocated pool's phases share their passes (the same steps): each pass of
+            # each stage length is priced once.
+            memo: dict[tuple[int, Shape], float] = {}
+
+            def pass_s(ln: int, shape: Shape) -> float:
+                if (ln, shape) not in memo:
                     st = _placement(model, t.prefix, role, ln, cfg)
                     mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
                                        work.precision)[0]
-                    return stage_cost(model, t.topo, st, shape, work.precision, mem).time_s
+                    memo[ln, shape] = stage_cost(model, t.topo, st, shape, work.precision,
+                                                 mem).time_s
+                return memo[ln, shape]
+
+            for ph in POOL_PHASES[pool]:
+                def exact(ln: int) -> float:  # weighted_stage_time_s, priced once a pass
+                    return sum(w * pass_s(ln, sh) for w, sh in passes[ph])
                 if role == "only":
                     times[ph][r, cfg.index, U] = max(0, rnd(exact(U) * T))
                     continue
@@ -386,20 +258,55 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     cross = {ph: np.zeros(len(t.classes), dtype=np.int64) for ph in POOL_PHASES[pool]}
     reach: dict[str, dict] = {}  # source device -> paths to every node
     for ph in POOL_PHASES[pool]:
-        shape = phase_shape(ph, work.phase_batch(ph), work.isl, work.osl)
-        msg = activation_message_bytes(model, shape, work.precision)
-        if t.lower:
-            _best_hops(t, ph, msg, reach, hops[ph], cross[ph])
-            continue
-        within = [_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach)
-                  for c in t.classes]
-        for cfg in t.configs:
-            hops[ph][cfg.index] = math.ceil(within[cfg.cls] * TICKS_PER_S)
-        for k, ck in enumerate(t.classes):
-            worst = max((_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach)
-                         for j, cj in enumerate(t.classes) if j != k), default=0.0)
-            cross[ph][k] = max(0, math.ceil((worst - within[k]) * TICKS_PER_S))
+        # A weighted sum of passes hands off each pass's activations: the weighted sum of
+        # each pass's bound is a bound of the sum (each pass's worst or best pair).
+        h_sum = np.zeros(C, dtype=float)
+        c_by = []
+        for dp, passes in by_dp.items():
+            if passes is None:
+                continue
+            mine = np.array([c.dp == dp for c in t.configs])
+            c_dp = np.zeros(len(t.classes), dtype=float)
+            for w, shape in passes[ph]:
+                h, c = _phase_hops(t, activation_message_bytes(model, shape, work.precision),
+                                   reach)
+                h_sum += np.where(mine, w * h, 0.0)
+                c_dp += w * c
+            c_by.append(c_dp)
+        # an entry into a class: the worst DP degree's (upper bounds), the best (lower)
+        c_sum = (np.min if t.lower else np.max)(np.array(c_by), axis=0)
+        # Integer ticks again (the parts already are bounds; 1e-6 tick absorbs float noise
+        # of the weights, so one pass of weight 1 keeps its ticks).
+        fix = (lambda x: np.floor(x + 1e-6)) if t.lower else (lambda x: np.ceil(x - 1e-6))
+        hops[ph][:] = fix(h_sum)
+        cross[ph][:] = np.maximum(0, fix(c_sum))
     return PoolTable(pool, times, max_len, hops, affine, cross)
+
+
+def _phase_hops(t: Tables, msg: float, reach: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Hand-offs of ``msg`` bytes in ticks: into a stage of each config, and the extra of
+    an entry into each class (upper bounds; lower bounds with ``t.lower``)."""
+    hops = np.zeros(len(t.configs), dtype=np.int64)
+    cross = np.zeros(len(t.classes), dtype=np.int64)
+    if t.lower:
+        _best_hops(t, "", msg, reach, hops, cross)
+        return hops, cross
+    within = [_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach)
+              for c in t.classes]
+    for cfg in t.configs:
+        hops[cfg.index] = math.ceil(within[cfg.cls] * TICKS_PER_S)
+    for k, ck in enumerate(t.classes):
+        worst = max((_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach)
+                     for j, cj in enumerate(t.classes) if j != k), default=0.0)
+        cross[k] = max(0, math.ceil((worst - within[k]) * TICKS_PER_S))
+    return hops, cross
+
+
+def colocated_rate(batch: int, ttft_t: int, tpot_t: int, osl: int) -> Fraction:
+    """Requests per second of one colocated replica from its TTFT and TPOT in ticks:
+    ``batch`` slots, each held for TTFT + (osl - 1) TPOT (Little's law; the model of
+    :mod:`autoplan.cost.inflight`, as ``evaluate`` computes it)."""
+    return Fraction(batch * TICKS_PER_S, ttft_t + (osl - 1) * tpot_t)
 
 
 def class_entries(tab: PoolTable, phase: str, classes: list[int]) -> int:

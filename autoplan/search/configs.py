@@ -1,0 +1,171 @@
+"""Device classes and the configs the tables price: which (TP, attention DP, EP) shapes
+a class offers, and how their groups pack into its fast domains, exactly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autoplan.cost.roofline import valid_tps
+from autoplan.graphs.topology import FastDomain, Topology
+from autoplan.inputs.model import ModelSpec
+
+
+@dataclass
+class DeviceClass:
+    index: int
+    kind: str
+    domain_size: int
+    domains: list[FastDomain]
+
+    @property
+    def devices(self) -> int:
+        return self.domain_size * len(self.domains)
+
+
+@dataclass(frozen=True)
+class Config:
+    index: int
+    cls: int
+    kind: str
+    tp: int  # attention TP of one data-parallel rank
+    group: tuple[str, ...]  # a representative group (all are priced alike)
+    dp: int = 1  # data-parallel attention ranks (MoE models)
+    ep: int = 1  # expert-parallel degree of the MoE layers
+
+    @property
+    def size(self) -> int:
+        """Devices of one stage on this config (its group): ``tp * dp``."""
+        return self.tp * self.dp
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(tp, dp, ep): what an engine runs one of per pipeline."""
+        return self.tp, self.dp, self.ep
+
+
+def device_classes(topo: Topology) -> list[DeviceClass]:
+    by: dict[tuple[str, int], list[FastDomain]] = {}
+    for d in topo.fast_domains:
+        by.setdefault((d.kind, d.size), []).append(d)
+    return [DeviceClass(i, k, n, doms) for i, ((k, n), doms) in enumerate(by.items())]
+
+
+MAX_PATTERNS = 400
+"""Most packing patterns (maximal TP-group fills of one domain) the model enumerates for
+a class whose TP sizes do not divide each other; beyond, the class keeps the sizes that
+divide its domain (the limit is documented)."""
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How TP groups of a class pack into its identical domains, exactly.
+
+    ``chain``: the sizes divide each other, so groups of sizes ``tps`` fit in ``B``
+    domains of ``n`` iff for every size ``t``: the devices of groups of size >= t are at
+    most ``B * floor(n / t) * t`` (one inequality per size; plain counting when every
+    size divides ``n``). Otherwise ``patterns``: every maximal fill of one domain (how
+    many groups of each size), and how many domains take each."""
+
+    tps: tuple[int, ...]
+    patterns: tuple[tuple[int, ...], ...] | None = None  # None: chain
+
+
+def _is_chain(tps: list[int]) -> bool:
+    return all(tps[i + 1] % tps[i] == 0 for i in range(len(tps) - 1))
+
+
+def _patterns(tps: list[int], n: int, limit: int) -> list[tuple[int, ...]] | None:
+    """Maximal multisets of ``tps`` with sum <= n, as counts per size; None past limit."""
+    out: list[tuple[int, ...]] = []
+
+    def go(i: int, left: int, acc: list[int]) -> bool:
+        if i == len(tps):
+            if left < tps[0]:  # maximal: no group of any size fits any more
+                out.append(tuple(acc))
+            return len(out) <= limit
+        for c in range(left // tps[i], -1, -1):
+            if not go(i + 1, left - c * tps[i], acc + [c]):
+                return False
+        return True
+
+    return out if go(0, n, []) else None
+
+
+def build_configs(model: ModelSpec, classes: list[DeviceClass], packing: bool = False,
+                  engine: str | None = None) -> tuple[list[Config], dict[int, Packing]]:
+    """Configs per class, and how their groups pack. ``packing``: every TP the model
+    allows up to the domain size (TP 16/32/64 in a 72-GPU domain, TP 3 in 6 or 8),
+    inventory checked exactly by :class:`Packing`; else only TP dividing the domain
+    size (the replica fronts count devices, which is exact only then). MoE models add
+    the expert-parallel configs of :func:`ep_shapes` on the same group sizes (so the
+    packing of sizes is unchanged); ``engine`` keeps the shapes it runs."""
+    out: list[Config] = []
+    packs: dict[int, Packing] = {}
+    for c in classes:
+        n = c.domain_size
+        tps = valid_tps(model, n)
+        divisors = [t for t in tps if n % t == 0]
+        if not packing:
+            tps = divisors
+        pats = None
+        if tps and not _is_chain(tps):
+            pats = _patterns(tps, n, MAX_PATTERNS)
+            if pats is None:  # too many patterns: the divisors only
+                tps = divisors
+                pats = None if _is_chain(tps) else _patterns(tps, n, 10**6)
+        packs[c.index] = Packing(tuple(tps), None if pats is None else tuple(pats))
+        for t in tps:
+            out.append(Config(len(out), c.index, c.kind, t, c.domains[0].devices[:t]))
+        for size in tps:
+            for tp, dp, ep in ep_shapes(model, size, engine):
+                out.append(Config(len(out), c.index, c.kind, tp, c.domains[0].devices[:size],
+                                  dp, ep))
+        if not packing:
+            for k in range(2, len(c.domains) + 1):
+                for tp, dp, ep in ep_shapes(model, k * n, engine, across=True):
+                    group = tuple(d for dom in c.domains[:k] for d in dom.devices)
+                    out.append(Config(len(out), c.index, c.kind, tp, group, dp, ep))
+    return out, packs
+
+
+def ep_shapes(model: ModelSpec, size: int, engine: str | None = None, across: bool = False
+              ) -> list[tuple[int, int, int]]:
+    """(tp, dp, ep) shapes of a stage of ``size`` devices beside plain TP ``size``, for an
+    MoE model: experts over all ``size`` devices (EP = size, as vLLM's
+    ``--enable-expert-parallel`` runs it and SGLang's and TensorRT-LLM's wide-EP recipes),
+    attention on ``dp`` > 1 ranks of TP ``tp`` (``tp * dp = size``, ``tp`` a valid TP). One
+    group of ``size`` devices inside one fast domain, like a TP group. With ``engine``,
+    the shapes its rules allow (``hardware/engine_rules.yaml``).
+
+    EP under TP attention (``dp = 1``) is priced by ``estimate`` and ``validate`` but not
+    searched: its expert kernels run on every token of the TP group, and the fitted vLLM
+    and SGLang MoE parameters underprice those rows at prefill sizes (vLLM on H100, 4096
+    tokens at EP 8: 0.85 ms fitted, 3.42 ms measured in
+    ``hardware/data/aic-kernels/moe.csv.gz``), which would make the planner pick it
+    where the measurements say TP is faster.
+
+    ``across``: a group of ``size`` devices over several whole fast domains (attention
+    DP 16 x EP 16 over two 8-GPU nodes, the wide-EP deployments of DeepSeek-V3): TP 1 per
+    rank only (``dp = ep = size``), the all-to-all crossing the network. Such groups take
+    whole domains, so device counting stays exact where every other group size divides
+    the domain (the throughput and devices tables); the latency tables, which pack other
+    sizes exactly, do not offer them."""
+    if model.moe is None or size < 2:
+        return []
+    from autoplan.catalog import engine_rules
+
+    e = model.moe.num_experts
+    if size > e or e % size:
+        return []
+    er = engine_rules().get(engine) if engine is not None else None
+    out = []
+    for tp in [1] if across else valid_tps(model, size):
+        if size % tp:
+            continue
+        dp = size // tp
+        if dp == 1:
+            continue
+        if er is not None and er.attention_dp_all_devices and dp not in (1, size):
+            continue
+        out.append((tp, dp, size))
+    return out

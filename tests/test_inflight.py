@@ -1,0 +1,210 @@
+"""In-flight batching of colocated pools (autoplan.cost.inflight): physics of the mixed
+step, the engines' step budgets, and the planner, the tables and validate pricing the
+colocated step identically."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from functools import cache
+from itertools import pairwise
+
+import pytest
+
+from autoplan.catalog import engine_facts, load_model, load_topology
+from autoplan.cost import kernels as kc
+from autoplan.cost.estimate import place_even_pipeline
+from autoplan.cost.evaluate import evaluate
+from autoplan.cost.inflight import inflight, kind_step_tokens, step_budget
+from autoplan.cost.pipeline import memories_for, pipeline_cost, pool_memory_args
+from autoplan.cost.roofline import Shape, phase_shape
+from autoplan.errors import InfeasibleError, InputError
+from autoplan.inputs.workload import Precision, Workload
+from autoplan.rules.validate import validate
+from autoplan.search.planner import plan
+from autoplan.search.tables import ROLES, TICKS_PER_S, build_tables
+
+M70 = "meta-llama/Llama-3.1-70B"
+BF16 = Precision("bf16", "bf16", "bf16")
+
+
+@cache
+def _system(engine: str | None, topo: str = "h200-x8", tp: int = 8):
+    m = load_model(M70)
+    t = load_topology(topo, None, engine)
+    return m, t, place_even_pipeline(m, t, t.kind_names[0], tp, 1)
+
+
+def _figs(engine, isl, osl, batch, **kw):
+    m, t, st = _system(engine)
+    w = Workload(isl, osl, batch, BF16, 0.9, **kw)
+    colo = evaluate(m, t, w, "colocated", st, st)
+    # The same stages as a disaggregated pair: pure prefill and pure decode passes.
+    pure = evaluate(m, t, w, "disaggregated", st, st)
+    return colo, pure
+
+
+def _pass_s(engine, shape: Shape, batch=64, isl=4000, osl=500) -> float:
+    """One forward pass of ``shape`` through the stages, independently of inflight."""
+    m, t, st = _system(engine)
+    w = Workload(isl, osl, batch, BF16, 0.9)
+    mems = memories_for(m, t, st, *pool_memory_args("decode", w), BF16)
+    return pipeline_cost(m, t, st, "decode", shape, BF16, mems).time_s
+
+
+ENGINES = ["vllm", "sglang", "trtllm", None]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("batch", [2, 16, 64])
+def test_mixed_step_tpot_between_pure_decode_and_decode_plus_a_prefill(engine, batch):
+    """Chunks only add work to a step, and a decoding sequence waits at most for one whole
+    prompt's prefill per step it takes."""
+    colo, pure = _figs(engine, 4000, 500, batch)
+    one_prompt = _pass_s(engine, phase_shape("prefill", 1, 4000, 500)) * 1e3
+    assert pure.tpot_ms < colo.tpot_ms <= pure.tpot_ms + one_prompt
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tpot_grows_with_isl_over_osl_and_tends_to_pure_decode(engine):
+    # Shorter outputs (more prompts per step): more interference, and more of it per
+    # token than the longer decode context adds to the pure step.
+    extra = []
+    for osl in (2000, 1000, 500, 250, 125):
+        colo, pure = _figs(engine, 4000, osl, 32)
+        extra.append(colo.tpot_ms - pure.tpot_ms)
+    assert all(a < b for a, b in pairwise(extra))
+    # Longer prompts at a fixed output: more prefill per request, slower steps.
+    tp = [_figs(engine, isl, 500, 32)[0].tpot_ms for isl in (500, 2000, 4000, 8000)]
+    assert all(a < b for a, b in pairwise(tp))
+    # osl -> infinity: the prompts' share of the steps vanishes.
+    colo, pure = _figs(engine, 4000, 400_000, 32)
+    assert colo.tpot_ms == pytest.approx(pure.tpot_ms, rel=2e-3)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ttft_at_least_the_chunked_prefill(engine):
+    """A 20,000-token prompt over an 8192-token budget takes ceil(20000 / room) chunks;
+    each runs at least as long as that chunk alone, after its prefix."""
+    isl, B = 20_000, 16
+    colo, _ = _figs(engine, isl, 500, B)
+    _, t, _ = _system(engine)
+    budget = step_budget(t, Workload(isl, 500, B, BF16))
+    room = budget.tokens - (B - 1 if budget.mixed else 0)
+    n = math.ceil(isl / room)
+    q = math.ceil(isl / n)
+    alone = _pass_s(engine, Shape(1, q, (isl - q) / 2), B, isl)
+    assert n >= 3 and colo.ttft_ms >= n * alone * 1e3
+
+
+def test_chunks_do_the_prompts_causal_attention_exactly():
+    # n equal chunks of q tokens, priced at the mean prefix (isl - q) / 2, cover the
+    # (query, key) pairs of the whole prompt: sum_j (q j q + q (q+1) / 2).
+    for isl, n in ((4096, 4), (20_000, 5), (7, 7)):
+        q = isl // n
+        exact = sum(q * (j * q) + q * (q + 1) / 2 for j in range(n))
+        assert n * float(kc.causal_pairs(q, (isl - q) / 2)) == pytest.approx(exact)
+        assert exact == pytest.approx(float(kc.causal_pairs(isl)))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batch_one_is_the_bare_prefill_and_the_pure_decode(engine):
+    """One slot: no other sequence to mix with, no step in progress on arrival."""
+    colo, pure = _figs(engine, 4000, 500, 1)
+    assert colo.ttft_ms == pytest.approx(_pass_s(engine, phase_shape("prefill", 1, 4000, 500))
+                                         * 1e3, rel=1e-12)
+    assert colo.tpot_ms == pytest.approx(pure.tpot_ms, rel=1e-12)
+    assert colo.requests_per_s == pytest.approx(1e3 / colo.e2e_ms, rel=1e-12)
+
+
+def test_an_unsustainable_batch_is_refused_with_the_reason():
+    m, t, st = _system("vllm")
+    # Short outputs, long prompts, a small budget: the prompts need more than the budget.
+    w = Workload(4000, 50, 64, BF16, 0.9, step_tokens=600)
+    with pytest.raises(InputError, match="cannot sustain"):
+        evaluate(m, t, w, "colocated", st, st)
+    with pytest.raises(InputError, match="decode tokens alone"):
+        inflight(t, replace(w, batch=601))
+    # The disaggregated pools do not batch in flight: the same workload prices there.
+    assert evaluate(m, t, w, "disaggregated", st, st).tpot_ms > 0
+
+
+def test_engine_step_budgets_follow_the_engines_memory_rules():
+    f = engine_facts()
+    gib = float(1 << 30)
+    assert kind_step_tokens(f["vllm"], "h200", 141e9) == 8192
+    assert kind_step_tokens(f["vllm"], "a100-sxm-80gb", 80 * gib) == 2048  # A100 exception
+    assert kind_step_tokens(f["vllm"], "l40s", 48e9) == 2048  # under 70 GiB
+    assert kind_step_tokens(f["sglang"], "b200", 180e9) == 16384  # 160 GiB and more
+    assert kind_step_tokens(f["sglang"], "l40s", 48e9) == 8192
+    assert kind_step_tokens(f["trtllm"], "l40s", 48e9) == 8192
+    assert not f["sglang"].mixed_steps and f["vllm"].mixed_steps and f["trtllm"].mixed_steps
+
+
+@cache
+def _colocated_plan(batch: int, tpot_slo_ms: float | None = None):
+    return plan(M70, "h200-x8", isl=4000, osl=500, batch=batch, placement="colocated",
+                objective="throughput", engine="vllm", tpot_slo_ms=tpot_slo_ms)
+
+
+def test_planner_tables_and_validate_price_the_colocated_step_alike():
+    p = _colocated_plan(64)
+    rep = validate(p)
+    assert rep.ok, rep.errors
+    # The plan's figures are evaluate's (validate recomputed them) ...
+    assert rep.figures.tpot_ms == pytest.approx(p.tpot_ms, rel=1e-12)
+    assert rep.figures.ttft_ms == pytest.approx(p.ttft_ms, rel=1e-12)
+    # ... and the solver's objective is the tables' (rounded-up) figure of the same stages.
+    assert p.objective <= p.throughput_tokens_per_s * (1 + 1e-9)
+    assert p.objective == pytest.approx(p.throughput_tokens_per_s, rel=1e-4)
+    # A single-stage table entry is the stage's weighted step time, in ticks rounded up.
+    m, t, st = _system("vllm")
+    w = Workload(4000, 500, 64, BF16, 0.9)
+    tab = build_tables(m, t, w, ("colocated",))
+    cfg = next(c for c in tab.configs if c.tp == 8)
+    fig = evaluate(m, t, w, "colocated", st, st)
+    only = ROLES.index("only")
+    for ph, ms in (("decode", fig.tpot_ms), ("prefill", fig.ttft_ms)):
+        got = int(tab.pools["colocated"].time_t[ph][only, cfg.index, tab.units])
+        assert got == math.ceil(ms * 1e-3 * TICKS_PER_S)
+
+
+def test_colocated_plans_that_meet_tpot_include_the_interference():
+    """70B on 8 x H200, ISL 4000, OSL 500, batch 64: every 500 steps the replica prefills
+    64 prompts of 4000 tokens (64 x ~150 ms) beside 500 decode steps (~12 ms each), so
+    its TPOT is more than twice the pure decode step; a 30 ms TPOT SLO no longer holds at
+    TP 8."""
+    colo, pure = _figs("vllm", 4000, 500, 64)
+    assert colo.tpot_ms > 2 * pure.tpot_ms
+    assert colo.tpot_ms > 30.0
+    with pytest.raises(InfeasibleError):
+        _colocated_plan(64, 30.0)
+    # A smaller batch meets it, with its interference priced.
+    p = _colocated_plan(32, 30.0)
+    assert p.tpot_ms <= 30.0 and validate(p).ok
+    assert p.tpot_ms > _figs("vllm", 4000, 500, 32)[1].tpot_ms
+
+
+def test_the_plan_records_its_step_budget_and_exports_it():
+    """A colocated plan says the in-flight step budget it was priced with; TensorRT-LLM's
+    server runs that budget (``max_num_tokens``), not the old prompt-batch size."""
+    import yaml
+
+    from autoplan.export import export
+
+    p = _colocated_plan(32, 30.0)
+    assert p.inputs.step_tokens == 8192  # vLLM's default on H200 (hardware/engines.yaml)
+    files = export(p, "trtllm").files
+    opts = yaml.safe_load(next(v for k, v in files.items() if k.startswith("extra-llm-api")))
+    assert opts["max_num_tokens"] == p.inputs.step_tokens
+    # A budget set in the plan is the one validate reprices with: a smaller one slows
+    # the prompts' chunks (more steps per prompt) and the figures no longer match.
+    small = p.model_copy(update={"inputs": p.inputs.model_copy(update={"step_tokens": 1024})})
+    rep = validate(small)
+    assert not rep.ok and rep.figures.ttft_ms > p.ttft_ms
+
+
+def test_the_planner_names_the_step_budget_when_it_binds():
+    with pytest.raises(InfeasibleError, match="step budget: .*cannot sustain its prompt flow"):
+        plan("meta-llama/Llama-3.1-8B", "h200-x8", isl=4000, osl=20, batch=200,
+             placement="colocated", objective="throughput", engine="vllm")
