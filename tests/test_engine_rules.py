@@ -102,3 +102,22 @@ def test_explain_rules_out_a_mixed_tp_alternative_by_name() -> None:
     assert any(e.startswith("uniform TP:") for e in errs), errs
     assert not [e for e in broken_rules(ctx, "colocated", ctx.pre, ctx.pre, ctx.base,
                                         ctx.base_devices) if e.startswith("uniform TP")]
+
+
+def test_vllm_runs_disaggregated_pools_without_pp_and_validate_names_the_rule():
+    """vLLM's NIXL KV transfer does not run with PP > 1 (hardware/engine_rules.yaml): with
+    --engine vllm every disaggregated pool is one stage and exports; TensorRT-LLM's plan
+    pipelines its prefill, and the same plan read as vLLM's breaks the rule."""
+    from autoplan.export import export
+    from autoplan.search.planner import plan
+
+    kw = dict(isl=4000, osl=500, ttft_slo_ms=2000, tpot_slo_ms=30, objective="throughput",
+              placement="disaggregated", batch=64, prefill_batch=1)
+    trt = plan("meta-llama/Llama-3.1-70B", "h200-2node", engine="trtllm", **kw)
+    assert len(trt.prefill.stages) > 1  # pipelined prefill: the best rate per device
+    v = plan("meta-llama/Llama-3.1-70B", "h200-2node", engine="vllm", **kw)
+    assert len(v.prefill.stages) == 1 and len(v.decode.stages) == 1
+    assert validate(v).ok and "launch.sh" in export(v, "vllm").files
+    as_vllm = trt.model_copy(update={"inputs": trt.inputs.model_copy(update={"engine": "vllm"})})
+    errs = validate(as_vllm).errors
+    assert any(e.startswith("disaggregated PP:") and "prefill" in e for e in errs), errs

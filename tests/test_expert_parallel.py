@@ -231,6 +231,36 @@ def test_exports_emit_each_engines_ep_flags():
     assert "moe_expert_parallel_size: 8" in opts and "enable_attention_dp: true" in opts
 
 
+def _wide(path: Path) -> dict:
+    """The EP golden as one replica of DP 16 x EP 16 over both of its 8-GPU hosts."""
+    d = json.loads(path.read_text())
+    devs = [x for rep in d["prefill"]["replica_devices"] for x in rep[0]]
+    for ph in ("prefill", "decode"):
+        d[ph]["replicas"], d[ph]["devices"] = 1, len(devs)
+        d[ph]["stages"][0].update(devices=devs, attention_dp=len(devs), ep=len(devs), tp=1)
+        d[ph]["replica_devices"] = [[devs]]
+    return d
+
+
+def test_vllm_runs_data_parallelism_over_hosts_one_server_per_host():
+    plan = Plan.model_validate(_wide(EP_PLAN))
+    text = export(plan, "vllm", check=False).files["launch.sh"]
+    lines = [x.split() for x in text.splitlines()
+             if "vllm serve" in x and not x.lstrip().startswith("#")]
+    assert len(lines) == 2  # one per host
+    head, worker = lines
+    for a in lines:
+        assert a[a.index("--data-parallel-size") + 1] == "16"
+        assert a[a.index("--data-parallel-size-local") + 1] == "8"
+        assert a[a.index("--data-parallel-address") + 1] == "node0"
+        assert a[a.index("--data-parallel-rpc-port") + 1] == head[
+            head.index("--data-parallel-rpc-port") + 1]
+        assert "--enable-expert-parallel" in a and a[a.index("--tensor-parallel-size") + 1] == "1"
+    assert "--headless" not in head and "--port" in head
+    assert "--headless" in worker and worker[worker.index("--data-parallel-start-rank") + 1] == "8"
+    assert "--port" not in worker
+
+
 def test_exports_refuse_shapes_an_engine_cannot_run():
     half_ep = Plan.model_validate({**_edited(EP_PLAN, ep=4), "inputs": {
         **json.loads(EP_PLAN.read_text())["inputs"], "engine": "sglang"}})

@@ -90,6 +90,8 @@ def broken_rules(ctx: Context, placement: str, pre: list[StagePlacement],
         errs += rules.uniform_tp(name, ctx.topo, [s.kind for s in stages],
                                  [s.tp for s in stages], i.engine)
         errs += rules.engine_parallelism(name, ctx.topo, stages, i.engine)
+        errs += rules.disaggregated_pp(name, ctx.topo, [s.kind for s in stages], placement,
+                                       i.engine)
     errs += rules.pools(placement, _devices(pre), _devices(dec), pre == dec)
     errs += rules.requested_placement(i.placement, placement)
     return errs + rules.figures(fig, i, placement, devices)

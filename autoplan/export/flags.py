@@ -73,6 +73,12 @@ VLLM_FLAGS = frozenset({
     "--gpu-memory-utilization", "--dtype", "--kv-cache-dtype", "--quantization",
     "--distributed-executor-backend", "--kv-transfer-config", "--port", "--host",
     "--data-parallel-size", "--enable-expert-parallel",
+    # data parallelism over several hosts: one `vllm serve` per host, the first with the
+    # API server, the others --headless, all meeting at the first host's RPC port
+    # ("Data Parallel Deployment", multi-node, in
+    # https://docs.vllm.ai/en/latest/serving/data_parallel_deployment.html)
+    "--data-parallel-size-local", "--data-parallel-address", "--data-parallel-rpc-port",
+    "--data-parallel-start-rank", "--headless",
 })
 VLLM_KV_CACHE_DTYPES = frozenset({"auto", "fp8", "fp8_e5m2", "fp8_e4m3"})
 VLLM_DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})

@@ -105,11 +105,12 @@ def check_parallel(engine: str, pools) -> None:
                 f"TP 1 per rank; re-plan it with attention DP {size} or export it to another "
                 f"engine")
         hosts = pool.replica_hosts[0]
-        if base == "vllm" and pool.dp > 1 and hosts is not None and len(hosts) > 1:
+        if base == "vllm" and pool.dp > 1 and hosts is not None and len(hosts) > 1 and (
+                pool.pp > 1 or any(len(idx) % pool.tp for _, idx in hosts)):
             raise InputError(
-                f"vLLM data parallelism across hosts (the {name} pool's DP {pool.dp} spans "
-                f"{len(hosts)} hosts) needs --data-parallel-size-local and "
-                f"--data-parallel-address per host, which this export does not write; "
+                f"vLLM cannot run the {name} pool of this plan (DP {pool.dp} over "
+                f"{len(hosts)} hosts with PP {pool.pp}): multi-host data parallelism "
+                f"starts one `vllm serve` per host with whole DP ranks of one stage; "
                 f"export it to SGLang or re-plan it on one host")
 
 

@@ -29,6 +29,7 @@ from autoplan.export.script import Row, launch_script, one_host_row
 
 NIXL_PORT = 5600  # VLLM_NIXL_SIDE_CHANNEL_PORT of the first server, counting up
 RAY_PORT = 6379  # the first Ray head's, counting up
+DP_RPC_PORT = 13345  # --data-parallel-rpc-port of the first multi-host DP server, counting up
 
 
 def build(ctx: Ctx, pools: list[Pool]) -> Export:
@@ -61,6 +62,9 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
                 row, head = one_host_row(pool, r, argv + ["--host", "0.0.0.0",
                                                           "--port", str(port)], env)
                 rows.append(row)
+            elif pool.dp > 1:  # whole DP ranks per host (export/limits.py checks it)
+                head = hosts[0][0]
+                rows += _dp_rows(pool, r, argv, env, port, DP_RPC_PORT + instance)
             else:
                 head = hosts[0][0]
                 argv += ["--distributed-executor-backend", "ray", "--host", "0.0.0.0",
@@ -77,6 +81,32 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
             ctx.warn.append(f"host {h} takes part in {n} Ray clusters; give each `ray start` "
                             f"its own ports (see `ray start --help`)")
     return launch_script(ctx, rows, [], _proxy(ctx, endpoints), VLLM_DOCS)
+
+
+def _dp_rows(pool: Pool, r: int, argv: list[str], env: dict[str, str], port: int,
+             rpc_port: int) -> list[Row]:
+    """Replica ``r`` whose data-parallel ranks span hosts: one ``vllm serve`` per host
+    with its ranks (``--data-parallel-size-local``), the first host's with the API server,
+    the others ``--headless`` from their first rank (``--data-parallel-start-rank``), all
+    meeting at the first host's RPC port ("Data Parallel Deployment" in vLLM's docs)."""
+    hosts = pool.replica_hosts[r]
+    head = hosts[0][0]
+    rows: list[Row] = []
+    rank = 0
+    for k, (h, idx) in enumerate(hosts):
+        local = len(idx) // pool.tp
+        a = argv + ["--data-parallel-size-local", str(local), "--data-parallel-address", head,
+                    "--data-parallel-rpc-port", str(rpc_port)]
+        if k == 0:
+            a += ["--host", "0.0.0.0", "--port", str(port)]
+            notes = [pool.title(r), f"DP ranks 0-{local - 1} of {pool.dp} and the API server"]
+        else:
+            a += ["--headless", "--data-parallel-start-rank", str(rank)]
+            notes = [f"DP ranks {rank}-{rank + local - 1} of the {pool.role} replica {r + 1}, "
+                     f"joining {head}:{rpc_port}"]
+        rows.append((h, notes, Command(pool.role, a, {**pool.visible(idx), **env}, h, r)))
+        rank += local
+    return rows
 
 
 def _ray_rows(ctx: Ctx, pool: Pool, r: int, argv: list[str], env: dict[str, str],

@@ -90,6 +90,9 @@ class EngineRules(BaseModel):
     # Data-parallel attention, where used, is one rank per device (attention TP 1, as
     # TensorRT-LLM's enable_attention_dp runs it).
     attention_dp_all_devices: bool = False
+    # Disaggregated pools (prefill, decode) run without pipeline parallelism (vLLM's
+    # NixlConnector): one stage per pipeline on the engine's kinds.
+    disaggregated_pp1: bool = False
     rules: list[EngineRule] = Field(min_length=1)
 
 

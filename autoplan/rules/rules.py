@@ -25,7 +25,8 @@ from autoplan.inputs.model import ModelSpec
 
 RULES = ("layer coverage", "stage order", "TP", "devices", "device disjointness",
          "TP inside fast domains", "replicas", "placement", "memory headroom", "SLO",
-         "device budget", "request rate", "uniform TP", "expert parallelism")
+         "device budget", "request rate", "uniform TP", "expert parallelism",
+         "disaggregated PP")
 """Rule names: every violation starts with one of them and a colon."""
 
 SLO_TOL = 1e-9
@@ -133,6 +134,24 @@ def uniform_tp(name: str, topo: Topology, stage_kinds: Sequence[str],
     why = (f"uniform TP: {name} pipeline mixes TP {', '.join(map(str, tps))} on its GPU "
            f"stages, but {engine} runs one TP degree per pipeline")
     return [why]
+
+
+def disaggregated_pp(name: str, topo: Topology, stage_kinds: Sequence[str], placement: str,
+                     engine: str | None) -> list[str]:
+    """With an engine that runs disaggregated pools without pipeline parallelism (vLLM's
+    NixlConnector, ``hardware/engine_rules.yaml``), a prefill or decode pool has one
+    stage on its GPU kinds. Kinds of their own runtime (SRAM-only) are free."""
+    if engine is None or placement != "disaggregated":
+        return []
+    from autoplan.catalog import engine_rules
+
+    er = engine_rules().get(engine)
+    gpu = [k for k in stage_kinds if k not in topo.kinds or not topo.kinds[k].own_runtime]
+    if er is None or not er.disaggregated_pp1 or len(gpu) < 2:
+        return []
+    return [f"disaggregated PP: the {name} pool has {len(gpu)} pipeline stages on GPUs, but "
+            f"{engine}'s disaggregated KV transfer (NIXL) runs pools without pipeline "
+            f"parallelism"]
 
 
 def engine_parallelism(name: str, topo: Topology, stages: Sequence[StagePlacement],

@@ -91,6 +91,8 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
                                    [s.tp for s in phase.stages], plan.inputs.engine)
         errors += rules.engine_parallelism(name, ctx.topo, ctx.pre if name == "prefill"
                                            else ctx.dec, plan.inputs.engine)
+        errors += rules.disaggregated_pp(name, ctx.topo, [s.device_kind for s in phase.stages],
+                                         plan.placement, plan.inputs.engine)
         errors += rules.replicas(name, ctx.topo, [s.device_kind for s in phase.stages],
                                  [s.tp for s in phase.stages], phase.replica_devices,
                                  phase.replicas, domain_of,

@@ -401,6 +401,8 @@ def _finish(m: ModelSpec, topo: Topology, work: Workload, inputs: PlanInputs, mo
     # Self-check with the validator's rules: a solver or assignment bug must not reach
     # the user as a plan that `autoplan validate` would refuse.
     broken = (rules.pipeline("prefill", m, topo, pre) + rules.pipeline("decode", m, topo, dec)
+              + rules.disaggregated_pp("prefill", topo, [s.kind for s in pre], mode, inputs.engine)
+              + rules.disaggregated_pp("decode", topo, [s.kind for s in dec], mode, inputs.engine)
               + rules.figures(fig, inputs, mode, len(used)))
     if broken:
         raise AutoplanError(f"internal error: the planner built a plan that breaks a rule: "

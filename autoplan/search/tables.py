@@ -167,9 +167,30 @@ def build_tables(model: ModelSpec, topo: Topology, work: Workload,
                     LOWER_TICKS_PER_S if lower else TICKS_PER_S, uniform_tp)
     for pool in pools:
         tables.pools[pool] = _pool_table(tables, pool, force_per_length)
+    if pp1_disaggregated(engine):
+        # The engine runs a disaggregated pool without PP: its stages are `only` ones
+        # (kinds of their own runtime, the SRAM chips, stay free).
+        for pool in set(pools) & {"prefill", "decode"}:
+            tab = tables.pools[pool]
+            for c in range(len(configs)):
+                if tables.governed(c) or (engine is not None and not uniform_tp
+                                          and not topo.kinds[configs[c].kind].own_runtime):
+                    tab.max_len[1:, c] = 0
+                    for arr in tab.time_t.values():
+                        arr[1:, c, :] = INF
     if "prefill" in pools:
         tables.kv_t = _kv_table(tables)
     return tables
+
+
+def pp1_disaggregated(engine: str | None) -> bool:
+    """The engine runs disaggregated pools with one pipeline stage (vLLM's NIXL)."""
+    if engine is None:
+        return False
+    from autoplan.catalog import engine_rules
+
+    er = engine_rules().get(engine)
+    return er is not None and er.disaggregated_pp1
 
 
 def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
