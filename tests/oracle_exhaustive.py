@@ -55,6 +55,7 @@ class _Search:
                  ttft_slo_ms: float | None, tpot_slo_ms: float | None,
                  max_devices: int | None = None, uniform_tp: bool = False):
         self.model, self.topo, self.work = model, topo, work
+        self.pp1 = False  # disaggregated pools with a GPU stage: one stage (see exhaustive)
         # an engine runs the plan: one TP degree per pipeline on its engine-run kinds
         self.uniform_tp = uniform_tp
         self.ttft_slo = None if ttft_slo_ms is None else ttft_slo_ms * 1e-3 * (1 + 1e-9)
@@ -227,6 +228,10 @@ class _Search:
                         if self.tpot_slo is not None and pool != "prefill" and nd > self.tpot_slo:
                             continue
                         st = StagePlacement(a, b, kind, devs, shape[1], shape[2])
+                        if (self.pp1 and pool != "colocated" and stages
+                                and any(not self.topo.kinds[x.kind].own_runtime
+                                        for x in stages + [st])):
+                            continue  # the engine runs disaggregated pools without PP
                         self._pipe(pool, b, stages + [st], busy | set(devs), np_, nd, pre_done)
 
     def _complete(self, pool, stages, busy, t_pre, t_dec, pre_done):
@@ -254,10 +259,13 @@ class _Search:
 
 def exhaustive(model: ModelSpec, topo: Topology, work: Workload, placement: str = "auto",
                ttft_slo_ms: float | None = None, tpot_slo_ms: float | None = None,
-               max_devices: int | None = None, uniform_tp: bool = False) -> Best | None:
+               max_devices: int | None = None, uniform_tp: bool = False,
+               pp1: bool = False) -> Best | None:
     """The best concrete plan (latency objective), or None when none is valid.
-    ``uniform_tp``: one TP degree per pipeline on GPU kinds (a plan with an engine)."""
+    ``uniform_tp``: one TP degree per pipeline on GPU kinds (a plan with an engine);
+    ``pp1``: disaggregated pools with a GPU stage have one stage (vLLM's NIXL)."""
     s = _Search(model, topo, work, ttft_slo_ms, tpot_slo_ms, max_devices, uniform_tp)
+    s.pp1 = pp1
     modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
     if len(topo.devices) < 2 and "disaggregated" in modes:
         modes.remove("disaggregated")

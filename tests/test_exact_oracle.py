@@ -24,11 +24,12 @@ TOL = 1e-6
 def compare(seed: int) -> str:
     """'agree', or what differs."""
     model, topo, _spec, work, placement, rng = random_instance(seed)
-    best = exhaustive(model, topo, work, placement, uniform_tp=True)  # plan: engine vllm
+    # the plan's engine is vLLM: one TP per pipeline, disaggregated pools without PP
+    best = exhaustive(model, topo, work, placement, uniform_tp=True, pp1=True)
     slo: dict = {}
     if best is not None and rng.random() < 0.4:
         slo = rng.choice([{"tpot_slo_ms": best.tpot_ms}, {"ttft_slo_ms": best.ttft_ms}])
-        best = exhaustive(model, topo, work, placement, uniform_tp=True, **slo)
+        best = exhaustive(model, topo, work, placement, uniform_tp=True, pp1=True, **slo)
         assert best is not None
     try:
         p = plan(model, topo, isl=work.isl, osl=work.osl, batch=work.batch,

@@ -633,9 +633,10 @@ def test_ctrl_c_in_a_sweep_exits_130_and_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_time_limited_throughput_plan_says_time_limit_and_no_proven_gap(tmp_path):
-    """Four device classes (mixed designs not enumerated: front_limit) and a 1 s limit
-    that stops the fronts: the reason is the time limit, and the plan claims no bound
-    (it used to copy the value found into best_bound: gap 0.00%)."""
+    """Four device classes (mixed designs not enumerated: front_limit) and a limit that
+    stops the fronts (the whole search takes about 0.12 s here): the reason is the time
+    limit, and the plan claims no bound (it used to copy the value found into
+    best_bound: gap 0.00%)."""
     from tests.test_replicas import _mixed_topology
 
     topo = tmp_path / "mixed.yaml"
@@ -643,8 +644,11 @@ def test_time_limited_throughput_plan_says_time_limit_and_no_proven_gap(tmp_path
     f = tmp_path / "p.json"
     rc, _out, err = run(["plan", "--model", "meta-llama/Llama-3.1-405B", "--topology", topo,
                         "--batch", "16", "--prefill-batch", "1", "--objective", "throughput",
-                        "--ttft-slo-ms", "2000", "--tpot-slo-ms", "100", "--time-limit-s", "1",
+                        "--ttft-slo-ms", "2000", "--tpot-slo-ms", "100", "--time-limit-s", "0.05",
                         "--json", "-o", f])
+    if rc == 3:  # a slower machine found nothing in the limit: it must say so, not infeasible
+        assert "time limit" in err and not f.exists(), err
+        return
     assert rc == 0, err
     p = Plan.load(f)
     assert p.status == "feasible" and p.stop_reason == "time_limit"

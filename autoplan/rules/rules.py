@@ -139,19 +139,20 @@ def uniform_tp(name: str, topo: Topology, stage_kinds: Sequence[str],
 def disaggregated_pp(name: str, topo: Topology, stage_kinds: Sequence[str], placement: str,
                      engine: str | None) -> list[str]:
     """With an engine that runs disaggregated pools without pipeline parallelism (vLLM's
-    NixlConnector, ``hardware/engine_rules.yaml``), a prefill or decode pool has one
-    stage on its GPU kinds. Kinds of their own runtime (SRAM-only) are free."""
+    NixlConnector, ``hardware/engine_rules.yaml``), a prefill or decode pool with a stage
+    on its GPU kinds has one stage. Pools all on kinds of their own runtime (SRAM-only)
+    are free."""
     if engine is None or placement != "disaggregated":
         return []
     from autoplan.catalog import engine_rules
 
     er = engine_rules().get(engine)
     gpu = [k for k in stage_kinds if k not in topo.kinds or not topo.kinds[k].own_runtime]
-    if er is None or not er.disaggregated_pp1 or len(gpu) < 2:
+    if er is None or not er.disaggregated_pp1 or not gpu or len(stage_kinds) < 2:
         return []
-    return [f"disaggregated PP: the {name} pool has {len(gpu)} pipeline stages on GPUs, but "
-            f"{engine}'s disaggregated KV transfer (NIXL) runs pools without pipeline "
-            f"parallelism"]
+    return [f"disaggregated PP: the {name} pool has {len(stage_kinds)} pipeline stages, "
+            f"{len(gpu)} on GPUs, but {engine}'s disaggregated KV transfer (NIXL) runs "
+            f"pools without pipeline parallelism"]
 
 
 def engine_parallelism(name: str, topo: Topology, stages: Sequence[StagePlacement],

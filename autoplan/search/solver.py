@@ -453,6 +453,14 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
 
     solver, status, wall, stopped = _solve(m, scale, limits, t.ticks_per_ms,
                                            presolve=goal == "latency")
+    if status == cp_model.INFEASIBLE and goal == "latency" and not stopped:
+        # CP-SAT's presolve has declared feasible latency models infeasible (ortools 9.x,
+        # large objective coefficients: a pipeline of one stage per pool and a KV
+        # hand-off, tests/test_exact_oracle.py seed 1138); infeasibility is proven
+        # without it before anyone is told.
+        rest = replace(limits, time_limit_s=max(limits.time_limit_s - wall, 1e-3))
+        solver, status, wall2, stopped = _solve(m, scale, rest, t.ticks_per_ms, presolve=False)
+        wall += wall2
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return SolveResult("infeasible", None, None, wall, interrupted=stopped)
     if goal == "devices" and tie_break and not stopped:
