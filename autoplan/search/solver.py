@@ -341,9 +341,8 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float 
     whenever it arrives) stops the search gracefully: the best solution so far stays.
     CP-SAT's own SIGINT handling is off: it leaves no handler between solves.
 
-    ``presolve`` off for the replica fronts' many small models: CP-SAT's presolve and
-    probing cost them 10-30x their search (a 70B prefill front on 16 GPUs: 6.8 s with
-    it, 0.23 s without, same designs; bench/solve_scale.py)."""
+    ``presolve`` off for the replica fronts' many small models: presolve and probing
+    cost them 10-30x their search (a 70B prefill front on 16 GPUs: 6.8 s, 0.23 s off)."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
@@ -427,9 +426,8 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     if limits.tpot_slo_t is not None and dec_pool:
         m.add(tpot <= limits.tpot_slo_t)
     if goal == "devices":
-        # Fewest devices first, then the shortest TTFT: two solves, each with small
-        # objective coefficients (one weighted objective, devices above any TTFT, made
-        # some wide-EP prefill models 100x slower to prove).
+        # Fewest devices, then the shortest TTFT: two solves with small coefficients (one
+        # weighted objective made wide-EP prefill models 100x slower to prove).
         scale = 1
         m.minimize(devices)
     else:
@@ -454,10 +452,8 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     solver, status, wall, stopped = _solve(m, scale, limits, t.ticks_per_ms,
                                            presolve=goal == "latency")
     if status == cp_model.INFEASIBLE and goal == "latency" and not stopped:
-        # CP-SAT's presolve has declared feasible latency models infeasible (ortools 9.x,
-        # large objective coefficients: a pipeline of one stage per pool and a KV
-        # hand-off, tests/test_exact_oracle.py seed 1138); infeasibility is proven
-        # without it before anyone is told.
+        # presolve has called feasible latency models infeasible (one-stage pools with a
+        # KV hand-off, tests/test_exact_oracle.py seed 1138): proven again without it
         rest = replace(limits, time_limit_s=max(limits.time_limit_s - wall, 1e-3))
         solver, status, wall2, stopped = _solve(m, scale, rest, t.ticks_per_ms, presolve=False)
         wall += wall2
@@ -495,11 +491,9 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
 
 def _nogood(m: cp_model.CpModel, xs: list, vals: tuple[int, ...]) -> None:
     """At least one of ``xs`` differs from ``vals``."""
-    diff = []
-    for x, v in zip(xs, vals):
-        b = m.new_bool_var("")
+    diff = [m.new_bool_var("") for _ in xs]
+    for b, x, v in zip(diff, xs, vals):
         m.add(x != v).only_enforce_if(b)
         m.add(x == v).only_enforce_if(b.Not())
-        diff.append(b)
     m.add_bool_or(diff)
 
