@@ -49,8 +49,11 @@ def compare(seed: int) -> str:
     return "agree"
 
 
-# Disagreements on the default-suite seeds (0-79) on this code; lower it as gaps close.
-MAX_DISAGREE = {"default": 4, "slow": 500}
+# Disagreements on the default-suite seeds (0-79) on this code: none. On seeds 1000-1499
+# (`-m slow`) 14 of 500 differ (measured at 18f429b: leading-dense-run cuts, device
+# assignment, hop bounds; seed 1207 needs a first stage of the dense layer alone, which
+# the planner cannot cut, so it finds no plan where the oracle finds one).
+MAX_DISAGREE = {"default": 0, "slow": 500}
 
 
 def _run(seeds) -> list[tuple[int, str]]:
