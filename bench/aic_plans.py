@@ -176,11 +176,9 @@ def stage_fields(lay: Layout) -> dict | None:
     """The autoplan Stage fields of one stage of this layout (besides layers and
     devices), or None when autoplan's plan schema cannot express it.
 
-    Today: a stage is ``tp`` devices, attention and MoE alike TP-sharded. When the
-    Stage gets ``ep`` and ``attention_dp`` (issue 12 scope 2), the stage holds
-    ``tp * dp`` devices with attention TP ``tp`` on each of ``dp`` ranks and the experts
-    split ``ep`` ways (``moe_tp * ep == tp * dp``); adjust the ``tp`` value below to the
-    schema's definition when it lands.
+    A stage holds ``tp * dp`` devices: attention TP ``tp`` on each of ``dp`` ranks
+    (autoplan's ``tp`` is one rank's, aiconfigurator's ``tp`` likewise), the experts split
+    ``ep`` ways (``moe_tp * ep == tp * dp``).
     """
     from autoplan.plan_schema import Stage
 
@@ -191,7 +189,7 @@ def stage_fields(lay: Layout) -> dict | None:
         return None
     if lay.moe_tp * lay.moe_ep != lay.tp * lay.dp:
         return None
-    return {"tp": lay.tp * lay.dp, "ep": lay.moe_ep, "attention_dp": lay.dp}
+    return {"tp": lay.tp, "ep": lay.moe_ep, "attention_dp": lay.dp}
 
 
 def _split(layers: int, pp: int) -> list[tuple[int, int]]:
@@ -214,10 +212,24 @@ class _Devices:
             self.free.setdefault(topo.domain_of[d], []).append(d)
             self.kind[d] = topo.device_kind_of(d)
 
-    def take(self, n: int) -> list[str]:
+    def take(self, n: int, per_rank: int | None = None) -> list[str]:
+        """``n`` devices in one domain; with ``per_rank`` (attention-DP ranks of that
+        many devices, wider than a domain), whole free domains, each rank in one."""
         for dom in sorted(self.free):
             if len(self.free[dom]) >= n:
                 got, self.free[dom] = self.free[dom][:n], self.free[dom][n:]
+                return got
+        if per_rank is not None:
+            whole = [d for d in sorted(self.free) if self.free[d]
+                     and len(self.free[d]) % per_rank == 0]
+            got: list[str] = []
+            for dom in whole:
+                if len(got) >= n:
+                    break
+                got += self.free[dom]
+            if len(got) == n:
+                for dom in whole:
+                    self.free[dom] = [d for d in self.free[dom] if d not in got]
                 return got
         raise ValueError(f"no NVLink domain has {n} free devices")
 
@@ -225,7 +237,8 @@ class _Devices:
 def _pipeline(devs: _Devices, lay: Layout, fields: dict, layers: int) -> list[dict]:
     stages = []
     for k, (a, b) in enumerate(_split(layers, lay.pp)):
-        ds = devs.take(fields["tp"])
+        dp = fields.get("attention_dp", 1)
+        ds = devs.take(fields["tp"] * dp, fields["tp"] if dp > 1 else None)
         stages.append({"index": k, "layers": [a, b], "device_kind": devs.kind[ds[0]],
                        "devices": ds, "time_ms": 0.0, "memory_fraction": 0.0,
                        "bottleneck": "compute", **fields})
@@ -234,7 +247,8 @@ def _pipeline(devs: _Devices, lay: Layout, fields: dict, layers: int) -> list[di
 
 def _phase(stages_per_replica: list[list[dict]]) -> dict:
     first = stages_per_replica[0]
-    return {"replicas": len(stages_per_replica), "devices": sum(s["tp"] for s in first),
+    return {"replicas": len(stages_per_replica),
+            "devices": sum(s["tp"] * s.get("attention_dp", 1) for s in first),
             "time_ms": 0.0, "bottleneck": "compute", "requests_per_s": 0.0,
             "bubble_fraction": 0.0, "stages": [{**s, "devices": list(s["devices"])} for s in first],
             "replica_devices": [[list(s["devices"]) for s in rep] for rep in stages_per_replica]}
