@@ -49,6 +49,7 @@ from autoplan.cost.roofline import (
     _qkv_n,
     activation_message_bytes,
     allreduces_per_layer,
+    end_weights,
     kv_bytes_per_token_layer,
     op_cost,
     op_weight_bytes,
@@ -206,18 +207,11 @@ def ep_stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, 
     experts over ``ep`` ranks (:func:`autoplan.cost.roofline.stage_memory`'s terms)."""
     size = tp * dp
     moe_tp = size // ep
-    w = 0.0
+    w = end_weights(model, tp, precision, first, last)
     for i in layers:
         for o in layer_ops(model, model.layer_kind(i)):
             w += (op_weight_bytes(o, model, moe_tp, precision, ep) if o.kind == "moe_gemm"
                   else op_weight_bytes(o, model, tp, precision))
-    if first:
-        w += sum(op_weight_bytes(o, model, tp, precision) for o in head_ops(model))
-    if last:
-        for o in tail_ops(model):
-            if o.name == "lm_head" and model.tie_word_embeddings and first:
-                continue  # the embedding table is the LM head on a single stage
-            w += op_weight_bytes(o, model, tp, precision)
     rank_batch = -(-batch // dp)
     kv = rank_batch * max_context * kv_bytes_per_token_layer(model, tp, precision) * len(layers)
     ab = bytes_per_element(precision.activation)

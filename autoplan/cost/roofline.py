@@ -358,6 +358,21 @@ class StageMemory:
         return self.weights_bytes + self.kv_bytes + self.activation_bytes + self.reserved_bytes
 
 
+def end_weights(model: ModelSpec, tp: int, precision: Precision, first: bool,
+                last: bool) -> float:
+    """Per-device bytes of the embedding (a first stage) and the final norm and LM head
+    (a last stage) at TP ``tp``; a single stage of a tied model holds the table once."""
+    w = 0.0
+    if first:
+        w += sum(op_weight_bytes(o, model, tp, precision) for o in head_ops(model))
+    if last:
+        for o in tail_ops(model):
+            if o.name == "lm_head" and model.tie_word_embeddings and first:
+                continue  # the embedding table is the LM head on a single stage
+            w += op_weight_bytes(o, model, tp, precision)
+    return w
+
+
 def stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, first: bool,
                  last: bool, batch: int, max_context: int, prefill_tokens: int,
                  precision: Precision, dp: int = 1, ep: int = 1) -> StageMemory:
@@ -373,18 +388,11 @@ def stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, fir
 
         return ep_stage_memory(model, kind, tp, layers, first, last, batch, max_context,
                                prefill_tokens, precision, dp, ep)
-    w = 0.0
+    w = end_weights(model, tp, precision, first, last)
     kinds = Counter(model.layer_kind(i) for i in layers)
     for lk in sorted(kinds):  # layers of a kind hold the same weights
         w += kinds[lk] * sum(op_weight_bytes(o, model, tp, precision)
                              for o in layer_ops(model, lk))
-    if first:
-        w += sum(op_weight_bytes(o, model, tp, precision) for o in head_ops(model))
-    if last:
-        for o in tail_ops(model):
-            if o.name == "lm_head" and model.tie_word_embeddings and first:
-                continue  # the embedding table is the LM head on a single stage
-            w += op_weight_bytes(o, model, tp, precision)
     kv = batch * max_context * kv_bytes_per_token_layer(model, tp, precision) * len(layers)
     ab = bytes_per_element(precision.activation)
     widest = max(
