@@ -208,3 +208,25 @@ def test_the_planner_names_the_step_budget_when_it_binds():
     with pytest.raises(InfeasibleError, match="step budget: .*cannot sustain its prompt flow"):
         plan("meta-llama/Llama-3.1-8B", "h200-x8", isl=4000, osl=20, batch=200,
              placement="colocated", objective="throughput", engine="vllm")
+
+
+def test_attention_dp_ranks_run_their_own_step_mix():
+    """Each attention-DP rank is its own scheduler with its own step budget: a DP 8 pool
+    of 256 sequences mixes its steps like one rank of 32, and its passes carry all eight
+    ranks' decode tokens and chunks; one scheduler of 256 under one budget mixes
+    differently (more prompt chunks per step), so it is not what a DP pool runs."""
+    topo = load_topology("h200-x8", None, "trtllm")
+    work = Workload(4000, 500, 256, Precision("fp8", "bf16", "fp8"), 0.9)
+    rank, rank_passes = inflight(topo, replace(work, batch=32))
+    dp8, dp8_passes = inflight(topo, work, ranks=8)
+    assert dp8 == rank
+    for m, ps in rank_passes.items():
+        assert dp8_passes[m] == [(w, replace(sh, batch=8 * sh.batch, chunk_seqs=8 * sh.chunk_seqs))
+                                 for w, sh in ps]
+        for (_, a), (_, b) in zip(ps, dp8_passes[m]):
+            assert b.tokens == 8 * a.tokens
+    try:
+        one, _ = inflight(topo, work)
+    except InputError:  # one budget cannot even carry 256 sequences' prompt flow
+        return
+    assert one.chunks_per_step > rank.chunks_per_step
