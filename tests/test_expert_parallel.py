@@ -261,6 +261,19 @@ def test_vllm_runs_data_parallelism_over_hosts_one_server_per_host():
     assert "--port" not in worker
 
 
+def test_trtllm_runs_a_server_over_hosts_as_one_mpi_world():
+    plan = Plan.model_validate(_wide(EP_PLAN))
+    exp = export(plan, "trtllm", check=False)
+    line = next(x for x in exp.files["launch.sh"].splitlines()
+                if "mpirun" in x and not x.lstrip().startswith("#"))
+    a = line.split()
+    assert a[a.index("-np") + 1] == "16" and a[a.index("-H") + 1] == "node0:8,node1:8"
+    k = a.index("trtllm-llmapi-launch")
+    assert a[k + 1:k + 3] == ["trtllm-serve", "serve"]
+    assert a[a.index("--tp_size") + 1] == "16" and a[a.index("--ep_size") + 1] == "16"
+    assert any("one MPI world" in w for w in exp.warnings)
+
+
 def test_exports_refuse_shapes_an_engine_cannot_run():
     half_ep = Plan.model_validate({**_edited(EP_PLAN, ep=4), "inputs": {
         **json.loads(EP_PLAN.read_text())["inputs"], "engine": "sglang"}})

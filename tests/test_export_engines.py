@@ -91,6 +91,8 @@ def flags_of(argv: list[str]) -> dict[str, list[str]]:
 
 def which(argv: list[str]) -> tuple[str, list[str]]:
     """The documented command an argv runs, and its arguments."""
+    if argv[:1] == ["mpirun"]:  # an MPI launch of a server over hosts (flags checked apart)
+        argv = argv[argv.index("trtllm-llmapi-launch") + 1:]
     if argv[:2] == ["vllm", "serve"]:
         return "vllm serve", argv[3:]
     if argv[:2] == ["ray", "start"]:
@@ -111,6 +113,11 @@ def check_script(engine: str, text: str) -> list[tuple[str, dict]]:
     found = []
     for env, argv in lines(text):
         assert set(env) <= set(d["env"]), set(env) - set(d["env"])
+        if argv[:1] == ["mpirun"]:  # one MPI world over hosts, then the server
+            k = argv.index("trtllm-llmapi-launch")
+            f = flags_of(argv[1:k])
+            assert set(f) <= set(d["commands"]["mpirun"]["flags"]), set(f)
+            argv = argv[k + 1:]
         cmd, args = which(argv)
         documented = d["commands"][cmd]
         f = flags_of(args)
@@ -218,9 +225,17 @@ def test_trtllm_fp8_kv_cache():
     assert o["kv_cache_config"]["dtype"] == "fp8"
 
 
-def test_trtllm_multi_host_replica_is_not_exported_and_said_so():
-    with pytest.raises(InputError, match="MPI or Slurm"):
-        export(load(PP_COLOC), "trtllm")
+def test_trtllm_multi_host_replica_is_one_mpi_world():
+    """A server over hosts: one mpirun of as many ranks as the replica's GPUs, each
+    through trtllm-llmapi-launch, its flags documented (check_script)."""
+    plan = load(PP_COLOC)
+    exp = export(plan, "trtllm")
+    found = check_script("trtllm", exp.files["launch.sh"])
+    assert any(cmd == "trtllm-serve" for cmd, _ in found)
+    mpi = [x.split() for x in exp.files["launch.sh"].splitlines()
+           if "mpirun" in x and not x.lstrip().startswith("#")]
+    assert mpi and all(a[a.index("-np") + 1] == str(plan.prefill.devices) for a in mpi)
+    assert any("one MPI world" in w for w in exp.warnings)
 
 
 # ---------------------------------------------------------------- Dynamo v1beta1

@@ -164,6 +164,17 @@ TRTLLM_FLAGS = frozenset({
 })
 # `trtllm-serve disaggregated -c FILE`: its one option here
 TRTLLM_DISAGG_FLAGS = frozenset({"-c"})
+# A server over several hosts is one MPI world of as many processes as GPUs, each run
+# through `trtllm-llmapi-launch` (examples/llm-api/llm_mgmn_trtllm_serve.sh of
+# NVIDIA/TensorRT-LLM: "the number of MPI processes should be the same as the model
+# world size"), started by OpenMPI's mpirun: -np processes, -H host:slots, -x exports an
+# environment variable to every rank
+# (https://docs.open-mpi.org/en/v5.0.x/man-openmpi/man1/mpirun.1.html).
+TRTLLM_MPI_DOCS = (
+    "https://github.com/NVIDIA/TensorRT-LLM/blob/main/examples/llm-api/llm_mgmn_trtllm_serve.sh",
+    "https://docs.open-mpi.org/en/v5.0.x/man-openmpi/man1/mpirun.1.html",
+)
+MPIRUN_FLAGS = frozenset({"-np", "-H", "-x"})
 # The LLM-API fields the extra-options YAML sets (LlmArgs / KvCacheConfig /
 # CacheTransceiverConfig; ``enable_attention_dp`` and ``moe_expert_parallel_size`` are
 # fields of BaseLlmArgs in tensorrt_llm/llmapi/llm_args.py of NVIDIA/TensorRT-LLM main, and

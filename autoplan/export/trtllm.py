@@ -8,12 +8,14 @@ Every file is written by ``yaml.safe_dump`` from plain data; every shell word is
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import yaml
 
 from autoplan.cost.inflight import DEFAULT_STEP_TOKENS, step_budget
 from autoplan.cost.pipeline import even_cuts
 from autoplan.export.common import ROUTER_PORT, SERVER_PORT, Command, Ctx, Engine, Export
-from autoplan.export.flags import TRTLLM_BLOCK, TRTLLM_DOCS
+from autoplan.export.flags import TRTLLM_BLOCK, TRTLLM_DOCS, TRTLLM_MPI_DOCS
 from autoplan.export.limits import block_len, check_parallel, max_seqs
 from autoplan.export.pools import Pool
 from autoplan.export.script import Row, launch_script, one_host_row
@@ -100,14 +102,29 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
         exported = 0
         for r in range(pool.phase.replicas):
             hosts = pool.replica_hosts[r]
+            launch: list[str] = []
             if hosts is not None and len(hosts) > 1:
+                # one CUDA_VISIBLE_DEVICES for every rank: each host's GPUs are the first
+                # ones of the widest host's (local ranks take them in order)
+                widest = max((idx for _, idx in hosts), key=len)
+                if any(idx != widest[:len(idx)] for _, idx in hosts):
+                    ctx.warn.append(
+                        f"replica {r + 1} of the {pool.role} pool spans hosts "
+                        f"{', '.join(h for h, _ in hosts)} on different GPU indices: one "
+                        f"mpirun cannot give each host its own CUDA_VISIBLE_DEVICES; it is "
+                        f"not exported")
+                    continue
+                world = sum(len(idx) for _, idx in hosts)
+                launch = ["mpirun", "-np", str(world),
+                          "-H", ",".join(f"{h}:{len(idx)}" for h, idx in hosts),
+                          "-x", "CUDA_VISIBLE_DEVICES", "trtllm-llmapi-launch"]
                 ctx.warn.append(
                     f"replica {r + 1} of the {pool.role} pool spans hosts "
-                    f"{', '.join(h for h, _ in hosts)}: a TensorRT-LLM server across hosts is "
-                    f"started by MPI or Slurm (mpirun ... trtllm-llmapi-launch trtllm-serve), "
-                    f"which this export does not write; it is not exported")
-                continue
-            argv = ["trtllm-serve", "serve", ctx.model, "--host", "0.0.0.0", "--port", str(port),
+                    f"{', '.join(h for h, _ in hosts)}: launch.sh starts it as one MPI world "
+                    f"(OpenMPI mpirun from {hosts[0][0]}, passwordless ssh to the others, "
+                    f"trtllm-llmapi-launch on every rank)")
+            argv = [*launch, "trtllm-serve", "serve", ctx.model, "--host", "0.0.0.0",
+                    "--port", str(port),
                     "--backend", BACKEND, "--tp_size", str(opts["tensor_parallel_size"]),
                     "--pp_size", str(pool.pp),
                     *(["--ep_size", str(pool.ep)] if pool.ep > 1 else []),
@@ -118,6 +135,8 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
                     str(opts["kv_cache_config"]["free_gpu_memory_fraction"]),
                     "--extra_llm_api_options", f"./{options_file(pool)}"]
             row, head = one_host_row(pool, r, argv, {})
+            if launch:  # the widest host's GPUs, exported to every rank by -x
+                row = (row[0], row[1], replace(row[2], env=pool.visible(widest)))
             rows.append(row)
             urls[pool.role].append(f"{head}:{port}")
             port += 1
@@ -145,7 +164,8 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
         notes += [(f"{len(urls['server'])} independent TensorRT-LLM servers, one per replica: "
                   "spread requests over them with an HTTP load balancer:"),
                   "  " + " ".join(f"http://{u}" for u in urls["server"])]
-    exp = launch_script(ctx, rows, extra, notes, TRTLLM_DOCS)
+    mpi = any(c.argv[:1] == ["mpirun"] for _, _, c in rows)
+    exp = launch_script(ctx, rows, extra, notes, TRTLLM_DOCS + (TRTLLM_MPI_DOCS if mpi else ()))
     exp.files.update(files)
     return exp
 
