@@ -253,7 +253,7 @@ def test_export_refuses_a_model_that_reads_as_a_flag(engine, model, tmp_path):
 
 # ---------------------------------------------------------------- running launch.sh
 
-ENGINE_STUBS = ("vllm", "python", "python3", "ray", "trtllm-serve")
+ENGINE_STUBS = ("vllm", "python", "python3", "ray", "trtllm-serve", "mpirun")
 ENV_SEEN = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "VLLM_PP_LAYER_PARTITION",
             "SGLANG_PP_LAYER_PARTITION", "VLLM_NIXL_SIDE_CHANNEL_PORT",
             "VLLM_NIXL_SIDE_CHANNEL_HOST", "RAY_ADDRESS")
@@ -327,14 +327,12 @@ SCRIPT_PLANS = [COLOC, DISAGG, "llama31-405b-h100-4node", "deepseek-v3-h100-4nod
                 "llama31-70b-h100x8-throughput", "llama31-8b-h100-4node-devices"]
 
 
-# TensorRT-LLM servers spanning hosts are started by MPI, which the export does not
-# write: those plans are refused for trtllm (test_trtllm_refuses_servers_across_hosts).
+# TensorRT-LLM servers spanning hosts start as one MPI world (mpirun, stubbed here).
 MULTI_HOST = ("llama31-405b-h100-4node", "deepseek-v3-h100-4node")
 
 
 @pytest.mark.parametrize("engine,name", [(e, n) for e in ("vllm", "sglang", "trtllm")
-                                         for n in SCRIPT_PLANS
-                                         if not (e == "trtllm" and n in MULTI_HOST)])
+                                         for n in SCRIPT_PLANS])
 def test_launch_sh_runs_only_the_plan(engine, name, tmp_path):
     """Hostile (printable) model, topology, device-kind and link names in a plan that
     validates: launch.sh, run for every group with stub engines, runs exactly the
@@ -970,11 +968,16 @@ def test_a_topology_with_too_many_links_is_refused_fast(tmp_path):
 
 
 @pytest.mark.parametrize("name", MULTI_HOST)
-def test_trtllm_refuses_servers_across_hosts(name):
-    """A TensorRT-LLM server across hosts needs MPI to start: refused, with the reason,
-    rather than a script that cannot run."""
+def test_trtllm_servers_across_hosts_start_as_one_mpi_world(name):
+    """A TensorRT-LLM server across hosts: one mpirun over its hosts' GPUs, the hostile
+    model name one argument of the server it launches."""
     plan = hostile_plan(name, model="org/m" + EVIL, kind="k" + EVIL, topo="t" + EVIL,
                         link="l" + EVIL)
-    with pytest.raises(InputError) as e:
-        export(plan, "trtllm")
-    assert "\n" not in str(e.value)
+    exp = export(plan, "trtllm")
+    mpi = [c.argv for c in exp.commands if c.argv[:1] == ["mpirun"]]
+    assert mpi
+    for a in mpi:
+        k = a.index("trtllm-llmapi-launch")
+        assert a[k + 1:k + 4] == ["trtllm-serve", "serve", "org/m" + EVIL]
+        hosts = a[a.index("-H") + 1].split(",")
+        assert sum(int(h.rsplit(":", 1)[1]) for h in hosts) == int(a[a.index("-np") + 1])
