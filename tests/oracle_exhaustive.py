@@ -53,9 +53,10 @@ class Best:
 class _Search:
     def __init__(self, model: ModelSpec, topo: Topology, work: Workload,
                  ttft_slo_ms: float | None, tpot_slo_ms: float | None,
-                 max_devices: int | None = None, uniform_tp: bool = False):
+                 max_devices: int | None = None, uniform_tp: bool = False,
+                 pp1: bool = False):
         self.model, self.topo, self.work = model, topo, work
-        self.pp1 = False  # disaggregated pools with a GPU stage: one stage (see exhaustive)
+        self.pp1 = pp1  # disaggregated pools with a GPU stage: one stage (see exhaustive)
         # an engine runs the plan: one TP degree per pipeline on its engine-run kinds
         self.uniform_tp = uniform_tp
         self.ttft_slo = None if ttft_slo_ms is None else ttft_slo_ms * 1e-3 * (1 + 1e-9)
@@ -264,8 +265,7 @@ def exhaustive(model: ModelSpec, topo: Topology, work: Workload, placement: str 
     """The best concrete plan (latency objective), or None when none is valid.
     ``uniform_tp``: one TP degree per pipeline on GPU kinds (a plan with an engine);
     ``pp1``: disaggregated pools with a GPU stage have one stage (vLLM's NIXL)."""
-    s = _Search(model, topo, work, ttft_slo_ms, tpot_slo_ms, max_devices, uniform_tp)
-    s.pp1 = pp1
+    s = _Search(model, topo, work, ttft_slo_ms, tpot_slo_ms, max_devices, uniform_tp, pp1)
     modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
     if len(topo.devices) < 2 and "disaggregated" in modes:
         modes.remove("disaggregated")

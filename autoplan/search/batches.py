@@ -107,7 +107,6 @@ class Menu:
     # prefill batch stays at the lower end (1 unless given): P <= B, and in-flight
     # batching replaces it by the engine's chunked-prefill budget.
     colocated_axes: tuple[str, ...] = ("batch",)
-    fronts_priced: int = 0
     breach: bool = False  # a priced corner broke the monotone bound (none is known)
     _tables: dict = field(default_factory=dict)
     _fronts: dict = field(default_factory=dict)
@@ -153,7 +152,6 @@ class Menu:
                 if key not in self._fronts:
                     t = self.tables_at(pool, dict(zip(names, x)))
                     self._fronts[key] = front(t, pool, osl, limits, decode_kinds, stop, start)
-                    self.fronts_priced += 1
                 designs, n, ok = self._fronts[key]
                 solves += n
                 complete &= ok
@@ -239,9 +237,7 @@ def pareto(designs: list[Design]) -> list[Design]:
                                            d.prefill_batch, sorted(d.kinds)))
     out: list[Design] = []
     for d in order:
-        if not any(e.kinds == d.kinds and e.decode_kinds == d.decode_kinds
-                   and e.rate >= d.rate and all(u <= v for u, v in zip(e.usage, d.usage))
-                   for e in out):
+        if not _dominated(d, d.rate, out):
             out.append(d)
     return out
 

@@ -319,6 +319,16 @@ def _key(objective: str, rate: Fraction, devices: int, index: tuple) -> tuple:
     return (-rate, devices, index)
 
 
+def _no_better(objective: str, got: Choice | None, known) -> bool:
+    """``got`` (an optimistic deployment; None: none at all) is no better than the best
+    of ``known`` (None entries skipped; none known: nothing to be better than)."""
+    known = [c for c in known if c is not None]
+    if got is None:
+        return True
+    return bool(known) and _key(objective, got.rate, got.devices, ()) >= min(
+        _key(objective, c.rate, c.devices, ()) for c in known)
+
+
 def _deploy(c: Counts, objective: str, lam_min: Fraction | None):
     """Replica counts of one design pair for the objective, with their rate, devices and
     whether the KV link binds (None: it cannot serve the request)."""
@@ -367,11 +377,8 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
                 """Designs as good as ``optimistic`` beside ``cur`` deploy no better."""
                 got = choose(t, mode, {"colocated": cur + optimistic}, objective,
                              request_rate, limits.max_devices)
-                now = choose(t, mode, {"colocated": cur}, objective, request_rate,
-                             limits.max_devices)
-                return got is None or (now is not None and _key(
-                    objective, got.rate, got.devices, ()) >= _key(
-                    objective, now.rate, now.devices, ()))
+                return _no_better(objective, got, [choose(
+                    t, mode, {"colocated": cur}, objective, request_rate, limits.max_devices)])
 
             designs, n, ok = front_of("colocated", osl, limits, stop=stop,
                                       useless=useless_colocated)
@@ -396,13 +403,11 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         def useless_decode(cur: list[Design], optimistic: list[Design]) -> bool:
             """Even with prefill free (no devices, any rate), decode designs as good as
             ``optimistic`` beside ``cur`` deploy no better than the best plan known."""
-            known = [c for c in per_mode.values() if c is not None]
-            if not known:
+            if all(c is None for c in per_mode.values()):
                 return False
             got = choose(t, "colocated", {"colocated": cur + optimistic}, objective,
                          request_rate, limits.max_devices)
-            return got is None or _key(objective, got.rate, got.devices, ()) >= min(
-                _key(objective, c.rate, c.devices, ()) for c in known)
+            return _no_better(objective, got, per_mode.values())
 
         dec, n, ok = front_of("decode", osl, limits, stop=stop, start=dec_start,
                               useless=useless_decode)
@@ -417,12 +422,9 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
                          objective, request_rate, limits.max_devices)
             if got is None:
                 return True
-            known = [c for c in (*per_mode.values(),
-                                 choose(t, mode, {"prefill": pre + cur, "decode": dec},
-                                        objective, request_rate, limits.max_devices))
-                     if c is not None]
-            return bool(known) and _key(objective, got.rate, got.devices, ()) >= min(
-                _key(objective, c.rate, c.devices, ()) for c in known)
+            return _no_better(objective, got, [
+                *per_mode.values(), choose(t, mode, {"prefill": pre + cur, "decode": dec},
+                                           objective, request_rate, limits.max_devices)])
 
         for kinds in sorted({d.kinds for d in dec}, key=sorted):
             if stop.get("reason") == "interrupted":
