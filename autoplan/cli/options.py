@@ -7,6 +7,7 @@ Metavars name what a value is (``TOKENS``, ``MS``, ``NAME|PATH``), not its Pytho
 
 from __future__ import annotations
 
+import json
 from typing import Literal, get_args
 
 import typer
@@ -140,3 +141,13 @@ def _argument_type_hidden() -> None:
 
 
 _argument_type_hidden()
+
+
+def show_rows(rows, paths, table, as_json: bool) -> None:
+    """A sweep's rows: as JSON, or as ``table`` prints them and the files written."""
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        table(rows)
+        for p in paths:
+            typer.echo(str(p))

@@ -3,7 +3,6 @@ throughput sweep (tokens/s per GPU against tokens/s per user, ``--mode throughpu
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 import typer
@@ -149,7 +148,7 @@ def _slo(base, ttfts, tpots, budgets, run, out, title, as_json) -> None:
 
     rows = sweep(base, ttfts, tpots, budgets, **run)
     paths = write(rows, out, title)
-    _show(rows, paths, print_pareto, as_json)
+    O.show_rows(rows, paths, print_pareto, as_json)
 
 
 def _throughput(base, tpots, batches, tpot_max_ms, points, run, out, title, as_json) -> None:
@@ -161,13 +160,5 @@ def _throughput(base, tpots, batches, tpot_max_ms, points, run, out, title, as_j
         tpots = T.grid(T.fastest_tpot_ms(fastest), tpot_max_ms, points or T.DEFAULT_POINTS)
     rows = T.sweep(base, tpots, batches, **run)
     paths = T.write(rows, out, title)
-    _show(T.public(rows), paths, print_throughput_front, as_json)
+    O.show_rows(T.public(rows), paths, print_throughput_front, as_json)
 
-
-def _show(rows, paths, table, as_json) -> None:
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-    else:
-        table(rows)
-        for p in paths:
-            typer.echo(str(p))

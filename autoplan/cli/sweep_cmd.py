@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
-from autoplan.cli.options import app
+from autoplan.cli.options import app, show_rows
 
 
 @app.command("sweep")
@@ -40,9 +38,4 @@ def sweep_cmd(
     check_folder(out)
     rows = sweep_cases(cases, workers=workers, ray_address=ray, progress=not as_json)
     paths = write(rows, out, f"{len(rows)} cases of {cases_file}")
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-    else:
-        print_sweep(rows)
-        for p in paths:
-            typer.echo(str(p))
+    show_rows(rows, paths, print_sweep, as_json)
