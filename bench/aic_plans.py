@@ -192,16 +192,6 @@ def stage_fields(lay: Layout) -> dict | None:
     return {"tp": lay.tp, "ep": lay.moe_ep, "attention_dp": lay.dp}
 
 
-def _split(layers: int, pp: int) -> list[tuple[int, int]]:
-    base, extra = divmod(layers, pp)
-    out, first = [], 0
-    for k in range(pp):
-        n = base + (1 if k < extra else 0)
-        out.append((first, first + n))
-        first += n
-    return out
-
-
 class _Devices:
     """Free devices by NVLink domain, handed out first-fit, domain order."""
 
@@ -236,7 +226,9 @@ class _Devices:
 
 def _pipeline(devs: _Devices, lay: Layout, fields: dict, layers: int) -> list[dict]:
     stages = []
-    for k, (a, b) in enumerate(_split(layers, lay.pp)):
+    from autoplan.cost.pipeline import even_cuts
+
+    for k, (a, b) in enumerate(even_cuts(layers, lay.pp)):
         dp = fields.get("attention_dp", 1)
         ds = devs.take(fields["tp"] * dp, fields["tp"] if dp > 1 else None)
         stages.append({"index": k, "layers": [a, b], "device_kind": devs.kind[ds[0]],
