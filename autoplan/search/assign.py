@@ -10,18 +10,24 @@ from dataclasses import dataclass
 from autoplan.cost.pipeline import StagePlacement
 from autoplan.errors import InfeasibleError
 from autoplan.graphs.topology import FastDomain, Topology
+from autoplan.search import roles as R
+from autoplan.search.configs import spread_domain
 from autoplan.search.solver import StageChoice
 from autoplan.search.tables import Tables
 
 
 def _order(t: Tables, choices: list[StageChoice]) -> list[tuple[str, int, int]]:
-    """Stages in pipeline order, in class blocks as the solver prices the hand-offs
-    between classes: the first stage and the middles of its class, the middles of the
-    other classes (by class), the middles of the last stage's class and the last stage;
+    """Stages in pipeline order: the lead stages of a cut dense run (by layer), then in
+    class blocks as the solver prices the hand-offs between classes: the body stage
+    (``first`` / ``only``) and the middles of its class, the middles of the other
+    classes (by class), the middles of the last stage's class and the last stage;
     inside a block, canonical (config, length) order."""
-    head = [(c.role, c.config, c.length) for c in choices if c.role in ("only", "first")]
+    lead = sorted(((R.start(c.role), c.role, c.config, c.length)
+                   for c in choices if R.base(c.role) == "lead"))
+    head = [(r, cfg, ln) for _, r, cfg, ln in lead]
+    head += [(c.role, c.config, c.length) for c in choices if R.is_body(c.role)]
     tail = [(c.role, c.config, c.length) for c in choices if c.role == "last"]
-    first_cls = t.configs[head[0][1]].cls
+    first_cls = t.configs[head[-1][1]].cls
     last_cls = t.configs[tail[0][1]].cls if tail else first_cls
 
     def rank(cfg: int) -> tuple[int, int]:
@@ -246,3 +252,92 @@ def _why_not(topo: Topology, free: FreeDevices, s: StageSpec) -> str:
             f"aligned free block in one fast domain; {free.free(s.kind)} of "
             f"{len(topo.devices_of_kind(s.kind))} are free beside this alternative's other "
             f"stages")
+
+
+MAX_SPREADS = 256
+"""Most groups :func:`respread` tries for one stage (ways its devices lie over the nodes
+of a domain spanning several); past it, the first ones in canonical order."""
+
+
+def respread(topo: Topology, placed: dict[str, list[StagePlacement]],
+             price) -> dict[str, list[StagePlacement]]:
+    """Stages of fast domains that span nodes, moved to the node spread their exact price
+    prefers. Inside such a domain where a group lies matters to the cost model (an
+    all-to-all over two link classes at once beats one; a hand-off inside a node beats
+    one across), and the first-fit assignment fills nodes in order. Local search: each
+    stage in turn tries every spread of its size over the devices free around it
+    (how many on each node, which node holds its first device), keeping a change that
+    ``price`` (a key: SLOs violated, e2e, devices) says improves, until none does. Only
+    attention-DP stages of domains that span nodes move (see
+    :func:`~autoplan.search.configs.node_groups`: a TP group is best on the fewest nodes)."""
+    doms = {d.index: d for d in topo.fast_domains}
+    spread = {k for k, dom in doms.items() if spread_domain(topo, dom)}
+
+    def movable(st: StagePlacement) -> bool:
+        return st.dp > 1 and topo.domain_of[st.devices[0]] in spread
+
+    cur = {p: list(v) for p, v in placed.items()}
+    if not any(movable(s) for v in cur.values() for s in v):
+        return cur
+    best = price(cur)
+    for _ in range(4):
+        changed = False
+        for p in list(cur):
+            for i, st in enumerate(cur[p]):
+                if not movable(st):
+                    continue
+                dom = doms[topo.domain_of[st.devices[0]]]
+                busy = {d for q, v in cur.items() for k, s in enumerate(v)
+                        if not (q == p and k == i) for d in s.devices}
+                for group in _spreads(topo, dom, busy, st.size):
+                    if group == st.devices:
+                        continue
+                    trial = dict(cur)
+                    trial[p] = list(cur[p])
+                    trial[p][i] = StagePlacement(st.first, st.end, st.kind, group, st.dp, st.ep)
+                    v = price(trial)
+                    if _improves(v, best):
+                        cur, best, changed = trial, v, True
+                        st = trial[p][i]
+        if not changed:
+            break
+    return cur
+
+
+def _improves(a: tuple, b: tuple) -> bool:
+    """Key ``a`` (meets the SLOs, e2e, devices) beats ``b`` beyond float noise."""
+    if a[0] != b[0]:
+        return a[0] < b[0]
+    if abs(a[1] - b[1]) > 1e-9 * max(abs(b[1]), 1e-30):
+        return a[1] < b[1]
+    return a[2:] < b[2:]
+
+
+def _spreads(topo: Topology, dom: FastDomain, busy: set[str], size: int):
+    """Groups of ``size`` free devices of ``dom``: for every count per node (nodes in
+    domain order) and every node holding the first device, that node's devices first,
+    then the others' in node order; the first free devices of each node (devices of a
+    node are alike)."""
+    nodes: dict[str, list[str]] = {}
+    for d in dom.devices:
+        if d not in busy:
+            nodes.setdefault(topo.graph.nodes[d]["node"], []).append(d)
+    free = list(nodes.values())
+    made = 0
+
+    def counts(i: int, left: int):
+        if i == len(free):
+            if left == 0:
+                yield []
+            return
+        for k in range(min(left, len(free[i])), -1, -1):
+            for rest in counts(i + 1, left - k):
+                yield [k] + rest
+
+    for c in counts(0, size):
+        for j in (j for j, k in enumerate(c) if k):
+            yield tuple(free[j][:c[j]]) + tuple(
+                d for n, k in enumerate(c) if n != j for d in free[n][:k])
+            made += 1
+            if made >= MAX_SPREADS:
+                return

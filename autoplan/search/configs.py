@@ -50,6 +50,48 @@ def device_classes(topo: Topology) -> list[DeviceClass]:
     return [DeviceClass(i, k, n, doms) for i, ((k, n), doms) in enumerate(by.items())]
 
 
+def spread_domain(topo: Topology, dom: FastDomain) -> bool:
+    """Devices of ``dom`` see different paths to each other (it spans nodes joined by a
+    slower link than inside a node; not an NVL72, whose trays NVLink joins alike)."""
+    devs = dom.devices
+    return len({topo.path(devs[0], d) for d in devs[1:]}) > 1
+
+
+def node_groups(topo: Topology, dom: FastDomain, cfg: Config) -> list[tuple[str, ...]]:
+    """Groups of a config's stage in ``dom``, one for every way its devices can lie over
+    the domain's nodes that the cost model tells apart: for attention-DP stages (whose
+    expert all-to-all moves data over every link class at once, so a spread over nodes
+    can beat one node), how many devices share the first device's node (collectives
+    are priced from the group's first device), then how many sit on each other node
+    (largest first). A TP group's all-reduce runs at its slowest link, so the first
+    devices of the domain (the fewest nodes) are its best; so are they on a domain that
+    is not :func:`spread_domain`."""
+    devs, size = dom.devices, cfg.size
+    if cfg.dp <= 1 or not spread_domain(topo, dom):
+        return [devs[:size]]
+    nodes: dict[str, list[str]] = {}
+    for d in devs:
+        nodes.setdefault(topo.graph.nodes[d]["node"], []).append(d)
+    per = [len(v) for v in nodes.values()]
+    order = list(nodes.values())
+    out: list[tuple[str, ...]] = []
+
+    def parts(left: int, cap: int, slots: int) -> list[list[int]]:
+        if left == 0:
+            return [[]]
+        if slots == 0:
+            return []
+        return [[k] + rest for k in range(min(left, cap), 0, -1)
+                for rest in parts(left - k, k, slots - 1)]
+
+    for f in range(min(size, per[0]), 0, -1):
+        for rest in parts(size - f, max(per[1:], default=0), len(per) - 1):
+            group = order[0][:f] + [d for k, n in zip(rest, order[1:]) for d in n[:k]]
+            if len(group) == size:
+                out.append(tuple(group))
+    return out
+
+
 MAX_PATTERNS = 400
 """Most packing patterns (maximal TP-group fills of one domain) the model enumerates for
 a class whose TP sizes do not divide each other; beyond, the class keeps the sizes that

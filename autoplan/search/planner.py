@@ -34,7 +34,7 @@ from autoplan.inputs.request import SLO_CAP_MS, Request
 from autoplan.inputs.workload import Workload
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
 from autoplan.rules import rules
-from autoplan.search.assign import _order, assign_devices
+from autoplan.search.assign import _order, assign_devices, respread
 from autoplan.search.batches import build_menu, chosen_work
 from autoplan.search.interrupt import interrupted, stop_on_sigint
 from autoplan.search.replicas import plan_replicated
@@ -206,7 +206,8 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
             if res.status != "optimal":
                 exhausted = False
             lb = mode_lb = math.floor(res.best_bound_t) / T
-            placed = _place(tables, mode, res.pools, {p: 1 for p in res.pools})
+            placed = respread(topo, _place(tables, mode, res.pools, {p: 1 for p in res.pools}),
+                              lambda pl: _key(m, topo, tables.work, mode, pl, req))
             pre, dec = _phases(placed)
             fig = evaluate(m, topo, tables.work, mode, pre, dec)
             if _meets(fig, req):
@@ -243,6 +244,15 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
     return _finish(m, topo, tables.work, inputs, mode, placed, {p: 1 for p in placed},
                    {p: [tuple(s.devices for s in placed[p])] for p in placed},
                    status, e2e, bound, wall, stop)
+
+
+def _key(m: ModelSpec, topo: Topology, work: Workload, mode: str,
+         placed: dict[str, list[StagePlacement]], req: Request) -> tuple:
+    """How good a placement is, exactly: meets the SLOs, then e2e, then fewer devices."""
+    pre, dec = _phases(placed)
+    fig = evaluate(m, topo, work, mode, pre, dec)
+    devices = len({d for s in pre + dec for d in s.devices})
+    return (not _meets(fig, req), fig.e2e_ms, devices)
 
 
 def _better(a: tuple, b: tuple) -> bool:
@@ -328,8 +338,8 @@ def _balance(m: ModelSpec, topo: Topology, work, mode: str,
         worst = max(frac.values())
         (pool, i) = max(frac, key=lambda k: (frac[k], k))
         stages = cur[pool]
-        floor_i = 1 + (_prefix(m) if i == 0 else 0)
-        if stages[i].end - stages[i].first <= floor_i:
+        # every stage keeps a layer (the latency tables cut inside a dense run too)
+        if stages[i].end - stages[i].first <= 1:
             break
         done = False
         for (p2, j) in sorted((k for k in frac if k[0] == pool and k[1] != i),
@@ -349,11 +359,6 @@ def _balance(m: ModelSpec, topo: Topology, work, mode: str,
         if not done:
             break
     return cur
-
-
-def _prefix(m: ModelSpec) -> int:
-    from autoplan.search.tables import leading_dense
-    return leading_dense(m)
 
 
 def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: str,

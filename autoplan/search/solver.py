@@ -44,7 +44,9 @@ from autoplan.search.interrupt import _INTERRUPT
 from autoplan.search.limits import Limits, SolveResult, StageChoice
 from autoplan.search.packrows import _packing
 from autoplan.search.progress import PhaseBar
-from autoplan.search.tables import INF, POOL_PHASES, ROLES, TICKS_PER_MS, Tables
+from autoplan.search import roles as R
+from autoplan.search.chosen import chosen_stages
+from autoplan.search.tables import INF, POOL_PHASES, TICKS_PER_MS, Tables
 
 
 class _Progress(cp_model.CpSolverSolutionCallback):
@@ -104,26 +106,34 @@ class _PoolModel:
         self.groups: list[_Group] = []
         tab, U = t.pools[pool], t.units
         kv_tab = t.kv_t if pool == "prefill" else None
-        for r, role in enumerate(ROLES):
+        for r, role in enumerate(t.roles):
             for cfg in t.configs:
                 c = cfg.index
                 best = int(tab.max_len[r, c])
                 if best == 0:
                     continue
-                if role == "only":
-                    self._only(c, kv_tab)
+                if R.fixed_length(role):
+                    self._fixed(r, role, c, kv_tab)
                 elif tab.affine[r, c]:
-                    self._compact(role, c, best, need_max, kv_tab)
+                    self._compact(r, role, c, best, need_max, kv_tab)
                 else:
-                    self._per_length(role, c, best, kv_tab)
-        only = [g.count for g in self.groups if g.role == "only"]
-        first = [g.count for g in self.groups if g.role == "first"]
-        last = [g.count for g in self.groups if g.role == "last"]
-        mids = [g.count for g in self.groups if g.role == "mid"]
-        m.add(sum(only) + sum(first) == 1)
-        m.add(sum(first) == sum(last))
-        if mids:
-            m.add(sum(mids) <= U * sum(first))
+                    self._per_length(r, role, c, best, kv_tab)
+        of = {b: [g.count for g in self.groups if R.base(g.role) == b]
+              for b in ("first", "mid", "last")}
+        # one stage holds layer 0, one the first uniform layer (the body), and a chain
+        # of lead stages (cuts inside the dense run) joins them: as many stages start at
+        # each layer of the run as end there
+        m.add(sum(g.count for g in self.groups if R.starts_pipeline(g.role)) == 1)
+        m.add(sum(g.count for g in self.groups if R.is_body(g.role)) == 1)
+        for q in range(1, t.prefix + 1):
+            ends = [g.count for g in self.groups
+                    if R.base(g.role) == "lead" and R.lead_end(g.role) == q]
+            starts = [g.count for g in self.groups if R.start(g.role) == q]
+            if ends or starts:
+                m.add(sum(ends) == sum(starts))
+        m.add(sum(of["first"]) == sum(of["last"]))
+        if of["mid"]:
+            m.add(sum(of["mid"]) <= U * sum(of["first"]))
         m.add(sum(g.layers for g in self.groups) == U)
         self._uniform_tp()
 
@@ -159,18 +169,26 @@ class _PoolModel:
             return False
         return int(self.t.pools[self.pool].time_t["prefill"][r, c, ln]) > self.stage_cap
 
-    def _only(self, c: int, kv_tab) -> None:
-        tab, U, r = self.t.pools[self.pool], self.t.units, ROLES.index("only")
-        if self._capped(r, c, U):
-            return
-        x = self.m.new_bool_var(self._name("only", c))
-        time_ = {ph: int(tab.time_t[ph][r, c, U]) * x for ph in POOL_PHASES[self.pool]}
-        kv = [[k * x] for k in self._kv_const(kv_tab, r, c, U)]
-        self.groups.append(_Group("only", c, x, U * x, time_, kv, ("fixed", x, U)))
+    def _hop(self, role: str, c: int) -> dict[str, int]:
+        """The hand-off into a stage of this role and config (none into layer 0's)."""
+        tab = self.t.pools[self.pool]
+        return {ph: 0 if R.starts_pipeline(role) else int(tab.hop_t[ph][c])
+                for ph in POOL_PHASES[self.pool]}
 
-    def _compact(self, role: str, c: int, best: int, need_max: bool, kv_tab) -> None:
+    def _fixed(self, r: int, role: str, c: int, kv_tab) -> None:
+        """A stage of one length: ``only`` (every uniform layer) or a lead (none)."""
+        tab, U = self.t.pools[self.pool], self.t.units
+        ln = U if R.base(role) == "only" else 0
+        if self._capped(r, c, ln):
+            return
+        x = self.m.new_bool_var(self._name(role, c))
+        hop = self._hop(role, c)
+        time_ = {ph: (int(tab.time_t[ph][r, c, ln]) + hop[ph]) * x for ph in hop}
+        kv = [[k * x] for k in self._kv_const(kv_tab, r, c, ln)]
+        self.groups.append(_Group(role, c, x, ln * x, time_, kv, ("fixed", x, ln)))
+
+    def _compact(self, r: int, role: str, c: int, best: int, need_max: bool, kv_tab) -> None:
         m, tab, U = self.m, self.t.pools[self.pool], self.t.units
-        r = ROLES.index(role)
         # Under a stage cap the longest allowed stage is shorter (times grow with length).
         while best and self._capped(r, c, best):
             best -= 1
@@ -181,8 +199,7 @@ class _PoolModel:
             a1 = int(tab.time_t[ph][r, c, 1])
             B[ph] = int(tab.time_t[ph][r, c, 2]) - a1 if best >= 2 else 0
             A[ph] = a1 - B[ph]
-        hop = {ph: int(tab.hop_t[ph][c]) if role in ("mid", "last") else 0
-               for ph in POOL_PHASES[self.pool]}
+        hop = self._hop(role, c)
         kvA, kvB = [], []
         if kv_tab is not None:
             for kd in range(len(self.t.kinds)):
@@ -190,7 +207,7 @@ class _PoolModel:
                 kb = int(kv_tab[r, c, 2, kd]) - k1 if best >= 2 else 0
                 kvA.append(k1 - kb)
                 kvB.append(kb)
-        if role in ("first", "last"):
+        if R.base(role) in ("first", "last"):
             x = m.new_bool_var(self._name(role, c))
             ln = m.new_int_var(0, best, self._name(role, c, "len"))
             m.add(ln >= x)
@@ -221,11 +238,9 @@ class _PoolModel:
             "mid", c, n, lam, {ph: (A[ph] + hop[ph]) * n + B[ph] * lam for ph in A},
             kv, ("balanced", n, lam), lengths))
 
-    def _per_length(self, role: str, c: int, best: int, kv_tab) -> None:
+    def _per_length(self, r: int, role: str, c: int, best: int, kv_tab) -> None:
         m, tab, U = self.m, self.t.pools[self.pool], self.t.units
-        r = ROLES.index(role)
-        hop = {ph: int(tab.hop_t[ph][c]) if role in ("mid", "last") else 0
-               for ph in POOL_PHASES[self.pool]}
+        hop = self._hop(role, c)
         for ln in range(1, best + 1):
             cost = {ph: int(tab.time_t[ph][r, c, ln]) for ph in hop}
             assert all(v < INF for v in cost.values())
@@ -263,9 +278,9 @@ class _PoolModel:
             for g in self.groups:
                 k = t.configs[g.cfg].cls
                 m.add(t.units * used[k] >= g.count)
-                if g.role in ("only", "first"):
+                if R.starts_pipeline(g.role):
                     first[k] += g.count
-                if g.role == "last":
+                if R.ends_pipeline(g.role):
                     last[k] += g.count
             terms = []
             for k in range(K):
@@ -314,25 +329,7 @@ class _PoolModel:
         return kv
 
     def chosen(self, s: cp_model.CpSolver) -> list[StageChoice]:
-        out: list[StageChoice] = []
-        for g in self.groups:
-            how = g.values
-            if how[0] == "fixed":
-                k = int(s.value(how[1]))
-                if k:
-                    out.append(StageChoice(g.role, g.cfg, how[2], k))
-            elif how[0] == "one":
-                if s.value(how[1]):
-                    out.append(StageChoice(g.role, g.cfg, int(s.value(how[2]))))
-            else:  # balanced middles: N stages holding Lam layers
-                n, lam = int(s.value(how[1])), int(s.value(how[2]))
-                if n:
-                    q, rem = divmod(lam, n)
-                    if rem:
-                        out.append(StageChoice("mid", g.cfg, q + 1, rem))
-                    if n - rem:
-                        out.append(StageChoice("mid", g.cfg, q, n - rem))
-        return out
+        return chosen_stages(self.groups, s.value)
 
 
 def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float = TICKS_PER_MS,

@@ -11,8 +11,9 @@ in memory. Times come from :func:`autoplan.cost.pipeline.stage_cost`, the functi
 validator uses, so the solver and the validator price a stage identically.
 
 Layers: a model's leading dense layers before its MoE layers (DeepSeek-V3's first three)
-ride on the first stage with the embedding; the remaining ``U`` layers are uniform and
-are what stages count. The LM head rides on the last stage.
+ride on the first stage with the embedding, or (lower-bound tables: the latency search)
+are cut anywhere by the roles of :mod:`autoplan.search.roles`; the remaining ``U`` layers
+are uniform and are what stages count. The LM head rides on the last stage.
 """
 
 from __future__ import annotations
@@ -38,16 +39,16 @@ from autoplan.cost.roofline import (
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.workload import Workload
+from autoplan.search import roles as R
 from autoplan.search.configs import (
     Config,
     DeviceClass,
     Packing,
     build_configs,
     device_classes,
+    node_groups,
 )
-
-ROLES = ("only", "first", "mid", "last")
-
+from autoplan.search.roles import ROLES
 
 POOL_PHASES = {"prefill": ("prefill",), "decode": ("decode",), "colocated": ("prefill", "decode")}
 
@@ -64,7 +65,9 @@ INF = 1 << 50
 
 @dataclass
 class PoolTable:
-    """Costs of one pool type. Arrays are indexed ``[role, config, length]``."""
+    """Costs of one pool type. Arrays are indexed ``[role, config, length]`` (roles in
+    the order of ``Tables.roles``; a lead stage's figures at length 0, and its
+    ``max_len`` is 1 when it fits)."""
 
     pool: str
     time_t: dict[str, np.ndarray]  # phase -> int64 array; INF where the stage cannot exist
@@ -99,6 +102,7 @@ class Tables:
     # An engine runs the plan: every pipeline uses one TP degree on its engine-run
     # (GPU) stages; kinds of their own runtime (SRAM-only) are free.
     uniform_tp: bool = False
+    roles: tuple[str, ...] = ROLES  # the base roles first (their index is ROLES.index)
 
     def governed(self, c: int) -> bool:
         """Config ``c`` runs under the engine's uniform-TP rule."""
@@ -109,7 +113,7 @@ class Tables:
         return self.ticks_per_s / 1000
 
     def layers_of(self, role: str, length: int) -> int:
-        return length + (self.prefix if role in ("only", "first") else 0)
+        return length + R.dense(role, self.prefix)
 
 
 def leading_dense(model: ModelSpec) -> int:
@@ -130,19 +134,9 @@ def leading_dense(model: ModelSpec) -> int:
 
 
 def _placement(model: ModelSpec, prefix: int, role: str, length: int,
-               cfg: Config) -> StagePlacement:
-    L = model.num_layers
-    g, dp, ep = cfg.group, cfg.dp, cfg.ep
-    if role == "only":
-        return StagePlacement(0, L, cfg.kind, g, dp, ep)
-    if role == "first":
-        return StagePlacement(0, prefix + length, cfg.kind, g, dp, ep)
-    if role == "last":
-        return StagePlacement(L - length, L, cfg.kind, g, dp, ep)
-    # A middle stage sits strictly between the first stage (which holds layer 0 and the
-    # embedding) and the last (the LM head): priced from layer prefix + 1, it carries
-    # neither. (Layers of the uniform run cost the same wherever they sit.)
-    return StagePlacement(prefix + 1, prefix + 1 + length, cfg.kind, g, dp, ep)
+               cfg: Config, group: tuple[str, ...] | None = None) -> StagePlacement:
+    first, end = R.span(role, prefix, model.num_layers, length)
+    return StagePlacement(first, end, cfg.kind, group or cfg.group, cfg.dp, cfg.ep)
 
 
 LOWER_TICKS_PER_S = 10**11
@@ -156,7 +150,8 @@ def build_tables(model: ModelSpec, topo: Topology, work: Workload,
                  uniform_tp: bool = False, engine: str | None = None) -> Tables:
     """``packing``: every TP that fits a domain (see :func:`build_configs`).
     ``lower``: lower-bound tables (see :class:`Tables`): the latency search prunes with
-    them and decides on exact figures. ``engine``: the expert-parallel shapes it runs."""
+    them and decides on exact figures; they also cut inside a leading dense run (the
+    roles of :mod:`autoplan.search.roles`). ``engine``: the expert-parallel shapes it runs."""
     prefix = leading_dense(model)
     units = model.num_layers - prefix
     classes = device_classes(topo)
@@ -164,7 +159,8 @@ def build_tables(model: ModelSpec, topo: Topology, work: Workload,
     kinds = list(topo.kind_names)
     tables = Tables(model, topo, work, prefix, units, classes, configs, {},
                     np.zeros((0,)), kinds, packs, lower,
-                    LOWER_TICKS_PER_S if lower else TICKS_PER_S, uniform_tp)
+                    LOWER_TICKS_PER_S if lower else TICKS_PER_S, uniform_tp,
+                    R.roles_for(prefix, lower))
     for pool in pools:
         tables.pools[pool] = _pool_table(tables, pool, force_per_length)
     if pp1_disaggregated(engine):
@@ -200,9 +196,10 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     # Upper bounds round up; lower bounds round down (and one tick more, against float
     # noise in the two-point affine form).
     rnd = (lambda x: math.floor(x) - 1) if t.lower else math.ceil
-    max_len = np.zeros((len(ROLES), C), dtype=np.int64)
-    affine = np.zeros((len(ROLES), C), dtype=bool)
-    times = {ph: np.full((len(ROLES), C, U + 1), INF, dtype=np.int64) for ph in POOL_PHASES[pool]}
+    nr = len(t.roles)
+    max_len = np.zeros((nr, C), dtype=np.int64)
+    affine = np.zeros((nr, C), dtype=bool)
+    times = {ph: np.full((nr, C, U + 1), INF, dtype=np.int64) for ph in POOL_PHASES[pool]}
     hops = {ph: np.zeros(C, dtype=np.int64) for ph in POOL_PHASES[pool]}
     # Each phase's figure is a weighted sum of forward passes: one pass, or a colocated
     # server's step mix under in-flight batching (None: it cannot sustain the batch).
@@ -219,17 +216,21 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
         kv_batch, ctx, tokens = pool_memory_args(pool, work, largest_pass_tokens(passes))
         kind = t.topo.kinds[cfg.kind]
         cap = kind.capacity_bytes * work.max_memory_fraction
-        for r, role in enumerate(ROLES):
+        groups = (node_groups(t.topo, t.classes[cfg.cls].domains[0], cfg)
+                  if t.lower else [cfg.group])
+        for r, role in enumerate(t.roles):
             # Memory is affine in the stage length: two evaluations give it exactly.
+            fixed = R.fixed_length(role)
+            one = U if R.base(role) == "only" else 0  # a fixed role's one length
             pts = []
-            for ln in (1, 2) if role != "only" else (U,):
+            for ln in (1, 2) if not fixed else (one,):
                 st = _placement(model, t.prefix, role, ln, cfg)
                 mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
                                    work.precision)[0]
                 pts.append((ln, mem))
-            if role == "only":
+            if fixed:
                 ok = pts[0][1].total_bytes <= cap
-                best = U if ok else 0
+                best = (U if one else 1) if ok else 0  # a lead stage: 1 when it fits
             else:
                 (l1, m1), (l2, m2) = pts
                 slope = m2.total_bytes - m1.total_bytes
@@ -247,19 +248,23 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
             memo: dict[tuple[int, Shape], float] = {}
 
             def pass_s(ln: int, shape: Shape) -> float:
+                # lower bounds: the fastest way the group can lie over its domain's nodes
                 if (ln, shape) not in memo:
-                    st = _placement(model, t.prefix, role, ln, cfg)
-                    mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
-                                       work.precision)[0]
-                    memo[ln, shape] = stage_cost(model, t.topo, st, shape, work.precision,
-                                                 mem).time_s
+                    best_s = math.inf
+                    for group in groups:
+                        st = _placement(model, t.prefix, role, ln, cfg, group)
+                        mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
+                                           work.precision)[0]
+                        best_s = min(best_s, stage_cost(model, t.topo, st, shape,
+                                                        work.precision, mem).time_s)
+                    memo[ln, shape] = best_s
                 return memo[ln, shape]
 
             for ph in POOL_PHASES[pool]:
                 def exact(ln: int) -> float:  # weighted_stage_time_s, priced once a pass
                     return sum(w * pass_s(ln, sh) for w, sh in passes[ph])
-                if role == "only":
-                    times[ph][r, cfg.index, U] = max(0, rnd(exact(U) * T))
+                if fixed:
+                    times[ph][r, cfg.index, one] = max(0, rnd(exact(one) * T))
                     continue
                 if multi_tier:
                     for ln in range(1, best + 1):
@@ -345,13 +350,17 @@ def class_entries(tab: PoolTable, phase: str, classes: list[int]) -> int:
 
 def _best_hops(t: Tables, ph: str, msg: float, reach: dict, hops: np.ndarray,
                cross: np.ndarray) -> None:
-    """Lower bounds of the hand-offs (ticks): into a stage of config ``c`` from another
-    stage of its class, the fastest pair that two such TP groups can occupy (the same
-    fast domain when a second group of the class's smallest TP fits beside it, else
-    another domain); into a class from another class, the fastest pair of the two,
-    beyond that."""
+    """Lower bounds of the hand-offs (ticks): into a stage of config ``c``, the fastest
+    hand-off it can receive: from another stage of its class (the fastest pair that two
+    such TP groups can occupy: the same fast domain when a second group of the class's
+    smallest TP fits beside it, else another domain) or from a stage of another class
+    (the fastest pair of the two; a hop out of another kind may be the faster one, its
+    launch is that kind's); into a class from another class, what that hop adds beyond
+    the largest such bound of the class's configs."""
     T = t.ticks_per_s
-    within = []
+    other = [min((_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach, min)
+                  for j, cj in enumerate(t.classes) if j != k), default=math.inf)
+             for k, ck in enumerate(t.classes)]
     for cfg in t.configs:
         c = t.classes[cfg.cls]
         src = c.domains[0].devices[0]
@@ -360,14 +369,14 @@ def _best_hops(t: Tables, ph: str, msg: float, reach: dict, hops: np.ndarray,
             dsts = _devices(c)
         else:
             dsts = [d for dom in c.domains[1:] for d in dom.devices]
-        hops[cfg.index] = max(0, math.floor(_hop(t.topo, src, dsts, msg, reach, min) * T) - 1)
-    for c in t.classes:
-        within.append(_hop(t.topo, c.domains[0].devices[0], _devices(c), msg, reach, min))
-    for k, ck in enumerate(t.classes):
-        best = min((_hop(t.topo, cj.domains[0].devices[0], _devices(ck), msg, reach, min)
-                    for j, cj in enumerate(t.classes) if j != k), default=0.0)
-        # hop_t charges at least the within-class best already; an entry adds the rest.
-        cross[k] = max(0, math.floor((best - within[k]) * T) - 1)
+        best = min(_hop(t.topo, src, dsts, msg, reach, min), other[cfg.cls])
+        hops[cfg.index] = max(0, math.floor(best * T) - 1)
+    for k in range(len(t.classes)):
+        if other[k] == math.inf:
+            continue
+        charged = max((int(hops[c.index]) for c in t.configs if c.cls == k), default=0)
+        # hop_t charges at least `charged` already; an entry adds the rest.
+        cross[k] = max(0, math.floor(other[k] * T) - 1 - charged)
 
 
 def _devices(c: DeviceClass) -> list[str]:
@@ -389,11 +398,11 @@ def _hop(topo: Topology, src: str, dsts: list[str], msg: float, reach: dict[str,
 
 def _kv_table(t: Tables) -> np.ndarray:
     U, C, K = t.units, len(t.configs), len(t.kinds)
-    kv = np.zeros((len(ROLES), C, U + 1, K), dtype=np.int64)
+    kv = np.zeros((len(t.roles), C, U + 1, K), dtype=np.int64)
     per_layer = kv_stage_bytes(t.model, t.work, 1)
     links = {(a, b): kv_pair_bandwidth(t.topo, a, b) for a in t.kinds for b in t.kinds}
     for cfg in t.configs:
-        for r, role in enumerate(ROLES):
+        for r, role in enumerate(t.roles):
             for kd, kind_to in enumerate(t.kinds):
                 bw, lat = links[cfg.kind, kind_to]
                 # kv_stage_time_s (the validator's) is affine in the stage length:
@@ -403,5 +412,5 @@ def _kv_table(t: Tables) -> np.ndarray:
                 rnd = (lambda x: max(0, math.floor(x) - 1)) if t.lower else math.ceil
                 b = rnd(per_layer / (cfg.size * bw) * T)
                 a = rnd((per_layer * t.layers_of(role, 0) / (cfg.size * bw) + lat) * T)
-                kv[r, cfg.index, 1:, kd] = a + b * np.arange(1, U + 1)
+                kv[r, cfg.index, :, kd] = a + b * np.arange(0, U + 1)  # 0: a lead stage
     return kv
