@@ -28,6 +28,7 @@ from fractions import Fraction
 import numpy as np
 
 from autoplan.search.counts import Counts, kv_link_rate, requested
+from autoplan.search.direct import Direct, applies
 from autoplan.search.interrupt import interrupted
 from autoplan.search.solver import Limits, SolveResult, StageChoice, solve
 from autoplan.search.tables import ROLES, TICKS_PER_S, Tables, class_entries, colocated_rate
@@ -137,6 +138,8 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     lower: dict[tuple[int, ...], int] = {}  # caps -> the parent's slowest stage (prefill)
     seen: set = set()
     designs: dict[tuple[int, ...], Design] = {}
+    # A tiny space (one class, one TP shape, affine times) is enumerated, not solved.
+    direct = Direct(t, pool, osl, limits, decode_kinds) if applies(t, pool) else None
     while stack:
         caps = stack.pop()
         if caps in seen:
@@ -158,7 +161,9 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
         quiet = Limits(limits.ttft_slo_t, limits.tpot_slo_t, min(limits.time_limit_s, left),
                        False, limits.max_devices)
         try:
-            if pool == "prefill":
+            if direct is not None:
+                res = direct.answer(caps[0])
+            elif pool == "prefill":
                 res, n = _min_slowest(t, osl, quiet, list(caps), decode_kinds,
                                       lower.get(caps, 0))
                 solves += n - 1
@@ -393,9 +398,13 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         full = tuple(c.devices for c in t.classes)
         dec_start = full
         if len(full) == 1:
-            least = solve(t, ("prefill",), osl, dataclasses.replace(limits, progress=False),
-                          goal="devices", tie_break=False,
-                          decode_kinds=tuple(sorted(t.kinds)))
+            if applies(t, "prefill"):
+                least = Direct(t, "prefill", osl, limits, frozenset(t.kinds)).answer(
+                    full[0], "devices")
+            else:
+                least = solve(t, ("prefill",), osl,
+                              dataclasses.replace(limits, progress=False), goal="devices",
+                              tie_break=False, decode_kinds=tuple(sorted(t.kinds)))
             solves += 1
             if least.status != "infeasible":
                 dec_start = (full[0] - least.devices,)

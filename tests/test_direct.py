@@ -1,0 +1,78 @@
+"""The enumeration of tiny pool spaces (search/direct.py) answers what the CP-SAT models
+answer: the same replica fronts (usage, rate, TTFT, TPOT per design), pool by pool, on
+shipped models (dense and MoE with attention DP x EP), batches and SLOs, and the same
+fewest prefill devices."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoplan.catalog import load_model, load_topology
+from autoplan.inputs.request import Request
+from autoplan.search import replicas
+from autoplan.search.batches import build_menu
+from autoplan.search.direct import Direct, applies
+from autoplan.search.planner import _slo_t
+from autoplan.search.solver import Limits, solve
+
+CASES = [
+    ("meta-llama/Llama-3.1-8B", "h100-sxm-x8", "bf16", 2000, 30, None),
+    ("meta-llama/Llama-3.1-70B", "h200-2node", "bf16", 2000, 30, None),
+    ("meta-llama/Llama-3.1-70B", "h200-2node", "bf16", 800, 15, 6),
+    ("mistralai/Mixtral-8x7B-v0.1", "h200-x8", "bf16", 1000, 20, None),
+    ("Qwen/Qwen3-32B", "h100-sxm-x8", "fp8", None, None, None),
+]
+
+
+def _menu(model, topo, dtype, ttft, tpot, most):
+    req = Request.build(model=model, topology=topo, dtype=dtype, isl=2000, osl=300,
+                        ttft_slo_ms=ttft, tpot_slo_ms=tpot, objective="throughput",
+                        engine="trtllm", max_devices=most)
+    menu = build_menu(load_model(model), load_topology(topo, None, "trtllm"), req.workload,
+                      ("colocated", "decode", "prefill"), True, req.searched, most,
+                      engine="trtllm")
+    return menu, Limits(_slo_t(ttft, menu.t), _slo_t(tpot, menu.t), 60.0, False, most)
+
+
+def _designs(ds):
+    return [(d.usage, d.rate, d.ttft_t, d.tpot_t, d.optimal) for d in ds]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0].split('/')[1]}-{c[3]}-{c[5]}")
+def test_direct_fronts_equal_cp_sat(case, monkeypatch):
+    menu, lim = _menu(*case)
+    compared = 0
+    for pool in ("decode", "colocated", "prefill"):
+        for b in (1, 5, 32, 150):
+            t = menu.tables_at(pool, {"batch": b, "prefill_batch": b})
+            assert applies(t, pool)
+            kinds = frozenset(t.kinds) if pool == "prefill" else frozenset()
+            start = (t.classes[0].devices - 1,)
+            got = [replicas.front(t, pool, 300, lim, kinds, start=s)[0] for s in (None, start)]
+            with monkeypatch.context() as mp:
+                mp.setattr(replicas, "applies", lambda *a: False)
+                ref = [replicas.front(t, pool, 300, lim, kinds, start=s)[0]
+                       for s in (None, start)]
+            assert [_designs(x) for x in got] == [_designs(x) for x in ref], (pool, b)
+            compared += sum(len(x) for x in ref)
+    assert compared > 0
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=lambda c: f"{c[0].split('/')[1]}-{c[3]}")
+def test_direct_fewest_prefill_devices(case):
+    menu, lim = _menu(*case)
+    t = menu.t
+    ref = solve(t, ("prefill",), 300, lim, goal="devices", tie_break=False,
+                decode_kinds=tuple(sorted(t.kinds)))
+    got = Direct(t, "prefill", 300, lim, frozenset(t.kinds)).answer(
+        t.classes[0].devices, "devices")
+    assert (got.status, got.devices) == (ref.status, ref.devices)
+
+
+def test_direct_declines_what_it_does_not_enumerate():
+    # Two device classes (the mixed GPU + LPU topology): the solver's, not enumerated.
+    req = Request.build(model="meta-llama/Llama-3.1-8B", topology="h100x8-lpu576",
+                        isl=2000, osl=300, objective="throughput")
+    menu = build_menu(load_model(req.model), load_topology("h100x8-lpu576", None, None),
+                      req.workload, ("decode",), False, (), None)
+    assert not applies(menu.t, "decode")
