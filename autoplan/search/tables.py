@@ -221,12 +221,16 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
         cap = kind.capacity_bytes * work.max_memory_fraction
         for r, role in enumerate(ROLES):
             # Memory is affine in the stage length: two evaluations give it exactly.
-            pts = []
-            for ln in (1, 2) if role != "only" else (U,):
-                st = _placement(model, t.prefix, role, ln, cfg)
-                mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
-                                   work.precision)[0]
-                pts.append((ln, mem))
+            mems: dict = {}  # length -> (placement, memory), priced once
+
+            def placed(ln: int):
+                if ln not in mems:
+                    st = _placement(model, t.prefix, role, ln, cfg)
+                    mems[ln] = st, memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
+                                                work.precision)[0]
+                return mems[ln]
+
+            pts = [(ln, placed(ln)[1]) for ln in ((1, 2) if role != "only" else (U,))]
             if role == "only":
                 ok = pts[0][1].total_bytes <= cap
                 best = U if ok else 0
@@ -248,9 +252,7 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
 
             def pass_s(ln: int, shape: Shape) -> float:
                 if (ln, shape) not in memo:
-                    st = _placement(model, t.prefix, role, ln, cfg)
-                    mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
-                                       work.precision)[0]
+                    st, mem = placed(ln)
                     memo[ln, shape] = stage_cost(model, t.topo, st, shape, work.precision,
                                                  mem).time_s
                 return memo[ln, shape]
