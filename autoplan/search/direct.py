@@ -96,6 +96,12 @@ class Direct:
             ends_slow = (np.maximum(T["prefill"][_F, LF], T["prefill"][_L, LL])
                          if "prefill" in T else None)
             ends_kv = np.maximum(kv[_F, LF], kv[_L, LL])
+            # middles' affine parts, as solver._PoolModel._compact reads them
+            mid_b = {ph: int(T[ph][_M, 2]) - int(T[ph][_M, 1]) if mm >= 2 else 0
+                     for ph in phases}
+            mid_a = {ph: int(T[ph][_M, 1]) - mid_b[ph] for ph in phases}
+            kv_b = int(kv[_M, 2]) - int(kv[_M, 1]) if mm >= 2 else 0
+            kv_a = int(kv[_M, 1]) - kv_b
             for S in range(2, most // size + 1):
                 n = S - 2
                 if n > max(U - 2, 0) or (n and mm == 0):
@@ -106,14 +112,15 @@ class Direct:
                 if n == 0:
                     sums, slow, kvs = ends, ends_slow, ends_kv
                 else:
-                    Mc = np.where(ok, M, n)
-                    q, rem = np.divmod(Mc, n)
-                    top = q + (rem > 0)
-                    sums = {ph: ends[ph] + rem * T[ph][_M, np.minimum(q + 1, U)]
-                            + (n - rem) * T[ph][_M, q] + n * hop[ph] for ph in phases}
-                    slow = (np.maximum(ends_slow, T["prefill"][_M, top])
+                    # n middles cut evenly hold M layers: times A + B * length sum to
+                    # n * A + B * M (the solver's compact middles); the longest holds
+                    # ceil(M / n) layers.
+                    sums = {ph: ends[ph] + n * (mid_a[ph] + hop[ph]) + mid_b[ph] * M
+                            for ph in phases}
+                    top = -(-M // n)
+                    slow = (np.maximum(ends_slow, mid_a["prefill"] + mid_b["prefill"] * top)
                             if ends_slow is not None else None)
-                    kvs = np.maximum(ends_kv, kv[_M, top])
+                    kvs = np.maximum(ends_kv, kv_a + kv_b * top) if kds else ends_kv
 
                 def stages(i: int, j: int, c=c, n=n) -> tuple:
                     lf, ll = i + 1, j + 1

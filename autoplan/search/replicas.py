@@ -289,11 +289,15 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
             if best is None or key < best[0]:
                 best = (key, {"colocated": d}, {"colocated": y}, rate, dev)
     else:
+        links: dict = {}  # (prefill kinds, decode kinds) -> the KV link's rate
         for i, a in enumerate(fronts["prefill"]):
             for j, b in enumerate(fronts["decode"]):
                 if not _compatible(a, b):
                     continue
-                link = kv_link_rate(t.topo, t.model, t.work, a.kinds, b.kinds)
+                if (a.kinds, b.kinds) not in links:
+                    links[a.kinds, b.kinds] = kv_link_rate(t.topo, t.model, t.work, a.kinds,
+                                                           b.kinds)
+                link = links[a.kinds, b.kinds]
                 counts = Counts((a.rate, b.rate), (np.array(a.usage), np.array(b.usage)),
                                 caps, budget, link)
                 got = _deploy(counts, objective, lam_min)
