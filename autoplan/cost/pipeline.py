@@ -132,7 +132,8 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
     """Time of one forward pass of ``shape`` through one stage."""
     kind = topo.kinds[st.kind]
     res = residency(kind, mem.weights_bytes, mem.kv_bytes)
-    counts = Counter(model.layer_kind(i) for i in range(st.first, st.end))
+    counts = memo(("layer kinds", id(model), st.first, st.end), (model,),
+                  lambda: Counter(model.layer_kind(i) for i in range(st.first, st.end)))
     if st.expert_parallel:
         parts = expert_parallel_parts(model, topo, st, counts, shape, precision, res)
     else:
