@@ -76,3 +76,27 @@ def test_direct_declines_what_it_does_not_enumerate():
     menu = build_menu(load_model(req.model), load_topology("h100x8-lpu576", None, None),
                       req.workload, ("decode",), False, (), None)
     assert not applies(menu.t, "decode")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_direct_fronts_equal_cp_sat_random(seed, monkeypatch):
+    """Seeded draws of model, topology, SLOs (some absent), device budget and batches."""
+    import random
+
+    rng = random.Random(seed)
+    model = rng.choice(["meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-70B",
+                        "mistralai/Mixtral-8x7B-v0.1", "Qwen/Qwen3-32B"])
+    topo = rng.choice(["h100-sxm-x8", "h200-2node", "h200-x8"])
+    ttft = rng.choice([None, 300.0, 1000.0, 3000.0])
+    tpot = rng.choice([None, 10.0, 25.0, 60.0])
+    most = rng.choice([None, None, 3, 6, 12])
+    menu, lim = _menu(model, topo, "bf16", ttft, tpot, most)
+    for pool in ("decode", "colocated", "prefill"):
+        b = rng.choice([1, 2, 7, 24, 90])
+        t = menu.tables_at(pool, {"batch": b, "prefill_batch": b})
+        kinds = frozenset(t.kinds) if pool == "prefill" else frozenset()
+        got = replicas.front(t, pool, 300, lim, kinds)[0]
+        with monkeypatch.context() as mp:
+            mp.setattr(replicas, "applies", lambda *a: False)
+            ref = replicas.front(t, pool, 300, lim, kinds)[0]
+        assert _designs(got) == _designs(ref), (model, topo, ttft, tpot, most, pool, b)

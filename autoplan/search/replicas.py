@@ -378,6 +378,25 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
     complete = True
     per_mode: dict[str, Choice | None] = {}
     stop: dict = {"deadline": t0 + limits.time_limit_s}
+    known: dict = {}  # choices over lists of designs the search keeps (held: ids stay)
+
+    def chosen(mode: str, fronts: dict[str, list[Design]]) -> Choice | None:
+        key = (mode, *((p, tuple(map(id, ds))) for p, ds in sorted(fronts.items())))
+        if key not in known:
+            known[key] = fronts, choose(t, mode, fronts, objective, request_rate,
+                                        limits.max_devices)
+        return known[key][1]
+
+    def better(mode: str, fronts: dict[str, list[Design]] | Choice | None, than: list
+               ) -> bool:
+        """The best deployment of ``fronts`` (optimistic designs; or a choice made) beats
+        every choice of ``than`` (None entries skipped; none: nothing to beat). The best
+        deployment over designs known and optimistic ones is the better of the two
+        parts' bests, so the bounds below choose over the optimistic part alone."""
+        got = (choose(t, mode, fronts, objective, request_rate, limits.max_devices)
+               if isinstance(fronts, dict) else fronts)
+        return got is not None and not _no_better(objective, got, than)
+
     for mode in modes:
         if stop.get("reason") == "interrupted":
             break
@@ -385,10 +404,8 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
 
             def useless_colocated(cur: list[Design], optimistic: list[Design]) -> bool:
                 """Designs as good as ``optimistic`` beside ``cur`` deploy no better."""
-                got = choose(t, mode, {"colocated": cur + optimistic}, objective,
-                             request_rate, limits.max_devices)
-                return _no_better(objective, got, [choose(
-                    t, mode, {"colocated": cur}, objective, request_rate, limits.max_devices)])
+                return not better(mode, {"colocated": optimistic},
+                                  [chosen(mode, {"colocated": cur})])
 
             designs, n, ok = front_of("colocated", osl, limits, stop=stop,
                                       useless=useless_colocated)
@@ -419,9 +436,9 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
             ``optimistic`` beside ``cur`` deploy no better than the best plan known."""
             if all(c is None for c in per_mode.values()):
                 return False
-            got = choose(t, "colocated", {"colocated": cur + optimistic}, objective,
-                         request_rate, limits.max_devices)
-            return _no_better(objective, got, per_mode.values())
+            than = [*per_mode.values()]
+            return not (better("colocated", {"colocated": optimistic}, than)
+                        or better("colocated", chosen("colocated", {"colocated": cur}), than))
 
         dec, n, ok = front_of("decode", osl, limits, stop=stop, start=dec_start,
                               useless=useless_decode)
@@ -432,13 +449,8 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         def useless(cur: list[Design], optimistic: list[Design]) -> bool:
             """Prefill designs as good as ``optimistic`` beside ``cur`` and the decode
             front make no deployment better than the best one known (any placement)."""
-            got = choose(t, mode, {"prefill": pre + cur + optimistic, "decode": dec},
-                         objective, request_rate, limits.max_devices)
-            if got is None:
-                return True
-            return _no_better(objective, got, [
-                *per_mode.values(), choose(t, mode, {"prefill": pre + cur, "decode": dec},
-                                           objective, request_rate, limits.max_devices)])
+            return not better(mode, {"prefill": optimistic, "decode": dec}, [
+                *per_mode.values(), chosen(mode, {"prefill": pre + cur, "decode": dec})])
 
         for kinds in sorted({d.kinds for d in dec}, key=sorted):
             if stop.get("reason") == "interrupted":
