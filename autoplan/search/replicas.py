@@ -6,7 +6,10 @@ finds the design with the best per-replica rate (prefill: the slowest stage, sin
 batches are pipelined through the stages; decode: TPOT; colocated: end-to-end latency
 under in-flight batching, ``batch / (TTFT + (osl - 1) TPOT)``), under the SLOs. The front is enumerated exactly by lowering one class's cap
 below the last design's usage at a time (epsilon-constraint), so no usage vector that
-could matter is skipped. A replica's rate depends on nothing but its design, so
+could matter is skipped. Where the space is tiny (one device class, one TP shape per
+pipeline, affine stage times) each cap's answer comes from an exact enumeration of the
+pipelines (:mod:`autoplan.search.direct`) instead of a CP-SAT model. A replica's rate
+depends on nothing but its design, so
 choosing the pair of designs and the replica counts over the fronts is exact; the
 replica counts of a pair follow the one replica-count rule of
 :mod:`autoplan.search.counts` (deployment rate, inventory per device class, the device
