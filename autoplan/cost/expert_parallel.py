@@ -217,12 +217,19 @@ def ep_stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, 
     experts over ``ep`` ranks (:func:`autoplan.cost.roofline.stage_memory`'s terms)."""
     size = tp * dp
     moe_tp = size // ep
-    w = end_weights(model, tp, precision, first, last)
-    counts = Counter(model.layer_kind(i) for i in layers)
-    for lk in sorted(counts):  # layers of a kind hold the same weights
-        w += counts[lk] * sum(
-            op_weight_bytes(o, model, moe_tp, precision, ep) if o.kind == "moe_gemm"
-            else op_weight_bytes(o, model, tp, precision) for o in layer_ops(model, lk))
+    def weights() -> float:
+        w = end_weights(model, tp, precision, first, last)
+        counts = Counter(model.layer_kind(i) for i in layers)
+        for lk in sorted(counts):  # layers of a kind hold the same weights
+            w += counts[lk] * sum(
+                op_weight_bytes(o, model, moe_tp, precision, ep) if o.kind == "moe_gemm"
+                else op_weight_bytes(o, model, tp, precision) for o in layer_ops(model, lk))
+        return w
+
+    # The weights depend on the layers, not on the batch (memoised, as the tables ask for
+    # the same stages at every batch size).
+    w = memo(("ep stage weights", id(model), tp, dp, ep, layers.start, layers.stop,
+              layers.step, first, last, precision), (model,), weights)
     rank_batch = -(-batch // dp)
     kv = rank_batch * max_context * kv_bytes_per_token_layer(model, tp, precision) * len(layers)
     ab = bytes_per_element(precision.activation)
