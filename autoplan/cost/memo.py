@@ -7,7 +7,8 @@ stays theirs while it is cached."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MAX_ENTRIES = 16384
 _CACHE: dict[tuple, tuple[tuple, Any]] = {}

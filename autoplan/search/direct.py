@@ -85,7 +85,7 @@ class Direct:
                 slow = np.array([[int(T["prefill"][0, U])]]) if "prefill" in T else None
                 self._keep(c, 1, size, sums, slow, np.array([[int(kv[0, U])]]),
                            np.ones((1, 1), dtype=bool), osl, ttft_slo, tpot_slo,
-                           lambda i, j: (StageChoice("only", c, U),))
+                           lambda i, j, c=c: (StageChoice("only", c, U),))
             mf, mm, ml = (int(tab.max_len[r, c]) for r in (_F, _M, _L))
             if mf == 0 or ml == 0:
                 continue

@@ -223,7 +223,7 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
             # Memory is affine in the stage length: two evaluations give it exactly.
             mems: dict = {}  # length -> (placement, memory), priced once
 
-            def placed(ln: int):
+            def placed(ln: int, mems: dict = mems):
                 if ln not in mems:
                     st = _placement(model, t.prefix, role, ln, cfg)
                     mems[ln] = st, memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
