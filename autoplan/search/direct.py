@@ -17,8 +17,8 @@ The replica fronts ask what the CP-SAT models of ``solve`` answer, without a mod
   decode kinds included), then the fewest devices, then the shortest TTFT (what
   :func:`~autoplan.search.replicas._min_slowest` bisects for).
 
-Ties left among pipelines go to the lower config index, fewer stages, a shorter first
-stage, then a shorter last stage.
+Ties left among pipelines go to the lower config index, fewer stages, the most even
+stage lengths, a shorter first stage, then a shorter last stage.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Direct:
                 sums = {ph: np.array([[int(T[ph][0, U])]]) for ph in phases}
                 slow = np.array([[int(T["prefill"][0, U])]]) if "prefill" in T else None
                 self._keep(c, 1, size, sums, slow, np.array([[int(kv[0, U])]]),
-                           np.ones((1, 1), dtype=bool), osl, ttft_slo, tpot_slo,
+                           np.ones((1, 1), dtype=bool), 0, osl, ttft_slo, tpot_slo,
                            lambda i, j, c=c: (StageChoice("only", c, U),))
             mf, mm, ml = (int(tab.max_len[r, c]) for r in (_F, _M, _L))
             if mf == 0 or ml == 0:
@@ -111,6 +111,7 @@ class Direct:
                     continue
                 if n == 0:
                     sums, slow, kvs = ends, ends_slow, ends_kv
+                    spread = np.abs(LF - LL)
                 else:
                     # n middles cut evenly hold M layers: times A + B * length sum to
                     # n * A + B * M (the solver's compact middles); the longest holds
@@ -121,6 +122,8 @@ class Direct:
                     slow = (np.maximum(ends_slow, mid_a["prefill"] + mid_b["prefill"] * top)
                             if ends_slow is not None else None)
                     kvs = np.maximum(ends_kv, kv_a + kv_b * top) if kds else ends_kv
+                    spread = (np.maximum(np.maximum(LF, LL), top)
+                              - np.minimum(np.minimum(LF, LL), M // n))
 
                 def stages(i: int, j: int, c=c, n=n) -> tuple:
                     lf, ll = i + 1, j + 1
@@ -133,12 +136,13 @@ class Direct:
                             out.append(StageChoice("mid", c, q, n - rem))
                     return (*out, StageChoice("last", c, ll))
 
-                self._keep(c, S, S * size, sums, slow, kvs, ok, osl, ttft_slo, tpot_slo,
-                           stages)
+                self._keep(c, S, S * size, sums, slow, kvs, ok, spread, osl, ttft_slo,
+                           tpot_slo, stages)
 
-    def _keep(self, c: int, S: int, usage: int, sums: dict, slow, kv, ok, osl: int,
+    def _keep(self, c: int, S: int, usage: int, sums: dict, slow, kv, ok, spread, osl: int,
               ttft_slo, tpot_slo, stages) -> None:
-        """The best of one (config, stage count)'s grid of end-stage lengths."""
+        """The best of one (config, stage count)'s grid of end-stage lengths (exact ties:
+        the most even stage lengths, then the shortest ends)."""
         pool = self.pool
         ttft = sums.get("prefill", 0) + (kv if pool == "prefill" else 0)
         tpot = sums.get("decode", 0)
@@ -158,9 +162,9 @@ class Direct:
             keys = (ttft + (osl - 1) * tpot,)
         else:
             keys = (np.broadcast_to(slow, shape), ttft)
-        # lexicographic minimum over the feasible grid; ties: the first (shortest ends)
+        # lexicographic minimum over the feasible grid
         cand = feas
-        for k in keys:
+        for k in (*keys, np.broadcast_to(spread, shape)):
             best = k[cand].min()
             cand = cand & (k == best)
         i, j = (int(x[0]) for x in np.nonzero(cand))
