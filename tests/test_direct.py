@@ -100,3 +100,85 @@ def test_direct_fronts_equal_cp_sat_random(seed, monkeypatch):
             mp.setattr(replicas, "applies", lambda *a: False)
             ref = replicas.front(t, pool, 300, lim, kinds)[0]
         assert _designs(got) == _designs(ref), (model, topo, ttft, tpot, most, pool, b)
+
+
+def _one_class_instance(seed: int):
+    """A random small model on one device class (the oracle instances of test_oracle.py
+    have two classes, which the enumeration leaves to the solver)."""
+    import random
+
+    from autoplan.catalog import builtin_device_kinds, default_calibrations
+    from autoplan.graphs.topology import build_topology
+    from autoplan.inputs.model import model_from_config
+    from autoplan.inputs.topology import TopologySpec
+    from autoplan.inputs.workload import Precision, Workload
+
+    rng = random.Random(seed)
+    heads = rng.choice([8, 16])
+    hidden = heads * rng.choice([64, 128])
+    model = model_from_config({
+        "model_type": "llama", "hidden_size": hidden,
+        "intermediate_size": hidden * rng.choice([2, 3, 4]),
+        "num_hidden_layers": rng.randint(2, 6), "num_attention_heads": heads,
+        "num_key_value_heads": rng.choice([2, 4, heads]),
+        "vocab_size": rng.choice([1000, 32000])}, name=f"one{seed}")
+    per = rng.choice([1, 2, 4])
+    spec = TopologySpec.model_validate({
+        "name": f"one{seed}", "nodes": [{
+            "name": "g", "count": rng.randint(1, 8 // per + 1),
+            "devices": {"kind": rng.choice(["h100-sxm", "a100-sxm-80gb", "l40s"]),
+                        "count": per},
+            "fabric": {"kind": "fast", "tensor_parallel": True, "latency_s": 2e-6,
+                       "bandwidth_bytes_per_s": rng.choice([50e9, 300e9])}}],
+        "networks": [{"name": "eth", "kind": "eth", "bandwidth_bytes_per_s": 12.5e9,
+                      "latency_s": 5e-6}]})
+    topo = build_topology(spec, builtin_device_kinds(), default_calibrations())
+    work = Workload(rng.choice([128, 512, 2048]), rng.choice([16, 128]), 1,
+                    Precision(rng.choice(["bf16", "fp8"]), "bf16", "bf16"),
+                    rng.choice([0.9, 0.5, 0.2]), prefill_batch=1)
+    return model, topo, work, rng.choice([("colocated",), ("prefill", "decode")]), rng
+
+
+@pytest.mark.parametrize("chunk", range(2))
+def test_direct_batch_search_equals_brute_force(chunk):
+    """The batch search over enumerated fronts against every pipeline of the tables of
+    every batch in a small range and every replica count (the oracle of test_batches.py,
+    on one device class, where the fronts come from search/direct.py)."""
+    import dataclasses
+
+    from autoplan.search.brute import brute_force_replicated
+    from autoplan.search.tables import build_tables
+
+    checked = 0
+    for seed in range(7000 + chunk, 7048, 2):
+        model, topo, work, pools, rng = _one_class_instance(seed)
+        mode = "colocated" if pools == ("colocated",) else "disaggregated"
+        menu = build_menu(model, topo, work, pools, True, ("batch", "prefill_batch"), None,
+                          most=(12, 3))
+        assert all(applies(menu.t, p) for p in pools)
+        limits = Limits(time_limit_s=60)
+        if rng.random() < 0.8:  # SLOs that bind inside the range
+            mid = build_tables(model, topo, dataclasses.replace(work, batch=6,
+                                                                prefill_batch=2),
+                               pools, uniform_tp=True)
+            free = solve(mid, pools, work.osl, limits)
+            if free.status != "infeasible":
+                ttft = int(free.ttft_t * rng.choice([1.0, 1.5])) if rng.random() < 0.5 else None
+                limits = Limits(ttft, int(free.tpot_t * rng.choice([0.7, 1.0, 1.3])),
+                                time_limit_s=60)
+        pairs = [(b, 1) for b in range(1, 13)]
+        if mode != "colocated":
+            pairs += [(1, p) for p in (2, 3)]
+        tables = [build_tables(model, topo, dataclasses.replace(work, batch=b,
+                                                                prefill_batch=p),
+                               pools, uniform_tp=True) for b, p in pairs]
+        expected = brute_force_replicated(tables[0], mode, work.osl, limits, "throughput",
+                                          more=tuple(tables[1:]))
+        best, _, _, _ = replicas.plan_replicated(menu, [mode], work.osl, limits,
+                                                 "throughput", None)
+        if best is not None and best.link_binds:
+            continue  # a documented limit of the replica choice (test_oracle.py)
+        got = None if best is None else (best.rate, best.devices)
+        assert got == expected, f"seed {seed} {mode}: {got} != {expected}"
+        checked += 1
+    assert checked >= 12
