@@ -5,6 +5,7 @@
     python bench/vs_aiconfigurator.py --aic-venv PATH       # aiconfigurator's own venv
     python bench/vs_aiconfigurator.py --out DIR             # raw results (default bench/out/vs-aic)
     python bench/vs_aiconfigurator.py --aic-batch           # + autoplan at aiconfigurator's batch
+    python bench/vs_aiconfigurator.py --autoplan-only       # autoplan's side alone
     python bench/vs_aiconfigurator.py --table-from DIR/results.json   # reprint a run's table
 
 Cases (issue 12 scope 5): ISL 4000, OSL 500, TTFT <= 2000 ms, TPOT <= 30 ms, throughput
@@ -287,8 +288,12 @@ def autoplan_record(ap: dict, case: Case) -> dict:
 def one_case(case: Case, exe: Path, out: Path, aic_batch: bool = False) -> dict:
     work = out / case.id
     work.mkdir(parents=True, exist_ok=True)
-    print(f"[{case.id}] aiconfigurator ...", file=sys.stderr, flush=True)
-    aic = run_aic(case, exe, work)
+    if exe is None:  # --autoplan-only
+        aic = {"wall_s": None, "peak_rss_mib": None, "rc": None, "picks": {}, "chosen": None,
+               "skipped": True}
+    else:
+        print(f"[{case.id}] aiconfigurator ...", file=sys.stderr, flush=True)
+        aic = run_aic(case, exe, work)
     print(f"[{case.id}] autoplan ...", file=sys.stderr, flush=True)
     ap = run_autoplan(case, work)
     rec = {"case": asdict(case), "aiconfigurator": {k: v for k, v in aic.items() if k != "picks"}}
@@ -374,7 +379,7 @@ def table(records: list[dict]) -> str:
                          f"{p['tokens_per_s_per_gpu_cluster']:.1f} | "
                          f"{priced_cell(p['priced_by_autoplan'])} |")
             first = False
-        if not a["picks"]:
+        if not a["picks"] and not a.get("skipped"):
             lines.append(f"| {c} | aiconfigurator | {a['wall_s']:.1f} | "
                          f"{a['peak_rss_mib']:.0f} | {st} | - | - | - |")
         for tool, ap in _autoplan_rows(r):
@@ -466,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run autoplan with --batch / --prefill-batch fixed at those of "
                     "the aiconfigurator pick autoplan prices best (its chosen one when none "
                     "is priced), until autoplan searches batch sizes itself")
+    ap.add_argument("--autoplan-only", action="store_true",
+                    help="run autoplan only (its wall time, RSS and pick; no aiconfigurator)")
     ap.add_argument("--table-from", type=Path, metavar="RESULTS_JSON",
                     help="print the table of an earlier run's results.json; run nothing")
     args = ap.parse_args(argv)
@@ -475,9 +482,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table(data["records"]))
         return 0
     cases = select(args.cases)
-    exe = ensure_aic(args.aic_venv)
+    exe = None if args.autoplan_only else ensure_aic(args.aic_venv)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"aiconfigurator": aic_version(args.aic_venv), "autoplan_rev": autoplan_rev(),
+    meta = {"aiconfigurator": "not run" if exe is None else aic_version(args.aic_venv),
+            "autoplan_rev": autoplan_rev(),
             "python": platform.python_version(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "slo": SLO, "note": "autoplan runs without --batch (batch search, issue 12 scope 1, "

@@ -92,3 +92,19 @@ def test_expert_parallel_rows_are_not_priced_yet(tmp_path):
     from autoplan.plan_schema import Stage
     if "ep" not in Stage.model_fields:
         assert aic_plans.to_plan(pick, INPUTS, "h200-4node") == aic_plans.NOT_PRICED_EP
+
+
+def test_autoplan_only_table_has_no_aiconfigurator_rows():
+    """``--autoplan-only``: aiconfigurator skipped, its rows absent, autoplan's row whole."""
+    import vs_aiconfigurator as bench
+
+    rec = {"case": {"title": "Llama-3.1-70B / 16xH200"},
+           "aiconfigurator": {"wall_s": None, "peak_rss_mib": None, "rc": None, "picks": {},
+                              "chosen": None, "skipped": True},
+           "autoplan": {"summary": "disagg (4x tp1 bs1 + 4x tp2 bs47)", "wall_s": 0.9,
+                        "peak_rss_mib": 72.0, "status": "optimal", "solve_seconds": 0.3,
+                        "tokens_per_s_per_gpu": 318.5,
+                        "priced_by_autoplan": {"ok": True, "tokens_per_s_per_gpu": 318.5}}}
+    lines = bench.table([rec]).splitlines()
+    assert len(lines) == 3 and "aiconfigurator" not in lines[2]
+    assert "| autoplan | 0.9 | 72 | optimal (solver 0.3 s) |" in lines[2]

@@ -631,7 +631,7 @@ def test_ctrl_c_in_a_sweep_exits_130_and_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_time_limited_throughput_plan_says_time_limit_and_no_proven_gap(tmp_path):
-    """Four device classes (mixed designs not enumerated: front_limit) and a limit that
+    """Four device classes (every mixed design enumerated) and a limit that
     stops the fronts (the whole search takes about 0.12 s here): the reason is the time
     limit, and the plan claims no bound (it used to copy the value found into
     best_bound: gap 0.00%)."""

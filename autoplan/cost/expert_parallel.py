@@ -41,6 +41,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from autoplan.cost.kernel_ops import allreduce_s, alltoall_s
+from autoplan.cost.memo import memo
 from autoplan.cost.roofline import (
     PartCost,
     Residency,
@@ -182,7 +183,12 @@ def expert_parallel_parts(model: ModelSpec, topo: Topology, st: StagePlacement,
     ar = allreduce_s(topo, st.devices[:st.tp], activation_message_bytes(model, rank, precision))
     n_ar = allreduces_per_layer(model) if st.tp > 1 else 0
     parts = []
-    for lk in sorted(counts):
+    # A layer's part depends on the stage only through its devices and shape (memoised:
+    # the tables price the same layers at every role and length).
+    at = (id(model), id(topo), st.kind, st.devices, st.dp, st.ep, shape, precision,
+          res.weight_s_per_byte, res.kv_s_per_byte, res.act_s_per_byte)
+
+    def layer(lk: str) -> PartCost:
         costs = [(_expert_op_cost(o, model, kind, st, shape, precision, res)
                   if o.name in EXPERT_OPS else
                   op_cost(o, model, kind, st.tp, rank, precision, res))
@@ -190,7 +196,11 @@ def expert_parallel_parts(model: ModelSpec, topo: Topology, st: StagePlacement,
         comm = n_ar * ar
         if lk == "moe":
             comm += dispatch_combine_s(model, topo, st, shape, precision)
-        parts.append((counts[lk], PartCost(costs, comm)))
+        return PartCost(costs, comm)
+
+    for lk in sorted(counts):
+        parts.append((counts[lk], memo(("ep-layer", lk, *at), (model, topo),
+                                       lambda lk=lk: layer(lk))))
     if st.first == 0:
         parts.append((1, PartCost([op_cost(o, model, kind, st.tp, rank, precision, res)
                                    for o in head_ops(model)], ar if st.tp > 1 else 0.0)))
@@ -207,11 +217,19 @@ def ep_stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, 
     experts over ``ep`` ranks (:func:`autoplan.cost.roofline.stage_memory`'s terms)."""
     size = tp * dp
     moe_tp = size // ep
-    w = end_weights(model, tp, precision, first, last)
-    for i in layers:
-        for o in layer_ops(model, model.layer_kind(i)):
-            w += (op_weight_bytes(o, model, moe_tp, precision, ep) if o.kind == "moe_gemm"
-                  else op_weight_bytes(o, model, tp, precision))
+    def weights() -> float:
+        w = end_weights(model, tp, precision, first, last)
+        counts = Counter(model.layer_kind(i) for i in layers)
+        for lk in sorted(counts):  # layers of a kind hold the same weights
+            w += counts[lk] * sum(
+                op_weight_bytes(o, model, moe_tp, precision, ep) if o.kind == "moe_gemm"
+                else op_weight_bytes(o, model, tp, precision) for o in layer_ops(model, lk))
+        return w
+
+    # The weights depend on the layers, not on the batch (memoised, as the tables ask for
+    # the same stages at every batch size).
+    w = memo(("ep stage weights", id(model), tp, dp, ep, layers.start, layers.stop,
+              layers.step, first, last, precision), (model,), weights)
     rank_batch = -(-batch // dp)
     kv = rank_batch * max_context * kv_bytes_per_token_layer(model, tp, precision) * len(layers)
     ab = bytes_per_element(precision.activation)

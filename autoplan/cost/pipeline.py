@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from autoplan.cost.expert_parallel import expert_parallel_parts
 from autoplan.cost.kernel_ops import allreduce_s
+from autoplan.cost.memo import memo
 from autoplan.cost.roofline import (
     Bound,
     Phase,
@@ -131,22 +132,30 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
     """Time of one forward pass of ``shape`` through one stage."""
     kind = topo.kinds[st.kind]
     res = residency(kind, mem.weights_bytes, mem.kv_bytes)
-    counts = Counter(model.layer_kind(i) for i in range(st.first, st.end))
+    counts = memo(("layer kinds", id(model), st.first, st.end), (model,),
+                  lambda: Counter(model.layer_kind(i) for i in range(st.first, st.end)))
     if st.expert_parallel:
         parts = expert_parallel_parts(model, topo, st, counts, shape, precision, res)
     else:
-        ar = allreduce_s(topo, st.devices, activation_message_bytes(model, shape, precision))
+        msg = activation_message_bytes(model, shape, precision)
+        ar = memo(("allreduce", id(topo), st.devices, msg), (topo,),
+                  lambda: allreduce_s(topo, st.devices, msg))
         parts = []
+        # A part's cost depends on the stage only through these (memoised: the tables
+        # price the same layers at every role and length).
+        at = (id(model), id(kind), st.tp, shape, precision, _res_key(res), ar)
+
+        def part(name: str, ops, n_ar: int = 0):
+            return memo(("part", name, *at), (model, kind), lambda: part_cost(
+                ops, model, kind, st.tp, shape, precision, res, ar, n_ar))
+
         for lk in sorted(counts):
-            c = part_cost(layer_ops(model, lk), model, kind, st.tp, shape, precision, res,
-                          ar, allreduces_per_layer(model) if st.tp > 1 else 0)
-            parts.append((counts[lk], c))
+            parts.append((counts[lk], part(lk, layer_ops(model, lk),
+                                           allreduces_per_layer(model) if st.tp > 1 else 0)))
         if st.first == 0:
-            parts.append((1, part_cost(head_ops(model), model, kind, st.tp, shape, precision,
-                                       res, ar, 1 if st.tp > 1 else 0)))
+            parts.append((1, part("head", head_ops(model), 1 if st.tp > 1 else 0)))
         if st.end == model.num_layers:
-            parts.append((1, part_cost(tail_ops(model), model, kind, st.tp, shape, precision,
-                                       res)))
+            parts.append((1, part("tail", tail_ops(model))))
     compute = memory = comm = flops = moved = 0.0
     ops: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for n, c in parts:
@@ -173,6 +182,10 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
                 moved / kind.tiers_fastest_first()[0].bandwidth_bytes_per_s)
     return StageCost(compute + memory + comm + host, compute, memory, comm, mem, cap,
                      {k: dict(v) for k, v in ops.items()}, floor)
+
+
+def _res_key(res) -> tuple[float, float, float]:
+    return res.weight_s_per_byte, res.kv_s_per_byte, res.act_s_per_byte
 
 
 def pipeline_cost(model: ModelSpec, topo: Topology, stages: list[StagePlacement], phase: Phase,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from autoplan.cost.kernel_ops import kernel_time_s
+from autoplan.cost.memo import memo
 from autoplan.errors import InputError
 from autoplan.graphs.model_graph import Op, head_ops, layer_ops, tail_ops
 from autoplan.inputs.dtypes import bytes_per_element
@@ -373,6 +374,23 @@ def end_weights(model: ModelSpec, tp: int, precision: Precision, first: bool,
     return w
 
 
+def _stage_weights(model: ModelSpec, tp: int, layers: range, first: bool, last: bool,
+                   precision: Precision) -> tuple[float, float]:
+    """Per-device weight bytes of a dense stage and its widest GEMM output."""
+    w = end_weights(model, tp, precision, first, last)
+    kinds = Counter(model.layer_kind(i) for i in layers)
+    for lk in sorted(kinds):  # layers of a kind hold the same weights
+        w += kinds[lk] * sum(op_weight_bytes(o, model, tp, precision)
+                             for o in layer_ops(model, lk))
+    widest = max(
+        (_qkv_n(o, model, tp) if o.kind == "qkv"
+         else o.n / (tp if o.split == "col" or o.kind == "moe_gemm" else 1))
+        for i in sorted(kinds) or ["dense"]
+        for o in layer_ops(model, i) if o.kind in ("gemm", "qkv", "moe_gemm")
+    )
+    return w, widest
+
+
 def stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, first: bool,
                  last: bool, batch: int, max_context: int, prefill_tokens: int,
                  precision: Precision, dp: int = 1, ep: int = 1) -> StageMemory:
@@ -388,19 +406,13 @@ def stage_memory(model: ModelSpec, kind: DeviceKind, tp: int, layers: range, fir
 
         return ep_stage_memory(model, kind, tp, layers, first, last, batch, max_context,
                                prefill_tokens, precision, dp, ep)
-    w = end_weights(model, tp, precision, first, last)
-    kinds = Counter(model.layer_kind(i) for i in layers)
-    for lk in sorted(kinds):  # layers of a kind hold the same weights
-        w += kinds[lk] * sum(op_weight_bytes(o, model, tp, precision)
-                             for o in layer_ops(model, lk))
+    # The weights and the widest intermediate depend on the layers, not on the batch
+    # (memoised: the tables ask for the same stages at every batch size).
+    w, widest = memo(("stage weights", id(model), tp, layers.start, layers.stop, layers.step,
+                      first, last, precision), (model,),
+                     lambda: _stage_weights(model, tp, layers, first, last, precision))
     kv = batch * max_context * kv_bytes_per_token_layer(model, tp, precision) * len(layers)
     ab = bytes_per_element(precision.activation)
-    widest = max(
-        (_qkv_n(o, model, tp) if o.kind == "qkv"
-         else o.n / (tp if o.split == "col" or o.kind == "moe_gemm" else 1))
-        for i in sorted(kinds) or ["dense"]
-        for o in layer_ops(model, i) if o.kind in ("gemm", "qkv", "moe_gemm")
-    )
     # The residual stream and the widest intermediate are live together, for every token
     # of the largest forward pass (norms write in place).
     act = prefill_tokens * (model.hidden_size + widest) * ab

@@ -45,6 +45,9 @@ def requested(request_rate: float | None) -> Fraction | None:
     return Fraction(request_rate).limit_denominator(10**9) if request_rate else None
 
 
+SMALL = 64  # prefill replica counts up to which most() loops in Python (numpy beyond)
+
+
 def _ceil_div(x: Fraction) -> int:
     return max(1, math.ceil(x))
 
@@ -114,6 +117,8 @@ class Counts:
             return ((y, y), False) if y >= 1 else None
         # For every prefill replica count, as many decode replicas as fit.
         yp_max = int(min(caps[ua > 0] // ua[ua > 0]))
+        if yp_max <= SMALL:
+            return self._most_small(yp_max)
         yps = np.arange(1, yp_max + 1)
         left = caps[None, :] - yps[:, None] * ua[None, :]
         with np.errstate(divide="ignore"):
@@ -136,6 +141,41 @@ class Counts:
             r = self.rate(int(yps[k]), int(yd_max[k]))
             if best is None or r > best:
                 best = r
+        reps = self.fewest(best)
+        assert self.fits(*reps) and self.rate(*reps) >= best
+        return reps, binds
+
+    def _most_small(self, yp_max: int) -> tuple[tuple[int, int], bool] | None:
+        """:meth:`most` for a few prefill replica counts, in plain Python (the same
+        float screen and exact choice among its near-ties, without numpy's overhead)."""
+        ua, ub = self.usage[0].tolist(), self.usage[1].tolist()
+        caps = self.caps.tolist()
+        na, nb = self.sizes
+        ra, rb = float(self.rates[0]), float(self.rates[1])
+        link = None if self.link is None else float(self.link)
+        rows, binds = [], False
+        for yp in range(1, yp_max + 1):
+            yd = (self.budget - yp * na) // nb
+            for c, a, b in zip(caps, ua, ub):
+                if b > 0:
+                    yd = min(yd, (c - yp * a) // b)
+            if yd < 1:
+                continue
+            approx = min(yp * ra, yd * rb)
+            if link is not None:
+                budget_rate = min(yp * na, yd * nb) * link
+                binds = binds or budget_rate < approx
+                approx = min(approx, budget_rate)
+            rows.append((yp, yd, approx))
+        if not rows:
+            return None
+        top = max(r[2] for r in rows)
+        best = None
+        for yp, yd, approx in rows:
+            if approx >= top * (1 - 1e-9):  # exact among float near-ties
+                r = self.rate(yp, yd)
+                if best is None or r > best:
+                    best = r
         reps = self.fewest(best)
         assert self.fits(*reps) and self.rate(*reps) >= best
         return reps, binds

@@ -1,6 +1,6 @@
 """Search progress on a terminal: one rich progress bar per search phase (its placement,
 the incumbent and the bound, time against the limit). Piped, the solver prints a labelled
-line per phase and incumbent instead (``solver._Progress``)."""
+line per phase and incumbent instead (:func:`incumbent_printer`)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,46 @@ class PhaseBar:
 
     def close(self) -> None:
         self._progress.stop()
+
+
+_PRINTERS: dict = {}
+
+
+def incumbent_printer(base: type) -> type:
+    """The solution callback that prints each incumbent and the bound to stderr (the CLI
+    asks for it), over CP-SAT's callback class ``base`` (the solver passes it: it alone
+    imports OR-Tools)."""
+    if base in _PRINTERS:
+        return _PRINTERS[base]
+
+    class Progress(base):  # type: ignore[misc, valid-type]
+        def __init__(self, scale: float, label: str = "", header: str = "",
+                     bar: PhaseBar | None = None) -> None:
+            super().__init__()
+            self._scale = scale
+            self._bar = bar  # on a terminal: the phase's progress bar instead of lines
+            self._label = f"[{label}] " if label else ""
+            self._header = header  # said once, with the first incumbent (none: no line)
+            self._t0 = time.perf_counter()
+            self._last = (float("inf"), -1.0)
+
+        def on_solution_callback(self) -> None:
+            obj = self.objective_value / self._scale
+            bound = self.best_objective_bound / self._scale
+            now = time.perf_counter()
+            # Only material improvements, or a heartbeat each second: tie-break steps
+            # are noise.
+            if obj > self._last[0] * (1 - 1e-4) and now - self._last[1] < 1.0:
+                return
+            self._last = (obj, now)
+            if self._bar is not None:
+                self._bar.incumbent(f"incumbent {obj:.3f} ms, bound {bound:.3f} ms")
+                return
+            if self._header:
+                print(self._header, file=sys.stderr)
+                self._header = ""
+            print(f"  {self._label}[{time.perf_counter() - self._t0:6.2f}s] incumbent "
+                  f"{obj:.3f} ms, bound {bound:.3f} ms", file=sys.stderr)
+
+    _PRINTERS[base] = Progress
+    return Progress

@@ -6,7 +6,10 @@ finds the design with the best per-replica rate (prefill: the slowest stage, sin
 batches are pipelined through the stages; decode: TPOT; colocated: end-to-end latency
 under in-flight batching, ``batch / (TTFT + (osl - 1) TPOT)``), under the SLOs. The front is enumerated exactly by lowering one class's cap
 below the last design's usage at a time (epsilon-constraint), so no usage vector that
-could matter is skipped. A replica's rate depends on nothing but its design, so
+could matter is skipped. Where the space is tiny (one device class, one TP shape per
+pipeline, affine stage times) each cap's answer comes from an exact enumeration of the
+pipelines (:mod:`autoplan.search.direct`) instead of a CP-SAT model. A replica's rate
+depends on nothing but its design, so
 choosing the pair of designs and the replica counts over the fronts is exact; the
 replica counts of a pair follow the one replica-count rule of
 :mod:`autoplan.search.counts` (deployment rate, inventory per device class, the device
@@ -28,12 +31,14 @@ from fractions import Fraction
 import numpy as np
 
 from autoplan.search.counts import Counts, kv_link_rate, requested
+from autoplan.search.direct import Direct, applies
 from autoplan.search.interrupt import interrupted
 from autoplan.search.solver import Limits, SolveResult, StageChoice, solve
 from autoplan.search.tables import ROLES, TICKS_PER_S, Tables, class_entries, colocated_rate
 
 MAX_FRONT = 64  # designs per front before the enumeration stops (the plan then says feasible)
-MAX_MIXED_CLASSES = 2  # device classes up to which designs mixing classes are enumerated
+MAX_MIXED_CLASSES = 4  # device classes up to which designs mixing classes are enumerated
+# (4: the 405B case on 4 classes enumerates its mixed fronts, proven, in about a second)
 
 
 @dataclass
@@ -137,6 +142,8 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
     lower: dict[tuple[int, ...], int] = {}  # caps -> the parent's slowest stage (prefill)
     seen: set = set()
     designs: dict[tuple[int, ...], Design] = {}
+    # A tiny space (one class, one TP shape, affine times) is enumerated, not solved.
+    direct = Direct(t, pool, osl, limits, decode_kinds) if applies(t, pool) else None
     while stack:
         caps = stack.pop()
         if caps in seen:
@@ -158,7 +165,9 @@ def front(t: Tables, pool: str, osl: int, limits: Limits,
         quiet = Limits(limits.ttft_slo_t, limits.tpot_slo_t, min(limits.time_limit_s, left),
                        False, limits.max_devices)
         try:
-            if pool == "prefill":
+            if direct is not None:
+                res = direct.answer(caps[0])
+            elif pool == "prefill":
                 res, n = _min_slowest(t, osl, quiet, list(caps), decode_kinds,
                                       lower.get(caps, 0))
                 solves += n - 1
@@ -284,11 +293,15 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
             if best is None or key < best[0]:
                 best = (key, {"colocated": d}, {"colocated": y}, rate, dev)
     else:
+        links: dict = {}  # (prefill kinds, decode kinds) -> the KV link's rate
         for i, a in enumerate(fronts["prefill"]):
             for j, b in enumerate(fronts["decode"]):
                 if not _compatible(a, b):
                     continue
-                link = kv_link_rate(t.topo, t.model, t.work, a.kinds, b.kinds)
+                if (a.kinds, b.kinds) not in links:
+                    links[a.kinds, b.kinds] = kv_link_rate(t.topo, t.model, t.work, a.kinds,
+                                                           b.kinds)
+                link = links[a.kinds, b.kinds]
                 counts = Counts((a.rate, b.rate), (np.array(a.usage), np.array(b.usage)),
                                 caps, budget, link)
                 got = _deploy(counts, objective, lam_min)
@@ -368,6 +381,25 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
     complete = True
     per_mode: dict[str, Choice | None] = {}
     stop: dict = {"deadline": t0 + limits.time_limit_s}
+    known: dict = {}  # choices over lists of designs the search keeps (held: ids stay)
+
+    def chosen(mode: str, fronts: dict[str, list[Design]]) -> Choice | None:
+        key = (mode, *((p, tuple(map(id, ds))) for p, ds in sorted(fronts.items())))
+        if key not in known:
+            known[key] = fronts, choose(t, mode, fronts, objective, request_rate,
+                                        limits.max_devices)
+        return known[key][1]
+
+    def better(mode: str, fronts: dict[str, list[Design]] | Choice | None, than: list
+               ) -> bool:
+        """The best deployment of ``fronts`` (optimistic designs; or a choice made) beats
+        every choice of ``than`` (None entries skipped; none: nothing to beat). The best
+        deployment over designs known and optimistic ones is the better of the two
+        parts' bests, so the bounds below choose over the optimistic part alone."""
+        got = (choose(t, mode, fronts, objective, request_rate, limits.max_devices)
+               if isinstance(fronts, dict) else fronts)
+        return got is not None and not _no_better(objective, got, than)
+
     for mode in modes:
         if stop.get("reason") == "interrupted":
             break
@@ -375,10 +407,8 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
 
             def useless_colocated(cur: list[Design], optimistic: list[Design]) -> bool:
                 """Designs as good as ``optimistic`` beside ``cur`` deploy no better."""
-                got = choose(t, mode, {"colocated": cur + optimistic}, objective,
-                             request_rate, limits.max_devices)
-                return _no_better(objective, got, [choose(
-                    t, mode, {"colocated": cur}, objective, request_rate, limits.max_devices)])
+                return not better(mode, {"colocated": optimistic},
+                                  [chosen(mode, {"colocated": cur})])
 
             designs, n, ok = front_of("colocated", osl, limits, stop=stop,
                                       useless=useless_colocated)
@@ -393,9 +423,13 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         full = tuple(c.devices for c in t.classes)
         dec_start = full
         if len(full) == 1:
-            least = solve(t, ("prefill",), osl, dataclasses.replace(limits, progress=False),
-                          goal="devices", tie_break=False,
-                          decode_kinds=tuple(sorted(t.kinds)))
+            if applies(t, "prefill"):
+                least = Direct(t, "prefill", osl, limits, frozenset(t.kinds)).answer(
+                    full[0], "devices")
+            else:
+                least = solve(t, ("prefill",), osl,
+                              dataclasses.replace(limits, progress=False), goal="devices",
+                              tie_break=False, decode_kinds=tuple(sorted(t.kinds)))
             solves += 1
             if least.status != "infeasible":
                 dec_start = (full[0] - least.devices,)
@@ -405,9 +439,9 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
             ``optimistic`` beside ``cur`` deploy no better than the best plan known."""
             if all(c is None for c in per_mode.values()):
                 return False
-            got = choose(t, "colocated", {"colocated": cur + optimistic}, objective,
-                         request_rate, limits.max_devices)
-            return _no_better(objective, got, per_mode.values())
+            than = [*per_mode.values()]
+            return not (better("colocated", {"colocated": optimistic}, than)
+                        or better("colocated", chosen("colocated", {"colocated": cur}), than))
 
         dec, n, ok = front_of("decode", osl, limits, stop=stop, start=dec_start,
                               useless=useless_decode)
@@ -418,13 +452,8 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         def useless(cur: list[Design], optimistic: list[Design]) -> bool:
             """Prefill designs as good as ``optimistic`` beside ``cur`` and the decode
             front make no deployment better than the best one known (any placement)."""
-            got = choose(t, mode, {"prefill": pre + cur + optimistic, "decode": dec},
-                         objective, request_rate, limits.max_devices)
-            if got is None:
-                return True
-            return _no_better(objective, got, [
-                *per_mode.values(), choose(t, mode, {"prefill": pre + cur, "decode": dec},
-                                           objective, request_rate, limits.max_devices)])
+            return not better(mode, {"prefill": optimistic, "decode": dec}, [
+                *per_mode.values(), chosen(mode, {"prefill": pre + cur, "decode": dec})])
 
         for kinds in sorted({d.kinds for d in dec}, key=sorted):
             if stop.get("reason") == "interrupted":

@@ -222,12 +222,16 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
             # Memory is affine in the stage length: two evaluations give it exactly.
             fixed = R.fixed_length(role)
             one = U if R.base(role) == "only" else 0  # a fixed role's one length
-            pts = []
-            for ln in (1, 2) if not fixed else (one,):
-                st = _placement(model, t.prefix, role, ln, cfg)
-                mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
-                                   work.precision)[0]
-                pts.append((ln, mem))
+            mems: dict = {}  # length -> (placement, memory), priced once
+
+            def placed(ln: int, mems: dict = mems):
+                if ln not in mems:
+                    st = _placement(model, t.prefix, role, ln, cfg)
+                    mems[ln] = st, memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
+                                                work.precision)[0]
+                return mems[ln]
+
+            pts = [(ln, placed(ln)[1]) for ln in ((1, 2) if not fixed else (one,))]
             if fixed:
                 ok = pts[0][1].total_bytes <= cap
                 best = (U if one else 1) if ok else 0  # a lead stage: 1 when it fits
@@ -250,14 +254,11 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
             def pass_s(ln: int, shape: Shape) -> float:
                 # lower bounds: the fastest way the group can lie over its domain's nodes
                 if (ln, shape) not in memo:
-                    best_s = math.inf
-                    for group in groups:
-                        st = _placement(model, t.prefix, role, ln, cfg, group)
-                        mem = memories_for(model, t.topo, [st], kv_batch, ctx, tokens,
-                                           work.precision)[0]
-                        best_s = min(best_s, stage_cost(model, t.topo, st, shape,
-                                                        work.precision, mem).time_s)
-                    memo[ln, shape] = best_s
+                    st, mem = placed(ln)
+                    memo[ln, shape] = min(
+                        stage_cost(model, t.topo, StagePlacement(st.first, st.end, st.kind, g,
+                                                                 st.dp, st.ep),
+                                   shape, work.precision, mem).time_s for g in groups)
                 return memo[ln, shape]
 
             for ph in POOL_PHASES[pool]:
