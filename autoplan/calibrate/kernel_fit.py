@@ -13,6 +13,7 @@ from scipy.optimize import least_squares
 from autoplan.calibrate.kernel_data import (
     AR_RANGE,
     ENGINES,
+    MOE_EP_CLASS_ENGINES,
     LOSS,
     LOSS_SCALE,
     PEAKS,
@@ -135,19 +136,23 @@ def _mla_prefill_spec(P):
 
 def _moe_spec(P, BW):
     def pred(x, ds):
-        eta, h, eta_m, xh, a, pa, pe, q = x
-        return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, P, BW, ds.f["flops"], ds.f["bytes"],
-                           ds.f["rows"], ds.f["assign"], ds.f["hit"])
+        eta, h, eta_m, xh, a, pa, pe, q, pr, ptx = x
+        return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, pr * 1e-12, ptx * 1e-12, P, BW,
+                           ds.f["flops"], ds.f["bytes"], ds.f["rows"], ds.f["assign"], ds.f["hit"], ds.f["routed"],
+                           ds.f["token_experts"])
 
     def build(x):
-        eta, h, eta_m, xh, a, pa, pe, q = x
+        eta, h, eta_m, xh, a, pa, pe, q, pr, ptx = x
         return km.MoeParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, expert_half_count=xh,
-                            fixed_s=a * US, per_assignment_s=pa * US, per_expert_s=pe * US, overlap_exponent=q)
+                            fixed_s=a * US, per_assignment_s=pa * US, per_expert_s=pe * US, overlap_exponent=q,
+                            per_routed_element_s=pr * 1e-12, per_token_expert_s=ptx * 1e-12)
 
     return Spec(("efficiency", "half_rows", "memory_efficiency", "expert_half_count", "fixed_us", "per_assignment_us",
-                 "per_expert_us", "overlap_exponent"),
-                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0), (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0),
-                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0), (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3)), pred, build)
+                 "per_expert_us", "overlap_exponent", "per_routed_element_ps", "per_token_expert_ps"),
+                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+                (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0, 1000.0, 1e5),
+                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0, 1.0, 10.0),
+                 (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3, 1.0, 10.0)), pred, build)
 
 
 def _elementwise_spec(BW):
@@ -344,7 +349,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
         return P16
 
     blocks: dict[str, dict] = {"gemm": {}, "decode_attention": {}, "prefill_attention": {}, "mla_decode": {},
-                               "mla_prefill": {}, "moe": {}}
+                               "mla_prefill": {}, "moe": {}, "moe_ep": {}}
     elementwise = None
     rep = KindReport(kind, system, engine, "")
     versions = set()
@@ -393,6 +398,17 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
         if len(fit_ds.t) < 3 * len(spec.names) or not len(held_ds.t):
             notes.append(f"{cls}: {len(fit_ds.t)} usable rows to fit, {len(held_ds.t)} to judge; not fitted")
             continue
+        if group == "moe" and engine in MOE_EP_CLASS_ENGINES:
+            ep_rows = fit_ds.f["ep"] > 1
+            sub = {"tp": fit_ds.take(~ep_rows), "ep": fit_ds.take(ep_rows)}
+            if min(len(d.t) for d in sub.values()) >= 3 * len(spec.names):
+                x_tp, x_ep = _fit(spec, sub["tp"]), _fit(spec, sub["ep"])
+                blocks["moe"][dkey] = _rounded(spec.build(x_tp))
+                blocks["moe_ep"][dkey] = _rounded(spec.build(x_ep))
+                splits[cls] = (fit_ds, held_ds, {f"{c}.{n}": _rsig(float(v)) for c, x_ in (("ep1", x_tp), ("ep", x_ep))
+                                                 for n, v in zip(spec.names, x_)})
+                continue
+            notes.append(f"{cls}: too few moe_ep > 1 or moe_ep = 1 rows to fit them apart; one set prices both")
         x = _fit(spec, fit_ds)
         block = _rounded(spec.build(x))
         splits[cls] = (fit_ds, held_ds, dict(zip(spec.names, (_rsig(float(v)) for v in x))))
@@ -423,7 +439,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
     prof = km.KernelProfile(device_kind=kind, engine=engine, engine_version=rep.version, gemm=blocks["gemm"],
                             decode_attention=blocks["decode_attention"],
                             prefill_attention=blocks["prefill_attention"], mla_decode=blocks["mla_decode"],
-                            mla_prefill=blocks["mla_prefill"], mla_fitted_on=scope, moe=blocks["moe"],
+                            mla_prefill=blocks["mla_prefill"], mla_fitted_on=scope, moe=blocks["moe"], moe_ep=blocks["moe_ep"],
                             elementwise=elementwise, allreduce=allreduce, notes=notes)
     for cls, (fit_ds, held_ds, params) in splits.items():
         rep.classes[cls] = _report(cls, predict_rows(prof, cls, fit_ds), fit_ds, predict_rows(prof, cls, held_ds),

@@ -167,7 +167,14 @@ class MoeParams(_Strict):
     ``W = X * 3 * hidden * I * wbytes``.
     ``t = fixed_s + smax3(F / (P * efficiency * r/(r + half_rows)),
     W / (BW * memory_efficiency * X/(X + expert_half_count)),
-    per_assignment_s * A + per_expert_s * X)``.
+    per_assignment_s * A + per_expert_s * X)
+    + per_routed_element_s * tokens * topk * I + per_token_expert_s * tokens * E``.
+
+    The last two terms are work over *all* routed pairs and all experts, local or not:
+    the engines' fused MoE under EP (an expert map over the full routed buffer, every
+    rank holding every token) sorts, pads, activates and walks the blocks of every
+    (token, expert) pair and scores every token against all ``E`` experts, so this work
+    does not shrink with ``ep``. With ``ep = 1`` it is the activation and routing work.
     """
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s")
@@ -178,6 +185,8 @@ class MoeParams(_Strict):
     per_assignment_s: float = Field(ge=0, le=1e-5, description="routing/permute/unpermute work per token-expert assignment")
     per_expert_s: float = Field(ge=0, le=1e-3, description="work per expert hit not hidden by bandwidth")
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
+    per_routed_element_s: float = Field(ge=0, le=1e-9, description="time per (routed token-expert pair x local intermediate element), over all routed pairs, local or not (sort/pad/activation over the full routed buffer)")
+    per_token_expert_s: float = Field(ge=0, le=1e-7, description="time per (token x expert of the whole model), local or not (router scores, expert-map scan)")
 
 
 class ElementwiseParams(_Strict):
@@ -250,7 +259,8 @@ class KernelProfile(_Strict):
     mla_decode: dict[str, MlaDecodeParams] = Field(description="by KV-cache dtype")
     mla_prefill: dict[str, MlaPrefillParams] = Field(description="by KV-cache dtype")
     mla_fitted_on: Literal["kernel", "module"] = Field(description="the MLA parameters always describe the attention kernel; 'module' says they were fitted on whole-module tables (the engine publishes no kernel table) with the projection GEMMs, priced by this profile's BF16 GEMM parameters, taken out")
-    moe: dict[str, MoeParams] = Field(description="by expert weight format: bf16, fp8, fp8_block")
+    moe: dict[str, MoeParams] = Field(description="by expert weight format: bf16, fp8, fp8_block; with moe_ep absent for a format, these price every (moe_tp, moe_ep)")
+    moe_ep: dict[str, MoeParams] = Field(default_factory=dict, description="by expert weight format: the MoE kernel when experts are split over ranks (moe_ep > 1), for engines whose EP path runs a different kernel configuration than their TP path (the profile's notes say why); moe then prices moe_ep = 1 only")
     elementwise: ElementwiseParams | None = Field(description="small element-wise kernel; None where not measured")
     allreduce: dict[str, AllReduceParams] = Field(description="custom: the engine's graph-captured all-reduce call (its own kernels, and what it falls back to for large messages); nccl: nccl-tests (not graphed)")
     notes: list[str] = Field(default_factory=list, description="exclusions and caveats of the fit")
