@@ -167,14 +167,12 @@ class MoeParams(_Strict):
     ``W = X * 3 * hidden * I * wbytes``.
     ``t = fixed_s + smax3(F / (P * efficiency * r/(r + half_rows)),
     W / (BW * memory_efficiency * X/(X + expert_half_count)),
-    per_assignment_s * A + per_expert_s * X)
-    + per_routed_element_s * tokens * topk * I + per_token_expert_s * tokens * E``.
+    per_assignment_s * A + per_expert_s * X) + per_token_expert_s * tokens * E``.
 
-    The last two terms are work over *all* routed pairs and all experts, local or not:
-    the engines' fused MoE under EP (an expert map over the full routed buffer, every
-    rank holding every token) sorts, pads, activates and walks the blocks of every
-    (token, expert) pair and scores every token against all ``E`` experts, so this work
-    does not shrink with ``ep``. With ``ep = 1`` it is the activation and routing work.
+    The last term is work per token and expert of the whole model, local or not: under
+    EP the engines' fused MoE (an expert map, every rank holding every token) aligns,
+    pads and walks the blocks of all ``E`` experts for every token, so it does not shrink
+    with ``ep``; with ``ep = 1`` it is the router's scoring of ``E`` experts per token.
     """
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s")
@@ -185,7 +183,6 @@ class MoeParams(_Strict):
     per_assignment_s: float = Field(ge=0, le=1e-5, description="routing/permute/unpermute work per token-expert assignment")
     per_expert_s: float = Field(ge=0, le=1e-3, description="work per expert hit not hidden by bandwidth")
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
-    per_routed_element_s: float = Field(ge=0, le=1e-9, description="time per (routed token-expert pair x local intermediate element), over all routed pairs, local or not (sort/pad/activation over the full routed buffer)")
     per_token_expert_s: float = Field(ge=0, le=1e-7, description="time per (token x expert of the whole model), local or not (router scores, expert-map scan)")
 
 
@@ -211,7 +208,9 @@ class AllReduceRegime(_Strict):
     """One algorithm of an all-reduce, used for messages from ``min_bytes`` to ``max_bytes``:
     ``t = floor_s + 2(t-1)/t * M / bus_bandwidth``. Between one regime's ``max_bytes`` and
     the next one's ``min_bytes`` (the engine switches somewhere in that gap) the time is
-    interpolated geometrically in log M between the two regimes."""
+    interpolated geometrically in log M between the two regimes. Where the two bounds are
+    equal the regimes meet at that size (NCCL, whose protocol changes are continuous:
+    it picks the one its tuning model predicts fastest)."""
 
     min_bytes: float | None = Field(gt=0, description="smallest message of this regime; None for the first")
     max_bytes: float | None = Field(gt=0, description="largest message of this regime; None for the last")
