@@ -34,7 +34,6 @@ MEDIAN_MAX, P90_MAX, ALLREDUCE_MAX = 0.08, 0.20, 0.15
 KNOWN_MISSES = {
     ("trtllm", "h200", "decode_attention_bf16"): "5.7/21.8%: TRT-LLM switches decode kernels at 128-512 tokens",
     ("vllm", "h100-sxm", "moe_bf16"): "5.4/23.3%: vLLM's tuned tiles for Mixtral at MoE TP 2 (0.68 of peak) beat TP 1/4/8",
-    ("vllm", "h100-sxm", "moe_fp8_block"): "5.3/21.9%: Mixtral at EP 8 (held out) runs 15-35% faster than priced",
     ("vllm", "h200", "mla_decode_fp8"): "9.1/15.6%: FlashMLA FP8 module rows",
     ("vllm", "h200", "mla_prefill_fp8"): "2.4/21.1%",
     ("sglang", "h200", "gemm_fp8"): "6.1/21.7%: sgl-kernel tile heuristics by shape",

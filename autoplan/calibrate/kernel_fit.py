@@ -138,22 +138,23 @@ def _mla_prefill_spec(P):
 
 def _moe_spec(P, BW):
     def pred(x, ds):
-        eta, h, eta_m, xh, a, pa, pe, q, ptx = x
-        return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, ptx * 1e-12, P, BW, ds.f["flops"],
-                           ds.f["bytes"], ds.f["rows"], ds.f["assign"], ds.f["hit"], ds.f["token_experts"])
+        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx = x
+        return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, pme * US, ptx * 1e-12, P, BW,
+                           ds.f["flops"], ds.f["bytes"], ds.f["rows"], ds.f["assign"], ds.f["hit"], ds.f["experts"],
+                           ds.f["token_experts"])
 
     def build(x):
-        eta, h, eta_m, xh, a, pa, pe, q, ptx = x
+        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx = x
         return km.MoeParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, expert_half_count=xh,
                             fixed_s=a * US, per_assignment_s=pa * US, per_expert_s=pe * US, overlap_exponent=q,
-                            per_token_expert_s=ptx * 1e-12)
+                            per_model_expert_s=pme * US, per_token_expert_s=ptx * 1e-12)
 
     return Spec(("efficiency", "half_rows", "memory_efficiency", "expert_half_count", "fixed_us", "per_assignment_us",
-                 "per_expert_us", "overlap_exponent", "per_token_expert_ps"),
-                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0),
-                (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0, 1e5),
-                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0, 10.0),
-                 (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3, 10.0)), pred, build)
+                 "per_expert_us", "overlap_exponent", "per_model_expert_us", "per_token_expert_ps"),
+                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+                (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0, 10.0, 1e5),
+                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0, 0.1, 10.0),
+                 (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3, 0.1, 10.0)), pred, build)
 
 
 def _elementwise_spec(BW):

@@ -74,14 +74,14 @@ def mla_decode_core(floor, eta_m, eta_c, per_unit, per_seq, ctx_lat, ctx_half, q
             + _smax3(kv_bytes / (hbm_bw * eta_m), flops / (peak_flops * eta_c), per_unit * units, q))
 
 
-def moe_core(eta, h, eta_m, x_half, fixed, per_assign, per_expert, q, per_token_expert, peak_flops, hbm_bw, flops,
-             wbytes_total, rows, assign, experts_hit, token_experts):
+def moe_core(eta, h, eta_m, x_half, fixed, per_assign, per_expert, q, per_model_expert, per_token_expert, peak_flops,
+             hbm_bw, flops, wbytes_total, rows, assign, experts_hit, experts, token_experts):
     rows = np.asarray(rows, dtype=float)
     experts_hit = np.asarray(experts_hit, dtype=float)
     compute = flops / (peak_flops * eta * rows / (rows + h))
     memory = wbytes_total / (hbm_bw * eta_m * experts_hit / (experts_hit + x_half))
     return (fixed + _smax3(compute, memory, per_assign * assign + per_expert * experts_hit, q)
-            + per_token_expert * np.asarray(token_experts, dtype=float))
+            + per_model_expert * np.asarray(experts, dtype=float) + per_token_expert * np.asarray(token_experts, dtype=float))
 
 
 def allreduce_core(regimes, gpus, message_bytes):
@@ -227,17 +227,17 @@ def moe_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, tokens, hidde
     key = "bf16" if dtype == "fp16" else dtype
     g = _pick(p.moe, dtype, "MoE", p)
     shape = moe_shape(tokens, hidden, inter, topk, experts, moe_tp, moe_ep, WEIGHT_BYTES.get(dtype, 2.0))
-    t = _moe_params_time(g, peak_flops, hbm_bw, shape)
+    t = _moe_params_time(g, peak_flops, hbm_bw, shape, experts)
     if key in p.moe_ep:
-        t = np.where(np.asarray(moe_ep) > 1, _moe_params_time(p.moe_ep[key], peak_flops, hbm_bw, shape), t)
+        t = np.where(np.asarray(moe_ep) > 1, _moe_params_time(p.moe_ep[key], peak_flops, hbm_bw, shape, experts), t)
     return _out(t)
 
 
-def _moe_params_time(g, peak_flops, hbm_bw, shape):
+def _moe_params_time(g, peak_flops, hbm_bw, shape, experts):
     fl, byts, rows, assign, hit, tex = shape
     return moe_core(g.efficiency, g.half_rows, g.memory_efficiency, g.expert_half_count, g.fixed_s,
-                    g.per_assignment_s, g.per_expert_s, g.overlap_exponent, g.per_token_expert_s, peak_flops,
-                    hbm_bw, fl, byts, rows, assign, hit, tex)
+                    g.per_assignment_s, g.per_expert_s, g.overlap_exponent, g.per_model_expert_s,
+                    g.per_token_expert_s, peak_flops, hbm_bw, fl, byts, rows, assign, hit, experts, tex)
 
 
 def elementwise_core(fixed, eta_m, cache_half, per_row, per_col, hbm_bw, rows, cols, byts):

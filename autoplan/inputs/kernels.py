@@ -167,12 +167,13 @@ class MoeParams(_Strict):
     ``W = X * 3 * hidden * I * wbytes``.
     ``t = fixed_s + smax3(F / (P * efficiency * r/(r + half_rows)),
     W / (BW * memory_efficiency * X/(X + expert_half_count)),
-    per_assignment_s * A + per_expert_s * X) + per_token_expert_s * tokens * E``.
+    per_assignment_s * A + per_expert_s * X) + (per_model_expert_s + per_token_expert_s * tokens) * E``.
 
-    The last term is work per token and expert of the whole model, local or not: under
-    EP the engines' fused MoE (an expert map, every rank holding every token) aligns,
-    pads and walks the blocks of all ``E`` experts for every token, so it does not shrink
-    with ``ep``; with ``ep = 1`` it is the router's scoring of ``E`` experts per token.
+    The last term is work per expert of the whole model, local or not: under EP the
+    engines' fused MoE (an expert map, every rank holding every token) aligns, pads and
+    walks the blocks of all ``E`` experts, once per call and for every token, so it does
+    not shrink with ``ep``; with ``ep = 1`` it is the alignment and the router's scoring
+    of ``E`` experts per token.
     """
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s")
@@ -183,6 +184,7 @@ class MoeParams(_Strict):
     per_assignment_s: float = Field(ge=0, le=1e-5, description="routing/permute/unpermute work per token-expert assignment")
     per_expert_s: float = Field(ge=0, le=1e-3, description="work per expert hit not hidden by bandwidth")
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
+    per_model_expert_s: float = Field(ge=0, le=1e-5, description="fixed time per expert of the whole model, local or not (block alignment over all experts)")
     per_token_expert_s: float = Field(ge=0, le=1e-7, description="time per (token x expert of the whole model), local or not (router scores, expert-map scan)")
 
 
