@@ -33,26 +33,18 @@ MEDIAN_MAX, P90_MAX, ALLREDUCE_MAX = 0.08, 0.20, 0.15
 #: (engine, kind, class): held-out median / p90 measured, and why the form misses.
 KNOWN_MISSES = {
     ("trtllm", "h200", "decode_attention_bf16"): "5.7/21.8%: TRT-LLM switches decode kernels at 128-512 tokens",
-    ("vllm", "h100-sxm", "moe_bf16"): "8.2/34.2%: vLLM Triton MoE tile heuristics by expert count",
-    ("vllm", "h100-sxm", "moe_fp8_block"): "6.0/26.9%: as above; DeepSeek EP rows anomalous",
-    ("vllm", "h200", "moe_bf16"): "7.9/24.6%",
-    ("vllm", "h200", "moe_fp8_block"): "8.0/30.2%",
+    ("vllm", "h100-sxm", "moe_bf16"): "5.4/23.3%: vLLM's tuned tiles for Mixtral at MoE TP 2 (0.68 of peak) beat TP 1/4/8",
     ("vllm", "h200", "mla_decode_fp8"): "9.1/15.6%: FlashMLA FP8 module rows",
     ("vllm", "h200", "mla_prefill_fp8"): "2.4/21.1%",
     ("sglang", "h200", "gemm_fp8"): "6.1/21.7%: sgl-kernel tile heuristics by shape",
     ("sglang", "h200", "gemm_fp8_block"): "8.2/25.0%",
-    ("sglang", "h100-sxm", "moe_bf16"): "26/334%: SGLang EP tables do not split the work",
-    ("sglang", "h100-sxm", "moe_fp8_block"): "13.6/70.5%",
-    ("sglang", "h200", "moe_bf16"): "28.6/281%",
-    ("sglang", "h200", "moe_fp8_block"): "12.3/75.9%",
+    ("sglang", "h100-sxm", "moe_bf16"): "22/62%: SGLang on H100 runs Mixtral at MoE TP 1 at 0.2 of peak (as its EP "
+                                        "rows), TP 2-8 at 0.55; TP 1 and 8 fit, TP 2 and 4 are held out",
 }
 #: (engine, kind, impl, gpus): worst held-out all-reduce size, within 16 KB-256 MB.
 KNOWN_ALLREDUCE_MISSES = {
-    ("trtllm", "h200", "nccl", 8): "23% at 4 MB (protocol switch between 2 and 8 MB)",
-    ("vllm", "h200", "nccl", 8): "23% at 4 MB",
-    ("sglang", "h200", "nccl", 8): "23% at 4 MB",
     ("sglang", "h100-sxm", "custom", 2): "26% at 16 MB (custom -> NCCL switch between 16 and 32 MB)",
-    ("sglang", "h200", "custom", 2): "26% at 16 MB",
+    ("sglang", "h200", "custom", 2): "25% at 16 MB",
     ("sglang", "h100-sxm", "custom", 8): "17% at 256 KB (one-shot -> two-shot)",
     ("sglang", "h200", "custom", 8): "17% at 256 KB",
 }

@@ -298,6 +298,27 @@ def _mla_sets(data_dir, system, engine, notes):
     return out, scope
 
 
+#: Engines whose MoE kernel under expert parallelism (moe_ep > 1) is fitted apart from the
+#: TP path (profile block ``moe_ep``). vLLM 0.24 and SGLang 0.5.14 run one Triton fused-MoE
+#: kernel whose tile configuration is looked up by the *local* weight shape,
+#: ``E, _, N = w2_shape`` (``try_get_optimal_moe_config`` in vLLM's
+#: ``vllm/model_executor/layers/fused_moe/fused_moe.py`` and SGLang's
+#: ``python/sglang/srt/layers/moe/fused_moe_triton/``), and the tuned tables they ship are
+#: keyed by the models' full expert counts (e.g. ``E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3.json``);
+#: E/ep local experts find no tuned table and run the default tiles. The measured rows
+#: show it: with ep > 1 the same per-expert GEMM reaches 0.1-0.4 of peak where ep = 1
+#: reaches 0.3-0.7. TensorRT-LLM's CUTLASS MoE reaches the same plateau at every (tp, ep)
+#: of its tables, so one parameter set prices both.
+MOE_EP_CLASS_ENGINES = ("vllm", "sglang")
+
+
+MOE_EP_CLASS_NOTE = ("moe: moe_ep > 1 rows fitted apart (block moe_ep): this engine's Triton fused-MoE kernel looks up "
+                     "its tile configuration by the local weight shape (E/ep local experts, inter/tp), its tuned "
+                     "tables are keyed by the models' full expert counts, so under EP it runs default tiles (the "
+                     "ep > 1 rows reach 0.1-0.4 of peak where ep = 1 reaches 0.3-0.7), and with its expert map every "
+                     "rank holds every token and walks all experts' blocks (a cost per token x expert of the model)")
+
+
 def _moe_sets(data_dir, system, engine, notes):
     sel = _select(data_dir, "moe", system, engine)
     out = {}
@@ -321,9 +342,10 @@ def _moe_sets(data_dir, system, engine, notes):
         tt = _num(sel, "latency_s")[m]
         keys, tt, idx = _min_by_key(list(zip(model, tok, hid, inter, topk, ex, tp, ep)), tt)
         model, tok, hid, inter, topk, ex, tp, ep = (a[idx] for a in (model, tok, hid, inter, topk, ex, tp, ep))
-        fl, byts, rows, assign, hit = kc.moe_shape(tok, hid, inter, topk, ex, tp, ep, km.WEIGHT_BYTES[key])
+        fl, byts, rows, assign, hit, tex = kc.moe_shape(tok, hid, inter, topk, ex, tp, ep, km.WEIGHT_BYTES[key])
         ds = Dataset(f"moe_{key}", tt, [(str(a), int(b), int(c)) for a, b, c in zip(model, tp, ep)],
                      {"tokens": tok, "flops": fl, "bytes": byts, "rows": rows, "assign": assign, "hit": hit,
+                      "token_experts": tex,
                       "hidden": hid, "inter": inter, "topk": topk, "experts": ex, "tp": tp, "ep": ep},
                      _version(sel))
         ok_hbm = byts / tt <= PEAKS[SYSTEMS[system]][2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,6 +14,8 @@ from scipy.optimize import least_squares
 from autoplan.calibrate.kernel_data import (
     AR_RANGE,
     ENGINES,
+    MOE_EP_CLASS_ENGINES,
+    MOE_EP_CLASS_NOTE,
     LOSS,
     LOSS_SCALE,
     PEAKS,
@@ -135,19 +138,23 @@ def _mla_prefill_spec(P):
 
 def _moe_spec(P, BW):
     def pred(x, ds):
-        eta, h, eta_m, xh, a, pa, pe, q = x
-        return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, P, BW, ds.f["flops"], ds.f["bytes"],
-                           ds.f["rows"], ds.f["assign"], ds.f["hit"])
+        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx = x
+        return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, pme * US, ptx * 1e-12, P, BW,
+                           ds.f["flops"], ds.f["bytes"], ds.f["rows"], ds.f["assign"], ds.f["hit"], ds.f["experts"],
+                           ds.f["token_experts"])
 
     def build(x):
-        eta, h, eta_m, xh, a, pa, pe, q = x
+        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx = x
         return km.MoeParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, expert_half_count=xh,
-                            fixed_s=a * US, per_assignment_s=pa * US, per_expert_s=pe * US, overlap_exponent=q)
+                            fixed_s=a * US, per_assignment_s=pa * US, per_expert_s=pe * US, overlap_exponent=q,
+                            per_model_expert_s=pme * US, per_token_expert_s=ptx * 1e-12)
 
     return Spec(("efficiency", "half_rows", "memory_efficiency", "expert_half_count", "fixed_us", "per_assignment_us",
-                 "per_expert_us", "overlap_exponent"),
-                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0), (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0),
-                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0), (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3)), pred, build)
+                 "per_expert_us", "overlap_exponent", "per_model_expert_us", "per_token_expert_ps"),
+                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+                (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0, 10.0, 1e5),
+                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0, 0.1, 10.0),
+                 (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3, 0.1, 10.0)), pred, build)
 
 
 def _elementwise_spec(BW):
@@ -204,11 +211,19 @@ def _ar_segment(mb: np.ndarray, t: np.ndarray, f: float) -> tuple[float, float]:
     return math.exp(r.x[0]) * 1e-6, math.exp(r.x[1]) * 1e9
 
 
-def _ar_fit(ds: Dataset, gpus: int, max_regimes: int = 4, min_sizes: int = 2):
+def _ar_fit(ds: Dataset, gpus: int, continuous: bool = False, max_regimes: int = 4, min_sizes: int = 2):
     """Regimes by message size for one GPU count: 1-4 segments of consecutive measured
     sizes minimising the p90 training error (robust to a single glitched size) plus 2%
-    per extra regime; each segment is a + 2(t-1)/t * M / B over its sizes, and sizes
-    between two segments are interpolated (``autoplan.cost.kernels.allreduce_core``)."""
+    per extra regime; each segment is a + 2(t-1)/t * M / B over its sizes.
+
+    With ``continuous`` (NCCL) neighbouring segments share their boundary size: NCCL
+    picks the algorithm and protocol (ring/tree x LL/LL128/Simple) its tuning model
+    predicts fastest for each size, so the measured time bends at a switch but does not
+    jump, and a size between two measured ones lies on the line through them. Otherwise
+    (the engines' custom all-reduce, which changes kernel or hands over to NCCL at fixed
+    buffer sizes, with a jump) each boundary may share its size or leave a gap between the
+    last size of one segment and the first of the next, interpolated in log size
+    (``autoplan.cost.kernels.allreduce_core``), whichever fits the training sizes better."""
     f = 2.0 * (gpus - 1) / gpus
     order = np.argsort(ds.f["bytes"])
     mb, t = ds.f["bytes"][order], ds.t[order]
@@ -222,17 +237,21 @@ def _ar_fit(ds: Dataset, gpus: int, max_regimes: int = 4, min_sizes: int = 2):
         return cache[(i, j)]
 
     for k in range(1, max_regimes + 1):
-        for cuts in _splits(n, k, min_sizes):
-            bounds = [0, *cuts, n]
-            regs = []
-            for r_ in range(k):
-                i, j = bounds[r_], bounds[r_ + 1]
-                a, bw = seg(i, j)
-                regs.append((None if r_ == 0 else float(mb[i]), None if r_ == k - 1 else float(mb[j - 1]), a, bw))
-            err = float(np.percentile(_errors(kc.allreduce_core(regs, gpus, mb), t), 90))
-            score = err + 0.02 * (k - 1)
-            if best is None or score < best[0] - 1e-12:
-                best = (score, regs)
+        for cuts in _splits(n, k, min_sizes - 1):
+            for shared in itertools.product((True,) if continuous else (False, True), repeat=k - 1):
+                starts = [0, *(c - 1 if sh else c for c, sh in zip(cuts, shared))]
+                ends = [*cuts, n]
+                if any(e - s_ < min_sizes for s_, e in zip(starts, ends)):
+                    continue
+                regs = []
+                for r_ in range(k):
+                    i, j = starts[r_], ends[r_]
+                    a, bw = seg(i, j)
+                    regs.append((None if r_ == 0 else float(mb[i]), None if r_ == k - 1 else float(mb[j - 1]), a, bw))
+                err = float(np.percentile(_errors(kc.allreduce_core(regs, gpus, mb), t), 90))
+                score = err + 0.02 * (k - 1)
+                if best is None or score < best[0] - 1e-12:
+                    best = (score, regs)
     return best[1]
 
 
@@ -344,7 +363,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
         return P16
 
     blocks: dict[str, dict] = {"gemm": {}, "decode_attention": {}, "prefill_attention": {}, "mla_decode": {},
-                               "mla_prefill": {}, "moe": {}}
+                               "mla_prefill": {}, "moe": {}, "moe_ep": {}}
     elementwise = None
     rep = KindReport(kind, system, engine, "")
     versions = set()
@@ -393,6 +412,19 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
         if len(fit_ds.t) < 3 * len(spec.names) or not len(held_ds.t):
             notes.append(f"{cls}: {len(fit_ds.t)} usable rows to fit, {len(held_ds.t)} to judge; not fitted")
             continue
+        if group == "moe" and engine in MOE_EP_CLASS_ENGINES:
+            ep_rows = fit_ds.f["ep"] > 1
+            sub = {"tp": fit_ds.take(~ep_rows), "ep": fit_ds.take(ep_rows)}
+            if min(len(d.t) for d in sub.values()) >= 3 * len(spec.names):
+                x_tp, x_ep = _fit(spec, sub["tp"]), _fit(spec, sub["ep"])
+                blocks["moe"][dkey] = _rounded(spec.build(x_tp))
+                blocks["moe_ep"][dkey] = _rounded(spec.build(x_ep))
+                if MOE_EP_CLASS_NOTE not in notes:
+                    notes.append(MOE_EP_CLASS_NOTE)
+                splits[cls] = (fit_ds, held_ds, {f"{c}.{n}": _rsig(float(v)) for c, x_ in (("ep1", x_tp), ("ep", x_ep))
+                                                 for n, v in zip(spec.names, x_)})
+                continue
+            notes.append(f"{cls}: too few moe_ep > 1 or moe_ep = 1 rows to fit them apart; one set prices both")
         x = _fit(spec, fit_ds)
         block = _rounded(spec.build(x))
         splits[cls] = (fit_ds, held_ds, dict(zip(spec.names, (_rsig(float(v)) for v in x))))
@@ -409,7 +441,8 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
         held = held_out_mask(ds.shape)
         for g in sorted(set(ds.f["gpus"].astype(int))):
             gm = ds.f["gpus"] == g
-            regs = [(lo, hi, _rsig(a), _rsig(b)) for lo, hi, a, b in _ar_fit(ds.take(gm & ~held), int(g))]
+            regs = [(lo, hi, _rsig(a), _rsig(b)) for lo, hi, a, b in _ar_fit(ds.take(gm & ~held), int(g),
+                                                                          continuous=impl == "nccl")]
             regimes[int(g)] = [km.AllReduceRegime(min_bytes=lo, max_bytes=hi, floor_s=a, bus_bandwidth=b)
                                for lo, hi, a, b in regs]
         allreduce[impl] = km.AllReduceParams(regimes=regimes)
@@ -423,7 +456,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
     prof = km.KernelProfile(device_kind=kind, engine=engine, engine_version=rep.version, gemm=blocks["gemm"],
                             decode_attention=blocks["decode_attention"],
                             prefill_attention=blocks["prefill_attention"], mla_decode=blocks["mla_decode"],
-                            mla_prefill=blocks["mla_prefill"], mla_fitted_on=scope, moe=blocks["moe"],
+                            mla_prefill=blocks["mla_prefill"], mla_fitted_on=scope, moe=blocks["moe"], moe_ep=blocks["moe_ep"],
                             elementwise=elementwise, allreduce=allreduce, notes=notes)
     for cls, (fit_ds, held_ds, params) in splits.items():
         rep.classes[cls] = _report(cls, predict_rows(prof, cls, fit_ds), fit_ds, predict_rows(prof, cls, held_ds),

@@ -74,13 +74,14 @@ def mla_decode_core(floor, eta_m, eta_c, per_unit, per_seq, ctx_lat, ctx_half, q
             + _smax3(kv_bytes / (hbm_bw * eta_m), flops / (peak_flops * eta_c), per_unit * units, q))
 
 
-def moe_core(eta, h, eta_m, x_half, fixed, per_assign, per_expert, q, peak_flops, hbm_bw, flops, wbytes_total,
-             rows, assign, experts_hit):
+def moe_core(eta, h, eta_m, x_half, fixed, per_assign, per_expert, q, per_model_expert, per_token_expert, peak_flops,
+             hbm_bw, flops, wbytes_total, rows, assign, experts_hit, experts, token_experts):
     rows = np.asarray(rows, dtype=float)
     experts_hit = np.asarray(experts_hit, dtype=float)
     compute = flops / (peak_flops * eta * rows / (rows + h))
     memory = wbytes_total / (hbm_bw * eta_m * experts_hit / (experts_hit + x_half))
-    return fixed + _smax3(compute, memory, per_assign * assign + per_expert * experts_hit, q)
+    return (fixed + _smax3(compute, memory, per_assign * assign + per_expert * experts_hit, q)
+            + per_model_expert * np.asarray(experts, dtype=float) + per_token_expert * np.asarray(token_experts, dtype=float))
 
 
 def allreduce_core(regimes, gpus, message_bytes):
@@ -101,8 +102,9 @@ def allreduce_core(regimes, gpus, message_bytes):
 
 
 def moe_shape(tokens, hidden, inter, topk, experts, moe_tp=1, moe_ep=1, wbytes=2.0):
-    """(flops, weight bytes, rows per hit expert, assignments, experts hit) of one GPU's
-    share of a fused MoE layer under balanced routing."""
+    """(flops, weight bytes, rows per hit expert, assignments, experts hit, token-experts)
+    of one GPU's share of a fused MoE layer under balanced routing; the last counts all
+    tokens x all experts of the model (see :class:`~autoplan.inputs.kernels.MoeParams`)."""
     tokens = np.asarray(tokens, dtype=float)
     local_e = np.asarray(experts, dtype=float) / moe_ep
     local_i = np.asarray(inter, dtype=float) / moe_tp
@@ -111,7 +113,8 @@ def moe_shape(tokens, hidden, inter, topk, experts, moe_tp=1, moe_ep=1, wbytes=2
     rows = assign / hit
     flops = 6.0 * assign * hidden * local_i
     byts = hit * 3.0 * hidden * local_i * wbytes
-    return flops, byts, rows, assign, hit
+    token_experts = tokens * np.asarray(experts, dtype=float)
+    return flops, byts, rows, assign, hit, token_experts
 
 
 def gemm_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, m, n, k, dtype: str = "bf16"):
@@ -219,13 +222,22 @@ def moe_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, tokens, hidde
                moe_tp: int = 1, moe_ep: int = 1, dtype: str = "bf16"):
     """One GPU's fused MoE layer for ``tokens`` tokens, balanced routing; ``inter`` is the
     full expert intermediate size (split ``moe_tp`` ways), ``experts`` the total count
-    (split ``moe_ep`` ways); ``peak_flops`` the peak of ``dtype``."""
+    (split ``moe_ep`` ways); ``peak_flops`` the peak of ``dtype``. With ``moe_ep > 1`` the
+    profile's ``moe_ep`` parameters price it where the engine's EP kernel has its own."""
+    key = "bf16" if dtype == "fp16" else dtype
     g = _pick(p.moe, dtype, "MoE", p)
-    fl, byts, rows, assign, hit = moe_shape(tokens, hidden, inter, topk, experts, moe_tp, moe_ep,
-                                            WEIGHT_BYTES.get(dtype, 2.0))
-    return _out(moe_core(g.efficiency, g.half_rows, g.memory_efficiency, g.expert_half_count, g.fixed_s,
-                         g.per_assignment_s, g.per_expert_s, g.overlap_exponent, peak_flops, hbm_bw, fl, byts,
-                         rows, assign, hit))
+    shape = moe_shape(tokens, hidden, inter, topk, experts, moe_tp, moe_ep, WEIGHT_BYTES.get(dtype, 2.0))
+    t = _moe_params_time(g, peak_flops, hbm_bw, shape, experts)
+    if key in p.moe_ep:
+        t = np.where(np.asarray(moe_ep) > 1, _moe_params_time(p.moe_ep[key], peak_flops, hbm_bw, shape, experts), t)
+    return _out(t)
+
+
+def _moe_params_time(g, peak_flops, hbm_bw, shape, experts):
+    fl, byts, rows, assign, hit, tex = shape
+    return moe_core(g.efficiency, g.half_rows, g.memory_efficiency, g.expert_half_count, g.fixed_s,
+                    g.per_assignment_s, g.per_expert_s, g.overlap_exponent, g.per_model_expert_s,
+                    g.per_token_expert_s, peak_flops, hbm_bw, fl, byts, rows, assign, hit, experts, tex)
 
 
 def elementwise_core(fixed, eta_m, cache_half, per_row, per_col, hbm_bw, rows, cols, byts):

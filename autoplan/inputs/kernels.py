@@ -167,7 +167,13 @@ class MoeParams(_Strict):
     ``W = X * 3 * hidden * I * wbytes``.
     ``t = fixed_s + smax3(F / (P * efficiency * r/(r + half_rows)),
     W / (BW * memory_efficiency * X/(X + expert_half_count)),
-    per_assignment_s * A + per_expert_s * X)``.
+    per_assignment_s * A + per_expert_s * X) + (per_model_expert_s + per_token_expert_s * tokens) * E``.
+
+    The last term is work per expert of the whole model, local or not: under EP the
+    engines' fused MoE (an expert map, every rank holding every token) aligns, pads and
+    walks the blocks of all ``E`` experts, once per call and for every token, so it does
+    not shrink with ``ep``; with ``ep = 1`` it is the alignment and the router's scoring
+    of ``E`` experts per token.
     """
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s")
@@ -178,6 +184,8 @@ class MoeParams(_Strict):
     per_assignment_s: float = Field(ge=0, le=1e-5, description="routing/permute/unpermute work per token-expert assignment")
     per_expert_s: float = Field(ge=0, le=1e-3, description="work per expert hit not hidden by bandwidth")
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
+    per_model_expert_s: float = Field(ge=0, le=1e-5, description="fixed time per expert of the whole model, local or not (block alignment over all experts)")
+    per_token_expert_s: float = Field(ge=0, le=1e-7, description="time per (token x expert of the whole model), local or not (router scores, expert-map scan)")
 
 
 class ElementwiseParams(_Strict):
@@ -202,7 +210,9 @@ class AllReduceRegime(_Strict):
     """One algorithm of an all-reduce, used for messages from ``min_bytes`` to ``max_bytes``:
     ``t = floor_s + 2(t-1)/t * M / bus_bandwidth``. Between one regime's ``max_bytes`` and
     the next one's ``min_bytes`` (the engine switches somewhere in that gap) the time is
-    interpolated geometrically in log M between the two regimes."""
+    interpolated geometrically in log M between the two regimes. Where the two bounds are
+    equal the regimes meet at that size (NCCL, whose protocol changes are continuous:
+    it picks the one its tuning model predicts fastest)."""
 
     min_bytes: float | None = Field(gt=0, description="smallest message of this regime; None for the first")
     max_bytes: float | None = Field(gt=0, description="largest message of this regime; None for the last")
@@ -250,7 +260,8 @@ class KernelProfile(_Strict):
     mla_decode: dict[str, MlaDecodeParams] = Field(description="by KV-cache dtype")
     mla_prefill: dict[str, MlaPrefillParams] = Field(description="by KV-cache dtype")
     mla_fitted_on: Literal["kernel", "module"] = Field(description="the MLA parameters always describe the attention kernel; 'module' says they were fitted on whole-module tables (the engine publishes no kernel table) with the projection GEMMs, priced by this profile's BF16 GEMM parameters, taken out")
-    moe: dict[str, MoeParams] = Field(description="by expert weight format: bf16, fp8, fp8_block")
+    moe: dict[str, MoeParams] = Field(description="by expert weight format: bf16, fp8, fp8_block; with moe_ep absent for a format, these price every (moe_tp, moe_ep)")
+    moe_ep: dict[str, MoeParams] = Field(default_factory=dict, description="by expert weight format: the MoE kernel when experts are split over ranks (moe_ep > 1), for engines whose EP path runs a different kernel configuration than their TP path (the profile's notes say why); moe then prices moe_ep = 1 only")
     elementwise: ElementwiseParams | None = Field(description="small element-wise kernel; None where not measured")
     allreduce: dict[str, AllReduceParams] = Field(description="custom: the engine's graph-captured all-reduce call (its own kernels, and what it falls back to for large messages); nccl: nccl-tests (not graphed)")
     notes: list[str] = Field(default_factory=list, description="exclusions and caveats of the fit")
