@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from autoplan.cost.expert_parallel import expert_parallel_parts
 from autoplan.cost.kernel_ops import allreduce_s
 from autoplan.cost.roofline import (
+    REQUEST,
     Bound,
     Phase,
     Shape,
@@ -130,6 +131,10 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
                precision: Precision, mem: StageMemory, breakdown: bool = False) -> StageCost:
     """Time of one forward pass of ``shape`` through one stage."""
     kind = topo.kinds[st.kind]
+    facts = kind.calibration.engine  # type: ignore[union-attr]
+    if shape == REQUEST:  # the server's handling of a request: host time, no GPU work
+        host = facts.request_overhead_s if st.first == 0 and facts is not None else 0.0
+        return StageCost(host, 0.0, 0.0, 0.0, mem, kind.capacity_bytes, {}, 0.0)
     res = residency(kind, mem.weights_bytes, mem.kv_bytes)
     counts = Counter(model.layer_kind(i) for i in range(st.first, st.end))
     if st.expert_parallel:
@@ -166,7 +171,6 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
                 d["count"] += n
     # The engine's host time per forward pass (scheduling, sampling, graph launch): once
     # per pass, charged to the stage that starts it.
-    facts = kind.calibration.engine  # type: ignore[union-attr]
     host = facts.host_step_s if st.first == 0 and facts is not None else 0.0
     cap = kind.capacity_bytes
     floor = max(flops / kind.peak_flops(precision.weight)[0],
