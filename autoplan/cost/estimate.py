@@ -36,6 +36,8 @@ class PhaseEstimate(BaseModel):
     compute_ms: float
     memory_ms: float
     communication_ms: float
+    host_ms: float = Field(default=0.0, description="the engine's host time in the pass "
+                           "(host_step_s per forward pass, hardware/engines.yaml)")
     stage_times_ms: list[float]
     operators: list[OperatorRow] | None = None
 
@@ -143,6 +145,7 @@ def _phase(cost: PhaseCost, breakdown: bool) -> PhaseEstimate:
         compute_ms=cost.compute_s * 1e3,
         memory_ms=cost.memory_s * 1e3,
         communication_ms=cost.comm_s * 1e3,
+        host_ms=cost.host_s * 1e3,
         stage_times_ms=[s.time_s * 1e3 for s in cost.stages],
         operators=ops,
     )

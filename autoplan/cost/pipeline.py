@@ -26,6 +26,7 @@ from autoplan.cost.roofline import (
 from autoplan.graphs.model_graph import head_ops, layer_ops, tail_ops
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.topology import EngineFacts
 from autoplan.inputs.workload import Precision, Workload
 
 
@@ -74,6 +75,8 @@ class StageCost:
     # Physical floor of the pass on one rank: its FLOPs at the device's peak or its bytes
     # at the fastest tier's bandwidth, whichever is longer (no overheads, free links).
     floor_s: float = 0.0
+    # The engine's host time in the pass (host_step_s; a REQUEST pass: request_overhead_s)
+    host_s: float = 0.0
 
     @property
     def bottleneck(self) -> Bound:
@@ -103,6 +106,10 @@ class PhaseCost:
         return sum(s.comm_s for s in self.stages) + sum(self.hops_s)
 
     @property
+    def host_s(self) -> float:
+        return sum(s.host_s for s in self.stages)
+
+    @property
     def bottleneck(self) -> Bound:
         return _argmax(self.compute_s, self.memory_s, self.comm_s)
 
@@ -127,14 +134,31 @@ def _argmax(compute: float, memory: float, comm: float) -> Bound:
     return best
 
 
+def host_facts(topo: Topology, kind: str) -> EngineFacts | None:
+    """The engine whose host time a pipeline starting on a stage of ``kind`` pays: the
+    kind's own; a GPU kind the engine prices without kernel data of its own (roofline
+    calibration) is served by the same engine as the topology's other kinds (one engine
+    serves a plan); None on a chip of its own vendor runtime (the LPU) or without one."""
+    own = topo.kinds[kind].calibration.engine  # type: ignore[union-attr]
+    if own is not None or topo.kinds[kind].own_runtime:
+        return own
+    for k in topo.kind_names:
+        facts = topo.kinds[k].calibration.engine  # type: ignore[union-attr]
+        if facts is not None:
+            return facts
+    return None
+
+
 def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shape,
                precision: Precision, mem: StageMemory, breakdown: bool = False) -> StageCost:
     """Time of one forward pass of ``shape`` through one stage."""
     kind = topo.kinds[st.kind]
-    facts = kind.calibration.engine  # type: ignore[union-attr]
+    facts = host_facts(topo, st.kind)
     if shape == REQUEST:  # the server's handling of a request: host time, no GPU work
         host = facts.request_overhead_s if st.first == 0 and facts is not None else 0.0
-        return StageCost(host, 0.0, 0.0, 0.0, mem, kind.capacity_bytes, {}, 0.0)
+        ops = {"request_handling": {"time_s": host, "flops": 0.0, "bytes": 0.0, "count": 1}}
+        return StageCost(host, 0.0, 0.0, 0.0, mem, kind.capacity_bytes,
+                         ops if breakdown and host else {}, 0.0, host)
     res = residency(kind, mem.weights_bytes, mem.kv_bytes)
     counts = Counter(model.layer_kind(i) for i in range(st.first, st.end))
     if st.expert_parallel:
@@ -172,11 +196,13 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
     # The engine's host time per forward pass (scheduling, sampling, graph launch): once
     # per pass, charged to the stage that starts it.
     host = facts.host_step_s if st.first == 0 and facts is not None else 0.0
+    if breakdown and host:  # the engine's host time, an entry of its own
+        ops["host_step"].update(time_s=host, flops=0.0, bytes=0.0, count=1)
     cap = kind.capacity_bytes
     floor = max(flops / kind.peak_flops(precision.weight)[0],
                 moved / kind.tiers_fastest_first()[0].bandwidth_bytes_per_s)
     return StageCost(compute + memory + comm + host, compute, memory, comm, mem, cap,
-                     {k: dict(v) for k, v in ops.items()}, floor)
+                     {k: dict(v) for k, v in ops.items()}, floor, host)
 
 
 def pipeline_cost(model: ModelSpec, topo: Topology, stages: list[StagePlacement], phase: Phase,
@@ -223,7 +249,8 @@ def _weighted(costs: list[StageCost], ws: list[float]) -> StageCost:
                      sum(w * c.memory_s for w, c in zip(ws, costs)),
                      sum(w * c.comm_s for w, c in zip(ws, costs)),
                      first.memory, first.capacity_bytes, {k: dict(v) for k, v in ops.items()},
-                     sum(w * c.floor_s for w, c in zip(ws, costs)))
+                     sum(w * c.floor_s for w, c in zip(ws, costs)),
+                     sum(w * c.host_s for w, c in zip(ws, costs)))
 
 
 def memories_for(model: ModelSpec, topo: Topology, stages: list[StagePlacement], batch: int,
