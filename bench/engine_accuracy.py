@@ -6,9 +6,14 @@
 (b) End to end: published TTFT / TPOT rows priced with the engine profile of their engine
     family (vllm-*, sglang-*, trtllm-*; NIM rows run TensorRT-LLM) on the smallest shipped
     system that holds their TP x PP: ``hardware/data/heldout-engines.csv`` (current
-    engines, 2024-2026, held out: nothing is fitted to them) and the older rows of
+    engines, 2024-2026, held out: nothing is fitted to them), ``engines-e2e.csv`` (the
+    rows the engines' host terms are fitted to: in sample) and the older rows of
     ``calibration.csv`` / ``heldout.csv`` (2023 engines, for comparison; the kernel
-    profiles are not fitted to them either). Error = predicted / measured - 1.
+    profiles are not fitted to them either). Each row is priced with the shipped host
+    terms of ``hardware/engines.yaml`` and without them (both 0: the kernel sums); the
+    held-out rows are summarised per engine and method (``serving``: TTFT with the
+    server's request handling; ``latency``: an offline benchmark, without) before and
+    after. Error = predicted / measured - 1.
 """
 
 from __future__ import annotations
