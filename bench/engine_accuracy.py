@@ -72,12 +72,12 @@ def e2e_table(files: list[Path] | None = None) -> list[str]:
     files = files or [DATA / "heldout-engines.csv", DATA / "engines-e2e.csv",
                       DATA / "calibration.csv", DATA / "heldout.csv"]
     out = ["### (b) End to end: published rows priced with their engine's profile", "",
-           "Predicted with the shipped host terms of `hardware/engines.yaml` (per-step host "
+           ("Predicted with the shipped host terms of `hardware/engines.yaml` (per-step host "
            "time, per-request server time in serving TTFT) and, in the `without` column, with "
            "both at 0 (the kernel sums alone). Rows of `engines-e2e.csv` fitted the host terms "
-           "(in sample); every other row fits nothing here.", "",
-           "| id | engine | profile | method | model | device | tp | batch | isl | ctx | metric | "
-           "measured ms | without ms | error | predicted ms | error | set |",
+           "(in sample); every other row fits nothing here."), "",
+           ("| id | engine | profile | method | model | device | tp | batch | isl | ctx | metric | "
+           "measured ms | without ms | error | predicted ms | error | set |"),
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[float]] = {}
     held: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
@@ -130,10 +130,10 @@ def e2e_table(files: list[Path] | None = None) -> list[str]:
         alle = [e for (g, eng), errs in groups.items() if g == era and " " not in eng
                 for e in errs]
         out.append(f"| {era} | all | {_stats(alle)} |")
-    out += ["", "Held-out rows (`heldout-engines.csv`) by engine and method: |error| without "
-            "the host terms (before) and with them (after).", "",
-            "| engine | method | metric | n | before median | before p90 | before max | "
-            "after median | after p90 | after max |",
+    out += ["", ("Held-out rows (`heldout-engines.csv`) by engine and method: |error| without "
+            "the host terms (before) and with them (after)."), "",
+            ("| engine | method | metric | n | before median | before p90 | before max | "
+            "after median | after p90 | after max |"),
             "|---|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(held, key=lambda k: (k[0] == "all", k)):
         pairs = held[key]
