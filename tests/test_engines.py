@@ -123,3 +123,47 @@ def test_plans_report_floors_and_per_device_and_per_user_rates(topo, dtype):
         read = 70.6e9 - 128256 * 8192
         assert p.tpot_floor_ms * 1e-3 >= read * 2 / 8 / 3.35e12
     assert validate(p).ok
+
+
+def test_host_terms_are_the_fit_of_their_rows():
+    """hardware/engines.yaml's host terms are what `autoplan calibrate
+    hardware/data/engines-e2e.csv --host-terms` fits (to 4 significant digits), and each
+    engine names the rows that fitted them; an engine without rows keeps 0."""
+    from autoplan.calibrate.host_fit import TERMS, data_path, fit_host_terms, shipped_terms
+    from autoplan.catalog import ENGINES, engine_facts
+
+    for engine in ENGINES:
+        fit = fit_host_terms(data_path(), engine)
+        shipped = shipped_terms(engine)
+        note = engine_facts()[engine].host_fitted_to
+        if fit is None:
+            assert shipped == dict.fromkeys(TERMS, 0.0), engine
+            assert note.startswith("not fitted"), note
+            continue
+        for t in TERMS:
+            assert getattr(fit, t) == pytest.approx(shipped[t], rel=1e-3, abs=1e-9), (engine, t)
+        assert note.startswith(f"rows {fit.fitted_to} of hardware/data/engines-e2e.csv"), note
+        # the fit explains its own rows to within 25% (two constants per engine against
+        # the kernel model's own error on each row: SGLang's 4k-token A100 prefill, s03, is
+        # +10% before any host term)
+        for r in fit.rows:
+            assert abs(r.fitted / r.measured - 1) < 0.25, (r.id, r.fitted, r.measured)
+
+
+def test_request_handling_is_in_served_ttft_only():
+    """The server's handling of a request adds to TTFT (served: estimate's default, plan)
+    and to no offline latency figure, and to no TPOT; the host step adds to every pass."""
+    from autoplan.catalog import engine_facts
+
+    f = engine_facts()["vllm"]
+    served = estimate(M8, "h100-sxm-x1", isl=512, osl=64, engine="vllm")
+    offline = estimate(M8, "h100-sxm-x1", isl=512, osl=64, engine="vllm", serving=False)
+    assert served.request_ms == pytest.approx(f.request_overhead_s * 1e3)
+    assert offline.request_ms == 0
+    assert served.ttft_ms - offline.ttft_ms == pytest.approx(f.request_overhead_s * 1e3)
+    assert served.tpot_ms == offline.tpot_ms
+    assert served.decode.host_ms == pytest.approx(f.host_step_s * 1e3)
+    assert served.prefill.host_ms == pytest.approx(f.host_step_s * 1e3)
+    p = plan(M8, "h100-sxm-x1", isl=512, osl=64, engine="vllm", placement="colocated")
+    assert p.ttft_ms >= served.ttft_ms * (1 - 1e-9)
+    assert validate(p).ok

@@ -46,6 +46,9 @@ def estimate_cmd(
     engine: O.Engine = O.ENGINE,
     profile: str | None = O.PROFILE,
     breakdown: bool = typer.Option(False, "--breakdown", help="per-operator times"),
+    offline: bool = typer.Option(False, "--offline", help="TTFT of an offline latency benchmark "
+                                 "(trtllm-bench latency): without the server's handling of the "
+                                 "request (the engine's request_overhead_s)"),
     as_json: bool = O.JSON,
 ) -> None:
     """Predict TTFT, TPOT, end-to-end latency and memory of one configuration."""
@@ -58,7 +61,7 @@ def estimate_cmd(
         dtype=dtype, kv_dtype=kv_dtype, max_memory_fraction=max_memory_fraction,
         breakdown=breakdown, profile=load_profile(profile) if profile else None,
         engine=_engine(engine), nodes=nodes, network=network, prefill_batch=prefill_batch,
-        ep=ep, attention_dp=attention_dp,
+        ep=ep, attention_dp=attention_dp, serving=not offline,
     )
     _warn_pricing(est.engine, est.pricing)
     _warn_profile(profile, [est.device_kind])

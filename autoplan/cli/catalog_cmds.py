@@ -29,6 +29,10 @@ def calibrate_cmd(
     engine: str | None = typer.Option(
         None, "--engine", metavar="ENGINE", help="fit only rows of this engine; the profile records it"),
     leave_one_out: bool = typer.Option(True, "--loo/--no-loo", help="report leave-one-out error"),
+    host_terms: bool = typer.Option(
+        False, "--host-terms", help="fit the engines' host terms (host_step_s, request_overhead_s "
+        "of hardware/engines.yaml) to the current-engine rows of MEASUREMENTS.csv (a method "
+        "column: serving / latency); --engine: that engine only"),
     as_json: bool = O.JSON,
 ) -> None:
     """Fit the cost model's calibration parameters to measurements; write a profile.
@@ -40,6 +44,9 @@ def calibrate_cmd(
     """
     if kernels is not None:
         _calibrate_kernels(kernels, engine, out, measurements, as_json)
+        return
+    if host_terms:
+        _calibrate_host_terms(measurements, engine, out, as_json)
         return
     if measurements is None:
         from autoplan.errors import InputError
@@ -74,6 +81,42 @@ def calibrate_cmd(
                                 "rows": [r.__dict__ for r in f.rows]} for f in fits], indent=2))
     else:
         print_fit(fits)
+
+
+def _calibrate_host_terms(measurements: str | None, engine: str | None, out: str | None,
+                          as_json: bool) -> None:
+    """``calibrate --host-terms``: each engine's host terms from its end-to-end rows
+    (:mod:`autoplan.calibrate.host_fit`); printed, for hardware/engines.yaml."""
+    from autoplan.calibrate.host_fit import fit_host_terms
+    from autoplan.catalog import ENGINES, check_engine
+    from autoplan.errors import InputError
+
+    if measurements is None:
+        raise InputError("calibrate --host-terms needs a measurements CSV "
+                         "(hardware/data/engines-e2e.csv)")
+    if out is not None:
+        raise InputError("calibrate --host-terms prints its fit (hardware/engines.yaml keeps "
+                         "the values with their documentation); it writes no file")
+    fits = [fit_host_terms(measurements, e) for e in ([check_engine(engine)] if engine
+                                                      else ENGINES)]
+    fits = [f for f in fits if f is not None]
+    if not fits:
+        raise InputError(f"no rows of {engine or 'vllm, sglang or trtllm'} in {measurements}")
+    if as_json:
+        typer.echo(json.dumps([{"engine": f.engine, "host_step_s": f.host_step_s,
+                                "request_overhead_s": f.request_overhead_s,
+                                "rows": [{"id": r.id, "metric": r.metric, "method": r.method,
+                                          "measured_ms": r.measured, "without_ms": r.base,
+                                          "fitted_ms": r.fitted} for r in f.rows]}
+                               for f in fits], indent=2))
+        return
+    for f in fits:
+        typer.echo(f"{f.engine}: host_step_s {f.host_step_s:.4g}  request_overhead_s "
+                   f"{f.request_overhead_s:.4g}  (rows {f.fitted_to})")
+        for r in f.rows:
+            typer.echo(f"  {r.id:<6} {r.method:<8} {r.metric:<8} measured {r.measured:9.3f} ms  "
+                       f"without {r.base:9.3f} ({r.base / r.measured - 1:+.1%})  fitted "
+                       f"{r.fitted:9.3f} ({r.fitted / r.measured - 1:+.1%})")
 
 
 def _calibrate_kernels(data_dir: str, engine: str | None, out: str | None,

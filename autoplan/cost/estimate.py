@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from autoplan.catalog import DEFAULT_ENGINE, load_model, load_profile, load_topology
 from autoplan.cost.expert_parallel import check_ep
 from autoplan.cost.pipeline import PhaseCost, StagePlacement, even_cuts, memories_for, pipeline_cost
-from autoplan.cost.roofline import Bound, check_tp, phase_shape
+from autoplan.cost.roofline import REQUEST, Bound, check_tp, phase_shape
 from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
@@ -36,6 +36,8 @@ class PhaseEstimate(BaseModel):
     compute_ms: float
     memory_ms: float
     communication_ms: float
+    host_ms: float = Field(default=0.0, description="the engine's host time in the pass "
+                           "(host_step_s per forward pass, hardware/engines.yaml)")
     stage_times_ms: list[float]
     operators: list[OperatorRow] | None = None
 
@@ -71,9 +73,11 @@ class Estimate(BaseModel):
     prefill_batch: int  # prompts prefilled together (TTFT); batch by default
     dtype: str
     kv_dtype: str
-    ttft_ms: float
+    ttft_ms: float  # the prefill pass and, serving, the server's request handling
     tpot_ms: float
     e2e_ms: float
+    request_ms: float = Field(default=0.0, description="the server's handling of the request "
+                              "in TTFT (the engine's request_overhead_s; 0: not serving)")
     decode_context: float
     fits: bool
     peak_memory_fraction: float
@@ -141,6 +145,7 @@ def _phase(cost: PhaseCost, breakdown: bool) -> PhaseEstimate:
         compute_ms=cost.compute_s * 1e3,
         memory_ms=cost.memory_s * 1e3,
         communication_ms=cost.comm_s * 1e3,
+        host_ms=cost.host_s * 1e3,
         stage_times_ms=[s.time_s * 1e3 for s in cost.stages],
         operators=ops,
     )
@@ -183,6 +188,7 @@ def estimate(
     network: str | None = None,
     ep: int = 1,
     attention_dp: int = 1,
+    serving: bool = True,
 ) -> Estimate:
     """Predict TTFT, TPOT, end-to-end latency and memory of one configuration.
 
@@ -195,7 +201,10 @@ def estimate(
     profile; ``profile`` (a name or per-kind calibrations) overrides it per kind.
     ``attention_dp`` data-parallel attention ranks of ``tp`` devices each make a stage
     of ``tp * attention_dp`` devices whose MoE experts are sharded over ``ep`` ranks
-    (MoE models; :mod:`autoplan.cost.expert_parallel`).
+    (MoE models; :mod:`autoplan.cost.expert_parallel`). ``serving``: TTFT as a client of
+    the engine's server sees it, with the engine's request handling
+    (``request_overhead_s``, hardware/engines.yaml); False: the forward passes alone, as an
+    offline latency benchmark (``trtllm-bench latency``) measures them.
     """
     m = model if isinstance(model, ModelSpec) else load_model(model)
     if isinstance(profile, str):
@@ -224,13 +233,15 @@ def estimate(
             activations_gb=mem.activation_bytes / 1e9, reserved_gb=mem.reserved_bytes / 1e9,
             capacity_gb=sc.capacity_bytes / 1e9, memory_fraction=sc.memory_fraction))
     peak = max(r.memory_fraction for r in rows)
-    ttft = pre.time_s * 1e3
+    request = (pipeline_cost(m, topo, stages, "prefill", REQUEST, precision, mems).time_s
+               if serving else 0.0)
+    ttft = (pre.time_s + request) * 1e3
     tpot = dec.time_s * 1e3
     return Estimate(
         model=m.name, topology=topo.name, device_kind=kind, tp=tp, pp=pp, ep=ep,
         attention_dp=attention_dp, devices=tp * attention_dp * pp,
         isl=isl, osl=osl, batch=batch, prefill_batch=pb, dtype=dtype, kv_dtype=kv,
-        ttft_ms=ttft, tpot_ms=tpot, e2e_ms=ttft + (osl - 1) * tpot,
+        ttft_ms=ttft, tpot_ms=tpot, e2e_ms=ttft + (osl - 1) * tpot, request_ms=request * 1e3,
         decode_context=dec_shape.context_before,
         fits=peak <= max_memory_fraction, peak_memory_fraction=peak,
         max_memory_fraction=max_memory_fraction,

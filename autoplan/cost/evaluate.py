@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autoplan.cost.inflight import inflight, largest_pass_tokens
+from autoplan.cost.inflight import inflight, largest_pass_tokens, pool_passes
 from autoplan.cost.kv import kv_link_bytes_per_s, kv_stage_bytes, kv_stage_time_s
 from autoplan.cost.pipeline import (
     PhaseCost,
@@ -15,7 +15,6 @@ from autoplan.cost.pipeline import (
     pool_memory_args,
     weighted_pipeline_cost,
 )
-from autoplan.cost.roofline import phase_shape
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.workload import Precision, Workload
@@ -65,8 +64,15 @@ def phase_cost(model: ModelSpec, topo: Topology, work: Workload, placement: str,
     if placement != "colocated":
         kv_batch, ctx, tokens = pool_memory_args(phase, work)
         mems = memories_for(model, topo, stages, kv_batch, ctx, tokens, work.precision)
-        shape = phase_shape(phase, work.phase_batch(phase), work.isl, work.osl)
-        return pipeline_cost(model, topo, stages, phase, shape, work.precision, mems, breakdown)
+        passes = pool_passes(topo, work, phase)
+        assert passes is not None  # only a colocated pool can fail to sustain its batch
+        if len(passes[phase]) == 1:
+            shape = passes[phase][0][1]
+            return pipeline_cost(model, topo, stages, phase, shape, work.precision, mems,
+                                 breakdown)
+        # a prefill pool's TTFT: its pass and the server's handling of the request
+        return weighted_pipeline_cost(model, topo, stages, passes[phase], work.precision, mems,
+                                      breakdown)
     # Its DP ranks schedule alone (one DP degree per pipeline, as engines run it; the
     # widest where stages differ).
     passes = inflight(topo, work, max(s.dp for s in stages))[1]

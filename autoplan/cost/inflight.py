@@ -29,7 +29,9 @@ activations). The budget must carry the flow: ``(B - j') + j' q <= N`` for the l
 - TPOT is the mean time between two tokens of a decoding sequence: the steps' times
   weighted by the decode tokens they emit, ``sum p_j (B - j) T_j / sum p_j (B - j)``.
 - TTFT = ``n`` steps that carry the prompt's chunk (a step with ``j >= 1`` chunks, weighted
-  by ``p_j j``) plus the wait for the step in progress to end.
+  by ``p_j j``) plus the wait for the step in progress to end, plus the server's handling
+  of the request (:data:`~autoplan.cost.roofline.REQUEST`: the engine's
+  ``request_overhead_s``, host time the GPU does not wait for).
 
 Separate prefill steps (SGLang by default, ``--enable-mixed-chunk`` off): a prompt's
 ``n = ceil(isl / N)`` chunks run as steps of their own, the running decodes wait; every
@@ -62,7 +64,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from autoplan.cost.roofline import Shape, phase_shape
+from autoplan.cost.roofline import REQUEST, Shape, phase_shape
 from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.topology import EngineFacts
@@ -178,7 +180,8 @@ def colocated_passes(work: Workload, s: Steps) -> dict[str, list[tuple[float, Sh
         tpot = [(1.0, dec), (g, chunk)]
         ttft = [(float(s.prompt_steps), chunk), (s.wait / (1 + g), dec), (s.wait * g / (1 + g),
                                                                           chunk)]
-    return {"decode": _merge(tpot), "prefill": _merge(ttft)}
+    # TTFT as the client sees it: the server's handling of the request besides.
+    return {"decode": _merge(tpot), "prefill": _merge(ttft + [(1.0, REQUEST)])}
 
 
 def _merge(parts: list[tuple[float, Shape]]) -> list[tuple[float, Shape]]:
@@ -217,7 +220,9 @@ def pool_passes(topo: Topology, work: Workload, pool: str,
     prefill or decode pool; a colocated pool's step mix at ``ranks`` DP ranks (None: it
     cannot sustain ``work.batch``, :func:`inflight` says why)."""
     if pool != "colocated":
-        return {pool: [(1.0, phase_shape(pool, work.phase_batch(pool), work.isl, work.osl))]}
+        one = [(1.0, phase_shape(pool, work.phase_batch(pool), work.isl, work.osl))]
+        # a prefill pool's TTFT: its pass and the server's handling of the request
+        return {pool: one + [(1.0, REQUEST)] if pool == "prefill" else one}
     try:
         return inflight(topo, work, ranks)[1]
     except InputError:

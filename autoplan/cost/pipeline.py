@@ -13,6 +13,7 @@ from autoplan.cost.expert_parallel import expert_parallel_parts
 from autoplan.cost.kernel_ops import allreduce_s
 from autoplan.cost.memo import memo
 from autoplan.cost.roofline import (
+    REQUEST,
     Bound,
     Phase,
     Shape,
@@ -26,6 +27,7 @@ from autoplan.cost.roofline import (
 from autoplan.graphs.model_graph import head_ops, layer_ops, tail_ops
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.topology import EngineFacts
 from autoplan.inputs.workload import Precision, Workload
 
 
@@ -74,6 +76,8 @@ class StageCost:
     # Physical floor of the pass on one rank: its FLOPs at the device's peak or its bytes
     # at the fastest tier's bandwidth, whichever is longer (no overheads, free links).
     floor_s: float = 0.0
+    # The engine's host time in the pass (host_step_s; a REQUEST pass: request_overhead_s)
+    host_s: float = 0.0
 
     @property
     def bottleneck(self) -> Bound:
@@ -103,6 +107,10 @@ class PhaseCost:
         return sum(s.comm_s for s in self.stages) + sum(self.hops_s)
 
     @property
+    def host_s(self) -> float:
+        return sum(s.host_s for s in self.stages)
+
+    @property
     def bottleneck(self) -> Bound:
         return _argmax(self.compute_s, self.memory_s, self.comm_s)
 
@@ -127,10 +135,31 @@ def _argmax(compute: float, memory: float, comm: float) -> Bound:
     return best
 
 
+def host_facts(topo: Topology, kind: str) -> EngineFacts | None:
+    """The engine whose host time a pipeline starting on a stage of ``kind`` pays: the
+    kind's own; a GPU kind the engine prices without kernel data of its own (roofline
+    calibration) is served by the same engine as the topology's other kinds (one engine
+    serves a plan); None on a chip of its own vendor runtime (the LPU) or without one."""
+    own = topo.kinds[kind].calibration.engine  # type: ignore[union-attr]
+    if own is not None or topo.kinds[kind].own_runtime:
+        return own
+    for k in topo.kind_names:
+        facts = topo.kinds[k].calibration.engine  # type: ignore[union-attr]
+        if facts is not None:
+            return facts
+    return None
+
+
 def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shape,
                precision: Precision, mem: StageMemory, breakdown: bool = False) -> StageCost:
     """Time of one forward pass of ``shape`` through one stage."""
     kind = topo.kinds[st.kind]
+    facts = host_facts(topo, st.kind)
+    if shape == REQUEST:  # the server's handling of a request: host time, no GPU work
+        host = facts.request_overhead_s if st.first == 0 and facts is not None else 0.0
+        ops = {"request_handling": {"time_s": host, "flops": 0.0, "bytes": 0.0, "count": 1}}
+        return StageCost(host, 0.0, 0.0, 0.0, mem, kind.capacity_bytes,
+                         ops if breakdown and host else {}, 0.0, host)
     res = residency(kind, mem.weights_bytes, mem.kv_bytes)
     counts = memo(("layer kinds", id(model), st.first, st.end), (model,),
                   lambda: Counter(model.layer_kind(i) for i in range(st.first, st.end)))
@@ -175,13 +204,14 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
                 d["count"] += n
     # The engine's host time per forward pass (scheduling, sampling, graph launch): once
     # per pass, charged to the stage that starts it.
-    facts = kind.calibration.engine  # type: ignore[union-attr]
     host = facts.host_step_s if st.first == 0 and facts is not None else 0.0
+    if breakdown and host:  # the engine's host time, an entry of its own
+        ops["host_step"].update(time_s=host, flops=0.0, bytes=0.0, count=1)
     cap = kind.capacity_bytes
     floor = max(flops / kind.peak_flops(precision.weight)[0],
                 moved / kind.tiers_fastest_first()[0].bandwidth_bytes_per_s)
     return StageCost(compute + memory + comm + host, compute, memory, comm, mem, cap,
-                     {k: dict(v) for k, v in ops.items()}, floor)
+                     {k: dict(v) for k, v in ops.items()}, floor, host)
 
 
 def _res_key(res) -> tuple[float, float, float]:
@@ -232,7 +262,8 @@ def _weighted(costs: list[StageCost], ws: list[float]) -> StageCost:
                      sum(w * c.memory_s for w, c in zip(ws, costs)),
                      sum(w * c.comm_s for w, c in zip(ws, costs)),
                      first.memory, first.capacity_bytes, {k: dict(v) for k, v in ops.items()},
-                     sum(w * c.floor_s for w, c in zip(ws, costs)))
+                     sum(w * c.floor_s for w, c in zip(ws, costs)),
+                     sum(w * c.host_s for w, c in zip(ws, costs)))
 
 
 def memories_for(model: ModelSpec, topo: Topology, stages: list[StagePlacement], batch: int,

@@ -76,6 +76,15 @@ class Shape:
         return out
 
 
+REQUEST = Shape(batch=0, new=0, context_before=0.0)
+"""One request's handling by the engine's server before its first token streams back
+(HTTP, chat template, tokenisation, admission, detokenisation): a pass with no GPU work,
+priced as the engine's ``request_overhead_s`` on the pipeline's first stage
+(:func:`autoplan.cost.pipeline.stage_cost`). TTFT as a served client sees it carries one
+(:mod:`autoplan.cost.inflight`, ``estimate(serving=True)``); its hand-offs move no bytes
+(each stage boundary charges its link latency, as every pass does)."""
+
+
 def phase_shape(phase: Phase, batch: int, isl: int, osl: int,
                 context: float | None = None) -> Shape:
     if phase == "prefill":

@@ -52,6 +52,13 @@ class EngineFacts(BaseModel):
     # Host time per forward pass (scheduling, sampling, graph launch), on top of the
     # kernels' GPU time.
     host_step_s: float = Field(default=0.0, ge=0, le=1)
+    # Host time of one request before its first token streams back, on top of its
+    # forward passes (HTTP, chat template, tokenisation, admission, detokenisation):
+    # TTFT as a client of the engine's server sees it. Not in offline latency benchmarks.
+    request_overhead_s: float = Field(default=0.0, ge=0, le=10)
+    # The end-to-end rows the two host terms were fitted to (autoplan calibrate
+    # --host-terms), or why they are not fitted.
+    host_fitted_to: str = ""
     # Custom all-reduce inside one NVLink domain up to this many GPUs (NCCL beyond).
     custom_allreduce_max_gpus: int = Field(default=8, ge=1, le=MAX_DEVICES)
     # In-flight batching of a colocated server: the default token budget of one step

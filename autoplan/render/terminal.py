@@ -63,12 +63,17 @@ def print_estimate(est: Estimate, console: Console | None = None) -> None:
         + f", ISL {est.isl}, OSL {est.osl}"
     )
     t = Table(show_header=True, header_style="bold")
-    for col in ("", "time (ms)", "bottleneck", "compute", "memory", "communication"):
+    for col in ("", "time (ms)", "bottleneck", "compute", "memory", "communication", "host"):
         t.add_column(col, justify="right" if col else "left")
-    for name, ph in (("prefill (TTFT)", est.prefill), ("decode (TPOT)", est.decode)):
+    pre = "prefill (TTFT)" if not est.request_ms else "prefill"
+    for name, ph in ((pre, est.prefill), ("decode (TPOT)", est.decode)):
         t.add_row(name, f"{ph.time_ms:.2f}", ph.bottleneck, f"{ph.compute_ms:.2f}",
-                  f"{ph.memory_ms:.2f}", f"{ph.communication_ms:.2f}")
+                  f"{ph.memory_ms:.2f}", f"{ph.communication_ms:.2f}", f"{ph.host_ms:.2f}")
     c.print(t)
+    if est.request_ms:
+        c.print(f"TTFT: [bold]{est.ttft_ms:.2f} ms[/] = prefill + the server's handling of the "
+                f"request ({est.request_ms:.2f} ms, hardware/engines.yaml request_overhead_s; "
+                "--offline: without)")
     c.print(f"end-to-end: [bold]{est.e2e_ms:.1f} ms[/] "
             f"(TTFT + {est.osl - 1} x TPOT, decode priced at context {est.decode_context:.0f})")
     m = Table(show_header=True, header_style="bold", title="memory per device")
