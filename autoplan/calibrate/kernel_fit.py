@@ -14,10 +14,10 @@ from scipy.optimize import least_squares
 from autoplan.calibrate.kernel_data import (
     AR_RANGE,
     ENGINES,
-    MOE_EP_CLASS_ENGINES,
-    MOE_EP_CLASS_NOTE,
     LOSS,
     LOSS_SCALE,
+    MOE_EP_CLASS_ENGINES,
+    MOE_EP_CLASS_NOTE,
     PEAKS,
     SYSTEMS,
     Dataset,
