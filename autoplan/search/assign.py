@@ -46,11 +46,14 @@ def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]],
                    replicas: dict[str, int]) -> dict[str, list[list[tuple[str, ...]]]]:
     """Concrete TP groups per pool, replica and stage, inside fast domains.
 
-    Per device class: largest TP first, first fit, in (pool, replica, stage) order so a
-    replica's stages sit next to each other. When the class's TP sizes divide each
-    other this always packs what the solver counted; otherwise (a 12-device domain with
-    TP 3 and 4) an exact search over domain fills takes over. Devices of a domain are
-    alike, so a group takes the next free devices of its domain.
+    Per device class: each replica's pipeline on one domain where its groups fit one
+    (hand-offs inside a node), largest first, first fit (see :func:`_pack_pipelines`);
+    when the pipelines do not pack whole, group by group, largest TP first, in (pool,
+    replica, stage) order so a replica's stages sit next to each other. When the
+    class's TP sizes divide each other this always packs what the solver counted;
+    otherwise (a 12-device domain with TP 3 and 4) an exact search over domain fills
+    takes over. Devices of a domain are alike, so a group takes the next free devices
+    of its domain.
     """
     demands = []
     for p_i, (p, seq) in enumerate(pools.items()):
@@ -77,18 +80,43 @@ def assign_devices(t: Tables, pools: dict[str, list[tuple[str, int, int]]],
             _, _, r, s_i, p, _ = d
             out[p][r][s_i] = group
         items = [d for d in items if d[5].size <= cls.domain_size]
-        sizes = [d[5].size for d in items]
-        where = _pack(sizes, cls.domain_size, len(doms))
+        order, where = _pack_pipelines(items, cls.domain_size, len(doms))
         if where is None:
+            sizes = sorted({d[5].size for d in items})
             raise InfeasibleError(
-                f"cannot pack TP groups of {sorted(set(sizes))} {cls.kind} devices into "
+                f"cannot pack TP groups of {sizes} {cls.kind} devices into "
                 f"{len(cls.domains)} domains of {cls.domain_size}", "devices")
-        for d, k in zip(items, where):
+        for d, k in zip(order, where):
             _, _, r, s_i, p, c = d
             group = free.take(doms[k], c.size, aligned=False)
             assert group is not None  # _pack keeps every domain within its size
             out[p][r][s_i] = group
     return out
+
+
+def _pack_pipelines(items: list[tuple], capacity: int, bins: int
+                    ) -> tuple[list[tuple], list[int] | None]:
+    """A domain for every group of ``items`` (``(-size, pool, replica, stage, ...)``, in
+    that order), in the order they are taken: first with each replica's groups (those of
+    one class) as one block on one domain where the block fits a domain (blocks largest
+    first, the exact packing of :func:`_pack`), else group by group."""
+    blocks: dict[tuple[int, int], list[tuple]] = {}
+    for d in items:
+        blocks.setdefault((d[1], d[2]), []).append(d)
+    units = []
+    for key, ds in blocks.items():
+        ds = sorted(ds, key=lambda d: d[3])  # stage order inside the block
+        total = sum(d[5].size for d in ds)
+        if total <= capacity:
+            units.append((-total, key, ds))
+        else:
+            units += [((-d[5].size), (*key, d[3]), [d]) for d in ds]
+    units.sort(key=lambda u: (u[0], u[1]))
+    where = _pack([-u[0] for u in units], capacity, bins)
+    if where is not None:
+        return ([d for u in units for d in u[2]],
+                [k for u, k in zip(units, where) for _ in u[2]])
+    return items, _pack([d[5].size for d in items], capacity, bins)
 
 
 def _pack(sizes: list[int], capacity: int, bins: int) -> list[int] | None:
