@@ -54,9 +54,10 @@ class _Search:
     def __init__(self, model: ModelSpec, topo: Topology, work: Workload,
                  ttft_slo_ms: float | None, tpot_slo_ms: float | None,
                  max_devices: int | None = None, uniform_tp: bool = False,
-                 pp1: bool = False):
+                 pp1: bool = False, ep_under_tp: bool = False):
         self.model, self.topo, self.work = model, topo, work
         self.pp1 = pp1  # disaggregated pools with a GPU stage: one stage (see exhaustive)
+        self.ep_under_tp = ep_under_tp  # EP over a TP group's devices (attention DP 1) too
         # an engine runs the plan: one TP degree per pipeline on its engine-run kinds
         self.uniform_tp = uniform_tp
         self.ttft_slo = None if ttft_slo_ms is None else ttft_slo_ms * 1e-3 * (1 + 1e-9)
@@ -95,7 +96,8 @@ class _Search:
         for g in sizes:
             if g < 2 or g > moe.num_experts or moe.num_experts % g:
                 continue
-            out += [(t, g // t, g) for t in valid_tps(self.model, g) if g % t == 0 and g > t]
+            out += [(t, g // t, g) for t in valid_tps(self.model, g) if g % t == 0
+                    and (g > t or self.ep_under_tp)]
         return out
 
     def passes(self, pool: str, dp: int = 1):
@@ -261,11 +263,14 @@ class _Search:
 def exhaustive(model: ModelSpec, topo: Topology, work: Workload, placement: str = "auto",
                ttft_slo_ms: float | None = None, tpot_slo_ms: float | None = None,
                max_devices: int | None = None, uniform_tp: bool = False,
-               pp1: bool = False) -> Best | None:
+               pp1: bool = False, ep_under_tp: bool = False) -> Best | None:
     """The best concrete plan (latency objective), or None when none is valid.
     ``uniform_tp``: one TP degree per pipeline on GPU kinds (a plan with an engine);
-    ``pp1``: disaggregated pools with a GPU stage have one stage (vLLM's NIXL)."""
-    s = _Search(model, topo, work, ttft_slo_ms, tpot_slo_ms, max_devices, uniform_tp, pp1)
+    ``pp1``: disaggregated pools with a GPU stage have one stage (vLLM's NIXL);
+    ``ep_under_tp``: MoE stages may also put the experts over a TP group's devices
+    (attention DP 1), as the planner offers for vLLM and TensorRT-LLM."""
+    s = _Search(model, topo, work, ttft_slo_ms, tpot_slo_ms, max_devices, uniform_tp, pp1,
+                ep_under_tp)
     modes = ["colocated", "disaggregated"] if placement == "auto" else [placement]
     if len(topo.devices) < 2 and "disaggregated" in modes:
         modes.remove("disaggregated")

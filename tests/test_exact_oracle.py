@@ -24,12 +24,14 @@ TOL = 1e-6
 def compare(seed: int) -> str:
     """'agree', or what differs."""
     model, topo, _spec, work, placement, rng = random_instance(seed)
-    # the plan's engine is vLLM: one TP per pipeline, disaggregated pools without PP
-    best = exhaustive(model, topo, work, placement, uniform_tp=True, pp1=True)
+    # the plan's engine is vLLM: one TP per pipeline, disaggregated pools without PP, EP
+    # under TP attention offered
+    rules = {"uniform_tp": True, "pp1": True, "ep_under_tp": True}
+    best = exhaustive(model, topo, work, placement, **rules)
     slo: dict = {}
     if best is not None and rng.random() < 0.4:
         slo = rng.choice([{"tpot_slo_ms": best.tpot_ms}, {"ttft_slo_ms": best.ttft_ms}])
-        best = exhaustive(model, topo, work, placement, uniform_tp=True, pp1=True, **slo)
+        best = exhaustive(model, topo, work, placement, **rules, **slo)
         assert best is not None
     try:
         p = plan(model, topo, isl=work.isl, osl=work.osl, batch=work.batch,

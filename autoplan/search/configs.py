@@ -170,6 +170,10 @@ def build_configs(model: ModelSpec, classes: list[DeviceClass], packing: bool = 
     return out, packs
 
 
+EP_UNDER_TP = ("vllm", "trtllm")
+"""Engines whose EP-under-TP-attention stages the planner searches (see :func:`ep_shapes`)."""
+
+
 def ep_shapes(model: ModelSpec, size: int, engine: str | None = None, across: bool = False
               ) -> list[tuple[int, int, int]]:
     """(tp, dp, ep) shapes of a stage of ``size`` devices beside plain TP ``size``, for an
@@ -179,12 +183,15 @@ def ep_shapes(model: ModelSpec, size: int, engine: str | None = None, across: bo
     group of ``size`` devices inside one fast domain, like a TP group. With ``engine``,
     the shapes its rules allow (``hardware/engine_rules.yaml``).
 
-    EP under TP attention (``dp = 1``) is priced by ``estimate`` and ``validate`` but not
-    searched: its expert kernels run on every token of the TP group, and the fitted vLLM
-    and SGLang MoE parameters underprice those rows at prefill sizes (vLLM on H100, 4096
-    tokens at EP 8: 0.85 ms fitted, 3.42 ms measured in
-    ``hardware/data/aic-kernels/moe.csv.gz``), which would make the planner pick it
-    where the measurements say TP is faster.
+    EP under TP attention (``dp = 1``, experts over the TP group's devices, every token on
+    every device) is searched for the engines of :data:`EP_UNDER_TP`, whose fitted MoE
+    kernels price those rows right (held out, never fitted: vLLM DeepSeek-V3 block-FP8 on
+    H100, 4096 tokens at EP 8: 3.45 ms priced, 3.42 ms measured in
+    ``hardware/data/aic-kernels/moe.csv.gz``; EP 2-8 at 64-256 tokens within 11%;
+    TensorRT-LLM's one parameter set for every TP/EP split); SGLang's EP rows at prefill
+    sizes are priced 30% under (EP 8, 4096 tokens, H100: 2.23 vs 3.18 ms), which would
+    make the planner pick EP where the measurements say TP is faster: ``estimate`` and
+    ``validate`` price it, the planner does not offer it there.
 
     ``across``: a group of ``size`` devices over several whole fast domains (attention
     DP 16 x EP 16 over two 8-GPU nodes, the wide-EP deployments of DeepSeek-V3): TP 1 per
@@ -205,7 +212,7 @@ def ep_shapes(model: ModelSpec, size: int, engine: str | None = None, across: bo
         if size % tp:
             continue
         dp = size // tp
-        if dp == 1:
+        if dp == 1 and (across or engine not in EP_UNDER_TP):
             continue
         if er is not None and er.attention_dp_all_devices and dp not in (1, size):
             continue
