@@ -299,10 +299,15 @@ def respread(topo: Topology, placed: dict[str, list[StagePlacement]],
     attention-DP stages of domains that span nodes move (see
     :func:`~autoplan.search.configs.node_groups`: a TP group is best on the fewest nodes)."""
     doms = {d.index: d for d in topo.fast_domains}
-    spread = {k for k, dom in doms.items() if spread_domain(topo, dom)}
+    spread: dict[int, bool] = {}  # domain -> spans nodes that the cost model tells apart
 
     def movable(st: StagePlacement) -> bool:
-        return st.dp > 1 and topo.domain_of[st.devices[0]] in spread
+        if st.dp <= 1:
+            return False
+        k = topo.domain_of[st.devices[0]]
+        if k not in spread:
+            spread[k] = spread_domain(topo, doms[k])
+        return spread[k]
 
     cur = {p: list(v) for p, v in placed.items()}
     if not any(movable(s) for v in cur.values() for s in v):
