@@ -216,7 +216,10 @@ def plan_inputs(case: Case) -> dict:
 
 def autoplan_summary(plan: dict) -> str:
     def phase(ph: dict) -> str:
-        tps = "+".join(str(s["tp"]) for s in ph["stages"])
+        def one(s: dict) -> str:  # attention TP, and attention DP x EP where used
+            dp, ep = s.get("attention_dp", 1), s.get("ep", 1)
+            return str(s["tp"]) + (f"dp{dp}" if dp > 1 else "") + (f"ep{ep}" if ep > 1 else "")
+        tps = "+".join(one(s) for s in ph["stages"])
         shape = f"tp{tps}" if len(ph["stages"]) == 1 else f"pp{len(ph['stages'])} tp{tps}"
         return f"{ph['replicas']}x {shape}"
     i = plan["inputs"]
