@@ -148,8 +148,8 @@ def _split(m: Measurement, cands: list[Topology], named: str | None) -> tuple[To
         fit = [t for t in cands
                if len(t.devices_of_kind(kind)) >= tp * pp and t.max_fast_domain(kind) >= tp]
         if not fit:
-            where = f"topology {named!r}" if named else f"no shipped topology of {kind}"
-            raise InputError(f"{where} cannot hold row {m.id} (TP {tp} x PP {pp} devices "
+            where = f"topology {named!r} cannot" if named else "no shipped topology can"
+            raise InputError(f"{where} hold row {m.id} (TP {tp} x PP {pp} devices "
                              f"of {kind}, TP inside one fast domain)")
         return min(fit, key=lambda t: (len(t.devices), t.name)), tp, pp
     topo = max(cands, key=lambda t: (len(t.devices), t.name))

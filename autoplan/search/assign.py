@@ -374,3 +374,15 @@ def _spreads(topo: Topology, dom: FastDomain, busy: set[str], size: int):
             made += 1
             if made >= MAX_SPREADS:
                 return
+
+
+def tie_order(topo: Topology, *pipelines: list[StagePlacement]) -> tuple[int, int]:
+    """Tie-break keys of equally good plans, lower first: pipelines with more than one
+    (TP, DP, EP) shape on their engine-run stages (engines run one per pipeline; kinds
+    of their own runtime are free), then stages whose devices span nodes."""
+    mixed = sum(1 for p in pipelines
+                if len({(s.tp, s.dp, s.ep) for s in p
+                        if not topo.kinds[s.kind].own_runtime}) > 1)
+    crossing = sum(1 for p in pipelines for s in p
+                   if len({topo.graph.nodes[d]["node"] for d in s.devices}) > 1)
+    return mixed, crossing

@@ -34,7 +34,7 @@ from autoplan.inputs.request import SLO_CAP_MS, Request
 from autoplan.inputs.workload import Workload
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
 from autoplan.rules import rules
-from autoplan.search.assign import _order, assign_devices, respread
+from autoplan.search.assign import _order, assign_devices, respread, tie_order
 from autoplan.search.batches import build_menu, chosen_work
 from autoplan.search.interrupt import interrupted, stop_on_sigint
 from autoplan.search.replicas import plan_replicated
@@ -177,7 +177,7 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
     exact plan so far (ties included, for the tie-break). A bound prunes, the exact
     figures decide."""
     T = tables.ticks_per_ms
-    best = None  # (e2e, devices, mode rank, mode, stages, fig)
+    best = None  # (e2e, devices, mode rank, mixed TP, crossings, mode, stages, fig)
     bound = float("inf")  # proven lower bound (ms) over every plan not excluded
     exhausted, checks, wall, stopped = True, 0, 0.0, False
     searched = 0  # placements whose search ran to its end
@@ -213,8 +213,8 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
             if _meets(fig, req):
                 bound = min(bound, lb)
                 devices = len({d for s in pre + dec for d in s.devices})
-                key = (fig.e2e_ms, devices, mode != "colocated")
-                if best is None or _better(key, best[:3]):
+                key = (fig.e2e_ms, devices, mode != "colocated", *tie_order(topo, pre, dec))
+                if best is None or _better(key, best[:5]):
                     best = (*key, mode, placed, fig)
                 exclude.append(("shape", res.shape))
             else:
@@ -232,7 +232,7 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
         if not exhausted:
             raise _time_limit(limits.time_limit_s)
         raise _explain_infeasible(m, topo, tables, modes, limits, osl, tables.work)
-    e2e, _, _, mode, placed, _ = best
+    e2e, mode, placed = best[0], best[5], best[6]
     placed = _balance(m, topo, tables.work, mode, placed, req, e2e)
     bound = min(bound, e2e)
     gap = (e2e - bound) / e2e if e2e else 0.0
@@ -256,7 +256,8 @@ def _key(m: ModelSpec, topo: Topology, work: Workload, mode: str,
 
 
 def _better(a: tuple, b: tuple) -> bool:
-    """Exact objectives compared to float noise; ties: fewer devices, colocated."""
+    """Exact objectives compared to float noise; ties: fewer devices, colocated, then
+    :func:`~autoplan.search.assign.tie_order`."""
     if a[0] < b[0] * (1 - REL):
         return True
     if a[0] > b[0] * (1 + REL):
