@@ -113,3 +113,41 @@ def test_405b_4node_cut_balances_memory_on_a_tie() -> None:
         assert [tuple(s.layers) for s in ph.stages] == [(0, 63), (63, 126)]
         fr = [s.memory_fraction for s in ph.stages]
         assert max(fr) - min(fr) < 0.01
+
+
+def _spread_topology(nodes: int, per: int):
+    from autoplan.catalog import builtin_device_kinds, default_calibrations
+    from autoplan.graphs.topology import build_topology
+    from autoplan.inputs.topology import TopologySpec
+
+    spec = {"name": f"spread{nodes}x{per}",
+            "nodes": [{"name": "n", "count": nodes, "devices": {"kind": "h100-sxm", "count": per},
+                       "fabric": {"kind": "nvlink", "bandwidth_bytes_per_s": 450e9,
+                                  "latency_s": 2e-6, "tensor_parallel": True}}],
+            "networks": [{"name": "fast", "kind": "fastnet", "bandwidth_bytes_per_s": 50e9,
+                          "latency_s": 3e-6, "tensor_parallel": True, "node_groups": ["n"]}]}
+    return build_topology(TopologySpec.model_validate(spec), builtin_device_kinds(),
+                          default_calibrations())
+
+
+def test_spread_groups_reach_the_cheapest_all_to_all_of_any_placement():
+    """On a fast domain over nodes joined by a slower link, the groups the lower-bound
+    tables price for an attention-DP stage (`spread_groups`) include one whose all-to-all
+    is as cheap as the cheapest over every ordered choice of the domain's devices (brute
+    force), also with devices already taken; and they stay a handful on 16 nodes of 8
+    (a first version enumerated every partition over the nodes: minutes)."""
+    from autoplan.cost.kernel_ops import alltoall_s
+    from autoplan.search.configs import spread_domain, spread_groups
+
+    topo = _spread_topology(3, 3)
+    dom = topo.fast_domains[0]
+    assert spread_domain(topo, dom)
+    for busy in (set(), {dom.devices[0], dom.devices[4]}):
+        free = [d for d in dom.devices if d not in busy]
+        for size in (2, 3, 4, 5):
+            brute = min(alltoall_s(topo, g, 1e6) for g in itertools.permutations(free, size))
+            groups = spread_groups(topo, dom, size, busy)
+            assert all(len(g) == size and not set(g) & busy for g in groups)
+            assert min(alltoall_s(topo, g, 1e6) for g in groups) == pytest.approx(brute, rel=1e-12)
+    big = _spread_topology(16, 8)
+    assert len(spread_groups(big, big.fast_domains[0], 64)) <= 64

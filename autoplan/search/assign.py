@@ -11,7 +11,7 @@ from autoplan.cost.pipeline import StagePlacement
 from autoplan.errors import InfeasibleError
 from autoplan.graphs.topology import FastDomain, Topology
 from autoplan.search import roles as R
-from autoplan.search.configs import spread_domain
+from autoplan.search.configs import spread_domain, spread_groups
 from autoplan.search.solver import StageChoice
 from autoplan.search.tables import Tables
 
@@ -347,33 +347,9 @@ def _improves(a: tuple, b: tuple) -> bool:
 
 
 def _spreads(topo: Topology, dom: FastDomain, busy: set[str], size: int):
-    """Groups of ``size`` free devices of ``dom``: for every count per node (nodes in
-    domain order) and every node holding the first device, that node's devices first,
-    then the others' in node order; the first free devices of each node (devices of a
-    node are alike)."""
-    nodes: dict[str, list[str]] = {}
-    for d in dom.devices:
-        if d not in busy:
-            nodes.setdefault(topo.graph.nodes[d]["node"], []).append(d)
-    free = list(nodes.values())
-    made = 0
-
-    def counts(i: int, left: int):
-        if i == len(free):
-            if left == 0:
-                yield []
-            return
-        for k in range(min(left, len(free[i])), -1, -1):
-            for rest in counts(i + 1, left - k):
-                yield [k] + rest
-
-    for c in counts(0, size):
-        for j in (j for j, k in enumerate(c) if k):
-            yield tuple(free[j][:c[j]]) + tuple(
-                d for n, k in enumerate(c) if n != j for d in free[n][:k])
-            made += 1
-            if made >= MAX_SPREADS:
-                return
+    """Groups of ``size`` free devices of ``dom`` the cost model tells apart (see
+    :func:`~autoplan.search.configs.spread_groups`), at most :data:`MAX_SPREADS`."""
+    return spread_groups(topo, dom, size, busy)[:MAX_SPREADS]
 
 
 def tie_order(topo: Topology, *pipelines: list[StagePlacement]) -> tuple[int, int]:

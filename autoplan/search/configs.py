@@ -59,37 +59,57 @@ def spread_domain(topo: Topology, dom: FastDomain) -> bool:
 
 def node_groups(topo: Topology, dom: FastDomain, cfg: Config) -> list[tuple[str, ...]]:
     """Groups of a config's stage in ``dom``, one for every way its devices can lie over
-    the domain's nodes that the cost model tells apart: for attention-DP stages (whose
-    expert all-to-all moves data over every link class at once, so a spread over nodes
-    can beat one node), how many devices share the first device's node (collectives
-    are priced from the group's first device), then how many sit on each other node
-    (largest first). A TP group's all-reduce runs at its slowest link, so the first
-    devices of the domain (the fewest nodes) are its best; so are they on a domain that
-    is not :func:`spread_domain`."""
-    devs, size = dom.devices, cfg.size
+    the domain's nodes that the cost model tells apart (:func:`spread_groups`), for
+    attention-DP stages, whose expert all-to-all moves data over every link class at
+    once, so a spread over nodes can beat one node. A TP group's all-reduce runs at its
+    slowest link, so the first devices of the domain (the fewest nodes) are its best; so
+    are they on a domain that is not :func:`spread_domain`."""
     if cfg.dp <= 1 or not spread_domain(topo, dom):
-        return [devs[:size]]
+        return [dom.devices[:cfg.size]]
+    return spread_groups(topo, dom, cfg.size)
+
+
+def spread_groups(topo: Topology, dom: FastDomain, size: int,
+                  busy: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, ...]]:
+    """Groups of ``size`` free devices of ``dom``, one per placement the cost model tells
+    apart. A stage's collectives are priced from its first device (the all-to-all by how
+    many peers each path class from it reaches; the first rank's all-reduce by the
+    slowest link among its devices): so a group is the node holding its first device,
+    how many devices share that node, and how many sit in each class of other nodes by
+    their path from it (fastest class first, nodes in domain order inside a class; devices
+    of a node are alike). First nodes alike in what they see (their free devices, and
+    each class's paths and free devices) are tried once. A handful of groups however many
+    nodes the domain spans."""
     nodes: dict[str, list[str]] = {}
-    for d in devs:
-        nodes.setdefault(topo.graph.nodes[d]["node"], []).append(d)
-    per = [len(v) for v in nodes.values()]
-    order = list(nodes.values())
+    for d in dom.devices:
+        if d not in busy:
+            nodes.setdefault(topo.graph.nodes[d]["node"], []).append(d)
+    seen: set = set()
     out: list[tuple[str, ...]] = []
-
-    def parts(left: int, cap: int, slots: int) -> list[list[int]]:
-        if left == 0:
-            return [[]]
-        if slots == 0:
-            return []
-        return [[k] + rest for k in range(min(left, cap), 0, -1)
-                for rest in parts(left - k, k, slots - 1)]
-
-    for f in range(min(size, per[0]), 0, -1):
-        for rest in parts(size - f, max(per[1:], default=0), len(per) - 1):
-            group = order[0][:f] + [d for k, n in zip(rest, order[1:]) for d in n[:k]]
-            if len(group) == size:
-                out.append(tuple(group))
+    for n0, mine in nodes.items():
+        src = mine[0]
+        classes: dict[tuple[float, float], list[str]] = {}
+        for n, devs in nodes.items():
+            if n != n0:
+                classes.setdefault(topo.path(src, devs[0]), []).extend(devs)
+        order = sorted(classes.items(), key=lambda kv: (-kv[0][0], kv[0][1]))
+        profile = (len(mine), tuple((k, len(v)) for k, v in order))
+        if profile in seen:
+            continue
+        seen.add(profile)
+        for f in range(min(size, len(mine)), 0, -1):
+            for counts in _compositions(size - f, [len(v) for _, v in order]):
+                out.append(tuple(mine[:f]) + tuple(
+                    d for k, (_, v) in zip(counts, order) for d in v[:k]))
     return out
+
+
+def _compositions(total: int, caps: list[int]) -> list[list[int]]:
+    """Ways to put ``total`` items in bins of ``caps`` (counts per bin, in order)."""
+    if not caps:
+        return [[]] if total == 0 else []
+    return [[k] + rest for k in range(min(total, caps[0]), -1, -1)
+            for rest in _compositions(total - k, caps[1:])]
 
 
 MAX_PATTERNS = 400
