@@ -151,12 +151,14 @@ class Plan(BaseModel):
                               "(unknown) when no bound is proven")
     solve_seconds: float
     stop_reason: Literal["completed", "time_limit", "interrupted", "front_limit",
-                         "link_bound", "iteration_limit", "batch_bound"] = Field(
+                         "link_bound", "iteration_limit", "batch_bound",
+                         "dense_run_limit"] = Field(
         default="completed", description="why the search ended: completed (status optimal "
         "or infeasible), the time limit, Ctrl-C, the cap on designs per front, the cap on "
         "exact checks of the latency search (iteration_limit), a batch size whose "
         "stage times fell below a smaller batch's (batch_bound: the batch search's bound "
-        "does not hold, none is known), or the KV link budget binding (replica designs that widen the link are not enumerated, so "
+        "does not hold, none is known), a leading dense run too long to cut anywhere "
+        "(dense_run_limit: it rides on the first stage, no bound), or the KV link budget binding (replica designs that widen the link are not enumerated, so "
         "the choice is not proven)")
     ttft_ms: float
     tpot_ms: float

@@ -151,3 +151,24 @@ def test_spread_groups_reach_the_cheapest_all_to_all_of_any_placement():
             assert min(alltoall_s(topo, g, 1e6) for g in groups) == pytest.approx(brute, rel=1e-12)
     big = _spread_topology(16, 8)
     assert len(spread_groups(big, big.fast_domains[0], 64)) <= 64
+
+
+def test_a_dense_run_too_long_to_cut_is_said_not_proven():
+    """Cuts inside a leading dense run are searched up to MAX_DENSE_CUTS layers; a longer
+    run rides on the first stage and the plan claims no optimum (feasible, no bound)."""
+    from autoplan.inputs.model import model_from_config
+    from autoplan.search.roles import MAX_DENSE_CUTS
+
+    def model(dense: int):
+        return model_from_config({
+            "model_type": "qwen2_moe", "hidden_size": 512, "intermediate_size": 1024,
+            "num_hidden_layers": dense + 2, "num_attention_heads": 8, "num_key_value_heads": 8,
+            "vocab_size": 32000, "num_experts": 8, "num_experts_per_tok": 2,
+            "moe_intermediate_size": 512, "mlp_only_layers": list(range(dense))},
+            name=f"dense{dense}")
+
+    cut = plan(model(MAX_DENSE_CUTS), "h100-sxm-x8", isl=512, osl=16)
+    assert cut.status == "optimal" and cut.stop_reason == "completed"
+    long = plan(model(MAX_DENSE_CUTS + 1), "h100-sxm-x8", isl=512, osl=16)
+    assert long.status == "feasible" and long.stop_reason == "dense_run_limit"
+    assert long.best_bound is None and long.gap is None

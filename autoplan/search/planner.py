@@ -236,11 +236,12 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
     placed = _balance(m, topo, tables.work, mode, placed, req, e2e)
     bound = min(bound, e2e)
     gap = (e2e - bound) / e2e if e2e else 0.0
-    status = "optimal" if exhausted and not stopped and gap <= OPTIMAL_GAP else "feasible"
-    if stopped and searched < len(modes):
-        bound = None  # Ctrl-C before a placement was searched: nothing proven about it
-    stop = ("interrupted" if stopped else "completed" if exhausted else
-            "iteration_limit" if checks >= MAX_CHECKS else "time_limit")
+    whole = not tables.cuts_dense_run  # a dense run too long to cut: on the first stage
+    status = "optimal" if exhausted and not (stopped or whole) and gap <= OPTIMAL_GAP else "feasible"
+    if (stopped and searched < len(modes)) or whole:
+        bound = None  # Ctrl-C before a placement was searched, or cuts not searched: no bound
+    stop = ("interrupted" if stopped else "dense_run_limit" if whole else "completed" if exhausted
+            else "iteration_limit" if checks >= MAX_CHECKS else "time_limit")
     return _finish(m, topo, tables.work, inputs, mode, placed, {p: 1 for p in placed},
                    {p: [tuple(s.devices for s in placed[p])] for p in placed},
                    status, e2e, bound, wall, stop)
@@ -251,8 +252,7 @@ def _key(m: ModelSpec, topo: Topology, work: Workload, mode: str,
     """How good a placement is, exactly: meets the SLOs, then e2e, then fewer devices."""
     pre, dec = _phases(placed)
     fig = evaluate(m, topo, work, mode, pre, dec)
-    devices = len({d for s in pre + dec for d in s.devices})
-    return (not _meets(fig, req), fig.e2e_ms, devices)
+    return (not _meets(fig, req), fig.e2e_ms, len({d for s in pre + dec for d in s.devices}))
 
 
 def _better(a: tuple, b: tuple) -> bool:

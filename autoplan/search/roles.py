@@ -27,11 +27,17 @@ from __future__ import annotations
 
 ROLES = ("only", "first", "mid", "last")
 
+MAX_DENSE_CUTS = 12
+"""Longest leading dense run the latency tables cut anywhere (``p (p + 1) / 2 + 2 p``
+roles: 16 for DeepSeek-V3's 3, 106 for 12). A longer run rides on the first stage, and
+the plan says ``feasible`` (``stop_reason: dense_run_limit``, no bound): the cuts inside
+it were not searched."""
+
 
 def roles_for(prefix: int, cuts_in_prefix: bool) -> tuple[str, ...]:
     """The base roles, then (``cuts_in_prefix`` and a dense run) the dense-run cuts in a
     canonical order: leads by (start, end), ``first:j``, ``only:j`` by ``j``."""
-    if not cuts_in_prefix or prefix == 0:
+    if not cuts_in_prefix or prefix == 0 or prefix > MAX_DENSE_CUTS:
         return ROLES
     leads = tuple(f"lead:{a}:{b}" for a in range(prefix) for b in range(a + 1, prefix + 1))
     return (ROLES + leads + tuple(f"first:{j}" for j in range(1, prefix + 1))

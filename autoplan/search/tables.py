@@ -112,6 +112,12 @@ class Tables:
     def ticks_per_ms(self) -> float:
         return self.ticks_per_s / 1000
 
+    @property
+    def cuts_dense_run(self) -> bool:
+        """Stages may cut inside the leading dense run (or there is none): false for the
+        replica fronts and past :data:`~autoplan.search.roles.MAX_DENSE_CUTS`."""
+        return self.prefix == 0 or len(self.roles) > len(ROLES)
+
     def layers_of(self, role: str, length: int) -> int:
         return length + R.dense(role, self.prefix)
 
