@@ -233,7 +233,9 @@ def estimate(
             activations_gb=mem.activation_bytes / 1e9, reserved_gb=mem.reserved_bytes / 1e9,
             capacity_gb=sc.capacity_bytes / 1e9, memory_fraction=sc.memory_fraction))
     peak = max(r.memory_fraction for r in rows)
-    request = (pipeline_cost(m, topo, stages, "prefill", REQUEST, precision, mems).time_s
+    # the server's handling of the pass's requests, one after another (as a plan's prefill
+    # pool prices it: autoplan.cost.inflight.pool_passes)
+    request = (pb * pipeline_cost(m, topo, stages, "prefill", REQUEST, precision, mems).time_s
                if serving else 0.0)
     ttft = (pre.time_s + request) * 1e3
     tpot = dec.time_s * 1e3

@@ -220,9 +220,12 @@ def pool_passes(topo: Topology, work: Workload, pool: str,
     prefill or decode pool; a colocated pool's step mix at ``ranks`` DP ranks (None: it
     cannot sustain ``work.batch``, :func:`inflight` says why)."""
     if pool != "colocated":
-        one = [(1.0, phase_shape(pool, work.phase_batch(pool), work.isl, work.osl))]
-        # a prefill pool's TTFT: its pass and the server's handling of the request
-        return {pool: one + [(1.0, REQUEST)] if pool == "prefill" else one}
+        b = work.phase_batch(pool)
+        one = [(1.0, phase_shape(pool, b, work.isl, work.osl))]
+        # a prefill pool's TTFT: its pass and the server's handling of the requests it
+        # batches, one after another (the server hands requests to the engine one at a
+        # time): batching prompts does not amortise request handling
+        return {pool: one + [(float(b), REQUEST)] if pool == "prefill" else one}
     try:
         return inflight(topo, work, ranks)[1]
     except InputError:
