@@ -15,7 +15,10 @@ role (only / first / middle / last) and config ``c`` (device class, TP):
   non-affine): one boolean or count per stage length, priced from the table.
 
 Constraints: one pipeline per pool (one ``only`` stage, or one ``first`` and one
-``last``); the stages cover the ``U`` uniform layers; devices of each class suffice
+``last``; where the tables cut inside a leading dense run, a chain of ``lead`` stages
+before it, :mod:`autoplan.search.roles`: one stage holds layer 0, one the first uniform
+layer, and as many stages start at each layer of the run as end there); the stages
+cover the ``U`` uniform layers; devices of each class suffice
 for every pool, and the TP groups pack into the class's domains exactly (threshold rows
 when TP sizes divide each other, packing patterns per domain otherwise); SLOs. A pool's phase time is its stage times plus a hand-off
 into every stage but the first. A disaggregated plan adds the KV hand-off: the largest
