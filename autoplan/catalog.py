@@ -39,6 +39,14 @@ def _dir(name: str) -> Path:
     return catalog_root() / name
 
 
+def _shipped(path: Path) -> bool:
+    """A file of the package's own catalog (not a user's)."""
+    try:
+        return path.resolve().is_relative_to(catalog_root().resolve())
+    except OSError:
+        return False
+
+
 def list_models() -> list[str]:
     """Hugging Face ids of the shipped models, sorted."""
     root = _dir("models")
@@ -172,7 +180,8 @@ def uniform_tp(engine: str | None) -> bool:
 def engine_kernels(engine: str) -> dict[str, KernelProfile]:
     """The measured-kernel profiles of one engine, per device kind
     (``hardware/profiles/<engine>.yaml``)."""
-    return load_kernel_profiles(_dir("hardware") / "profiles" / f"{check_engine(engine)}.yaml")
+    return load_kernel_profiles(_dir("hardware") / "profiles" / f"{check_engine(engine)}.yaml",
+                                shipped=True)
 
 
 @lru_cache(maxsize=8)
@@ -306,7 +315,7 @@ def _topology_path(name_or_path: str) -> Path:
 def _read_yaml(path: Path) -> dict:
     text = read_text(path, "file")  # a regular file, bounded
     try:
-        data = safe_load_yaml(text)
+        data = safe_load_yaml(text, shipped=_shipped(path))
     except YAML_ERRORS as e:
         raise InputError(f"{str(path)!r} is not valid YAML{yaml_problem(e)}") from None
     if not isinstance(data, dict):

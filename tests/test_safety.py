@@ -787,11 +787,30 @@ def test_pareto_chart_title_with_dollars(tmp_path):
     "a: {b: 1, b: 2}\n",
     "a: &x 1\nb: *x\na: 3\n",
 ])
-def test_duplicate_yaml_keys_are_refused(text):
+@pytest.mark.parametrize("shipped", [False, True])
+def test_duplicate_yaml_keys_are_refused(text, shipped):
+    """By the loader of users' files and by the (libyaml) loader of the package's own."""
     from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
 
     with pytest.raises(YAML_ERRORS, match="duplicate key"):
-        safe_load_yaml(text)
+        safe_load_yaml(text, shipped=shipped)
+
+
+def test_users_files_keep_the_nesting_limit_and_shipped_files_load_alike(tmp_path):
+    """A user's topology path is read by the nesting-limited loader even when it names a
+    copy of a shipped file; the package's files parse to the same data either way."""
+    from autoplan.catalog import _read_yaml, _shipped, catalog_root
+    from autoplan.inputs.safe_yaml import safe_load_yaml
+
+    ship = catalog_root() / "hardware" / "device_kinds.yaml"
+    copy = tmp_path / "device_kinds.yaml"
+    copy.write_text(ship.read_text())
+    assert _shipped(ship) and not _shipped(copy)
+    assert _read_yaml(copy) == _read_yaml(ship) == safe_load_yaml(ship.read_text())
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(InputError, match="nesting deeper"):
+        _read_yaml(deep)
 
 
 def test_a_device_kind_defined_twice_is_an_error(tmp_path):

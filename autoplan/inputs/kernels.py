@@ -267,9 +267,9 @@ class KernelProfile(_Strict):
     notes: list[str] = Field(default_factory=list, description="exclusions and caveats of the fit")
 
 
-def load_kernel_profiles(path) -> dict[str, KernelProfile]:
+def load_kernel_profiles(path, shipped: bool = False) -> dict[str, KernelProfile]:
     """Read a ``<engine>.yaml`` written by ``autoplan.calibrate.kernel_profiles.profile_yaml``
-    (a regular file of bounded size, safe YAML)."""
+    (a regular file of bounded size, safe YAML; ``shipped``: one of the package's own)."""
     from pathlib import Path
 
     from autoplan.errors import first_error
@@ -279,7 +279,7 @@ def load_kernel_profiles(path) -> dict[str, KernelProfile]:
     p = Path(path)
     text = read_text(p, "kernel profiles")
     try:
-        doc = safe_load_yaml(text)
+        doc = safe_load_yaml(text, shipped=shipped)
     except YAML_ERRORS:
         raise InputError(f"kernel profiles {str(p)!r} are not valid YAML") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("device_kinds"), dict) or not isinstance(doc.get("engine"), str):
