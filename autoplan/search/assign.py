@@ -337,13 +337,23 @@ def respread(topo: Topology, placed: dict[str, list[StagePlacement]],
     return cur
 
 
+REL = 1e-9  # float noise when comparing exact figures
+
+
+def better(a: tuple, b: tuple) -> bool:
+    """Key ``a`` beats ``b``: its exact objective (first) lower beyond float noise, or
+    equal to it and the rest of the key (the tie-breaks) lower."""
+    if a[0] < b[0] * (1 - REL):
+        return True
+    if a[0] > b[0] * (1 + REL):
+        return False
+    return a[1:] < b[1:]
+
+
 def _improves(a: tuple, b: tuple) -> bool:
-    """Key ``a`` (meets the SLOs, e2e, devices) beats ``b`` beyond float noise."""
-    if a[0] != b[0]:
-        return a[0] < b[0]
-    if abs(a[1] - b[1]) > 1e-9 * max(abs(b[1]), 1e-30):
-        return a[1] < b[1]
-    return a[2:] < b[2:]
+    """Key ``a`` (SLOs missed, e2e, devices) beats ``b``: fewer SLOs missed, then
+    :func:`better`."""
+    return a[0] < b[0] if a[0] != b[0] else better(a[1:], b[1:])
 
 
 def _spreads(topo: Topology, dom: FastDomain, busy: set[str], size: int):

@@ -24,11 +24,15 @@ def chosen_stages(groups: list[Any], value: Callable[[Any], int]) -> list[StageC
             if value(how[1]):
                 out.append(StageChoice(g.role, g.cfg, int(value(how[2]))))
         else:  # balanced middles: N stages holding Lam layers
-            n, lam = int(value(how[1])), int(value(how[2]))
-            if n:
-                q, rem = divmod(lam, n)
-                if rem:
-                    out.append(StageChoice("mid", g.cfg, q + 1, rem))
-                if n - rem:
-                    out.append(StageChoice("mid", g.cfg, q, n - rem))
+            out += balanced_mids(g.cfg, int(value(how[1])), int(value(how[2])))
     return out
+
+
+def balanced_mids(cfg: int, n: int, layers: int) -> list[StageChoice]:
+    """``n`` middle stages of config ``cfg`` holding ``layers`` layers, cut as evenly as
+    integers allow (the longer ones first)."""
+    if not n:
+        return []
+    q, rem = divmod(layers, n)
+    return ([StageChoice("mid", cfg, q + 1, rem)] if rem else []) + (
+        [StageChoice("mid", cfg, q, n - rem)] if n - rem else [])

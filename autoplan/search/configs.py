@@ -28,7 +28,9 @@ class Config:
     cls: int
     kind: str
     tp: int  # attention TP of one data-parallel rank
-    group: tuple[str, ...]  # a representative group (all are priced alike)
+    # A representative group: the first devices of the class's first domain (the
+    # latency tables also price the node spreads of attention-DP stages, node_groups).
+    group: tuple[str, ...]
     dp: int = 1  # data-parallel attention ranks (MoE models)
     ep: int = 1  # expert-parallel degree of the MoE layers
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoplan.search.chosen import balanced_mids
 from autoplan.search.limits import Limits, SolveResult, StageChoice
 from autoplan.search.tables import ROLES, Tables
 
@@ -127,14 +128,8 @@ class Direct:
 
                 def stages(i: int, j: int, c=c, n=n) -> tuple:
                     lf, ll = i + 1, j + 1
-                    out = [StageChoice("first", c, lf)]
-                    if n:
-                        q, rem = divmod(U - lf - ll, n)
-                        if rem:
-                            out.append(StageChoice("mid", c, q + 1, rem))
-                        if n - rem:
-                            out.append(StageChoice("mid", c, q, n - rem))
-                    return (*out, StageChoice("last", c, ll))
+                    return (StageChoice("first", c, lf), *balanced_mids(c, n, U - lf - ll),
+                            StageChoice("last", c, ll))
 
                 self._keep(c, S, S * size, sums, slow, kvs, ok, spread, osl, ttft_slo,
                            tpot_slo, stages)

@@ -34,7 +34,7 @@ from autoplan.inputs.request import SLO_CAP_MS, Request
 from autoplan.inputs.workload import Workload
 from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
 from autoplan.rules import rules
-from autoplan.search.assign import _order, assign_devices, respread, tie_order
+from autoplan.search.assign import REL, _order, assign_devices, better, respread, tie_order
 from autoplan.search.batches import build_menu, chosen_work
 from autoplan.search.interrupt import interrupted, stop_on_sigint
 from autoplan.search.replicas import plan_replicated
@@ -161,7 +161,6 @@ MAX_CHECKS = 16
 """Most exact checks (solve, place, price) of the latency search; past it the plan is
 ``feasible`` with the gap to the bound proven so far."""
 
-REL = 1e-9  # float noise when comparing exact figures
 OPTIMAL_GAP = 1e-6
 """The latency search is exhausted when no unchecked solution's lower bound reaches the
 best exact plan; it says ``optimal`` when that plan is also within this of the proven
@@ -214,7 +213,8 @@ def _latency(m: ModelSpec, topo: Topology, tables: Tables, inputs: PlanInputs,
                 bound = min(bound, lb)
                 devices = len({d for s in pre + dec for d in s.devices})
                 key = (fig.e2e_ms, devices, mode != "colocated", *tie_order(topo, pre, dec))
-                if best is None or _better(key, best[:5]):
+                # ties: fewer devices, colocated, then tie_order
+                if best is None or better(key, best[:5]):
                     best = (*key, mode, placed, fig)
                 exclude.append(("shape", res.shape))
             else:
@@ -253,16 +253,6 @@ def _key(m: ModelSpec, topo: Topology, work: Workload, mode: str,
     pre, dec = _phases(placed)
     fig = evaluate(m, topo, work, mode, pre, dec)
     return (not _meets(fig, req), fig.e2e_ms, len({d for s in pre + dec for d in s.devices}))
-
-
-def _better(a: tuple, b: tuple) -> bool:
-    """Exact objectives compared to float noise; ties: fewer devices, colocated, then
-    :func:`~autoplan.search.assign.tie_order`."""
-    if a[0] < b[0] * (1 - REL):
-        return True
-    if a[0] > b[0] * (1 + REL):
-        return False
-    return a[1:] < b[1:]
 
 
 def _meets(fig, req: Request) -> bool:

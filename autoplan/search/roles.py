@@ -66,8 +66,7 @@ def dense(role: str, prefix: int) -> int:
     """Dense-run layers a stage of this role holds."""
     b = base(role)
     if b == "lead":
-        _, a, e = role.split(":")
-        return int(e) - int(a)
+        return lead_end(role) - start(role)
     if b in ("only", "first"):
         return prefix - start(role)
     return 0
