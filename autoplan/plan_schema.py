@@ -133,6 +133,29 @@ class PhasePlan(BaseModel):
         description="devices of every replica (the first included), per stage")
 
 
+class MoreDesign(BaseModel):
+    """One more replica design of a pool, beside the plan's first (``prefill`` /
+    ``decode``): a deployment may run replicas of several designs per pool where one
+    design leaves devices idle (autoplan.search.mix)."""
+
+    model_config = _STRICT
+    pool: Literal["prefill", "decode", "colocated"]
+    batch: int = Field(ge=1, le=MAX_BATCH, description="the batch it runs: prefill "
+                       "designs their prefill batch, decode and colocated designs their "
+                       "decode batch")
+    kv_to: list[Name] = Field(default_factory=list, max_length=64, description="prefill "
+                              "designs: the device kinds of the decode designs their KV "
+                              "goes to (sorted)")
+    ttft_ms: float | None = Field(default=None, description="prefill and colocated "
+                                  "designs: TTFT of the requests it prefills")
+    tpot_ms: float | None = Field(default=None, description="decode and colocated "
+                                  "designs: TPOT of the sequences it decodes")
+    prefill: PhasePlan | None = Field(default=None, description="prefill and colocated "
+                                      "designs: its pipeline priced for prefill")
+    decode: PhasePlan | None = Field(default=None, description="decode and colocated "
+                                     "designs: its pipeline priced for decode")
+
+
 class Plan(BaseModel):
     """A deployment plan: what runs where, what it costs, and how sure the solver is."""
 
@@ -187,6 +210,18 @@ class Plan(BaseModel):
         default_factory=dict, description="per device kind used, what priced it: the "
         "engine's measured kernels of which kind (borrowed where the kind has none), or "
         "the roofline calibration")
+    more_designs: list[MoreDesign] = Field(
+        default_factory=list, max_length=MAX_DEVICES, description="replica designs beside "
+        "the first of each pool (prefill, decode): absent when one design per pool "
+        "serves. ttft_ms, tpot_ms and e2e_ms are the first designs'; requests_per_s, "
+        "throughput and devices the whole deployment's")
+
+    @model_serializer(mode="wrap")
+    def _omit_no_more_designs(self, handler):
+        out = handler(self)  # plans of one design per pool read as before
+        if isinstance(out, dict) and not out.get("more_designs"):
+            out.pop("more_designs", None)
+        return out
 
     def phase(self, name: str) -> PhasePlan:
         """The plan of one phase, ``prefill`` or ``decode``."""

@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 
 from autoplan.cost.context import PlanContext, plan_context
-from autoplan.cost.evaluate import Figures, evaluate, phase_cost
+from autoplan.cost.deployment import plan_figures
+from autoplan.cost.evaluate import Figures, phase_cost
 from autoplan.cost.pipeline import StagePlacement
 from autoplan.explain.model import REL_TOL
 from autoplan.graphs.topology import Topology
@@ -35,10 +36,13 @@ class Context(PlanContext):
         catalog names, with the plan's calibration), and its figures."""
         pc = plan_context(plan)
         reps = (plan.prefill.replicas, plan.decode.replicas)
-        base = evaluate(pc.model, pc.topo, pc.work, plan.placement, pc.pre, pc.dec, reps)
+        # the whole deployment: its first designs' figures, every design's rate
+        base = plan_figures(plan, pc)[0]
         terms = cost_terms(pc.model, pc.topo, pc.work, plan.placement, pc.pre, pc.dec)
         devs = len({d for s in pc.pre + pc.dec for d in s.devices}
                    | {d for ph in (plan.prefill, plan.decode)
+                      for r in ph.replica_devices for g in r for d in g}
+                   | {d for m in plan.more_designs for ph in (m.prefill, m.decode) if ph
                       for r in ph.replica_devices for g in r for d in g})
         inventory = {k: len(pc.topo.devices_of_kind(k)) for k in pc.topo.kind_names}
         return cls(pc.model, pc.topo, pc.work, pc.pre, pc.dec, plan, base, terms, devs, reps,

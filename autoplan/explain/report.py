@@ -45,7 +45,11 @@ def explain(plan: Plan | dict | str | Path, *, solve: bool = True,
                      f"chosen as the planner does ({how}), with the devices of each kind in "
                      f"the topology ({inventory_text(ctx, ctx.inventory)}) as the inventory"
                      f"{budget}")
-    elif ctx.replicas != (1, 1):
+    if plan.more_designs:
+        notes.append(f"the plan deploys {len(plan.more_designs)} more replica design(s) "
+                     f"beside its first (more_designs); alternatives vary the first designs "
+                     f"and deploy one design per pool, against the whole deployment")
+    elif ctx.replicas != (1, 1) and not ctx.replicated:
         notes.append("alternatives are priced per replica, against the plan's "
                      f"{rep_label(plan.placement, ctx.replicas)}")
     return Explanation(

@@ -128,7 +128,7 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
             multinode = {"nodeCount": len(pool.hosts)}
         config = None
         if backend == "trtllm":
-            config = f"{pool.role}.yaml"
+            config = f"{pool.role}{'' if pool.design == 1 else pool.design}.yaml"
             engine_files[config] = yaml.safe_dump(llm_api_options(ctx, pool), sort_keys=False,
                                                   allow_unicode=False, width=1 << 16)
         args = _args(ctx, pool, backend, config)
@@ -146,7 +146,9 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
             main["volumeMounts"] = [{"name": "engine-config", "mountPath": CONFIG_DIR,
                                      "readOnly": True}]
             spec["volumes"] = [{"name": "engine-config", "configMap": {"name": config_map}}]
-        comp: dict = {"name": f"{_PREFIX[backend]}{_ROLE[pool.role]}", "type": _TYPE[pool.role],
+        suffix = "" if pool.design == 1 else str(pool.design)
+        comp: dict = {"name": f"{_PREFIX[backend]}{_ROLE[pool.role]}{suffix}",
+                      "type": _TYPE[pool.role],
                       "replicas": pool.phase.replicas}
         if multinode:
             comp["multinode"] = multinode
@@ -160,7 +162,7 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
               f"{i.dtype}, KV {i.kv_dtype}")]
     for pool in pools:
         n = pool.phase.replicas
-        notes.append(f"{pool.role}: {n} replica{'s' * (n != 1)} of {pool.where()}"
+        notes.append(f"{pool.label}: {n} replica{'s' * (n != 1)} of {pool.where()}"
                      f"{' (replica 1)' if n > 1 else ''}")
     # Plan text goes in as data (annotations), emitted by the YAML serializer; the
     # comment lines are fixed text.

@@ -34,6 +34,8 @@ def max_seqs(ctx, pool) -> int:
     """Sequences a server of ``pool`` runs at once (see the module's docstring)."""
     i = ctx.plan.inputs
     planned = i.prefill_batch if pool.role == "prefill" and i.prefill_batch else i.batch
+    if pool.batch is not None:  # a more design runs its own batch
+        planned = pool.batch
     if i.objective != "latency":
         return planned
     pc = ctx.plan_context

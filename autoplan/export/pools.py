@@ -36,6 +36,13 @@ class Pool:
     replica_hosts: list[list[tuple[str, list[int]]] | None]
     ep: int = 1  # expert-parallel degree of the MoE layers
     dp: int = 1  # data-parallel attention ranks of tp GPUs each, per stage
+    design: int = 1  # which design of its role (2, 3, ...: the plan's more_designs)
+    batch: int | None = None  # a more design's own batch (None: the plan's)
+
+    @property
+    def label(self) -> str:
+        """The role, with the design's number where the role has several designs."""
+        return self.role if self.design == 1 else f"{self.role} design {self.design}"
 
     @property
     def hosts(self) -> list[tuple[str, list[int]]] | None:
@@ -79,7 +86,7 @@ class Pool:
 
     def title(self, replica: int) -> str:
         """The comment line that opens a replica's commands."""
-        return (f"{self.role} replica {replica + 1} of {self.phase.replicas}: "
+        return (f"{self.label} replica {replica + 1} of {self.phase.replicas}: "
                 f"{self.where(replica)}")
 
 
@@ -107,6 +114,19 @@ def pools(plan: Plan, label: str, warn: list[str]) -> list[Pool]:
     else:
         found = [_pool("prefill", plan.prefill, label, warn),
                  _pool("decode", plan.decode, label, warn)]
+    number = {"server": 1, "prefill": 1, "decode": 1}
+    for d in plan.more_designs:  # one pool of servers per more design, after the firsts
+        role = "server" if d.pool == "colocated" else d.pool
+        number[role] += 1
+        pool = _pool(role, d.prefill if d.pool != "decode" else d.decode, label, warn)
+        if pool is not None:
+            pool.design, pool.batch = number[role], d.batch
+        found.append(pool)
+    if len({tuple(d.kv_to) for d in plan.more_designs if d.pool == "prefill"}
+           | {tuple(sorted({s.device_kind for s in plan.decode.stages}))}) > 1:
+        warn.append("the plan's prefill designs send their KV to decode designs of different "
+                    "device kinds; the exported router does not keep each prompt within its "
+                    "group, so route by hand to keep the planned KV paths")
     return [p for p in found if p is not None]
 
 

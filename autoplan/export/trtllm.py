@@ -25,7 +25,7 @@ BACKEND = "pytorch"
 
 
 def options_file(pool: Pool) -> str:
-    return f"extra-llm-api-{pool.role}.yaml"
+    return f"extra-llm-api-{pool.role}{'' if pool.design == 1 else pool.design}.yaml"
 
 
 def llm_api_options(ctx: Ctx, pool: Pool) -> dict:
@@ -33,7 +33,7 @@ def llm_api_options(ctx: Ctx, pool: Pool) -> dict:
     ``--extra-engine-args`` YAML): parallelism, batch and token limits, the KV cache."""
     i = ctx.plan.inputs
     seqs = max_seqs(ctx, pool)
-    pb = i.prefill_batch or i.batch
+    pb = pool.batch if pool.batch is not None else i.prefill_batch or i.batch
     # A colocated server's steps are the in-flight batching the plan priced: its step
     # budget (the engine's default unless the plan set one), decode tokens and chunks.
     tokens = {"prefill": pb * i.isl, "decode": seqs}.get(pool.role, None)

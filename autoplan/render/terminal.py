@@ -149,7 +149,20 @@ def print_plan(p: Plan, console: Console | None = None) -> None:
                else "no bound proven, gap unknown, ")
             + f"{p.solve_seconds:.2f} s"
             + ("" if p.stop_reason == "completed" else f", stopped: {p.stop_reason}"))
-    for name, ph in (("prefill", p.prefill), ("decode", p.decode)):
+    views = [("prefill", p.prefill), ("decode", p.decode)]
+    if p.more_designs:
+        first = ("colocated" if p.placement == "colocated" else
+                 f"prefill batch {i.prefill_batch or i.batch}, decode batch {i.batch}")
+        c.print(f"{len(p.more_designs)} more replica design(s) beside the first ({first}); "
+                f"TTFT and TPOT above are the first designs', throughput and devices the "
+                f"whole deployment's")
+    for k, d in enumerate(p.more_designs):
+        ph = d.prefill if d.pool != "decode" else d.decode
+        figs = ", ".join(x for x in (
+            f"TTFT {d.ttft_ms:.2f} ms" if d.ttft_ms is not None else "",
+            f"TPOT {d.tpot_ms:.3f} ms" if d.tpot_ms is not None else "") if x)
+        views.append((f"{d.pool} design {k + 2} (batch {d.batch}; {figs})", ph))
+    for name, ph in views:
         t = Table(title=f"{name}: {ph.time_ms:.3f} ms, {ph.bottleneck}-bound, "
                         f"{ph.replicas} replica(s) of {ph.devices} devices, "
                         f"{ph.requests_per_s:.3g} requests/s, bubbles {pct(ph.bubble_fraction)}",

@@ -274,3 +274,14 @@ def figures(fig: Figures, inputs, placement: str, devices: int) -> list[str]:
             + slos(fig, inputs.ttft_slo_ms, inputs.tpot_slo_ms)
             + budget(devices, inputs.max_devices)
             + rate(fig, inputs.request_rate))
+
+
+def design_figures(name: str, fig: Figures, inputs) -> list[str]:
+    """The rules on the figures of one more design of a pool (``name`` says which): its
+    stages within the memory headroom, its phase's SLO (prefill: TTFT, decode: TPOT,
+    colocated: both)."""
+    phase = "decode" if name.startswith("decode") else "prefill"
+    errs = memory(fig, inputs.max_memory_fraction, (phase,))
+    errs += slos(fig, inputs.ttft_slo_ms if phase == "prefill" else None,
+                 inputs.tpot_slo_ms if not name.startswith("prefill") else None)
+    return [f"{name}: {e}" for e in errs]

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoplan.cost.context import PlanContext, plan_context
-from autoplan.cost.evaluate import Figures, evaluate
+from autoplan.cost.deployment import plan_figures
+from autoplan.cost.evaluate import Figures, evaluate, placements
 from autoplan.errors import InputError
 from autoplan.plan_schema import Plan
 from autoplan.rules import rules
@@ -47,12 +48,71 @@ def validate(plan: Plan | dict | str | Path) -> Report:
         return Report(False, errors, None)
     fig = evaluate(ctx.model, ctx.topo, ctx.work, plan.placement, ctx.pre, ctx.dec,
                    (plan.prefill.replicas, plan.decode.replicas))
+    if plan.more_designs:
+        fig, more_errors = _more_figures(plan, ctx, fig)
+        errors += more_errors
     errors += _figures_match(plan, fig)
     errors += rules.figures(fig, plan.inputs, plan.placement, plan.devices)
-    used = len(_devices(plan.prefill) | _devices(plan.decode))
+    listed = [d for ph in _phase_plans(plan) for r in ph.replica_devices for g in r for d in g]
+    if plan.placement == "colocated":  # its prefill and decode views list the same devices
+        listed = [d for ph in _phase_plans(plan, colocated_once=True)
+                  for r in ph.replica_devices for g in r for d in g]
+    used = len(set(listed))
+    if used != len(listed) and plan.more_designs:
+        errors.append("device disjointness: a device serves two designs' replicas")
     if plan.devices != used:
         errors.append(f"figures: devices {plan.devices} != {used} devices listed")
     return Report(not errors, errors, fig)
+
+
+def _phase_plans(plan: Plan, colocated_once: bool = False) -> list:
+    """Every PhasePlan of the plan: the first designs' and those of more designs
+    (``colocated_once``: a colocated design's prefill view only)."""
+    out = [plan.prefill] if colocated_once else [plan.prefill, plan.decode]
+    for d in plan.more_designs:
+        out += [ph for ph in ((d.prefill,) if colocated_once else (d.prefill, d.decode))
+                if ph is not None]
+    return out
+
+
+def _more_figures(plan: Plan, ctx: PlanContext, fig: Figures) -> tuple[Figures, list[str]]:
+    """The deployment's figures with more designs (:func:`plan_figures`), and the errors
+    of the more designs' own figures against what the plan records."""
+    try:
+        fig, others, figs = plan_figures(plan, ctx, fig)
+    except InputError as e:
+        return fig, [str(e)]
+    errors: list[str] = []
+    for k, (d, f, rec) in enumerate(zip(others, figs, plan.more_designs)):
+        name = f"more_designs[{k}]"
+        if rec.ttft_ms is not None and not _close(rec.ttft_ms, f.ttft_ms):
+            errors.append(f"figures: {name} ttft_ms {rec.ttft_ms} != {f.ttft_ms}")
+        if rec.tpot_ms is not None and not _close(rec.tpot_ms, f.tpot_ms):
+            errors.append(f"figures: {name} tpot_ms {rec.tpot_ms} != {f.tpot_ms}")
+        for phase, ph in (("prefill", rec.prefill), ("decode", rec.decode)):
+            if ph is not None:
+                errors += _phase_match(f"{name} {phase}", phase, ph, f)
+        errors += rules.design_figures(f"{d.pool} design {k + 2}", f, plan.inputs)
+    return fig, errors
+
+
+def _phase_match(name: str, phase: str, ph, fig: Figures) -> list[str]:
+    """One phase's recorded stage figures, rate and bubbles are the cost model's."""
+    errors = []
+    for s, ms, frac, bn in zip(ph.stages, fig.stage_ms[phase], fig.stage_fraction[phase],
+                               fig.stage_bottleneck[phase]):
+        if not _close(s.time_ms, ms):
+            errors.append(f"figures: {name} stage {s.index} time_ms {s.time_ms} != {ms}")
+        if not _close(s.memory_fraction, frac):
+            errors.append(f"figures: {name} stage {s.index} memory_fraction differs")
+        if s.bottleneck != bn:
+            errors.append(f"figures: {name} stage {s.index} bottleneck {s.bottleneck} != {bn}")
+    if not _close(ph.requests_per_s, fig.phase_requests_per_s[phase]):
+        errors.append(f"figures: {name} requests_per_s {ph.requests_per_s} != recomputed "
+                      f"{fig.phase_requests_per_s[phase]}")
+    if not _close(ph.bubble_fraction, fig.bubble_fraction[phase]):
+        errors.append(f"figures: {name} bubble_fraction differs")
+    return errors
 
 
 def check(plan: Plan | dict | str | Path) -> Plan:
@@ -73,8 +133,26 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
     """The rules that need no pricing, over both phases and every replica."""
     errors: list[str] = []
     domain_of = rules.domain_map(ctx.topo)
-    for name, stages in (("prefill", ctx.pre), ("decode", ctx.dec)):
-        phase = plan.phase(name)
+    views = [("prefill", "prefill", plan.prefill, ctx.pre), ("decode", "decode", plan.decode,
+                                                              ctx.dec)]
+    for k, d in enumerate(plan.more_designs):
+        for phase, ph in (("prefill", d.prefill), ("decode", d.decode)):
+            if ph is not None:
+                views.append((f"more_designs[{k}] {phase}", phase, ph, placements(ph)))
+        if (d.pool == "prefill") != (d.decode is None) or (d.pool == "decode") != (
+                d.prefill is None) or (d.pool == "colocated") != (plan.placement == "colocated"):
+            errors.append(f"designs: more_designs[{k}] is a {d.pool} design of a "
+                          f"{plan.placement} plan with the wrong phases")
+        elif d.pool == "colocated" and (
+                [s.devices for s in d.prefill.stages] != [s.devices for s in d.decode.stages]
+                or d.prefill.replica_devices != d.decode.replica_devices):
+            errors.append(f"placement: more_designs[{k}] colocated prefill and decode stages "
+                          f"must be the same")
+        elif d.pool == "prefill" and not d.kv_to:
+            errors.append(f"designs: more_designs[{k}] is a prefill design with no kv_to")
+    if errors:
+        return errors
+    for name, phase_name, phase, stages in views:
         for k, s in enumerate(phase.stages):
             if s.index != k:
                 errors.append(f"stage order: {name} stage {k} has index {s.index}")
@@ -83,14 +161,12 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
                 errors.append(f"TP: {name} stage {k} has tp {s.tp}{dp} but {len(s.devices)} "
                               f"devices")
         errors += rules.pipeline(name, ctx.model, ctx.topo, stages, domain_of)
-    for name in ("prefill", "decode"):
-        phase = plan.phase(name)
+    for name, phase_name, phase, stages in views:
         if phase.replica_devices and phase.replica_devices[0] != [s.devices for s in phase.stages]:
             errors.append(f"replicas: {name} replica 0 devices differ from its stages' devices")
         errors += rules.uniform_tp(name, ctx.topo, [s.device_kind for s in phase.stages],
                                    [s.tp for s in phase.stages], plan.inputs.engine)
-        errors += rules.engine_parallelism(name, ctx.topo, ctx.pre if name == "prefill"
-                                           else ctx.dec, plan.inputs.engine)
+        errors += rules.engine_parallelism(name, ctx.topo, stages, plan.inputs.engine)
         errors += rules.disaggregated_pp(name, ctx.topo, [s.device_kind for s in phase.stages],
                                          plan.placement, plan.inputs.engine)
         errors += rules.replicas(name, ctx.topo, [s.device_kind for s in phase.stages],
@@ -109,14 +185,8 @@ def _figures_match(plan: Plan, fig: Figures) -> list[str]:
     errors: list[str] = []
     for name in ("prefill", "decode"):
         phase = plan.phase(name)
-        for s, ms, frac, bn in zip(phase.stages, fig.stage_ms[name], fig.stage_fraction[name],
-                                   fig.stage_bottleneck[name]):
-            if not _close(s.time_ms, ms):
-                errors.append(f"figures: {name} stage {s.index} time_ms {s.time_ms} != {ms}")
-            if not _close(s.memory_fraction, frac):
-                errors.append(f"figures: {name} stage {s.index} memory_fraction differs")
-            if s.bottleneck != bn:
-                errors.append(f"figures: {name} stage {s.index} bottleneck {s.bottleneck} != {bn}")
+        errors += [e for e in _phase_match(name, name, phase, fig)
+                   if " stage " in e]  # rates and bubbles: below, after the figures
     for field in ("ttft_ms", "tpot_ms", "e2e_ms", "kv_transfer_ms", "throughput_tokens_per_s",
                   "requests_per_s"):
         if not _close(getattr(plan, field), getattr(fig, field)):
@@ -128,11 +198,4 @@ def _figures_match(plan: Plan, fig: Figures) -> list[str]:
                                                            getattr(fig, field)):
             errors.append(f"figures: {field} {getattr(plan, field)} != recomputed "
                           f"{getattr(fig, field)}")
-    for name in ("prefill", "decode"):
-        phase = plan.phase(name)
-        if not _close(phase.requests_per_s, fig.phase_requests_per_s[name]):
-            errors.append(f"figures: {name} requests_per_s {phase.requests_per_s} != recomputed "
-                          f"{fig.phase_requests_per_s[name]}")
-        if not _close(phase.bubble_fraction, fig.bubble_fraction[name]):
-            errors.append(f"figures: {name} bubble_fraction differs")
     return errors

@@ -160,11 +160,13 @@ class Menu:
             return corners[x]
 
         # Best bound first (the most requests/s per device a box may offer): the best
-        # designs are found early, and the objective's bound prunes the rest.
-        boxes = [(-Fraction(10**18), 0, lo, hi)]
+        # designs are found early, and the objective's bound prunes the rest. Each box
+        # waiting carries the bound of its designs (its parent's corner designs, rates
+        # scaled by the parent's hi / lo; None: the first box, unbounded).
+        boxes: list = [(-Fraction(10**18), 0, lo, hi, None)]
         seq = 0
         while boxes:
-            _, _, a, b = heapq.heappop(boxes)
+            _, _, a, b, _ = heapq.heappop(boxes)
             if stop is not None and stop.get("reason") in ("interrupted", "time_limit"):
                 complete = False
                 break
@@ -177,8 +179,13 @@ class Menu:
             scale = max(Fraction(h, lo_) for lo_, h in zip(a, b))
             if all(_dominated(d, d.rate * scale, menu) for d in designs):
                 continue
-            if useless is not None and useless(menu, [replace(d, rate=d.rate * scale)
-                                                      for d in designs]):
+            bound = [replace(d, rate=d.rate * scale) for d in designs]
+            # A deployment may mix designs of every box, so the box is useless only when
+            # its bound and the bounds of every box still waiting, beside the menu, make
+            # no deployment better than the best one known.
+            waiting = [box[4] for box in boxes]
+            if (useless is not None and all(w is not None for w in waiting)
+                    and useless(menu, bound + [d for w in waiting for d in w])):
                 continue
             k = max(range(len(a)), key=lambda i: (Fraction(b[i], a[i]), -i))
             mid = (a[k] + b[k]) // 2
@@ -187,7 +194,7 @@ class Menu:
             prio = -max(d.rate * scale / max(1, sum(d.usage)) for d in designs)
             for box in ((up_lo, b), (a, low_hi)):  # ties: the upper half first
                 seq += 1
-                heapq.heappush(boxes, (prio, seq, *box))
+                heapq.heappush(boxes, (prio, seq, *box, bound))
         if self.breach:
             complete = False
             if stop is not None:

@@ -148,13 +148,19 @@ def brute_force(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits) -> 
 def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objective: str,
                            request_rate: float | None = None,
                            more: tuple[Tables, ...] = ()) -> tuple[Fraction, int] | None:
-    """The best (requests/s, devices) of one placement mode over every pipeline pair and
-    every replica count, or None: the oracle of :mod:`autoplan.search.replicas`.
+    """The best (requests/s, devices) of one placement mode over every deployment of
+    every pipeline at every replica count, several pipelines per pool allowed, or None:
+    the oracle of :mod:`autoplan.search.replicas` and :mod:`autoplan.search.mix`.
 
-    Throughput: the highest rate, then the fewest devices; devices: the fewest devices
-    whose rate reaches ``request_rate``, then the highest rate. ``more``: the tables of
-    other batch sizes (the oracle of :mod:`autoplan.search.batches`): every pipeline of
-    every table is a candidate at its table's batch sizes, no bound assumed.
+    A disaggregated deployment's rate is the sum over groups (the decode pipelines of
+    one kind set and the prefill pipelines sending their KV there) of ``min(prefill
+    rates, decode rates, the slowest KV path of the group per device times the smaller
+    side's devices)``. Throughput: the highest rate, then the fewest devices; devices:
+    the fewest devices whose rate reaches ``request_rate``, then the highest rate.
+    ``more``: the tables of other batch sizes (the oracle of
+    :mod:`autoplan.search.batches`): every pipeline of every table is a candidate at its
+    table's batch sizes, no bound assumed. Of pipelines with the same device usage
+    (and kinds, and KV destination) only the fastest is enumerated.
     """
     cap = [c.devices for c in t.classes]
     lam = Fraction(request_rate).limit_denominator(10**9) if request_rate else None
@@ -162,7 +168,7 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
 
     def consider(rate: Fraction, devices: int) -> None:
         nonlocal best
-        if lam is not None and rate < lam:
+        if rate <= 0 or (lam is not None and rate < lam):
             return
         key = (devices, -rate) if objective == "devices" else (-rate, devices)
         if best is None or key < best:
@@ -175,16 +181,15 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
 
     tables = (t, *more)
     if mode == "colocated":
+        cols: dict[tuple[int, ...], Fraction] = {}
         for tt in tables:
             for p in pipelines(tt, "colocated"):
                 ttft, tpot = p.time("prefill"), p.time("decode")
-                if not ok(ttft, tpot):
-                    continue
-                r = colocated_rate(tt.work.batch, ttft, tpot, osl)
-                y = 1
-                while all(y * u <= k for u, k in zip(p.usage, cap)):
-                    consider(y * r, y * sum(p.usage))
-                    y += 1
+                if ok(ttft, tpot):
+                    r = colocated_rate(tt.work.batch, ttft, tpot, osl)
+                    cols[p.usage] = max(cols.get(p.usage, Fraction(0)), r)
+        for v, r in _exactly(list(cols.items()), cap).items():
+            consider(r, sum(v))
         return None if best is None else _unkey(best, objective)
     per_req = kv_stage_bytes(t.model, t.work, t.model.num_layers) / t.work.pb
     decs: dict[tuple[tuple[int, ...], frozenset[str]], Fraction] = {}
@@ -206,24 +211,63 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
                 if ok(a.time("prefill") + kv, None):
                     key = (a.usage, a.kinds, kinds)
                     pres[key] = max(pres.get(key, Fraction(0)), Fraction(P * TICKS_PER_S, slowest))
-    for (ua, ka, kinds), ra in pres.items():
-        for (ub, kb), rb in decs.items():
-            if kb != kinds:
-                continue
-            bw = kv_link_bandwidth(t.topo, ka, kb)
-            link = Fraction(bw / per_req) if math.isfinite(bw) else None
-            na, nb = sum(ua), sum(ub)
-            yp = 1
-            while all(yp * u <= k for u, k in zip(ua, cap)):
-                yd = 1
-                while all(yp * u + yd * v <= k for u, v, k in zip(ua, ub, cap)):
-                    rate = min(yp * ra, yd * rb)
-                    if link is not None:
-                        rate = min(rate, min(yp * na, yd * nb) * link)
-                    consider(rate, yp * na + yd * nb)
-                    yd += 1
-                yp += 1
+
+    def link(ka, kd) -> Fraction | None:
+        bw = kv_link_bandwidth(t.topo, ka, kd)
+        return Fraction(bw / per_req) if math.isfinite(bw) else None
+
+    # Per group (the decode pipelines of one kind set and the prefill pipelines sending
+    # there): its best rate on exactly v devices per class, over every split of v
+    # between its pools and every set S of prefill kinds it may use (the KV link: the
+    # slowest path of S; the best over S is exact, since using fewer kinds than S only
+    # widens the link).
+    zero = tuple(0 for _ in cap)
+    total: dict[tuple[int, ...], Fraction] = {zero: Fraction(0)}
+    for g in sorted({k for _, k in decs}, key=sorted):
+        dec = _exactly([(u, r) for (u, k), r in decs.items() if k == g], cap)
+        kinds = sorted({ka for (_, ka, k) in pres if k == g}, key=sorted)
+        group: dict[tuple[int, ...], Fraction] = {}
+        for m in range(1, 1 << len(kinds)):
+            sub = [kinds[i] for i in range(len(kinds)) if m >> i & 1]
+            pre = _exactly([(u, r) for (u, ka, k), r in pres.items() if k == g and ka in sub],
+                           cap)
+            links = [link(ka, g) for ka in sub]
+            lk = None if any(x is None for x in links) else min(links)
+            for vp, rp in pre.items():
+                for vd, rd in dec.items():
+                    v = tuple(a + b for a, b in zip(vp, vd))
+                    if any(x > c for x, c in zip(v, cap)):
+                        continue
+                    r = min(rp, rd)
+                    if lk is not None:
+                        r = min(r, lk * min(sum(vp), sum(vd)))
+                    if r > group.get(v, Fraction(-1)):
+                        group[v] = r
+        merged = dict(total)
+        for va, ra in total.items():
+            for vb, rb in group.items():
+                v = tuple(a + b for a, b in zip(va, vb))
+                if all(x <= c for x, c in zip(v, cap)) and ra + rb > merged.get(v, Fraction(-1)):
+                    merged[v] = ra + rb
+        total = merged
+    for v, r in total.items():
+        consider(r, sum(v))
     return None if best is None else _unkey(best, objective)
+
+
+def _exactly(cands: list[tuple[tuple[int, ...], Fraction]], cap: list[int]
+             ) -> dict[tuple[int, ...], Fraction]:
+    """The best total rate of any counts of ``cands`` (usage per class, rate) using
+    exactly ``v`` devices of each class, for every ``v`` within ``cap`` that some counts
+    use (the empty vector: rate 0): every count vector, by usage."""
+    zero = tuple(0 for _ in cap)
+    best: dict[tuple[int, ...], Fraction] = {zero: Fraction(0)}
+    for v in product(*(range(c + 1) for c in cap)):  # each v after every v - u
+        for u, r in cands:
+            w = tuple(a - b for a, b in zip(v, u))
+            if min(w) >= 0 and w != v and w in best and best[w] + r > best.get(v, Fraction(-1)):
+                best[v] = best[w] + r
+    return best
 
 
 def _unkey(key: tuple, objective: str) -> tuple[Fraction, int]:

@@ -23,25 +23,23 @@ from autoplan.catalog import (
 )
 from autoplan.cost.context import spec_hash
 from autoplan.cost.evaluate import evaluate
-from autoplan.cost.inflight import inflight, step_budget
+from autoplan.cost.inflight import inflight
 from autoplan.cost.pipeline import StagePlacement
-from autoplan.errors import AutoplanError, InfeasibleError, InputError
+from autoplan.errors import InfeasibleError, InputError
 from autoplan.graphs.model_graph import parameter_count
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.dtypes import bytes_per_element
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.request import SLO_CAP_MS, Request
 from autoplan.inputs.workload import Workload
-from autoplan.plan_schema import PhasePlan, Plan, PlanInputs, Stage
-from autoplan.rules import rules
-from autoplan.search.assign import REL, _order, assign_devices, better, respread, tie_order
+from autoplan.plan_schema import Plan, PlanInputs
+from autoplan.search.assemble import PLACEMENT_POOLS, _finish, _phases, _place, assemble
+from autoplan.search.assign import REL, better, respread, tie_order
 from autoplan.search.batches import build_menu, chosen_work
 from autoplan.search.interrupt import interrupted, stop_on_sigint
 from autoplan.search.replicas import plan_replicated
-from autoplan.search.solver import Limits, StageChoice, solve
+from autoplan.search.solver import Limits, solve
 from autoplan.search.tables import TICKS_PER_MS, Tables, build_tables
-
-PLACEMENT_POOLS = {"colocated": ("colocated",), "disaggregated": ("prefill", "decode")}
 
 
 def plan(model: str | ModelSpec | Request, topology: str | Topology | None = None,
@@ -154,7 +152,7 @@ def _replicated(m: ModelSpec, topo: Topology, inputs: PlanInputs, modes: list[st
     return assemble(m, topo, replace(menu.t, work=work), inputs, best.mode,
                     {p: d.stages for p, d in best.designs.items()}, best.replicas,
                     "optimal" if best.optimal else "feasible", value,
-                    value if best.optimal else None, wall, best.stop_reason)
+                    value if best.optimal else None, wall, best.stop_reason, best.extra)
 
 
 MAX_CHECKS = 16
@@ -261,36 +259,6 @@ def _meets(fig, req: Request) -> bool:
             and (req.tpot_slo_ms is None or fig.tpot_ms <= req.tpot_slo_ms * (1 + REL)))
 
 
-def _phases(placed: dict[str, list[StagePlacement]]):
-    pre = placed["prefill"] if "prefill" in placed else placed["colocated"]
-    dec = placed["decode"] if "decode" in placed else placed["colocated"]
-    return pre, dec
-
-
-def _place(t: Tables, mode: str, choices: dict[str, list[StageChoice]],
-           replicas: dict[str, int]) -> dict[str, list[StagePlacement]]:
-    """The first replica's stages with concrete devices, per pool."""
-    return _place_all(t, mode, choices, replicas)[0]
-
-
-def _place_all(t: Tables, mode: str, choices: dict[str, list[StageChoice]],
-               replicas: dict[str, int]) -> tuple[dict[str, list[StagePlacement]], dict]:
-    """The first replica's stages with concrete devices per pool, and every replica's
-    device groups."""
-    seqs = {p: _order(t, choices[p]) for p in PLACEMENT_POOLS[mode]}
-    groups = assign_devices(t, seqs, replicas)
-    placed: dict[str, list[StagePlacement]] = {}
-    for p, seq in seqs.items():
-        stages, start = [], 0
-        for (role, cfg, ln), devs in zip(seq, groups[p][0]):
-            layers = t.layers_of(role, ln)
-            c = t.configs[cfg]
-            stages.append(StagePlacement(start, start + layers, c.kind, devs, c.dp, c.ep))
-            start += layers
-        placed[p] = stages
-    return placed, groups
-
-
 MAX_BALANCE_STEPS = 400
 
 
@@ -350,71 +318,6 @@ def _balance(m: ModelSpec, topo: Topology, work, mode: str,
         if not done:
             break
     return cur
-
-
-def assemble(m: ModelSpec, topo: Topology, t: Tables, inputs: PlanInputs, mode: str,
-             choices: dict[str, list[StageChoice]], replicas: dict[str, int], status: str,
-             objective: float, bound: float | None, wall_s: float,
-             stop_reason: str = "completed") -> Plan:
-    placed, groups = _place_all(t, mode, choices, replicas)
-    return _finish(m, topo, t.work, inputs, mode, placed, replicas, groups, status, objective,
-                   bound, wall_s, stop_reason)
-
-
-def _finish(m: ModelSpec, topo: Topology, work: Workload, inputs: PlanInputs, mode: str,
-            placed: dict[str, list[StagePlacement]], replicas: dict[str, int],
-            groups: dict, status: str, objective: float, bound: float, wall_s: float,
-            stop_reason: str) -> Plan:
-    """The plan of concrete stages (``work``: the workload the tables priced): figures by
-    ``evaluate``, checked by the rules."""
-    pre_pool = "prefill" if "prefill" in placed else "colocated"
-    dec_pool = "decode" if "decode" in placed else "colocated"
-    pre, dec = placed[pre_pool], placed[dec_pool]
-    if mode == "colocated" and inputs.step_tokens is None:
-        # The plan says the in-flight step budget it was priced with (the engine's).
-        inputs = inputs.model_copy(update={"step_tokens": step_budget(topo, work).tokens})
-    fig = evaluate(m, topo, work, mode, pre, dec, (replicas[pre_pool], replicas[dec_pool]))
-
-    def phase(name: str, pool: str, stages: list[StagePlacement], time_ms: float) -> PhasePlan:
-        return PhasePlan(
-            replicas=replicas[pool], devices=sum(s.size for s in stages), time_ms=time_ms,
-            bottleneck=fig.phase_bottleneck[name],
-            requests_per_s=fig.phase_requests_per_s[name],
-            bubble_fraction=fig.bubble_fraction[name],
-            stages=[Stage(index=k, layers=(s.first, s.end), device_kind=s.kind, tp=s.tp,
-                          ep=s.ep, attention_dp=s.dp, devices=list(s.devices), time_ms=fig.stage_ms[name][k],
-                          memory_fraction=fig.stage_fraction[name][k],
-                          bottleneck=fig.stage_bottleneck[name][k])
-                    for k, s in enumerate(stages)],
-            replica_devices=[[list(g) for g in rep] for rep in groups[pool]])
-
-    used = {d for reps in groups.values() for rep in reps for g in rep for d in g}
-    unit = {"latency": "ms", "throughput": "tokens/s", "devices": "devices"}[inputs.objective]
-    if bound is None:
-        gap = None  # no bound proven: the gap is unknown, not 0
-    else:
-        gap = abs(objective - bound) / objective if objective else 0.0
-    # Self-check with the validator's rules: a solver or assignment bug must not reach
-    # the user as a plan that `autoplan validate` would refuse.
-    broken = (rules.pipeline("prefill", m, topo, pre) + rules.pipeline("decode", m, topo, dec)
-              + rules.disaggregated_pp("prefill", topo, [s.kind for s in pre], mode, inputs.engine)
-              + rules.disaggregated_pp("decode", topo, [s.kind for s in dec], mode, inputs.engine)
-              + rules.figures(fig, inputs, mode, len(used)))
-    if broken:
-        raise AutoplanError(f"internal error: the planner built a plan that breaks a rule: "
-                            f"{broken[0]}")
-    return Plan(
-        inputs=inputs, placement=mode, status=status,
-        objective=objective, objective_unit=unit, best_bound=bound, gap=gap,
-        solve_seconds=wall_s, stop_reason=stop_reason, ttft_ms=fig.ttft_ms, tpot_ms=fig.tpot_ms, e2e_ms=fig.e2e_ms,
-        throughput_tokens_per_s=fig.throughput_tokens_per_s, requests_per_s=fig.requests_per_s,
-        kv_transfer_ms=fig.kv_transfer_ms, ttft_floor_ms=fig.ttft_floor_ms,
-        tpot_floor_ms=fig.tpot_floor_ms, tokens_per_s_per_device=fig.tokens_per_s_per_device,
-        tokens_per_s_per_user=fig.tokens_per_s_per_user, devices=len(used),
-        prefill=phase("prefill", pre_pool, pre, fig.prefill_ms),
-        decode=phase("decode", dec_pool, dec, fig.tpot_ms),
-        pricing={k: topo.calibration(k).source for k in sorted({s.kind for s in pre + dec})},
-    )
 
 
 def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str],

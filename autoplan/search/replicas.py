@@ -9,15 +9,10 @@ below the last design's usage at a time (epsilon-constraint), so no usage vector
 could matter is skipped. Where the space is tiny (one device class, one TP shape per
 pipeline, affine stage times) each cap's answer comes from an exact enumeration of the
 pipelines (:mod:`autoplan.search.direct`) instead of a CP-SAT model. A replica's rate
-depends on nothing but its design, so
-choosing the pair of designs and the replica counts over the fronts is exact; the
-replica counts of a pair follow the one replica-count rule of
-:mod:`autoplan.search.counts` (deployment rate, inventory per device class, the device
-budget), which ``explain`` deploys its alternatives by too.
-
-``throughput`` maximises the rate, then uses the fewest devices; ``devices`` uses the
-fewest devices whose rate reaches ``request_rate``, then the highest rate. Remaining
-ties go to the earlier design in a canonical order (colocated first).
+depends on nothing but its design, so choosing the designs and the replica counts over
+the fronts is exact (:mod:`autoplan.search.deploy`: one design per pool by the
+replica-count rule of :mod:`autoplan.search.counts`, or several designs per pool,
+:mod:`autoplan.search.mix`, where they do better). Ties: colocated first.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from autoplan.search.counts import Counts, kv_link_rate, requested
+from autoplan.search.deploy import Choice, _key, _no_better, choose
 from autoplan.search.direct import Direct, applies
 from autoplan.search.interrupt import interrupted
 from autoplan.search.solver import Limits, SolveResult, StageChoice, solve
@@ -55,21 +50,6 @@ class Design:
     decode_kinds: frozenset[str] = frozenset()  # prefill designs: where their KV goes
     batch: int = 1  # decode batch the design was priced at (decode and colocated designs)
     prefill_batch: int = 1  # prefill batch it was priced at (prefill and colocated designs)
-
-
-@dataclass
-class Choice:
-    mode: str
-    designs: dict[str, Design]  # pool -> design
-    replicas: dict[str, int]
-    rate: Fraction
-    devices: int
-    optimal: bool
-    wall_s: float = 0.0
-    solves: int = 0
-    # completed | time_limit | interrupted | front_limit | link_bound
-    stop_reason: str = "completed"
-    link_binds: bool = False
 
 
 def design_times(t: Tables, pool: str, stages: list[StageChoice],
@@ -270,97 +250,6 @@ def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
     return best, n
 
 
-def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str,
-           request_rate: float | None, max_devices: int | None = None) -> Choice | None:
-    """The best designs and replica counts of one placement mode (None: infeasible)."""
-    caps = np.array([c.devices for c in t.classes], dtype=np.int64)
-    budget = max_devices if max_devices is not None else int(caps.sum())
-    # The fronts keep the best rate per device usage; where the KV link budget binds, a
-    # slower design on more devices (a wider link) could do better, so the choice is
-    # then not proven optimal.
-    link_binds = False
-    best: tuple | None = None
-    lam_min = requested(request_rate)
-    if mode == "colocated":
-        for i, d in enumerate(fronts["colocated"]):
-            u = np.array(d.usage)
-            got = _deploy(Counts((d.rate, d.rate), (u, u), caps, budget, None, True),
-                          objective, lam_min)
-            if got is None:
-                continue
-            (y, _), rate, dev, _ = got
-            key = _key(objective, rate, dev, (i,))
-            if best is None or key < best[0]:
-                best = (key, {"colocated": d}, {"colocated": y}, rate, dev)
-    else:
-        links: dict = {}  # (prefill kinds, decode kinds) -> the KV link's rate
-        for i, a in enumerate(fronts["prefill"]):
-            for j, b in enumerate(fronts["decode"]):
-                if not _compatible(a, b):
-                    continue
-                if (a.kinds, b.kinds) not in links:
-                    links[a.kinds, b.kinds] = kv_link_rate(t.topo, t.model, t.work, a.kinds,
-                                                           b.kinds)
-                link = links[a.kinds, b.kinds]
-                counts = Counts((a.rate, b.rate), (np.array(a.usage), np.array(b.usage)),
-                                caps, budget, link)
-                got = _deploy(counts, objective, lam_min)
-                if got is None:
-                    continue
-                (yp, yd), rate, dev, binds = got
-                link_binds = link_binds or binds
-                key = _key(objective, rate, dev, (i, j))
-                if best is None or key < best[0]:
-                    best = (key, {"prefill": a, "decode": b}, {"prefill": yp, "decode": yd},
-                            rate, dev)
-    if best is None:
-        return None
-    _, designs, reps, rate, dev = best
-    return Choice(mode, designs, reps, rate, dev,
-                  all(d.optimal for d in designs.values()) and not link_binds,
-                  link_binds=link_binds)
-
-
-def _compatible(a: Design, b: Design) -> bool:
-    # Prefill fronts are solved per decode kind set; the pair must match it.
-    return a.decode_kinds == b.kinds
-
-
-def _key(objective: str, rate: Fraction, devices: int, index: tuple) -> tuple:
-    if objective == "devices":
-        return (devices, -rate, index)
-    return (-rate, devices, index)
-
-
-def _no_better(objective: str, got: Choice | None, known) -> bool:
-    """``got`` (an optimistic deployment; None: none at all) is no better than the best
-    of ``known`` (None entries skipped; none known: nothing to be better than)."""
-    known = [c for c in known if c is not None]
-    if got is None:
-        return True
-    return bool(known) and _key(objective, got.rate, got.devices, ()) >= min(
-        _key(objective, c.rate, c.devices, ()) for c in known)
-
-
-def _deploy(c: Counts, objective: str, lam_min: Fraction | None):
-    """Replica counts of one design pair for the objective, with their rate, devices and
-    whether the KV link binds (None: it cannot serve the request)."""
-    if objective == "devices":
-        reps = c.fewest(lam_min)
-        if not c.fits(*reps) or c.rate(*reps) < lam_min:
-            return None
-        binds = not c.colocated and reps != Counts(c.rates, c.usage, c.caps,
-                                                   c.budget).fewest(lam_min)
-    else:
-        got = c.most()
-        if got is None:
-            return None
-        reps, binds = got
-        if lam_min is not None and c.rate(*reps) < lam_min:
-            return None
-    return reps, c.rate(*reps), c.devices(*reps), binds
-
-
 def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective: str,
                     request_rate: float | None) -> tuple[Choice | None, dict[str, Choice | None], float, int]:
     """Fronts, then the best choice per mode; returns (best, per mode, wall s, solves).
@@ -392,11 +281,11 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
 
     def better(mode: str, fronts: dict[str, list[Design]] | Choice | None, than: list
                ) -> bool:
-        """The best deployment of ``fronts`` (optimistic designs; or a choice made) beats
-        every choice of ``than`` (None entries skipped; none: nothing to beat). The best
-        deployment over designs known and optimistic ones is the better of the two
-        parts' bests, so the bounds below choose over the optimistic part alone."""
-        got = (choose(t, mode, fronts, objective, request_rate, limits.max_devices)
+        """The best deployment of ``fronts`` (designs known and optimistic ones; or a
+        choice made) beats every choice of ``than`` (None entries skipped; none: nothing
+        to beat). A deployment may mix designs of a pool, so the bounds below choose
+        over the known and the optimistic designs together."""
+        got = (choose(t, mode, fronts, objective, request_rate, limits.max_devices, True)
                if isinstance(fronts, dict) else fronts)
         return got is not None and not _no_better(objective, got, than)
 
@@ -406,8 +295,9 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         if mode == "colocated":
 
             def useless_colocated(cur: list[Design], optimistic: list[Design]) -> bool:
-                """Designs as good as ``optimistic`` beside ``cur`` deploy no better."""
-                return not better(mode, {"colocated": optimistic},
+                """Designs as good as ``optimistic`` beside ``cur`` deploy no better
+                (a deployment may mix designs of both, autoplan.search.mix)."""
+                return not better(mode, {"colocated": cur + optimistic},
                                   [chosen(mode, {"colocated": cur})])
 
             designs, n, ok = front_of("colocated", osl, limits, stop=stop,
@@ -440,8 +330,7 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
             if all(c is None for c in per_mode.values()):
                 return False
             than = [*per_mode.values()]
-            return not (better("colocated", {"colocated": optimistic}, than)
-                        or better("colocated", chosen("colocated", {"colocated": cur}), than))
+            return not better("colocated", {"colocated": cur + optimistic}, than)
 
         dec, n, ok = front_of("decode", osl, limits, stop=stop, start=dec_start,
                               useless=useless_decode)
@@ -452,16 +341,19 @@ def plan_replicated(menu, modes: list[str], osl: int, limits: Limits, objective:
         def useless(cur: list[Design], optimistic: list[Design]) -> bool:
             """Prefill designs as good as ``optimistic`` beside ``cur`` and the decode
             front make no deployment better than the best one known (any placement)."""
-            return not better(mode, {"prefill": optimistic, "decode": dec}, [
+            return not better(mode, {"prefill": pre + cur + optimistic, "decode": dec}, [
                 *per_mode.values(), chosen(mode, {"prefill": pre + cur, "decode": dec})])
 
-        for kinds in sorted({d.kinds for d in dec}, key=sorted):
+        groups = sorted({d.kinds for d in dec}, key=sorted)
+        for kinds in groups:
             if stop.get("reason") == "interrupted":
                 break
             floor = [min(d.usage[k] for d in dec if d.kinds == kinds) for k in range(len(full))]
             pre_start = tuple(c - f for c, f in zip(full, floor))
+            # With several decode kind sets, a deployment may mix groups whose prefill
+            # designs are not enumerated yet: no bound prunes a group's prefill batches.
             got, n, ok = front_of("prefill", osl, limits, kinds, stop=stop, start=pre_start,
-                                  useless=useless)
+                                  useless=useless if len(groups) == 1 else None)
             solves += n
             complete &= ok
             pre += got

@@ -18,11 +18,11 @@ Constraints: one pipeline per pool (one ``only`` stage, or one ``first`` and one
 ``last``; where the tables cut inside a leading dense run, a chain of ``lead`` stages
 before it, :mod:`autoplan.search.roles`: one stage holds layer 0, one the first uniform
 layer, and as many stages start at each layer of the run as end there); the stages
-cover the ``U`` uniform layers; devices of each class suffice
-for every pool, and the TP groups pack into the class's domains exactly (threshold rows
-when TP sizes divide each other, packing patterns per domain otherwise); SLOs. A pool's phase time is its stage times plus a hand-off
-into every stage but the first. A disaggregated plan adds the KV hand-off: the largest
-KV transfer of a prefill stage to a kind the decode pool uses.
+cover the ``U`` uniform layers; devices of each class suffice for every pool, and the TP
+groups pack into the class's domains exactly (threshold rows when TP sizes divide each
+other, packing patterns per domain otherwise); SLOs. A pool's phase time is its stage
+times plus a hand-off into every stage but the first. A disaggregated plan adds the KV
+hand-off: the largest KV transfer of a prefill stage to a kind the decode pool uses.
 
 Goals: ``latency`` minimises ``W * (TTFT + (osl - 1) * TPOT) + devices`` over the
 pools together; ``phase`` (a decode pool) minimises TPOT; ``rate`` (a colocated pool)
@@ -30,8 +30,7 @@ minimises its time per request, ``TTFT + (osl - 1) * TPOT`` (in-flight batching)
 ``devices`` (a prefill pool) the fewest devices with no stage above a cap, then the
 shortest TTFT part (the replica fronts bisect over the cap for the slowest stage, which
 sets a pipelined pool's rate: a min-max objective would need products of variables).
-``W`` exceeds any device count, so fewer devices break ties; the solver runs
-deterministically (one worker, fixed seed).
+``W`` exceeds any device count, so fewer devices break ties; one worker, fixed seed.
 """
 
 from __future__ import annotations
@@ -50,9 +49,7 @@ from autoplan.search.tables import INF, POOL_PHASES, TICKS_PER_MS, Tables
 
 
 class _LazyCpSat:
-    """``cp_model``, imported on first use: plans whose fronts are enumerated
-    (search/direct.py) never build a model, and OR-Tools (with pandas) is a fifth of a
-    second of start-up."""
+    """``cp_model`` imported on first use (a fifth of a second): direct fronts need none."""
 
     def __getattr__(self, name: str):
         from ortools.sat.python import cp_model as real
@@ -63,6 +60,7 @@ class _LazyCpSat:
 
 cp_model = _LazyCpSat()
 _MODEL: list = []
+QUICK_S = 1.0  # a front's model solved without presolve within this, else with it
 
 
 def _model():
@@ -336,7 +334,9 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float 
     CP-SAT's own SIGINT handling is off: it leaves no handler between solves.
 
     ``presolve`` off for the replica fronts' many small models: presolve and probing
-    cost them 10-30x their search (a 70B prefill front on 16 GPUs: 6.8 s, 0.23 s off)."""
+    cost them 10-30x their search (a 70B prefill front on 16 GPUs: 6.8 s, 0.23 s off);
+    one that is not solved in ``QUICK_S`` without it is solved again with it (a
+    prefill front's model took 60 s without presolve, 3 ms with it)."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
@@ -444,8 +444,12 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     for how, vals in exclude:
         _nogood(m, shape_vars if how == "shape" else full_vars, vals)
 
-    solver, status, wall, stopped = _solve(m, scale, limits, t.ticks_per_ms,
-                                           presolve=goal == "latency")
+    quick = goal != "latency"  # the fronts' small models: no presolve, unless one is slow
+    first = replace(limits, time_limit_s=min(limits.time_limit_s, QUICK_S)) if quick else limits
+    solver, status, wall, stopped = _solve(m, scale, first, t.ticks_per_ms, presolve=not quick)
+    if quick and not stopped and status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE) and (
+            wall < limits.time_limit_s):
+        solver, status, wall, stopped = _again(m, scale, limits, wall, t, presolve=True)
     if status == cp_model.INFEASIBLE and goal == "latency" and not stopped:
         # presolve called a feasible latency model infeasible (test_exact_oracle seed 1138)
         solver, status, wall, stopped = _again(m, scale, limits, wall, t)
@@ -478,10 +482,11 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
     return res
 
 
-def _again(m: cp_model.CpModel, scale: int, limits: Limits, wall: float, t: Tables):
-    """``m`` again without presolve in the time left; the wall time counts both solves."""
+def _again(m: cp_model.CpModel, scale: int, limits: Limits, wall: float, t: Tables,
+           presolve: bool = False):
+    """``m`` again in the time left; the wall time counts both solves."""
     rest = replace(limits, time_limit_s=max(limits.time_limit_s - wall, 1e-3))
-    solver, status, more, stopped = _solve(m, scale, rest, t.ticks_per_ms, presolve=False)
+    solver, status, more, stopped = _solve(m, scale, rest, t.ticks_per_ms, presolve=presolve)
     return solver, status, wall + more, stopped
 
 
