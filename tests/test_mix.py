@@ -22,8 +22,8 @@ import pytest
 
 import autoplan.search.deploy as deploy
 from autoplan.errors import InputError
-from autoplan.export import export
 from autoplan.explain import explain
+from autoplan.export import export
 from autoplan.rules.validate import validate
 from autoplan.search.mix import best_mix, mix_rate
 from autoplan.search.planner import plan
