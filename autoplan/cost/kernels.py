@@ -188,12 +188,19 @@ def mla_prefill_flops(batch, isl, num_heads, context_before=0.0):
 def mla_prefill_time_s(p: KernelProfile, peak_flops: float, batch, isl, num_heads, kv_dtype: str = "bf16",
                        context_before=0.0):
     """One layer's DeepSeek-V3 MLA context attention over ``isl`` new tokens per sequence
-    (after ``context_before`` cached tokens: a chunk, as :func:`prefill_attention_time_s`)."""
+    (after ``context_before`` cached tokens: a chunk, as :func:`prefill_attention_time_s`);
+    sequences of at most ``short_max_tokens`` new tokens on the engine's short path where
+    the profile has one."""
     a = _pick(p.mla_prefill, kv_dtype, "MLA prefill", p)
     fl = mla_prefill_flops(batch, isl, num_heads, context_before)
     units = np.asarray(batch, dtype=float) * num_heads
-    return _out(prefill_core(a.efficiency, a.half_tokens, a.fixed_s, a.per_sequence_head_s, peak_flops,
-                             fl, isl, units))
+    t = prefill_core(a.efficiency, a.half_tokens, a.fixed_s, a.per_sequence_head_s, peak_flops, fl, isl, units)
+    if a.short is not None:  # the engine's short-sequence path
+        s = a.short
+        t = np.where(np.asarray(isl, dtype=float) <= a.short_max_tokens,
+                     prefill_core(s.efficiency, s.half_tokens, s.fixed_s, s.per_sequence_head_s, peak_flops, fl,
+                                  isl, units), t)
+    return _out(t)
 
 
 def mla_projection_gemms(phase: str, batch, isl, num_heads) -> list[tuple]:

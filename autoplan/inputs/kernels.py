@@ -145,17 +145,38 @@ class MlaDecodeParams(_Strict):
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
 
 
+class MlaPrefillRegime(_Strict):
+    """One path of MLA context attention: the terms of :class:`MlaPrefillParams`."""
+
+    efficiency: float = Field(gt=0, le=1, description="plateau fraction of peak FLOP/s")
+    half_tokens: float = Field(ge=0, le=1e6, description="sequence length at half the plateau")
+    fixed_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per call")
+    per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of length")
+
+
 class MlaPrefillParams(_Strict):
     """DeepSeek-V3 MLA context attention (non-absorbed: per head q/k 192 wide, v 128).
 
     ``t = fixed_s + flops / (P * efficiency * s/(s + half_tokens)) + per_sequence_head_s * batch * heads``,
-    ``flops = 2 * batch * heads * (192 + 128) * s(s+1)/2``.
+    ``flops = 2 * batch * heads * (192 + 128) * s(s+1)/2``. Where the engine runs short
+    sequences on another path (vLLM 0.24's FP8-KV MLA module: 15-25% slower than the long
+    path's curve at 16-128 new tokens, then a step down at 256), ``short`` prices
+    sequences of at most ``short_max_tokens`` new tokens with the same four terms; the
+    fit places the switch at a measured length (``autoplan/calibrate/kernel_regimes.py``).
     """
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of peak FLOP/s")
     half_tokens: float = Field(ge=0, le=1e6, description="sequence length at half the plateau")
     fixed_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per call")
     per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of length")
+    short_max_tokens: float | None = Field(default=None, gt=0, le=1e6, description="longest sequence (new tokens) the engine runs on its short-sequence path, priced by short (None: one path for every length)")
+    short: MlaPrefillRegime | None = Field(default=None, description="the same four terms for sequences of at most short_max_tokens new tokens")
+
+    @model_validator(mode="after")
+    def _short_pair(self) -> MlaPrefillParams:
+        if (self.short_max_tokens is None) != (self.short is None):
+            raise ValueError("MLA prefill: short_max_tokens and short are set together")
+        return self
 
 
 class MoeParams(_Strict):

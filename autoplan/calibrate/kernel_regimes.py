@@ -1,0 +1,39 @@
+"""Regimes by length in the kernel fit: an engine that runs short sequences on another
+kernel path (a different kernel, or tiles chosen by length) shows a step in latency at one
+length that one smooth curve cannot follow. The fit places the switch at a measured
+length, the way the all-reduce regimes are placed by message size
+(:func:`autoplan.calibrate.kernel_fit._ar_fit`): each candidate split fits both sides on
+their own training rows and is kept when it lowers the p90 training error by more than
+:data:`REGIME_PENALTY` (a split that only refits noise does not)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autoplan.calibrate.kernel_report import _errors
+
+#: Training p90 |error| an extra regime must save to be kept (the all-reduce fit's 2%).
+REGIME_PENALTY = 0.02
+
+
+def split_by_length(fit, spec, ds, x_all, key: str = "isl"):
+    """(threshold, x_long, x_short) for the rows of ``ds`` split at ``ds.f[key] <=
+    threshold``, or (None, x_all, None) when one curve is as good. ``fit(spec, ds)`` fits
+    the spec's parameters to rows; ``x_all`` is its fit to every row. Each side needs
+    three rows per parameter."""
+    need = 3 * len(spec.names)
+    lengths = sorted(set(ds.f[key].tolist()))
+
+    def p90(pred):
+        return float(np.percentile(_errors(pred, ds.t), 90))
+
+    best = (p90(spec.pred(x_all, ds)), None, x_all, None)
+    for th in lengths[:-1]:
+        short = ds.f[key] <= th
+        if short.sum() < need or (~short).sum() < need:
+            continue
+        xs, xl = fit(spec, ds.take(short)), fit(spec, ds.take(~short))
+        score = p90(np.where(short, spec.pred(xs, ds), spec.pred(xl, ds))) + REGIME_PENALTY
+        if score < best[0] - 1e-12:
+            best = (score, th, xl, xs)
+    return best[1:]
