@@ -30,7 +30,7 @@ from autoplan.calibrate.kernel_data import (
     _prefill_sets,
     held_out_mask,
 )
-from autoplan.calibrate.kernel_regimes import split_by_length
+from autoplan.calibrate.kernel_regimes import LENGTH_REGIMES, with_length_regime
 from autoplan.calibrate.kernel_report import KindReport, _errors, _report, _rounded, _rsig
 from autoplan.cost import kernels as kc
 from autoplan.errors import InputError
@@ -429,16 +429,8 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
         x = _fit(spec, fit_ds)
         block = _rounded(spec.build(x))
         params = dict(zip(spec.names, (_rsig(float(v)) for v in x)))
-        if group == "mla_prefill":
-            th, x, xs = split_by_length(_fit, spec, fit_ds, x)
-            block = _rounded(spec.build(x))
-            params = dict(zip(spec.names, (_rsig(float(v)) for v in x)))
-            if th is not None:
-                short = spec.build(xs)
-                block = _rounded(block.model_copy(update={"short_max_tokens": float(th), "short": km.MlaPrefillRegime(
-                    **{k: getattr(short, k) for k in km.MlaPrefillRegime.model_fields})}))
-                params.update({"short_max_tokens": float(th)}, **{f"short.{n}": _rsig(float(v))
-                                                                   for n, v in zip(spec.names, xs)})
+        if group in LENGTH_REGIMES:
+            block, params = with_length_regime(_fit, spec, fit_ds, x, group)
         splits[cls] = (fit_ds, held_ds, params)
         if group == "elementwise":
             elementwise = block

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from autoplan.calibrate.kernel_report import _errors
+from autoplan.calibrate.kernel_report import _errors, _rounded, _rsig
+from autoplan.inputs import kernels as km
 
 #: Training p90 |error| an extra regime must save to be kept (the all-reduce fit's 2%).
 REGIME_PENALTY = 0.02
@@ -37,3 +38,28 @@ def split_by_length(fit, spec, ds, x_all, key: str = "isl"):
         if score < best[0] - 1e-12:
             best = (score, th, xl, xs)
     return best[1:]
+
+
+#: Classes fitted with a regime by length: group -> (row feature, profile field of the
+#: threshold, profile field of the regime, its class). MLA prefill switches by new tokens
+#: per sequence, MLA decode by batch (split-KV scheduling).
+LENGTH_REGIMES = {
+    "mla_prefill": ("isl", "short_max_tokens", "short", km.MlaPrefillRegime),
+    "mla_decode": ("batch", "small_batch_max", "small_batch", km.MlaDecodeRegime),
+}
+
+
+def with_length_regime(fit, spec, ds, x_all, group: str):
+    """The rounded profile block of ``group`` fitted to ``ds`` with its length regime
+    where :func:`split_by_length` keeps one, and the fitted values for the report."""
+    key, max_field, regime_field, regime_cls = LENGTH_REGIMES[group]
+    th, x, xs = split_by_length(fit, spec, ds, x_all, key)
+    block = spec.build(x)
+    params = {n: _rsig(float(v)) for n, v in zip(spec.names, x)}
+    if th is not None:
+        short = spec.build(xs)
+        block = block.model_copy(update={max_field: float(th), regime_field: regime_cls(
+            **{k: getattr(short, k) for k in regime_cls.model_fields})})
+        params[max_field] = float(th)
+        params.update({f"{regime_field}.{n}": _rsig(float(v)) for n, v in zip(spec.names, xs)})
+    return _rounded(block), params

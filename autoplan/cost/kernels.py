@@ -169,15 +169,23 @@ def prefill_attention_time_s(p: KernelProfile, peak_flops: float, batch, isl, nu
 def mla_decode_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, batch, kv_len, num_heads,
                       kv_dtype: str = "bf16"):
     """One layer's DeepSeek-V3 MLA generation attention kernel (absorbed form, projections
-    not included) with ``num_heads`` heads on this GPU and ``kv_len`` cached tokens."""
+    not included) with ``num_heads`` heads on this GPU and ``kv_len`` cached tokens;
+    batches of at most ``small_batch_max`` on the small-batch path where the profile has one."""
     d = _pick(p.mla_decode, kv_dtype, "MLA decode", p)
     batch = np.asarray(batch, dtype=float)
     ctx = np.asarray(kv_len, dtype=float)
     kv_bytes = batch * ctx * MLA_LATENT_DIM * KV_BYTES.get(kv_dtype, 2.0)
     flops = 2.0 * batch * num_heads * ctx * (MLA_LATENT_DIM + MLA_VALUE_DIM)
-    return _out(mla_decode_core(d.floor_s, d.memory_efficiency, d.compute_efficiency, d.per_sequence_head_s,
-                                d.per_sequence_s, d.context_latency_s, d.context_half_tokens, d.overlap_exponent,
-                                peak_flops, hbm_bw, kv_bytes, flops, batch * num_heads, ctx, batch))
+
+    def path(r):
+        return mla_decode_core(r.floor_s, r.memory_efficiency, r.compute_efficiency, r.per_sequence_head_s,
+                               r.per_sequence_s, r.context_latency_s, r.context_half_tokens, r.overlap_exponent,
+                               peak_flops, hbm_bw, kv_bytes, flops, batch * num_heads, ctx, batch)
+
+    t = path(d)
+    if d.small_batch is not None:  # the kernel's small-batch (split-KV) path
+        t = np.where(batch <= d.small_batch_max, path(d.small_batch), t)
+    return _out(t)
 
 
 def mla_prefill_flops(batch, isl, num_heads, context_before=0.0):

@@ -125,15 +125,8 @@ class PrefillAttentionParams(_Strict):
     per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x query head) independent of length")
 
 
-class MlaDecodeParams(_Strict):
-    """DeepSeek-V3 MLA generation attention (absorbed form): every query head of a
-    sequence reads the same latent KV row of ``576`` elements per cached token.
-
-    ``t = floor_s + context_latency_s * L/(L + context_half_tokens)
-    + smax(kv_bytes / (BW * memory_efficiency), flops / (P * compute_efficiency),
-    per_sequence_head_s * batch * heads)``, ``kv_bytes = batch * L * 576 * kv_bytes_per_elem``,
-    ``flops = 2 * batch * heads * L * (576 + 512)``.
-    """
+class MlaDecodeRegime(_Strict):
+    """One path of MLA generation attention: the terms of :class:`MlaDecodeParams`."""
 
     floor_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per call")
     memory_efficiency: float = Field(gt=0, le=1, description="asymptotic fraction of HBM bandwidth on latent KV reads")
@@ -145,6 +138,32 @@ class MlaDecodeParams(_Strict):
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
 
 
+class MlaDecodeParams(MlaDecodeRegime):
+    """DeepSeek-V3 MLA generation attention (absorbed form): every query head of a
+    sequence reads the same latent KV row of ``576`` elements per cached token.
+
+    ``t = floor_s + per_sequence_s * batch + context_latency_s * L/(L + context_half_tokens)
+    + smax(kv_bytes / (BW * memory_efficiency), flops / (P * compute_efficiency),
+    per_sequence_head_s * batch * heads)``, ``kv_bytes = batch * L * 576 * kv_bytes_per_elem``,
+    ``flops = 2 * batch * heads * L * (576 + 512)``. The MLA decode kernels schedule by batch:
+    small batches split each sequence's KV over the SMs and combine the partial results
+    (FlashMLA's ``get_mla_metadata`` num_splits, TensorRT-LLM's multi-block mode), large
+    batches run one block per sequence and head group, so where the measured rows step
+    between the two (most engines and kinds: between batch 8 and 128) ``small_batch``
+    prices batches of at most ``small_batch_max`` with the same terms, the switch placed at
+    a measured batch by the fit (``autoplan/calibrate/kernel_regimes.py``).
+    """
+
+    small_batch_max: float | None = Field(default=None, gt=0, le=1e6, description="largest batch the small-batch (split-KV) path runs; None: one path for every batch")
+    small_batch: MlaDecodeRegime | None = Field(default=None, description="the same terms for batches of at most small_batch_max")
+
+    @model_validator(mode="after")
+    def _small_pair(self) -> MlaDecodeParams:
+        if (self.small_batch_max is None) != (self.small_batch is None):
+            raise ValueError("MLA decode: small_batch_max and small_batch are set together")
+        return self
+
+
 class MlaPrefillRegime(_Strict):
     """One path of MLA context attention: the terms of :class:`MlaPrefillParams`."""
 
@@ -154,7 +173,7 @@ class MlaPrefillRegime(_Strict):
     per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of length")
 
 
-class MlaPrefillParams(_Strict):
+class MlaPrefillParams(MlaPrefillRegime):
     """DeepSeek-V3 MLA context attention (non-absorbed: per head q/k 192 wide, v 128).
 
     ``t = fixed_s + flops / (P * efficiency * s/(s + half_tokens)) + per_sequence_head_s * batch * heads``,
@@ -165,10 +184,6 @@ class MlaPrefillParams(_Strict):
     fit places the switch at a measured length (``autoplan/calibrate/kernel_regimes.py``).
     """
 
-    efficiency: float = Field(gt=0, le=1, description="plateau fraction of peak FLOP/s")
-    half_tokens: float = Field(ge=0, le=1e6, description="sequence length at half the plateau")
-    fixed_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per call")
-    per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of length")
     short_max_tokens: float | None = Field(default=None, gt=0, le=1e6, description="longest sequence (new tokens) the engine runs on its short-sequence path, priced by short (None: one path for every length)")
     short: MlaPrefillRegime | None = Field(default=None, description="the same four terms for sequences of at most short_max_tokens new tokens")
 
