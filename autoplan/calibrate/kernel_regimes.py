@@ -16,14 +16,20 @@ from autoplan.inputs import kernels as km
 #: Training p90 |error| an extra regime must save to be kept (the all-reduce fit's 2%).
 REGIME_PENALTY = 0.02
 
+#: Distinct measured lengths each side of a split must span.
+MIN_LENGTHS = 3
+
 
 def split_by_length(fit, spec, ds, x_all, key: str = "isl"):
     """(threshold, x_long, x_short) for the rows of ``ds`` split at ``ds.f[key] <=
     threshold``, or (None, x_all, None) when one curve is as good. ``fit(spec, ds)`` fits
     the spec's parameters to rows; ``x_all`` is its fit to every row. Each side needs
-    three rows per parameter."""
+    three rows per parameter and :data:`MIN_LENGTHS` distinct lengths."""
     need = 3 * len(spec.names)
     lengths = sorted(set(ds.f[key].tolist()))
+    # each side spans at least MIN_LENGTHS measured lengths: a side of one or two lengths
+    # fits that length's rows and says nothing about the curve the other lengths follow
+    lengths = lengths[MIN_LENGTHS - 1:len(lengths) - MIN_LENGTHS]
 
     def p90(pred):
         return float(np.percentile(_errors(pred, ds.t), 90))

@@ -169,23 +169,32 @@ def prefill_attention_time_s(p: KernelProfile, peak_flops: float, batch, isl, nu
 def mla_decode_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, batch, kv_len, num_heads,
                       kv_dtype: str = "bf16"):
     """One layer's DeepSeek-V3 MLA generation attention kernel (absorbed form, projections
-    not included) with ``num_heads`` heads on this GPU and ``kv_len`` cached tokens;
-    batches of at most ``small_batch_max`` on the small-batch path where the profile has one."""
+    not included) with ``num_heads`` heads on this GPU and ``kv_len`` cached tokens.
+    Where the profile has a small-batch path, batches of at most ``small_batch_max`` run
+    on it, and a larger batch never costs less than ``small_batch_max`` sequences on it
+    (more sequences do all of the fewer's work: :func:`_past_switch`)."""
     d = _pick(p.mla_decode, kv_dtype, "MLA decode", p)
     batch = np.asarray(batch, dtype=float)
     ctx = np.asarray(kv_len, dtype=float)
-    kv_bytes = batch * ctx * MLA_LATENT_DIM * KV_BYTES.get(kv_dtype, 2.0)
-    flops = 2.0 * batch * num_heads * ctx * (MLA_LATENT_DIM + MLA_VALUE_DIM)
 
-    def path(r):
+    def path(r, b):
+        kv_bytes = b * ctx * MLA_LATENT_DIM * KV_BYTES.get(kv_dtype, 2.0)
+        flops = 2.0 * b * num_heads * ctx * (MLA_LATENT_DIM + MLA_VALUE_DIM)
         return mla_decode_core(r.floor_s, r.memory_efficiency, r.compute_efficiency, r.per_sequence_head_s,
                                r.per_sequence_s, r.context_latency_s, r.context_half_tokens, r.overlap_exponent,
-                               peak_flops, hbm_bw, kv_bytes, flops, batch * num_heads, ctx, batch)
+                               peak_flops, hbm_bw, kv_bytes, flops, b * num_heads, ctx, b)
 
-    t = path(d)
-    if d.small_batch is not None:  # the kernel's small-batch (split-KV) path
-        t = np.where(batch <= d.small_batch_max, path(d.small_batch), t)
-    return _out(t)
+    if d.small_batch is None:
+        return _out(path(d, batch))
+    return _out(_past_switch(batch, d.small_batch_max, lambda b: path(d.small_batch, b), lambda b: path(d, b)))
+
+
+def _past_switch(x, th, short, long):
+    """``short(x)`` up to the switch ``th``, beyond it ``long(x)`` but never below
+    ``short(th)``: the long path's curve is fitted on lengths past the switch only, and
+    a longer sequence or a larger batch is never cheaper than the largest one the short
+    path runs."""
+    return np.where(x <= th, short(x), np.maximum(long(x), short(np.full_like(x, th))))
 
 
 def mla_prefill_flops(batch, isl, num_heads, context_before=0.0):
@@ -198,17 +207,19 @@ def mla_prefill_time_s(p: KernelProfile, peak_flops: float, batch, isl, num_head
     """One layer's DeepSeek-V3 MLA context attention over ``isl`` new tokens per sequence
     (after ``context_before`` cached tokens: a chunk, as :func:`prefill_attention_time_s`);
     sequences of at most ``short_max_tokens`` new tokens on the engine's short path where
-    the profile has one."""
+    the profile has one (and longer ones never below it, as in :func:`mla_decode_time_s`)."""
     a = _pick(p.mla_prefill, kv_dtype, "MLA prefill", p)
-    fl = mla_prefill_flops(batch, isl, num_heads, context_before)
     units = np.asarray(batch, dtype=float) * num_heads
-    t = prefill_core(a.efficiency, a.half_tokens, a.fixed_s, a.per_sequence_head_s, peak_flops, fl, isl, units)
-    if a.short is not None:  # the engine's short-sequence path
-        s = a.short
-        t = np.where(np.asarray(isl, dtype=float) <= a.short_max_tokens,
-                     prefill_core(s.efficiency, s.half_tokens, s.fixed_s, s.per_sequence_head_s, peak_flops, fl,
-                                  isl, units), t)
-    return _out(t)
+
+    def path(r, s):
+        fl = mla_prefill_flops(batch, s, num_heads, context_before)
+        return prefill_core(r.efficiency, r.half_tokens, r.fixed_s, r.per_sequence_head_s, peak_flops, fl, s, units)
+
+    isl = np.asarray(isl, dtype=float)
+    if a.short is None:
+        return _out(path(a, isl))
+    return _out(_past_switch(np.broadcast_to(isl, np.broadcast(isl, units).shape).astype(float), a.short_max_tokens,
+                             lambda s: path(a.short, s), lambda s: path(a, s)))
 
 
 def mla_projection_gemms(phase: str, batch, isl, num_heads) -> list[tuple]:
