@@ -149,7 +149,7 @@ class MlaDecodeParams(MlaDecodeRegime):
     small batches split each sequence's KV over the SMs and combine the partial results
     (FlashMLA's ``get_mla_metadata`` num_splits, TensorRT-LLM's multi-block mode), large
     batches run one block per sequence and head group, so where the measured rows step
-    between the two (most engines and kinds: between batch 8 and 128) ``small_batch``
+    between the two (on H100/H200 at batch 8-16 for vLLM, 64 for SGLang and TensorRT-LLM) ``small_batch``
     prices batches of at most ``small_batch_max`` with the same terms, the switch placed at
     a measured batch by the fit (``autoplan/calibrate/kernel_regimes.py``).
     """
@@ -179,7 +179,8 @@ class MlaPrefillParams(MlaPrefillRegime):
     ``t = fixed_s + flops / (P * efficiency * s/(s + half_tokens)) + per_sequence_head_s * batch * heads``,
     ``flops = 2 * batch * heads * (192 + 128) * s(s+1)/2``. Where the engine runs short
     sequences on another path (vLLM 0.24's FP8-KV MLA module: 15-25% slower than the long
-    path's curve at 16-128 new tokens, then a step down at 256), ``short`` prices
+    path's curve at 16-128 new tokens, then a step down at 256; the fit finds switches at
+    64-512 tokens on most engines and kinds), ``short`` prices
     sequences of at most ``short_max_tokens`` new tokens with the same four terms; the
     fit places the switch at a measured length (``autoplan/calibrate/kernel_regimes.py``).
     """
