@@ -32,7 +32,6 @@ MEDIAN_MAX, P90_MAX, ALLREDUCE_MAX = 0.08, 0.20, 0.15
 
 #: (engine, kind, class): held-out median / p90 measured, and why the form misses.
 KNOWN_MISSES = {
-    ("trtllm", "h200", "decode_attention_bf16"): "5.7/21.8%: TRT-LLM switches decode kernels at 128-512 tokens",
     ("vllm", "h100-sxm", "moe_bf16"): "5.4/23.3%: vLLM's tuned tiles for Mixtral at MoE TP 2 (0.68 of peak) beat TP 1/4/8",
     ("sglang", "h200", "gemm_fp8"): "6.1/21.7%: sgl-kernel tile heuristics by shape",
     ("sglang", "h200", "gemm_fp8_block"): "8.2/25.0%",

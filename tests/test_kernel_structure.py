@@ -135,3 +135,16 @@ def test_allreduce_glitch_rows_are_excluded():
     assert {512, 2048} <= set(ds.f["bytes"][at8].astype(int))
     assert any("1 KB" in n for n in notes)
     assert "allreduce custom" in " ".join(notes)
+
+
+def test_decode_attention_regime_at_the_hopper_l2():
+    """BF16 decode attention on H100 and H200 switches regime at 32 MiB of KV per call for
+    every engine but SGLang on H100 (8 MiB): between the measured 33.6 and 67 MB, where the
+    50 MB L2 stops holding a call's KV between replays. The switch is stored exactly, so the
+    rows at 2^25 bytes stay below it."""
+    for engine in kd.ENGINES:
+        for kind in TARGET:
+            d = shipped(engine)[kind].decode_attention["bf16"]
+            if d.small_kv is not None:
+                assert d.small_kv_max_bytes == 2.0 ** 25 or engine == "sglang", (engine, kind, d.small_kv_max_bytes)
+    assert shipped("trtllm")["h200"].decode_attention["bf16"].small_kv_max_bytes == 2.0 ** 25

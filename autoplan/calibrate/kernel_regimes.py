@@ -8,6 +8,8 @@ their own training rows and is kept when it lowers the p90 training error by mor
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from autoplan.calibrate.kernel_report import _errors, _rounded, _rsig
@@ -19,6 +21,10 @@ REGIME_PENALTY = 0.02
 #: Distinct measured lengths each side of a split must span.
 MIN_LENGTHS = 3
 
+#: Keys whose measured values form a continuum (KV bytes of every batch x context x heads
+#: row): candidate switches are the powers of two between them, not every measured value.
+POWER_OF_TWO_KEYS = ("kv_bytes",)
+
 
 def split_by_length(fit, spec, ds, x_all, key: str = "isl"):
     """(threshold, x_long, x_short) for the rows of ``ds`` split at ``ds.f[key] <=
@@ -26,10 +32,13 @@ def split_by_length(fit, spec, ds, x_all, key: str = "isl"):
     the spec's parameters to rows; ``x_all`` is its fit to every row. Each side needs
     three rows per parameter and :data:`MIN_LENGTHS` distinct lengths."""
     need = 3 * len(spec.names)
-    lengths = sorted(set(ds.f[key].tolist()))
+    values = sorted(set(ds.f[key].tolist()))
     # each side spans at least MIN_LENGTHS measured lengths: a side of one or two lengths
     # fits that length's rows and says nothing about the curve the other lengths follow
-    lengths = lengths[MIN_LENGTHS - 1:len(lengths) - MIN_LENGTHS]
+    lengths = values[MIN_LENGTHS - 1:len(values) - MIN_LENGTHS]
+    if key in POWER_OF_TWO_KEYS:  # a continuum of measured sizes: switches at powers of two
+        lo, hi = lengths[0], lengths[-1]
+        lengths = [2.0 ** e for e in range(math.ceil(math.log2(lo)), math.floor(math.log2(hi)) + 1)]
 
     def p90(pred):
         return float(np.percentile(_errors(pred, ds.t), 90))
@@ -50,6 +59,7 @@ def split_by_length(fit, spec, ds, x_all, key: str = "isl"):
 #: threshold, profile field of the regime, its class). MLA prefill switches by new tokens
 #: per sequence, MLA decode by batch (split-KV scheduling).
 LENGTH_REGIMES = {
+    "decode_attention": ("kv_bytes", "small_kv_max_bytes", "small_kv", km.DecodeAttentionRegime),
     "mla_prefill": ("isl", "short_max_tokens", "short", km.MlaPrefillRegime),
     "mla_decode": ("batch", "small_batch_max", "small_batch", km.MlaDecodeRegime),
 }
@@ -62,10 +72,12 @@ def with_length_regime(fit, spec, ds, x_all, group: str):
     th, x, xs = split_by_length(fit, spec, ds, x_all, key)
     block = spec.build(x)
     params = {n: _rsig(float(v)) for n, v in zip(spec.names, x)}
-    if th is not None:
-        short = spec.build(xs)
-        block = block.model_copy(update={max_field: float(th), regime_field: regime_cls(
-            **{k: getattr(short, k) for k in regime_cls.model_fields})})
-        params[max_field] = float(th)
-        params.update({f"{regime_field}.{n}": _rsig(float(v)) for n, v in zip(spec.names, xs)})
-    return _rounded(block), params
+    if th is None:
+        return _rounded(block), params
+    short = spec.build(xs)
+    regime = _rounded(regime_cls(**{k: getattr(short, k) for k in regime_cls.model_fields}))
+    # the switch is a measured length (or a power of two) and stays exact: rounded to 4
+    # digits, 2^25 bytes would fall below the rows measured at exactly 2^25
+    params[max_field] = float(th)
+    params.update({f"{regime_field}.{n}": _rsig(float(v)) for n, v in zip(spec.names, xs)})
+    return _rounded(block).model_copy(update={max_field: float(th), regime_field: regime}), params

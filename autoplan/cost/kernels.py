@@ -130,14 +130,24 @@ def gemm_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, m, n, k, dty
 def decode_attention_time_s(p: KernelProfile, hbm_bw: float, batch, kv_len, num_kv_heads,
                             head_dim: int = 128, kv_dtype: str = "bf16"):
     """One layer's generation attention: ``batch`` sequences of ``kv_len`` cached tokens
-    (the new one included), ``num_kv_heads`` KV heads on this GPU."""
+    (the new one included), ``num_kv_heads`` KV heads on this GPU; calls reading at most
+    ``small_kv_max_bytes`` priced by the profile's ``small_kv`` regime where it has one."""
     d = _pick(p.decode_attention, kv_dtype, "decode-attention", p)
     batch = np.asarray(batch, dtype=float)
     ctx = np.asarray(kv_len, dtype=float)
-    kv_bytes = batch * ctx * num_kv_heads * head_dim * 2.0 * KV_BYTES.get(kv_dtype, 2.0)
-    return _out(decode_core(d.floor_s, d.memory_efficiency, d.startup_bytes, d.per_sequence_head_s, d.context_latency_s,
-                            d.context_half_tokens, d.overlap_exponent, hbm_bw, kv_bytes,
-                            batch * num_kv_heads, ctx))
+    per_token = batch * num_kv_heads * head_dim * 2.0 * KV_BYTES.get(kv_dtype, 2.0)
+    kv_bytes = per_token * ctx
+
+    def path(r, c):
+        return decode_core(r.floor_s, r.memory_efficiency, r.startup_bytes, r.per_sequence_head_s, r.context_latency_s,
+                           r.context_half_tokens, r.overlap_exponent, hbm_bw, per_token * c, batch * num_kv_heads, c)
+
+    if d.small_kv is None:
+        return _out(path(d, ctx))
+    # past the switch: never below the same call at the switch's bytes (its context scaled)
+    th = d.small_kv_max_bytes
+    return _out(np.where(kv_bytes <= th, path(d.small_kv, ctx),
+                         np.maximum(path(d, ctx), path(d.small_kv, ctx * th / np.maximum(kv_bytes, 1.0)))))
 
 
 def causal_pairs(isl, context_before=0.0):

@@ -94,14 +94,8 @@ class GemmParams(_Strict):
     quantization_passes: float = Field(ge=0, le=8, description="activation quantisation passes over m x k (read BF16, write FP8) timed in the op; 0 for BF16")
 
 
-class DecodeAttentionParams(_Strict):
-    """Generation-phase attention (one new token per sequence), priced by the KV bytes it
-    reads, never as a GEMM.
-
-    ``t = floor_s + context_latency_s * L/(L + context_half_tokens)
-    + smax((kv_bytes + startup_bytes) / (BW * memory_efficiency), per_sequence_head_s * batch * kv_heads)``,
-    ``kv_bytes = batch * L * kv_heads * head_dim * 2 * kv_bytes_per_elem``.
-    """
+class DecodeAttentionRegime(_Strict):
+    """One regime of generation attention: the terms of :class:`DecodeAttentionParams`."""
 
     floor_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call at batch 1 and tiny context")
     memory_efficiency: float = Field(gt=0, le=1, description="asymptotic fraction of HBM bandwidth on KV reads")
@@ -110,6 +104,33 @@ class DecodeAttentionParams(_Strict):
     context_latency_s: float = Field(ge=0, le=1e-3, description="extra latency of long contexts at low parallelism (split-KV reduction), saturating")
     context_half_tokens: float = Field(gt=0, le=1e7, description="context length at which half of context_latency_s is reached")
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the byte term and the per-(sequence x KV head) term")
+
+
+class DecodeAttentionParams(DecodeAttentionRegime):
+    """Generation-phase attention (one new token per sequence), priced by the KV bytes it
+    reads, never as a GEMM.
+
+    ``t = floor_s + context_latency_s * L/(L + context_half_tokens)
+    + smax((kv_bytes + startup_bytes) / (BW * memory_efficiency), per_sequence_head_s * batch * kv_heads)``,
+    ``kv_bytes = batch * L * kv_heads * head_dim * 2 * kv_bytes_per_elem``.
+
+    Calls reading at most ``small_kv_max_bytes`` are priced by ``small_kv`` (same terms).
+    On the Hopper BF16 tables the fit puts that switch at 32 MiB (SGLang on H100: 8 MiB),
+    between the measured 33.6 and 67 MB of KV per call: the 50 MB L2 of H100/H200 holds the smaller calls' KV between the
+    collector's back-to-back replays (it does not rotate buffers, FINDINGS.md §9), and the
+    kernels' split-KV (multi-block) choices change with the work per call; one saturating
+    curve put the 8-32 MB rows 20-36% too slow and the 64-256 MB rows 20-35% too fast. A
+    call past the switch is never priced below the same call reading the switch's bytes.
+    """
+
+    small_kv_max_bytes: float | None = Field(default=None, gt=0, le=1e12, description="largest KV bytes per call priced by small_kv; None: one regime for every size")
+    small_kv: DecodeAttentionRegime | None = Field(default=None, description="the same terms for calls reading at most small_kv_max_bytes")
+
+    @model_validator(mode="after")
+    def _small_pair(self) -> DecodeAttentionParams:
+        if (self.small_kv_max_bytes is None) != (self.small_kv is None):
+            raise ValueError("decode attention: small_kv_max_bytes and small_kv are set together")
+        return self
 
 
 class PrefillAttentionParams(_Strict):
