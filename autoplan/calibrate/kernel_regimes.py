@@ -1,7 +1,7 @@
 """Regimes by length in the kernel fit: an engine that runs short sequences on another
 kernel path (a different kernel, or tiles chosen by length) shows a step in latency at one
 length that one smooth curve cannot follow. The fit places the switch at a measured
-length, the way the all-reduce regimes are placed by message size
+length (for KV bytes, a power of two between measured sizes), the way the all-reduce regimes are placed by message size
 (:func:`autoplan.calibrate.kernel_fit._ar_fit`): each candidate split fits both sides on
 their own training rows and is kept when it lowers the p90 training error by more than
 :data:`REGIME_PENALTY` (a split that only refits noise does not)."""
@@ -56,8 +56,9 @@ def split_by_length(fit, spec, ds, x_all, key: str = "isl"):
 
 
 #: Classes fitted with a regime by length: group -> (row feature, profile field of the
-#: threshold, profile field of the regime, its class). MLA prefill switches by new tokens
-#: per sequence, MLA decode by batch (split-KV scheduling).
+#: threshold, profile field of the regime, its class). Decode attention switches by the KV
+#: bytes one call reads (L2 residency in the measurements, split-KV choices), MLA prefill
+#: by new tokens per sequence, MLA decode by batch (split-KV scheduling).
 LENGTH_REGIMES = {
     "decode_attention": ("kv_bytes", "small_kv_max_bytes", "small_kv", km.DecodeAttentionRegime),
     "mla_prefill": ("isl", "short_max_tokens", "short", km.MlaPrefillRegime),
