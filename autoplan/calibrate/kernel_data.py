@@ -416,7 +416,29 @@ def _comm_sets(data_dir, system, engine, notes):
         tt = _num(tab, "latency_s")[m]
         keys, tt, idx = _min_by_key(list(zip(g, mb)), tt)
         g, mb = g[idx], mb[idx]
+        glitch = _allreduce_glitches(g, mb, tt)
+        if glitch.any():
+            notes.append(f"allreduce {impl}: {int(glitch.sum())} rows excluded that took more than "
+                         f"{AR_GLITCH_RATIO:g}x both neighbouring sizes at the same GPU count (e.g. SGLang 0.5.14 "
+                         f"on 8 H100 at 1 KB: 38.1 us between 3.3 us at 512 B and 3.5 us at 2 KB): a larger message "
+                         f"does all of a smaller one's work, so such a row is not the kernel's time")
         vers = ",".join(sorted(set(tab["version"][m])))
         out[f"allreduce_{impl}"] = Dataset(f"allreduce_{impl}", tt, [int(x) for x in mb], {"gpus": g, "bytes": mb},
-                                           vers)
+                                           vers).take(~glitch)
     return out
+
+
+#: A measured all-reduce size slower than this many times both its smaller and its larger
+#: measured neighbour (same implementation and GPU count) is a glitch, not a kernel time.
+AR_GLITCH_RATIO = 3.0
+
+
+def _allreduce_glitches(gpus: np.ndarray, mb: np.ndarray, t: np.ndarray) -> np.ndarray:
+    bad = np.zeros(len(t), dtype=bool)
+    for gc in set(gpus.tolist()):
+        ii = np.where(gpus == gc)[0]
+        ii = ii[np.argsort(mb[ii])]
+        for a, i, b in zip(ii[:-2], ii[1:-1], ii[2:]):
+            if t[i] > AR_GLITCH_RATIO * max(t[a], t[b]):
+                bad[i] = True
+    return bad

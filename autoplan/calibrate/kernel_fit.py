@@ -30,6 +30,7 @@ from autoplan.calibrate.kernel_data import (
     _prefill_sets,
     held_out_mask,
 )
+from autoplan.calibrate.kernel_regimes import LENGTH_REGIMES, with_length_regime
 from autoplan.calibrate.kernel_report import KindReport, _errors, _report, _rounded, _rsig
 from autoplan.cost import kernels as kc
 from autoplan.errors import InputError
@@ -427,7 +428,10 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
             notes.append(f"{cls}: too few moe_ep > 1 or moe_ep = 1 rows to fit them apart; one set prices both")
         x = _fit(spec, fit_ds)
         block = _rounded(spec.build(x))
-        splits[cls] = (fit_ds, held_ds, dict(zip(spec.names, (_rsig(float(v)) for v in x))))
+        params = dict(zip(spec.names, (_rsig(float(v)) for v in x)))
+        if group in LENGTH_REGIMES:
+            block, params = with_length_regime(_fit, spec, fit_ds, x, group)
+        splits[cls] = (fit_ds, held_ds, params)
         if group == "elementwise":
             elementwise = block
         else:

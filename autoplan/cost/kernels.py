@@ -130,14 +130,24 @@ def gemm_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, m, n, k, dty
 def decode_attention_time_s(p: KernelProfile, hbm_bw: float, batch, kv_len, num_kv_heads,
                             head_dim: int = 128, kv_dtype: str = "bf16"):
     """One layer's generation attention: ``batch`` sequences of ``kv_len`` cached tokens
-    (the new one included), ``num_kv_heads`` KV heads on this GPU."""
+    (the new one included), ``num_kv_heads`` KV heads on this GPU; calls reading at most
+    ``small_kv_max_bytes`` priced by the profile's ``small_kv`` regime where it has one."""
     d = _pick(p.decode_attention, kv_dtype, "decode-attention", p)
     batch = np.asarray(batch, dtype=float)
     ctx = np.asarray(kv_len, dtype=float)
-    kv_bytes = batch * ctx * num_kv_heads * head_dim * 2.0 * KV_BYTES.get(kv_dtype, 2.0)
-    return _out(decode_core(d.floor_s, d.memory_efficiency, d.startup_bytes, d.per_sequence_head_s, d.context_latency_s,
-                            d.context_half_tokens, d.overlap_exponent, hbm_bw, kv_bytes,
-                            batch * num_kv_heads, ctx))
+    per_token = batch * num_kv_heads * head_dim * 2.0 * KV_BYTES.get(kv_dtype, 2.0)
+    kv_bytes = per_token * ctx
+
+    def path(r, c):
+        return decode_core(r.floor_s, r.memory_efficiency, r.startup_bytes, r.per_sequence_head_s, r.context_latency_s,
+                           r.context_half_tokens, r.overlap_exponent, hbm_bw, per_token * c, batch * num_kv_heads, c)
+
+    if d.small_kv is None:
+        return _out(path(d, ctx))
+    # past the switch: never below the same call at the switch's bytes (its context scaled)
+    th = d.small_kv_max_bytes
+    return _out(np.where(kv_bytes <= th, path(d.small_kv, ctx),
+                         np.maximum(path(d, ctx), path(d.small_kv, ctx * th / np.maximum(kv_bytes, 1.0)))))
 
 
 def causal_pairs(isl, context_before=0.0):
@@ -169,15 +179,32 @@ def prefill_attention_time_s(p: KernelProfile, peak_flops: float, batch, isl, nu
 def mla_decode_time_s(p: KernelProfile, peak_flops: float, hbm_bw: float, batch, kv_len, num_heads,
                       kv_dtype: str = "bf16"):
     """One layer's DeepSeek-V3 MLA generation attention kernel (absorbed form, projections
-    not included) with ``num_heads`` heads on this GPU and ``kv_len`` cached tokens."""
+    not included) with ``num_heads`` heads on this GPU and ``kv_len`` cached tokens.
+    Where the profile has a small-batch path, batches of at most ``small_batch_max`` run
+    on it, and a larger batch never costs less than ``small_batch_max`` sequences on it
+    (more sequences do all of the fewer's work: :func:`_past_switch`)."""
     d = _pick(p.mla_decode, kv_dtype, "MLA decode", p)
     batch = np.asarray(batch, dtype=float)
     ctx = np.asarray(kv_len, dtype=float)
-    kv_bytes = batch * ctx * MLA_LATENT_DIM * KV_BYTES.get(kv_dtype, 2.0)
-    flops = 2.0 * batch * num_heads * ctx * (MLA_LATENT_DIM + MLA_VALUE_DIM)
-    return _out(mla_decode_core(d.floor_s, d.memory_efficiency, d.compute_efficiency, d.per_sequence_head_s,
-                                d.per_sequence_s, d.context_latency_s, d.context_half_tokens, d.overlap_exponent,
-                                peak_flops, hbm_bw, kv_bytes, flops, batch * num_heads, ctx, batch))
+
+    def path(r, b):
+        kv_bytes = b * ctx * MLA_LATENT_DIM * KV_BYTES.get(kv_dtype, 2.0)
+        flops = 2.0 * b * num_heads * ctx * (MLA_LATENT_DIM + MLA_VALUE_DIM)
+        return mla_decode_core(r.floor_s, r.memory_efficiency, r.compute_efficiency, r.per_sequence_head_s,
+                               r.per_sequence_s, r.context_latency_s, r.context_half_tokens, r.overlap_exponent,
+                               peak_flops, hbm_bw, kv_bytes, flops, b * num_heads, ctx, b)
+
+    if d.small_batch is None:
+        return _out(path(d, batch))
+    return _out(_past_switch(batch, d.small_batch_max, lambda b: path(d.small_batch, b), lambda b: path(d, b)))
+
+
+def _past_switch(x, th, short, long):
+    """``short(x)`` up to the switch ``th``, beyond it ``long(x)`` but never below
+    ``short(th)``: the long path's curve is fitted on lengths past the switch only, and
+    a longer sequence or a larger batch is never cheaper than the largest one the short
+    path runs."""
+    return np.where(x <= th, short(x), np.maximum(long(x), short(np.full_like(x, th))))
 
 
 def mla_prefill_flops(batch, isl, num_heads, context_before=0.0):
@@ -188,12 +215,21 @@ def mla_prefill_flops(batch, isl, num_heads, context_before=0.0):
 def mla_prefill_time_s(p: KernelProfile, peak_flops: float, batch, isl, num_heads, kv_dtype: str = "bf16",
                        context_before=0.0):
     """One layer's DeepSeek-V3 MLA context attention over ``isl`` new tokens per sequence
-    (after ``context_before`` cached tokens: a chunk, as :func:`prefill_attention_time_s`)."""
+    (after ``context_before`` cached tokens: a chunk, as :func:`prefill_attention_time_s`);
+    sequences of at most ``short_max_tokens`` new tokens on the engine's short path where
+    the profile has one (and longer ones never below it, as in :func:`mla_decode_time_s`)."""
     a = _pick(p.mla_prefill, kv_dtype, "MLA prefill", p)
-    fl = mla_prefill_flops(batch, isl, num_heads, context_before)
     units = np.asarray(batch, dtype=float) * num_heads
-    return _out(prefill_core(a.efficiency, a.half_tokens, a.fixed_s, a.per_sequence_head_s, peak_flops,
-                             fl, isl, units))
+
+    def path(r, s):
+        fl = mla_prefill_flops(batch, s, num_heads, context_before)
+        return prefill_core(r.efficiency, r.half_tokens, r.fixed_s, r.per_sequence_head_s, peak_flops, fl, s, units)
+
+    isl = np.asarray(isl, dtype=float)
+    if a.short is None:
+        return _out(path(a, isl))
+    return _out(_past_switch(np.broadcast_to(isl, np.broadcast(isl, units).shape).astype(float), a.short_max_tokens,
+                             lambda s: path(a.short, s), lambda s: path(a, s)))
 
 
 def mla_projection_gemms(phase: str, batch, isl, num_heads) -> list[tuple]:

@@ -94,14 +94,8 @@ class GemmParams(_Strict):
     quantization_passes: float = Field(ge=0, le=8, description="activation quantisation passes over m x k (read BF16, write FP8) timed in the op; 0 for BF16")
 
 
-class DecodeAttentionParams(_Strict):
-    """Generation-phase attention (one new token per sequence), priced by the KV bytes it
-    reads, never as a GEMM.
-
-    ``t = floor_s + context_latency_s * L/(L + context_half_tokens)
-    + smax((kv_bytes + startup_bytes) / (BW * memory_efficiency), per_sequence_head_s * batch * kv_heads)``,
-    ``kv_bytes = batch * L * kv_heads * head_dim * 2 * kv_bytes_per_elem``.
-    """
+class DecodeAttentionRegime(_Strict):
+    """One regime of generation attention: the terms of :class:`DecodeAttentionParams`."""
 
     floor_s: float = Field(ge=0, le=1e-3, description="fixed GPU time per call at batch 1 and tiny context")
     memory_efficiency: float = Field(gt=0, le=1, description="asymptotic fraction of HBM bandwidth on KV reads")
@@ -110,6 +104,33 @@ class DecodeAttentionParams(_Strict):
     context_latency_s: float = Field(ge=0, le=1e-3, description="extra latency of long contexts at low parallelism (split-KV reduction), saturating")
     context_half_tokens: float = Field(gt=0, le=1e7, description="context length at which half of context_latency_s is reached")
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the byte term and the per-(sequence x KV head) term")
+
+
+class DecodeAttentionParams(DecodeAttentionRegime):
+    """Generation-phase attention (one new token per sequence), priced by the KV bytes it
+    reads, never as a GEMM.
+
+    ``t = floor_s + context_latency_s * L/(L + context_half_tokens)
+    + smax((kv_bytes + startup_bytes) / (BW * memory_efficiency), per_sequence_head_s * batch * kv_heads)``,
+    ``kv_bytes = batch * L * kv_heads * head_dim * 2 * kv_bytes_per_elem``.
+
+    Calls reading at most ``small_kv_max_bytes`` are priced by ``small_kv`` (same terms).
+    On the Hopper BF16 tables the fit puts that switch at 32 MiB (SGLang on H100: 8 MiB),
+    between the measured 33.6 and 67 MB of KV per call: the 50 MB L2 of H100/H200 holds the smaller calls' KV between the
+    collector's back-to-back replays (it does not rotate buffers, FINDINGS.md §9), and the
+    kernels' split-KV (multi-block) choices change with the work per call; one saturating
+    curve put the 8-32 MB rows 20-36% too slow and the 64-256 MB rows 20-35% too fast. A
+    call past the switch is never priced below the same call reading the switch's bytes.
+    """
+
+    small_kv_max_bytes: float | None = Field(default=None, gt=0, le=1e12, description="largest KV bytes per call priced by small_kv; None: one regime for every size")
+    small_kv: DecodeAttentionRegime | None = Field(default=None, description="the same terms for calls reading at most small_kv_max_bytes")
+
+    @model_validator(mode="after")
+    def _small_pair(self) -> DecodeAttentionParams:
+        if (self.small_kv_max_bytes is None) != (self.small_kv is None):
+            raise ValueError("decode attention: small_kv_max_bytes and small_kv are set together")
+        return self
 
 
 class PrefillAttentionParams(_Strict):
@@ -125,15 +146,8 @@ class PrefillAttentionParams(_Strict):
     per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x query head) independent of length")
 
 
-class MlaDecodeParams(_Strict):
-    """DeepSeek-V3 MLA generation attention (absorbed form): every query head of a
-    sequence reads the same latent KV row of ``576`` elements per cached token.
-
-    ``t = floor_s + context_latency_s * L/(L + context_half_tokens)
-    + smax(kv_bytes / (BW * memory_efficiency), flops / (P * compute_efficiency),
-    per_sequence_head_s * batch * heads)``, ``kv_bytes = batch * L * 576 * kv_bytes_per_elem``,
-    ``flops = 2 * batch * heads * L * (576 + 512)``.
-    """
+class MlaDecodeRegime(_Strict):
+    """One path of MLA generation attention: the terms of :class:`MlaDecodeParams`."""
 
     floor_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per call")
     memory_efficiency: float = Field(gt=0, le=1, description="asymptotic fraction of HBM bandwidth on latent KV reads")
@@ -145,17 +159,61 @@ class MlaDecodeParams(_Strict):
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
 
 
-class MlaPrefillParams(_Strict):
-    """DeepSeek-V3 MLA context attention (non-absorbed: per head q/k 192 wide, v 128).
+class MlaDecodeParams(MlaDecodeRegime):
+    """DeepSeek-V3 MLA generation attention (absorbed form): every query head of a
+    sequence reads the same latent KV row of ``576`` elements per cached token.
 
-    ``t = fixed_s + flops / (P * efficiency * s/(s + half_tokens)) + per_sequence_head_s * batch * heads``,
-    ``flops = 2 * batch * heads * (192 + 128) * s(s+1)/2``.
+    ``t = floor_s + per_sequence_s * batch + context_latency_s * L/(L + context_half_tokens)
+    + smax(kv_bytes / (BW * memory_efficiency), flops / (P * compute_efficiency),
+    per_sequence_head_s * batch * heads)``, ``kv_bytes = batch * L * 576 * kv_bytes_per_elem``,
+    ``flops = 2 * batch * heads * L * (576 + 512)``. The MLA decode kernels schedule by batch:
+    small batches split each sequence's KV over the SMs and combine the partial results
+    (FlashMLA's ``get_mla_metadata`` num_splits, TensorRT-LLM's multi-block mode), large
+    batches run one block per sequence and head group, so where the measured rows step
+    between the two (on H100/H200 at batch 8-16 for vLLM, 64 for SGLang and TensorRT-LLM) ``small_batch``
+    prices batches of at most ``small_batch_max`` with the same terms, the switch placed at
+    a measured batch by the fit (``autoplan/calibrate/kernel_regimes.py``).
     """
+
+    small_batch_max: float | None = Field(default=None, gt=0, le=1e6, description="largest batch the small-batch (split-KV) path runs; None: one path for every batch")
+    small_batch: MlaDecodeRegime | None = Field(default=None, description="the same terms for batches of at most small_batch_max")
+
+    @model_validator(mode="after")
+    def _small_pair(self) -> MlaDecodeParams:
+        if (self.small_batch_max is None) != (self.small_batch is None):
+            raise ValueError("MLA decode: small_batch_max and small_batch are set together")
+        return self
+
+
+class MlaPrefillRegime(_Strict):
+    """One path of MLA context attention: the terms of :class:`MlaPrefillParams`."""
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of peak FLOP/s")
     half_tokens: float = Field(ge=0, le=1e6, description="sequence length at half the plateau")
     fixed_s: float = Field(ge=0, le=1e-2, description="fixed GPU time per call")
     per_sequence_head_s: float = Field(ge=0, le=1e-5, description="work per (sequence x head) independent of length")
+
+
+class MlaPrefillParams(MlaPrefillRegime):
+    """DeepSeek-V3 MLA context attention (non-absorbed: per head q/k 192 wide, v 128).
+
+    ``t = fixed_s + flops / (P * efficiency * s/(s + half_tokens)) + per_sequence_head_s * batch * heads``,
+    ``flops = 2 * batch * heads * (192 + 128) * s(s+1)/2``. Where the engine runs short
+    sequences on another path (vLLM 0.24's FP8-KV MLA module: 15-25% slower than the long
+    path's curve at 16-128 new tokens, then a step down at 256; the fit finds switches at
+    64-512 tokens on most engines and kinds), ``short`` prices
+    sequences of at most ``short_max_tokens`` new tokens with the same four terms; the
+    fit places the switch at a measured length (``autoplan/calibrate/kernel_regimes.py``).
+    """
+
+    short_max_tokens: float | None = Field(default=None, gt=0, le=1e6, description="longest sequence (new tokens) the engine runs on its short-sequence path, priced by short (None: one path for every length)")
+    short: MlaPrefillRegime | None = Field(default=None, description="the same four terms for sequences of at most short_max_tokens new tokens")
+
+    @model_validator(mode="after")
+    def _short_pair(self) -> MlaPrefillParams:
+        if (self.short_max_tokens is None) != (self.short is None):
+            raise ValueError("MLA prefill: short_max_tokens and short are set together")
+        return self
 
 
 class MoeParams(_Strict):
