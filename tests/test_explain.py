@@ -21,6 +21,8 @@ from golden_cases import GOLDEN, REPO
 
 from autoplan.catalog import load_model, load_topology
 from autoplan.cli import main
+from autoplan.cost.context import plan_context
+from autoplan.cost.deployment import plan_figures
 from autoplan.cost.evaluate import evaluate, workload_of
 from autoplan.cost.pipeline import StagePlacement
 from autoplan.errors import InputError
@@ -67,8 +69,10 @@ def _figures(name: str):
                           s.attention_dp, s.ep) for s in plan.prefill.stages]
     dec = [StagePlacement(s.layers[0], s.layers[1], s.device_kind, tuple(s.devices),
                           s.attention_dp, s.ep) for s in plan.decode.stages]
-    return evaluate(model, topo, workload_of(plan), plan.placement, pre, dec,
-                    (plan.prefill.replicas, plan.decode.replicas))
+    fig = evaluate(model, topo, workload_of(plan), plan.placement, pre, dec,
+                   (plan.prefill.replicas, plan.decode.replicas))
+    # with more designs, the whole deployment's rate (test_mix.py checks that rule)
+    return plan_figures(plan, plan_context(plan), fig)[0]
 
 
 def _baseline(name: str) -> float:
@@ -118,6 +122,7 @@ def _as_alt_plan(plan, alt, fig):
         "tokens_per_s_per_device": fig.tokens_per_s_per_device,
         "tokens_per_s_per_user": fig.tokens_per_s_per_user,
         "devices": len({d for r in alt.prefill + alt.decode for d in r.devices}),
+        "more_designs": [],  # an alternative deploys one design per pool
         "prefill": phase("prefill", plan.prefill, alt.prefill),
         "decode": phase("decode", plan.decode, alt.decode),
         # One replica is not the deployment: the request rate is the replicas' to reach

@@ -240,26 +240,34 @@ def check_pinning(plan: Plan, exp, engine: str) -> list[dict]:
     no device is pinned twice across all servers; ports are unique per host."""
     text = exp.files["launch.sh"]
     srv = pinned_servers(text, engine)
-    phases = ({"server": plan.prefill} if plan.placement == "colocated"
-              else {"prefill": plan.prefill, "decode": plan.decode})
-    for role, phase in phases.items():
+    # per role, the replicas of all its designs (the first, and the plan's more designs)
+    phases = ({"server": [plan.prefill]} if plan.placement == "colocated"
+              else {"prefill": [plan.prefill], "decode": [plan.decode]})
+    for m in plan.more_designs:
+        phases["server" if m.pool == "colocated" else m.pool].append(
+            m.prefill if m.pool != "decode" else m.decode)
+    for role, designs in phases.items():
         mine = [s for s in srv if s["role"] == role]
         if not mine:
             continue
-        assert len(mine) == phase.replicas == len(phase.replica_devices)
-        for r, rep in enumerate(phase.replica_devices):
-            want = expected_pins(rep)
-            match = [m for m in mine if m["pins"] == want]
-            assert len(match) == 1, (role, r, want, [m["pins"] for m in mine])
-            assert match[0]["group"] == next(iter(want))  # the head runs on the first host
-            if len(want) > 1 and "--dist-init-addr" in text:
-                assert sorted(match[0]["ranks"]) == list(range(len(want)))
-            # the Command list tags each command with the replica the text pins it to
-            for c in exp.commands:
-                if c.role == role and c.replica == r:
-                    assert c.host in want, (role, r, c.host)
-                    if visible(c.env) is not None:
-                        assert visible(c.env) == want[c.host]
+        assert all(ph.replicas == len(ph.replica_devices) for ph in designs)
+        assert len(mine) == sum(ph.replicas for ph in designs)
+        wants: dict[int, list] = {}  # replica index -> its pins in each design
+        for ph in designs:
+            for r, rep in enumerate(ph.replica_devices):
+                want = expected_pins(rep)
+                wants.setdefault(r, []).append(want)
+                match = [m for m in mine if m["pins"] == want]
+                assert len(match) == 1, (role, r, want, [m["pins"] for m in mine])
+                assert match[0]["group"] == next(iter(want))  # the head: the first host
+                if len(want) > 1 and "--dist-init-addr" in text:
+                    assert sorted(match[0]["ranks"]) == list(range(len(want)))
+        # the Command list tags each command with the replica the text pins it to
+        for c in exp.commands:
+            if c.role == role and c.replica in wants:
+                assert any(c.host in w for w in wants[c.replica]), (role, c.replica, c.host)
+                if visible(c.env) is not None:
+                    assert any(visible(c.env) == w.get(c.host) for w in wants[c.replica])
     # no device pinned twice, over every server of every pool
     all_pins = [(h, k) for s in srv for h, idx in s["pins"].items() for k in idx]
     twice = [d for d, n in Counter(all_pins).items() if n > 1]
@@ -331,67 +339,82 @@ def test_script_matches_plan(engine, name, tmp_path):
     bash_syntax_ok(text, tmp_path)
     check_documented(engine, text)
     layers = load_model(plan.inputs.model).num_layers
-    phases = ({"server": plan.prefill} if plan.placement == "colocated"
-              else {"prefill": plan.prefill, "decode": plan.decode})
+    i = plan.inputs
+    # per role, its designs: the first (the plan's batch) and the more designs (their own)
+    phases = ({"server": [(plan.prefill, i.batch)]} if plan.placement == "colocated"
+              else {"prefill": [(plan.prefill, i.prefill_batch or i.batch)],
+                    "decode": [(plan.decode, i.batch)]})
+    for m in plan.more_designs:
+        phases["server" if m.pool == "colocated" else m.pool].append(
+            (m.prefill if m.pool != "decode" else m.decode, m.batch))
     srv = servers(text, engine)
     exported = {s["role"] for s in srv}
-    for role, phase in phases.items():
-        runs_here = all(s.device_kind != "lpu" for s in phase.stages)
+
+    def shape(c) -> tuple[int, int, int]:
+        f = c["flags"]
+        tp = int(one(f, "--tp-size" if engine == "sglang" else "--tensor-parallel-size"))
+        pp = int(one(f, "--pp-size" if engine == "sglang" else "--pipeline-parallel-size"))
+        # SGLang's --tp-size counts every GPU of a stage (attention DP inside it); vLLM's
+        # is one DP rank's, its --data-parallel-size the ranks
+        dp = (int(one(f, "--data-parallel-size")) if "--data-parallel-size" in f else 1) \
+            if engine == "vllm" else 1
+        return tp, pp, dp
+
+    for role, designs in phases.items():
+        runs_here = all(s.device_kind != "lpu" for ph, _ in designs for s in ph.stages)
         assert (role in exported) == runs_here, (role, exported)
         if not runs_here:
             continue
-        cmds = [s for s in srv if s["role"] == role]
-        tp = {int(one(c["flags"], "--tp-size" if engine == "sglang" else
-                      "--tensor-parallel-size")) for c in cmds}
-        pp = {int(one(c["flags"], "--pp-size" if engine == "sglang" else
-                      "--pipeline-parallel-size")) for c in cmds}
-        st = phase.stages[0]
-        # SGLang's --tp-size counts every GPU of a stage (attention DP inside it); vLLM's is
-        # one DP rank's, its --data-parallel-size the ranks
-        dp = {int(one(c["flags"], "--data-parallel-size")) if "--data-parallel-size" in
-              c["flags"] else 1 for c in cmds} if engine == "vllm" else {1}
-        want_tp = st.tp * st.attention_dp if engine == "sglang" else st.tp
-        assert tp == {want_tp} and pp == {len(phase.stages)}
-        assert dp == {st.attention_dp if engine == "vllm" else 1}
-        assert tp.pop() * dp.pop() * pp.pop() == phase.devices
-        for c in cmds:
-            f = c["flags"]
-            if engine == "vllm":
-                assert ("--enable-expert-parallel" in f) == (st.ep > 1)
-            else:
-                assert int(one(f, "--ep-size")) == st.ep if st.ep > 1 else "--ep-size" not in f
-                assert ("--enable-dp-attention" in f) == (st.attention_dp > 1)
-                if st.attention_dp > 1:
-                    assert int(one(f, "--dp-size")) == st.attention_dp
-        var = "SGLANG_PP_LAYER_PARTITION" if engine == "sglang" else "VLLM_PP_LAYER_PARTITION"
-        for c in cmds:
-            assert c["model"] == plan.inputs.model
-            if len(phase.stages) > 1:
-                cuts = [int(x) for x in c["env"][var].split(",")]
-                assert cuts == [s.layers[1] - s.layers[0] for s in phase.stages]
-                assert sum(cuts) == layers
-            else:
-                assert var not in c["env"]
-            f = c["flags"]
-            # a whole KV block above isl + osl (vLLM block 16, SGLang page 16)
-            n = int(one(f, "--max-model-len" if engine == "vllm" else "--context-length"))
-            assert n % 16 == 0 and plan.inputs.isl + plan.inputs.osl < n \
-                <= plan.inputs.isl + plan.inputs.osl + 16
-            seqs = int(one(f, "--max-num-seqs" if engine == "vllm" else
-                           "--max-running-requests"))
-            planned = (plan.inputs.prefill_batch or plan.inputs.batch) if role == "prefill" \
-                else plan.inputs.batch
-            if engine == "vllm":  # per DP rank: each rank is an engine core of its own
-                planned = -(-planned // st.attention_dp)
-            if plan.inputs.objective == "latency":
-                assert seqs >= planned  # what memory allows at the SLO (test_max_seqs_*)
-            else:
-                assert seqs == planned
-        # one server command per replica and node (a multi-host vLLM server is one command
-        # on the head, its other hosts join with `ray start`)
-        per_replica = (len(hosts_of(phase.stages))
-                       if engine == "sglang" else 1)
-        assert len(cmds) == phase.replicas * per_replica
+        by_shape = {}
+        for phase, batch in designs:  # a design's servers are known by their shape
+            st = phase.stages[0]
+            want = (st.tp * st.attention_dp if engine == "sglang" else st.tp,
+                    len(phase.stages), st.attention_dp if engine == "vllm" else 1)
+            assert want not in by_shape  # designs of one pool differ in shape
+            by_shape[want] = (phase, batch)
+        cmds_of = {k: [c for c in srv if c["role"] == role and shape(c) == k]
+                   for k in by_shape}
+        assert sum(map(len, cmds_of.values())) == len([c for c in srv if c["role"] == role])
+        for key, (phase, batch) in by_shape.items():
+            cmds, st = cmds_of[key], phase.stages[0]
+            assert key[0] * key[1] * key[2] == phase.devices
+            for c in cmds:
+                f = c["flags"]
+                if engine == "vllm":
+                    assert ("--enable-expert-parallel" in f) == (st.ep > 1)
+                else:
+                    assert int(one(f, "--ep-size")) == st.ep if st.ep > 1 else "--ep-size" not in f
+                    assert ("--enable-dp-attention" in f) == (st.attention_dp > 1)
+                    if st.attention_dp > 1:
+                        assert int(one(f, "--dp-size")) == st.attention_dp
+            var = "SGLANG_PP_LAYER_PARTITION" if engine == "sglang" else "VLLM_PP_LAYER_PARTITION"
+            for c in cmds:
+                assert c["model"] == plan.inputs.model
+                if len(phase.stages) > 1:
+                    cuts = [int(x) for x in c["env"][var].split(",")]
+                    assert cuts == [s.layers[1] - s.layers[0] for s in phase.stages]
+                    assert sum(cuts) == layers
+                else:
+                    assert var not in c["env"]
+                f = c["flags"]
+                # a whole KV block above isl + osl (vLLM block 16, SGLang page 16)
+                n = int(one(f, "--max-model-len" if engine == "vllm" else "--context-length"))
+                assert n % 16 == 0 and plan.inputs.isl + plan.inputs.osl < n \
+                    <= plan.inputs.isl + plan.inputs.osl + 16
+                seqs = int(one(f, "--max-num-seqs" if engine == "vllm" else
+                               "--max-running-requests"))
+                planned = batch
+                if engine == "vllm":  # per DP rank: each rank is an engine core of its own
+                    planned = -(-planned // st.attention_dp)
+                if plan.inputs.objective == "latency":
+                    assert seqs >= planned  # what memory allows at the SLO (test_max_seqs_*)
+                else:
+                    assert seqs == planned
+            # one server command per replica and node (a multi-host vLLM server is one
+            # command on the head, its other hosts join with `ray start`)
+            per_replica = (len(hosts_of(phase.stages))
+                           if engine == "sglang" else 1)
+            assert len(cmds) == phase.replicas * per_replica
     # every replica pinned to its replica_devices; no device twice; ports unique per host
     check_pinning(plan, exp, engine)
     assert "unpinned" not in parse_groups_labels(text)

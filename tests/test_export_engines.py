@@ -306,14 +306,19 @@ def test_dynamo_v1beta1_fields_are_the_crds(backend, name):
             assert set(eng) <= set(spec("trtllm")["llm_api"]["keys"])
             assert [v["configMap"]["name"] for v in pod["volumes"]] == [cm["metadata"]["name"]]
         n = int(m["resources"]["limits"][d["gpu_resource"]])
-        gpus[c["type"]] = n * c.get("multinode", {}).get("nodeCount", 1)
-    phases = ({"worker": plan.prefill} if plan.placement == "colocated"
-              else {"prefill": plan.prefill, "decode": plan.decode})
-    for t, ph in phases.items():
-        if any(s.device_kind == "lpu" for s in ph.stages):
+        gpus.setdefault(c["type"], []).append(n * c.get("multinode", {}).get("nodeCount", 1))
+    # one component per design of each pool (the plan's more designs: components of
+    # their own), each with one replica's GPUs
+    phases = ({"worker": [plan.prefill]} if plan.placement == "colocated"
+              else {"prefill": [plan.prefill], "decode": [plan.decode]})
+    for m in plan.more_designs:
+        phases["worker" if m.pool == "colocated" else m.pool].append(
+            m.prefill if m.pool != "decode" else m.decode)
+    for t, phs in phases.items():
+        if any(s.device_kind == "lpu" for ph in phs for s in ph.stages):
             assert t not in gpus
         else:
-            assert gpus[t] == ph.devices
+            assert sorted(gpus[t]) == sorted(ph.devices for ph in phs)
 
 
 def test_dynamo_backend_defaults_to_the_plans_engine_and_checks_the_name():

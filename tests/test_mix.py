@@ -116,7 +116,7 @@ def test_best_mix_equals_enumeration_of_every_count_vector(seed):
 
 M70 = "meta-llama/Llama-3.1-70B"
 CASE = dict(isl=4000, osl=500, ttft_slo_ms=2000.0, tpot_slo_ms=30.0, objective="throughput",
-            engine="trtllm")
+            engine="trtllm")  # its prefill designs are pipelines (PP 2): vLLM refuses them
 
 
 @cache
