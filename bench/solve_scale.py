@@ -78,7 +78,10 @@ def one(name: str) -> dict:
                                      f" ({p.stop_reason})"), "gap": p.gap, "solve_s": p.solve_seconds,
                "placement": p.placement, "devices": p.devices, "e2e_ms": p.e2e_ms,
                "tok_s": p.throughput_tokens_per_s,
-               "replicas": f"{p.prefill.replicas}+{p.decode.replicas}"}
+               "replicas": f"{p.prefill.replicas}+{p.decode.replicas}" + (
+                   f" (+{len(p.more_designs)} more designs: "
+                   f"{'+'.join(str((m.prefill or m.decode).replicas) for m in p.more_designs)})"
+                   if p.more_designs else "")}
     except InfeasibleError as e:
         res = {"status": f"infeasible ({e.reason})", "gap": None, "solve_s": None,
                "placement": "-", "devices": 0, "e2e_ms": None, "tok_s": None, "replicas": "-"}

@@ -224,10 +224,16 @@ def autoplan_summary(plan: dict) -> str:
         return f"{ph['replicas']}x {shape}"
     i = plan["inputs"]
     b = f"bs{i['batch']}"
+    more = plan.get("more_designs", [])  # further designs of a pool, each at its batch
+
+    def extra(pool: str) -> str:
+        return "".join(f" + {phase(m['prefill'] if pool != 'decode' else m['decode'])} "
+                       f"bs{m['batch']}" for m in more if m["pool"] == pool)
     if plan["placement"] == "colocated":
-        return f"colocated {phase(plan['decode'])} {b}"
+        return f"colocated {phase(plan['decode'])} {b}{extra('colocated')}"
     pb = i["prefill_batch"] or i["batch"]
-    return (f"disagg ({phase(plan['prefill'])} bs{pb} + {phase(plan['decode'])} {b})")
+    return (f"disagg ({phase(plan['prefill'])} bs{pb}{extra('prefill')} + "
+            f"{phase(plan['decode'])} {b}{extra('decode')})")
 
 
 def price_autoplan(plan: dict, gpus: int) -> dict:
