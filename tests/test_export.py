@@ -235,17 +235,26 @@ def listening_ports(text: str) -> dict[str, list[int]]:
     return ports
 
 
+def designs_by_role(plan: Plan, colocated: str = "server") -> dict[str, list[tuple]]:
+    """Per exported role, every design's (PhasePlan, batch): the plan's first design and
+    its more designs (a colocated pool's role is named ``colocated``)."""
+    i = plan.inputs
+    out = ({colocated: [(plan.prefill, i.batch)]} if plan.placement == "colocated"
+           else {"prefill": [(plan.prefill, i.prefill_batch or i.batch)],
+                 "decode": [(plan.decode, i.batch)]})
+    for m in plan.more_designs:
+        out[colocated if m.pool == "colocated" else m.pool].append(
+            (m.prefill if m.pool != "decode" else m.decode, m.batch))
+    return out
+
+
 def check_pinning(plan: Plan, exp, engine: str) -> list[dict]:
     """Each exported replica is pinned to exactly replica_devices[r] (host and GPU index);
     no device is pinned twice across all servers; ports are unique per host."""
     text = exp.files["launch.sh"]
     srv = pinned_servers(text, engine)
     # per role, the replicas of all its designs (the first, and the plan's more designs)
-    phases = ({"server": [plan.prefill]} if plan.placement == "colocated"
-              else {"prefill": [plan.prefill], "decode": [plan.decode]})
-    for m in plan.more_designs:
-        phases["server" if m.pool == "colocated" else m.pool].append(
-            m.prefill if m.pool != "decode" else m.decode)
+    phases = {r: [ph for ph, _ in ds] for r, ds in designs_by_role(plan).items()}
     for role, designs in phases.items():
         mine = [s for s in srv if s["role"] == role]
         if not mine:
@@ -339,14 +348,8 @@ def test_script_matches_plan(engine, name, tmp_path):
     bash_syntax_ok(text, tmp_path)
     check_documented(engine, text)
     layers = load_model(plan.inputs.model).num_layers
-    i = plan.inputs
     # per role, its designs: the first (the plan's batch) and the more designs (their own)
-    phases = ({"server": [(plan.prefill, i.batch)]} if plan.placement == "colocated"
-              else {"prefill": [(plan.prefill, i.prefill_batch or i.batch)],
-                    "decode": [(plan.decode, i.batch)]})
-    for m in plan.more_designs:
-        phases["server" if m.pool == "colocated" else m.pool].append(
-            (m.prefill if m.pool != "decode" else m.decode, m.batch))
+    phases = designs_by_role(plan)
     srv = servers(text, engine)
     exported = {s["role"] for s in srv}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_export import designs_by_role
 
 from autoplan.cli import main
 from autoplan.cost.context import plan_context
@@ -309,11 +310,7 @@ def test_dynamo_v1beta1_fields_are_the_crds(backend, name):
         gpus.setdefault(c["type"], []).append(n * c.get("multinode", {}).get("nodeCount", 1))
     # one component per design of each pool (the plan's more designs: components of
     # their own), each with one replica's GPUs
-    phases = ({"worker": [plan.prefill]} if plan.placement == "colocated"
-              else {"prefill": [plan.prefill], "decode": [plan.decode]})
-    for m in plan.more_designs:
-        phases["worker" if m.pool == "colocated" else m.pool].append(
-            m.prefill if m.pool != "decode" else m.decode)
+    phases = {r: [ph for ph, _ in ds] for r, ds in designs_by_role(plan, "worker").items()}
     for t, phs in phases.items():
         if any(s.device_kind == "lpu" for ph in phs for s in ph.stages):
             assert t not in gpus
