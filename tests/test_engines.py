@@ -180,3 +180,27 @@ def test_request_handling_is_in_served_ttft_only():
     p = plan(M8, "h100-sxm-x1", isl=512, osl=64, engine="vllm", placement="colocated")
     assert p.ttft_ms >= served.ttft_ms * (1 - 1e-9)
     assert validate(p).ok
+
+
+def test_request_handling_is_in_ttft_but_does_not_pace_a_prefill_pool():
+    """A disaggregated prefill pool's rate is its prefill batch over the slowest stage's
+    busy time: the API server handles requests beside the GPU's work, so their handling
+    is in TTFT but not in the pipeline's period (with it in, vLLM's 9.1 ms per request
+    would nearly halve this 8B prefill pool's rate: two 512-token prompts take 20.8 ms of
+    GPU time, their handling 18.2 ms)."""
+    from autoplan.catalog import engine_facts
+
+    f = engine_facts()["vllm"]
+    p = plan(M8, "h100-sxm-x8", isl=512, osl=64, engine="vllm", objective="throughput",
+             placement="disaggregated", batch=16, prefill_batch=2, ttft_slo_ms=1000,
+             tpot_slo_ms=50)
+    assert validate(p).ok
+    pre = p.prefill
+    P = p.inputs.prefill_batch
+    busy = [s.time_ms - (P * f.request_overhead_s * 1e3 if s.layers[0] == 0 else 0.0)
+            for s in pre.stages]
+    assert pre.requests_per_s == pytest.approx(pre.replicas * P / (max(busy) / 1e3), rel=1e-9)
+    # the stage holding layer 0 includes the handling in its (TTFT) time
+    first = next(s for s in pre.stages if s.layers[0] == 0)
+    assert first.time_ms > P * f.request_overhead_s * 1e3
+    assert pre.requests_per_s > pre.replicas * P / (max(s.time_ms for s in pre.stages) / 1e3)

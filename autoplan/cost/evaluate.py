@@ -13,6 +13,7 @@ from autoplan.cost.pipeline import (
     memories_for,
     pipeline_cost,
     pool_memory_args,
+    request_host_s,
     weighted_pipeline_cost,
 )
 from autoplan.graphs.topology import Topology
@@ -100,6 +101,11 @@ def evaluate(model: ModelSpec, topo: Topology, work: Workload, placement: str,
         times[ph] = cost.time_s
         floors[ph] = cost.floor_s
         slowest[ph] = cost.slowest_stage_s
+        if ph == "prefill" and placement == "disaggregated":
+            # what paces the pipelined pool: each stage's busy time, without the
+            # handling of its requests (the API server's, beside the GPU's work)
+            slowest[ph] = max(s.time_s - work.pb * request_host_s(topo, st)
+                              for s, st in zip(cost.stages, stages))
         stage_ms[ph] = [s.time_s * 1e3 for s in cost.stages]
         fractions[ph] = [s.memory_fraction for s in cost.stages]
         bottlenecks[ph] = [s.bottleneck for s in cost.stages]

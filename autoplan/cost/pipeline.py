@@ -135,6 +135,13 @@ def _argmax(compute: float, memory: float, comm: float) -> Bound:
     return best
 
 
+def request_host_s(topo: Topology, st: StagePlacement) -> float:
+    """The server's handling of one request, on the stage holding layer 0 (host time the
+    GPU does not wait for: the API server works beside the engine), else 0."""
+    facts = host_facts(topo, st.kind)
+    return facts.request_overhead_s if st.first == 0 and facts is not None else 0.0
+
+
 def host_facts(topo: Topology, kind: str) -> EngineFacts | None:
     """The engine whose host time a pipeline starting on a stage of ``kind`` pays: the
     kind's own; a GPU kind the engine prices without kernel data of its own (roofline
@@ -156,7 +163,7 @@ def stage_cost(model: ModelSpec, topo: Topology, st: StagePlacement, shape: Shap
     kind = topo.kinds[st.kind]
     facts = host_facts(topo, st.kind)
     if shape == REQUEST:  # the server's handling of a request: host time, no GPU work
-        host = facts.request_overhead_s if st.first == 0 and facts is not None else 0.0
+        host = request_host_s(topo, st)
         ops = {"request_handling": {"time_s": host, "flops": 0.0, "bytes": 0.0, "count": 1}}
         return StageCost(host, 0.0, 0.0, 0.0, mem, kind.capacity_bytes,
                          ops if breakdown and host else {}, 0.0, host)

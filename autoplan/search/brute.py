@@ -203,7 +203,7 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
     for tt in tables:
         tab, P = tt.pools["prefill"], tt.work.pb
         for a in pipelines(tt, "prefill"):
-            slowest = max(int(tab.time_t["prefill"][ROLES.index(r), c, ln])
+            slowest = max(int(tab.busy_t[ROLES.index(r), c, ln])
                           for r, c, ln in a.stages)
             for kinds in {k for _, k in decs}:
                 kv = max(int(tt.kv_t[ROLES.index(r), c, ln, tt.kinds.index(kd)])

@@ -78,12 +78,13 @@ class Direct:
             if size > most:
                 continue
             T = {ph: tab.time_t[ph][:, c, :] for ph in phases}
+            busy = tab.busy_t[:, c, :] if "prefill" in T else None  # paces a prefill pool
             hop = {ph: int(tab.hop_t[ph][c]) for ph in phases}
             kv = (t.kv_t[:, c, :, :][:, :, kds].max(axis=2) if kds
                   else np.zeros((len(ROLES), U + 1), dtype=np.int64))
             if tab.max_len[0, c] > 0:
                 sums = {ph: np.array([[int(T[ph][0, U])]]) for ph in phases}
-                slow = np.array([[int(T["prefill"][0, U])]]) if "prefill" in T else None
+                slow = np.array([[int(busy[0, U])]]) if busy is not None else None
                 self._keep(c, 1, size, sums, slow, np.array([[int(kv[0, U])]]),
                            np.ones((1, 1), dtype=bool), 0, osl, ttft_slo, tpot_slo,
                            lambda i, j, c=c: (StageChoice("only", c, U),))
@@ -94,8 +95,8 @@ class Direct:
             LL = np.arange(1, ml + 1)[None, :]
             M = U - LF - LL  # layers left to the middle stages
             ends = {ph: T[ph][_F, LF] + T[ph][_L, LL] + hop[ph] for ph in phases}
-            ends_slow = (np.maximum(T["prefill"][_F, LF], T["prefill"][_L, LL])
-                         if "prefill" in T else None)
+            ends_slow = (np.maximum(busy[_F, LF], busy[_L, LL]) if busy is not None
+                         else None)
             ends_kv = np.maximum(kv[_F, LF], kv[_L, LL])
             # middles' affine parts, as solver._PoolModel._compact reads them
             mid_b = {ph: int(T[ph][_M, 2]) - int(T[ph][_M, 1]) if mm >= 2 else 0

@@ -70,8 +70,8 @@ def design_times(t: Tables, pool: str, stages: list[StageChoice],
         for ph, arr in tab.time_t.items():
             hop = int(tab.hop_t[ph][s.config]) if s.role in ("mid", "last") else 0
             sums[ph] += s.count * (int(arr[r, s.config, s.length]) + hop)
-        if "prefill" in tab.time_t:
-            slowest = max(slowest, int(tab.time_t["prefill"][r, s.config, s.length]))
+        if "prefill" in tab.time_t:  # what paces the pipeline: its devices' busy time
+            slowest = max(slowest, int(tab.busy_t[r, s.config, s.length]))
         if pool == "prefill":
             for kd in decode_kinds:
                 kv = max(kv, int(t.kv_t[r, s.config, s.length, t.kinds.index(kd)]))
@@ -216,7 +216,7 @@ def _min_slowest(t: Tables, osl: int, limits: Limits, caps: list[int],
     if best.status == "infeasible":
         return best, n
     slowest = design_times(t, "prefill", best.pools["prefill"], decode_kinds)[2]
-    arr = t.pools["prefill"].time_t["prefill"]
+    arr = t.pools["prefill"].busy_t
     # Candidate caps below the incumbent, ascending; fewer devices than a parent's caps
     # never make the slowest stage shorter than the parent's (``lower``).
     values = np.unique(arr[(arr < slowest) & (arr >= lower)])

@@ -159,10 +159,10 @@ class _PoolModel:
         return [int(kv_tab[r, c, ln, kd]) for kd in range(len(self.t.kinds))]
 
     def _capped(self, r: int, c: int, ln: int) -> bool:
-        """This stage's prefill pass is longer than the stage cap."""
+        """This stage keeps its devices busier than the stage cap in its prefill pass."""
         if self.stage_cap is None:
             return False
-        return int(self.t.pools[self.pool].time_t["prefill"][r, c, ln]) > self.stage_cap
+        return int(self.t.pools[self.pool].busy_t[r, c, ln]) > self.stage_cap
 
     def _hop(self, role: str, c: int) -> dict[str, int]:
         """The hand-off into a stage of this role and config (none into layer 0's)."""

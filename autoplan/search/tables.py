@@ -33,6 +33,7 @@ from autoplan.cost.pipeline import (
     stage_cost,
 )
 from autoplan.cost.roofline import (
+    REQUEST,
     Shape,
     activation_message_bytes,
 )
@@ -79,6 +80,18 @@ class PoolTable:
     # phase -> [class]: what a hand-off into this class from another class costs beyond
     # hop_t (the worst source class); charged once per entry into the class.
     cross_t: dict[str, np.ndarray]
+    # [role, config], prefill pools: the server's handling of the requests of a pass in
+    # the prefill figure (host time on the stage holding layer 0, rounded down): part of
+    # TTFT, not of the time a stage keeps its devices busy (None: no such term)
+    request_t: np.ndarray | None = None
+
+    @property
+    def busy_t(self) -> np.ndarray:
+        """[role, config, length]: the prefill pass a stage keeps its devices busy for,
+        which paces a pipelined prefill pool (``time_t["prefill"]`` less request handling,
+        which the API server does beside the GPU's work)."""
+        t = self.time_t["prefill"]
+        return t if self.request_t is None else t - self.request_t[:, :, None]
 
 
 @dataclass
@@ -207,6 +220,7 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
     affine = np.zeros((nr, C), dtype=bool)
     times = {ph: np.full((nr, C, U + 1), INF, dtype=np.int64) for ph in POOL_PHASES[pool]}
     hops = {ph: np.zeros(C, dtype=np.int64) for ph in POOL_PHASES[pool]}
+    request = np.zeros((nr, C), dtype=np.int64) if pool == "prefill" else None
     # Each phase's figure is a weighted sum of forward passes: one pass, or a colocated
     # server's step mix under in-flight batching (None: it cannot sustain the batch).
     # A colocated pool's data-parallel ranks schedule alone: the mix depends on the
@@ -267,6 +281,10 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
                                    shape, work.precision, mem).time_s for g in groups)
                 return memo[ln, shape]
 
+            if request is not None:  # host time, the same at every length
+                ln0 = one if fixed else 1
+                request[r, cfg.index] = math.floor(sum(
+                    w * pass_s(ln0, sh) for w, sh in passes["prefill"] if sh == REQUEST) * T)
             for ph in POOL_PHASES[pool]:
                 def exact(ln: int) -> float:  # weighted_stage_time_s, priced once a pass
                     return sum(w * pass_s(ln, sh) for w, sh in passes[ph])
@@ -313,7 +331,7 @@ def _pool_table(t: Tables, pool: str, force_per_length: bool) -> PoolTable:
         fix = (lambda x: np.floor(x + 1e-6)) if t.lower else (lambda x: np.ceil(x - 1e-6))
         hops[ph][:] = fix(h_sum)
         cross[ph][:] = np.maximum(0, fix(c_sum))
-    return PoolTable(pool, times, max_len, hops, affine, cross)
+    return PoolTable(pool, times, max_len, hops, affine, cross, request)
 
 
 def _phase_hops(t: Tables, msg: float, reach: dict) -> tuple[np.ndarray, np.ndarray]:
