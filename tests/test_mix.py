@@ -87,7 +87,7 @@ def _enumerate(fronts, mode, objective, lam, caps, budget, links):
     return (-best[1], best[0]) if objective == "devices" else (-best[0], best[1])
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(400))
 def test_best_mix_equals_enumeration_of_every_count_vector(seed):
     rng = random.Random(seed)
     caps = [rng.randint(1, 6)] if seed % 2 == 0 else [rng.randint(1, 4), rng.randint(1, 4)]
@@ -101,14 +101,15 @@ def test_best_mix_equals_enumeration_of_every_count_vector(seed):
                                               Fraction(rng.randint(1, 60), rng.randint(1, 4)))
     objective = "devices" if seed % 3 == 0 else "throughput"
     lam = None
-    if objective == "devices":
+    if objective == "devices" or seed % 4 == 1:  # a requested rate, for both objectives
         top = _enumerate(fronts, mode, "throughput", None, caps, budget, links)
         if top is None:
             return
         lam = top[0] * Fraction(rng.choice([3, 7, 10]), 10)
     want = _enumerate(fronts, mode, objective, lam, caps, budget, links)
-    got = best_mix(_Tables([_Class(c) for c in caps]), mode, fronts, objective, lam, budget,
-                   links, None)
+    got, proven = best_mix(_Tables([_Class(c) for c in caps]), mode, fronts, objective, lam,
+                           budget, links, None)
+    assert proven, seed
     assert (None if got is None else (got.rate, got.devices)) == want, (seed, fronts)
     if got is not None:
         assert got.proven
@@ -131,7 +132,7 @@ def test_several_designs_beat_the_best_one_design_per_pool(monkeypatch):
     rep = validate(p)
     assert rep.ok, rep.errors
     # the best deployment of one design per pool serves less
-    monkeypatch.setattr(deploy, "best_mix", lambda *a, **k: None)
+    monkeypatch.setattr(deploy, "best_mix", lambda *a, **k: (None, True))
     one = plan(M70, "h200-2node", **CASE)
     assert not one.more_designs
     assert p.throughput_tokens_per_s > one.throughput_tokens_per_s * 1.01
@@ -183,6 +184,11 @@ def test_validate_refuses_tampered_more_designs():
         d["more_designs"][0]["prefill"] = d["more_designs"][0]["decode"]
 
     assert any("wrong phases" in e for e in _tampered(phases))
+
+    def figure(d):  # a decode design that hides its TPOT from the SLO check
+        d["more_designs"][0]["tpot_ms"] = None
+
+    assert any("lacks the TTFT / TPOT" in e for e in _tampered(figure))
 
     def rate(d):
         d["requests_per_s"] *= 1.1

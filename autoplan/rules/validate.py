@@ -150,6 +150,9 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
                           f"must be the same")
         elif d.pool == "prefill" and not d.kv_to:
             errors.append(f"designs: more_designs[{k}] is a prefill design with no kv_to")
+        elif (d.ttft_ms is None) == (d.pool != "decode") or (d.tpot_ms is None) == (
+                d.pool != "prefill"):
+            errors.append(f"designs: more_designs[{k}] lacks the TTFT / TPOT of its pool")
     if errors:
         return errors
     for name, phase_name, phase, stages in views:

@@ -231,8 +231,8 @@ def brute_force_replicated(t: Tables, mode: str, osl: int, limits: Limits, objec
             sub = [kinds[i] for i in range(len(kinds)) if m >> i & 1]
             pre = _exactly([(u, r) for (u, ka, k), r in pres.items() if k == g and ka in sub],
                            cap)
-            links = [link(ka, g) for ka in sub]
-            lk = None if any(x is None for x in links) else min(links)
+            links = [x for x in (link(ka, g) for ka in sub) if x is not None]
+            lk = min(links) if links else None  # unbounded paths constrain nothing
             for vp, rp in pre.items():
                 for vd, rd in dec.items():
                     v = tuple(a + b for a, b in zip(vp, vd))

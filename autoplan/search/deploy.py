@@ -24,6 +24,8 @@ from autoplan.search.tables import Tables
 if TYPE_CHECKING:
     from autoplan.search.replicas import Design
 
+UNBOUNDED = Fraction(10) ** 30  # the rate of a bound that proves nothing
+
 
 @dataclass
 class Choice:
@@ -55,8 +57,10 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
     budget = max_devices if max_devices is not None else int(caps.sum())
     lam_min = requested(request_rate)
     if bound:
-        mix = best_mix(t, mode, fronts, objective, lam_min, budget, _links(t, mode, fronts),
-                       None)
+        mix, proven = best_mix(t, mode, fronts, objective, lam_min, budget,
+                               _links(t, mode, fronts), None)
+        if not proven:  # nothing known: a bound that prunes nothing
+            return Choice(mode, {}, {}, UNBOUNDED, 0, False)
         return None if mix is None else _mixed(mode, mix)
     # The fronts keep the best rate per device usage; where the KV link budget binds, a
     # slower design on more devices (a wider link) could do better, so the choice is
@@ -95,15 +99,16 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
                 if best is None or key < best[0]:
                     best = (key, {"prefill": a, "decode": b}, {"prefill": yp, "decode": yd},
                             rate, dev)
-    mix = best_mix(t, mode, fronts, objective, lam_min, budget, _links(t, mode, fronts),
-                   None if best is None else (best[3], best[4]))
+    mix, proven = best_mix(t, mode, fronts, objective, lam_min, budget,
+                           _links(t, mode, fronts), None if best is None else (best[3], best[4]))
     if mix is not None:
         return _mixed(mode, mix)
     if best is None:
         return None
     _, designs, reps, rate, dev = best
+    # optimal only where the search over several designs per pool proved none better
     return Choice(mode, designs, reps, rate, dev,
-                  all(d.optimal for d in designs.values()) and not link_binds,
+                  all(d.optimal for d in designs.values()) and not link_binds and proven,
                   link_binds=link_binds)
 
 

@@ -65,8 +65,8 @@ def mix_rate(entries: list[tuple[str, object, int]], links: dict) -> tuple[Fract
         a = sum((y * d.rate for d, y in pre), Fraction(0))
         b = sum((y * d.rate for d, y in dec), Fraction(0))
         r = min(a, b)
-        bw = [links.get((d.kinds, key)) for d, _ in pre]
-        if all(x is not None for x in bw):
+        bw = [x for x in (links.get((d.kinds, key)) for d, _ in pre) if x is not None]
+        if bw:  # the slowest bounded path (None: unbounded, no constraint)
             n = min(sum(y * sum(d.usage) for d, y in pre), sum(y * sum(d.usage) for d, y in dec))
             cap = n * min(bw)
             if cap < r:
@@ -87,9 +87,11 @@ def _better(objective: str, a: tuple[Fraction, int], b: tuple[Fraction, int] | N
 
 def best_mix(t, mode: str, fronts: dict[str, list], objective: str,
              lam: Fraction | None, budget: int, links: dict,
-             than: tuple[Fraction, int] | None) -> Mix | None:
-    """The best deployment of several designs per pool, if it beats ``than`` (the best
-    one-design-per-pool deployment's (rate, devices)) beyond float noise; else None."""
+             than: tuple[Fraction, int] | None) -> tuple[Mix | None, bool]:
+    """The best deployment of several designs per pool if it beats ``than`` (the best
+    one-design-per-pool deployment's (rate, devices)) beyond float noise, else None; and
+    whether the search proved it (False: the integer program stopped unsolved, or its
+    two roundings disagree: nothing is known beyond what it returns)."""
     caps = [c.devices for c in t.classes]
     pools = ("colocated",) if mode == "colocated" else ("prefill", "decode")
     items = [(p, d) for p in pools for d in fronts.get(p, [])]
@@ -98,22 +100,30 @@ def best_mix(t, mode: str, fronts: dict[str, list], objective: str,
                 & {d.kinds for d in fronts.get("decode", [])})
         items = [(p, d) for p, d in items if _group_key(p, d) in keys]
     if not items:
-        return None
+        return None, True
     if len(caps) == 1:
-        got = _dp(items, mode, objective, lam, min(caps[0], budget), links)
-        proven = True
+        got, bound = _dp(items, mode, objective, lam, min(caps[0], budget), links), None
     else:
-        got, proven = _integer_program(items, mode, objective, lam, caps, budget, links, than)
+        got, bound = _integer_program(items, mode, objective, lam, caps, budget, links, than)
+        if got is None and bound is None:
+            return None, False  # the solver stopped before it knew anything
     if got is None:
-        return None
+        return None, True
     entries = [(p, d, y) for (p, d), y in zip(items, got) if y > 0]
+    if mode != "colocated":  # replicas of a group without the other pool serve nothing
+        used = {p: {_group_key(p, d) for q, d, _ in entries if q == p} for p in pools}
+        entries = [e for e in entries if _group_key(e[0], e[1]) in used["prefill"] & used["decode"]]
     rate, binds = mix_rate(entries, links)
     devices = sum(y * sum(d.usage) for _, d, y in entries)
+    proven = True
+    if bound is not None:  # the rounded-up program's optimum bounds every deployment
+        proven = (devices <= bound if objective == "devices"
+                  else rate * (1 + Fraction(REL)) >= bound)
     if rate <= 0 or (lam is not None and rate < lam):  # nothing served
-        return None
+        return None, proven
     if not _better(objective, (rate, devices), than):
-        return None
-    return Mix(entries, rate, devices, proven, binds)
+        return None, proven
+    return Mix(entries, rate, devices, proven, binds), proven
 
 
 # -- one device class: dynamic programming over device counts --------------------------
@@ -182,16 +192,14 @@ def _dp(items: list[tuple[str, object]], mode: str, objective: str, lam: Fractio
         if not len(d_vals):
             continue
         vals = np.minimum(bp[cp], d_vals)
-        if lam_f is not None:
-            ok = vals >= lam_f * (1 - 1e-12)
-            if not ok.any():
-                continue
-            cd = int(np.flatnonzero(ok)[0]) + 1
-        else:
-            top = vals.max()
-            if not np.isfinite(top) or top <= 0:
-                continue
-            cd = int(np.flatnonzero(vals >= top * (1 - 1e-12))[0]) + 1
+        top = vals.max()
+        if not np.isfinite(top) or top <= 0 or (lam_f is not None
+                                                and top < lam_f * (1 - 1e-12)):
+            continue
+        # devices: the fewest decode devices reaching the rate; throughput: the best
+        # rate on the fewest decode devices
+        goal = lam_f if objective == "devices" else top
+        cd = int(np.flatnonzero(vals >= goal * (1 - 1e-12))[0]) + 1
         v = float(min(bp[cp], bd[cd]))
         key = (-(cp + cd), v) if objective == "devices" else (v, -(cp + cd))
         if best_pair is None or _float_better(key, best_pair[0]):
@@ -218,91 +226,116 @@ def _float_better(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 def _integer_program(items, mode: str, objective: str, lam: Fraction | None,
                      caps: list[int], budget: int, links: dict,
-                     than: tuple[Fraction, int] | None) -> tuple[list[int] | None, bool]:
+                     than: tuple[Fraction, int] | None):
+    """(counts or None, bound): the counts on rates rounded down (sound: they serve at
+    least what the model says), and the optimum on rates rounded up, which no deployment
+    beats (throughput: a rate; devices: the fewest devices). (None, None): the solver
+    stopped before it knew either."""
     from autoplan.search.limits import Limits
     from autoplan.search.solver import _model, _solve, cp_model
 
     def mix_solve(m):
-        s, status, _, _ = _solve(m, 1, Limits(time_limit_s=MIX_TIME_LIMIT_S))
+        # big-M rows with large coefficients: a stronger linear relaxation helps
+        s, status, _, _ = _solve(m, 1, Limits(time_limit_s=MIX_TIME_LIMIT_S),
+                                 presolve=False, linearization_level=2)
         return s, status
 
     ub = [min([c // u for c, u in zip(caps, d.usage) if u > 0] + [budget // sum(d.usage)])
           for _, d in items]
+    size = [sum(d.usage) for _, d in items]
     ref = than[0] if than is not None and than[0] > 0 else (lam or max(d.rate for _, d in items))
     scale = Fraction(2 ** SCALE_BITS) / ref
-    top = sum(y * d.rate for y, (_, d) in zip(ub, items)) * scale
-    while top > 2 ** 61:  # keep every sum of the model within 64 bits
+    finite = [x for x in links.values() if x is not None]
+    most = sum(y * d.rate for y, (_, d) in zip(ub, items))
+    top = most * scale
+    # every sum of the model within 64 bits: rates, and the link rows (their link times
+    # the devices, plus the big-M term)
+    while max(top, max(finite, default=0) * scale * budget) * 3 > 2 ** 62:
         scale /= 2
         top /= 2
+    bound_m = int(top) + 1
+    slack = sum(ub)  # the most a sum of rounded-down rates loses: a unit per replica
 
     def build(rounding):
         m = _model()
         y = [m.new_int_var(0, u, f"y{i}") for i, u in enumerate(ub)]
-        size = [sum(d.usage) for _, d in items]
         for k, cap in enumerate(caps):
             m.add(sum(v * d.usage[k] for v, (_, d) in zip(y, items)) <= cap)
         devices = sum(v * n for v, n in zip(y, size))
         m.add(devices <= budget)
         coef = [int(rounding(d.rate * scale)) for _, d in items]
-        bound = int(top) + 1
         if mode == "colocated":
-            rate = sum(v * a for v, a in zip(y, coef))
-        else:
-            rates = []
-            for key in sorted({_group_key(p, d) for p, d in items}, key=sorted):
-                r = m.new_int_var(0, bound, "")
-                dec = [i for i, (p, d) in enumerate(items) if p == "decode" and d.kinds == key]
-                m.add(r <= sum(y[i] * coef[i] for i in dec))
-                pre = [i for i, (p, d) in enumerate(items)
-                       if p == "prefill" and d.decode_kinds == key]
-                m.add(r <= sum(y[i] * coef[i] for i in pre))
-                # The KV link: the slowest path of the prefill kinds the group uses, times
-                # the smaller side's devices (z[a]: the group uses prefill kinds a).
-                for a in sorted({items[i][1].kinds for i in pre}, key=sorted):
-                    link = links.get((a, key))
-                    if link is None:
-                        continue
-                    z = m.new_bool_var("")
-                    for i in pre:
-                        if items[i][1].kinds == a:
-                            m.add(y[i] <= ub[i] * z)
-                    lc = int(rounding(link * scale))
-                    for side in (pre, dec):
-                        m.add(r <= lc * sum(y[i] * size[i] for i in side) + bound * (1 - z))
-                rates.append(r)
-            rate = sum(rates)
-        return m, y, rate, devices
+            return m, y, sum(v * a for v, a in zip(y, coef)), devices
+        rates = []
+        for key in sorted({_group_key(p, d) for p, d in items}, key=sorted):
+            r = m.new_int_var(0, bound_m, "")
+            dec = [i for i, (p, d) in enumerate(items) if p == "decode" and d.kinds == key]
+            m.add(r <= sum(y[i] * coef[i] for i in dec))
+            pre = [i for i, (p, d) in enumerate(items)
+                   if p == "prefill" and d.decode_kinds == key]
+            m.add(r <= sum(y[i] * coef[i] for i in pre))
+            # The KV link: the slowest path of the prefill kinds the group uses, times
+            # the smaller side's devices (z: the group uses prefill kinds a).
+            for a in sorted({items[i][1].kinds for i in pre}, key=sorted):
+                link = links.get((a, key))
+                if link is None:
+                    continue
+                z = m.new_bool_var("")
+                for i in pre:
+                    if items[i][1].kinds == a:
+                        m.add(y[i] <= ub[i] * z)
+                lc = int(rounding(link * scale))
+                for side in (pre, dec):
+                    m.add(r <= lc * sum(y[i] * size[i] for i in side) + bound_m * (1 - z))
+            rates.append(r)
+        return m, y, sum(rates), devices
 
-    def run(rounding):
+    def run(rounding, relax: int = 0):
+        """(counts, objective value, proven optimal); counts None: infeasible (value
+        None too: the solver stopped before it knew)."""
         m, y, rate, devices = build(rounding)
         if objective == "devices":
-            m.add(rate >= math.ceil(lam * scale))
+            m.add(rate >= math.ceil(lam * scale) - relax)
             m.minimize(devices)
         else:
             m.maximize(rate)
         s, status = mix_solve(m)
+        if status == cp_model.INFEASIBLE:
+            return None, 0, True
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return None, None, False
         first = int(round(s.objective_value))
         optimal = status == cp_model.OPTIMAL
-        if objective == "devices":
+        if objective == "devices":  # then the highest rate on those devices
             m.add(devices <= first)
             m.maximize(rate)
-        else:
-            m.add(rate >= first)
+        else:  # then the fewest devices, among rates within the rounding's loss
+            m.add(rate >= first - slack)
             m.minimize(devices)
         s2, status2 = mix_solve(m)
         if status2 not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return None, None, False
         return [int(s2.value(v)) for v in y], first, optimal and status2 == cp_model.OPTIMAL
 
-    y, first, optimal = run(math.floor)
-    if y is None:
-        return None, False
-    _, bound, bound_ok = run(math.ceil)  # rates rounded up: no deployment does better
+    # rates rounded up: an upper bound of the rate (or lower bound of the devices) of
+    # every deployment; with the devices objective its counts may serve just below the
+    # rate, so they are the answer only where the exact rate reaches it
+    up_y, up, up_ok = run(math.ceil)
+    if up is None:
+        return None, None
+    y, _, ok = run(math.floor, 0 if objective == "throughput" else slack)
     if objective == "devices":
-        proven = optimal and bound_ok and bound == first
-    else:
-        proven = optimal and bound_ok and bound is not None and (
-            Fraction(bound) <= Fraction(first) * (1 + Fraction(REL)))
-    return y, proven
+        cands = [c for c in (y, up_y) if c is not None]
+        exact = [c for c in cands if _exact_rate(items, c, links, mode) >= lam]
+        if not exact:  # none reaches the rate: proven where the bound says none can
+            return None, (0 if up_y is None and up_ok else None)
+        best = min(exact, key=lambda c: (sum(n * z for n, z in zip(c, size)),
+                                         -_exact_rate(items, c, links, mode)))
+        return best, up if (up_ok and ok and up_y is not None) else -1
+    if y is None:
+        return None, None
+    return y, Fraction(up) / scale if (up_ok and ok) else Fraction(10) ** 30
+
+
+def _exact_rate(items, y, links, mode) -> Fraction:
+    return mix_rate([(p, d, n) for (p, d), n in zip(items, y) if n], links)[0]

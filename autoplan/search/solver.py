@@ -64,8 +64,7 @@ QUICK_S = 1.0  # a front's model solved without presolve within this, else with 
 
 
 def _model():
-    """A CpModel without the camelCase aliases OR-Tools adds to every instance (0.6 ms a
-    model, thousands of small models)."""
+    """A CpModel without OR-Tools' camelCase aliases (0.6 ms a model, thousands of them)."""
     if not _MODEL:
         class Model(cp_model.CpModel):
             def _add_pre_pep8_methods(self) -> None:
@@ -328,21 +327,22 @@ class _PoolModel:
 
 
 def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float = TICKS_PER_MS,
-           presolve: bool = True):
+           presolve: bool = True, **params):
     """Solve in a worker thread so that Ctrl-C (a KeyboardInterrupt in the main thread,
     whenever it arrives) stops the search gracefully: the best solution so far stays.
     CP-SAT's own SIGINT handling is off: it leaves no handler between solves.
 
     ``presolve`` off for the replica fronts' many small models: presolve and probing
     cost them 10-30x their search (a 70B prefill front on 16 GPUs: 6.8 s, 0.23 s off);
-    one that is not solved in ``QUICK_S`` without it is solved again with it (a
-    prefill front's model took 60 s without presolve, 3 ms with it)."""
+    one not solved in ``QUICK_S`` without it is solved again with it (60 s -> 3 ms)."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
     solver.parameters.cp_model_presolve = presolve
     solver.parameters.max_time_in_seconds = limits.time_limit_s
     solver.parameters.catch_sigint_signal = False
+    for k, v in params.items():  # e.g. linearization_level (autoplan.search.mix)
+        setattr(solver.parameters, k, v)
     t0 = time.perf_counter()
     bar = PhaseBar.maybe(limits.progress, limits.header.removeprefix("autoplan: ")
                          or limits.label or "search", limits.time_limit_s)
