@@ -254,6 +254,12 @@ def test_layout_text_reads_the_plan():
     assert layout(p) == "disagg P:TP4 ×1 / D:TP4 ×1 B=16"
     pp = p.model_copy(update={"placement": "colocated"})
     assert layout(pp) == "coloc TP4 ×1 B=16"
+    # more designs of a pool follow, each with its replicas and its own batch
+    m = Plan.load("tests/golden/llama31-70b-h200-2node-throughput-mixed.plan.json")
+    d = m.more_designs[0]
+    assert d.pool == "decode"
+    assert layout(m).endswith(f" + D:TP{d.decode.stages[0].tp} ×{d.decode.replicas} "
+                              f"B={d.batch}")
 
 
 def test_layout_names_pipelines_mixed_tp_kinds_and_moe_parallelism():
@@ -267,7 +273,7 @@ def test_layout_names_pipelines_mixed_tp_kinds_and_moe_parallelism():
     def plan(placement, pre, dec, batch=32, prefill_batch=None):
         return NS(placement=placement, prefill=NS(stages=pre[0], replicas=pre[1]),
                   decode=NS(stages=dec[0], replicas=dec[1]),
-                  inputs=NS(batch=batch, prefill_batch=prefill_batch))
+                  inputs=NS(batch=batch, prefill_batch=prefill_batch), more_designs=[])
 
     p = plan("disaggregated", ([stage(4), stage(2)], 2), ([stage(8), stage(8)], 1), 64, 4)
     assert layout(p) == "disagg P:TP4/2·PP2 ×2 / D:TP8·PP2 ×1 B=64 PB=4"

@@ -99,7 +99,9 @@ def layout(p) -> str:
     of MoE stages where used; one shape per stage, ``/``-separated, when they differ) and
     its PP, ``×`` replicas, the decode batch ``B`` and the prefill batch ``PB`` where it
     differs. Device kinds are named when the plan uses more than one."""
-    kinds = {s.device_kind for ph in (p.prefill, p.decode) for s in ph.stages}
+    kinds = {s.device_kind for ph in (p.prefill, p.decode, *(x for m in p.more_designs
+                                                          for x in (m.prefill, m.decode) if x))
+             for s in ph.stages}
 
     def phase(ph) -> str:
         shapes = [_shape(s) for s in ph.stages]
@@ -116,10 +118,14 @@ def layout(p) -> str:
     b, pb = p.inputs.batch, p.inputs.prefill_batch
     batch = f"B={b}" + (f" PB={pb}" if pb is not None and pb != b else "")
     pre, dec = phase(p.prefill), phase(p.decode)
+    # more designs of a pool, each at its own batch
+    tag = {"colocated": "coloc ", "prefill": "P:", "decode": "D:"}
+    more = "".join(f" + {tag[m.pool]}{phase(m.prefill if m.pool != 'decode' else m.decode)}"
+                   f" B={m.batch}" for m in p.more_designs)
     if p.placement == "colocated" and pre == dec:
-        return f"coloc {dec} {batch}"
+        return f"coloc {dec} {batch}{more}"
     head = "coloc" if p.placement == "colocated" else "disagg"
-    return f"{head} P:{pre} / D:{dec} {batch}"
+    return f"{head} P:{pre} / D:{dec} {batch}{more}"
 
 
 def _parallel(s) -> tuple[int, int, int]:
@@ -145,7 +151,11 @@ def _signature(p) -> tuple:
                                        for s in ph.stages))
                    for ph in (p.prefill, p.decode))
     figures = tuple(round(v, 9) for v in (p.ttft_ms, p.tpot_ms, p.throughput_tokens_per_s))
-    return (p.placement, phases, p.inputs.batch, p.inputs.prefill_batch, p.devices, figures)
+    more = tuple((m.pool, m.batch, (m.prefill or m.decode).replicas,
+                  tuple((s.layers, s.device_kind, _parallel(s))
+                        for s in (m.prefill or m.decode).stages)) for m in p.more_designs)
+    return (p.placement, phases, p.inputs.batch, p.inputs.prefill_batch, p.devices, figures,
+            more)
 
 
 def solve_point(args: tuple) -> dict:
