@@ -14,8 +14,9 @@ design, and its rate is that of *groups* by where the KV goes:
 - a colocated deployment's rate is ``sum y r``;
 - inventory per device class, and the device budget, as for one design per pool.
 
-:func:`mix_rate` is that rule in exact fractions, shared by the planner and
-``validate`` (through the plan's figures, :mod:`autoplan.cost.deployment`).
+:func:`mix_rate` is that rule in exact fractions (the search's);
+:mod:`autoplan.cost.deployment` prices the same rule from a plan's figures for
+``validate``.
 :func:`best_mix` finds the best counts: one device class by dynamic programming over
 device counts (exact in floating point, then re-priced exactly), several classes by a
 small CP-SAT integer program on rates rounded down to integers, with a second solve on
@@ -32,7 +33,7 @@ from fractions import Fraction
 
 import numpy as np
 
-REL = 1e-9  # float noise between exact figures (as autoplan.search.assign.REL)
+from autoplan.search.assign import REL  # float noise between exact figures
 SCALE_BITS = 44  # rates as integers of 2^-44 of the reference rate (sums stay < 2^62)
 MIX_TIME_LIMIT_S = 10.0  # per integer program (they take milliseconds)
 
