@@ -34,6 +34,7 @@ from fractions import Fraction
 import numpy as np
 
 from autoplan.search.assign import REL  # float noise between exact figures
+
 SCALE_BITS = 44  # rates as integers of 2^-44 of the reference rate (sums stay < 2^62)
 MIX_TIME_LIMIT_S = 10.0  # per integer program (they take milliseconds)
 
