@@ -219,3 +219,7 @@ def test_explain_says_the_plan_has_more_designs():
     e = explain(_mixed(), solve=False)
     assert any("more replica design" in n for n in e.notes)
     assert e.objective_value == pytest.approx(_mixed().throughput_tokens_per_s)
+    # its first designs alone, deployed as the planner would, serve less
+    (one,) = [a for a in e.alternatives if a.name == "one design per pool"]
+    assert one.verdict == "worse"
+    assert one.throughput_tokens_per_s < _mixed().throughput_tokens_per_s

@@ -26,8 +26,8 @@ from autoplan.search.planner import plan as solve_plan
 def alternatives(ctx: Context, solve: bool = True, time_limit_s: float = 10.0,
                  notes: list[str] | None = None) -> list[Alternative]:
     """Every neighbour of the plan, priced and judged (``solve``: and the re-solve)."""
-    alts = (tp_steps(ctx) + stage_steps(ctx) + placement_flip(ctx) + kind_moves(ctx)
-            + parallel_flips(ctx))
+    alts = (one_design(ctx) + tp_steps(ctx) + stage_steps(ctx) + placement_flip(ctx)
+            + kind_moves(ctx) + parallel_flips(ctx))
     if solve:
         alts += resolve(ctx, time_limit_s, notes if notes is not None else [])
     return alts
@@ -157,6 +157,17 @@ def stage_steps(ctx: Context) -> list[Alternative]:
                 f"adjacent pair) onto the {host.tp} {host.kind} devices of stage "
                 f"{k if host is a else k + 1}", ctx.plan.placement, pre, dec))
     return out
+
+
+def one_design(ctx: Context) -> list[Alternative]:
+    """A plan of several designs per pool against its first designs alone (what the
+    more designs buy)."""
+    if not ctx.plan.more_designs:
+        return []
+    return [price(ctx, "one design per pool",
+                  f"the plan's first designs alone, their replica counts chosen as the "
+                  f"planner does; its {len(ctx.plan.more_designs)} more design(s) released",
+                  ctx.plan.placement, _keep(ctx.pre), _keep(ctx.dec))]
 
 
 def placement_flip(ctx: Context) -> list[Alternative]:
