@@ -69,6 +69,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _set_together(m: BaseModel, switch: str, regime: str, what: str) -> BaseModel:
+    """A second regime and its switch come as a pair (the validator of each such model)."""
+    if (getattr(m, switch) is None) != (getattr(m, regime) is None):
+        raise ValueError(f"{what}: {switch} and {regime} are set together")
+    return m
+
+
 class GemmParams(_Strict):
     """Dense GEMM ``y[m x n] = x[m x k] W^T`` in one weight format.
 
@@ -128,9 +135,7 @@ class DecodeAttentionParams(DecodeAttentionRegime):
 
     @model_validator(mode="after")
     def _small_pair(self) -> DecodeAttentionParams:
-        if (self.small_kv_max_bytes is None) != (self.small_kv is None):
-            raise ValueError("decode attention: small_kv_max_bytes and small_kv are set together")
-        return self
+        return _set_together(self, "small_kv_max_bytes", "small_kv", "decode attention")
 
 
 class PrefillAttentionParams(_Strict):
@@ -180,9 +185,7 @@ class MlaDecodeParams(MlaDecodeRegime):
 
     @model_validator(mode="after")
     def _small_pair(self) -> MlaDecodeParams:
-        if (self.small_batch_max is None) != (self.small_batch is None):
-            raise ValueError("MLA decode: small_batch_max and small_batch are set together")
-        return self
+        return _set_together(self, "small_batch_max", "small_batch", "MLA decode")
 
 
 class MlaPrefillRegime(_Strict):
@@ -211,9 +214,7 @@ class MlaPrefillParams(MlaPrefillRegime):
 
     @model_validator(mode="after")
     def _short_pair(self) -> MlaPrefillParams:
-        if (self.short_max_tokens is None) != (self.short is None):
-            raise ValueError("MLA prefill: short_max_tokens and short are set together")
-        return self
+        return _set_together(self, "short_max_tokens", "short", "MLA prefill")
 
 
 class MoeParams(_Strict):
