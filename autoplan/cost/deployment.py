@@ -114,15 +114,36 @@ def design_work(work: Workload, pool: str, batch: int) -> Workload:
     return replace(work, batch=batch)
 
 
+def first_designs(placement: str, pre: list[StagePlacement], dec: list[StagePlacement],
+                  replicas: tuple[int, int], work: Workload) -> list[Design]:
+    """A plan's first designs (the colocated one, or the prefill one, whose KV goes to the
+    first decode design's kinds, and the decode one)."""
+    if placement == "colocated":
+        return [Design("colocated", pre, replicas[0], work)]
+    return [Design("prefill", pre, replicas[0], work, frozenset(s.kind for s in dec)),
+            Design("decode", dec, replicas[1], work)]
+
+
+def with_more_designs(model: ModelSpec, topo: Topology, placement: str, fig: Figures,
+                      firsts: list[Design], others: list[Design]
+                      ) -> tuple[Figures, list[Figures]]:
+    """``fig`` (the first designs' figures) as the whole deployment's: its rate,
+    throughput and tokens/s per device over every design; and the more designs' own
+    figures (:func:`price_more`)."""
+    figs = price_more(model, topo, placement, firsts, others)
+    rate = deployment_rate(model, topo, placement,
+                           [(d, fig) for d in firsts] + list(zip(others, figs)))
+    devices = sum(d.devices for d in firsts + others)
+    osl = firsts[0].work.osl
+    return (replace(fig, requests_per_s=rate, throughput_tokens_per_s=rate * osl,
+                    tokens_per_s_per_device=rate * osl / devices), figs)
+
+
 def plan_designs(plan, ctx) -> tuple[list[Design], list[Design]]:
     """The first designs and the more designs of a plan (its PlanContext ``ctx``), as the
     cost model prices them."""
-    if plan.placement == "colocated":
-        firsts = [Design("colocated", ctx.pre, plan.prefill.replicas, ctx.work)]
-    else:
-        firsts = [Design("prefill", ctx.pre, plan.prefill.replicas, ctx.work,
-                         frozenset(s.kind for s in ctx.dec)),
-                  Design("decode", ctx.dec, plan.decode.replicas, ctx.work)]
+    firsts = first_designs(plan.placement, ctx.pre, ctx.dec,
+                           (plan.prefill.replicas, plan.decode.replicas), ctx.work)
     others = []
     for d in plan.more_designs:
         ph = d.prefill if d.pool != "decode" else d.decode
@@ -143,9 +164,5 @@ def plan_figures(plan, ctx, fig: Figures | None = None
     if not plan.more_designs:
         return fig, [], []
     firsts, others = plan_designs(plan, ctx)
-    figs = price_more(ctx.model, ctx.topo, plan.placement, firsts, others)
-    rate = deployment_rate(ctx.model, ctx.topo, plan.placement,
-                           [(d, fig) for d in firsts] + list(zip(others, figs)))
-    devices = sum(d.devices for d in firsts + others)
-    return (replace(fig, requests_per_s=rate, throughput_tokens_per_s=rate * ctx.work.osl,
-                    tokens_per_s_per_device=rate * ctx.work.osl / devices), others, figs)
+    fig, figs = with_more_designs(ctx.model, ctx.topo, plan.placement, fig, firsts, others)
+    return fig, others, figs

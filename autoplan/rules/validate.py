@@ -53,10 +53,9 @@ def validate(plan: Plan | dict | str | Path) -> Report:
         errors += more_errors
     errors += _figures_match(plan, fig)
     errors += rules.figures(fig, plan.inputs, plan.placement, plan.devices)
-    listed = [d for ph in _phase_plans(plan) for r in ph.replica_devices for g in r for d in g]
-    if plan.placement == "colocated":  # its prefill and decode views list the same devices
-        listed = [d for ph in _phase_plans(plan, colocated_once=True)
-                  for r in ph.replica_devices for g in r for d in g]
+    # a colocated design's prefill and decode views list the same devices: count one
+    listed = [d for ph in _phase_plans(plan, colocated_once=plan.placement == "colocated")
+              for r in ph.replica_devices for g in r for d in g]
     used = len(set(listed))
     if used != len(listed) and plan.more_designs:
         errors.append("device disjointness: a device serves two designs' replicas")
@@ -133,12 +132,11 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
     """The rules that need no pricing, over both phases and every replica."""
     errors: list[str] = []
     domain_of = rules.domain_map(ctx.topo)
-    views = [("prefill", "prefill", plan.prefill, ctx.pre), ("decode", "decode", plan.decode,
-                                                              ctx.dec)]
+    views = [("prefill", plan.prefill, ctx.pre), ("decode", plan.decode, ctx.dec)]
     for k, d in enumerate(plan.more_designs):
         for phase, ph in (("prefill", d.prefill), ("decode", d.decode)):
             if ph is not None:
-                views.append((f"more_designs[{k}] {phase}", phase, ph, placements(ph)))
+                views.append((f"more_designs[{k}] {phase}", ph, placements(ph)))
         if (d.pool == "prefill") != (d.decode is None) or (d.pool == "decode") != (
                 d.prefill is None) or (d.pool == "colocated") != (plan.placement == "colocated"):
             errors.append(f"designs: more_designs[{k}] is a {d.pool} design of a "
@@ -155,7 +153,7 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
             errors.append(f"designs: more_designs[{k}] lacks the TTFT / TPOT of its pool")
     if errors:
         return errors
-    for name, phase_name, phase, stages in views:
+    for name, phase, stages in views:
         for k, s in enumerate(phase.stages):
             if s.index != k:
                 errors.append(f"stage order: {name} stage {k} has index {s.index}")
@@ -164,7 +162,7 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
                 errors.append(f"TP: {name} stage {k} has tp {s.tp}{dp} but {len(s.devices)} "
                               f"devices")
         errors += rules.pipeline(name, ctx.model, ctx.topo, stages, domain_of)
-    for name, phase_name, phase, stages in views:
+    for name, phase, stages in views:
         if phase.replica_devices and phase.replica_devices[0] != [s.devices for s in phase.stages]:
             errors.append(f"replicas: {name} replica 0 devices differ from its stages' devices")
         errors += rules.uniform_tp(name, ctx.topo, [s.device_kind for s in phase.stages],

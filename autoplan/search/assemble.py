@@ -5,9 +5,7 @@ devices for every replica of every design, figures by the validator's
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from autoplan.cost.deployment import Design, deployment_rate, design_work, price_more
+from autoplan.cost.deployment import Design, design_work, first_designs, with_more_designs
 from autoplan.cost.evaluate import Figures, evaluate
 from autoplan.cost.inflight import step_budget
 from autoplan.cost.pipeline import StagePlacement
@@ -122,18 +120,11 @@ def _finish(m: ModelSpec, topo: Topology, work: Workload, inputs: PlanInputs, mo
     broken: list[str] = []
     extras: list[MoreDesign] = []
     if more:
-        firsts = ([Design("colocated", pre, replicas[pre_pool], work)] if mode == "colocated"
-                  else [Design("prefill", pre, replicas["prefill"], work,
-                               frozenset(s.kind for s in dec)),
-                        Design("decode", dec, replicas["decode"], work)])
+        firsts = first_designs(mode, pre, dec, (replicas[pre_pool], replicas[dec_pool]), work)
         others = [Design(pool, placed[key], replicas[key], w, kv_to)
                   for key, pool, w, kv_to in more]
-        figs = price_more(m, topo, mode, firsts, others)
-        rate = deployment_rate(m, topo, mode, [(d, fig) for d in firsts]
-                               + list(zip(others, figs)))
+        fig, figs = with_more_designs(m, topo, mode, fig, firsts, others)
         extras = [more_design(d, f, groups[key]) for d, f, (key, *_) in zip(others, figs, more)]
-        fig = replace(fig, requests_per_s=rate, throughput_tokens_per_s=rate * work.osl,
-                      tokens_per_s_per_device=rate * work.osl / len(used))
         for d, f in zip(others, figs):
             broken += rules.design_figures(d.pool, f, inputs)
             broken += rules.pipeline(d.pool, m, topo, d.stages)

@@ -56,9 +56,9 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
     caps = np.array([c.devices for c in t.classes], dtype=np.int64)
     budget = max_devices if max_devices is not None else int(caps.sum())
     lam_min = requested(request_rate)
+    links = _links(t, mode, fronts)  # (prefill kinds, decode kinds) -> the KV link's rate
     if bound:
-        mix, proven = best_mix(t, mode, fronts, objective, lam_min, budget,
-                               _links(t, mode, fronts), None)
+        mix, proven = best_mix(t, mode, fronts, objective, lam_min, budget, links, None)
         if not proven:  # nothing known: a bound that prunes nothing
             return Choice(mode, {}, {}, UNBOUNDED, 0, False)
         return None if mix is None else _mixed(mode, mix)
@@ -79,17 +79,12 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
             if best is None or key < best[0]:
                 best = (key, {"colocated": d}, {"colocated": y}, rate, dev)
     else:
-        links: dict = {}  # (prefill kinds, decode kinds) -> the KV link's rate
         for i, a in enumerate(fronts["prefill"]):
             for j, b in enumerate(fronts["decode"]):
                 if not _compatible(a, b):
                     continue
-                if (a.kinds, b.kinds) not in links:
-                    links[a.kinds, b.kinds] = kv_link_rate(t.topo, t.model, t.work, a.kinds,
-                                                           b.kinds)
-                link = links[a.kinds, b.kinds]
                 counts = Counts((a.rate, b.rate), (np.array(a.usage), np.array(b.usage)),
-                                caps, budget, link)
+                                caps, budget, links[a.kinds, b.kinds])
                 got = _deploy(counts, objective, lam_min)
                 if got is None:
                     continue
@@ -99,8 +94,8 @@ def choose(t: Tables, mode: str, fronts: dict[str, list[Design]], objective: str
                 if best is None or key < best[0]:
                     best = (key, {"prefill": a, "decode": b}, {"prefill": yp, "decode": yd},
                             rate, dev)
-    mix, proven = best_mix(t, mode, fronts, objective, lam_min, budget,
-                           _links(t, mode, fronts), None if best is None else (best[3], best[4]))
+    mix, proven = best_mix(t, mode, fronts, objective, lam_min, budget, links,
+                           None if best is None else (best[3], best[4]))
     if mix is not None:
         return _mixed(mode, mix)
     if best is None:
