@@ -273,7 +273,7 @@ def _shape(decodes: list[_Request], chunks: list[tuple[_Request, int]], rounded)
 
 # What each held-out source says of its benchmark runs (hardware/data/heldout-engines-notes.md):
 # (row ids, requests of a run, shortest length as a fraction of the longest, step budget).
-# - S1, GPUStack: `vllm bench serve` on 100 ShareGPT prompts; the lengths vary, only their
+# - S1, GPUStack (e01-e12, e37-e43): `vllm bench serve` on 100 ShareGPT prompts; the lengths vary, only their
 #   means are known (232.6 in, 220.6 out), so every request gets the mean lengths here.
 # - S4, NIM 1.8 (genai-perf / AIPerf): the request count is not stated (ten per client
 #   here); synthetic prompts of fixed lengths, assumed.
@@ -282,7 +282,7 @@ def _shape(decodes: list[_Request], chunks: list[tuple[_Request, int]], rounded)
 #   drawn from [0.8 L, L] (RANDOM_RANGE_RATIO: 0.8 in .github/workflows/benchmark-tmpl.yml;
 #   utils/bench_serving/benchmark_serving.py, sample_uniform), L = 1024 in and out.
 SOURCES = [
-    ({f"e{i:02d}" for i in range(1, 13)}, 100, 1.0, None),
+    ({f"e{i:02d}" for i in (*range(1, 13), *range(37, 44))}, 100, 1.0, None),
     ({f"e{i:02d}" for i in range(19, 29)}, None, 1.0, None),
     ({f"e{i:02d}" for i in range(29, 37)}, None, 0.8, 32768),
 ]
