@@ -32,18 +32,27 @@ MEDIAN_MAX, P90_MAX, ALLREDUCE_MAX = 0.08, 0.20, 0.15
 
 #: (engine, kind, class): held-out median / p90 measured, and why the form misses.
 KNOWN_MISSES = {
-    ("vllm", "h100-sxm", "moe_bf16"): "5.4/23.3%: vLLM's tuned tiles for Mixtral at MoE TP 2 (0.68 of peak) beat TP 1/4/8",
-    ("sglang", "h200", "gemm_fp8"): "6.1/21.7%: sgl-kernel tile heuristics by shape",
-    ("sglang", "h200", "gemm_fp8_block"): "8.2/25.0%",
+    ("vllm", "h100-sxm", "moe_bf16"): "5.4/23.3%: Mixtral BF16 at MoE TP 1 (local N 14336) reaches 0.52 of peak on H100 "
+                                      "where TP 2/4/8 reach 0.68/0.60/0.58 and TP 1 on H200 0.69 (a tuned Triton "
+                                      "table for that (E, N, device) appears to be missing); TP 2 is held out",
+    ("sglang", "h200", "gemm_fp8"): "6.1/21.7%: sgl-kernel's FP8 scaled_mm steps up between m 128 and 256 (n 256, "
+                                    "k 7168: 11.9 -> 29.9 us, few output tiles each walking all of k); a split at "
+                                    "m <= 64-128 saves only 1.7% of training p90 (under the 2% regime penalty)",
+    ("sglang", "h200", "gemm_fp8_block"): "8.2/25.0%: DeepGEMM rows with m*n of about 3-4.2 M outputs run 2-3x the "
+                                          "smooth curve and above the next larger m (16384x16384 at m 256: 326 us, "
+                                          "m 512: 208 us), on H100 too",
     ("sglang", "h100-sxm", "moe_bf16"): "22/62%: SGLang on H100 runs Mixtral at MoE TP 1 at 0.2 of peak (as its EP "
-                                        "rows), TP 2-8 at 0.55; TP 1 and 8 fit, TP 2 and 4 are held out",
+                                        "rows: default tiles), TP 2-8 at 0.55, and TP 1 on H200 at 0.57; TP 1 and 8 "
+                                        "fit, TP 2 and 4 are held out, so TP 8 alone (27 rows) is left to fit ep = 1",
 }
 #: (engine, kind, impl, gpus): worst held-out all-reduce size, within 16 KB-256 MB.
 KNOWN_ALLREDUCE_MISSES = {
     ("sglang", "h100-sxm", "custom", 2): "26% at 16 MB (custom -> NCCL switch between 16 and 32 MB, in the gap "
-                                         "between the training sizes 8 and 32 MB: no training row places it)",
+                                         "between the training sizes 8 and 32 MB: no training row places it; the "
+                                         "16 MB rows of H100/H200 lie on the custom line, A100's well above it)",
     ("sglang", "h200", "custom", 2): "25% at 16 MB",
-    ("sglang", "h200", "custom", 8): "17% at 256 KB (one-shot -> two-shot), 16% at 16 MB",
+    ("sglang", "h200", "custom", 8): "17% at 256 KB (the 512 KB training size, 14.9 us, is slower than 1 MB, "
+                                     "13.1 us: one-shot past its best size pulls the first regime), 16% at 16 MB",
 }
 
 
