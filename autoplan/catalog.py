@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
 from autoplan.graphs.topology import Topology, build_topology, load_topology_file
+from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.kernels import KernelProfile, load_kernel_profiles
 from autoplan.inputs.model import ModelSpec, load_model_file
 from autoplan.inputs.reading import path_state, read_text
@@ -104,11 +105,28 @@ def topology_spec(name_or_path: str) -> TopologySpec:
 
 
 def topology_from_spec(spec: TopologySpec, profile: dict[str, Calibration] | None = None,
-                       engine: str | None = None) -> Topology:
-    """A topology from its spec (as a plan embeds it), with the catalog's device kinds."""
+                       engine: str | None = None,
+                       host_terms: HostTerms | None = None) -> Topology:
+    """A topology from its spec (as a plan embeds it), with the catalog's device kinds;
+    ``host_terms`` replace the engine's shipped ones (:func:`with_host_terms`)."""
     cal = dict(engine_calibrations(engine))
     cal.update(profile or {})
-    return build_topology(spec, builtin_device_kinds(), cal)
+    topo = build_topology(spec, builtin_device_kinds(), cal)
+    return topo if host_terms is None else with_host_terms(topo, host_terms)
+
+
+def with_host_terms(topo: Topology, terms: HostTerms) -> Topology:
+    """``topo`` with the engine's host terms (``host_step_s``, ``request_overhead_s``)
+    replaced on every kind its engine prices (one engine prices a topology), and where
+    they come from in ``host_fitted_to``."""
+    update = {"host_step_s": terms.host_step_s, "request_overhead_s": terms.request_overhead_s,
+              "host_fitted_to": terms.fitted_to or "given (--host-terms)"}
+    cals = {}
+    for k in topo.kind_names:
+        cal = topo.kinds[k].calibration
+        if cal is not None and cal.engine is not None:
+            cals[k] = cal.model_copy(update={"engine": cal.engine.model_copy(update=update)})
+    return topo.with_calibration(cals)
 
 
 @lru_cache(maxsize=64)
@@ -282,16 +300,18 @@ def profile_engine(path: str | Path) -> str | None:
 
 def load_topology(name_or_path: str, profile: dict[str, Calibration] | None = None,
                   engine: str | None = None, nodes: int | None = None,
-                  network: str | None = None) -> Topology:
+                  network: str | None = None, host_terms: HostTerms | None = None) -> Topology:
     """A shipped topology by name, or a YAML path, priced for ``engine`` (None: the
     roofline calibration); ``profile`` overrides calibration per kind; ``nodes`` copies
-    a single-node topology over a network (:func:`cluster_spec`)."""
+    a single-node topology over a network (:func:`cluster_spec`); ``host_terms``
+    replace the engine's shipped ones (:func:`with_host_terms`)."""
     if nodes is not None or network is not None:
         spec = cluster_spec(topology_spec(name_or_path), 1 if nodes is None else nodes, network)
-        return topology_from_spec(spec, profile, engine)
+        return topology_from_spec(spec, profile, engine, host_terms)
     cal = dict(engine_calibrations(engine))
     cal.update(profile or {})
-    return load_topology_file(_topology_path(name_or_path), builtin_device_kinds(), cal)
+    topo = load_topology_file(_topology_path(name_or_path), builtin_device_kinds(), cal)
+    return topo if host_terms is None else with_host_terms(topo, host_terms)
 
 
 def _topology_path(name_or_path: str) -> Path:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serial
 
 from autoplan.errors import InputError, first_error
 from autoplan.inputs.dtypes import DType
+from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import MAX_LAYERS, ModelSpec
 from autoplan.inputs.names import Name, PathName
 from autoplan.inputs.reading import read_text
@@ -78,6 +79,18 @@ class PlanInputs(BaseModel):
     topology_sha256: str | None = Field(
         default=None, max_length=64, description="SHA-256 of topology_spec's canonical JSON; "
         "validate refuses an embedded topology that does not match it")
+    host_terms: HostTerms | None = Field(
+        default=None, description="the engine's host terms the plan was priced with in place "
+        "of the shipped ones (--host-terms FILE: a deployment's own fit); absent: the "
+        "shipped terms of hardware/engines.yaml")
+
+    @model_serializer(mode="wrap")
+    def _omit_shipped_host_terms(self, handler):
+        # present only where given: plans priced with the shipped terms read as before
+        out = handler(self)
+        if isinstance(out, dict) and out.get("host_terms") is None:
+            out.pop("host_terms", None)
+        return out
 
 
 class Stage(BaseModel):

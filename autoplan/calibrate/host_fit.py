@@ -22,7 +22,8 @@ within physical bounds, deterministic (a fixed start at 0, a trust-region solver
 engine without rows of a kind keeps 0 for the term they would fit (``b = 0`` for every
 row leaves ``request_overhead_s`` at its start).
 
-``autoplan calibrate ROWS.csv --host-terms`` prints the fit; ``tests/test_engines.py``
+``autoplan calibrate ROWS.csv --host-terms`` prints the fit (``-o FILE``: a deployment's own
+terms for ``--host-terms FILE``, :mod:`autoplan.inputs.host_terms`); ``tests/test_engines.py``
 reruns it and compares with the shipped ``hardware/engines.yaml``.
 """
 
@@ -41,6 +42,7 @@ from autoplan.calibrate.measurements import Measurement, read_measurements, syst
 from autoplan.catalog import ENGINES, catalog_root, engine_facts, load_model, load_topology
 from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
+from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.reading import read_text
 
 TERMS = ("host_step_s", "request_overhead_s")
@@ -86,16 +88,6 @@ def serving_osl(rows: list[Measurement], methods: dict[str, str]) -> dict[str, i
     return out
 
 
-def with_host_terms(topo: Topology, **terms: float) -> Topology:
-    """``topo`` with the engine's host terms replaced on every kind its engine prices."""
-    cals = {}
-    for k in topo.kind_names:
-        cal = topo.kinds[k].calibration
-        if cal is not None and cal.engine is not None:
-            cals[k] = cal.model_copy(update={"engine": cal.engine.model_copy(update=terms)})
-    return topo.with_calibration(cals)
-
-
 def price(m: Measurement, engine: str, method: str, osl: int | None = None,
           terms: dict[str, float] | None = None) -> float:
     """The engine-aware model's figure (ms) for one published row: ``osl`` given, a
@@ -103,9 +95,8 @@ def price(m: Measurement, engine: str, method: str, osl: int | None = None,
     batch = concurrency; else one pass of its shape, its TTFT with the server's request
     handling when ``method`` is ``serving``. ``terms`` override the engine's host terms."""
     topo0, tp, pp = system_for(m)
-    topo = load_topology(topo0.name, None, engine)
-    if terms is not None:
-        topo = with_host_terms(topo, **terms)
+    topo = load_topology(topo0.name, None, engine, host_terms=None if terms is None else
+                         HostTerms(**terms))
     kv = m.weight_dtype if m.weight_dtype in ("bf16", "fp16") else "bf16"
     if osl is not None:
         return _serving(m, topo, tp, pp, osl, kv)

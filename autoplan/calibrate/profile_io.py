@@ -55,3 +55,15 @@ def profile_yaml(cals: dict[str, Calibration], data: str, command: str,
     return (HEADER.format(data=_one_line(data), only=_one_line(only),
                           command=_one_line(command))
             + yaml.safe_dump(body, sort_keys=False))
+
+
+def host_terms_yaml(terms: dict, command: str) -> str:
+    """A ``--host-terms`` file (:mod:`autoplan.inputs.host_terms`): the command that
+    fitted it, then the terms of each engine (``HostTerms`` by engine name)."""
+    import yaml
+
+    body = {"host_terms": {e: t.model_dump() for e, t in terms.items()}}
+    head = ["# Host terms of a serving deployment (autoplan/inputs/host_terms.py), fitted by:",
+            f"#   {_one_line(command)}",
+            "# Use: autoplan estimate|plan|pareto ... --host-terms THIS_FILE"]
+    return "\n".join(head) + "\n" + yaml.safe_dump(body, sort_keys=False, width=120)

@@ -45,6 +45,7 @@ def estimate_cmd(
     network: str | None = O.NETWORK,
     engine: O.Engine = O.ENGINE,
     profile: str | None = O.PROFILE,
+    host_terms: str | None = O.HOST_TERMS,
     breakdown: bool = typer.Option(False, "--breakdown", help="per-operator times"),
     offline: bool = typer.Option(False, "--offline", help="TTFT of an offline latency benchmark "
                                  "(trtllm-bench latency): without the server's handling of the "
@@ -62,8 +63,9 @@ def estimate_cmd(
         breakdown=breakdown, profile=load_profile(profile) if profile else None,
         engine=_engine(engine), nodes=nodes, network=network, prefill_batch=prefill_batch,
         ep=ep, attention_dp=attention_dp, serving=not offline,
+        host_terms=O.host_terms_of(host_terms, _engine(engine)),
     )
-    _warn_pricing(est.engine, est.pricing)
+    _warn_pricing(est.engine, est.pricing, est.host_terms)
     _warn_profile(profile, [est.device_kind])
     if as_json:
         typer.echo(json.dumps(est.model_dump(mode="json", exclude_none=True), indent=2))
@@ -98,6 +100,7 @@ def plan_cmd(
     network: str | None = O.NETWORK,
     engine: O.Engine = O.ENGINE,
     profile: str | None = O.PROFILE,
+    host_terms: str | None = O.HOST_TERMS,
     out: str | None = typer.Option(None, "-o", "--out", metavar="FILE",
                                    help="write the plan JSON here"),
     as_json: bool = typer.Option(False, "--json", help="print the plan JSON"),
@@ -114,14 +117,15 @@ def plan_cmd(
         placement=placement, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
         request_rate=request_rate, max_memory_fraction=max_memory_fraction,
         time_limit_s=time_limit_s, progress=not as_json, profile=profile,
-        max_devices=max_devices, engine=_engine(engine), nodes=nodes, network=network)
+        max_devices=max_devices, engine=_engine(engine), nodes=nodes, network=network,
+        host_terms=O.host_terms_of(host_terms, _engine(engine)))
     if out is not None:
         check_writable(out)  # before minutes of solving, not after ('' is an error)
     try:
         p = plan(req)
     except KeyboardInterrupt:  # Ctrl-C before the search found any plan
         raise Interrupted("no plan found yet; nothing written") from None
-    _warn_pricing(p.inputs.engine, p.pricing)
+    _warn_pricing(p.inputs.engine, p.pricing, p.inputs.host_terms)
     _warn_profile(profile, sorted({s.device_kind for ph in (p.prefill, p.decode)
                                    for s in ph.stages}))
     text = p.model_dump_json(indent=2)
@@ -244,11 +248,18 @@ def _warn_profile(profile: str | None, kinds: list[str]) -> None:
               "those devices keep --engine's figures", file=sys.stderr)
 
 
-def _warn_pricing(engine: str | None, pricing: dict[str, str]) -> None:
-    """Say on stderr which data priced each kind when it is not the engine's own."""
+def _warn_pricing(engine: str | None, pricing: dict[str, str], host_terms=None) -> None:
+    """Say on stderr which data priced each kind when it is not the engine's own, and
+    which host terms replaced the shipped ones."""
     for kind, source in sorted(pricing.items()):
         if engine is not None and ("borrowed" in source or "kernel data" in source):
             print(f"autoplan: note: {kind} is priced by {source}", file=sys.stderr)
+    if host_terms is not None:
+        where = " ".join((host_terms.fitted_to or "given").split())
+        print(f"autoplan: note: {engine}'s host terms are --host-terms' "
+              f"({host_terms.host_step_s * 1e3:.3g} ms per step, "
+              f"{host_terms.request_overhead_s * 1e3:.3g} ms per request; {where}), not "
+              "hardware/engines.yaml's", file=sys.stderr)
 
 
 from autoplan.cli import catalog_cmds, pareto_cmd, sweep_cmd  # noqa: F401  (register their commands)

@@ -86,22 +86,36 @@ def calibrate_cmd(
 def _calibrate_host_terms(measurements: str | None, engine: str | None, out: str | None,
                           as_json: bool) -> None:
     """``calibrate --host-terms``: each engine's host terms from its end-to-end rows
-    (:mod:`autoplan.calibrate.host_fit`); printed, for hardware/engines.yaml."""
+    (:mod:`autoplan.calibrate.host_fit`); printed (the shipped ones are kept in
+    hardware/engines.yaml with their documentation), and with ``-o FILE`` written as a
+    ``--host-terms`` file for estimate, plan and pareto (:mod:`autoplan.inputs.host_terms`)."""
+    import shlex
+
     from autoplan.calibrate.host_fit import fit_host_terms
+    from autoplan.calibrate.profile_io import host_terms_yaml
     from autoplan.catalog import ENGINES, check_engine
     from autoplan.errors import InputError
+    from autoplan.files import check_writable, write_atomic
+    from autoplan.inputs.host_terms import HostTerms
 
     if measurements is None:
         raise InputError("calibrate --host-terms needs a measurements CSV "
                          "(hardware/data/engines-e2e.csv)")
     if out is not None:
-        raise InputError("calibrate --host-terms prints its fit (hardware/engines.yaml keeps "
-                         "the values with their documentation); it writes no file")
+        check_writable(out)  # before the fit ('' is an error)
     fits = [fit_host_terms(measurements, e) for e in ([check_engine(engine)] if engine
                                                       else ENGINES)]
     fits = [f for f in fits if f is not None]
     if not fits:
         raise InputError(f"no rows of {engine or 'vllm, sglang or trtllm'} in {measurements}")
+    if out is not None:
+        cmd = shlex.join(["autoplan", "calibrate", measurements, "--host-terms",
+                          *(["--engine", engine] if engine else []), "-o", out])
+        terms = {f.engine: HostTerms(host_step_s=f.host_step_s,
+                                     request_overhead_s=f.request_overhead_s,
+                                     fitted_to=f"rows {f.fitted_to} of {measurements}")
+                 for f in fits}
+        write_atomic(out, host_terms_yaml(terms, cmd))
     if as_json:
         typer.echo(json.dumps([{"engine": f.engine, "host_step_s": f.host_step_s,
                                 "request_overhead_s": f.request_overhead_s,

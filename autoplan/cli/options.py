@@ -101,7 +101,21 @@ PROFILE = typer.Option(None, "--profile", metavar="NAME|PATH",
                             "splitwise-sim, groq, gpt-fast, ...) or a profile YAML; it "
                             "overrides --engine's figures for the device kinds it covers")
 
+HOST_TERMS = typer.Option(None, "--host-terms", metavar="FILE",
+                          help="the engine's host terms (per-step host time, per-request "
+                               "server time) from a deployment's own rows, in place of the "
+                               "shipped ones: autoplan calibrate ROWS.csv --host-terms -o FILE")
+
 JSON = typer.Option(False, "--json", help="print JSON instead of tables")
+
+
+def host_terms_of(path: str | None, engine: str | None):
+    """The --host-terms file's terms for the engine in use (None: not given)."""
+    if path is None:
+        return None
+    from autoplan.inputs.host_terms import engine_host_terms
+
+    return engine_host_terms(path, engine)
 
 
 def version_callback(value: bool) -> None:

@@ -55,6 +55,7 @@ def pareto_cmd(
     network: str | None = O.NETWORK,
     engine: O.Engine = O.ENGINE,
     profile: str | None = O.PROFILE,
+    host_terms: str | None = O.HOST_TERMS,
     workers: int | None = typer.Option(None, "--workers", metavar="N",
                                        help="processes (default: CPUs)"),
     ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
@@ -83,7 +84,8 @@ def pareto_cmd(
     base = {"model": model, "topology": topology, "isl": isl, "osl": osl, "dtype": dtype,
             "kv_dtype": kv_dtype, "placement": placement,
             "max_memory_fraction": max_memory_fraction, "time_limit_s": time_limit_s,
-            "profile": profile, "engine": _engine(engine), "nodes": nodes, "network": network}
+            "profile": profile, "engine": _engine(engine), "nodes": nodes, "network": network,
+            "host_terms": O.host_terms_of(host_terms, _engine(engine))}
     if prefill_batch is not None:  # given; else the planner's default
         base["prefill_batch"] = prefill_batch
     if mode == "slo":

@@ -50,8 +50,10 @@ def topology_of(inputs: PlanInputs) -> Topology:
         if inputs.topology_sha256 != spec_hash(inputs.topology_spec):
             raise InputError("plan: inputs.topology_spec does not match inputs.topology_sha256 "
                              "(the embedded topology was edited)")
-        return topology_from_spec(inputs.topology_spec, inputs.calibration, inputs.engine)
-    return load_topology(inputs.topology, inputs.calibration, inputs.engine)
+        return topology_from_spec(inputs.topology_spec, inputs.calibration, inputs.engine,
+                                  inputs.host_terms)
+    return load_topology(inputs.topology, inputs.calibration, inputs.engine,
+                         host_terms=inputs.host_terms)
 
 
 def plan_context(plan: Plan) -> PlanContext:

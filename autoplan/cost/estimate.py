@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autoplan.catalog import DEFAULT_ENGINE, load_model, load_profile, load_topology
+from autoplan.catalog import (
+    DEFAULT_ENGINE,
+    load_model,
+    load_profile,
+    load_topology,
+    with_host_terms,
+)
 from autoplan.cost.expert_parallel import check_ep
 from autoplan.cost.pipeline import PhaseCost, StagePlacement, even_cuts, memories_for, pipeline_cost
 from autoplan.cost.roofline import REQUEST, Bound, check_tp, phase_shape
 from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
+from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.topology import Calibration
 from autoplan.inputs.workload import MAX_BATCH, Precision, check_workload
@@ -90,6 +97,8 @@ class Estimate(BaseModel):
     pricing: dict[str, str] = Field(default_factory=dict, description="per device kind, what "
                                     "priced it: the engine's kernels of which kind, or the "
                                     "roofline calibration")
+    host_terms: HostTerms | None = Field(default=None, description="the engine's host terms "
+                                         "given in place of the shipped ones (--host-terms)")
 
 
 def place_even_pipeline(model: ModelSpec, topo: Topology, kind: str, tp: int,
@@ -189,6 +198,7 @@ def estimate(
     ep: int = 1,
     attention_dp: int = 1,
     serving: bool = True,
+    host_terms: HostTerms | None = None,
 ) -> Estimate:
     """Predict TTFT, TPOT, end-to-end latency and memory of one configuration.
 
@@ -204,13 +214,17 @@ def estimate(
     (MoE models; :mod:`autoplan.cost.expert_parallel`). ``serving``: TTFT as a client of
     the engine's server sees it, with the engine's request handling
     (``request_overhead_s``, hardware/engines.yaml); False: the forward passes alone, as an
-    offline latency benchmark (``trtllm-bench latency``) measures them.
+    offline latency benchmark (``trtllm-bench latency``) measures them. ``host_terms``:
+    the engine's host terms in place of the shipped ones (a deployment's own fit,
+    :mod:`autoplan.inputs.host_terms`).
     """
     m = model if isinstance(model, ModelSpec) else load_model(model)
     if isinstance(profile, str):
         profile = load_profile(profile)
     topo = (topology if isinstance(topology, Topology)
             else load_topology(topology, profile, engine, nodes, network))
+    if host_terms is not None:
+        topo = with_host_terms(topo, host_terms)
     check_workload(isl, osl, batch, max_memory_fraction)
     pb = batch if prefill_batch is None else prefill_batch
     if not 1 <= pb <= MAX_BATCH:
@@ -249,5 +263,5 @@ def estimate(
         max_memory_fraction=max_memory_fraction,
         prefill=_phase(pre, breakdown), decode=_phase(dec, breakdown), memory=rows,
         engine=engine if not isinstance(topology, Topology) else None,
-        pricing={kind: topo.calibration(kind).source},
+        pricing={kind: topo.calibration(kind).source}, host_terms=host_terms,
     )

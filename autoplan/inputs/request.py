@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autoplan.errors import InputError
 from autoplan.inputs.dtypes import DTYPES
+from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.names import MAX_PATH_BYTES, check_name
 from autoplan.inputs.topology import MAX_DEVICES, Calibration
@@ -71,6 +72,9 @@ class Request(BaseModel):
     engine: Literal["vllm", "sglang", "trtllm"] | None = Field(
         "vllm", description="serving engine whose measured kernels price the plan (None: "
         "the 2023 roofline calibration)")
+    host_terms: HostTerms | None = Field(
+        None, description="the engine's host terms in place of the shipped ones (a "
+        "deployment's own fit: autoplan calibrate ROWS.csv --host-terms -o FILE)")
 
     @field_validator("model", "topology")
     @classmethod

@@ -70,10 +70,15 @@ def print_estimate(est: Estimate, console: Console | None = None) -> None:
         t.add_row(name, f"{ph.time_ms:.2f}", ph.bottleneck, f"{ph.compute_ms:.2f}",
                   f"{ph.memory_ms:.2f}", f"{ph.communication_ms:.2f}", f"{ph.host_ms:.2f}")
     c.print(t)
+    where = "--host-terms" if est.host_terms else "hardware/engines.yaml"
     if est.request_ms:
         c.print(f"TTFT: [bold]{est.ttft_ms:.2f} ms[/] = prefill + the server's handling of the "
-                f"request ({est.request_ms:.2f} ms, hardware/engines.yaml request_overhead_s; "
+                f"request ({est.request_ms:.2f} ms, {where} request_overhead_s; "
                 "--offline: without)")
+    if est.host_terms:
+        h = est.host_terms
+        c.print(f"host terms (--host-terms): {h.host_step_s * 1e3:.3g} ms per step, "
+                f"{h.request_overhead_s * 1e3:.3g} ms per request; {_t(h.fitted_to or 'given')}")
     c.print(f"end-to-end: [bold]{est.e2e_ms:.1f} ms[/] "
             f"(TTFT + {est.osl - 1} x TPOT, decode priced at context {est.decode_context:.0f})")
     m = Table(show_header=True, header_style="bold", title="memory per device")

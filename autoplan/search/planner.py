@@ -73,10 +73,11 @@ def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
     cal = load_profile(req.profile) if isinstance(req.profile, str) else req.profile
     if isinstance(req.topology, Topology):
         # Priced for the request's engine and profile, like a topology given by name.
-        topo = topology_from_spec(req.topology.spec, cal, req.engine)
+        topo = topology_from_spec(req.topology.spec, cal, req.engine, req.host_terms)
         topo_name = topo.name
     elif isinstance(req.topology, str):
-        topo = load_topology(req.topology, cal, req.engine, req.nodes, req.network)
+        topo = load_topology(req.topology, cal, req.engine, req.nodes, req.network,
+                             req.host_terms)
         topo_name = topo.name if req.nodes or req.network else req.topology
     else:
         raise InputError("--topology: a shipped topology name, a YAML path or a Topology")
@@ -95,6 +96,7 @@ def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
         calibration={k: v for k, v in sorted(cal.items()) if k in topo.kinds} if cal else None,
         model_spec=None if is_shipped_model(m) else m,
         topology_spec=spec, topology_sha256=spec_hash(spec) if spec is not None else None,
+        host_terms=req.host_terms,
     )
     return m, topo, inputs
 
