@@ -348,9 +348,13 @@ def test_cpsat_equals_brute_force_with_ep_configs(chunk):
         tables = build_tables(model, topo, work, pools, uniform_tp=seed % 2 == 0)
         eps = [c for c in tables.configs if c.dp > 1]
         dom = {c.cls: tables.classes[c.cls].domain_size for c in eps}
-        assert all(c.ep == c.size and model.moe.num_experts % c.ep == 0
+        # EP over the whole group (it divides the experts), or EP 1 (the MoE split like a
+        # TP group over all its devices) inside one domain; whole domains: DP = EP only
+        assert all((c.ep == c.size and model.moe.num_experts % c.ep == 0
+                    or c.ep == 1 and c.size <= dom[c.cls])
                    and (c.size <= dom[c.cls] or c.size % dom[c.cls] == 0 and c.tp == 1)
                    for c in eps)
+        assert any(c.ep == 1 for c in eps) == bool(eps)
         seen_ep += bool(eps)
         seen_wide += any(c.size > dom[c.cls] for c in eps)
         limits = Limits(time_limit_s=60)

@@ -199,11 +199,17 @@ EP_UNDER_TP = ("vllm", "trtllm")
 def ep_shapes(model: ModelSpec, size: int, engine: str | None = None, across: bool = False
               ) -> list[tuple[int, int, int]]:
     """(tp, dp, ep) shapes of a stage of ``size`` devices beside plain TP ``size``, for an
-    MoE model: experts over all ``size`` devices (EP = size, as vLLM's
-    ``--enable-expert-parallel`` runs it and SGLang's and TensorRT-LLM's wide-EP recipes),
-    attention on ``dp`` > 1 ranks of TP ``tp`` (``tp * dp = size``, ``tp`` a valid TP). One
-    group of ``size`` devices inside one fast domain, like a TP group. With ``engine``,
-    the shapes its rules allow (``hardware/engine_rules.yaml``).
+    MoE model: attention on ``dp`` > 1 ranks of TP ``tp`` (``tp * dp = size``, ``tp`` a
+    valid TP), the experts either over all ``size`` devices (EP = size, as vLLM's
+    ``--enable-expert-parallel`` runs it and SGLang's and TensorRT-LLM's wide-EP recipes;
+    ``size`` must divide the experts) or split like a TP group over all of them (EP 1:
+    vLLM's ``--data-parallel-size`` without ``--enable-expert-parallel``, SGLang's
+    ``--enable-dp-attention`` without ``--ep-size``, TensorRT-LLM's attention DP with
+    ``moe_expert_parallel_size`` 1). The EP degrees between (1 < EP < size, which SGLang
+    and TensorRT-LLM can run, not vLLM) are priced by ``estimate`` and ``validate`` and
+    not searched. One group of ``size`` devices (a TP size of the model) inside one fast
+    domain, like a TP group. With ``engine``, the shapes its rules allow
+    (``hardware/engine_rules.yaml``).
 
     EP under TP attention (``dp = 1``, experts over the TP group's devices, every token on
     every device) is searched for the engines of :data:`EP_UNDER_TP`, whose fitted MoE
@@ -226,17 +232,17 @@ def ep_shapes(model: ModelSpec, size: int, engine: str | None = None, across: bo
     from autoplan.catalog import engine_rules
 
     e = model.moe.num_experts
-    if size > e or e % size:
-        return []
+    whole = size <= e and e % size == 0  # the experts shard over all the group's devices
     er = engine_rules().get(engine) if engine is not None else None
     out = []
     for tp in [1] if across else valid_tps(model, size):
         if size % tp:
             continue
         dp = size // tp
-        if dp == 1 and (across or engine not in EP_UNDER_TP):
-            continue
         if er is not None and er.attention_dp_all_devices and dp not in (1, size):
             continue
-        out.append((tp, dp, size))
+        if dp > 1 and not across:
+            out.append((tp, dp, 1))  # the MoE TP over every device of the group
+        if whole and (dp > 1 or (not across and engine in EP_UNDER_TP)):
+            out.append((tp, dp, size))
     return out
