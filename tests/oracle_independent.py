@@ -32,7 +32,6 @@ from pathlib import Path
 import yaml
 
 import autoplan
-from autoplan.cost.context import plan_context
 from autoplan.cost.evaluate import evaluate
 from autoplan.cost.pipeline import StagePlacement
 from autoplan.errors import InputError
@@ -65,7 +64,7 @@ def random_instance(seed: int, folder: Path, big: bool = False) -> Instance:
     cfg = {"_name_or_path": f"oracle/r{seed}", "hidden_size": hidden,
            "intermediate_size": hidden * rng.choice([2, 4]), "num_hidden_layers": layers,
            "num_attention_heads": heads, "num_key_value_heads": kvh,
-           "vocab_size": rng.choice([1000, 32000]), "model_type": "llama"}
+           "vocab_size": rng.choice([1000, 1000, 32000]), "model_type": "llama"}
     moe = rng.random() < 0.35
     if moe:
         dense = rng.choice([0, 0, 1]) if layers > 1 else 0
@@ -103,7 +102,7 @@ def random_instance(seed: int, folder: Path, big: bool = False) -> Instance:
                     encoding="utf-8")
     kw = {"isl": rng.choice([128, 512, 2048]), "osl": rng.choice([8, 64]),
           "batch": rng.choice([1, 1, 4, 16]), "dtype": rng.choice(["bf16", "fp8"]),
-          "max_memory_fraction": rng.choice([0.9, 0.9, 0.05, 0.02]),
+          "max_memory_fraction": rng.choice([0.9, 0.9, 0.9, 0.05]),
           "placement": rng.choice(["auto", "auto", "colocated", "disaggregated"]),
           "engine": rng.choice(["vllm", "vllm", "sglang", "trtllm", None]),
           "time_limit_s": 60}
@@ -120,15 +119,16 @@ class Space:
     topo: object
     work: object
     engine: str | None
+    wide: bool = False  # every (TP, DP, EP) validate accepts, beyond the planner's space
     nodes: list[tuple[str, list[str]]] = field(default_factory=list)  # (kind, devices)
     domain: dict[str, int] = field(default_factory=dict)
 
 
-def make_space(inputs: PlanInputs, work) -> Space:
+def make_space(inputs: PlanInputs, work, wide: bool = False) -> Space:
     from autoplan.catalog import topology_from_spec
     from autoplan.cost.context import model_of
     topo = topology_from_spec(inputs.topology_spec, inputs.calibration, inputs.engine)
-    sp = Space(model_of(inputs), topo, work, inputs.engine)
+    sp = Space(model_of(inputs), topo, work, inputs.engine, wide)
     by_node: dict[str, list[str]] = {}
     for d in topo.devices:
         by_node.setdefault(topo.graph.nodes[d]["node"], []).append(d)
@@ -139,8 +139,10 @@ def make_space(inputs: PlanInputs, work) -> Space:
 
 def shapes(sp: Space, g: int) -> list[tuple[int, int, int]]:
     """(tp, dp, ep) of a group of g devices: TP g, and for MoE every tp*dp = g with EP
-    any divisor of g (validate keeps what the model and engine allow). SGLang's EP
-    under TP attention is outside the documented space (README "What optimal means")."""
+    over the whole group (the planner's space, ``autoplan/search/configs.py`` ep_shapes;
+    ``sp.wide``: any EP dividing g, which validate also accepts: attention DP with the
+    experts TP-sharded, EP 1, is one). SGLang's EP under TP attention is outside the
+    documented space (README "What optimal means")."""
     out = [(g, 1, 1)]
     if sp.ctx_model.moe is None:
         return out
@@ -148,7 +150,7 @@ def shapes(sp: Space, g: int) -> list[tuple[int, int, int]]:
         if g % tp:
             continue
         for ep in range(1, g + 1):
-            if g % ep or (tp, g // tp, ep) == (g, 1, 1):
+            if g % ep or (tp, g // tp, ep) == (g, 1, 1) or (ep != g and not sp.wide):
                 continue
             if sp.engine == "sglang" and tp == g and ep > 1:
                 continue
@@ -284,10 +286,11 @@ def _slo_ok(v: float, slo: float | None) -> bool:
     return slo is None or v <= slo * SLOW
 
 
-def latency_oracle(inst: Instance, **over) -> Found:
-    """The lowest ``TTFT + (osl - 1) TPOT`` over every concrete plan validate accepts."""
+def latency_oracle(inst: Instance, wide: bool = False, **over) -> Found:
+    """The lowest ``TTFT + (osl - 1) TPOT`` over every concrete plan validate accepts
+    (``wide``: MoE stages of every EP, see :func:`shapes`)."""
     inputs, work = template_inputs(inst, **over)
-    sp = make_space(inputs, work)
+    sp = make_space(inputs, work, wide)
     doc_in = inputs.model_dump(mode="json")
     mmf, osl = inputs.max_memory_fraction, inputs.osl
     ttft_slo, tpot_slo, maxd = inputs.ttft_slo_ms, inputs.tpot_slo_ms, inputs.max_devices
@@ -455,3 +458,18 @@ def _fill_rate(doc, sp, pipes, figs, inputs):
     doc["throughput_tokens_per_s"] = rate * inputs.osl
     doc["tokens_per_s_per_device"] = rate * inputs.osl / doc["devices"]
     return doc
+
+
+def whole_fraction(inst: Instance) -> float:
+    """The memory fraction of the whole model on one device of the smallest kind
+    (colocated): a headroom below it forces pipeline cuts."""
+    inputs, work = template_inputs(inst, max_memory_fraction=1.0)
+    sp = make_space(inputs, work)
+    L = sp.ctx_model.num_layers
+    out = 0.0
+    for kind, ds in sp.nodes:
+        p = [StagePlacement(0, L, kind, (ds[0],))]
+        fig = price(sp, "colocated", p, p)
+        if fig is not None:
+            out = max(out, fig.stage_fraction["prefill"][0])
+    return out
