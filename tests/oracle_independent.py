@@ -6,8 +6,9 @@ writes an HF-style ``config.json`` and a topology YAML for a seeded small instan
 candidate, as a plan JSON document, to the public validator. The validator (and the
 ``evaluate`` behind it) is the only judge of what is valid and what it costs: the
 enumeration is deliberately wider than the planner's rules (every group size up to the
-node count of a kind, every EP dividing the group, any node first in a group, TP groups
-over any nodes), and whatever ``validate`` refuses is dropped.
+node count of a kind, any node first in a group, TP groups over any nodes; with ``wide``
+every EP dividing the group, on any group size), and whatever ``validate`` refuses is
+dropped.
 
 Latency: every contiguous cut of the layers into stages; per stage a kind, a group
 (devices taken per node, the first free ones of each node: a node's devices are alike,
@@ -138,23 +139,31 @@ def make_space(inputs: PlanInputs, work, wide: bool = False) -> Space:
 
 
 def shapes(sp: Space, g: int) -> list[tuple[int, int, int]]:
-    """(tp, dp, ep) of a group of g devices: TP g, and for MoE every tp*dp = g with EP
-    over the whole group (the planner's space, ``autoplan/search/configs.py`` ep_shapes;
-    ``sp.wide``: any EP dividing g, which validate also accepts: attention DP with the
-    experts TP-sharded, EP 1, is one). SGLang's EP under TP attention is outside the
-    documented space (README "What optimal means")."""
+    """(tp, dp, ep) of a group of g devices: TP g, and for MoE every tp*dp = g with the
+    experts over the whole group (EP g) or, with attention DP, split like a TP group over
+    all of it (EP 1), on a group of a size the model's TP allows: the planner's documented
+    space (README "Limits, honestly"; ``autoplan/search/configs.py`` ep_shapes).
+    ``sp.wide``: any EP dividing g, on any group size, which validate also accepts.
+    SGLang's EP under TP attention is outside the documented space (README "What optimal
+    means")."""
+    from autoplan.cost.roofline import valid_tps
+
     out = [(g, 1, 1)]
     if sp.ctx_model.moe is None:
         return out
+    tp_size = g in valid_tps(sp.ctx_model, g)
     for tp in range(1, g + 1):
         if g % tp:
             continue
+        dp = g // tp
         for ep in range(1, g + 1):
-            if g % ep or (tp, g // tp, ep) == (g, 1, 1) or (ep != g and not sp.wide):
+            if g % ep or (tp, dp, ep) == (g, 1, 1):
+                continue
+            if not sp.wide and not (tp_size and (ep == g or ep == 1 and dp > 1)):
                 continue
             if sp.engine == "sglang" and tp == g and ep > 1:
                 continue
-            out.append((tp, g // tp, ep))
+            out.append((tp, dp, ep))
     return out
 
 
