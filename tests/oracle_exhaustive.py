@@ -79,7 +79,8 @@ class _Search:
             self.domains.append((dom.kind, list(nodes.values())))
         self.tps = {k: valid_tps(model, topo.max_fast_domain(k)) for k in topo.kind_names}
         # (tp, dp, ep) layouts of a stage per kind: TP over its group, and for an MoE
-        # model attention DP x EP over the same group (EP over all of it, as vLLM runs it)
+        # model attention DP x EP over the same group (EP over all of it, as vLLM runs it,
+        # or, with attention DP, EP 1: the MoE split like a TP group over all of it)
         self.shapes_of = {k: [(t, 1, 1) for t in v] + self._ep_layouts(v)
                           for k, v in self.tps.items()}
         # Per pool and phase, the weighted forward passes of its figure (a colocated pool's
@@ -94,7 +95,11 @@ class _Search:
             return []
         out = []
         for g in sizes:
-            if g < 2 or g > moe.num_experts or moe.num_experts % g:
+            if g < 2:
+                continue
+            # attention DP with the MoE split over the whole group like a TP group (EP 1)
+            out += [(t, g // t, 1) for t in valid_tps(self.model, g) if g % t == 0 and g > t]
+            if g > moe.num_experts or moe.num_experts % g:
                 continue
             out += [(t, g // t, g) for t in valid_tps(self.model, g) if g % t == 0
                     and (g > t or self.ep_under_tp)]
