@@ -249,6 +249,8 @@ class _Search:
             return
         if pool == "colocated":
             ttft, tpot, pre, dec = t_pre, t_dec, stages, stages
+            if len({s.dp for s in stages}) > 1:
+                return  # one step schedule: one attention-DP degree (rules.colocated_dp)
         else:
             pre, t_p = pre_done
             dec = stages

@@ -8,11 +8,12 @@ import csv
 import gzip
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
 
-from autoplan import estimate
+from autoplan import estimate, plan
 from autoplan.catalog import builtin_device_kinds, default_calibrations, load_model, load_topology
 from autoplan.cli import main
 from autoplan.cost.expert_parallel import hot_rank_factor
@@ -404,3 +405,28 @@ def test_wide_ep_groups_take_whole_domains():
     # The latency tables (exact packing of other sizes) keep groups inside one domain.
     lat = build_tables(m, topo, w, ("colocated",), packing=True, lower=True)
     assert all(c.size <= n for c in lat.configs)
+
+
+def test_a_colocated_pipeline_runs_one_attention_dp_degree():
+    # one step schedule for the whole pipeline (evaluate prices the widest DP's step mix
+    # on every stage): a mix of DP degrees in one colocated pipeline is refused
+    from autoplan.cost.pipeline import StagePlacement
+    from autoplan.rules import rules
+
+    lpu = StagePlacement(0, 1, "lpu", ("l0",), 1, 1)
+    gpu = StagePlacement(1, 4, "l40s", ("g0", "g1", "g2", "g3"), 4, 1)
+    errs = rules.colocated_dp([lpu, gpu], "colocated")
+    assert len(errs) == 1 and "1, 4" in errs[0]
+    assert rules.colocated_dp([lpu, gpu], "disaggregated") == []
+    assert rules.colocated_dp([gpu], "colocated") == []
+    # the instance where the planner built such a pipeline (an LPU stage at DP 1 before an
+    # L40S stage at DP 4 x EP 1), whose widest step mix overflowed the LPU's SRAM
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from oracle_exhaustive import random_instance
+
+    model, topo, _spec, work, placement, _rng = random_instance(1085)
+    p = plan(model, topo, isl=work.isl, osl=work.osl, batch=work.batch,
+             dtype=work.precision.weight, kv_dtype=work.precision.kv, placement=placement,
+             max_memory_fraction=work.max_memory_fraction, time_limit_s=60)
+    if p.placement == "colocated":
+        assert len({s.attention_dp for s in p.prefill.stages}) == 1

@@ -136,6 +136,17 @@ def uniform_tp(name: str, topo: Topology, stage_kinds: Sequence[str],
     return [why]
 
 
+def colocated_dp(stages: Sequence[StagePlacement], placement: str) -> list[str]:
+    """A colocated pipeline runs one step schedule, so one attention-DP degree on every
+    stage (its DP ranks schedule their own shares of the batch through all the stages;
+    :func:`autoplan.cost.evaluate.phase_cost` prices the widest degree's step mix)."""
+    dps = sorted({s.dp for s in stages})
+    if placement != "colocated" or len(dps) < 2:
+        return []
+    return [f"attention DP: a colocated pipeline runs one attention-DP degree on every stage "
+            f"(one step schedule); its stages have {', '.join(map(str, dps))}"]
+
+
 def disaggregated_pp(name: str, topo: Topology, stage_kinds: Sequence[str], placement: str,
                      engine: str | None) -> list[str]:
     """With an engine that runs disaggregated pools without pipeline parallelism (vLLM's

@@ -176,6 +176,7 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
                                  [s.attention_dp for s in phase.stages])
     same = (ctx.pre == ctx.dec
             and plan.prefill.replica_devices == plan.decode.replica_devices)
+    errors += rules.colocated_dp(ctx.pre, plan.placement)
     errors += rules.pools(plan.placement, _devices(plan.prefill), _devices(plan.decode), same)
     errors += rules.requested_placement(plan.inputs.placement, plan.placement)
     return errors

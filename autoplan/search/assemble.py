@@ -140,7 +140,7 @@ def _finish(m: ModelSpec, topo: Topology, work: Workload, inputs: PlanInputs, mo
                                         inputs.engine)
                + rules.disaggregated_pp("decode", topo, [s.kind for s in dec], mode,
                                         inputs.engine)
-               + rules.figures(fig, inputs, mode, len(used)))
+               + rules.colocated_dp(pre, mode) + rules.figures(fig, inputs, mode, len(used)))
     if len(used_all) != len(used):
         broken.append("device disjointness: a device serves two replicas")
     if broken:

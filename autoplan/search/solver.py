@@ -132,21 +132,21 @@ class _PoolModel:
         self._uniform_tp()
 
     def _uniform_tp(self) -> None:
-        """With an engine, one TP degree on every engine-run stage of the pipeline: a
-        boolean per TP present, exactly one chosen, groups of the others at 0 stages
-        (count and per-length groups alike: ``count`` is their stage count)."""
-        t = self.t
-        by: dict[int, list] = {}
+        """With an engine, one (TP, DP, EP) shape on every engine-run stage; colocated, one
+        attention-DP degree on every stage (``rules.colocated_dp``): a boolean per value
+        present, exactly one chosen, the others' groups at 0 stages."""
+        t, by = self.t, {"tp": {}, "dp": {}}
         for g in self.groups:
             if t.governed(g.cfg):
-                by.setdefault(t.configs[g.cfg].shape, []).append(g.count)
-        if len(by) < 2:
-            return
-        pick = {tp: self.m.new_bool_var(self._name("tp", *tp)) for tp in by}
-        self.m.add_exactly_one(pick.values())
-        for tp, counts in by.items():
-            for n in counts:
-                self.m.add(n == 0).only_enforce_if(pick[tp].Not())
+                by["tp"].setdefault(t.configs[g.cfg].shape, []).append(g.count)
+            if self.pool == "colocated":
+                by["dp"].setdefault((t.configs[g.cfg].dp,), []).append(g.count)
+        for what, keys in ((w, k) for w, k in by.items() if len(k) > 1):
+            pick = {k: self.m.new_bool_var(self._name(what, *k)) for k in keys}
+            self.m.add_exactly_one(pick.values())
+            for k, counts in keys.items():
+                for n in counts:
+                    self.m.add(n == 0).only_enforce_if(pick[k].Not())
 
     # -- group builders -------------------------------------------------------------
     def _name(self, *parts) -> str:
