@@ -168,3 +168,32 @@ def test_calibrate_kernels_with_few_all_reduce_sizes_is_one_line(tmp_path):
     if rc:
         one_line(rc, err, 2, "all-reduce")
         assert not out.exists()
+
+
+# ---------------------------------------------------------------- topology kinds
+
+def _kind_topology(tmp_path, **refs):
+    import yaml
+
+    from tests.test_safety import h100_kind, topology
+
+    t = topology(kind="a")
+    k = h100_kind()
+    k.pop("calibrate_like")
+    t["device_kinds"] = {"a": {**k, **refs}}
+    f = tmp_path / "t.yaml"
+    f.write_text(yaml.safe_dump(t))
+    return f
+
+
+# A misspelt calibrate_like was "no calibration is available for a custom device kind"
+# (which kind? which name?); a misspelt kernels_like was accepted and ignored.
+@pytest.mark.parametrize("refs, words", [
+    ({"calibrate_like": "h100-sxn"}, "device kind 'a' has calibrate_like 'h100-sxn'"),
+    ({"kernels_like": "h100-sxn"}, "device kind 'a' has kernels_like 'h100-sxn'"),
+    ({"calibrate_like": "a"}, "device kind 'a' has no calibration, and 'a'"),
+])
+def test_device_kind_references_are_named(refs, words, tmp_path):
+    f = _kind_topology(tmp_path, **refs)
+    rc, out, err = run(["estimate", *LLAMA[:2], "--topology", f])
+    one_line(rc, err, 2, words)
