@@ -197,3 +197,31 @@ def test_device_kind_references_are_named(refs, words, tmp_path):
     f = _kind_topology(tmp_path, **refs)
     rc, out, err = run(["estimate", *LLAMA[:2], "--topology", f])
     one_line(rc, err, 2, words)
+
+
+# ---------------------------------------------------------------- sweeps
+
+# Out-of-range values shared by every point were passed on and failed each point alone:
+# exit 0 with a CSV of "error" rows, instead of one line and exit 2.
+@pytest.mark.parametrize("flags, words", [
+    (["--mode", "throughput", "--batch", "1,100000"], "--batch: values must be at most 65536"),
+    (["--tpot-slo-ms", "10", "--max-devices", "1,100000"], "--max-devices: values must be at most"),
+])
+def test_pareto_lists_are_bounded(flags, words, tmp_path):
+    out = tmp_path / "pareto"
+    rc, stdout, err = run(["pareto", *LLAMA, *flags, "--out", out])
+    one_line(rc, err, 2, words)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("line, words", [
+    ("isl: 100000000", "isl"), ("osl: 100000000", "osl"), ("batch: 100000", "batch"),
+    ("prefill_batch: 100000", "prefill_batch"),
+])
+def test_sweep_shared_settings_are_bounded(line, words, tmp_path):
+    f = tmp_path / "cases.yaml"
+    f.write_text(f"models: [meta-llama/Llama-3.1-8B]\ntopologies: [h100-sxm-x8]\n{line}\n")
+    out = tmp_path / "sweep"
+    rc, stdout, err = run(["sweep", f, "--out", out])
+    one_line(rc, err, 2, words, "less than or equal to")
+    assert not out.exists()
