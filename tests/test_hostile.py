@@ -225,3 +225,32 @@ def test_sweep_shared_settings_are_bounded(line, words, tmp_path):
     rc, stdout, err = run(["sweep", f, "--out", out])
     one_line(rc, err, 2, words, "less than or equal to")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- embedded model specs
+
+# A plan's embedded model_spec was held only to its types, not to the bounds of a
+# config.json: zero or negative KV heads validated, top-k above the experts ended in an
+# OverflowError traceback, an unknown family was taken.
+@pytest.mark.parametrize("key, value, words", [
+    ("num_kv_heads", 0, "num_kv_heads must be a positive integer"),
+    ("num_kv_heads", -8, "num_kv_heads must be a positive integer"),
+    ("hidden_size", 10 ** 15, "hidden_size must be a positive integer"),
+    ("family", "gpt2", "unsupported family"),
+    ("moe", {"num_experts": 8, "top_k": 64, "expert_intermediate_size": 100,
+             "moe_layers": [0, 1]}, "moe.top_k 64 is above moe.num_experts 8"),
+    ("moe", {"num_experts": 8, "top_k": 2, "expert_intermediate_size": 100,
+             "moe_layers": [0, 5000]}, "moe.moe_layers must be distinct layers"),
+    ("mla", {"q_lora_rank": -1, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+             "qk_rope_head_dim": 64, "v_head_dim": 128}, "mla.q_lora_rank"),
+])
+@pytest.mark.parametrize("command", ["validate", "explain"])
+def test_embedded_model_specs_keep_the_config_bounds(key, value, words, command, tmp_path):
+    from autoplan.catalog import load_model
+
+    p = copy.deepcopy(golden(COLOC))
+    p["inputs"]["model_spec"] = load_model(p["inputs"]["model"]).model_dump(mode="json")
+    p["inputs"]["model_spec"][key] = value
+    f = write_plan(tmp_path / "p.json", p)
+    rc, out, err = run([command, f, *(["--no-solve"] if command == "explain" else [])])
+    one_line(rc, err, 2, "inputs.model_spec", words)
