@@ -254,3 +254,11 @@ def test_embedded_model_specs_keep_the_config_bounds(key, value, words, command,
     f = write_plan(tmp_path / "p.json", p)
     rc, out, err = run([command, f, *(["--no-solve"] if command == "explain" else [])])
     one_line(rc, err, 2, "inputs.model_spec", words)
+
+
+def test_host_terms_name_a_missing_method_column(tmp_path):
+    # It said "row c1: method must be serving or latency, got ''" of every row.
+    f = tmp_path / "m.csv"
+    f.write_text("\n".join([CSV_HEADER, ROW_7B.replace("trtllm-0.5", "vllm-0.21")]) + "\n")
+    rc, out, err = run(["calibrate", f, "--host-terms"])
+    one_line(rc, err, 2, "no method column")
