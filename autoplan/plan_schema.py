@@ -17,7 +17,7 @@ from autoplan.errors import InputError, first_error
 from autoplan.inputs.dtypes import DType
 from autoplan.inputs.model import MAX_LAYERS, ModelSpec
 from autoplan.inputs.names import Name, PathName
-from autoplan.inputs.reading import read_text
+from autoplan.inputs.reading import DuplicateKey, loads_json, read_text
 from autoplan.inputs.request import MAX_REQUEST_RATE
 from autoplan.inputs.topology import MAX_DEVICES, Calibration, TopologySpec
 from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
@@ -239,9 +239,11 @@ class Plan(BaseModel):
             p = Path(plan)
             text = read_text(p, "plan", MAX_PLAN_BYTES)  # a regular file, bounded
             try:
-                plan = json.loads(text)
+                plan = loads_json(text)
             except json.JSONDecodeError as e:
                 raise InputError(f"plan {str(p)!r} is not valid JSON: {e.msg}") from None
+            except DuplicateKey as e:
+                raise InputError(f"plan {str(p)!r}: {e}") from None
             except (ValueError, RecursionError) as e:  # over-long integers, deep nesting
                 raise InputError(f"plan {str(p)!r} is not a plan: {e.__class__.__name__}") from None
         if isinstance(plan, dict) and plan.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:

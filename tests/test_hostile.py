@@ -262,3 +262,30 @@ def test_host_terms_name_a_missing_method_column(tmp_path):
     f.write_text("\n".join([CSV_HEADER, ROW_7B.replace("trtllm-0.5", "vllm-0.21")]) + "\n")
     rc, out, err = run(["calibrate", f, "--host-terms"])
     one_line(rc, err, 2, "no method column")
+
+
+# ---------------------------------------------------------------- JSON keys
+
+# YAML inputs refuse a repeated key (issue 13); JSON took the last of two silently, so a
+# plan or config could read one way to a reviewer and another to autoplan.
+def test_a_repeated_key_in_a_plan_file_is_refused(tmp_path):
+    import json
+
+    text = json.dumps(golden(COLOC), indent=1).replace('"tp": 8,', '"tp": 1, "tp": 8,', 1)
+    f = tmp_path / "p.json"
+    f.write_text(text)
+    for argv in (["validate", f], ["export", f, "--to", "vllm", "--out", tmp_path / "o"]):
+        rc, out, err = run(argv)
+        one_line(rc, err, 2, "key 'tp' appears twice")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_repeated_key_in_a_model_config_is_refused(tmp_path):
+    import json
+
+    from tests.test_safety import TINY
+
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(TINY).replace('"vocab_size"', '"hidden_size": 64, "vocab_size"'))
+    rc, out, err = run(["estimate", "--model", f, "--topology", "h100-sxm-x8"])
+    one_line(rc, err, 2, "key 'hidden_size' appears twice")

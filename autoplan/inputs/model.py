@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from autoplan.errors import InputError, first_error
 from autoplan.inputs.names import Name, PathName
-from autoplan.inputs.reading import read_text
+from autoplan.inputs.reading import DuplicateKey, loads_json, read_text
 
 
 class MLASpec(BaseModel):
@@ -428,9 +428,11 @@ def load_model_file(path: str | Path, name: str = "") -> ModelSpec:
     p = Path(path)
     text = read_text(p, "model config")  # a regular file, bounded
     try:
-        cfg = json.loads(text)
+        cfg = loads_json(text)
     except json.JSONDecodeError as e:
         raise InputError(f"model config {str(p)!r} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    except DuplicateKey as e:
+        raise InputError(f"model config {str(p)!r}: {e}") from None
     except (ValueError, RecursionError) as e:  # over-long integer literal, nesting too deep
         raise InputError(f"model config {str(p)!r} is not valid JSON: {first_error(e)}") from None
     try:
