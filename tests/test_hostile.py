@@ -289,3 +289,35 @@ def test_a_repeated_key_in_a_model_config_is_refused(tmp_path):
     f.write_text(json.dumps(TINY).replace('"vocab_size"', '"hidden_size": 64, "vocab_size"'))
     rc, out, err = run(["estimate", "--model", f, "--topology", "h100-sxm-x8"])
     one_line(rc, err, 2, "key 'hidden_size' appears twice")
+
+
+# ---------------------------------------------------------------- planner tables
+
+SLOW = """name: slow
+device_kinds:
+  snail:
+    peak_flops_per_s: {bf16: 1.0e9}
+    memory_tiers: [{name: hbm, capacity_bytes: 1.0e15, bandwidth_bytes_per_s: 1.0e6}]
+    calibrate_like: h100-sxm
+nodes:
+  - name: node
+    count: 2
+    devices: {kind: snail, count: 8}
+    fabric: {kind: slow, bandwidth_bytes_per_s: 1.0e6, latency_s: 1.0, tensor_parallel: true}
+networks:
+  - {name: net, kind: slow, bandwidth_bytes_per_s: 1.0e6, latency_s: 1.0}
+"""
+
+
+# In-bounds values (the slowest devices and links a topology may have, the longest
+# prompt) gave stage times past int64 ticks: an OverflowError traceback from the tables.
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_stage_times_past_the_tables_are_one_line(objective, tmp_path):
+    f = tmp_path / "slow.yaml"
+    f.write_text(SLOW)
+    out = tmp_path / "p.json"
+    rc, stdout, err = run(["plan", "--model", "meta-llama/Llama-3.1-405B", "--topology", f,
+                           "--isl", "16777216", "--osl", "16777216", "--objective", objective,
+                           "--time-limit-s", "30", "-o", out])
+    one_line(rc, err, 2, "too large for the planner's integer tables")
+    assert not out.exists()
