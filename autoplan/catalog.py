@@ -351,10 +351,14 @@ def cluster_spec(spec: TopologySpec, nodes: int, network: str | None = None) -> 
         net = Network.model_validate({"name": "net", **nets[name]})
     except ValidationError as e:
         raise InputError(f"hardware/networks.yaml: {first_error(e)}") from None
-    return spec.model_copy(update={
-        "name": f"{spec.name}-{nodes}node", "networks": [net],
-        "description": f"{nodes} x ({spec.description or spec.name}) on {name}",
-        "nodes": [group.model_copy(update={"count": nodes})]})
+    try:  # validated whole: the copies must keep the bounds a topology file is held to
+        return TopologySpec.model_validate({
+            **spec.model_dump(), "name": f"{spec.name}-{nodes}node",
+            "networks": [net.model_dump()],
+            "description": f"{nodes} x ({spec.description or spec.name}) on {name}",
+            "nodes": [{**group.model_dump(), "count": nodes}]})
+    except ValidationError as e:
+        raise InputError(f"{spec.name!r} --nodes {nodes}: {first_error(e)}") from None
 
 
 def list_networks() -> list[str]:

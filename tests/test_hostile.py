@@ -321,3 +321,24 @@ def test_stage_times_past_the_tables_are_one_line(objective, tmp_path):
                            "--time-limit-s", "30", "-o", out])
     one_line(rc, err, 2, "too large for the planner's integer tables")
     assert not out.exists()
+
+
+# --nodes copied the node group with model_copy, which validates nothing: 4096 GB200
+# NVL72 racks (294,912 devices, past the 65,536 bound) were priced and the plan ended in
+# a pydantic traceback; a 252-byte topology name gave a plan `validate` then refused.
+@pytest.mark.parametrize("topology, nodes, words", [
+    ("gb200-nvl72", "4096", "294912 devices is more than autoplan handles"),
+    ("LONG", "2", "must be at most 255 bytes long"),
+])
+def test_nodes_copies_keep_the_topology_bounds(topology, nodes, words, tmp_path):
+    if topology == "LONG":
+        topology = tmp_path / "t.yaml"
+        topology.write_text(
+            f"name: {'t' * 252}\nnodes:\n  - name: node\n    devices: {{kind: h100-sxm, count: 8}}\n"
+            "    fabric: {kind: nvl, bandwidth_bytes_per_s: 450.0e9, latency_s: 2.0e-6, "
+            "tensor_parallel: true}\n")
+    out = tmp_path / "p.json"
+    rc, stdout, err = run(["plan", *LLAMA[:2], "--topology", topology, "--nodes", nodes,
+                           "-o", out])
+    one_line(rc, err, 2, "--nodes", words)
+    assert not out.exists()
