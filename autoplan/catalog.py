@@ -355,24 +355,30 @@ def cluster_spec(spec: TopologySpec, nodes: int, network: str | None = None) -> 
         raise InputError(f"--nodes replicates a single-node topology; {spec.name!r} already has "
                          f"{sum(g.count for g in spec.nodes)} nodes")
     group = spec.nodes[0]
-    if nodes == 1:
+    if nodes == 1 and network is None:
         return spec
     data = _read_yaml(_dir("hardware") / "networks.yaml")
     nets, defaults = data.get("networks", {}), data.get("defaults", {})
-    name = network or defaults.get(group.devices.kind)
+    name = defaults.get(group.devices.kind) if network is None else network
     if name is None:
         raise InputError(f"no default network for {group.devices.kind!r}; pick one with "
                          f"--network ({', '.join(sorted(nets))})")
-    if name not in nets:
+    if name not in nets:  # named but unused (one node) is still a typo to report
         raise InputError(f"unknown network {name!r}; use one of {', '.join(sorted(nets))}")
+    if nodes == 1:
+        return spec
     try:
         net = Network.model_validate({"name": "net", **nets[name]})
     except ValidationError as e:
         raise InputError(f"hardware/networks.yaml: {first_error(e)}") from None
-    return spec.model_copy(update={
-        "name": f"{spec.name}-{nodes}node", "networks": [net],
-        "description": f"{nodes} x ({spec.description or spec.name}) on {name}",
-        "nodes": [group.model_copy(update={"count": nodes})]})
+    try:  # validated whole: the copies must keep the bounds a topology file is held to
+        return TopologySpec.model_validate({
+            **spec.model_dump(), "name": f"{spec.name}-{nodes}node",
+            "networks": [net.model_dump()],
+            "description": f"{nodes} x ({spec.description or spec.name}) on {name}",
+            "nodes": [{**group.model_dump(), "count": nodes}]})
+    except ValidationError as e:
+        raise InputError(f"{spec.name!r} --nodes {nodes}: {first_error(e)}") from None
 
 
 def list_networks() -> list[str]:

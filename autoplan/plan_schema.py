@@ -18,7 +18,7 @@ from autoplan.inputs.dtypes import DType
 from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import MAX_LAYERS, ModelSpec
 from autoplan.inputs.names import Name, PathName
-from autoplan.inputs.reading import read_text
+from autoplan.inputs.reading import DuplicateKey, loads_json, read_text
 from autoplan.inputs.request import MAX_REQUEST_RATE
 from autoplan.inputs.topology import MAX_DEVICES, Calibration, TopologySpec
 from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
@@ -247,19 +247,32 @@ class Plan(BaseModel):
         """A plan from a Plan, its dict, or a JSON file; bad input raises InputError."""
         if isinstance(plan, cls):
             return plan
-        if isinstance(plan, (str, Path)):
+        strict = isinstance(plan, (str, Path))
+        if strict:
             p = Path(plan)
             text = read_text(p, "plan", MAX_PLAN_BYTES)  # a regular file, bounded
             try:
-                plan = json.loads(text)
+                plan = loads_json(text)
             except json.JSONDecodeError as e:
                 raise InputError(f"plan {str(p)!r} is not valid JSON: {e.msg}") from None
+            except DuplicateKey as e:
+                raise InputError(f"plan {str(p)!r}: {e}") from None
             except (ValueError, RecursionError) as e:  # over-long integers, deep nesting
                 raise InputError(f"plan {str(p)!r} is not a plan: {e.__class__.__name__}") from None
+        if isinstance(plan, dict) and plan.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise InputError(f"plan: schema_version {_short(plan['schema_version'])} is not "
+                             f"{SCHEMA_VERSION}, the version this autoplan reads")
         try:
+            if strict:  # a file's JSON types as written: "8" or true is not a count
+                return cls.model_validate_json(text, strict=True)
             return cls.model_validate(plan)
         except ValidationError as e:
             raise InputError(f"plan: {first_error(e)}") from None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 TIMING_FIELDS = ("solve_seconds",)

@@ -69,8 +69,11 @@ def read_methods(path: str | Path) -> dict[str, str]:
     """The ``method`` column of a measurement CSV (``serving`` / ``latency``) by row id;
     empty where the CSV has none."""
     text = read_text(Path(path), "measurements")
-    return {r.get("id", ""): (r.get("method") or "")
-            for r in csv.DictReader(io.StringIO(text, newline=""))}
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if "method" not in (reader.fieldnames or []):
+        raise InputError(f"{Path(path).name}: no method column (serving or latency per row), "
+                         "which --host-terms needs")
+    return {r.get("id", ""): (r.get("method") or "") for r in reader}
 
 
 def serving_osl(rows: list[Measurement], methods: dict[str, str]) -> dict[str, int]:

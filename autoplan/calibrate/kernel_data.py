@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -112,18 +111,47 @@ def _table(data_dir: str, name: str) -> dict[str, np.ndarray]:
     except (OSError, EOFError, ValueError, StopIteration, csv.Error) as e:
         raise InputError(f"cannot read kernel table {str(path)!r}: {e.__class__.__name__}: "
                          f"{str(e)[:120]}") from None
+    for n, row in enumerate(rows, start=2):
+        if len(row) != len(header):  # zip(*rows) would cut every column to the shortest row
+            raise InputError(f"kernel table {str(path)!r} line {n}: {len(row)} fields, the "
+                             f"header has {len(header)}")
     cols = list(zip(*rows)) if rows else [()] * len(header)
-    return {h: np.array(c, dtype=object) for h, c in zip(header, cols)}
+    return _Table(name, {h: np.array(c, dtype=object) for h, c in zip(header, cols)})
 
 
-def _num(tab: dict[str, np.ndarray], col: str) -> np.ndarray:
-    return np.array([float(v) if v != "" else math.nan for v in tab[col]], dtype=float)
+class _Table(dict):
+    """A kernel table's columns by name; a column it lacks is an InputError naming it."""
+
+    def __init__(self, name: str, cols: dict[str, np.ndarray]):
+        super().__init__(cols)
+        self.name = name
+
+    def __missing__(self, col: str):
+        raise InputError(f"kernel table {self.name}.csv.gz has no column {col!r}")
 
 
-def _select(data_dir: str, name: str, system: str, framework: str) -> dict[str, np.ndarray]:
+def _num(tab: _Table, col: str) -> np.ndarray:
+    """A numeric column: finite, not negative (``latency_s``: positive)."""
+    out = np.array([_number(v) for v in tab[col]], dtype=float)
+    bad = ~np.isfinite(out) | ((out <= 0) if col == "latency_s" else (out < 0))
+    if bad.any():
+        need = "a positive" if col == "latency_s" else "a non-negative"
+        raise InputError(f"kernel table {tab.name}.csv.gz: column {col} holds "
+                         f"{str(tab[col][np.argmax(bad)])[:40]!r}, not {need} finite number")
+    return out
+
+
+def _number(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        return float("nan")
+
+
+def _select(data_dir: str, name: str, system: str, framework: str) -> _Table:
     tab = _table(data_dir, name)
     mask = (tab["system"] == system) & (tab["framework"] == framework)
-    return {k: v[mask] for k, v in tab.items()}
+    return _Table(name, {k: v[mask] for k, v in tab.items()})
 
 
 def _min_by_key(keys: list[tuple], t: np.ndarray) -> tuple[list[tuple], np.ndarray, np.ndarray]:

@@ -253,7 +253,7 @@ def _ar_fit(ds: Dataset, gpus: int, continuous: bool = False, max_regimes: int =
                 score = err + 0.02 * (k - 1)
                 if best is None or score < best[0] - 1e-12:
                     best = (score, regs)
-    return best[1]
+    return None if best is None else best[1]  # None: fewer than min_sizes sizes
 
 
 def _splits(n: int, k: int, m: int):
@@ -445,10 +445,14 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
         held = held_out_mask(ds.shape)
         for g in sorted(set(ds.f["gpus"].astype(int))):
             gm = ds.f["gpus"] == g
-            regs = [(lo, hi, _rsig(a), _rsig(b)) for lo, hi, a, b in _ar_fit(ds.take(gm & ~held), int(g),
-                                                                          continuous=impl == "nccl")]
-            regimes[int(g)] = [km.AllReduceRegime(min_bytes=lo, max_bytes=hi, floor_s=a, bus_bandwidth=b)
-                               for lo, hi, a, b in regs]
+            fit = _ar_fit(ds.take(gm & ~held), int(g), continuous=impl == "nccl")
+            if fit is None:
+                notes.append(f"{cls}: too few message sizes on {g} GPUs to fit; not fitted")
+                continue
+            regimes[int(g)] = [km.AllReduceRegime(min_bytes=lo, max_bytes=hi, floor_s=_rsig(a),
+                                                  bus_bandwidth=_rsig(b)) for lo, hi, a, b in fit]
+        if not regimes:
+            continue
         allreduce[impl] = km.AllReduceParams(regimes=regimes)
         inr = (ds.f["bytes"] >= AR_RANGE[0]) & (ds.f["bytes"] <= AR_RANGE[1])
         splits[cls] = (ds.take(~held & inr), ds.take(held & inr),

@@ -63,10 +63,13 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         raise InputError(f"{p.name}: not a readable CSV file: {e}") from None
     if not rows:
         raise InputError(f"{p.name}: no measurement rows, only the header")
-    out = []
+    out, seen = [], {}
     for n, r in enumerate(rows, start=2):
         if any(r[c] is None for c in REQUIRED):
             raise InputError(f"{p.name} line {n}: the row has fewer fields than the header")
+        if None in r:  # an unquoted comma shifts the fields after it
+            raise InputError(f"{p.name} line {n}: the row has more fields than the header "
+                             "(quote a field that holds a comma)")
         try:
             m = Measurement(
                 id=r["id"] or f"row{n}", engine=r["engine"], model=r["model"],
@@ -88,6 +91,9 @@ def read_measurements(path: str | Path) -> list[Measurement]:
             raise InputError(f"{p.name} line {n}: a tpot_ms row needs context or isl")
         if not (m.value > 0 and math.isfinite(m.value)):
             raise InputError(f"{p.name} line {n}: value must be a positive, finite number")
+        if m.id in seen:  # rows are priced and fitted by id
+            raise InputError(f"{p.name} line {n}: id {m.id[:40]!r} repeats line {seen[m.id]}")
+        seen[m.id] = n
         out.append(m)
     return out
 

@@ -73,12 +73,14 @@ def pareto_cmd(
     from autoplan.errors import InputError
     from autoplan.files import check_folder
     from autoplan.inputs.request import Request
+    from autoplan.inputs.topology import MAX_DEVICES
+    from autoplan.inputs.workload import MAX_BATCH
     from autoplan.sweep.pareto import parse_list
 
     ttfts = parse_list(ttft_slo_ms, "--ttft-slo-ms")
     tpots = parse_list(tpot_slo_ms, "--tpot-slo-ms")
-    budgets = parse_list(max_devices, "--max-devices", int)
-    batches = parse_list(batch, "--batch", int)
+    budgets = parse_list(max_devices, "--max-devices", int, MAX_DEVICES)
+    batches = parse_list(batch, "--batch", int, MAX_BATCH)
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     base = {"model": model, "topology": topology, "isl": isl, "osl": osl, "dtype": dtype,

@@ -220,8 +220,13 @@ def build_topology(spec: TopologySpec, builtin_kinds: dict[str, DeviceKind] | No
                 f"topology {spec.name!r}: unknown device kind {name!r} (define it under "
                 f"device_kinds or use one of: {', '.join(sorted(builtin_kinds))})"
             )
+        known = set(builtin_kinds) | set(spec.device_kinds)
+        for ref in ("calibrate_like", "kernels_like"):
+            if getattr(kind, ref) is not None and getattr(kind, ref) not in known:
+                raise InputError(f"topology {spec.name!r}: device kind {name!r} has {ref} "
+                                 f"{getattr(kind, ref)!r}, which is no device kind")
         if kind.calibration is None:
-            cal = calibrations.get(name) or _generic_calibration(kind, calibrations)
+            cal = calibrations.get(name) or _generic_calibration(name, kind, calibrations)
             kind = kind.model_copy(update={"calibration": cal})
         kinds[name] = kind
 
@@ -266,7 +271,8 @@ def _add_link(g: nx.Graph, dev: str, switch: str, link: LinkSpec) -> None:
                tensor_parallel=link.tensor_parallel)
 
 
-def _generic_calibration(kind: DeviceKind, calibrations: dict[str, Calibration]) -> Calibration:
+def _generic_calibration(name: str, kind: DeviceKind,
+                         calibrations: dict[str, Calibration]) -> Calibration:
     """Calibration for a kind the profile does not name.
 
     The kind's ``calibrate_like`` if it names one; else an SRAM-only chip borrows the
@@ -274,9 +280,11 @@ def _generic_calibration(kind: DeviceKind, calibrations: dict[str, Calibration])
     with measurements fit their own with ``autoplan calibrate``.
     """
     sram_only = all("sram" in t.name.lower() for t in kind.memory_tiers)
-    ref = calibrations.get(kind.calibrate_like or ("lpu" if sram_only else "h100-sxm"))
+    like = kind.calibrate_like or ("lpu" if sram_only else "h100-sxm")
+    ref = calibrations.get(like)
     if ref is None:
-        raise InputError("no calibration is available for a custom device kind")
+        raise InputError(f"device kind {name!r} has no calibration, and {like!r}, whose it "
+                         f"would borrow (calibrate_like), has none either")
     return ref
 
 

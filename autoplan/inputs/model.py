@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from autoplan.errors import InputError, first_error
 from autoplan.inputs.names import Name, PathName
-from autoplan.inputs.reading import read_text
+from autoplan.inputs.reading import DuplicateKey, loads_json, read_text
 
 
 class MLASpec(BaseModel):
@@ -87,6 +87,43 @@ class ModelSpec(BaseModel):
     def layer_kind(self, index: int) -> str:
         """``"moe"`` or ``"dense"``: layers of one kind are identical."""
         return "moe" if self.moe and index in set(self.moe.moe_layers) else "dense"
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ModelSpec:
+        # The bounds model_from_config holds a config.json to, for a spec given whole (a
+        # plan's embedded model_spec): zero KV heads or top-k above the experts must not
+        # reach the cost model.
+        if self.family not in _SUPPORTED:
+            raise ValueError(f"unsupported family {self.family!r}")
+        dims = {k: getattr(self, k) for k in ("hidden_size", "num_attention_heads",
+                "num_kv_heads", "head_dim", "intermediate_size", "vocab_size")}
+        if self.mla:
+            dims.update({f"mla.{k}": v for k, v in self.mla.model_dump().items() if v is not None})
+        if self.moe:
+            dims.update({"moe.num_experts": self.moe.num_experts, "moe.top_k": self.moe.top_k,
+                         "moe.expert_intermediate_size": self.moe.expert_intermediate_size})
+        for k, v in {**dims, "num_layers": self.num_layers}.items():
+            if not 1 <= v <= (_MAX_LAYERS if k == "num_layers" else _MAX_DIM):
+                raise ValueError(f"{k} must be a positive integer of at most "
+                                 f"{_MAX_LAYERS if k == 'num_layers' else _MAX_DIM}, got {v}")
+        if self.num_attention_heads % self.num_kv_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) is not a "
+                             f"multiple of num_kv_heads ({self.num_kv_heads})")
+        if not (0 <= self.learned_positions <= _MAX_DIM + 2 and 1 <= self.norms_per_layer <= 2):
+            raise ValueError("learned_positions or norms_per_layer is out of range")
+        if self.published_parameters is not None and not 0 < self.published_parameters < 1e16:
+            raise ValueError(f"published_parameters must be in (0, 1e16), got "
+                             f"{self.published_parameters}")
+        moe = self.moe
+        if moe is not None and moe.top_k > moe.num_experts:
+            raise ValueError(f"moe.top_k {moe.top_k} is above moe.num_experts {moe.num_experts}")
+        if moe is not None and not (0 <= moe.num_shared_experts <= 1 << 16
+                                    and 0 <= moe.shared_intermediate_size <= _MAX_DIM << 16):
+            raise ValueError("moe: shared experts out of range")
+        if moe is not None and (len(set(moe.moe_layers)) != len(moe.moe_layers)
+                                or not all(0 <= i < self.num_layers for i in moe.moe_layers)):
+            raise ValueError("moe.moe_layers must be distinct layers of the model")
+        return self
 
 
 def _req(cfg: dict[str, Any], *keys: str) -> Any:
@@ -391,9 +428,11 @@ def load_model_file(path: str | Path, name: str = "") -> ModelSpec:
     p = Path(path)
     text = read_text(p, "model config")  # a regular file, bounded
     try:
-        cfg = json.loads(text)
+        cfg = loads_json(text)
     except json.JSONDecodeError as e:
         raise InputError(f"model config {str(p)!r} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    except DuplicateKey as e:
+        raise InputError(f"model config {str(p)!r}: {e}") from None
     except (ValueError, RecursionError) as e:  # over-long integer literal, nesting too deep
         raise InputError(f"model config {str(p)!r} is not valid JSON: {first_error(e)}") from None
     try:

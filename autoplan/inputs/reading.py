@@ -117,3 +117,26 @@ def read_text(path: str | Path, what: str, limit: int | None = None) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{what} {show(path)} is not UTF-8 text") from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice."""
+
+
+def _unique_pairs(pairs: list) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKey(f"key {k[:60]!r} appears twice in one object")
+        out[k] = v
+    return out
+
+
+def loads_json(text: str):
+    """``json.loads``, refusing an object with a repeated key (as YAML inputs do): the
+    last of two would otherwise win silently, unlike what a reader of the file sees
+    first. Raises DuplicateKey, json.JSONDecodeError or ValueError / RecursionError."""
+    import json
+
+    return json.loads(text, object_pairs_hook=_unique_pairs)
+

@@ -106,6 +106,15 @@ def _phase_match(name: str, phase: str, ph, fig: Figures) -> list[str]:
             errors.append(f"figures: {name} stage {s.index} memory_fraction differs")
         if s.bottleneck != bn:
             errors.append(f"figures: {name} stage {s.index} bottleneck {s.bottleneck} != {bn}")
+    time_ms = fig.prefill_ms if phase == "prefill" else fig.tpot_ms
+    if not _close(ph.time_ms, time_ms):
+        errors.append(f"figures: {name} time_ms {ph.time_ms} != recomputed {time_ms}")
+    if ph.bottleneck != fig.phase_bottleneck[phase]:
+        errors.append(f"figures: {name} bottleneck {ph.bottleneck} != "
+                      f"{fig.phase_bottleneck[phase]}")
+    if ph.devices != sum(len(s.devices) for s in ph.stages):
+        errors.append(f"figures: {name} devices {ph.devices} != "
+                      f"{sum(len(s.devices) for s in ph.stages)} devices of its stages")
     if not _close(ph.requests_per_s, fig.phase_requests_per_s[phase]):
         errors.append(f"figures: {name} requests_per_s {ph.requests_per_s} != recomputed "
                       f"{fig.phase_requests_per_s[phase]}")
@@ -188,7 +197,7 @@ def _figures_match(plan: Plan, fig: Figures) -> list[str]:
     for name in ("prefill", "decode"):
         phase = plan.phase(name)
         errors += [e for e in _phase_match(name, name, phase, fig)
-                   if " stage " in e]  # rates and bubbles: below, after the figures
+                   if " stage " in e]  # the phase's own figures: below, after the plan's
     for field in ("ttft_ms", "tpot_ms", "e2e_ms", "kv_transfer_ms", "throughput_tokens_per_s",
                   "requests_per_s"):
         if not _close(getattr(plan, field), getattr(fig, field)):
@@ -200,4 +209,7 @@ def _figures_match(plan: Plan, fig: Figures) -> list[str]:
                                                            getattr(fig, field)):
             errors.append(f"figures: {field} {getattr(plan, field)} != recomputed "
                           f"{getattr(fig, field)}")
+    for name in ("prefill", "decode"):
+        errors += [e for e in _phase_match(name, name, plan.phase(name), fig)
+                   if " stage " not in e]
     return errors

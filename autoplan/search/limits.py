@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+TOO_LARGE = ("a stage's time is too large for the planner's integer tables (months): give "
+             "a shorter --isl / --osl or faster devices (autoplan estimate prices it)")
+
 
 @dataclass
 class StageChoice:

@@ -37,6 +37,7 @@ from autoplan.search.assemble import PLACEMENT_POOLS, _finish, _phases, _place, 
 from autoplan.search.assign import REL, better, respread, tie_order
 from autoplan.search.batches import build_menu, chosen_work
 from autoplan.search.interrupt import interrupted, stop_on_sigint
+from autoplan.search.limits import TOO_LARGE
 from autoplan.search.replicas import plan_replicated
 from autoplan.search.solver import Limits, solve
 from autoplan.search.tables import TICKS_PER_MS, Tables, build_tables
@@ -63,7 +64,10 @@ def plan(model: str | ModelSpec | Request, topology: str | Topology | None = Non
     else:
         req = Request.build(model=model, topology=topology, **options)
     with stop_on_sigint():
-        return _plan(req)
+        try:
+            return _plan(req)
+        except OverflowError:  # a stage's ticks past int64 (CP-SAT's own: solver.py)
+            raise InputError(TOO_LARGE) from None
 
 
 def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:

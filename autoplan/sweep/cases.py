@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autoplan.errors import InfeasibleError, InputError, first_error
+from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
 from autoplan.sweep.engine import run
 from autoplan.sweep.output import rows_csv, write_rows
 
@@ -65,10 +66,10 @@ class Cases(_Strict):
     slos: list[SLO] = Field(default_factory=lambda: [SLO()], min_length=1)
     engines: list[Literal["vllm", "sglang", "trtllm", "none"]] = Field(
         default_factory=lambda: ["vllm"], min_length=1)
-    isl: int = Field(2048, ge=1)
-    osl: int = Field(256, ge=1)
-    batch: int = Field(1, ge=1)
-    prefill_batch: int | None = Field(None, ge=1)
+    isl: int = Field(2048, ge=1, le=MAX_TOKENS)  # bounded here: else every case fails
+    osl: int = Field(256, ge=1, le=MAX_TOKENS)
+    batch: int = Field(1, ge=1, le=MAX_BATCH)
+    prefill_batch: int | None = Field(None, ge=1, le=MAX_BATCH)
     dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
     kv_dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] | None = None
     objective: Literal["latency", "throughput", "devices"] = "latency"

@@ -21,8 +21,9 @@ COLUMNS = ("ttft_slo_ms", "tpot_slo_ms", "max_devices", "status", "placement", "
            "tpot_ms", "e2e_ms", "devices", "throughput_tokens_per_s", "on_front", "note")
 
 
-def parse_list(text: str | None, name: str, kind=float) -> list:
-    """``"10,20,40"`` -> values; an empty flag means "not swept" ([None])."""
+def parse_list(text: str | None, name: str, kind=float, most: float | None = None) -> list:
+    """``"10,20,40"`` -> values (each at most ``most``); an empty flag means "not swept"
+    ([None])."""
     if text is None or text == "":
         return [None]
     out = []
@@ -33,6 +34,8 @@ def parse_list(text: str | None, name: str, kind=float) -> list:
             raise InputError(f"{name}: {part.strip()!r} is not a number") from None
         if not v > 0:
             raise InputError(f"{name}: values must be positive, got {part.strip()}")
+        if most is not None and v > most:  # else every point would fail on its own
+            raise InputError(f"{name}: values must be at most {most}, got {part.strip()}")
         out.append(v)
     if len(set(out)) != len(out):
         raise InputError(f"{name}: values repeat")
