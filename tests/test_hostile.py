@@ -342,3 +342,18 @@ def test_nodes_copies_keep_the_topology_bounds(topology, nodes, words, tmp_path)
                            "-o", out])
     one_line(rc, err, 2, "--nodes", words)
     assert not out.exists()
+
+
+# An objective past CP-SAT's int64 / 2 range (a slow topology, a long output): the solver
+# called the model invalid and the planner reported it as infeasible (exit 3, "memory /
+# devices"), or dropped that placement and called the other optimal. It is the integer
+# range, said in one line.
+def test_an_objective_past_the_solver_range_is_one_line(tmp_path):
+    f = tmp_path / "slow.yaml"
+    f.write_text(SLOW)
+    out = tmp_path / "p.json"
+    rc, stdout, err = run(["plan", "--model", "meta-llama/Llama-3.1-405B", "--topology", f,
+                           "--isl", "100", "--osl", "100000", "--time-limit-s", "30",
+                           "-o", out])
+    one_line(rc, err, 2, "too large for the planner's integer tables")
+    assert not out.exists()

@@ -39,6 +39,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from autoplan.errors import AutoplanError
 from autoplan.search import roles as R
 from autoplan.search.chosen import chosen_stages
 from autoplan.search.interrupt import _INTERRUPT
@@ -50,10 +51,8 @@ from autoplan.search.tables import INF, POOL_PHASES, TICKS_PER_MS, Tables
 
 class _LazyCpSat:
     """``cp_model`` imported on first use (a fifth of a second): direct fronts need none."""
-
     def __getattr__(self, name: str):
         from ortools.sat.python import cp_model as real
-
         globals()["cp_model"] = real
         return getattr(real, name)
 
@@ -330,11 +329,11 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float 
            presolve: bool = True, **params):
     """Solve in a worker thread so that Ctrl-C (a KeyboardInterrupt in the main thread,
     whenever it arrives) stops the search gracefully: the best solution so far stays.
-    CP-SAT's own SIGINT handling is off: it leaves no handler between solves.
-
-    ``presolve`` off for the replica fronts' many small models: presolve and probing
-    cost them 10-30x their search (a 70B prefill front on 16 GPUs: 6.8 s, 0.23 s off);
-    one not solved in ``QUICK_S`` without it is solved again with it (60 s -> 3 ms)."""
+    CP-SAT's own SIGINT handling is off: it leaves no handler between solves. ``presolve``
+    off for the replica fronts' many small models: presolve and probing cost them 10-30x
+    their search (a 70B prefill front on 16 GPUs: 6.8 s, 0.23 s off); one not solved in
+    ``QUICK_S`` without it is solved again with it (60 s -> 3 ms). A model CP-SAT refuses
+    is no "infeasible": past its int64 range OverflowError (one line), else a bug."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
@@ -371,6 +370,10 @@ def _solve(m: cp_model.CpModel, scale: int, limits: Limits, ticks_per_ms: float 
     finally:
         if bar is not None:
             bar.close()
+    if out["status"] == cp_model.MODEL_INVALID:
+        why = m.validate()
+        raise (OverflowError(why) if "overflow" in why or "kint64max" in why else
+               AutoplanError(f"internal error: CP-SAT refused the model: {why[:200]}"))
     return solver, out["status"], time.perf_counter() - t0, interrupted
 
 
@@ -379,13 +382,11 @@ def solve(t: Tables, pools: tuple[str, ...], osl: int, limits: Limits, *,
           decode_kinds: tuple[str, ...] = (), stage_cap: int | None = None,
           exclude: tuple[tuple[str, tuple[int, ...]], ...] = (),
           value_cap: int | None = None, tie_break: bool = True) -> SolveResult:
-    """Best pipelines for ``pools`` (see the module docstring for the goals).
-
-    ``caps``: devices per class available (default: the whole inventory).
-    ``decode_kinds``: for a prefill pool solved alone, the kinds its KV is sent to.
-    ``stage_cap``: goal ``devices`` only: no prefill stage longer than this (ticks); the
-    fewest devices, then (``tie_break``) the shortest TTFT part.
-    """
+    """Best pipelines for ``pools`` (see the module docstring for the goals). ``caps``:
+    devices per class available (default: the whole inventory). ``decode_kinds``: for a
+    prefill pool solved alone, the kinds its KV is sent to. ``stage_cap``: goal ``devices``
+    only: no prefill stage longer than this (ticks); the fewest devices, then
+    (``tie_break``) the shortest TTFT part."""
     m = _model()
     caps = list(caps) if caps is not None else [c.devices for c in t.classes]
     pm = {p: _PoolModel(m, t, p, p == "prefill", stage_cap if goal == "devices" else None)
@@ -497,4 +498,3 @@ def _nogood(m: cp_model.CpModel, xs: list, vals: tuple[int, ...]) -> None:
         m.add(x != v).only_enforce_if(b)
         m.add(x == v).only_enforce_if(b.Not())
     m.add_bool_or(diff)
-
