@@ -17,6 +17,7 @@ from autoplan.graphs.topology import Topology, build_topology, load_topology_fil
 from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.kernels import KernelProfile, load_kernel_profiles
 from autoplan.inputs.model import ModelSpec, load_model_file
+from autoplan.inputs.names import ENGINES
 from autoplan.inputs.reading import path_state, read_text
 from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml, yaml_problem
 from autoplan.inputs.topology import (
@@ -154,7 +155,6 @@ def default_calibrations() -> dict[str, Calibration]:
     return load_profile(_dir("hardware") / "calibration.yaml")
 
 
-ENGINES = ("vllm", "sglang", "trtllm")
 DEFAULT_ENGINE = "vllm"
 
 

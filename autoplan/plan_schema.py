@@ -18,7 +18,7 @@ from autoplan.inputs.dtypes import DType
 from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import MAX_LAYERS, ModelSpec
 from autoplan.inputs.names import Name, PathName
-from autoplan.inputs.reading import DuplicateKey, loads_json, read_text
+from autoplan.inputs.reading import DuplicateKey, loads_json, read_text, show_value
 from autoplan.inputs.request import MAX_REQUEST_RATE
 from autoplan.inputs.topology import MAX_DEVICES, Calibration, TopologySpec
 from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
@@ -260,7 +260,7 @@ class Plan(BaseModel):
             except (ValueError, RecursionError) as e:  # over-long integers, deep nesting
                 raise InputError(f"plan {str(p)!r} is not a plan: {e.__class__.__name__}") from None
         if isinstance(plan, dict) and plan.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-            raise InputError(f"plan: schema_version {_short(plan['schema_version'])} is not "
+            raise InputError(f"plan: schema_version {show_value(plan['schema_version'])} is not "
                              f"{SCHEMA_VERSION}, the version this autoplan reads")
         try:
             if strict:  # a file's JSON types as written: "8" or true is not a count
@@ -268,11 +268,6 @@ class Plan(BaseModel):
             return cls.model_validate(plan)
         except ValidationError as e:
             raise InputError(f"plan: {first_error(e)}") from None
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 TIMING_FIELDS = ("solve_seconds",)

@@ -29,10 +29,12 @@ def _sig(x: float) -> float:
 
 
 def calibrate_command(measurements: str, out: str, *, engine: str | None = None,
-                      topology: str | None = None, prior: str | None = None) -> str:
+                      topology: str | None = None, prior: str | None = None,
+                      host_terms: bool = False) -> str:
     """The `autoplan calibrate` command line that writes ``out`` (options that change
-    the profile only, in a fixed order, so that a refit reproduces the header)."""
-    args = ["autoplan", "calibrate", measurements]
+    the profile only, in a fixed order, so that a refit reproduces the header;
+    ``host_terms``: the fit of a ``--host-terms`` file)."""
+    args = ["autoplan", "calibrate", measurements] + (["--host-terms"] if host_terms else [])
     for flag, value in (("--engine", engine), ("--topology", topology), ("--prior", prior)):
         if value:
             args += [flag, value]

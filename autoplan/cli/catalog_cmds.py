@@ -89,10 +89,8 @@ def _calibrate_host_terms(measurements: str | None, engine: str | None, out: str
     (:mod:`autoplan.calibrate.host_fit`); printed (the shipped ones are kept in
     hardware/engines.yaml with their documentation), and with ``-o FILE`` written as a
     ``--host-terms`` file for estimate, plan and pareto (:mod:`autoplan.inputs.host_terms`)."""
-    import shlex
-
     from autoplan.calibrate.host_fit import fit_host_terms
-    from autoplan.calibrate.profile_io import host_terms_yaml
+    from autoplan.calibrate.profile_io import calibrate_command, host_terms_yaml
     from autoplan.catalog import ENGINES, check_engine
     from autoplan.errors import InputError
     from autoplan.files import check_writable, write_atomic
@@ -109,8 +107,7 @@ def _calibrate_host_terms(measurements: str | None, engine: str | None, out: str
     if not fits:
         raise InputError(f"no rows of {engine or 'vllm, sglang or trtllm'} in {measurements}")
     if out is not None:
-        cmd = shlex.join(["autoplan", "calibrate", measurements, "--host-terms",
-                          *(["--engine", engine] if engine else []), "-o", out])
+        cmd = calibrate_command(measurements, out, engine=engine, host_terms=True)
         terms = {f.engine: HostTerms(host_step_s=f.host_step_s,
                                      request_overhead_s=f.request_overhead_s,
                                      fitted_to=f"rows {f.fitted_to} of {measurements}")

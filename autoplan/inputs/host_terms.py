@@ -26,10 +26,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoplan.errors import InputError, first_error
+from autoplan.inputs.names import ENGINES
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-ENGINE_NAMES = ("vllm", "sglang", "trtllm")
 
 
 class HostTerms(BaseModel):
@@ -60,12 +59,12 @@ def load_host_terms(path: str | Path) -> dict[str, HostTerms]:
     if not isinstance(doc, dict) or set(doc) != {"host_terms"} or not isinstance(
             doc["host_terms"], dict) or not doc["host_terms"]:
         raise InputError(f"host terms {show(p)}: expected one key 'host_terms' mapping "
-                         f"engines ({', '.join(ENGINE_NAMES)}) to their terms")
+                         f"engines ({', '.join(ENGINES)}) to their terms")
     out = {}
     for engine, block in doc["host_terms"].items():
-        if engine not in ENGINE_NAMES:
+        if engine not in ENGINES:
             raise InputError(f"host terms {show(p)}: unknown engine {str(engine)[:40]!r} "
-                             f"(known: {', '.join(ENGINE_NAMES)})")
+                             f"(known: {', '.join(ENGINES)})")
         if not isinstance(block, dict):
             raise InputError(f"host terms {show(p)}: {engine}: expected a mapping of "
                              "host_step_s and request_overhead_s")
@@ -83,7 +82,7 @@ def engine_host_terms(path: str | Path, engine: str | None) -> HostTerms:
     terms = load_host_terms(path)
     if engine is None:
         raise InputError("--host-terms prices an engine's host time: it needs --engine "
-                         f"{'|'.join(ENGINE_NAMES)}, not the roofline calibration")
+                         f"{'|'.join(ENGINES)}, not the roofline calibration")
     if engine not in terms:
         raise InputError(f"host terms {show(path)} have no terms for engine {engine} (only "
                          f"{', '.join(sorted(terms))})")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from autoplan.errors import InputError, first_error
 from autoplan.inputs.names import Name, PathName
-from autoplan.inputs.reading import DuplicateKey, loads_json, read_text
+from autoplan.inputs.reading import DuplicateKey, loads_json, read_text, show_value
 
 
 class MLASpec(BaseModel):
@@ -146,16 +146,11 @@ _MAX_LAYERS = 1 << 12
 MAX_LAYERS = _MAX_LAYERS
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _positive_int(value: Any, key: str, maximum: int = _MAX_DIM) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InputError(f"model config key {key!r} must be a positive integer, got {_show(value)}")
+        raise InputError(f"model config key {key!r} must be a positive integer, got {show_value(value)}")
     if value > maximum:
-        raise InputError(f"model config key {key!r} must be at most {maximum}, got {_show(value)}")
+        raise InputError(f"model config key {key!r} must be at most {maximum}, got {show_value(value)}")
     return value
 
 
@@ -169,7 +164,7 @@ def _count(value: Any, key: str, maximum: int = _MAX_DIM) -> int:
 def _flag(cfg: dict[str, Any], key: str, default: bool) -> bool:
     v = _opt(cfg, key, default)
     if not isinstance(v, bool):
-        raise InputError(f"model config key {key!r} must be true or false, got {_show(v)}")
+        raise InputError(f"model config key {key!r} must be true or false, got {show_value(v)}")
     return v
 
 
@@ -182,7 +177,7 @@ def _layer_list(value: Any, key: str) -> list[int]:
 def _family(cfg: dict[str, Any]) -> str:
     mt = cfg.get("model_type")
     if mt is not None and not isinstance(mt, str):
-        raise InputError(f"model config key 'model_type' must be a string, got {_show(mt)}")
+        raise InputError(f"model config key 'model_type' must be a string, got {show_value(mt)}")
     if not mt:
         archs = cfg.get("architectures")
         if isinstance(archs, list) and archs and isinstance(archs[0], str):

@@ -13,6 +13,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+ENGINES = ("vllm", "sglang", "trtllm")
+"""The serving engines autoplan prices (``--engine``; ``hardware/profiles/<engine>.yaml``)."""
+
 MAX_NAME_BYTES = 255
 """A name: a device kind, a link, a memory tier, a device id (a file name's limit)."""
 

@@ -28,6 +28,12 @@ def show(path: str | Path, most: int = 120) -> str:
     return text if len(text) <= most else f"{text[: most - 5]}...{text[-2:]}"
 
 
+def show_value(value: object, most: int = 40) -> str:
+    """A value read from an input, for a message: its repr, cut to ``most`` characters."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def what_is(mode: int) -> str:
     """What a file of ``mode`` is, for a message."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),

@@ -194,10 +194,9 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
 def _figures_match(plan: Plan, fig: Figures) -> list[str]:
     """The plan's figures are the cost model's."""
     errors: list[str] = []
-    for name in ("prefill", "decode"):
-        phase = plan.phase(name)
-        errors += [e for e in _phase_match(name, name, phase, fig)
-                   if " stage " in e]  # the phase's own figures: below, after the plan's
+    phases = [_phase_match(name, name, plan.phase(name), fig) for name in ("prefill", "decode")]
+    # the stages' figures first, the phases' own after the plan's
+    errors += [e for errs in phases for e in errs if " stage " in e]
     for field in ("ttft_ms", "tpot_ms", "e2e_ms", "kv_transfer_ms", "throughput_tokens_per_s",
                   "requests_per_s"):
         if not _close(getattr(plan, field), getattr(fig, field)):
@@ -209,7 +208,5 @@ def _figures_match(plan: Plan, fig: Figures) -> list[str]:
                                                            getattr(fig, field)):
             errors.append(f"figures: {field} {getattr(plan, field)} != recomputed "
                           f"{getattr(fig, field)}")
-    for name in ("prefill", "decode"):
-        errors += [e for e in _phase_match(name, name, plan.phase(name), fig)
-                   if " stage " not in e]
+    errors += [e for errs in phases for e in errs if " stage " not in e]
     return errors

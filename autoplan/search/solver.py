@@ -128,9 +128,9 @@ class _PoolModel:
         if of["mid"]:
             m.add(sum(of["mid"]) <= U * sum(of["first"]))
         m.add(sum(g.layers for g in self.groups) == U)
-        self._uniform_tp()
+        self._one_shape()
 
-    def _uniform_tp(self) -> None:
+    def _one_shape(self) -> None:
         """With an engine, one (TP, DP, EP) shape on every engine-run stage; colocated, one
         attention-DP degree on every stage (``rules.colocated_dp``): a boolean per value
         present, exactly one chosen, the others' groups at 0 stages."""
