@@ -83,7 +83,7 @@ def e2e_table(files: list[Path] | None = None) -> list[str]:
     held: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for f in files:
         current = f.name in ("heldout-engines.csv", "engines-e2e.csv")
-        methods = read_methods(f)
+        methods = read_methods(f, required=current)
         rows = read_measurements(f)
         osls = serving_osl(rows, methods) if current else {}
         for m in rows:

@@ -65,12 +65,15 @@ def engine_of(row_engine: str) -> str | None:
     return "trtllm" if e.startswith("nim") else None
 
 
-def read_methods(path: str | Path) -> dict[str, str]:
-    """The ``method`` column of a measurement CSV (``serving`` / ``latency``) by row id;
-    empty where the CSV has none."""
+def read_methods(path: str | Path, required: bool = True) -> dict[str, str]:
+    """The ``method`` column of a measurement CSV (``serving`` / ``latency``) by row id.
+    A CSV without the column is an error when ``required`` (fitting host terms needs it),
+    else every row's method is empty (the older rows, which state none)."""
     text = read_text(Path(path), "measurements")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if "method" not in (reader.fieldnames or []):
+        if not required:
+            return {}
         raise InputError(f"{Path(path).name}: no method column (serving or latency per row), "
                          "which --host-terms needs")
     return {r.get("id", ""): (r.get("method") or "") for r in reader}
