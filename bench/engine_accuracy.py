@@ -14,6 +14,10 @@
     held-out rows are summarised per engine and method (``serving``: TTFT with the
     server's request handling; ``latency``: an offline benchmark, without) before and
     after. Error = predicted / measured - 1.
+(c) Maximum-load throughput: ``trtllm-bench throughput`` rows of TensorRT-LLM's
+    performance overview (``hardware/data/heldout-throughput.csv``, held out), priced by
+    the planner's in-flight model at the batch the benchmark runs
+    (``bench/max_throughput.py``).
 """
 
 from __future__ import annotations
@@ -144,4 +148,6 @@ def e2e_table(files: list[Path] | None = None) -> list[str]:
 
 
 def report() -> str:
-    return "\n".join(kernel_table() + [""] + e2e_table())
+    import max_throughput
+
+    return "\n".join(kernel_table() + [""] + e2e_table() + [""] + max_throughput.table())

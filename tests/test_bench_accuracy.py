@@ -44,3 +44,50 @@ def test_a_file_without_a_method_column_is_refused_only_where_it_is_needed(tmp_p
         assert "no method column" in str(e)
     else:
         raise AssertionError("a method-less CSV was accepted for fitting host terms")
+
+
+# --- (c) maximum-load throughput rows (bench/max_throughput.py) ----------------------------
+
+import max_throughput  # noqa: E402
+
+
+def test_executor_limits_follow_trtllm_bench_rounding():
+    # worked by hand from the rules in the module docstring (trtllm-bench's tuning.py)
+    assert max_throughput.executor_limits(10, 1000, 1000) == (64, 2048)  # floors 64 / 2048
+    assert max_throughput.executor_limits(100, 1000, 1000) == (128, 2048)  # 32s below 256
+    assert max_throughput.executor_limits(300, 1000, 1000) == (384, 2048)  # 128s below 1024
+    # 1500 -> 256s: 1536; tokens 1500 * 9 = 13500 -> 1024s: 14336 (above isl + bs)
+    assert max_throughput.executor_limits(1500, 8192, 1024) == (1536, 14336)
+    # capped at 4096 requests; tokens 8192 -> 1024s
+    assert max_throughput.executor_limits(5000, 1024, 1024) == (4096, 8192)
+    # chunked prefill off: a whole prompt per step, isl + bs
+    assert max_throughput.executor_limits(40, 32768, 1024) == (64, 32832)
+    assert max_throughput.executor_limits(40, 32768, 1024, chunked=True) == (64, 2048)
+
+
+def test_every_throughput_row_runs_a_batch_its_memory_holds():
+    from autoplan.cost.estimate import place_even_pipeline
+    from autoplan.cost.pipeline import memories_for
+    from autoplan.catalog import load_model, load_topology
+    from autoplan.inputs.workload import Precision
+
+    rows = max_throughput.read_rows()
+    assert len(rows) == 19
+    for r in rows:
+        p = max_throughput.price(r, 0.95)
+        assert 1 <= p.batch == min(p.max_batch_size, p.kv_batch)
+        model = load_model(r.model)
+        topo = load_topology(max_throughput.TOPOLOGY[r.device_kind], None, "trtllm")
+        stages = place_even_pipeline(model, topo, r.device_kind, r.tp, 1, r.attention_dp, r.ep)
+        mem = memories_for(model, topo, stages, p.batch * r.attention_dp, r.isl + r.osl,
+                           p.max_num_tokens * r.attention_dp,
+                           Precision(r.weight_dtype, "bf16", r.kv_dtype))[0]
+        cap = topo.kinds[r.device_kind].capacity_bytes
+        assert mem.total_bytes <= cap  # the running batch fits the device
+        # every running sequence emits at most one token per step
+        gpus = r.tp * r.attention_dp
+        assert p.predicted <= p.batch * r.attention_dp / (p.tpot_ms / 1e3) / gpus * (
+            r.osl / (r.osl - 1))
+        assert p.max_num_tokens >= r.isl + p.max_batch_size  # chunked prefill off
+    lines = max_throughput.table(0.95, rows)
+    assert sum(1 for ln in lines if ln.startswith("| t")) == 19
