@@ -50,7 +50,12 @@ request ``(last token - first token) / (osl - 1)`` (mean, median, p99), end-to-e
 latency, and output tokens per second over the run (every token over the time from the
 first send to the last token).
 
-Where it stops holding: one scheduler (no attention DP ranks); no preemption (the
+Attention DP: each rank schedules its own requests and the ranks step together (the MoE
+layers' collectives wait for the slowest); the busiest rank (``ceil(C / dp)`` slots,
+``ceil(requests / dp)`` requests) is simulated and every step priced as ``dp`` ranks like
+it, which holds where the requests are alike and dealt evenly.
+
+Where it stops holding: ranks whose loads differ; no preemption (the
 replica's KV must hold ``C`` sequences: the caller checks memory); the engine's limit on
 running sequences is taken to be at least ``C``.
 """
@@ -157,9 +162,14 @@ def simulate(model: ModelSpec, topo: Topology, stages: list[StagePlacement], wor
     if not 0.0 < run.low <= 1.0:
         raise InputError(f"the shortest length must be a fraction in (0, 1] of the longest, "
                          f"got {run.low}")
-    if any(st.dp > 1 for st in stages):
-        raise InputError("the benchmark simulation runs one scheduler: attention DP ranks "
-                         "are not simulated")
+    dp = max(st.dp for st in stages)
+    if any(st.dp != dp for st in stages):
+        raise InputError("the benchmark simulation needs the same attention DP on every stage")
+    total_req, total_c = n_req, C
+    # attention DP: every rank schedules its own requests and the ranks step together
+    # (the MoE layers' collectives). The busiest rank is simulated, ceil(C / dp) slots and
+    # ceil(requests / dp) requests, and each of its steps priced as dp ranks like it.
+    C, n_req = -(-C // dp), -(-n_req // dp)
     budget = step_budget(topo, work)
     N = budget.tokens
     if budget.mixed and C - 1 >= N:
@@ -179,7 +189,7 @@ def simulate(model: ModelSpec, topo: Topology, stages: list[StagePlacement], wor
 
     isls, osls = lengths(work.isl), lengths(work.osl)
     overhead = request_host_s(topo, stages[0])
-    mems = memories_for(model, topo, stages, C, work.isl + work.osl, N, work.precision)
+    mems = memories_for(model, topo, stages, C * dp, work.isl + work.osl, N * dp, work.precision)
     grid = max(16, (work.isl + work.osl) // 256)
     prices: dict[Shape, float] = {}
 
@@ -225,7 +235,7 @@ def simulate(model: ModelSpec, topo: Topology, stages: list[StagePlacement], wor
             take = min(r.isl - r.prefilled, left)
             chunks.append((r, take))
             left -= take
-        now += step_time(_shape(decodes, chunks, rounded))
+        now += step_time(_shape(decodes, chunks, rounded, dp))
         steps += 1
         finished = []
         for r in decodes:
@@ -247,25 +257,27 @@ def simulate(model: ModelSpec, topo: Topology, stages: list[StagePlacement], wor
     duration = max(r.completed for r in done)
     decoded = [r for r in done if r.osl > 1]
     return BenchmarkResult(
-        concurrency=C, requests=n_req,
+        concurrency=total_c, requests=total_req,
         ttft=Percentiles.of([r.first - r.sent for r in done]),
         tpot=(Percentiles.of([(r.completed - r.first) / (r.osl - 1) for r in decoded])
               if decoded else None),
         e2e=Percentiles.of([r.completed - r.sent for r in done]),
-        output_tokens_per_s=sum(osls) / duration, duration_s=duration, steps=steps,
+        output_tokens_per_s=sum(osls) / duration * total_req / n_req, duration_s=duration,
+        steps=steps,
         step_tokens=N, mixed_steps=budget.mixed, shapes_priced=len(prices))
 
 
-def _shape(decodes: list[_Request], chunks: list[tuple[_Request, int]], rounded) -> Shape:
+def _shape(decodes: list[_Request], chunks: list[tuple[_Request, int]], rounded,
+           dp: int = 1) -> Shape:
     """One step's forward pass: its decodes at their mean context, its chunks at their
-    mean length after their mean cached prefix."""
-    d = len(decodes)
-    ctx = rounded(sum(r.isl + r.emitted - 1 for r in decodes) / d) if d else 0.0
+    mean length after their mean cached prefix; ``dp`` ranks each like this one."""
+    d = len(decodes) * dp
+    ctx = rounded(sum(r.isl + r.emitted - 1 for r in decodes) / len(decodes)) if d else 0.0
     if not chunks:
         return Shape(batch=d, new=1, context_before=ctx)
-    k = len(chunks)
-    q = max(1, round(sum(t for _, t in chunks) / k))
-    prefix = rounded(sum(r.prefilled for r, _ in chunks) / k)
+    k = len(chunks) * dp
+    q = max(1, round(sum(t for _, t in chunks) / len(chunks)))
+    prefix = rounded(sum(r.prefilled for r, _ in chunks) / len(chunks))
     if not d:
         return Shape(batch=k, new=q, context_before=prefix)
     return Shape(d, 1, ctx, q, k, prefix)

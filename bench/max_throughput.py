@@ -136,11 +136,16 @@ class Priced:
     batch: int  # running sequences per rank: the smaller of the two
     ttft_ms: float
     tpot_ms: float
-    predicted: float  # output tokens/s per GPU
+    predicted: float  # output tokens/s per GPU, steady state (the planner's figure)
+    simulated: float | None = None  # output tokens/s per GPU of the simulated run
 
     @property
     def error(self) -> float:
         return self.predicted / self.row.value - 1
+
+    @property
+    def sim_error(self) -> float | None:
+        return None if self.simulated is None else self.simulated / self.row.value - 1
 
 
 def _hf_kv_bytes_per_token(model_id: str, tp: int, kv_bytes: int) -> float:
@@ -152,7 +157,8 @@ def _hf_kv_bytes_per_token(model_id: str, tp: int, kv_bytes: int) -> float:
     return 2 * hf["num_hidden_layers"] * max(tp, kv_heads) * head * kv_bytes
 
 
-def price(row: Row, kv_fraction: float = 0.95, engine: str = "trtllm") -> Priced:
+def price(row: Row, kv_fraction: float = 0.95, engine: str = "trtllm",
+          simulate_run: bool = False) -> Priced:
     model = load_model(row.model)
     topo = load_topology(TOPOLOGY[row.device_kind], None, engine)
     precision = Precision(row.weight_dtype, "bf16", row.kv_dtype)
@@ -174,8 +180,14 @@ def price(row: Row, kv_fraction: float = 0.95, engine: str = "trtllm") -> Priced
     work = Workload(row.isl, row.osl, batch * row.attention_dp, precision, 1.0,
                     step_tokens=max_tokens)
     fig = evaluate(model, topo, work, "colocated", stages, stages)
+    sim = None
+    if simulate_run:
+        from closed_loop import Run, simulate
+
+        res = simulate(model, topo, stages, work, Run(batch * row.attention_dp, row.requests))
+        sim = res.output_tokens_per_s / gpus
     return Priced(row, max_bs, max_tokens, kv_batch, batch, fig.ttft_ms, fig.tpot_ms,
-                  fig.tokens_per_s_per_device)
+                  fig.tokens_per_s_per_device, sim)
 
 
 def _stats(errs: list[float]) -> str:
@@ -183,29 +195,42 @@ def _stats(errs: list[float]) -> str:
     return f"{len(a)} | {statistics.median(a) * 100:.1f}% | {a[-1] * 100:.1f}%"
 
 
-def table(kv_fraction: float = 0.95, rows: list[Row] | None = None) -> list[str]:
-    priced = [price(r, kv_fraction) for r in (rows or read_rows())]
+def table(kv_fraction: float = 0.95, rows: list[Row] | None = None,
+          simulate_run: bool = True) -> list[str]:
+    priced = [price(r, kv_fraction, simulate_run=simulate_run) for r in (rows or read_rows())]
     out = ["### (c) Maximum-load throughput: TensorRT-LLM's performance overview", "",
            (f"`trtllm-bench throughput` rows of `heldout-throughput.csv` (held out), output "
             f"tokens/s per GPU. Batch per rank = min(trtllm-bench's max_batch_size, what the "
             f"KV cache holds at ISL + OSL with kv_cache_free_gpu_mem_fraction "
-            f"{kv_fraction:g}); step budget = its max_num_tokens (`bench/max_throughput.py`)."),
+            f"{kv_fraction:g}); step budget = its max_num_tokens (`bench/max_throughput.py`). "
+            "`steady state`: the planner's figure (`autoplan.cost.inflight`); `run`: the "
+            "benchmark's run of its request count simulated step by step "
+            "(`bench/closed_loop.py`: its first and last waves included)."),
            "", ("| id | model | device | mapping | ISL/OSL | max_batch_size | KV batch | "
-                "batch/rank | step tokens | TTFT ms | TPOT ms | measured | predicted | error |"),
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "batch/rank | step tokens | TTFT ms | TPOT ms | measured | steady state | "
+                "error | run | error |"),
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in priced:
         r = p.row
         out.append(f"| {r.id} | {r.model.split('/')[-1]} | {r.device_kind} | {r.mapping} | "
                    f"{r.isl}/{r.osl} | {p.max_batch_size} | {p.kv_batch} | {p.batch} | "
                    f"{p.max_num_tokens} | {p.ttft_ms:.0f} | {p.tpot_ms:.1f} | {r.value:g} | "
-                   f"{p.predicted:.0f} | {p.error * 100:+.1f}% |")
-    out += ["", "| rows | n | median \\|error\\| | max \\|error\\| |", "|---|---|---|---|"]
-    groups: dict[str, list[float]] = {}
+                   f"{p.predicted:.0f} | {p.error * 100:+.1f}% | "
+                   + ("- | - |" if p.simulated is None else
+                      f"{p.simulated:.0f} | {p.sim_error * 100:+.1f}% |"))
+    out += ["", ("| rows | n | steady state: median \\|error\\| | max \\|error\\| | "
+                 "run: median | max |"), "|---|---|---|---|---|---|"]
+    groups: dict[str, list[Priced]] = {}
     for p in priced:
         for key in ("all", f"{p.row.model.split('/')[-1]}", f"{p.row.device_kind}"):
-            groups.setdefault(key, []).append(p.error)
+            groups.setdefault(key, []).append(p)
     for key in sorted(groups, key=lambda k: (k != "all", k)):
-        out.append(f"| {key} | {_stats(groups[key])} |")
+        ps = groups[key]
+        sim = ([p.sim_error for p in ps] if all(p.simulated is not None for p in ps)
+               else None)
+        out.append(f"| {key} | {_stats([p.error for p in ps])} | "
+                   + ("- | - |" if sim is None else
+                      " | ".join(_stats(sim).split(" | ")[1:]) + " |"))
     return out
 
 
