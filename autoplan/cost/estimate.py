@@ -22,7 +22,7 @@ from autoplan.cost.roofline import REQUEST, Bound, check_tp, phase_shape
 from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.host_terms import HostTerms
-from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.model import ModelSpec, check_context
 from autoplan.inputs.topology import Calibration
 from autoplan.inputs.workload import MAX_BATCH, Precision, check_workload
 
@@ -226,6 +226,7 @@ def estimate(
     if host_terms is not None:
         topo = with_host_terms(topo, host_terms)
     check_workload(isl, osl, batch, max_memory_fraction)
+    check_context(m, isl, osl)
     pb = batch if prefill_batch is None else prefill_batch
     if not 1 <= pb <= MAX_BATCH:
         raise InputError(f"--prefill-batch must be between 1 and {MAX_BATCH}, got {pb}")

@@ -78,6 +78,9 @@ class ModelSpec(BaseModel):
     moe: MoESpec | None = None
     source: str = ""
     published_parameters: float | None = None
+    # The longest sequence (prompt + output tokens) the model is configured for
+    # (:func:`context_limit`); None where the config states none (ALiBi models).
+    max_context: int | None = None
 
     @property
     def is_moe_layer(self) -> tuple[bool, ...]:
@@ -111,6 +114,8 @@ class ModelSpec(BaseModel):
                              f"multiple of num_kv_heads ({self.num_kv_heads})")
         if not (0 <= self.learned_positions <= _MAX_DIM + 2 and 1 <= self.norms_per_layer <= 2):
             raise ValueError("learned_positions or norms_per_layer is out of range")
+        if self.max_context is not None and not 1 <= self.max_context <= _MAX_CONTEXT:
+            raise ValueError(f"max_context must be in [1, {_MAX_CONTEXT}], got {self.max_context}")
         if self.published_parameters is not None and not 0 < self.published_parameters < 1e16:
             raise ValueError(f"published_parameters must be in (0, 1e16), got "
                              f"{self.published_parameters}")
@@ -239,11 +244,51 @@ def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
             family=family,
             source=str(meta.get("source", "")),
             published_parameters=float(published) if published is not None else None,
+            max_context=context_limit(cfg),
             **fields,
         )
     except (ValidationError, TypeError, ValueError, OverflowError) as e:
         raise InputError(f"model config has an invalid value: {first_error(e)}") from None
 
+
+
+_MAX_CONTEXT = 1 << 25
+"""Context limits above this never bind (prompts and outputs are each at most 2^24)."""
+
+_UNSCALED_ROPE = ("llama3", "longrope", "su", "default")
+
+
+def context_limit(cfg: dict[str, Any]) -> int | None:
+    """The longest sequence a config.json allows: ``max_position_embeddings``, scaled by
+    its ``rope_scaling`` factor for the extending types (YaRN from
+    ``original_max_position_embeddings``, linear, dynamic), not for the types whose
+    ``max_position_embeddings`` is already the extended length (``llama3``, ``longrope``).
+    That is how vLLM derives a model's maximum length (``ModelConfig``'s
+    ``max_model_len`` check), and it refuses longer sequences without an override.
+    None where the config has no such key (ALiBi models: BLOOM)."""
+    if "max_position_embeddings" not in cfg:
+        return None
+    base = _positive_int(cfg["max_position_embeddings"], "max_position_embeddings", 1 << 62)
+    limit = base
+    rope = cfg.get("rope_scaling")
+    if isinstance(rope, dict):
+        kind = rope.get("rope_type", rope.get("type"))
+        factor = rope.get("factor")
+        if (kind not in _UNSCALED_ROPE and isinstance(factor, (int, float))
+                and not isinstance(factor, bool) and 1 <= factor <= 1 << 20):
+            orig = rope.get("original_max_position_embeddings")
+            start = orig if kind == "yarn" and isinstance(orig, int) and orig > 0 else base
+            limit = max(base, int(start * factor))
+    return min(limit, _MAX_CONTEXT)
+
+
+def check_context(model: ModelSpec, isl: int, osl: int) -> None:
+    """A prompt and its output must fit the model's context (InputError, exit 2)."""
+    if model.max_context is not None and isl + osl > model.max_context:
+        raise InputError(f"--isl + --osl = {isl + osl} tokens exceed the context of "
+                         f"{model.name} ({model.max_context} tokens: its config's "
+                         "max_position_embeddings and rope_scaling); engines refuse longer "
+                         "sequences")
 
 
 def _moe_layers(n_layers: int, first_dense: int, freq: int, dense_list: list[int]) -> tuple:

@@ -29,7 +29,7 @@ from autoplan.errors import InfeasibleError, InputError
 from autoplan.graphs.model_graph import parameter_count
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.dtypes import bytes_per_element
-from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.model import ModelSpec, check_context
 from autoplan.inputs.request import SLO_CAP_MS, Request
 from autoplan.inputs.workload import Workload
 from autoplan.plan_schema import Plan, PlanInputs
@@ -74,6 +74,7 @@ def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
     """The request's model and topology, and the plan inputs that record them portably:
     a catalog name, or the model spec / topology content embedded."""
     m = req.model if isinstance(req.model, ModelSpec) else load_model(req.model)
+    check_context(m, req.isl, req.osl)
     cal = load_profile(req.profile) if isinstance(req.profile, str) else req.profile
     if isinstance(req.topology, Topology):
         # Priced for the request's engine and profile, like a topology given by name.
