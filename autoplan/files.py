@@ -63,6 +63,15 @@ def check_writable(path: str | Path) -> None:
         parent_ok = False
     if not parent_ok:
         raise InputError(f"cannot write {_show(s)}: folder {_show(p.parent)} does not exist")
+    # a folder that exists may still refuse new files (read-only, /proc, permissions):
+    # the temporary file write_atomic needs is tried now, not after the work
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:64]}.", dir=p.parent)
+    except OSError as e:
+        raise InputError(f"cannot write {_show(s)}: folder {_show(p.parent)} takes no new "
+                         f"file ({e.strerror or type(e).__name__})") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def check_folder(path: str | Path) -> Path:

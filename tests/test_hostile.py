@@ -313,10 +313,20 @@ networks:
 # prompt) gave stage times past int64 ticks: an OverflowError traceback from the tables.
 @pytest.mark.parametrize("objective", ["latency", "throughput"])
 def test_stage_times_past_the_tables_are_one_line(objective, tmp_path):
+    import json
+
+    from autoplan.catalog import catalog_root
+
     f = tmp_path / "slow.yaml"
     f.write_text(SLOW)
     out = tmp_path / "p.json"
-    rc, stdout, err = run(["plan", "--model", "meta-llama/Llama-3.1-405B", "--topology", f,
+    # Llama-3.1-405B configured for the longest sequences autoplan takes (2 x 2^24)
+    cfg = json.loads((catalog_root() / "models" / "meta-llama" / "Llama-3.1-405B.json").read_text())
+    cfg.pop("rope_scaling", None)
+    cfg["max_position_embeddings"] = 1 << 25
+    model = tmp_path / "config.json"
+    model.write_text(json.dumps(cfg))
+    rc, stdout, err = run(["plan", "--model", model, "--topology", f,
                            "--isl", "16777216", "--osl", "16777216", "--objective", objective,
                            "--time-limit-s", "30", "-o", out])
     one_line(rc, err, 2, "too large for the planner's integer tables")
@@ -349,11 +359,83 @@ def test_nodes_copies_keep_the_topology_bounds(topology, nodes, words, tmp_path)
 # devices"), or dropped that placement and called the other optimal. It is the integer
 # range, said in one line.
 def test_an_objective_past_the_solver_range_is_one_line(tmp_path):
+    import json
+
+    from autoplan.catalog import catalog_root
+
     f = tmp_path / "slow.yaml"
     f.write_text(SLOW)
     out = tmp_path / "p.json"
-    rc, stdout, err = run(["plan", "--model", "meta-llama/Llama-3.1-405B", "--topology", f,
+    # Llama-3.1-405B configured for the longest sequences autoplan takes (2 x 2^24)
+    cfg = json.loads((catalog_root() / "models" / "meta-llama" / "Llama-3.1-405B.json").read_text())
+    cfg.pop("rope_scaling", None)
+    cfg["max_position_embeddings"] = 1 << 25
+    model = tmp_path / "config.json"
+    model.write_text(json.dumps(cfg))
+    rc, stdout, err = run(["plan", "--model", model, "--topology", f,
                            "--isl", "100", "--osl", "100000", "--time-limit-s", "30",
                            "-o", out])
     one_line(rc, err, 2, "too large for the planner's integer tables")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- context length
+
+@pytest.mark.parametrize("cfg, limit", [
+    # Llama 3.1: max_position_embeddings is already the extended length (rope_type llama3)
+    ({"max_position_embeddings": 131072,
+      "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                       "original_max_position_embeddings": 8192}}, 131072),
+    # YaRN scales the original length (DeepSeek-V3: 4096 x 40)
+    ({"max_position_embeddings": 163840,
+      "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096}},
+     163840),
+    ({"max_position_embeddings": 32768,
+      "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                       "original_max_position_embeddings": 32768}}, 131072),
+    # linear / dynamic scale the stated length
+    ({"max_position_embeddings": 4096, "rope_scaling": {"type": "linear", "factor": 2.0}}, 8192),
+    # a factor that is no number scales nothing
+    ({"max_position_embeddings": 4096, "rope_scaling": {"type": "linear", "factor": "x"}}, 4096),
+    ({}, None),  # ALiBi models state none
+])
+def test_the_context_limit_follows_the_config(cfg, limit):
+    from autoplan.inputs.model import context_limit
+
+    assert context_limit(cfg) == limit
+
+
+def test_a_sequence_past_the_context_is_one_line_and_the_limit_itself_runs(tmp_path):
+    # Qwen3-8B: max_position_embeddings 40960, no rope_scaling
+    for command in (["estimate"], ["plan", "-o", tmp_path / "p.json"]):
+        rc, out, err = run([*command, "--model", "Qwen/Qwen3-8B", "--topology",
+                            "h100-sxm-x1", "--isl", 40000, "--osl", 962])
+        one_line(rc, err, 2, "40962 tokens (40961 positions) exceed the context of "
+                 "Qwen/Qwen3-8B", "40960")
+    assert not (tmp_path / "p.json").exists()
+    rc, out, err = run(["estimate", "--model", "Qwen/Qwen3-8B", "--topology", "h100-sxm-x1",
+                        "--isl", 40000, "--osl", 961])
+    assert rc == 0, err
+
+
+def test_a_bad_context_length_in_a_config_is_named(tmp_path):
+    import json
+
+    from tests.test_safety import TINY
+
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps({**TINY, "max_position_embeddings": "long"}))
+    rc, out, err = run(["estimate", "--model", f, "--topology", "h100-sxm-x8"])
+    one_line(rc, err, 2, "max_position_embeddings", "positive integer")
+
+
+def test_an_output_folder_that_takes_no_file_is_refused_before_the_search(tmp_path):
+    # /proc/self exists and is a folder, but no file can be made there: refused at once,
+    # not after the solve; nothing is left behind where a probe file could be made
+    rc, out, err = run(["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology",
+                        "h100-sxm-x1", "-o", "/proc/self/plan.json"])
+    one_line(rc, err, 2, "cannot write '/proc/self/plan.json'", "takes no new file")
+    assert "incumbent" not in err and "phase" not in err
+    rc, out, err = run(["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology",
+                        "h100-sxm-x1", "-o", tmp_path / "plan.json"])
+    assert rc == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]

@@ -283,12 +283,13 @@ def context_limit(cfg: dict[str, Any]) -> int | None:
 
 
 def check_context(model: ModelSpec, isl: int, osl: int) -> None:
-    """A prompt and its output must fit the model's context (InputError, exit 2)."""
-    if model.max_context is not None and isl + osl > model.max_context:
-        raise InputError(f"--isl + --osl = {isl + osl} tokens exceed the context of "
-                         f"{model.name} ({model.max_context} tokens: its config's "
-                         "max_position_embeddings and rope_scaling); engines refuse longer "
-                         "sequences")
+    """A request's sequence must fit the model's context (InputError, exit 2): it runs
+    ``isl + osl - 1`` positions (the last output token is emitted, never fed back)."""
+    if model.max_context is not None and isl + osl - 1 > model.max_context:
+        raise InputError(f"--isl + --osl = {isl + osl} tokens ({isl + osl - 1} positions) "
+                         f"exceed the context of {model.name} ({model.max_context} tokens: "
+                         "its config's max_position_embeddings and rope_scaling); engines "
+                         "refuse longer sequences")
 
 
 def _moe_layers(n_layers: int, first_dense: int, freq: int, dense_list: list[int]) -> tuple:
