@@ -139,23 +139,49 @@ def _mla_prefill_spec(P):
 
 def _moe_spec(P, BW):
     def pred(x, ds):
-        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx = x
+        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx, pt = x
         return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, pme * US, ptx * 1e-12, P, BW,
                            ds.f["flops"], ds.f["bytes"], ds.f["rows"], ds.f["assign"], ds.f["hit"], ds.f["experts"],
-                           ds.f["token_experts"])
+                           ds.f["token_experts"], pt * 1e-12)
 
     def build(x):
-        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx = x
+        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx, pt = x
         return km.MoeParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, expert_half_count=xh,
                             fixed_s=a * US, per_assignment_s=pa * US, per_expert_s=pe * US, overlap_exponent=q,
-                            per_model_expert_s=pme * US, per_token_expert_s=ptx * 1e-12)
+                            per_model_expert_s=pme * US, per_token_expert_s=ptx * 1e-12,
+                            per_token_s=pt * 1e-12)
 
     return Spec(("efficiency", "half_rows", "memory_efficiency", "expert_half_count", "fixed_us", "per_assignment_us",
-                 "per_expert_us", "overlap_exponent", "per_model_expert_us", "per_token_expert_ps"),
-                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
-                (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0, 10.0, 1e5),
-                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0, 0.1, 10.0),
-                 (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3, 0.1, 10.0)), pred, build)
+                 "per_expert_us", "overlap_exponent", "per_model_expert_us", "per_token_expert_ps", "per_token_ps"),
+                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
+                (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0, 10.0, 1e5, 1e7),
+                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0, 0.1, 10.0, 80.0),
+                 (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3, 0.1, 10.0, 80.0)), pred, build)
+
+
+MOE_MODEL_TERMS = ("per_model_expert_us", "per_token_expert_ps")
+"""The MoE terms in the model's expert count (a cost per expert of the model, per token
+and expert of the model: routing over every expert). Rows of one model hold ``experts``
+constant: the first is then ``fixed_s`` and the second a cost per token, and a model
+with 16x the experts would take 16x of what no row showed to scale. Such a class fits
+``per_token_ps`` (every token, every rank) instead; a class with several expert counts
+fits the two and holds ``per_token_ps`` at 0 (one per-token term, not two)."""
+
+
+def _pinned(spec: Spec, names: tuple[str, ...]) -> Spec:
+    """``spec`` with the parameters ``names`` held at 0 (not fitted)."""
+    free = [i for i, n in enumerate(spec.names) if n not in names]
+
+    def full(x):
+        out = np.zeros(len(spec.names))
+        out[free] = x
+        return out
+
+    def pick(t):
+        return tuple(t[i] for i in free)
+
+    return Spec(pick(spec.names), pick(spec.lo), pick(spec.hi), tuple(pick(s) for s in spec.starts),
+                lambda x, ds: spec.pred(full(x), ds), lambda x: spec.build(full(x)))
 
 
 def _elementwise_spec(BW):
@@ -393,6 +419,14 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
                 notes.append(f"{cls}: no FP8 peak on {kind}; not fitted")
                 continue
             spec = _gemm_spec(P, BW, dkey) if group == "gemm" else _moe_spec(P, BW)
+            if group == "moe" and len(np.unique(ds.f["experts"])) == 1:
+                spec = _pinned(spec, MOE_MODEL_TERMS)
+                notes.append(f"{cls}: rows of one expert count ({int(ds.f['experts'][0])}): the "
+                             "terms in the model's experts are not identifiable; per_token_s "
+                             "is fitted in their place, per_model_expert_s and "
+                             "per_token_expert_s are 0")
+            elif group == "moe":
+                spec = _pinned(spec, ("per_token_ps",))
         elif group == "decode_attention":
             spec = _decode_spec(BW)
         elif group == "prefill_attention":

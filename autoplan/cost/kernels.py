@@ -75,13 +75,14 @@ def mla_decode_core(floor, eta_m, eta_c, per_unit, per_seq, ctx_lat, ctx_half, q
 
 
 def moe_core(eta, h, eta_m, x_half, fixed, per_assign, per_expert, q, per_model_expert, per_token_expert, peak_flops,
-             hbm_bw, flops, wbytes_total, rows, assign, experts_hit, experts, token_experts):
+             hbm_bw, flops, wbytes_total, rows, assign, experts_hit, experts, token_experts, per_token=0.0):
     rows = np.asarray(rows, dtype=float)
     experts_hit = np.asarray(experts_hit, dtype=float)
     compute = flops / (peak_flops * eta * rows / (rows + h))
     memory = wbytes_total / (hbm_bw * eta_m * experts_hit / (experts_hit + x_half))
     return (fixed + _smax3(compute, memory, per_assign * assign + per_expert * experts_hit, q)
-            + per_model_expert * np.asarray(experts, dtype=float) + per_token_expert * np.asarray(token_experts, dtype=float))
+            + per_model_expert * np.asarray(experts, dtype=float) + per_token_expert * np.asarray(token_experts, dtype=float)
+            + per_token * np.asarray(token_experts, dtype=float) / np.asarray(experts, dtype=float))
 
 
 def allreduce_core(regimes, gpus, message_bytes):
@@ -273,7 +274,8 @@ def _moe_params_time(g, peak_flops, hbm_bw, shape, experts):
     fl, byts, rows, assign, hit, tex = shape
     return moe_core(g.efficiency, g.half_rows, g.memory_efficiency, g.expert_half_count, g.fixed_s,
                     g.per_assignment_s, g.per_expert_s, g.overlap_exponent, g.per_model_expert_s,
-                    g.per_token_expert_s, peak_flops, hbm_bw, fl, byts, rows, assign, hit, experts, tex)
+                    g.per_token_expert_s, peak_flops, hbm_bw, fl, byts, rows, assign, hit, experts, tex,
+                    g.per_token_s)
 
 
 def elementwise_core(fixed, eta_m, cache_half, per_row, per_col, hbm_bw, rows, cols, byts):

@@ -226,13 +226,18 @@ class MoeParams(_Strict):
     ``W = X * 3 * hidden * I * wbytes``.
     ``t = fixed_s + smax3(F / (P * efficiency * r/(r + half_rows)),
     W / (BW * memory_efficiency * X/(X + expert_half_count)),
-    per_assignment_s * A + per_expert_s * X) + (per_model_expert_s + per_token_expert_s * tokens) * E``.
+    per_assignment_s * A + per_expert_s * X) + (per_model_expert_s + per_token_expert_s * tokens) * E
+    + per_token_s * tokens``.
 
     The last term is work per expert of the whole model, local or not: under EP the
     engines' fused MoE (an expert map, every rank holding every token) aligns, pads and
     walks the blocks of all ``E`` experts, once per call and for every token, so it does
     not shrink with ``ep``; with ``ep = 1`` it is the alignment and the router's scoring
-    of ``E`` experts per token.
+    of ``E`` experts per token. Only rows of models with different ``E`` tell that term
+    from work per token that does not grow with ``E``: a class measured on one model fits
+    ``per_token_s`` (every token, on every rank) in its place, and ``per_model_expert_s``
+    (then a constant, ``fixed_s``'s) is 0, so a model with many more experts is not priced
+    by a scaling no row showed.
     """
 
     efficiency: float = Field(gt=0, le=1, description="plateau fraction of the format's peak FLOP/s")
@@ -245,6 +250,7 @@ class MoeParams(_Strict):
     overlap_exponent: float = Field(ge=1, le=64, description="q of the smooth max of the three terms")
     per_model_expert_s: float = Field(ge=0, le=1e-5, description="fixed time per expert of the whole model, local or not (block alignment over all experts)")
     per_token_expert_s: float = Field(ge=0, le=1e-7, description="time per (token x expert of the whole model), local or not (router scores, expert-map scan)")
+    per_token_s: float = Field(0.0, ge=0, le=1e-5, description="time per token on every rank, whatever the experts (fitted where the rows hold one model's expert count, in place of per_token_expert_s)")
 
 
 class ElementwiseParams(_Strict):
