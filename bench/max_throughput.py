@@ -198,7 +198,7 @@ def _stats(errs: list[float]) -> str:
 def table(kv_fraction: float = 0.95, rows: list[Row] | None = None,
           simulate_run: bool = True) -> list[str]:
     priced = [price(r, kv_fraction, simulate_run=simulate_run) for r in (rows or read_rows())]
-    out = ["### (c) Maximum-load throughput: TensorRT-LLM's performance overview", "",
+    out = ["### (d) Maximum-load throughput: TensorRT-LLM's performance overview", "",
            (f"`trtllm-bench throughput` rows of `heldout-throughput.csv` (held out), output "
             f"tokens/s per GPU. Batch per rank = min(trtllm-bench's max_batch_size, what the "
             f"KV cache holds at ISL + OSL with kv_cache_free_gpu_mem_fraction "
