@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,194 +31,21 @@ from autoplan.calibrate.kernel_data import (
 )
 from autoplan.calibrate.kernel_regimes import LENGTH_REGIMES, with_length_regime
 from autoplan.calibrate.kernel_report import KindReport, _errors, _report, _rounded, _rsig
+from autoplan.calibrate.kernel_specs import (
+    MOE_MODEL_TERMS,
+    decode_spec,
+    elementwise_spec,
+    fit_spec,
+    gemm_spec,
+    mla_decode_spec,
+    mla_prefill_spec,
+    moe_spec,
+    pinned,
+    prefill_spec,
+)
 from autoplan.cost import kernels as kc
 from autoplan.errors import InputError
 from autoplan.inputs import kernels as km
-
-
-@dataclass
-class Spec:
-    names: tuple[str, ...]
-    lo: tuple[float, ...]
-    hi: tuple[float, ...]
-    starts: tuple[tuple[float, ...], ...]
-    pred: object  # (x, ds) -> seconds
-    build: object  # x -> pydantic block
-
-
-US = 1e-6
-
-
-def _gemm_spec(P, BW, key):
-    wb = km.WEIGHT_BYTES[key]
-    quant = key != "bf16"
-
-    def unpack(x):
-        if quant:
-            return x
-        return (*x, 0.0)
-
-    def pred(x, ds):
-        eta, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
-        return kc.gemm_core(eta, hk, ho * 1e6, d, f0 * 1e12, eta_m, fixed_us * US, q, qp, P, BW, ds.f["m"], ds.f["n"], ds.f["k"], wb)
-
-    def build(x):
-        eta, hk, ho, d, f0, eta_m, fixed_us, q, qp = unpack(x)
-        return km.GemmParams(efficiency=eta, half_depth=hk, half_outputs=ho * 1e6, long_kernel_loss=d,
-                             long_kernel_flops=f0 * 1e12, memory_efficiency=eta_m, fixed_s=fixed_us * US,
-                             overlap_exponent=q, quantization_passes=qp)
-
-    names = ("efficiency", "half_depth", "half_outputs_M", "long_kernel_loss", "long_kernel_TFLOP",
-             "memory_efficiency", "fixed_us", "overlap_exponent")
-    lo = (0.05, 0.0, 0.0, 0.0, 1e-3, 0.05, 0.0, 1.0)
-    hi = (1.0, 65536.0, 1e4, 0.9, 1e4, 1.0, 200.0, 64.0)
-    starts = ((0.8, 200.0, 0.5, 0.2, 1.0, 0.8, 4.0, 4.0), (0.6, 1000.0, 0.1, 0.05, 10.0, 0.8, 10.0, 2.0))
-    if quant:
-        names += ("quantization_passes",)
-        lo, hi = lo + (0.0,), hi + (8.0,)
-        starts = tuple(s + (1.0,) for s in starts)
-    return Spec(names, lo, hi, starts, pred, build)
-
-
-def _decode_spec(BW):
-    def pred(x, ds):
-        a, eta, sb, cu, dl, l0, q = x
-        return kc.decode_core(a * US, eta, sb * 1e6, cu * US, dl * US, l0, q, BW, ds.f["kv_bytes"],
-                              ds.f["batch"] * ds.f["kv_heads"], ds.f["ctx"])
-
-    def build(x):
-        a, eta, sb, cu, dl, l0, q = x
-        return km.DecodeAttentionParams(floor_s=a * US, memory_efficiency=eta, startup_bytes=sb * 1e6,
-                                        per_sequence_head_s=cu * US, context_latency_s=dl * US,
-                                        context_half_tokens=l0, overlap_exponent=q)
-
-    return Spec(("floor_us", "memory_efficiency", "startup_MB", "per_sequence_head_us", "context_latency_us",
-                 "context_half_tokens", "overlap_exponent"),
-                (0.0, 0.05, 0.0, 0.0, 0.0, 1.0, 1.0), (200.0, 1.0, 1e4, 10.0, 500.0, 1e6, 64.0),
-                ((8.0, 0.8, 1.0, 0.03, 5.0, 500.0, 2.0), (10.0, 0.7, 10.0, 0.01, 20.0, 30000.0, 1.0)), pred, build)
-
-
-def _prefill_spec(P, cls=km.PrefillAttentionParams):
-    def pred(x, ds):
-        eta, h, a, cu = x
-        return ds.f["proj_s"] + kc.prefill_core(eta, h, a * US, cu * US, P, ds.f["flops"], ds.f["isl"], ds.f["batch"] * ds.f["heads"])
-
-    def build(x):
-        eta, h, a, cu = x
-        return cls(efficiency=eta, half_tokens=h, fixed_s=a * US, per_sequence_head_s=cu * US)
-
-    return Spec(("efficiency", "half_tokens", "fixed_us", "per_sequence_head_us"),
-                (0.02, 0.0, 0.0, 0.0), (1.0, 1e5, 500.0, 10.0),
-                ((0.6, 1000.0, 12.0, 0.01), (0.4, 300.0, 8.0, 0.05)), pred, build)
-
-
-def _mla_decode_spec(P, BW):
-    def pred(x, ds):
-        a, eta_m, eta_c, cu, cs, dl, l0, q = x
-        return ds.f["proj_s"] + kc.mla_decode_core(a * US, eta_m, eta_c, cu * US, cs * US, dl * US, l0, q, P, BW,
-                                                   ds.f["kv_bytes"], ds.f["flops"], ds.f["batch"] * ds.f["heads"],
-                                                   ds.f["ctx"], ds.f["batch"])
-
-    def build(x):
-        a, eta_m, eta_c, cu, cs, dl, l0, q = x
-        return km.MlaDecodeParams(floor_s=a * US, memory_efficiency=eta_m, compute_efficiency=eta_c,
-                                  per_sequence_head_s=cu * US, per_sequence_s=cs * US, context_latency_s=dl * US,
-                                  context_half_tokens=l0, overlap_exponent=q)
-
-    return Spec(("floor_us", "memory_efficiency", "compute_efficiency", "per_sequence_head_us", "per_sequence_us",
-                 "context_latency_us", "context_half_tokens", "overlap_exponent"),
-                (0.0, 0.05, 0.02, 0.0, 0.0, 0.0, 1.0, 1.0), (2000.0, 1.0, 1.0, 10.0, 10.0, 2000.0, 1e6, 64.0),
-                ((10.0, 0.7, 0.5, 0.01, 0.01, 5.0, 1000.0, 2.0), (50.0, 0.5, 0.3, 0.001, 0.1, 20.0, 30000.0, 1.0)),
-                pred, build)
-
-
-def _mla_prefill_spec(P):
-    return _prefill_spec(P, km.MlaPrefillParams)
-
-
-def _moe_spec(P, BW):
-    def pred(x, ds):
-        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx, pt = x
-        return kc.moe_core(eta, h, eta_m, xh, a * US, pa * US, pe * US, q, pme * US, ptx * 1e-12, P, BW,
-                           ds.f["flops"], ds.f["bytes"], ds.f["rows"], ds.f["assign"], ds.f["hit"], ds.f["experts"],
-                           ds.f["token_experts"], pt * 1e-12)
-
-    def build(x):
-        eta, h, eta_m, xh, a, pa, pe, q, pme, ptx, pt = x
-        return km.MoeParams(efficiency=eta, half_rows=h, memory_efficiency=eta_m, expert_half_count=xh,
-                            fixed_s=a * US, per_assignment_s=pa * US, per_expert_s=pe * US, overlap_exponent=q,
-                            per_model_expert_s=pme * US, per_token_expert_s=ptx * 1e-12,
-                            per_token_s=pt * 1e-12)
-
-    return Spec(("efficiency", "half_rows", "memory_efficiency", "expert_half_count", "fixed_us", "per_assignment_us",
-                 "per_expert_us", "overlap_exponent", "per_model_expert_us", "per_token_expert_ps", "per_token_ps"),
-                (0.02, 0.0, 0.05, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
-                (1.0, 1e4, 1.0, 1e3, 5000.0, 10.0, 1000.0, 64.0, 10.0, 1e5, 1e7),
-                ((0.5, 50.0, 0.8, 1.0, 30.0, 0.01, 2.0, 2.0, 0.1, 10.0, 80.0),
-                 (0.3, 300.0, 0.6, 5.0, 50.0, 0.05, 0.5, 1.3, 0.1, 10.0, 80.0)), pred, build)
-
-
-MOE_MODEL_TERMS = ("per_model_expert_us", "per_token_expert_ps")
-"""The MoE terms in the model's expert count (a cost per expert of the model, per token
-and expert of the model: routing over every expert). Rows of one model hold ``experts``
-constant: the first is then ``fixed_s`` and the second a cost per token, and a model
-with 16x the experts would take 16x of what no row showed to scale. Such a class fits
-``per_token_ps`` (every token, every rank) instead; a class with several expert counts
-fits the two and holds ``per_token_ps`` at 0 (one per-token term, not two)."""
-
-
-def _pinned(spec: Spec, names: tuple[str, ...]) -> Spec:
-    """``spec`` with the parameters ``names`` held at 0 (not fitted)."""
-    free = [i for i, n in enumerate(spec.names) if n not in names]
-
-    def full(x):
-        out = np.zeros(len(spec.names))
-        out[free] = x
-        return out
-
-    def pick(t):
-        return tuple(t[i] for i in free)
-
-    return Spec(pick(spec.names), pick(spec.lo), pick(spec.hi), tuple(pick(s) for s in spec.starts),
-                lambda x, ds: spec.pred(full(x), ds), lambda x: spec.build(full(x)))
-
-
-def _elementwise_spec(BW):
-    def pred(x, ds):
-        a, eta, ch, pr, pc = x
-        return kc.elementwise_core(a * US, eta, ch * 1e6, pr * 1e-12, pc * 1e-12, BW, ds.f["rows"], ds.f["cols"],
-                                   ds.f["bytes"])
-
-    def build(x):
-        a, eta, ch, pr, pc = x
-        return km.ElementwiseParams(fixed_s=a * US, memory_efficiency=eta, cache_half_bytes=ch * 1e6,
-                                    per_row_s=pr * 1e-12, per_column_s=pc * 1e-12)
-
-    return Spec(("fixed_us", "memory_efficiency", "cache_half_MB", "per_row_ps", "per_column_ps"),
-                (0.0, 0.02, 0.0, 0.0, 0.0), (100.0, 1.0, 1e4, 1e6, 1e6), ((2.0, 0.7, 10.0, 10.0, 10.0),), pred, build)
-
-
-def _fit(spec: Spec, ds: Dataset) -> np.ndarray:
-    lo, hi = np.array(spec.lo), np.array(spec.hi)
-    logt = np.log(ds.t)
-
-    def resid(x):
-        p = spec.pred(x, ds)
-        return np.log(np.maximum(p, 1e-12)) - logt
-
-    best = None
-    for x0 in spec.starts:
-        x0 = np.clip(np.array(x0, dtype=float), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
-        r = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", loss=LOSS, f_scale=LOSS_SCALE, max_nfev=400)
-        if best is None or r.cost < best.cost:
-            best = r
-    # a parameter pinned at a bound (within 1e-6 of the range) is written as the bound
-    x = best.x.copy()
-    span = hi - lo
-    x = np.where(x - lo < 1e-6 * span, lo, x)
-    x = np.where(hi - x < 1e-6 * span, hi, x)
-    return x
-
 
 
 def _ar_segment(mb: np.ndarray, t: np.ndarray, f: float) -> tuple[float, float]:
@@ -418,28 +244,28 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
             if P is None:
                 notes.append(f"{cls}: no FP8 peak on {kind}; not fitted")
                 continue
-            spec = _gemm_spec(P, BW, dkey) if group == "gemm" else _moe_spec(P, BW)
+            spec = gemm_spec(P, BW, dkey) if group == "gemm" else moe_spec(P, BW)
             if group == "moe" and len(np.unique(ds.f["experts"])) == 1:
-                spec = _pinned(spec, MOE_MODEL_TERMS)
+                spec = pinned(spec, MOE_MODEL_TERMS)
                 notes.append(f"{cls}: rows of one expert count ({int(ds.f['experts'][0])}): the "
                              "terms in the model's experts are not identifiable; per_token_s "
                              "is fitted in their place, per_model_expert_s and "
                              "per_token_expert_s are 0")
             elif group == "moe":
-                spec = _pinned(spec, ("per_token_ps",))
+                spec = pinned(spec, ("per_token_ps",))
         elif group == "decode_attention":
-            spec = _decode_spec(BW)
+            spec = decode_spec(BW)
         elif group == "prefill_attention":
             P = peak_for(dkey)
             if P is None:
                 continue
-            spec = _prefill_spec(P)
+            spec = prefill_spec(P)
         elif group == "mla_decode":
-            spec = _mla_decode_spec(P16, BW)
+            spec = mla_decode_spec(P16, BW)
         elif group == "mla_prefill":
-            spec = _mla_prefill_spec(P16)
+            spec = mla_prefill_spec(P16)
         elif group == "elementwise":
-            spec = _elementwise_spec(BW)
+            spec = elementwise_spec(BW)
         else:  # pragma: no cover
             raise AssertionError(cls)
         held = held_out_mask(ds.shape)
@@ -451,7 +277,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
             ep_rows = fit_ds.f["ep"] > 1
             sub = {"tp": fit_ds.take(~ep_rows), "ep": fit_ds.take(ep_rows)}
             if min(len(d.t) for d in sub.values()) >= 3 * len(spec.names):
-                x_tp, x_ep = _fit(spec, sub["tp"]), _fit(spec, sub["ep"])
+                x_tp, x_ep = fit_spec(spec, sub["tp"]), fit_spec(spec, sub["ep"])
                 blocks["moe"][dkey] = _rounded(spec.build(x_tp))
                 blocks["moe_ep"][dkey] = _rounded(spec.build(x_ep))
                 if MOE_EP_CLASS_NOTE not in notes:
@@ -460,11 +286,11 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
                                                  for n, v in zip(spec.names, x_)})
                 continue
             notes.append(f"{cls}: too few moe_ep > 1 or moe_ep = 1 rows to fit them apart; one set prices both")
-        x = _fit(spec, fit_ds)
+        x = fit_spec(spec, fit_ds)
         block = _rounded(spec.build(x))
         params = dict(zip(spec.names, (_rsig(float(v)) for v in x)))
         if group in LENGTH_REGIMES:
-            block, params = with_length_regime(_fit, spec, fit_ds, x, group)
+            block, params = with_length_regime(fit_spec, spec, fit_ds, x, group)
         splits[cls] = (fit_ds, held_ds, params)
         if group == "elementwise":
             elementwise = block
