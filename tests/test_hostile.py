@@ -439,3 +439,26 @@ def test_an_output_folder_that_takes_no_file_is_refused_before_the_search(tmp_pa
     rc, out, err = run(["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology",
                         "h100-sxm-x1", "-o", tmp_path / "plan.json"])
     assert rc == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+def test_validate_refuses_a_plan_past_its_models_context(tmp_path):
+    import json
+
+    from autoplan.catalog import catalog_root
+
+    cfg = json.loads((catalog_root() / "models" / "Qwen" / "Qwen3-8B.json").read_text())
+    cfg["max_position_embeddings"] = 1000
+    model = tmp_path / "config.json"
+    model.write_text(json.dumps(cfg))
+    plan = tmp_path / "p.json"
+    rc, out, err = run(["plan", "--model", model, "--topology", "h100-sxm-x1", "--isl", 500,
+                        "--osl", 400, "-o", plan])
+    assert rc == 0, err
+    rc, out, err = run(["validate", plan])
+    assert rc == 0, err
+    edited = json.loads(plan.read_text())
+    assert edited["inputs"]["model_spec"]["max_context"] == 1000
+    edited["inputs"]["model_spec"]["max_context"] = 500  # an embedded spec edited by hand
+    plan.write_text(json.dumps(edited))
+    rc, out, err = run(["validate", plan])
+    one_line(rc, err, 2, "context: isl + osl = 900 tokens (899 positions)", "500 tokens")

@@ -140,6 +140,10 @@ def _devices(phase) -> set[str]:
 def structure(plan: Plan, ctx: PlanContext) -> list[str]:
     """The rules that need no pricing, over both phases and every replica."""
     errors: list[str] = []
+    m, w = ctx.model, ctx.work
+    if m.max_context is not None and w.isl + w.osl - 1 > m.max_context:
+        errors.append(f"context: isl + osl = {w.isl + w.osl} tokens ({w.isl + w.osl - 1} "
+                      f"positions) exceed the context of {m.name} ({m.max_context} tokens)")
     domain_of = rules.domain_map(ctx.topo)
     views = [("prefill", plan.prefill, ctx.pre), ("decode", plan.decode, ctx.dec)]
     for k, d in enumerate(plan.more_designs):
