@@ -2,6 +2,8 @@
 planner's in-flight model, for ``bench/accuracy.py`` (section (c)).
 
     python bench/max_throughput.py [--kv-fraction 0.95]
+    python bench/max_throughput.py --aic-venv PATH     # + aiconfigurator's estimate, side by side
+    python bench/max_throughput.py --table-from DIR/aic-throughput.json   # reprint a run's table
 
 The rows (``hardware/data/heldout-throughput.csv``) are TensorRT-LLM's own performance
 overview: output tokens/s per GPU of ``trtllm-bench throughput``, every request queued at
@@ -37,6 +39,14 @@ batch with ``max_num_tokens`` as the step budget (:func:`autoplan.cost.evaluate.
 tokens/s per GPU = batch / (TTFT + (osl - 1) TPOT) * osl / GPUs. Not modelled: the
 benchmark's ramp (its first and last waves), CUDA-graph padding of the decode batch, and
 attention-DP load imbalance beyond the busiest rank's share.
+
+With ``--aic-venv``, NVIDIA aiconfigurator 0.12 (the peer; its own virtual environment,
+never a dependency) prices every row at the same operating point: ``aiconfigurator cli
+estimate --estimate-mode agg --backend trtllm`` with the row's TP, attention DP and EP,
+the batch per rank and ``--ctx-tokens`` (step budget) autoplan's side uses, FP8 weights
+(block FP8 for DeepSeek-R1, whose checkpoint is block-quantised) and an FP8 KV cache; its
+``tokens/s/gpu`` is set beside the measured value. Its answers are saved to
+``DIR/aic-throughput.json`` (default ``bench/out/throughput``).
 """
 
 from __future__ import annotations
@@ -138,6 +148,8 @@ class Priced:
     tpot_ms: float
     predicted: float  # output tokens/s per GPU, steady state (the planner's figure)
     simulated: float | None = None  # output tokens/s per GPU of the simulated run
+    aic: float | None = None  # aiconfigurator's estimate at the same operating point
+    aic_refusal: str | None = None  # why aiconfigurator gave none (its error)
 
     @property
     def error(self) -> float:
@@ -146,6 +158,10 @@ class Priced:
     @property
     def sim_error(self) -> float | None:
         return None if self.simulated is None else self.simulated / self.row.value - 1
+
+    @property
+    def aic_error(self) -> float | None:
+        return None if self.aic is None else self.aic / self.row.value - 1
 
 
 def _hf_kv_bytes_per_token(model_id: str, tp: int, kv_bytes: int) -> float:
@@ -190,14 +206,74 @@ def price(row: Row, kv_fraction: float = 0.95, engine: str = "trtllm",
                   fig.tokens_per_s_per_device, sim)
 
 
+AIC_SYSTEM = {"h100-sxm": "h100_sxm", "h200": "h200_sxm", "b200": "b200_sxm"}
+
+
+def aic_command(exe: Path, model_dir: Path, p: Priced) -> list[str]:
+    """aiconfigurator's ``cli estimate`` of one row at autoplan's operating point."""
+    r = p.row
+    quant = "fp8_block" if r.model.startswith("deepseek-ai/") else r.weight_dtype
+    cmd = [str(exe), "cli", "estimate", "--model-path", str(model_dir), "--system",
+           AIC_SYSTEM[r.device_kind], "--backend", "trtllm", "--estimate-mode", "agg",
+           "--isl", str(r.isl), "--osl", str(r.osl), "--batch-size", str(p.batch),
+           "--ctx-tokens", str(p.max_num_tokens), "--tp-size", str(r.tp),
+           "--gemm-quant-mode", quant, "--kvcache-quant-mode", r.kv_dtype]
+    if r.attention_dp > 1 or r.ep > 1:
+        cmd += ["--attention-dp-size", str(r.attention_dp), "--moe-ep-size", str(r.ep),
+                "--moe-tp-size", str(r.tp * r.attention_dp // r.ep), "--moe-quant-mode", quant]
+    return cmd
+
+
+def run_aic(priced: list[Priced], venv: Path, out: Path) -> dict[str, dict]:
+    """aiconfigurator's tokens/s/GPU for every row (saved to ``out/aic-throughput.json``)."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from vs_aiconfigurator import aic_version, ensure_aic, model_dir
+
+    exe = ensure_aic(venv)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {"_version": {"aiconfigurator": aic_version(venv)}}
+    for p in priced:
+        cmd = aic_command(exe, model_dir(SimpleNamespace(model=p.row.model), out / "models"), p)
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=out,
+                             env={**__import__("os").environ, "PYTHONWARNINGS": "ignore"})
+        value, error = None, None
+        for line in res.stdout.splitlines() + res.stderr.splitlines():
+            if line.strip().startswith("tokens/s/gpu:"):
+                value = float(line.split(":", 1)[1].replace(",", ""))
+            if line.startswith("RuntimeError: "):
+                error = line.removeprefix("RuntimeError: ")
+        results[p.row.id] = {"tokens_per_s_per_gpu": value, "rc": res.returncode,
+                             "error": error, "cmd": cmd[1:]}
+        print(f"{p.row.id}: aiconfigurator {value}", file=sys.stderr)
+    (out / "aic-throughput.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _refused(p: Priced) -> str:
+    """aiconfigurator's refusal of a row, short: its OOM verdict, else its error."""
+    why = p.aic_refusal or "no estimate"
+    return "refused: OOM at this batch" if why.startswith("OOM") else f"refused: {why[:60]}"
+
+
 def _stats(errs: list[float]) -> str:
     a = sorted(abs(e) for e in errs)
     return f"{len(a)} | {statistics.median(a) * 100:.1f}% | {a[-1] * 100:.1f}%"
 
 
 def table(kv_fraction: float = 0.95, rows: list[Row] | None = None,
-          simulate_run: bool = True) -> list[str]:
+          simulate_run: bool = True, aic: dict[str, dict] | None = None) -> list[str]:
     priced = [price(r, kv_fraction, simulate_run=simulate_run) for r in (rows or read_rows())]
+    for p in priced:
+        if aic and p.row.id in aic:
+            p.aic = aic[p.row.id].get("tokens_per_s_per_gpu")
+            p.aic_refusal = aic[p.row.id].get("error")
+    return render(priced, kv_fraction, aic)
+
+
+def render(priced: list[Priced], kv_fraction: float, aic: dict[str, dict] | None) -> list[str]:
+    peer = aic is not None
     out = ["### (d) Maximum-load throughput: TensorRT-LLM's performance overview", "",
            (f"`trtllm-bench throughput` rows of `heldout-throughput.csv` (held out), output "
             f"tokens/s per GPU. Batch per rank = min(trtllm-bench's max_batch_size, what the "
@@ -208,8 +284,13 @@ def table(kv_fraction: float = 0.95, rows: list[Row] | None = None,
             "(`bench/closed_loop.py`: its first and last waves included)."),
            "", ("| id | model | device | mapping | ISL/OSL | max_batch_size | KV batch | "
                 "batch/rank | step tokens | TTFT ms | TPOT ms | measured | steady state | "
-                "error | run | error |"),
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "error | run | error |" + (" aiconfigurator | error |" if peer else "")),
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+           + ("---|---|" if peer else "")]
+    if peer:
+        out[2] += (f" `aiconfigurator` ({aic['_version']['aiconfigurator']}): its `cli "
+                   "estimate` at the same TP / attention DP / EP, batch per rank and step "
+                   "budget.")
     for p in priced:
         r = p.row
         out.append(f"| {r.id} | {r.model.split('/')[-1]} | {r.device_kind} | {r.mapping} | "
@@ -217,9 +298,14 @@ def table(kv_fraction: float = 0.95, rows: list[Row] | None = None,
                    f"{p.max_num_tokens} | {p.ttft_ms:.0f} | {p.tpot_ms:.1f} | {r.value:g} | "
                    f"{p.predicted:.0f} | {p.error * 100:+.1f}% | "
                    + ("- | - |" if p.simulated is None else
-                      f"{p.simulated:.0f} | {p.sim_error * 100:+.1f}% |"))
+                      f"{p.simulated:.0f} | {p.sim_error * 100:+.1f}% |")
+                   + ("" if not peer else f" {_refused(p)} | - |" if p.aic is None else
+                      f" {p.aic:.0f} | {p.aic_error * 100:+.1f}% |"))
     out += ["", ("| rows | n | steady state: median \\|error\\| | max \\|error\\| | "
-                 "run: median | max |"), "|---|---|---|---|---|---|"]
+                 "run: median | max |" + (" rows aiconfigurator priced | aiconfigurator: "
+                                           "median | max | autoplan on those rows: median | "
+                                           "max |" if peer else "")),
+            "|---|---|---|---|---|---|" + ("---|---|---|---|---|" if peer else "")]
     groups: dict[str, list[Priced]] = {}
     for p in priced:
         for key in ("all", f"{p.row.model.split('/')[-1]}", f"{p.row.device_kind}"):
@@ -228,9 +314,14 @@ def table(kv_fraction: float = 0.95, rows: list[Row] | None = None,
         ps = groups[key]
         sim = ([p.sim_error for p in ps] if all(p.simulated is not None for p in ps)
                else None)
-        out.append(f"| {key} | {_stats([p.error for p in ps])} | "
-                   + ("- | - |" if sim is None else
-                      " | ".join(_stats(sim).split(" | ")[1:]) + " |"))
+        line = (f"| {key} | {_stats([p.error for p in ps])} | "
+                + ("- | - |" if sim is None else " | ".join(_stats(sim).split(" | ")[1:]) + " |"))
+        if peer:
+            both = [p for p in ps if p.aic is not None]
+            line += (" - | - | - |" if not both else
+                     f" {len(both)} | {_stats([p.aic_error for p in both]).split(' | ', 1)[1]}"
+                     f" | {_stats([p.error for p in both]).split(' | ', 1)[1]} |")
+        out.append(line)
     return out
 
 
@@ -238,8 +329,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kv-fraction", type=float, default=0.95,
                     help="kv_cache_free_gpu_mem_fraction (the overview: 0.95 in many cases)")
+    ap.add_argument("--aic-venv", type=Path, default=None,
+                    help="aiconfigurator's virtual environment: price every row with it too")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "throughput",
+                    help="folder for aiconfigurator's answers (aic-throughput.json)")
+    ap.add_argument("--table-from", type=Path, default=None, metavar="AIC_JSON",
+                    help="reprint the table with a saved aic-throughput.json")
     args = ap.parse_args(argv)
-    print("\n".join(table(args.kv_fraction)))
+    aic = None
+    if args.table_from is not None:
+        aic = json.loads(args.table_from.read_text())
+    elif args.aic_venv is not None:
+        priced = [price(r, args.kv_fraction) for r in read_rows()]
+        aic = run_aic(priced, args.aic_venv, args.out)
+    print("\n".join(table(args.kv_fraction, aic=aic)))
     return 0
 
 

@@ -91,3 +91,24 @@ def test_every_throughput_row_runs_a_batch_its_memory_holds():
         assert p.max_num_tokens >= r.isl + p.max_batch_size  # chunked prefill off
     lines = max_throughput.table(0.95, rows, simulate_run=False)
     assert sum(1 for ln in lines if ln.startswith("| t")) == 19
+
+
+def test_the_peer_prices_each_row_at_autoplans_operating_point(tmp_path):
+    # aiconfigurator's `cli estimate` gets the row's mapping and the batch per rank and step
+    # budget autoplan's side runs (no aiconfigurator needed to build the command)
+    rows = {r.id: r for r in max_throughput.read_rows()}
+    dense = max_throughput.price(rows["t01"], 0.95)
+    cmd = max_throughput.aic_command(tmp_path / "aic", tmp_path / "m", dense)
+    flags = dict(zip(cmd[3::2], cmd[4::2]))
+    assert cmd[1:3] == ["cli", "estimate"]
+    assert flags["--batch-size"] == str(dense.batch) and flags["--tp-size"] == "2"
+    assert flags["--ctx-tokens"] == str(dense.max_num_tokens)
+    assert flags["--system"] == "h200_sxm" and flags["--gemm-quant-mode"] == "fp8"
+    assert "--attention-dp-size" not in flags
+    dep = max_throughput.price(rows["t16"], 0.95)  # DeepSeek-R1 DEP8: block FP8, MoE TP 1
+    flags = dict(zip(*(lambda c: (c[3::2], c[4::2]))(
+        max_throughput.aic_command(tmp_path / "aic", tmp_path / "m", dep))))
+    assert (flags["--attention-dp-size"], flags["--moe-ep-size"], flags["--moe-tp-size"]) == (
+        "8", "8", "1")
+    assert flags["--gemm-quant-mode"] == flags["--moe-quant-mode"] == "fp8_block"
+    assert flags["--batch-size"] == str(dep.batch) == "384"  # per rank, as aiconfigurator reads it
