@@ -18,6 +18,9 @@
     performance overview (``hardware/data/heldout-throughput.csv``, held out), priced by
     the planner's in-flight model at the batch the benchmark runs
     (``bench/max_throughput.py``).
+(e) Maximum-load serving: vLLM 0.11 runs with every prompt sent at once
+    (``hardware/data/heldout-serving-throughput.csv``, held out), simulated step by step at
+    the batch vLLM's KV cache holds (``bench/serving_throughput.py``).
 """
 
 from __future__ import annotations
@@ -149,5 +152,7 @@ def e2e_table(files: list[Path] | None = None) -> list[str]:
 
 def report() -> str:
     import max_throughput
+    import serving_throughput
 
-    return "\n".join(kernel_table() + [""] + e2e_table() + [""] + max_throughput.table())
+    return "\n".join(kernel_table() + [""] + e2e_table() + [""] + max_throughput.table()
+                     + [""] + serving_throughput.table())

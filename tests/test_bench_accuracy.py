@@ -1,8 +1,11 @@
-"""bench/engine_accuracy.py's end-to-end table over the shipped measurement files.
+"""The accuracy benches over the shipped measurement files (bench/accuracy.py's sections).
 
-The table reads four CSVs, two of which (the 2023 rows) state no ``method`` column; a
-row-reading change once made the whole report fail on them. The table must price every
+(b) The end-to-end table reads four CSVs, two of which (the 2023 rows) state no ``method``
+column; a row-reading change once made the whole report fail on them. It must price every
 row of an engine autoplan prices, and its held-out summary must count every held-out row.
+(d) The maximum-load throughput rows run the batch trtllm-bench would (its rounding rules,
+worked by hand) and that their memory holds; the peer's command is autoplan's operating
+point. (e) The vLLM serving rows run what vLLM's KV cache holds.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import engine_accuracy
@@ -112,3 +117,27 @@ def test_the_peer_prices_each_row_at_autoplans_operating_point(tmp_path):
         "8", "8", "1")
     assert flags["--gemm-quant-mode"] == flags["--moe-quant-mode"] == "fp8_block"
     assert flags["--batch-size"] == str(dep.batch) == "384"  # per rank, as aiconfigurator reads it
+
+
+# --- (e) maximum-load serving rows (bench/serving_throughput.py) ---------------------------
+
+import serving_throughput  # noqa: E402
+
+
+def test_vllm_runs_the_batch_its_kv_cache_holds_and_every_request_streams():
+    rows = serving_throughput.read_rows()
+    assert len(rows) == 11
+    # vLLM's API-server default: 1024 running sequences on an H100 / H200, 256 on an A100
+    assert serving_throughput.max_num_seqs(80e9, "h100-sxm") == 1024
+    assert serving_throughput.max_num_seqs(85.9e9, "a100-sxm-80gb") == 256
+    assert serving_throughput.max_num_seqs(48e9, "l40s") == 256
+    short = {r.id: r for r in rows}
+    # a long prompt holds more KV than a short one: fewer sequences run
+    long_p, short_p = (serving_throughput.price(short[i]) for i in ("v01", "v02"))
+    assert 1 <= long_p.batch < short_p.batch
+    assert long_p.batch == min(long_p.kv_batch, 1024, long_p.row.requests)
+    # the simulated run emits every output token of the run: its rate times its duration
+    assert long_p.predicted * long_p.duration_s == pytest.approx(
+        long_p.row.requests * long_p.row.mean_output, rel=1e-9)
+    lines = serving_throughput.table(rows[:2])
+    assert sum(1 for ln in lines if ln.startswith("| v")) == 2
