@@ -55,7 +55,9 @@ import argparse
 import csv
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +228,6 @@ def aic_command(exe: Path, model_dir: Path, p: Priced) -> list[str]:
 
 def run_aic(priced: list[Priced], venv: Path, out: Path) -> dict[str, dict]:
     """aiconfigurator's tokens/s/GPU for every row (saved to ``out/aic-throughput.json``)."""
-    import subprocess
     from types import SimpleNamespace
 
     from vs_aiconfigurator import aic_version, ensure_aic, model_dir
@@ -237,7 +238,7 @@ def run_aic(priced: list[Priced], venv: Path, out: Path) -> dict[str, dict]:
     for p in priced:
         cmd = aic_command(exe, model_dir(SimpleNamespace(model=p.row.model), out / "models"), p)
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=out,
-                             env={**__import__("os").environ, "PYTHONWARNINGS": "ignore"})
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
         value, error = None, None
         for line in res.stdout.splitlines() + res.stderr.splitlines():
             if line.strip().startswith("tokens/s/gpu:"):
