@@ -165,6 +165,9 @@ def simulate(model: ModelSpec, topo: Topology, stages: list[StagePlacement], wor
     dp = max(st.dp for st in stages)
     if any(st.dp != dp for st in stages):
         raise InputError("the benchmark simulation needs the same attention DP on every stage")
+    if C % dp:
+        raise InputError(f"concurrency {C} is not a multiple of the {dp} attention DP ranks: "
+                         "the simulation runs the ranks alike")
     total_req, total_c = n_req, C
     # attention DP: every rank schedules its own requests and the ranks step together
     # (the MoE layers' collectives). The busiest rank is simulated, ceil(C / dp) slots and
@@ -173,7 +176,7 @@ def simulate(model: ModelSpec, topo: Topology, stages: list[StagePlacement], wor
     budget = step_budget(topo, work)
     N = budget.tokens
     if budget.mixed and C - 1 >= N:
-        raise InputError(f"{C} running sequences fill the step budget of {N} tokens "
+        raise InputError(f"{C} running sequences{' per rank' if dp > 1 else ''} fill the step budget of {N} tokens "
                          f"({budget.source}): no room for a prompt chunk")
     # the clients' requests run C at a time: each of their turns takes at most one
     # request's steps (its prefill chunks and its decodes)

@@ -14,7 +14,7 @@
     held-out rows are summarised per engine and method (``serving``: TTFT with the
     server's request handling; ``latency``: an offline benchmark, without) before and
     after. Error = predicted / measured - 1.
-(c) Maximum-load throughput: ``trtllm-bench throughput`` rows of TensorRT-LLM's
+(d) Maximum-load throughput: ``trtllm-bench throughput`` rows of TensorRT-LLM's
     performance overview (``hardware/data/heldout-throughput.csv``, held out), priced by
     the planner's in-flight model at the batch the benchmark runs
     (``bench/max_throughput.py``).

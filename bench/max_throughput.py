@@ -1,5 +1,5 @@
 """Maximum-load throughput of published ``trtllm-bench throughput`` rows, priced by the
-planner's in-flight model, for ``bench/accuracy.py`` (section (c)).
+planner's in-flight model, for ``bench/accuracy.py`` (section (d)).
 
     python bench/max_throughput.py [--kv-fraction 0.95]
     python bench/max_throughput.py --aic-venv PATH     # + aiconfigurator's estimate, side by side
@@ -142,6 +142,7 @@ def read_rows(path: Path = DATA) -> list[Row]:
 @dataclass
 class Priced:
     row: Row
+    kv_fraction: float
     max_batch_size: int
     max_num_tokens: int
     kv_batch: int  # sequences per rank the KV cache holds at isl + osl
@@ -204,8 +205,8 @@ def price(row: Row, kv_fraction: float = 0.95, engine: str = "trtllm",
 
         res = simulate(model, topo, stages, work, Run(batch * row.attention_dp, row.requests))
         sim = res.output_tokens_per_s / gpus
-    return Priced(row, max_bs, max_tokens, kv_batch, batch, fig.ttft_ms, fig.tpot_ms,
-                  fig.tokens_per_s_per_device, sim)
+    return Priced(row, kv_fraction, max_bs, max_tokens, kv_batch, batch, fig.ttft_ms,
+                  fig.tpot_ms, fig.tokens_per_s_per_device, sim)
 
 
 AIC_SYSTEM = {"h100-sxm": "h100_sxm", "h200": "h200_sxm", "b200": "b200_sxm"}
@@ -234,7 +235,8 @@ def run_aic(priced: list[Priced], venv: Path, out: Path) -> dict[str, dict]:
 
     exe = ensure_aic(venv)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {"_version": {"aiconfigurator": aic_version(venv)}}
+    results: dict[str, dict] = {"_version": {"aiconfigurator": aic_version(venv)},
+                                "_kv_fraction": {"value": priced[0].kv_fraction if priced else None}}
     for p in priced:
         cmd = aic_command(exe, model_dir(SimpleNamespace(model=p.row.model), out / "models"), p)
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=out,
@@ -254,7 +256,9 @@ def run_aic(priced: list[Priced], venv: Path, out: Path) -> dict[str, dict]:
 
 def _refused(p: Priced) -> str:
     """aiconfigurator's refusal of a row, short: its OOM verdict, else its error."""
-    why = p.aic_refusal or "no estimate"
+    if p.aic_refusal is None:
+        return "not run"
+    why = p.aic_refusal
     return "refused: OOM at this batch" if why.startswith("OOM") else f"refused: {why[:60]}"
 
 
@@ -266,10 +270,15 @@ def _stats(errs: list[float]) -> str:
 def table(kv_fraction: float = 0.95, rows: list[Row] | None = None,
           simulate_run: bool = True, aic: dict[str, dict] | None = None) -> list[str]:
     priced = [price(r, kv_fraction, simulate_run=simulate_run) for r in (rows or read_rows())]
+    if aic is not None:
+        saved = aic.get("_kv_fraction", {}).get("value")
+        if saved is not None and abs(saved - kv_fraction) > 1e-12:
+            raise SystemExit(f"aiconfigurator's answers were priced at --kv-fraction {saved:g}, "
+                             f"not {kv_fraction:g}: rerun with that fraction")
     for p in priced:
         if aic and p.row.id in aic:
             p.aic = aic[p.row.id].get("tokens_per_s_per_gpu")
-            p.aic_refusal = aic[p.row.id].get("error")
+            p.aic_refusal = aic[p.row.id].get("error") or "no estimate in its output"
     return render(priced, kv_fraction, aic)
 
 

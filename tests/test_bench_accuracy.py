@@ -51,7 +51,7 @@ def test_a_file_without_a_method_column_is_refused_only_where_it_is_needed(tmp_p
         raise AssertionError("a method-less CSV was accepted for fitting host terms")
 
 
-# --- (c) maximum-load throughput rows (bench/max_throughput.py) ----------------------------
+# --- (d) maximum-load throughput rows (bench/max_throughput.py) ----------------------------
 
 import max_throughput  # noqa: E402
 

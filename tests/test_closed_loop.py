@@ -105,6 +105,10 @@ def test_attention_dp_ranks_settle_on_the_steady_state_and_one_rank_is_the_dense
     b = cl.simulate(model, topo, stages, _work(500, 50, 8), cl.Run(8, 36))
     assert a.duration_s == pytest.approx(b.duration_s)
     assert a.requests == 33 and a.output_tokens_per_s < b.output_tokens_per_s
+    # fewer clients than ranks (or not a multiple) would leave ranks idle that the
+    # simulation prices as busy: refused
+    with pytest.raises(InputError, match="not a multiple of the 4 attention DP ranks"):
+        cl.simulate(model, topo, stages, _work(500, 50, 2), cl.Run(2, 40))
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])

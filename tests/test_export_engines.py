@@ -465,3 +465,16 @@ def test_cli_writes_trtllm_and_dynamo_backends(engine, files, tmp_path, capsys):
         argv += ["--backend", "trtllm"]
     assert main(argv) == 0
     assert {p.name for p in out.iterdir()} == files
+
+
+@pytest.mark.parametrize("engine,flag", [("vllm", "--max-model-len"),
+                                         ("sglang", "--context-length"),
+                                         ("trtllm", "--max_seq_len")])
+def test_context_length_never_exceeds_the_models_context(engine, flag):
+    # Llama-2-7B's context is 4096 tokens: a plan of 2048 + 2048 fits it exactly, and the
+    # next whole block above (4112 / 4128) is a length vLLM and SGLang refuse to start with
+    from autoplan.search.planner import plan as solve
+
+    p = solve(model="meta-llama/Llama-2-7b-hf", topology="h100-sxm-x1", isl=2048, osl=2048)
+    found = check_script(engine, export(p, engine).files["launch.sh"])
+    assert {int(f[flag][0]) for _c, f in found if flag in f} == {4096}

@@ -393,8 +393,18 @@ def test_an_objective_past_the_solver_range_is_one_line(tmp_path):
     ({"max_position_embeddings": 32768,
       "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
                        "original_max_position_embeddings": 32768}}, 131072),
+    # YaRN scales the original length, as vLLM does, even below the stated one
+    ({"max_position_embeddings": 32768,
+      "rope_scaling": {"type": "yarn", "factor": 1.0, "original_max_position_embeddings": 8192}},
+     8192),
     # linear / dynamic scale the stated length
     ({"max_position_embeddings": 4096, "rope_scaling": {"type": "linear", "factor": 2.0}}, 8192),
+    ({"max_position_embeddings": 4096, "rope_scaling": {"type": "dynamic", "factor": 4}}, 16384),
+    # a factor without a type scales like linear; llama3 never scales
+    ({"max_position_embeddings": 4096, "rope_scaling": {"factor": 2}}, 8192),
+    ({"max_position_embeddings": 131072, "rope_scaling": {"rope_type": "llama3", "factor": 8}},
+     131072),
+    ({"max_position_embeddings": None}, None),  # stated null: none
     # a factor that is no number scales nothing
     ({"max_position_embeddings": 4096, "rope_scaling": {"type": "linear", "factor": "x"}}, 4096),
     ({}, None),  # ALiBi models state none
@@ -409,12 +419,15 @@ def test_a_sequence_past_the_context_is_one_line_and_the_limit_itself_runs(tmp_p
     # Qwen3-8B: max_position_embeddings 40960, no rope_scaling
     for command in (["estimate"], ["plan", "-o", tmp_path / "p.json"]):
         rc, out, err = run([*command, "--model", "Qwen/Qwen3-8B", "--topology",
-                            "h100-sxm-x1", "--isl", 40000, "--osl", 962])
-        one_line(rc, err, 2, "40962 tokens (40961 positions) exceed the context of "
-                 "Qwen/Qwen3-8B", "40960")
+                            "h100-sxm-x1", "--isl", 40000, "--osl", 961])
+        one_line(rc, err, 2, "40961 tokens exceed the context of Qwen/Qwen3-8B", "40960")
     assert not (tmp_path / "p.json").exists()
     rc, out, err = run(["estimate", "--model", "Qwen/Qwen3-8B", "--topology", "h100-sxm-x1",
-                        "--isl", 40000, "--osl", 961])
+                        "--isl", 40000, "--osl", 960])
+    assert rc == 0, err
+    # a one-token output needs only its prompt (a TTFT measurement): the whole context
+    rc, out, err = run(["estimate", "--model", "Qwen/Qwen3-8B", "--topology", "h100-sxm-x1",
+                        "--isl", 40960, "--osl", 1])
     assert rc == 0, err
 
 
@@ -461,4 +474,4 @@ def test_validate_refuses_a_plan_past_its_models_context(tmp_path):
     edited["inputs"]["model_spec"]["max_context"] = 500  # an embedded spec edited by hand
     plan.write_text(json.dumps(edited))
     rc, out, err = run(["validate", plan])
-    one_line(rc, err, 2, "context: isl + osl = 900 tokens (899 positions)", "500 tokens")
+    one_line(rc, err, 2, "context: isl + osl = 900 tokens exceed", "500 tokens")

@@ -91,6 +91,12 @@ class Ctx:
     def max_len(self) -> int:
         return self.plan.inputs.isl + self.plan.inputs.osl
 
+    @property
+    def context_cap(self) -> int | None:
+        """The model's context (None where unknown or the plan cannot be rebuilt)."""
+        pc = self.plan_context
+        return None if pc is None else pc.model.max_context
+
     @cached_property
     def plan_context(self):
         """The plan's model, topology and workload for the cost model (sizing servers
@@ -174,7 +180,7 @@ def sizing_args(ctx: Ctx, pool: Pool, names: tuple[str, str, str, str, str],
     seqs = max_seqs(ctx, pool)
     if per_rank:
         seqs = -(-seqs // pool.dp)
-    values = (pool.tp if tp is None else tp, pool.pp, block_len(ctx.max_len, block),
+    values = (pool.tp if tp is None else tp, pool.pp, block_len(ctx.max_len, block, ctx.context_cap),
               seqs, f"{i.max_memory_fraction:g}")
     return [a for flag, v in zip(names, values, strict=True) for a in (flag, str(v))]
 

@@ -9,7 +9,9 @@
   model's memory per device, and never fewer than the plan's batch.
 * **Context length** (``--max-model-len``, ``--context-length``, ``max_seq_len``): the
   next whole KV block above isl + osl (a request's prompt plus its output, and room for
-  the tokens a chat template adds), in the engine's block size.
+  the tokens a chat template adds), in the engine's block size, but never above the
+  model's own context (``max_position_embeddings`` and its ``rope_scaling``), which the
+  engines refuse to exceed at start-up.
 * **Engine limits**: rules an engine enforces at start-up (e.g. vLLM's NixlConnector and
   pipeline parallelism), refused here with the pool and the rule rather than exported
   into a server that exits.
@@ -25,9 +27,11 @@ from autoplan.export.flags import ENGINE_LIMITS
 from autoplan.inputs.workload import MAX_BATCH
 
 
-def block_len(tokens: int, block: int) -> int:
-    """The next whole ``block`` strictly above ``tokens`` (isl + osl)."""
-    return (tokens // block + 1) * block
+def block_len(tokens: int, block: int, limit: int | None = None) -> int:
+    """The next whole ``block`` strictly above ``tokens`` (isl + osl), at most ``limit``
+    (the model's context, which a server refuses to exceed; a plan's isl + osl fits it)."""
+    n = (tokens // block + 1) * block
+    return n if limit is None else max(tokens, min(n, limit))
 
 
 def max_seqs(ctx, pool) -> int:

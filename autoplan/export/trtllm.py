@@ -53,7 +53,7 @@ def llm_api_options(ctx: Ctx, pool: Pool) -> dict:
         "pipeline_parallel_size": pool.pp,
         "max_batch_size": seqs,
         "max_num_tokens": tokens,
-        "max_seq_len": block_len(ctx.max_len, TRTLLM_BLOCK),
+        "max_seq_len": block_len(ctx.max_len, TRTLLM_BLOCK, ctx.context_cap),
         "kv_cache_config": {"free_gpu_memory_fraction": float(f"{i.max_memory_fraction:g}"),
                             "dtype": "fp8" if i.kv_dtype == "fp8" else "auto"},
     }

@@ -229,7 +229,7 @@ class MoeParams(_Strict):
     per_assignment_s * A + per_expert_s * X) + (per_model_expert_s + per_token_expert_s * tokens) * E
     + per_token_s * tokens``.
 
-    The last term is work per expert of the whole model, local or not: under EP the
+    The ``E`` term is work per expert of the whole model, local or not: under EP the
     engines' fused MoE (an expert map, every rank holding every token) aligns, pads and
     walks the blocks of all ``E`` experts, once per call and for every token, so it does
     not shrink with ``ep``; with ``ep = 1`` it is the alignment and the router's scoring

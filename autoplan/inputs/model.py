@@ -260,13 +260,13 @@ _UNSCALED_ROPE = ("llama3", "longrope", "su", "default")
 
 def context_limit(cfg: dict[str, Any]) -> int | None:
     """The longest sequence a config.json allows: ``max_position_embeddings``, scaled by
-    its ``rope_scaling`` factor for the extending types (YaRN from
-    ``original_max_position_embeddings``, linear, dynamic), not for the types whose
-    ``max_position_embeddings`` is already the extended length (``llama3``, ``longrope``).
-    That is how vLLM derives a model's maximum length (``ModelConfig``'s
-    ``max_model_len`` check), and it refuses longer sequences without an override.
-    None where the config has no such key (ALiBi models: BLOOM)."""
-    if "max_position_embeddings" not in cfg:
+    its ``rope_scaling`` factor for the extending types (YaRN: the factor times
+    ``original_max_position_embeddings``; linear, dynamic: times the stated length), not
+    for the types whose ``max_position_embeddings`` is already the extended length
+    (``llama3``, ``longrope``). That is how vLLM derives a model's maximum length
+    (``ModelConfig``'s ``max_model_len`` check), and it refuses longer sequences without
+    an override. None where the config states none (ALiBi models: BLOOM) or states null."""
+    if cfg.get("max_position_embeddings") is None:
         return None
     base = _positive_int(cfg["max_position_embeddings"], "max_position_embeddings", 1 << 62)
     limit = base
@@ -277,19 +277,29 @@ def context_limit(cfg: dict[str, Any]) -> int | None:
         if (kind not in _UNSCALED_ROPE and isinstance(factor, (int, float))
                 and not isinstance(factor, bool) and 1 <= factor <= 1 << 20):
             orig = rope.get("original_max_position_embeddings")
-            start = orig if kind == "yarn" and isinstance(orig, int) and orig > 0 else base
-            limit = max(base, int(start * factor))
+            if (kind == "yarn" and isinstance(orig, int) and not isinstance(orig, bool)
+                    and 0 < orig <= 1 << 40):
+                limit = int(orig * factor)
+            else:
+                limit = int(base * factor)
     return min(limit, _MAX_CONTEXT)
 
 
+def context_needed(isl: int, osl: int) -> int:
+    """Tokens of context a request needs: its prompt and its output (``isl + osl``, what
+    the engines' servers check against their maximum length); a one-token output needs
+    only the prompt (a TTFT measurement: the token is emitted, never fed back)."""
+    return isl + osl if osl > 1 else isl
+
+
 def check_context(model: ModelSpec, isl: int, osl: int) -> None:
-    """A request's sequence must fit the model's context (InputError, exit 2): it runs
-    ``isl + osl - 1`` positions (the last output token is emitted, never fed back)."""
-    if model.max_context is not None and isl + osl - 1 > model.max_context:
-        raise InputError(f"--isl + --osl = {isl + osl} tokens ({isl + osl - 1} positions) "
-                         f"exceed the context of {model.name} ({model.max_context} tokens: "
-                         "its config's max_position_embeddings and rope_scaling); engines "
-                         "refuse longer sequences")
+    """A request must fit the model's context (InputError, exit 2)."""
+    need = context_needed(isl, osl)
+    if model.max_context is not None and need > model.max_context:
+        raise InputError(f"--isl + --osl = {isl + osl} tokens exceed the context of "
+                         f"{model.name} ({model.max_context} tokens: its config's "
+                         "max_position_embeddings and rope_scaling); engines refuse longer "
+                         "sequences")
 
 
 def _moe_layers(n_layers: int, first_dense: int, freq: int, dense_list: list[int]) -> tuple:

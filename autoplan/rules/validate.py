@@ -19,6 +19,7 @@ from autoplan.cost.context import PlanContext, plan_context
 from autoplan.cost.deployment import plan_figures
 from autoplan.cost.evaluate import Figures, evaluate, placements
 from autoplan.errors import InputError
+from autoplan.inputs.model import context_needed
 from autoplan.plan_schema import Plan
 from autoplan.rules import rules
 
@@ -141,9 +142,9 @@ def structure(plan: Plan, ctx: PlanContext) -> list[str]:
     """The rules that need no pricing, over both phases and every replica."""
     errors: list[str] = []
     m, w = ctx.model, ctx.work
-    if m.max_context is not None and w.isl + w.osl - 1 > m.max_context:
-        errors.append(f"context: isl + osl = {w.isl + w.osl} tokens ({w.isl + w.osl - 1} "
-                      f"positions) exceed the context of {m.name} ({m.max_context} tokens)")
+    if m.max_context is not None and context_needed(w.isl, w.osl) > m.max_context:
+        errors.append(f"context: isl + osl = {w.isl + w.osl} tokens exceed the context of "
+                      f"{m.name} ({m.max_context} tokens)")
     domain_of = rules.domain_map(ctx.topo)
     views = [("prefill", plan.prefill, ctx.pre), ("decode", plan.decode, ctx.dec)]
     for k, d in enumerate(plan.more_designs):
