@@ -252,50 +252,40 @@ def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
 
 
 
-_MAX_CONTEXT = 1 << 25
-"""Context limits above this never bind (prompts and outputs are each at most 2^24)."""
-
+_MAX_CONTEXT = 1 << 25  # limits above it never bind (prompts and outputs are each <= 2^24)
 _UNSCALED_ROPE = ("llama3", "longrope", "su", "default")
 
 
 def context_limit(cfg: dict[str, Any]) -> int | None:
-    """The longest sequence a config.json allows: ``max_position_embeddings``, scaled by
-    its ``rope_scaling`` factor for the extending types (YaRN: the factor times
-    ``original_max_position_embeddings``; linear, dynamic: times the stated length), not
-    for the types whose ``max_position_embeddings`` is already the extended length
-    (``llama3``, ``longrope``). That is how vLLM derives a model's maximum length
-    (``ModelConfig``'s ``max_model_len`` check), and it refuses longer sequences without
-    an override. None where the config states none (ALiBi models: BLOOM) or states null."""
+    """The longest sequence a config.json allows, as vLLM derives ``max_model_len`` (and
+    refuses more): ``max_position_embeddings``, times a ``rope_scaling`` factor for the
+    extending types (YaRN: the factor times ``original_max_position_embeddings``; linear,
+    dynamic: times the stated length), not for ``llama3`` / ``longrope``, whose stated
+    length is already the extended one. None where the config states none or null."""
     if cfg.get("max_position_embeddings") is None:
         return None
     base = _positive_int(cfg["max_position_embeddings"], "max_position_embeddings", 1 << 62)
-    limit = base
-    rope = cfg.get("rope_scaling")
+    limit, rope = base, cfg.get("rope_scaling")
     if isinstance(rope, dict):
-        kind = rope.get("rope_type", rope.get("type"))
-        factor = rope.get("factor")
+        kind, factor = rope.get("rope_type", rope.get("type")), rope.get("factor")
         if (kind not in _UNSCALED_ROPE and isinstance(factor, (int, float))
                 and not isinstance(factor, bool) and 1 <= factor <= 1 << 20):
             orig = rope.get("original_max_position_embeddings")
-            if (kind == "yarn" and isinstance(orig, int) and not isinstance(orig, bool)
-                    and 0 < orig <= 1 << 40):
-                limit = int(orig * factor)
-            else:
-                limit = int(base * factor)
+            yarn = (kind == "yarn" and isinstance(orig, int) and not isinstance(orig, bool)
+                    and 0 < orig <= 1 << 40)
+            limit = int((orig if yarn else base) * factor)
     return min(limit, _MAX_CONTEXT)
 
 
 def context_needed(isl: int, osl: int) -> int:
-    """Tokens of context a request needs: its prompt and its output (``isl + osl``, what
-    the engines' servers check against their maximum length); a one-token output needs
-    only the prompt (a TTFT measurement: the token is emitted, never fed back)."""
+    """Context a request needs: ``isl + osl`` (what the engines' servers check), a
+    one-token output only its prompt (a TTFT measurement: the token is never fed back)."""
     return isl + osl if osl > 1 else isl
 
 
 def check_context(model: ModelSpec, isl: int, osl: int) -> None:
     """A request must fit the model's context (InputError, exit 2)."""
-    need = context_needed(isl, osl)
-    if model.max_context is not None and need > model.max_context:
+    if model.max_context is not None and context_needed(isl, osl) > model.max_context:
         raise InputError(f"--isl + --osl = {isl + osl} tokens exceed the context of "
                          f"{model.name} ({model.max_context} tokens: its config's "
                          "max_position_embeddings and rope_scaling); engines refuse longer "
