@@ -73,9 +73,10 @@ from autoplan.graphs.model_graph import parameter_count  # noqa: E402
 from autoplan.inputs.workload import Precision, Workload  # noqa: E402
 
 DATA = catalog_root() / "hardware" / "data" / "heldout-throughput.csv"
-GIB = float(1 << 30)
 BYTES = {"fp8": 1, "int8": 1, "bf16": 2, "fp16": 2}
-TOPOLOGY = {"h100-sxm": "h100-sxm-x8", "h200": "h200-x8", "b200": "b200-x8"}
+TOPOLOGY = {"h100-sxm": "h100-sxm-x8", "h200": "h200-x8", "b200": "b200-x8",
+            "a100-sxm-80gb": "a100-sxm-80gb-x8"}
+"""The shipped node each device kind of the rows runs on (one node of eight)."""
 
 
 def _round_up(x: float, step: int) -> int:

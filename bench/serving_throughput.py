@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from closed_loop import Run, simulate  # noqa: E402
+from max_throughput import TOPOLOGY  # noqa: E402
 
 from autoplan.catalog import catalog_root, load_model, load_topology  # noqa: E402
 from autoplan.cost.estimate import place_even_pipeline  # noqa: E402
@@ -45,7 +46,6 @@ from autoplan.inputs.workload import Precision, Workload  # noqa: E402
 
 DATA = catalog_root() / "hardware" / "data" / "heldout-serving-throughput.csv"
 GIB = float(1 << 30)
-TOPOLOGY = {"h100-sxm": "h100-sxm-x8", "h200": "h200-x8", "a100-sxm-80gb": "a100-sxm-80gb-x8"}
 GPU_MEMORY_UTILIZATION = 0.9
 
 

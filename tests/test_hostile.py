@@ -309,23 +309,34 @@ networks:
 """
 
 
-# In-bounds values (the slowest devices and links a topology may have, the longest
-# prompt) gave stage times past int64 ticks: an OverflowError traceback from the tables.
-@pytest.mark.parametrize("objective", ["latency", "throughput"])
-def test_stage_times_past_the_tables_are_one_line(objective, tmp_path):
+def shipped_config(tmp_path, name: str, **edits):
+    """A shipped model's config.json written to ``tmp_path`` with ``edits`` (None: the key
+    removed)."""
     import json
 
     from autoplan.catalog import catalog_root
 
+    cfg = json.loads((catalog_root() / "models" / f"{name}.json").read_text())
+    for k, v in edits.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+# In-bounds values (the slowest devices and links a topology may have, the longest
+# prompt) gave stage times past int64 ticks: an OverflowError traceback from the tables.
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_stage_times_past_the_tables_are_one_line(objective, tmp_path):
     f = tmp_path / "slow.yaml"
     f.write_text(SLOW)
     out = tmp_path / "p.json"
     # Llama-3.1-405B configured for the longest sequences autoplan takes (2 x 2^24)
-    cfg = json.loads((catalog_root() / "models" / "meta-llama" / "Llama-3.1-405B.json").read_text())
-    cfg.pop("rope_scaling", None)
-    cfg["max_position_embeddings"] = 1 << 25
-    model = tmp_path / "config.json"
-    model.write_text(json.dumps(cfg))
+    model = shipped_config(tmp_path, "meta-llama/Llama-3.1-405B", rope_scaling=None,
+                           max_position_embeddings=1 << 25)
     rc, stdout, err = run(["plan", "--model", model, "--topology", f,
                            "--isl", "16777216", "--osl", "16777216", "--objective", objective,
                            "--time-limit-s", "30", "-o", out])
@@ -359,19 +370,12 @@ def test_nodes_copies_keep_the_topology_bounds(topology, nodes, words, tmp_path)
 # devices"), or dropped that placement and called the other optimal. It is the integer
 # range, said in one line.
 def test_an_objective_past_the_solver_range_is_one_line(tmp_path):
-    import json
-
-    from autoplan.catalog import catalog_root
-
     f = tmp_path / "slow.yaml"
     f.write_text(SLOW)
     out = tmp_path / "p.json"
     # Llama-3.1-405B configured for the longest sequences autoplan takes (2 x 2^24)
-    cfg = json.loads((catalog_root() / "models" / "meta-llama" / "Llama-3.1-405B.json").read_text())
-    cfg.pop("rope_scaling", None)
-    cfg["max_position_embeddings"] = 1 << 25
-    model = tmp_path / "config.json"
-    model.write_text(json.dumps(cfg))
+    model = shipped_config(tmp_path, "meta-llama/Llama-3.1-405B", rope_scaling=None,
+                           max_position_embeddings=1 << 25)
     rc, stdout, err = run(["plan", "--model", model, "--topology", f,
                            "--isl", "100", "--osl", "100000", "--time-limit-s", "30",
                            "-o", out])
@@ -457,12 +461,7 @@ def test_an_output_folder_that_takes_no_file_is_refused_before_the_search(tmp_pa
 def test_validate_refuses_a_plan_past_its_models_context(tmp_path):
     import json
 
-    from autoplan.catalog import catalog_root
-
-    cfg = json.loads((catalog_root() / "models" / "Qwen" / "Qwen3-8B.json").read_text())
-    cfg["max_position_embeddings"] = 1000
-    model = tmp_path / "config.json"
-    model.write_text(json.dumps(cfg))
+    model = shipped_config(tmp_path, "Qwen/Qwen3-8B", max_position_embeddings=1000)
     plan = tmp_path / "p.json"
     rc, out, err = run(["plan", "--model", model, "--topology", "h100-sxm-x1", "--isl", 500,
                         "--osl", 400, "-o", plan])
