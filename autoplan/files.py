@@ -34,7 +34,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_writable(path: str | Path) -> None:
+def check_writable(path: str | Path, probe: bool = True) -> None:
     """Refuse an output path :func:`write_atomic` cannot write, or must not replace: an
     empty name, a folder, anything but a regular file (a device such as ``/dev/null``, a
     FIFO, a socket: the rename would put a file in its place), a missing folder (call it
@@ -63,6 +63,8 @@ def check_writable(path: str | Path) -> None:
         parent_ok = False
     if not parent_ok:
         raise InputError(f"cannot write {_show(s)}: folder {_show(p.parent)} does not exist")
+    if not probe:
+        return
     # a folder that exists may still refuse new files (read-only, /proc, permissions):
     # the temporary file write_atomic needs is tried now, not after the work
     try:
@@ -138,7 +140,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     On failure the old file (if any) is left as it was, no temporary file remains, and an
     unwritable path is an :class:`InputError`.
     """
-    check_writable(path)
+    check_writable(path, probe=False)  # the temporary file below is the probe itself
     p = Path(path)
     with _cleanup_on_terminate():
         _write(p, data)
