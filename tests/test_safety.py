@@ -382,10 +382,41 @@ def test_dynamo_manifest_is_data(name, backend):
     assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
     assert "org/" + evil in doc["metadata"]["annotations"]["autoplan/plan"]
     flag = "--model" if backend == "vllm" else "--model-path"
+    env = {"HF_TOKEN": "LEAKED", "touch PWNED": "LEAKED"}  # what the pod's environment holds
     for comp in doc["spec"]["components"]:
         args = comp["podTemplate"]["spec"]["containers"][0].get("args")
         if args:
-            assert args[args.index(flag) + 1] == "org/" + evil
+            # the container starts with the args Kubernetes expands, $(NAME) included
+            assert k8s_expand(args[args.index(flag) + 1], env) == "org/" + evil
+
+
+def k8s_expand(text: str, env: dict[str, str]) -> str:
+    """``text`` of a container's args as Kubernetes runs it: ``$$`` is one ``$``, and
+    ``$(NAME)`` is ``env[NAME]`` when the environment has it, else kept as written
+    (Kubernetes API reference, Container.args)."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("$(", i) and (j := text.find(")", i)) > 0:
+            out.append(env.get(text[i + 2:j], text[i:j + 1]))
+            i = j + 1
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def test_a_model_named_like_a_kubernetes_variable_reaches_the_worker_as_written():
+    """A plan's model ``$(HF_TOKEN)`` must not start the worker with the token the pod's
+    environment holds (envFrom: hf-token-secret): Kubernetes expands ``$(NAME)`` in args."""
+    plan = hostile_plan(COLOC, model="$(HF_TOKEN)")
+    text = export(plan, "dynamo", backend="vllm").files["deployment.yaml"]
+    (doc,) = [d for d in yaml.safe_load_all(text) if d["kind"] == "DynamoGraphDeployment"]
+    (worker,) = [c for c in doc["spec"]["components"] if c["type"] == "worker"]
+    args = worker["podTemplate"]["spec"]["containers"][0]["args"]
+    assert k8s_expand(args[args.index("--model") + 1], {"HF_TOKEN": "hf_secret"}) == "$(HF_TOKEN)"
 
 
 # ================================================================ 4. outputs

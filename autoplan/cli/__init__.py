@@ -267,6 +267,17 @@ from autoplan.cli import catalog_cmds, pareto_cmd, sweep_cmd  # noqa: F401  (reg
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn every expected failure into one line and a code."""
+    if sys.stderr is None:  # started with stderr closed: its lines go nowhere
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own stderr)
+    if sys.stdout is None:  # started with stdout closed (>&-): nothing can be written
+        print("autoplan: error: cannot write the output: standard output is closed",
+              file=sys.stderr)
+        return 2
+    for stream in (sys.stdout, sys.stderr):
+        # an output encoding without a character autoplan prints (ASCII, Latin-1) shows
+        # it as '?' instead of failing on it
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="autoplan")
         sys.stdout.flush()  # an output that cannot be written fails here, not at exit
@@ -299,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a command that stopped reading
         _drop_stdout()
         return 141
+    except SystemExit as e:
+        # rich's Console meets a broken pipe by pointing stdout at /dev/null and raising
+        # SystemExit(1) from the BrokenPipeError: the same case as above
+        if isinstance(e.__context__, BrokenPipeError):
+            return 141
+        raise
     except OSError as e:  # the output itself (a full disk, /dev/full), or an OS error
         if e.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
             _drop_stdout()

@@ -131,7 +131,10 @@ def _slo_only(tpot_max_ms, points, batches) -> None:
 
 
 def _throughput_only(ttfts, budgets, tpots, tpot_max_ms, points) -> None:
+    import math
+
     from autoplan.errors import InputError
+    from autoplan.inputs.request import SLO_CAP_MS
 
     for flag, vals in (("--ttft-slo-ms", ttfts), ("--max-devices", budgets)):
         if len(vals) > 1:
@@ -140,8 +143,10 @@ def _throughput_only(ttfts, budgets, tpots, tpot_max_ms, points) -> None:
     if tpots != [None] and (tpot_max_ms is not None or points is not None):
         raise InputError("give --tpot-slo-ms, or --tpot-max-ms / --points for the default "
                          "grid, not both")
-    if tpot_max_ms is not None and not tpot_max_ms > 0:
-        raise InputError(f"--tpot-max-ms must be positive, got {tpot_max_ms:g}")
+    if tpot_max_ms is not None and not (math.isfinite(tpot_max_ms)
+                                        and 0 < tpot_max_ms <= SLO_CAP_MS):
+        raise InputError(f"--tpot-max-ms must be a positive, finite number of milliseconds "
+                         f"(at most {SLO_CAP_MS:g}, a year), got {tpot_max_ms:g}")
     if points is not None and not 1 <= points <= 1000:
         raise InputError(f"--points must be 1 to 1000, got {points}")
 

@@ -136,10 +136,10 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
         env = pool.partition_env(var[backend]) if backend in var else {}
         main: dict = {"name": "main", "image": image,
                       "workingDir": f"/workspace/examples/backends/{backend}",
-                      "command": ["python3", "-m", module], "args": args,
+                      "command": ["python3", "-m", module], "args": [_k8s_text(a) for a in args],
                       "envFrom": [{"secretRef": {"name": "hf-token-secret"}}]}
         if env:
-            main["env"] = [{"name": k, "value": v} for k, v in env.items()]
+            main["env"] = [{"name": k, "value": _k8s_text(v)} for k, v in env.items()]
         main["resources"] = {"limits": {"nvidia.com/gpu": str(per_node)}}
         spec: dict = {"containers": [main]}
         if config is not None:
@@ -178,12 +178,21 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
                         "metadata": {"name": config_map}, "data": engine_files})
     head = ["# autoplan export --to dynamo: what the plan deploys is in metadata.annotations",
             "# (autoplan/plan; autoplan/warnings: what is not exported, and why).",
-            "# Substitute DYNAMO_VERSION (e.g. envsubst) and create the hf-token-secret first.",
+            "# Substitute DYNAMO_VERSION (envsubst '$DYNAMO_VERSION', naming it: a bare envsubst",
+            "# also rewrites any $ in the plan's text) and create the hf-token-secret first.",
             "# Kubernetes places the pods: the plan's device ids are not pinned here.",
             "# Format documented at:", *[f"#   {u}" for u in DYNAMO_V1BETA1_DOCS]]
     text = "\n".join(head) + "\n" + yaml.safe_dump_all(docs, sort_keys=False,
                                                         allow_unicode=False, width=1 << 16)
     return Export(ctx.engine, {FILE: text}, ctx.warn, cmds)
+
+
+def _k8s_text(text: str) -> str:
+    """``text`` as a container's args and env values hold it literally: Kubernetes expands
+    ``$(NAME)`` there from the container's environment (the HF token secret included) and
+    reads ``$$`` as one ``$``, so every ``$`` is doubled (Kubernetes API reference,
+    Container.args: https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#entrypoint)."""
+    return text.replace("$", "$$")
 
 
 def _k8s_name(text: str) -> str:
