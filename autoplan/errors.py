@@ -50,7 +50,7 @@ def first_error(e: Exception) -> str:
             err = None
         if err:
             loc = ".".join(str(x) for x in err.get("loc", ()))
-            msg = err.get("msg", "")
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
             return f"{loc}: {msg}" if loc else msg
     text = str(e).strip().splitlines()
     return text[0] if text else e.__class__.__name__

@@ -66,6 +66,45 @@ def test_a_bad_cases_file_is_one_line_exit_2(tmp_path, capsys, text, words):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("text, words", [
+    ("models: [zzz/none]\ntopologies: [h100-sxm-x1]\n", "unknown model 'zzz/none'"),
+    ("models: [meta-llama/Llama-3.1-8B]\ntopologies: [no-such-topology]\n", "no-such-topology"),
+    ("models: [\"a\\nb\"]\ntopologies: [h100-sxm-x1]\n", "control characters"),
+    ("models: [meta-llama/Llama-3.1-8B]\ntopologies: [{topology: \"x\\r\"}]\n",
+     "control characters"),
+])
+def test_a_case_axis_that_does_not_load_is_one_line_before_any_case_runs(tmp_path, capsys,
+                                                                          text, words):
+    p = tmp_path / "cases.yaml"
+    p.write_text(text)
+    assert main(["sweep", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("autoplan: error:") and words in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_that_solves_no_case_exits_3_with_each_reason_written(tmp_path, capsys):
+    p = tmp_path / "cases.yaml"
+    p.write_text("models: [meta-llama/Llama-3.1-405B]\ntopologies: [h100-sxm-x1]\n"
+                 "time_limit_s: 10\n")
+    assert main(["sweep", str(p), "--out", str(tmp_path / "o")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("autoplan: error: no case of the sweep was solved (1 infeasible")
+    with open(tmp_path / "o" / "sweep.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["status"] == "infeasible" and "memory" in row["note"]
+
+
+def test_csv_text_cells_never_read_as_spreadsheet_formulas():
+    from autoplan.sweep.output import rows_csv
+
+    text = rows_csv([{"a": "=HYPERLINK(\"x\")", "b": "+1", "c": "@SUM(A1)", "d": "-2+3",
+                      "e": -1.5, "f": "org/model"}], "abcdef")
+    (row,) = list(csv.DictReader(io.StringIO(text)))
+    assert row == {"a": "'=HYPERLINK(\"x\")", "b": "'+1", "c": "'@SUM(A1)", "d": "'-2+3",
+                   "e": "-1.5", "f": "org/model"}
+
+
 def test_sweep_writes_one_csv_and_the_chart(cases_file, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["sweep", str(cases_file), "--out", str(out), "--workers", "2", "--json"]) == 0

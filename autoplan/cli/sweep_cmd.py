@@ -27,15 +27,17 @@ def sweep_cmd(
     from autoplan.errors import InputError
     from autoplan.files import check_folder
     from autoplan.render.terminal import print_sweep
-    from autoplan.sweep.cases import load_cases, sweep_cases, write
+    from autoplan.sweep.cases import check_axes, check_solved, load_cases, sweep_cases, write
     from autoplan.sweep.engine import import_ray
 
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     cases = load_cases(cases_file)
+    check_axes(cases)
     if ray is not None:
         import_ray()  # a missing extra is one line, before anything runs
     check_folder(out)
     rows = sweep_cases(cases, workers=workers, ray_address=ray, progress=not as_json)
     paths = write(rows, out, f"{len(rows)} cases of {cases_file}")
     show_rows(rows, paths, print_sweep, as_json)
+    check_solved(rows, str(paths[0]))

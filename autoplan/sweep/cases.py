@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autoplan.errors import InfeasibleError, InputError, first_error
+from autoplan.inputs.names import Name, PathName
 from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
 from autoplan.sweep.engine import run
 from autoplan.sweep.output import rows_csv, write_rows
@@ -48,9 +49,9 @@ class _Strict(BaseModel):
 
 
 class TopologyCase(_Strict):
-    topology: str = Field(min_length=1)
+    topology: PathName
     nodes: int | None = Field(None, ge=1, le=4096)
-    network: str | None = None
+    network: Name | None = None
 
 
 class SLO(_Strict):
@@ -61,7 +62,7 @@ class SLO(_Strict):
 class Cases(_Strict):
     """A sweep file: shared settings and the axes whose combinations are the cases."""
 
-    models: list[str] = Field(min_length=1)
+    models: list[PathName] = Field(min_length=1)
     topologies: list[TopologyCase] = Field(min_length=1)
     slos: list[SLO] = Field(default_factory=lambda: [SLO()], min_length=1)
     engines: list[Literal["vllm", "sglang", "trtllm", "none"]] = Field(
@@ -116,6 +117,36 @@ def load_cases(path: str | Path) -> Cases:
         return Cases.model_validate(data)
     except ValidationError as e:
         raise InputError(f"sweep cases {str(path)!r}: {first_error(e)}") from None
+
+
+def check_axes(cases: Cases) -> None:
+    """Every model and topology of the file loads (a typo is one line before the first
+    case runs, not a row of errors after the last)."""
+    from autoplan.catalog import load_model, load_topology
+
+    for m in dict.fromkeys(cases.models):
+        try:
+            load_model(m)
+        except InputError as e:
+            raise InputError(f"sweep cases: {e}") from None
+    for t in cases.topologies:
+        try:
+            load_topology(t.topology, None, None, t.nodes, t.network)
+        except InputError as e:
+            raise InputError(f"sweep cases: {e}") from None
+
+
+def check_solved(rows: list[dict], where: str) -> None:
+    """Raise when no case was solved: InfeasibleError (exit 3) if any case was
+    infeasible, else InputError (exit 2); the rows written say why, case by case."""
+    if not rows or any(r["status"] not in ("infeasible", "error") for r in rows):
+        return
+    n = sum(r["status"] == "infeasible" for r in rows)
+    msg = (f"no case of the sweep was solved ({n} infeasible, {len(rows) - n} refused as "
+           f"input): {where} has each case's reason")
+    if n:
+        raise InfeasibleError(msg, reason="sweep")
+    raise InputError(msg)
 
 
 def solve_case(case: dict) -> dict:

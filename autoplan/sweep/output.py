@@ -10,14 +10,29 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell a spreadsheet would run as a formula when it starts with one of these
+(OWASP, CSV Injection: https://owasp.org/www-community/attacks/CSV_Injection)."""
+
+
+def cell(v: object) -> object:
+    """A CSV cell: None empty; text that a spreadsheet would read as a formula (a model
+    or topology name, a note) behind a ``'``, as OWASP advises; numbers as they are."""
+    if v is None:
+        return ""
+    if isinstance(v, str) and v.startswith(FORMULA_STARTS):
+        return "'" + v
+    return v
+
+
 def rows_csv(rows: list[dict], columns: Iterable[str]) -> str:
-    """The rows as CSV in ``columns`` order; None is an empty cell."""
+    """The rows as CSV in ``columns`` order (cells by :func:`cell`)."""
     columns = list(columns)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+        w.writerow({k: cell(r.get(k)) for k in columns})
     return buf.getvalue()
 
 
