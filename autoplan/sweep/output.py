@@ -9,7 +9,6 @@ import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """A text cell a spreadsheet would run as a formula when it starts with one of these
 (OWASP, CSV Injection: https://owasp.org/www-community/attacks/CSV_Injection)."""
