@@ -45,7 +45,9 @@ def first_error(e: Exception) -> str:
     errors = getattr(e, "errors", None)
     if callable(errors):
         try:
-            err = errors()[0]
+            # an unknown key first: with a misspelt key, that (not the required key it
+            # leaves missing) is the error to name
+            err = sorted(errors(), key=lambda x: x.get("type") != "extra_forbidden")[0]
         except Exception:  # noqa: BLE001 - fall through to the plain message
             err = None
         if err:

@@ -409,14 +409,45 @@ def test_an_objective_past_the_solver_range_is_one_line(tmp_path):
     ({"max_position_embeddings": 131072, "rope_scaling": {"rope_type": "llama3", "factor": 8}},
      131072),
     ({"max_position_embeddings": None}, None),  # stated null: none
-    # a factor that is no number scales nothing
-    ({"max_position_embeddings": 4096, "rope_scaling": {"type": "linear", "factor": "x"}}, 4096),
     ({}, None),  # ALiBi models state none
 ])
 def test_the_context_limit_follows_the_config(cfg, limit):
-    from autoplan.inputs.model import context_limit
+    from autoplan.inputs.context_length import context_limit
 
     assert context_limit(cfg) == limit
+
+
+@pytest.mark.parametrize("rope, words", [
+    ({"type": "linear", "factor": "x"}, "rope_scaling.factor"),
+    ({"type": "linear", "factor": float("nan")}, "rope_scaling.factor"),
+    ({"type": "dynamic", "factor": 0.5}, "rope_scaling.factor"),
+    ({"type": "yarn", "factor": 4, "original_max_position_embeddings": -5},
+     "original_max_position_embeddings"),
+    ({"rope_type": "warp-drive", "factor": 2}, "rope_scaling.rope_type"),
+    ("garbage", "a mapping or null"),
+    ([1, 2], "a mapping or null"),
+])
+def test_a_rope_scaling_the_engines_refuse_is_refused(rope, words, tmp_path):
+    # transformers' rope_config_validation refuses these, and an engine with them
+    path = shipped_config(tmp_path, "meta-llama/Llama-3.1-8B", rope_scaling=rope)
+    rc, out, err = run(["estimate", "--model", path, "--topology", "h100-sxm-x1"])
+    one_line(rc, err, 2, words)
+
+
+@pytest.mark.parametrize("name, edits, words", [
+    # DeepSeek with routed experts switched off but still routing to 8
+    ("deepseek-ai/DeepSeek-V3", {"n_routed_experts": 0}, "n_routed_experts is 0"),
+    ("deepseek-ai/DeepSeek-V3", {"first_k_dense_replace": 1000}, "no layer is an MoE layer"),
+    ("deepseek-ai/DeepSeek-V3", {"first_k_dense_replace": -1}, "non-negative integer"),
+    ("deepseek-ai/DeepSeek-V3", {"qk_rope_head_dim": 63}, "not a multiple of 8"),
+    ("meta-llama/Llama-3.1-8B", {"head_dim": 127}, "head_dim 127 is not a multiple of 8"),
+    ("meta-llama/Llama-3.1-8B", {"hidden_size": 4097}, "not a multiple of num_attention_heads"),
+    ("Qwen/Qwen3-235B-A22B", {"mlp_only_layers": list(range(94))}, "no layer is an MoE layer"),
+])
+def test_a_config_whose_parts_contradict_is_refused(name, edits, words, tmp_path):
+    path = shipped_config(tmp_path, name, **edits)
+    rc, out, err = run(["estimate", "--model", path, "--topology", "h200-x8", "--tp", 8])
+    one_line(rc, err, 2, words)
 
 
 def test_a_sequence_past_the_context_is_one_line_and_the_limit_itself_runs(tmp_path):
@@ -474,3 +505,19 @@ def test_validate_refuses_a_plan_past_its_models_context(tmp_path):
     plan.write_text(json.dumps(edited))
     rc, out, err = run(["validate", plan])
     one_line(rc, err, 2, "context: isl + osl = 900 tokens exceed", "500 tokens")
+
+
+def test_a_network_naming_a_node_group_twice_is_refused(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text(SLOW.replace("{name: net, kind: slow,", "{name: net, node_groups: [node, node], "
+                              "kind: slow,"))
+    rc, out, err = run(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology", f])
+    one_line(rc, err, 2, "network 'net' names a node group twice")
+
+
+def test_a_misspelt_key_is_named_rather_than_the_key_it_leaves_missing(tmp_path):
+    f = tmp_path / "ht.yaml"
+    f.write_text("host_terms:\n  vllm: {host_step_s: 0.001, request_overhead: 0.01}\n")
+    rc, out, err = run(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology",
+                        "h100-sxm-x1", "--host-terms", f])
+    one_line(rc, err, 2, "request_overhead: Extra inputs are not permitted")

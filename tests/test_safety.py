@@ -425,6 +425,18 @@ PLAN_ARGS = ["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology", "h100-s
              "--json", "-o"]
 
 
+def test_an_output_through_a_symlink_writes_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "target.json").write_text("old")
+    (tmp_path / "link.json").symlink_to("target.json")
+    (tmp_path / "dangling.json").symlink_to("new.json")
+    for name in ("link.json", "dangling.json"):
+        rc, out, err = run([*PLAN_ARGS, tmp_path / name])
+        assert rc == 0, err
+        assert (tmp_path / name).is_symlink()
+    for name in ("target.json", "new.json"):
+        assert json.loads((tmp_path / name).read_text())["schema_version"] == 1
+
+
 def calibrate_args(tmp: Path) -> list:
     csv = tmp / "rows.csv"
     csv.write_text(CSV_HEAD + CSV_ROWS)

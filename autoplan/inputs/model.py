@@ -20,6 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from autoplan.errors import InputError, first_error
+from autoplan.inputs.context_length import MAX_CONTEXT as _MAX_CONTEXT
+from autoplan.inputs.context_length import context_limit
 from autoplan.inputs.names import Name, PathName
 from autoplan.inputs.reading import DuplicateKey, loads_json, read_text, show_value
 
@@ -109,6 +111,11 @@ class ModelSpec(BaseModel):
             if not 1 <= v <= (_MAX_LAYERS if k == "num_layers" else _MAX_DIM):
                 raise ValueError(f"{k} must be a positive integer of at most "
                                  f"{_MAX_LAYERS if k == 'num_layers' else _MAX_DIM}, got {v}")
+        if self.head_dim % 8:
+            # vLLM's FlashAttention backend runs head sizes that are multiples of 8
+            # (vllm/v1/attention/backends/flash_attn.py, supports_head_size)
+            raise ValueError(f"head_dim {self.head_dim} is not a multiple of 8: the engines' "
+                             "attention kernels do not run it")
         if self.num_attention_heads % self.num_kv_heads:
             raise ValueError(f"num_attention_heads ({self.num_attention_heads}) is not a "
                              f"multiple of num_kv_heads ({self.num_kv_heads})")
@@ -128,6 +135,9 @@ class ModelSpec(BaseModel):
         if moe is not None and (len(set(moe.moe_layers)) != len(moe.moe_layers)
                                 or not all(0 <= i < self.num_layers for i in moe.moe_layers)):
             raise ValueError("moe.moe_layers must be distinct layers of the model")
+        if moe is not None and not moe.moe_layers:
+            raise ValueError("moe: no layer is an MoE layer (first_k_dense_replace, "
+                             "decoder_sparse_step or mlp_only_layers leave none)")
         return self
 
 
@@ -161,9 +171,21 @@ def _positive_int(value: Any, key: str, maximum: int = _MAX_DIM) -> int:
 
 def _count(value: Any, key: str, maximum: int = _MAX_DIM) -> int:
     """A non-negative integer (0 allowed)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
-        return 0
-    return _positive_int(value, key, maximum)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"model config key {key!r} must be a non-negative integer, got "
+                         f"{show_value(value)}")
+    return 0 if value == 0 else _positive_int(value, key, maximum)
+
+
+def _head_dim(cfg: dict[str, Any], h: int, heads: int) -> int:
+    """``head_dim`` where the config states it, else ``hidden_size / num_attention_heads``
+    (which must then divide: Hugging Face's attention modules refuse a remainder)."""
+    if cfg.get("head_dim") is not None:
+        return _positive_int(cfg["head_dim"], "head_dim")
+    if h % heads:
+        raise InputError(f"model config: hidden_size {h} is not a multiple of "
+                         f"num_attention_heads {heads} (and no head_dim is given)")
+    return h // heads
 
 
 def _flag(cfg: dict[str, Any], key: str, default: bool) -> bool:
@@ -238,58 +260,19 @@ def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
             f"the number of KV heads ({fields['num_kv_heads']})"
         )
     published = meta.get("published_parameters")
+    max_context = context_limit(cfg)
     try:
         return ModelSpec(
             name=name or str(cfg.get("_name_or_path") or family),
             family=family,
             source=str(meta.get("source", "")),
             published_parameters=float(published) if published is not None else None,
-            max_context=context_limit(cfg),
+            max_context=max_context,
             **fields,
         )
     except (ValidationError, TypeError, ValueError, OverflowError) as e:
         raise InputError(f"model config has an invalid value: {first_error(e)}") from None
 
-
-
-_MAX_CONTEXT = 1 << 25  # limits above it never bind (prompts and outputs are each <= 2^24)
-_UNSCALED_ROPE = ("llama3", "longrope", "su", "default")
-
-
-def context_limit(cfg: dict[str, Any]) -> int | None:
-    """The longest sequence a config.json allows, as vLLM derives ``max_model_len`` (and
-    refuses more): ``max_position_embeddings``, times a ``rope_scaling`` factor for the
-    extending types (YaRN: the factor times ``original_max_position_embeddings``; linear,
-    dynamic: times the stated length), not for ``llama3`` / ``longrope``, whose stated
-    length is already the extended one. None where the config states none or null."""
-    if cfg.get("max_position_embeddings") is None:
-        return None
-    base = _positive_int(cfg["max_position_embeddings"], "max_position_embeddings", 1 << 62)
-    limit, rope = base, cfg.get("rope_scaling")
-    if isinstance(rope, dict):
-        kind, factor = rope.get("rope_type", rope.get("type")), rope.get("factor")
-        if (kind not in _UNSCALED_ROPE and isinstance(factor, (int, float))
-                and not isinstance(factor, bool) and 1 <= factor <= 1 << 20):
-            orig = rope.get("original_max_position_embeddings")
-            yarn = (kind == "yarn" and isinstance(orig, int) and not isinstance(orig, bool)
-                    and 0 < orig <= 1 << 40)
-            limit = int((orig if yarn else base) * factor)
-    return min(limit, _MAX_CONTEXT)
-
-
-def context_needed(isl: int, osl: int) -> int:
-    """Context a request needs: ``isl + osl`` (what the engines' servers check), a
-    one-token output only its prompt (a TTFT measurement: the token is never fed back)."""
-    return isl + osl if osl > 1 else isl
-
-
-def check_context(model: ModelSpec, isl: int, osl: int) -> None:
-    """A request must fit the model's context (InputError, exit 2)."""
-    if model.max_context is not None and context_needed(isl, osl) > model.max_context:
-        raise InputError(f"--isl + --osl = {isl + osl} tokens exceed the context of "
-                         f"{model.name} ({model.max_context} tokens: its config's "
-                         "max_position_embeddings and rope_scaling); engines refuse longer "
-                         "sequences")
 
 
 def _moe_layers(n_layers: int, first_dense: int, freq: int, dense_list: list[int]) -> tuple:
@@ -305,7 +288,7 @@ def _llama_like(cfg: dict[str, Any], family: str) -> dict[str, Any]:
     heads = _positive_int(_req(cfg, "num_attention_heads"), "num_attention_heads")
     layers = _positive_int(_req(cfg, "num_hidden_layers"), "num_hidden_layers", _MAX_LAYERS)
     kv = _opt(cfg, "num_key_value_heads", heads)
-    head_dim = _opt(cfg, "head_dim", h // heads)
+    head_dim = _head_dim(cfg, h, heads)
     moe = None
     inter_key = "intermediate_size"
     if family == "mixtral":
@@ -363,6 +346,9 @@ def _deepseek(cfg: dict[str, Any]) -> dict[str, Any]:
         v_head_dim=_positive_int(_req(cfg, "v_head_dim"), "v_head_dim"),
     )
     n_routed = _count(_opt(cfg, "n_routed_experts", 0), "n_routed_experts")
+    if not n_routed and cfg.get("num_experts_per_tok"):
+        raise InputError(f"model config: num_experts_per_tok {show_value(cfg['num_experts_per_tok'])}"
+                         " routes to experts, but n_routed_experts is 0 or missing")
     moe = None
     if n_routed:
         moe_inter = _positive_int(_req(cfg, "moe_intermediate_size"), "moe_intermediate_size")
@@ -410,7 +396,7 @@ def _falcon(cfg: dict[str, Any]) -> dict[str, Any]:
         num_layers=layers,
         num_attention_heads=heads,
         num_kv_heads=kv,
-        head_dim=h // heads,
+        head_dim=_head_dim(cfg, h, heads),
         intermediate_size=_opt(cfg, "ffn_hidden_size", 4 * h),
         vocab_size=_req(cfg, "vocab_size"),
         tie_word_embeddings=_flag(cfg, "tie_word_embeddings", True),
@@ -432,7 +418,7 @@ def _bloom(cfg: dict[str, Any]) -> dict[str, Any]:
         num_layers=_req(cfg, "n_layer", "num_hidden_layers"),
         num_attention_heads=heads,
         num_kv_heads=heads,
-        head_dim=h // heads,
+        head_dim=_head_dim(cfg, h, heads),
         intermediate_size=4 * h,
         vocab_size=_req(cfg, "vocab_size"),
         tie_word_embeddings=_flag(cfg, "tie_word_embeddings", True),
@@ -451,7 +437,7 @@ def _opt_family(cfg: dict[str, Any]) -> dict[str, Any]:
         num_layers=_req(cfg, "num_hidden_layers"),
         num_attention_heads=heads,
         num_kv_heads=heads,
-        head_dim=h // heads,
+        head_dim=_head_dim(cfg, h, heads),
         intermediate_size=_req(cfg, "ffn_dim"),
         vocab_size=_req(cfg, "vocab_size"),
         tie_word_embeddings=_flag(cfg, "tie_word_embeddings", True),

@@ -246,6 +246,8 @@ class TopologySpec(BaseModel):
         if total > MAX_DEVICES:
             raise ValueError(f"{total} devices is more than autoplan handles ({MAX_DEVICES})")
         for net in self.networks:
+            if len(set(net.node_groups)) != len(net.node_groups):
+                raise ValueError(f"network {net.name!r} names a node group twice")
             for g in net.node_groups:
                 if g not in names:
                     raise ValueError(f"network {net.name!r} names unknown node group {g!r}")

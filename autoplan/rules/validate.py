@@ -19,7 +19,7 @@ from autoplan.cost.context import PlanContext, plan_context
 from autoplan.cost.deployment import plan_figures
 from autoplan.cost.evaluate import Figures, evaluate, placements
 from autoplan.errors import InputError
-from autoplan.inputs.model import context_needed
+from autoplan.inputs.context_length import context_needed
 from autoplan.plan_schema import Plan
 from autoplan.rules import rules
 

@@ -28,8 +28,9 @@ from autoplan.cost.pipeline import StagePlacement
 from autoplan.errors import InfeasibleError, InputError
 from autoplan.graphs.model_graph import parameter_count
 from autoplan.graphs.topology import Topology
+from autoplan.inputs.context_length import check_context
 from autoplan.inputs.dtypes import bytes_per_element
-from autoplan.inputs.model import ModelSpec, check_context
+from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.request import SLO_CAP_MS, Request
 from autoplan.inputs.workload import Workload
 from autoplan.plan_schema import Plan, PlanInputs
