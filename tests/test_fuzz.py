@@ -104,6 +104,8 @@ BAD_INT = st.one_of(
                      "many", [], [32], {}, {"value": 32}]),
     st.text(max_size=12),
 )
+BAD_CONTEXT = st.one_of(BAD_INT.filter(lambda v: not (isinstance(v, int) and 0 < v <= 1 << 62)),
+                        st.integers(min_value=(1 << 62) + 1, max_value=10 ** 300))
 BAD_FLAG = st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=8),
                      st.sampled_from([[], [True], {}, {"a": True}, "true", "yes"]))
 JSON_ANY = st.recursive(
@@ -161,8 +163,8 @@ def _key_classes() -> dict[str, tuple[list[str], list[str], list[str]]]:
                 continue
             if _accepts(cfg, k, True) and _accepts(cfg, k, False) and not _accepts(cfg, k, "maybe"):
                 flags.append(k)
-            elif not any(_accepts(cfg, k, v) for v in (-7, True, 1.5, "64")):
-                ints.append(k)
+            elif not any(_accepts(cfg, k, v) for v in (-7, True, 1.5, "64", {})):
+                ints.append(k)  # (a mapping such as rope_scaling takes {})
         out[name] = (required, ints, flags)
     return out
 
@@ -196,7 +198,8 @@ def bad_model_files(draw):
         return kind, _dump(cfg), 2
     if kind == "bad_int":
         key = draw(st.sampled_from(ints))
-        cfg[key] = draw(BAD_INT)
+        # a context length is bounded by 2^62, not by the dimensions' 2^24
+        cfg[key] = draw(BAD_CONTEXT if key == "max_position_embeddings" else BAD_INT)
         return f"{kind}:{key}", _dump(cfg), 2
     if kind == "bad_flag":
         key = draw(st.sampled_from(flags))
@@ -953,11 +956,15 @@ def manifest_is_data(exp, model: str) -> None:
     assert not any(model in ln for ln in comments if len(model) > 3)
     doc = yaml.safe_load(text)
     assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+    from tests.test_safety import k8s_expand
+
+    argv = exp.commands[0].argv
+    # what the pod's environment would expand a $(NAME) of the name to, were it not escaped
+    env = dict.fromkeys(re.findall(r"\$\(([^)]*)\)", model), "LEAKED")
     for comp in doc["spec"]["components"]:
         args = comp["podTemplate"]["spec"]["containers"][0].get("args")
         if args:
-            assert args[args.index("--model") + 1] == exp.commands[0].argv[
-                exp.commands[0].argv.index("--model") + 1]
+            assert k8s_expand(args[args.index("--model") + 1], env) == argv[argv.index("--model") + 1]
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "dynamo"])
