@@ -53,7 +53,10 @@ first send to the last token).
 Attention DP: each rank schedules its own requests and the ranks step together (the MoE
 layers' collectives wait for the slowest); the busiest rank (``ceil(C / dp)`` slots,
 ``ceil(requests / dp)`` requests) is simulated and every step priced as ``dp`` ranks like
-it, which holds where the requests are alike and dealt evenly.
+it, which holds where the requests are alike and dealt evenly (a benchmark's fixed lengths,
+every request queued at once, keep the ranks in step). The planner's steady state has the
+ranks' prompt chunks in different steps instead (``autoplan.cost.inflight.dp_mixed_passes``:
+arrivals reach the ranks in turn), which is slower by what the busiest rank adds.
 
 Where it stops holding: ranks whose loads differ; no preemption (the
 replica's KV must hold ``C`` sequences: the caller checks memory); the engine's limit on

@@ -214,21 +214,67 @@ def test_the_planner_names_the_step_budget_when_it_binds():
 
 def test_attention_dp_ranks_run_their_own_step_mix():
     """Each attention-DP rank is its own scheduler with its own step budget: a DP 8 pool
-    of 256 sequences mixes its steps like one rank of 32, and its passes carry all eight
-    ranks' decode tokens and chunks; one scheduler of 256 under one budget mixes
-    differently (more prompt chunks per step), so it is not what a DP pool runs."""
+    of 256 sequences mixes its steps like one rank of 32; one scheduler of 256 under one
+    budget mixes differently (more prompt chunks per step), so it is not what a DP pool
+    runs."""
     topo = load_topology("h200-x8", None, "trtllm")
     work = Workload(4000, 500, 256, Precision("fp8", "bf16", "fp8"), 0.9)
-    rank, rank_passes = inflight(topo, replace(work, batch=32))
-    dp8, dp8_passes = inflight(topo, work, ranks=8)
+    rank, _ = inflight(topo, replace(work, batch=32))
+    dp8, _ = inflight(topo, work, ranks=8)
     assert dp8 == rank
-    for m, ps in rank_passes.items():
-        assert dp8_passes[m] == [(w, replace(sh, batch=8 * sh.batch, chunk_seqs=8 * sh.chunk_seqs))
-                                 for w, sh in ps]
-        for (_, a), (_, b) in zip(ps, dp8_passes[m]):
-            assert b.tokens == 8 * a.tokens
     try:
         one, _ = inflight(topo, work)
     except InputError:  # one budget cannot even carry 256 sequences' prompt flow
         return
     assert one.chunks_per_step > rank.chunks_per_step
+
+
+@pytest.mark.parametrize("isl, osl, batch, ranks", [(4000, 500, 256, 8), (1000, 1000, 1624, 4),
+                                                    (1000, 1000, 3072, 8), (2000, 300, 40, 2)])
+def test_attention_dp_ranks_carry_their_chunks_independently(isl, osl, batch, ranks):
+    """The DP pool's mixed steps against a brute force over every pattern of which ranks
+    carry an extra chunk (each rank on its own, with its step mix's chance): the same
+    distribution of chunks per step, the lockstep mean, and the busiest rank carrying the
+    extra chunk in 1 - (1 - r)^ranks of the steps."""
+    from itertools import product
+
+    from autoplan.cost.expert_parallel import rank_shape
+
+    topo = load_topology("h200-x8", None, "trtllm")
+    work = Workload(isl, osl, batch, Precision("fp8", "bf16", "fp8"), 0.9)
+    s, passes = inflight(topo, work, ranks=ranks)
+    j = math.floor(s.chunks_per_step)
+    r = s.chunks_per_step - j
+    brute: dict[int, float] = {}
+    for extra in product((0, 1), repeat=ranks):
+        p = math.prod(r if e else 1 - r for e in extra)
+        brute[ranks * j + sum(extra)] = brute.get(ranks * j + sum(extra), 0.0) + p
+    # TPOT weights are by decode tokens emitted: undo that to get each step's chance
+    B = batch // ranks
+    got: dict[int, float] = {}
+    for w, sh in passes["decode"]:
+        got[sh.chunk_seqs] = got.get(sh.chunk_seqs, 0.0) + w / (B * ranks - sh.chunk_seqs)
+    total = sum(got.values())
+    got = {c: w / total for c, w in got.items()}
+    assert got.keys() == {c for c, p in brute.items() if p > 0}
+    for c, p in got.items():
+        assert p == pytest.approx(brute[c], rel=1e-9, abs=1e-12)
+    assert sum(p * c for c, p in got.items()) == pytest.approx(ranks * s.chunks_per_step)
+    busiest = sum(p for c, p in got.items() if c > ranks * j)
+    assert busiest == pytest.approx(1 - (1 - r) ** ranks)
+    for _, sh in passes["decode"]:  # the busiest rank: j + 1 chunks once any rank has one
+        assert rank_shape(sh, ranks).chunk_seqs == (j + 1 if sh.chunk_seqs > ranks * j else j)
+
+
+def test_attention_dp_ranks_in_step_are_the_lockstep_mix():
+    """With a whole number of chunks per step (r = 0) every rank's step is alike: the
+    passes are one rank's, scaled to all ranks."""
+    topo = load_topology("h200-x8", None, "vllm")
+    # isl 1000 at batch 1 per rank, osl 1 ... : f = B n / (n + osl - 1) = 1 when osl = 1
+    work = Workload(1000, 1, 8, Precision("bf16", "bf16", "bf16"), 0.9)
+    s, passes = inflight(topo, work, ranks=8)
+    one, one_passes = inflight(topo, replace(work, batch=1))
+    assert s.chunks_per_step == 1.0 and one == s
+    for m, ps in one_passes.items():
+        assert passes[m] == [(w, replace(sh, batch=8 * sh.batch, chunk_seqs=8 * sh.chunk_seqs))
+                             for w, sh in ps]

@@ -54,6 +54,12 @@ approaches the replica's rate (the throughput objective's operating point), so a
 such traffic needs a request rate below the replica rates it reports; bursts of prompts
 (several arriving within one prefill) share the budget and take more steps than ``n``.
 
+Attention DP (``ranks`` > 1): every rank runs this step mix on its own share of the
+sequences. With mixed steps the ranks' prompt chunks fall in different steps (the arrivals
+above reach the ranks in turn; the engines' default schedulers do not align them), and a
+step lasts as long as its busiest rank: :func:`dp_mixed_passes` prices the combinations.
+With separate prefill steps (SGLang) the ranks are priced in step with each other.
+
 Every figure is a weighted sum of forward passes: :func:`colocated_passes` lists, per
 metric, the ``(weight, Shape)`` pairs; the planner's tables and ``evaluate`` price those
 passes with the same stage cost, so they agree.
@@ -204,14 +210,56 @@ def inflight(topo: Topology, work: Workload,
     ``ranks``: data-parallel attention ranks, each its own scheduler with its own step
     budget and ``ceil(batch / ranks)`` of the sequences (SGLang, vLLM and TensorRT-LLM
     schedule every DP rank alone): the mix is one rank's, and the passes carry every
-    rank's decode tokens and chunks (the stage prices the busiest rank's share)."""
+    rank's decode tokens and chunks (the stage prices the busiest rank's share; with
+    mixed steps, in the combinations :func:`dp_mixed_passes` gives)."""
     if ranks <= 1:
         s = steps_of(work, step_budget(topo, work))
         return s, colocated_passes(work, s)
     rank = replace(work, batch=-(-work.batch // ranks))
     s = steps_of(rank, step_budget(topo, rank))
+    if s.budget.mixed:
+        return s, dp_mixed_passes(rank, s, ranks)
     return s, {m: [(w, replace(sh, batch=sh.batch * ranks, chunk_seqs=sh.chunk_seqs * ranks))
                    for w, sh in ps] for m, ps in colocated_passes(rank, s).items()}
+
+
+def dp_mixed_passes(rank: Workload, s: Steps,
+                    ranks: int) -> dict[str, list[tuple[float, Shape]]]:
+    """The passes of ``ranks`` attention-DP ranks of mixed steps, each rank ``rank``'s
+    step mix on its own: a rank's step carries ``j`` or ``j + 1`` prompt chunks (chances
+    ``1 - r`` and ``r``, as :func:`colocated_passes`), independently of the others. The
+    arrivals the steady state assumes (evenly spaced, dealt to the ranks in turn) reach
+    the ranks at different steps, and the engines' default schedulers do not align them
+    (TensorRT-LLM's ``attention_dp_config.enable_balance`` is off by default). A step is
+    then as long as its busiest rank: the attention side of a rank whose step carries an
+    extra chunk holds back every rank at the next MoE layer, whose experts run every
+    rank's tokens. TensorRT-LLM's "ADP Balance Strategy" (tech blog 10,
+    docs/source/blogs/tech_blog/blog10_ADP_Balance_Strategy.md) measures this on
+    DeepSeek-V3 at attention DP 8: a per-iteration balance ratio (mean over maximum
+    tokens of a rank) of 54% without it, and 1.31-1.33x the throughput with it.
+
+    So ``K`` of the ``ranks`` carry ``j + 1`` chunks with the binomial chance
+    ``C(ranks, K) r^K (1 - r)^(ranks - K)``; the pass carries every rank's decode tokens
+    and ``ranks j + K`` chunks, and the stage prices its busiest rank (``j + 1`` chunks
+    once ``K > 0``: :func:`autoplan.cost.expert_parallel.rank_shape`). The chunks per
+    step are the lockstep mix's on average (the same flow); the busiest rank carries the
+    extra chunk in ``1 - (1 - r)^ranks`` of the steps instead of ``r``."""
+    B = rank.batch
+    j = math.floor(s.chunks_per_step)
+    r = s.chunks_per_step - j if j + 1 <= B else 0.0
+    group = replace(rank, batch=B * ranks)
+    mix = [(math.comb(ranks, k) * r ** k * (1 - r) ** (ranks - k), ranks * j + k)
+           for k in range(ranks + 1)]
+    mix = [(p, c) for p, c in mix if p > 0]
+    emitted = sum(p * (B * ranks - c) for p, c in mix)
+    tpot = [(p * (B * ranks - c) / emitted if emitted else p, _mixed_step(group, s, c))
+            for p, c in mix]
+    carrying = sum(p * c for p, c in mix)
+    own = ([(p * c / carrying, _mixed_step(group, s, c)) for p, c in mix if c] if carrying
+           else [(1.0, _mixed_step(group, s, 1))])  # no chunk at this load: its step has one
+    mean = [(p, _mixed_step(group, s, c)) for p, c in mix]
+    ttft = [(s.prompt_steps * w, sh) for w, sh in own] + [(s.wait * w, sh) for w, sh in mean]
+    return {"decode": _merge(tpot), "prefill": _merge(ttft + [(1.0, REQUEST)])}
 
 
 def pool_passes(topo: Topology, work: Workload, pool: str,
