@@ -521,3 +521,13 @@ def test_a_misspelt_key_is_named_rather_than_the_key_it_leaves_missing(tmp_path)
     rc, out, err = run(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology",
                         "h100-sxm-x1", "--host-terms", f])
     one_line(rc, err, 2, "request_overhead: Extra inputs are not permitted")
+
+
+@pytest.mark.parametrize("flags", [["--objective", "throughput", "--request-rate", "nan"],
+                                   ["--time-limit-s", "nan"], ["--tpot-slo-ms", "nan"],
+                                   ["--ttft-slo-ms", "-inf"], ["--max-memory-fraction", "nan"]])
+def test_a_flag_that_is_no_finite_number_says_so(flags):
+    # NaN fails every bound, so it read "should be less than or equal to 1e9, got nan"
+    rc, out, err = run(["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology",
+                        "h100-sxm-x1", *flags])
+    one_line(rc, err, 2, flags[-2], "must be a finite number")

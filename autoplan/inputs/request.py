@@ -83,10 +83,12 @@ class Request(BaseModel):
         return check_name(v, MAX_PATH_BYTES) if isinstance(v, str) else v
 
     @field_validator("ttft_slo_ms", "tpot_slo_ms", "request_rate", "time_limit_s",
-                     "max_memory_fraction")
+                     "max_memory_fraction", mode="before")
     @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
+    def _finite(cls, v: Any) -> Any:
+        # before the bounds: NaN fails every comparison, and "should be > 0, got nan"
+        # names the wrong rule
+        if isinstance(v, float) and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
 
