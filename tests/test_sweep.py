@@ -95,6 +95,20 @@ def test_a_sweep_that_solves_no_case_exits_3_with_each_reason_written(tmp_path, 
     assert row["status"] == "infeasible" and "memory" in row["note"]
 
 
+@pytest.mark.parametrize("mode, name", [("slo", "pareto.csv"),
+                                        ("throughput", "pareto-throughput.csv")])
+def test_a_front_that_meets_no_target_exits_3_with_each_reason_written(mode, name, tmp_path,
+                                                                      capsys):
+    # 405B in bf16 on one 80 GB GPU: no point fits
+    rc = main(["pareto", "--mode", mode, "--model", "meta-llama/Llama-3.1-405B", "--topology",
+               "h100-sxm-x1", "--tpot-slo-ms", "10,20", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3 and err[-1].startswith("autoplan: error: no ") and "2 infeasible" in err[-1]
+    with open(tmp_path / "o" / name) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["status"] == "infeasible" for r in rows)
+
+
 def test_csv_text_cells_never_read_as_spreadsheet_formulas():
     from autoplan.sweep.output import rows_csv
 

@@ -153,16 +153,19 @@ def _throughput_only(ttfts, budgets, tpots, tpot_max_ms, points) -> None:
 
 def _slo(base, ttfts, tpots, budgets, run, out, title, as_json) -> None:
     from autoplan.render.terminal import print_pareto
+    from autoplan.sweep.output import check_solved
     from autoplan.sweep.pareto import sweep, write
 
     rows = sweep(base, ttfts, tpots, budgets, **run)
     paths = write(rows, out, title)
     O.show_rows(rows, paths, print_pareto, as_json)
+    check_solved(rows, str(paths[0]), "point")
 
 
 def _throughput(base, tpots, batches, tpot_max_ms, points, run, out, title, as_json) -> None:
     from autoplan.render.terminal import print_throughput_front
     from autoplan.sweep import throughput as T
+    from autoplan.sweep.output import check_solved
 
     if tpots == [None]:  # the default grid, from the fastest a user can be served
         fastest = {**base, **({} if batches == [None] else {"batch": min(batches)})}
@@ -170,4 +173,5 @@ def _throughput(base, tpots, batches, tpot_max_ms, points, run, out, title, as_j
     rows = T.sweep(base, tpots, batches, **run)
     paths = T.write(rows, out, title)
     O.show_rows(T.public(rows), paths, print_throughput_front, as_json)
+    check_solved(rows, str(paths[0]), "target")
 

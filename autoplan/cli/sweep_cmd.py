@@ -27,8 +27,9 @@ def sweep_cmd(
     from autoplan.errors import InputError
     from autoplan.files import check_folder
     from autoplan.render.terminal import print_sweep
-    from autoplan.sweep.cases import check_axes, check_solved, load_cases, sweep_cases, write
+    from autoplan.sweep.cases import check_axes, load_cases, sweep_cases, write
     from autoplan.sweep.engine import import_ray
+    from autoplan.sweep.output import check_solved
 
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")

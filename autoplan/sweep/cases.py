@@ -136,19 +136,6 @@ def check_axes(cases: Cases) -> None:
             raise InputError(f"sweep cases: {e}") from None
 
 
-def check_solved(rows: list[dict], where: str) -> None:
-    """Raise when no case was solved: InfeasibleError (exit 3) if any case was
-    infeasible, else InputError (exit 2); the rows written say why, case by case."""
-    if not rows or any(r["status"] not in ("infeasible", "error") for r in rows):
-        return
-    n = sum(r["status"] == "infeasible" for r in rows)
-    msg = (f"no case of the sweep was solved ({n} infeasible, {len(rows) - n} refused as "
-           f"input): {where} has each case's reason")
-    if n:
-        raise InfeasibleError(msg, reason="sweep")
-    raise InputError(msg)
-
-
 def solve_case(case: dict) -> dict:
     """One case (runs in a worker): its row of the CSV."""
     from autoplan.search.planner import plan

@@ -59,3 +59,19 @@ def write_rows(rows: list[dict], out_dir: str | Path, stem: str, columns: Iterab
     make_folder(out)
     write_atomic(out / f"{stem}.csv", rows_csv(rows, columns))
     return [out / f"{stem}.csv", *paths]
+
+
+def check_solved(rows: list[dict], where: str, what: str = "case") -> None:
+    """Raise when no row of a sweep (its cases, or a front's points) was solved:
+    InfeasibleError (exit 3) if any was infeasible, else InputError (exit 2). Called after
+    the rows are written and shown: they say why, row by row."""
+    from autoplan.errors import InfeasibleError, InputError
+
+    if not rows or any(r["status"] not in ("infeasible", "error") for r in rows):
+        return
+    n = sum(r["status"] == "infeasible" for r in rows)
+    msg = (f"no {what} of the sweep was solved ({n} infeasible, {len(rows) - n} refused as "
+           f"input): {where} has each {what}'s reason")
+    if n:
+        raise InfeasibleError(msg, reason="sweep")
+    raise InputError(msg)
