@@ -142,9 +142,6 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     """
     check_writable(path, probe=False)  # the temporary file below is the probe itself
     p = Path(path)
-    if p.is_symlink():  # the link's target is written, as a shell's > would; the link stays
-        p = Path(os.path.realpath(p))
-        check_writable(p, probe=False)
     with _cleanup_on_terminate():
         _write(p, data)
 

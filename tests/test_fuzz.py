@@ -956,15 +956,11 @@ def manifest_is_data(exp, model: str) -> None:
     assert not any(model in ln for ln in comments if len(model) > 3)
     doc = yaml.safe_load(text)
     assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
-    from tests.test_safety import k8s_expand
-
     argv = exp.commands[0].argv
-    # what the pod's environment would expand a $(NAME) of the name to, were it not escaped
-    env = dict.fromkeys(re.findall(r"\$\(([^)]*)\)", model), "LEAKED")
     for comp in doc["spec"]["components"]:
         args = comp["podTemplate"]["spec"]["containers"][0].get("args")
         if args:
-            assert k8s_expand(args[args.index("--model") + 1], env) == argv[argv.index("--model") + 1]
+            assert args[args.index("--model") + 1] == argv[argv.index("--model") + 1] == model
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "dynamo"])
@@ -994,7 +990,9 @@ def test_fuzz_names_in_plans(engine, model, kind, topo, link, org, base, work):
     rc, stdout, err = run(["export", f, "--to", engine, "--out", out])
     check(rc, stdout, err)
     flag = model.startswith("-")
-    if not all(ok.values()) or flag:
+    # Dynamo refuses a model with '$' (Kubernetes expands $(NAME) in a worker's args)
+    dollar = engine == "dynamo" and "$" in model
+    if not all(ok.values()) or flag or dollar:
         event("names refused")
         assert rc == 2 and not out.exists(), (want, err)
         return

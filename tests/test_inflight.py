@@ -263,7 +263,10 @@ def test_attention_dp_ranks_carry_their_chunks_independently(isl, osl, batch, ra
     busiest = sum(p for c, p in got.items() if c > ranks * j)
     assert busiest == pytest.approx(1 - (1 - r) ** ranks)
     for _, sh in passes["decode"]:  # the busiest rank: j + 1 chunks once any rank has one
-        assert rank_shape(sh, ranks).chunk_seqs == (j + 1 if sh.chunk_seqs > ranks * j else j)
+        busiest = rank_shape(sh, ranks)
+        assert busiest.chunk_seqs == (j + 1 if sh.chunk_seqs > ranks * j else j)
+        # and its B sequences, a chunk's sequence not decoding (not B decodes besides)
+        assert busiest.batch + busiest.chunk_seqs == B
 
 
 def test_attention_dp_ranks_in_step_are_the_lockstep_mix():

@@ -273,11 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         print("autoplan: error: cannot write the output: standard output is closed",
               file=sys.stderr)
         return 2
-    for stream in (sys.stdout, sys.stderr):
+    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
         # an output encoding without a character autoplan prints (ASCII, Latin-1) shows
-        # it as '?' instead of failing on it
+        # it as '?' (stderr: its escape, as Python's own default there) instead of failing
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="replace")
+            stream.reconfigure(errors=errors)
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="autoplan")
         sys.stdout.flush()  # an output that cannot be written fails here, not at exit

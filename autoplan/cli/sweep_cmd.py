@@ -34,7 +34,8 @@ def sweep_cmd(
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     cases = load_cases(cases_file)
-    check_axes(cases)
+    if ray is None:  # on a Ray cluster a path may exist on the workers only
+        check_axes(cases)
     if ray is not None:
         import_ray()  # a missing extra is one line, before anything runs
     check_folder(out)

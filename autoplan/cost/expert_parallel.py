@@ -117,10 +117,15 @@ def hot_rank_factor(assignments: float, ep: int) -> float:
 
 def rank_shape(shape: Shape, dp: int) -> Shape:
     """The share of one DP rank: ``ceil(batch / dp)`` sequences (the busiest rank), and
-    of a mixed step's prompt chunks ``ceil(chunks / dp)``."""
-    return Shape(batch=-(-shape.batch // dp), new=shape.new, context_before=shape.context_before,
-                 chunk=shape.chunk, chunk_seqs=-(-shape.chunk_seqs // dp),
-                 chunk_context=shape.chunk_context)
+    of a mixed step's prompt chunks ``ceil(chunks / dp)``; the busiest rank of a mixed
+    step holds ``ceil((batch + chunks) / dp)`` sequences in all, so its decodes are what
+    its chunks leave of them (a rank whose step carries a chunk has one decode fewer)."""
+    chunks = -(-shape.chunk_seqs // dp)
+    batch = -(-shape.batch // dp)
+    if shape.chunk_seqs:
+        batch = -(-(shape.batch + shape.chunk_seqs) // dp) - chunks
+    return Shape(batch=batch, new=shape.new, context_before=shape.context_before,
+                 chunk=shape.chunk, chunk_seqs=chunks, chunk_context=shape.chunk_context)
 
 
 def expert_tokens(model: ModelSpec, tokens: float, ep: int) -> int:

@@ -97,6 +97,13 @@ def _args(ctx: Ctx, pool: Pool, backend: str, config: str | None) -> list[str]:
 
 def build(ctx: Ctx, pools: list[Pool]) -> Export:
     i = ctx.plan.inputs
+    if "$" in ctx.model:
+        # Kubernetes expands $(NAME) in a container's args from its environment (the HF
+        # token secret included), and the operator's shell wrap of multinode workers
+        # expands $ again; no quoting holds for both, so a name with $ is not exported
+        raise InputError(f"Dynamo: the model {ctx.model!r} contains '$', which Kubernetes "
+                         "expands in a worker's args from its environment; serve it from a "
+                         "path without '$'")
     backend = backend_of(ctx)
     if backend == "vllm" and ctx.plan.placement == "disaggregated":
         check_limits("dynamo-vllm", pools)
@@ -136,10 +143,10 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
         env = pool.partition_env(var[backend]) if backend in var else {}
         main: dict = {"name": "main", "image": image,
                       "workingDir": f"/workspace/examples/backends/{backend}",
-                      "command": ["python3", "-m", module], "args": [_k8s_text(a) for a in args],
+                      "command": ["python3", "-m", module], "args": args,
                       "envFrom": [{"secretRef": {"name": "hf-token-secret"}}]}
         if env:
-            main["env"] = [{"name": k, "value": _k8s_text(v)} for k, v in env.items()]
+            main["env"] = [{"name": k, "value": v} for k, v in env.items()]
         main["resources"] = {"limits": {"nvidia.com/gpu": str(per_node)}}
         spec: dict = {"containers": [main]}
         if config is not None:
@@ -185,14 +192,6 @@ def build(ctx: Ctx, pools: list[Pool]) -> Export:
     text = "\n".join(head) + "\n" + yaml.safe_dump_all(docs, sort_keys=False,
                                                         allow_unicode=False, width=1 << 16)
     return Export(ctx.engine, {FILE: text}, ctx.warn, cmds)
-
-
-def _k8s_text(text: str) -> str:
-    """``text`` as a container's args and env values hold it literally: Kubernetes expands
-    ``$(NAME)`` there from the container's environment (the HF token secret included) and
-    reads ``$$`` as one ``$``, so every ``$`` is doubled (Kubernetes API reference,
-    Container.args: https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#entrypoint)."""
-    return text.replace("$", "$$")
 
 
 def _k8s_name(text: str) -> str:

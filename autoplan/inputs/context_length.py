@@ -63,7 +63,7 @@ def _rope(rope: Any) -> tuple[str | None, float | None]:
     if not isinstance(rope, dict):
         raise InputError(f"model config key 'rope_scaling' must be a mapping or null, got "
                          f"{show_value(rope)}")
-    kind = rope.get("rope_type", rope.get("type"))
+    kind = rope.get("rope_type") or rope.get("type")  # transformers' order; a null is none
     if kind is not None and kind not in ROPE_TYPES:
         raise InputError(f"model config key 'rope_scaling.rope_type' must be one of "
                          f"{', '.join(ROPE_TYPES)}, got {show_value(kind)}")

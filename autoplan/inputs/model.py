@@ -114,8 +114,9 @@ class ModelSpec(BaseModel):
         if self.head_dim % 8:
             # vLLM's FlashAttention backend runs head sizes that are multiples of 8
             # (vllm/v1/attention/backends/flash_attn.py, supports_head_size)
-            raise ValueError(f"head_dim {self.head_dim} is not a multiple of 8: the engines' "
-                             "attention kernels do not run it")
+            raise ValueError(f"head_dim {self.head_dim} is not a multiple of 8: vLLM's "
+                             "FlashAttention backend and the kernel data's attention rows "
+                             "have none such")
         if self.num_attention_heads % self.num_kv_heads:
             raise ValueError(f"num_attention_heads ({self.num_attention_heads}) is not a "
                              f"multiple of num_kv_heads ({self.num_kv_heads})")
