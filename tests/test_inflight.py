@@ -281,3 +281,42 @@ def test_attention_dp_ranks_in_step_are_the_lockstep_mix():
     for m, ps in one_passes.items():
         assert passes[m] == [(w, replace(sh, batch=8 * sh.batch, chunk_seqs=8 * sh.chunk_seqs))
                              for w, sh in ps]
+
+
+def test_separate_prefill_steps_of_one_rank_are_the_single_scheduler_mix():
+    from autoplan.cost.inflight import colocated_passes, dp_separate_passes, steps_of
+
+    topo = load_topology("h200-x8", None, "sglang")
+    work = Workload(2000, 300, 24, Precision("bf16", "bf16", "bf16"), 0.9)
+    s = steps_of(work, step_budget(topo, work))
+    assert not s.budget.mixed
+    one, alone = dp_separate_passes(work, s, 1), colocated_passes(work, s)
+    for m in alone:
+        a, b = {sh: w for w, sh in one[m]}, {sh: w for w, sh in alone[m]}
+        assert a.keys() == b.keys()
+        assert [a[k] for k in b] == pytest.approx([b[k] for k in b])
+
+
+@pytest.mark.parametrize("ranks", [2, 4, 8])
+def test_separate_prefill_steps_of_dp_ranks_against_a_brute_force(ranks):
+    """SGLang's DP ranks each run their own prefill or decode step in one iteration: the
+    steps' chances against every pattern of which ranks prefill (each with its chance
+    g / (1 + g)), and TPOT as 1 + g mean steps."""
+    from itertools import product
+
+    topo = load_topology("h200-x8", None, "sglang")
+    work = Workload(2000, 300, 24 * ranks, Precision("bf16", "bf16", "bf16"), 0.9)
+    s, passes = inflight(topo, work, ranks=ranks)
+    g = s.chunks_per_step
+    pi = g / (1 + g)
+    brute: dict[int, float] = {}
+    for pre in product((0, 1), repeat=ranks):
+        brute[sum(pre)] = brute.get(sum(pre), 0.0) + math.prod(pi if x else 1 - pi for x in pre)
+    got: dict[int, float] = {}
+    for w, sh in passes["decode"]:
+        k = ranks if sh.new > 1 else sh.chunk_seqs  # all ranks prefilling: a prefill pass
+        got[k] = got.get(k, 0.0) + w / (1 + g)
+    assert set(got) == {k for k, p in brute.items() if p >= 1e-12}
+    for k, p in got.items():
+        assert p == pytest.approx(brute[k], rel=1e-9, abs=1e-12)
+    assert sum(w for w, _ in passes["decode"]) == pytest.approx(1 + g)

@@ -58,7 +58,8 @@ Attention DP (``ranks`` > 1): every rank runs this step mix on its own share of 
 sequences. With mixed steps the ranks' prompt chunks fall in different steps (the arrivals
 above reach the ranks in turn; the engines' default schedulers do not align them), and a
 step lasts as long as its busiest rank: :func:`dp_mixed_passes` prices the combinations.
-With separate prefill steps (SGLang) the ranks are priced in step with each other.
+With separate prefill steps (SGLang) a rank's prefill step runs beside the other ranks'
+decode steps, and the step lasts as long as the busiest: :func:`dp_separate_passes`.
 
 Every figure is a weighted sum of forward passes: :func:`colocated_passes` lists, per
 metric, the ``(weight, Shape)`` pairs; the planner's tables and ``evaluate`` price those
@@ -220,10 +221,52 @@ def inflight(topo: Topology, work: Workload,
         return s, colocated_passes(work, s)
     rank = replace(work, batch=-(-work.batch // ranks))
     s = steps_of(rank, step_budget(topo, rank))
-    if s.budget.mixed:
-        return s, dp_mixed_passes(rank, s, ranks)
-    return s, {m: [(w, replace(sh, batch=sh.batch * ranks, chunk_seqs=sh.chunk_seqs * ranks))
-                   for w, sh in ps] for m, ps in colocated_passes(rank, s).items()}
+    return s, (dp_mixed_passes if s.budget.mixed else dp_separate_passes)(rank, s, ranks)
+
+
+def _binomial(n: int, p: float) -> list[tuple[float, int]]:
+    """(chance, k) of k successes in n trials of chance p, those of at least
+    :data:`MIN_MIX_WEIGHT`."""
+    out = [(math.comb(n, k) * p ** k * (1 - p) ** (n - k), k) for k in range(n + 1)]
+    return [(w, k) for w, k in out if w >= MIN_MIX_WEIGHT]
+
+
+def dp_separate_passes(rank: Workload, s: Steps,
+                       ranks: int) -> dict[str, list[tuple[float, Shape]]]:
+    """The passes of ``ranks`` attention-DP ranks of separate prefill steps (SGLang), each
+    rank ``rank``'s step sequence on its own: a rank's step is one of its prompt's
+    chunks in ``pi = g / (1 + g)`` of its steps (``g``: prefill steps per decode step),
+    else a decode step of its sequences, independently of the others. SGLang runs each
+    DP rank's own batch in the same iteration, one rank's prefill beside another's
+    decodes, the MoE over the sum of their tokens (``prepare_mlp_sync_batch``,
+    ``DpPaddingMode.SUM_LEN`` in ``python/sglang/srt/layers/dp_attention.py``); its
+    ``--enable-prefill-delayer``, which holds prefills back to align ranks, is off by
+    default. A step with ``K`` ranks prefilling carries their ``K`` chunks and the other
+    ranks' decodes, and lasts as long as its busiest rank (priced as a mixed step of
+    :func:`autoplan.cost.expert_parallel.rank_shape`: its chunk beside what decodes the
+    rank's share leaves, an upper bound on the longer of the two).
+
+    A rank emits a token every ``1 + g`` of its steps, so TPOT is ``(1 + g)`` mean steps;
+    a prompt's ``n`` chunk steps are steps where its rank prefills (``K - 1`` of the
+    others with it)."""
+    B = rank.batch
+    g = s.chunks_per_step
+    pi = g / (1 + g)
+    dec = phase_shape("decode", B, rank.isl, rank.osl)
+
+    def step(k: int) -> Shape:
+        if k == 0:
+            return replace(dec, batch=B * ranks)
+        if k == ranks:
+            return Shape(batch=ranks, new=s.chunk, context_before=s.chunk_context)
+        return Shape(B * (ranks - k), 1, dec.context_before, s.chunk, k, s.chunk_context)
+
+    steps = _binomial(ranks, pi)
+    tpot = [((1 + g) * w, step(k)) for w, k in steps]
+    own = [(w, step(k + 1)) for w, k in _binomial(ranks - 1, pi)]
+    ttft = ([(s.prompt_steps * w, sh) for w, sh in own]
+            + [(s.wait * w, step(k)) for w, k in steps])
+    return {"decode": _merge(tpot), "prefill": _merge(ttft + [(1.0, REQUEST)])}
 
 
 def dp_mixed_passes(rank: Workload, s: Steps,
@@ -251,11 +294,9 @@ def dp_mixed_passes(rank: Workload, s: Steps,
     j = math.floor(s.chunks_per_step)
     r = s.chunks_per_step - j if j + 1 <= B else 0.0
     group = replace(rank, batch=B * ranks)
-    mix = [(math.comb(ranks, k) * r ** k * (1 - r) ** (ranks - k), ranks * j + k)
-           for k in range(ranks + 1)]
     # combinations of under 1e-12 of the steps are dropped (at DP 64 most of the 65 are);
     # the busiest rank's activation workspace is the same at every K > 0
-    mix = [(p, c) for p, c in mix if p >= MIN_MIX_WEIGHT]
+    mix = [(p, ranks * j + k) for p, k in _binomial(ranks, r)]
     emitted = sum(p * (B * ranks - c) for p, c in mix)
     tpot = [(p * (B * ranks - c) / emitted if emitted else p, _mixed_step(group, s, c))
             for p, c in mix]
