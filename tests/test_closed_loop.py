@@ -88,33 +88,25 @@ def test_long_runs_of_varied_lengths_settle_on_the_steady_state(engine):
     assert res.ttft.mean_ms == pytest.approx(steady.ttft_ms, rel=0.10)
 
 
-def test_attention_dp_ranks_settle_on_the_steady_state_and_one_rank_is_the_dense_run(
-        monkeypatch):
+def test_attention_dp_ranks_settle_on_the_steady_state_and_one_rank_is_the_dense_run():
     # Qwen3-30B-like MoE stand-in: Mixtral on 4 H100 as attention DP 4 x EP 4. Every rank
     # schedules a quarter of the requests; the simulation steps the ranks together, alike.
     # Over a long run of varied lengths its step mix is the steady state of ranks in step;
     # the planner's steady state, whose ranks carry their prompt chunks in different
     # steps (autoplan.cost.inflight.dp_mixed_passes), is slower by what the busiest rank
     # adds.
-    from dataclasses import replace
-
-    import autoplan.cost.inflight as inf
+    from adp_balance import ranks_in_step
 
     model = load_model("mistralai/Mixtral-8x7B-v0.1")
     topo = load_topology("h100-sxm-x8", None, "trtllm")
     stages = place_even_pipeline(model, topo, "h100-sxm", 1, 1, 4, 4)
     res = cl.simulate(model, topo, stages, _work(1000, 200, 64), cl.Run(64, 4000, low=0.8))
     unaligned = evaluate(model, topo, _work(900, 180, 64), "colocated", stages, stages)
-
-    def in_step(rank, s, ranks):  # every rank's step alike: one rank's mix, scaled
-        return {m: [(w, replace(sh, batch=sh.batch * ranks, chunk_seqs=sh.chunk_seqs * ranks))
-                    for w, sh in ps] for m, ps in inf.colocated_passes(rank, s).items()}
-    monkeypatch.setattr(inf, "dp_mixed_passes", in_step)
-    steady = evaluate(model, topo, _work(900, 180, 64), "colocated", stages, stages)
+    with ranks_in_step():  # every rank's step alike: one rank's mix, scaled
+        steady = evaluate(model, topo, _work(900, 180, 64), "colocated", stages, stages)
     assert res.tpot.mean_ms == pytest.approx(steady.tpot_ms, rel=0.03)
     assert res.output_tokens_per_s == pytest.approx(steady.throughput_tokens_per_s, rel=0.05)
     assert unaligned.tpot_ms > 1.03 * steady.tpot_ms
-    monkeypatch.undo()
     # requests that do not divide among the ranks: the busiest rank sets the pace, so the
     # run is no faster than with the next multiple of the ranks
     a = cl.simulate(model, topo, stages, _work(500, 50, 8), cl.Run(8, 33))

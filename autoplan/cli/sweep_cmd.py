@@ -34,9 +34,9 @@ def sweep_cmd(
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     cases = load_cases(cases_file)
-    if ray is None:  # on a Ray cluster a path may exist on the workers only
+    if ray is None:
         check_axes(cases)
-    if ray is not None:
+    else:  # on a Ray cluster a path may exist on the workers only: they load it
         import_ray()  # a missing extra is one line, before anything runs
     check_folder(out)
     rows = sweep_cases(cases, workers=workers, ray_address=ray, progress=not as_json)

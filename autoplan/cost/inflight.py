@@ -168,28 +168,34 @@ def colocated_passes(work: Workload, s: Steps) -> dict[str, list[tuple[float, Sh
     """Per metric (``prefill``: TTFT, ``decode``: TPOT), the forward passes whose
     weighted sum it is (weights with zero dropped)."""
     B = work.batch
-    dec = phase_shape("decode", B, work.isl, work.osl)
     if s.budget.mixed:
         j = math.floor(s.chunks_per_step)
         r = s.chunks_per_step - j
         mix = [(1 - r, j), (r, j + 1)]
-        mix = [(p, k) for p, k in mix if p > 0 and k <= B]
-        emitted = sum(p * (B - k) for p, k in mix)
-        # Mean step time over the decode tokens emitted (the mean step, when none are).
-        tpot = [(p * (B - k) / emitted if emitted else p, _mixed_step(work, s, k))
-                for p, k in mix]
-        carrying = sum(p * k for p, k in mix if k)
-        own = [(p * k / carrying, _mixed_step(work, s, k)) for p, k in mix if k]
-        if not own:  # no chunk at all at this load: the prompt's step carries one
-            own = [(1.0, _mixed_step(work, s, 1))]
-        mean = [(p, _mixed_step(work, s, k)) for p, k in mix]
-        ttft = [(s.prompt_steps * w, sh) for w, sh in own] + [(s.wait * w, sh) for w, sh in mean]
-    else:
-        chunk = Shape(batch=1, new=s.chunk, context_before=s.chunk_context)
-        g = s.chunks_per_step
-        tpot = [(1.0, dec), (g, chunk)]
-        ttft = [(float(s.prompt_steps), chunk), (s.wait / (1 + g), dec), (s.wait * g / (1 + g),
-                                                                          chunk)]
+        return _mixed_passes(work, s, [(p, k) for p, k in mix if p > 0 and k <= B])
+    dec = phase_shape("decode", B, work.isl, work.osl)
+    chunk = Shape(batch=1, new=s.chunk, context_before=s.chunk_context)
+    g = s.chunks_per_step
+    tpot = [(1.0, dec), (g, chunk)]
+    ttft = [(float(s.prompt_steps), chunk), (s.wait / (1 + g), dec), (s.wait * g / (1 + g), chunk)]
+    # TTFT as the client sees it: the server's handling of the request besides.
+    return {"decode": _merge(tpot), "prefill": _merge(ttft + [(1.0, REQUEST)])}
+
+
+def _mixed_passes(work: Workload, s: Steps,
+                  mix: list[tuple[float, int]]) -> dict[str, list[tuple[float, Shape]]]:
+    """The passes of mixed steps of ``work.batch`` sequences that carry ``k`` prompt
+    chunks in a share ``p`` of the steps, for each ``(p, k)`` of ``mix``."""
+    B = work.batch
+    emitted = sum(p * (B - k) for p, k in mix)
+    # Mean step time over the decode tokens emitted (the mean step, when none are).
+    tpot = [(p * (B - k) / emitted if emitted else p, _mixed_step(work, s, k)) for p, k in mix]
+    carrying = sum(p * k for p, k in mix if k)
+    own = [(p * k / carrying, _mixed_step(work, s, k)) for p, k in mix if k]
+    if not own:  # no chunk at all at this load: the prompt's step carries one
+        own = [(1.0, _mixed_step(work, s, 1))]
+    mean = [(p, _mixed_step(work, s, k)) for p, k in mix]
+    ttft = [(s.prompt_steps * w, sh) for w, sh in own] + [(s.wait * w, sh) for w, sh in mean]
     # TTFT as the client sees it: the server's handling of the request besides.
     return {"decode": _merge(tpot), "prefill": _merge(ttft + [(1.0, REQUEST)])}
 
@@ -293,19 +299,10 @@ def dp_mixed_passes(rank: Workload, s: Steps,
     B = rank.batch
     j = math.floor(s.chunks_per_step)
     r = s.chunks_per_step - j if j + 1 <= B else 0.0
-    group = replace(rank, batch=B * ranks)
     # combinations of under 1e-12 of the steps are dropped (at DP 64 most of the 65 are);
     # the busiest rank's activation workspace is the same at every K > 0
-    mix = [(p, ranks * j + k) for p, k in _binomial(ranks, r)]
-    emitted = sum(p * (B * ranks - c) for p, c in mix)
-    tpot = [(p * (B * ranks - c) / emitted if emitted else p, _mixed_step(group, s, c))
-            for p, c in mix]
-    carrying = sum(p * c for p, c in mix)
-    own = ([(p * c / carrying, _mixed_step(group, s, c)) for p, c in mix if c] if carrying
-           else [(1.0, _mixed_step(group, s, 1))])  # no chunk at this load: its step has one
-    mean = [(p, _mixed_step(group, s, c)) for p, c in mix]
-    ttft = [(s.prompt_steps * w, sh) for w, sh in own] + [(s.wait * w, sh) for w, sh in mean]
-    return {"decode": _merge(tpot), "prefill": _merge(ttft + [(1.0, REQUEST)])}
+    return _mixed_passes(replace(rank, batch=B * ranks), s,
+                         [(p, ranks * j + k) for p, k in _binomial(ranks, r)])
 
 
 def pool_passes(topo: Topology, work: Workload, pool: str,
