@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from autoplan.errors import InputError
-from autoplan.inputs.reading import show_value
+from autoplan.inputs.reading import config_int, show_value
 
 if TYPE_CHECKING:
     from autoplan.inputs.model import ModelSpec
@@ -29,13 +29,6 @@ _UNSCALED_ROPE = ("llama3", "longrope", "su", "default", "mrope")
 """Types whose ``max_position_embeddings`` is already the extended length."""
 
 
-def _int(value: Any, key: str, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
-        raise InputError(f"model config key {key!r} must be a positive integer of at most "
-                         f"{maximum}, got {show_value(value)}")
-    return value
-
-
 def context_limit(cfg: dict[str, Any]) -> int | None:
     """The longest sequence a config.json allows, as vLLM derives ``max_model_len`` (and
     refuses more): ``max_position_embeddings``, times a ``rope_scaling`` factor for the
@@ -46,7 +39,7 @@ def context_limit(cfg: dict[str, Any]) -> int | None:
     kind, factor = _rope(rope)
     if cfg.get("max_position_embeddings") is None:
         return None
-    base = _int(cfg["max_position_embeddings"], "max_position_embeddings", 1 << 62)
+    base = config_int(cfg["max_position_embeddings"], "max_position_embeddings", 1 << 62)
     limit = base
     if factor is not None and kind not in _UNSCALED_ROPE:
         assert isinstance(rope, dict)
@@ -73,7 +66,7 @@ def _rope(rope: Any) -> tuple[str | None, float | None]:
         raise InputError(f"model config key 'rope_scaling.factor' must be a number from 1 to "
                          f"{1 << 20}, got {show_value(factor)}")
     if rope.get("original_max_position_embeddings") is not None:
-        _int(rope["original_max_position_embeddings"],
+        config_int(rope["original_max_position_embeddings"],
              "rope_scaling.original_max_position_embeddings", 1 << 40)
     return kind, None if factor is None else float(factor)
 

@@ -23,7 +23,7 @@ from autoplan.errors import InputError, first_error
 from autoplan.inputs.context_length import MAX_CONTEXT as _MAX_CONTEXT
 from autoplan.inputs.context_length import context_limit
 from autoplan.inputs.names import Name, PathName
-from autoplan.inputs.reading import DuplicateKey, loads_json, read_text, show_value
+from autoplan.inputs.reading import DuplicateKey, config_int, loads_json, read_text, show_value
 
 
 class MLASpec(BaseModel):
@@ -163,11 +163,7 @@ MAX_LAYERS = _MAX_LAYERS
 
 
 def _positive_int(value: Any, key: str, maximum: int = _MAX_DIM) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InputError(f"model config key {key!r} must be a positive integer, got {show_value(value)}")
-    if value > maximum:
-        raise InputError(f"model config key {key!r} must be at most {maximum}, got {show_value(value)}")
-    return value
+    return config_int(value, key, maximum)
 
 
 def _count(value: Any, key: str, maximum: int = _MAX_DIM) -> int:

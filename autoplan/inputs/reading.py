@@ -34,6 +34,18 @@ def show_value(value: object, most: int = 40) -> str:
     return text if len(text) <= most else text[: most - 3] + "..."
 
 
+def config_int(value: object, key: str, maximum: int) -> int:
+    """``value`` of a model config's ``key`` if it is a positive integer of at most
+    ``maximum`` (a JSON true or 2.0 is not); else an InputError naming the key."""
+    from autoplan.errors import InputError
+
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InputError(f"model config key {key!r} must be a positive integer, got {show_value(value)}")
+    if value > maximum:
+        raise InputError(f"model config key {key!r} must be at most {maximum}, got {show_value(value)}")
+    return value
+
+
 def what_is(mode: int) -> str:
     """What a file of ``mode`` is, for a message."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
