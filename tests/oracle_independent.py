@@ -277,8 +277,8 @@ def template_inputs(inst: Instance, **over) -> tuple[dict, object]:
     and topology), and the workload it prices."""
     req = autoplan.Request(model=str(inst.model), topology=str(inst.topology),
                            **{**inst.kw, **over})
-    _, _, inputs = _resolve(req)
-    return inputs, req.workload
+    m, _, inputs = _resolve(req)
+    return inputs, req.served(m).workload
 
 
 # -- latency ---------------------------------------------------------------------------

@@ -73,8 +73,9 @@ def test_direct_declines_what_it_does_not_enumerate():
     # Two device classes (the mixed GPU + LPU topology): the solver's, not enumerated.
     req = Request.build(model="meta-llama/Llama-3.1-8B", topology="h100x8-lpu576",
                         isl=2000, osl=300, objective="throughput")
-    menu = build_menu(load_model(req.model), load_topology("h100x8-lpu576", None, None),
-                      req.workload, ("decode",), False, (), None)
+    m = load_model(req.model)
+    menu = build_menu(m, load_topology("h100x8-lpu576", None, None),
+                      req.served(m).workload, ("decode",), False, (), None)
     assert not applies(menu.t, "decode")
 
 

@@ -174,14 +174,17 @@ def models_cmd(as_json: bool = O.JSON) -> None:
         m = load_model(name)
         rows.append({"id": name, "family": m.family, "layers": m.num_layers,
                      "parameters_b": round(parameter_count(m) / 1e9, 2),
-                     "moe": m.moe is not None, "mla": m.mla is not None})
+                     "moe": m.moe is not None, "mla": m.mla is not None,
+                     "weights": m.checkpoint.dtype or m.checkpoint.quant_method,
+                     "fp8_block_scaled": m.checkpoint.fp8_block_scaled})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         extra = ", ".join(x for x in ("MoE" if r["moe"] else "", "MLA" if r["mla"] else "") if x)
+        weights = f"{r['weights']}{' (block)' if r['fp8_block_scaled'] else ''}"
         typer.echo(f"{r['id']:<34} {r['family']:<10} {r['layers']:>4} layers "
-                   f"{r['parameters_b']:>8.2f}B {extra}")
+                   f"{r['parameters_b']:>8.2f}B {weights:<12} {extra}".rstrip())
 
 
 @app.command("topologies")

@@ -63,9 +63,10 @@ PLAN_PREFILL_BATCH = typer.Option(None, "--prefill-batch", metavar="N",
                                   "latency plans; the throughput and devices objectives "
                                   "choose it)")
 
-DTYPE = typer.Option("bf16", "--dtype",
+DTYPE = typer.Option(None, "--dtype", show_default=False,
                      help="weight and GEMM format (activations stay 16-bit): "
-                          + ", ".join(DTYPES))
+                          + ", ".join(DTYPES) + " (default: the checkpoint's format, from "
+                          "its config's quantization_config; bf16 without one)")
 
 KV_DTYPE = typer.Option(None, "--kv-dtype",
                         help="KV-cache format (default: --dtype for bf16/fp16/fp8, else bf16)")

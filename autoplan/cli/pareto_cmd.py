@@ -30,7 +30,7 @@ def pareto_cmd(
         help="sequences decoded together per replica (slo: one value, default 1; "
              "throughput: values to sweep; not given: the planner's own)"),
     prefill_batch: int | None = O.PREFILL_BATCH,
-    dtype: O.DType = O.DTYPE,
+    dtype: O.DType | None = O.DTYPE,
     kv_dtype: O.DType | None = O.KV_DTYPE,
     placement: O.Placement = O.PLACEMENT,
     ttft_slo_ms: str | None = typer.Option(

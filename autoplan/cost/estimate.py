@@ -25,6 +25,7 @@ from autoplan.inputs.context_length import check_context
 from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.topology import Calibration
+from autoplan.inputs.checkpoint import served_dtype
 from autoplan.inputs.workload import MAX_BATCH, Precision, check_workload
 
 
@@ -187,7 +188,7 @@ def estimate(
     osl: int = 256,
     batch: int = 1,
     prefill_batch: int | None = None,
-    dtype: str = "bf16",
+    dtype: str | None = None,
     kv_dtype: str | None = None,
     decode_context: float | None = None,
     max_memory_fraction: float = 0.9,
@@ -205,7 +206,8 @@ def estimate(
 
     ``model`` is a shipped HF id, a ``config.json`` path or a :class:`ModelSpec`;
     ``topology`` a shipped name, a YAML path or a :class:`Topology`. ``dtype`` is the
-    weight and GEMM format (activations stay 16-bit), ``kv_dtype`` the KV-cache format
+    weight and GEMM format (activations stay 16-bit; default: the checkpoint's, from its
+    ``quantization_config``, :mod:`autoplan.inputs.checkpoint`), ``kv_dtype`` the KV-cache format
     (default: ``dtype`` for 16- and 8-bit floats, else bf16). ``decode_context``
     overrides the mean decode context (default ``isl + osl / 2``). ``engine`` (vllm,
     sglang, trtllm; None: the 2023 roofline calibration) picks the measured-kernel
@@ -220,6 +222,7 @@ def estimate(
     :mod:`autoplan.inputs.host_terms`).
     """
     m = model if isinstance(model, ModelSpec) else load_model(model)
+    dtype = served_dtype(m.checkpoint, dtype)
     if isinstance(profile, str):
         profile = load_profile(profile)
     topo = (topology if isinstance(topology, Topology)

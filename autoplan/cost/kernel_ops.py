@@ -39,13 +39,15 @@ NORM_BYTES, ACT_BYTES, GATHER_BYTES = 4.0, 6.0, 4.0
 
 
 def gemm_key(kp: KernelProfile, model: ModelSpec, weight: str) -> str | None:
-    """The GEMM table of a weight format: fp8 is block-scaled for DeepSeek-V3 (as it
-    ships) when the engine has such a table; 16-bit formats use bf16; integer formats
-    have no table."""
+    """The GEMM table of a weight format: fp8 is block-scaled where the checkpoint's
+    weights are (its quantization_config's weight_block_size: DeepSeek-V3, Qwen3's -FP8
+    checkpoints) and the engine has such a table, per-tensor otherwise (FP8 checkpoints
+    scaled per tensor or channel, and 16-bit weights quantized on load); 16-bit formats
+    use bf16; integer formats have no table."""
     if weight in ("bf16", "fp16"):
         return "bf16" if "bf16" in kp.gemm else None
     if weight == "fp8":
-        if model.family.startswith("deepseek") and "fp8_block" in kp.gemm:
+        if model.checkpoint.fp8_block_scaled and "fp8_block" in kp.gemm:
             return "fp8_block"
         if "fp8" in kp.gemm:
             return "fp8"
@@ -60,8 +62,8 @@ def moe_key(kp: KernelProfile, model: ModelSpec, weight: str) -> str | None:
     if weight in ("bf16", "fp16"):
         return "bf16" if "bf16" in kp.moe else None
     if weight == "fp8":
-        order = ("fp8_block", "fp8") if model.family.startswith("deepseek") else ("fp8",
-                                                                                  "fp8_block")
+        order = ("fp8_block", "fp8") if model.checkpoint.fp8_block_scaled else ("fp8",
+                                                                                "fp8_block")
         return next((k for k in order if k in kp.moe), None)
     return None
 

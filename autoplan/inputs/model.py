@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from autoplan.errors import InputError, first_error
+from autoplan.inputs.checkpoint import BF16, CheckpointFormat, checkpoint_format
 from autoplan.inputs.context_length import MAX_CONTEXT as _MAX_CONTEXT
 from autoplan.inputs.context_length import context_limit
 from autoplan.inputs.names import Name, PathName
@@ -83,6 +84,9 @@ class ModelSpec(BaseModel):
     # The longest sequence (prompt + output tokens) the model is configured for
     # (:func:`context_limit`); None where the config states none (ALiBi models).
     max_context: int | None = None
+    # The format its weights ship in (quantization_config): the default of --dtype, and
+    # whether FP8 weights are block-scaled (autoplan.inputs.checkpoint).
+    checkpoint: CheckpointFormat = BF16
 
     @property
     def is_moe_layer(self) -> tuple[bool, ...]:
@@ -258,6 +262,7 @@ def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
         )
     published = meta.get("published_parameters")
     max_context = context_limit(cfg)
+    checkpoint = checkpoint_format(cfg)
     try:
         return ModelSpec(
             name=name or str(cfg.get("_name_or_path") or family),
@@ -265,6 +270,7 @@ def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
             source=str(meta.get("source", "")),
             published_parameters=float(published) if published is not None else None,
             max_context=max_context,
+            checkpoint=checkpoint,
             **fields,
         )
     except (ValidationError, TypeError, ValueError, OverflowError) as e:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autoplan.errors import InputError
+from autoplan.inputs.checkpoint import served_dtype
 from autoplan.inputs.dtypes import DTYPES
 from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import ModelSpec
@@ -52,7 +53,9 @@ class Request(BaseModel):
                                       "prefilled together (absent: the batch for latency "
                                       "plans; the throughput and devices objectives "
                                       "choose it)")
-    dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
+    dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] | None = Field(
+        None, description="weight and GEMM format (absent: the checkpoint's, from its "
+        "quantization_config; autoplan.inputs.checkpoint)")
     kv_dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] | None = None
     objective: Literal["latency", "throughput", "devices"] = "latency"
     placement: Literal["auto", "colocated", "disaggregated"] = "auto"
@@ -109,13 +112,30 @@ class Request(BaseModel):
         except ValidationError as e:
             raise InputError(_flag_error(e)) from None
 
+    def served(self, model: ModelSpec) -> Request:
+        """This request with the weight format settled: ``dtype`` as given, else the
+        checkpoint's format (:func:`autoplan.inputs.checkpoint.served_dtype`)."""
+        if self.dtype is not None:
+            return self
+        return self.model_copy(update={"dtype": served_dtype(model.checkpoint, None)})
+
+    @property
+    def weight(self) -> str:
+        """The weight format: ``dtype`` as given, else the checkpoint's (a model given as
+        a name is read by the planner first: :meth:`served`)."""
+        if self.dtype is not None:
+            return self.dtype
+        if isinstance(self.model, ModelSpec):
+            return served_dtype(self.model.checkpoint, None)
+        raise ValueError("the request's weight format is not settled: call served(model)")
+
     @property
     def kv(self) -> str:
-        return self.kv_dtype or default_kv_dtype(self.dtype)
+        return self.kv_dtype or default_kv_dtype(self.weight)
 
     @property
     def precision(self) -> Precision:
-        return Precision(weight=self.dtype, activation="bf16", kv=self.kv)
+        return Precision(weight=self.weight, activation="bf16", kv=self.kv)
 
     @property
     def searched(self) -> tuple[str, ...]:

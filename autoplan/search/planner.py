@@ -73,8 +73,10 @@ def plan(model: str | ModelSpec | Request, topology: str | Topology | None = Non
 
 def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
     """The request's model and topology, and the plan inputs that record them portably:
-    a catalog name, or the model spec / topology content embedded."""
+    a catalog name, or the model spec / topology content embedded. The weight format
+    recorded is the one given, else the checkpoint's (:meth:`Request.served`)."""
     m = req.model if isinstance(req.model, ModelSpec) else load_model(req.model)
+    req = req.served(m)
     check_context(m, req.isl, req.osl)
     cal = load_profile(req.profile) if isinstance(req.profile, str) else req.profile
     if isinstance(req.topology, Topology):
@@ -109,6 +111,7 @@ def _resolve(req: Request) -> tuple[ModelSpec, Topology, PlanInputs]:
 
 def _plan(req: Request) -> Plan:
     m, topo, inputs = _resolve(req)
+    req = req.served(m)
     osl, placement, objective = req.osl, req.placement, req.objective
     ttft_slo_ms, tpot_slo_ms = req.ttft_slo_ms, req.tpot_slo_ms
     time_limit_s, progress, max_devices = req.time_limit_s, req.progress, req.max_devices

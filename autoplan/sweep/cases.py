@@ -7,7 +7,7 @@ The file (validated; unknown keys are refused)::
     isl: 2048
     osl: 256
     batch: 1
-    dtype: bf16
+    dtype: bf16               # default: the format the checkpoint ships in
     objective: latency        # latency | throughput | devices
     placement: auto           # auto | colocated | disaggregated
     request_rate: null        # requests/s (objective devices or throughput)
@@ -71,7 +71,7 @@ class Cases(_Strict):
     osl: int = Field(256, ge=1, le=MAX_TOKENS)
     batch: int = Field(1, ge=1, le=MAX_BATCH)
     prefill_batch: int | None = Field(None, ge=1, le=MAX_BATCH)
-    dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
+    dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] | None = None  # None: the checkpoint's
     kv_dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] | None = None
     objective: Literal["latency", "throughput", "devices"] = "latency"
     placement: Literal["auto", "colocated", "disaggregated"] = "auto"
