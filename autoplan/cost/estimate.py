@@ -21,11 +21,11 @@ from autoplan.cost.pipeline import PhaseCost, StagePlacement, even_cuts, memorie
 from autoplan.cost.roofline import REQUEST, Bound, check_tp, phase_shape
 from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
+from autoplan.inputs.checkpoint import served_dtype
 from autoplan.inputs.context_length import check_context
 from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.topology import Calibration
-from autoplan.inputs.checkpoint import served_dtype
 from autoplan.inputs.workload import MAX_BATCH, Precision, check_workload
 
 
