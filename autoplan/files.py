@@ -34,17 +34,50 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+#: Folders of the kernel's own files: an open file descriptor (``/proc/self/fd/1``, which
+#: ``/dev/stdout`` and ``/dev/fd/N`` link to) or a process file is not a file to replace.
+_KERNEL_FOLDERS = ("/proc/", "/sys/")
+
+_MAX_LINKS = 40  # as the kernel's own limit on links followed in one lookup
+
+
+def _through_kernel_files(p: Path) -> str | None:
+    """The first link target under /proc or /sys on the way from ``p`` (its final name
+    followed link by link), if any: the rename of :func:`write_atomic` would replace the
+    link (``/dev/stdout`` itself) with a regular file."""
+    cur = os.path.abspath(p)
+    for hops in range(_MAX_LINKS):
+        if hops and cur.startswith(_KERNEL_FOLDERS):
+            return cur
+        if not os.path.islink(cur):
+            return None  # a path into /proc itself: the folder takes no file (probe)
+        cur = os.path.abspath(os.path.join(os.path.dirname(cur), os.readlink(cur)))
+    return None  # a longer chain: the stat below reports the loop
+
+
 def check_writable(path: str | Path, probe: bool = True) -> None:
     """Refuse an output path :func:`write_atomic` cannot write, or must not replace: an
-    empty name, a folder, anything but a regular file (a device such as ``/dev/null``, a
-    FIFO, a socket: the rename would put a file in its place), a missing folder (call it
-    before the work)."""
+    empty name, a folder (or a name ending in ``/``), anything but a regular file (a
+    device such as ``/dev/null``, a FIFO, a socket: the rename would put a file in its
+    place), a link into /proc or /sys (``/dev/stdout``: an open file descriptor, whose
+    link the rename would replace), a missing folder (call it before the work)."""
     s = str(path)
     if not s:
         raise InputError("cannot write '': the output path is empty")
     if "\0" in s:
         raise InputError(f"cannot write {_show(s)}: the name has a NUL character")
+    if s.endswith(("/", os.sep)):
+        raise InputError(f"cannot write {_show(s)}: a name ending in '/' is a folder; give "
+                         f"a file name")
     p = Path(s)
+    try:
+        kernel = _through_kernel_files(p)
+    except OSError:
+        kernel = None  # unreadable links: the stat below names the problem
+    if kernel is not None:
+        raise InputError(f"cannot write {_show(s)}: it leads to {_show(kernel)}, a file of "
+                         f"the kernel (an open file descriptor such as /dev/stdout), which "
+                         f"autoplan does not replace; give a file name")
     try:
         st = os.stat(p)
     except FileNotFoundError:

@@ -531,3 +531,161 @@ def test_a_flag_that_is_no_finite_number_says_so(flags):
     rc, out, err = run(["plan", "--model", "meta-llama/Llama-3.1-8B", "--topology",
                         "h100-sxm-x1", *flags])
     one_line(rc, err, 2, flags[-2], "must be a finite number")
+
+
+# ---------------------------------------------------------------- probe 2 (session 10)
+
+def test_an_output_link_to_an_open_descriptor_is_refused_and_kept(tmp_path):
+    # -o /dev/stdout with stdout sent to a file: the rename of the atomic write replaced
+    # the link /dev/stdout itself with a regular file (as root: for every later process)
+    link = tmp_path / "out"
+    link.symlink_to("/proc/self/fd/1")
+    rc, out, err = run(["plan", *LLAMA[:2], "--topology", "h100-sxm-x1", "-o", link])
+    one_line(rc, err, 2, "leads to '/proc/self/fd/1'", "does not replace")
+    assert link.is_symlink() and str(link.readlink()) == "/proc/self/fd/1"
+    # a link to a regular file is still replaced, its target left (test_safety)
+    rc, out, err = run(["plan", *LLAMA[:2], "--topology", "h100-sxm-x1", "-o",
+                        f"{tmp_path / 'new'}/"])
+    one_line(rc, err, 2, "a name ending in '/' is a folder")
+    assert not (tmp_path / "new").exists()
+
+
+def _topology_text(tmp_path, tail: str):
+    import yaml
+
+    from tests.test_safety import topology
+
+    f = tmp_path / "t.yaml"
+    f.write_text(yaml.safe_dump(topology()) + tail)
+    return f
+
+
+@pytest.mark.parametrize("tail, words", [
+    # one long scalar reused from every item of a list: 108 KB of file, 200 MB of plan
+    ("description: &s " + "x" * 100_000 + "\nsources: [" + ", ".join(["*s"] * 100) + "]\n",
+     "once its aliases are written out"),
+    ("sources: &a [x, *a]\n", "recursive document"),
+    # 4 MB of list items took 38 s in PyYAML's pure-Python parser
+    ("sources:\n" + "- x\n" * 300_000, "at most 1 MiB"),
+])
+def test_a_yaml_that_expands_or_runs_long_is_refused(tail, words, tmp_path):
+    f = _topology_text(tmp_path, tail)
+    out = tmp_path / "p.json"
+    rc, stdout, err = run(["plan", *LLAMA[:2], "--topology", f, "-o", out])
+    one_line(rc, err, 2, words)
+    assert not out.exists()
+
+
+def test_a_yaml_reusing_an_anchor_a_few_times_still_loads(tmp_path):
+    f = _topology_text(tmp_path, "description: &s short\nsources: [*s, *s, *s]\n")
+    rc, out, err = run(["estimate", *LLAMA[:2], "--topology", f])
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("lines, words", [
+    # a zero or huge shape made the fit's residuals non-finite (SciPy traceback)
+    ([GEMM_HEADER, GEMM_ROW.replace(",4,32,", ",0,32,")], "column m holds '0'"),
+    ([GEMM_HEADER, GEMM_ROW.replace(",4,32,4096,", ",1e300,1e300,1e300,")], "column m holds '1e300'"),
+    # a repeated header name: the last column of that name was silently the one read
+    ([GEMM_HEADER.replace("rep", "m"), GEMM_ROW], "repeats column 'm'"),
+    ([], "is empty: no header line"),
+])
+def test_calibrate_kernels_refuses_bad_shapes_and_headers(lines, words, tmp_path):
+    d = _gemm_dir(tmp_path, *lines) if lines else _gemm_dir(tmp_path)
+    if not lines:
+        import gzip
+
+        (d / "gemm.csv.gz").write_bytes(gzip.compress(b""))
+    out = tmp_path / "p.yaml"
+    rc, stdout, err = run(["calibrate", "--kernels", d, "--engine", "vllm", "-o", out])
+    one_line(rc, err, 2, "kernel table", words)
+    assert not out.exists()
+
+
+def test_calibrate_kernels_names_a_path_that_is_no_folder_and_empty_tables(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    f = tmp_path / "file"
+    f.write_text("x")
+    for path, words in ((loop, "loop of symbolic links"), (f, "it is a file"),
+                        (tmp_path / "none", "does not exist")):
+        rc, out, err = run(["calibrate", "--kernels", path, "--engine", "vllm"])
+        one_line(rc, err, 2, "--kernels", words)
+    # tables with a header and no row (a spreadsheet's BOM on it: still its columns)
+    import gzip
+
+    from autoplan.calibrate.kernel_profiles import DATA_FILES
+    from autoplan.catalog import catalog_root
+
+    d = tmp_path / "headers"
+    d.mkdir()
+    for name in DATA_FILES:
+        src = catalog_root() / "hardware" / "data" / "aic-kernels" / f"{name}.csv.gz"
+        header = gzip.decompress(src.read_bytes()).decode().splitlines()[0]
+        (d / f"{name}.csv.gz").write_bytes(gzip.compress(("\ufeff" + header + "\n").encode()))
+    out = tmp_path / "p.yaml"
+    rc, stdout, err = run(["calibrate", "--kernels", d, "--engine", "vllm", "-o", out])
+    one_line(rc, err, 2, "no kernel row of engine vllm")
+    assert not out.exists()
+
+
+def test_a_kernel_tables_version_stays_in_its_comment():
+    # the version cell went raw into the profile's header: a newline in it started a
+    # YAML key of its own (a second 'engine')
+    import yaml
+
+    from autoplan.calibrate.kernel_profiles import profile_yaml
+    from autoplan.calibrate.kernel_report import KindReport
+    from autoplan.catalog import catalog_root
+    from autoplan.inputs.kernels import load_kernel_profiles
+
+    profiles = load_kernel_profiles(catalog_root() / "hardware" / "profiles" / "vllm.yaml")
+    kind = next(iter(profiles))
+    reports = {kind: KindReport(kind, "h100_sxm", "vllm", "0.24\nengine: evil\n#")}
+    text = profile_yaml({kind: profiles[kind]}, reports, "vllm")
+    doc = yaml.safe_load(text)
+    assert set(doc) == {"engine", "device_kinds"} and doc["engine"] == "vllm"
+    header = text.split("\nengine: vllm\n")[0].splitlines()
+    assert all(ln.startswith("#") for ln in header)
+
+
+def test_text_printed_from_rows_and_host_terms_is_printable(tmp_path):
+    import yaml
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("id,engine,model,device_kind,tp,pp,weight_dtype,batch,isl,context,metric,value\n"
+                    '"c1\n\x1b[31m",trtllm-0.5,meta-llama/Llama-2-7b-hf,h100-sxm,1,1,fp16,1,128,,ttft_ms,7\n')
+    rc, out, err = run(["calibrate", rows, "--no-loo"])
+    one_line(rc, err, 2, "line 2: id must be printable")
+    terms = tmp_path / "terms.yaml"
+    terms.write_text(yaml.safe_dump({"host_terms": {"vllm": {
+        "host_step_s": 0.0004, "request_overhead_s": 0.01, "fitted_to": "rows\n\x1b[31mRED"}}}))
+    rc, out, err = run(["estimate", *LLAMA[:2], "--topology", "h100-sxm-x1", "--host-terms", terms])
+    one_line(rc, err, 2, "fitted_to: must be printable")
+
+
+def test_a_builtin_kind_is_not_redefined(tmp_path):
+    import yaml
+
+    from autoplan.catalog import builtin_device_kinds
+    from tests.test_safety import topology
+
+    k = builtin_device_kinds()["h100-sxm"].model_dump(exclude={"calibration"}, exclude_none=True)
+    t = topology(kind="h100-sxm")
+    f = tmp_path / "t.yaml"
+    t["device_kinds"] = {"h100-sxm": dict(k, description="my copy")}  # the same figures
+    f.write_text(yaml.safe_dump(t))
+    rc, out, err = run(["estimate", *LLAMA[:2], "--topology", f])
+    assert rc == 0, err
+    # 1e19 FLOP/s under the built-in name: a confident plan, and no export warning
+    big = dict(k, peak_flops_per_s={"bf16": 1e19})
+    t["device_kinds"] = {"h100-sxm": big}
+    f.write_text(yaml.safe_dump(t))
+    rc, out, err = run(["estimate", *LLAMA[:2], "--topology", f])
+    one_line(rc, err, 2, "'h100-sxm' is a built-in kind", "peak_flops_per_s")
+    tiers = k["memory_tiers"]
+    t["device_kinds"] = {"mine": dict(k, memory_tiers=tiers + tiers)}
+    t["nodes"][0]["devices"]["kind"] = "mine"
+    f.write_text(yaml.safe_dump(t))
+    rc, out, err = run(["estimate", *LLAMA[:2], "--topology", f])
+    one_line(rc, err, 2, "listed twice")

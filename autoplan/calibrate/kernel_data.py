@@ -22,24 +22,19 @@ Refit and rewrite the shipped YAMLs with::
     autoplan calibrate --kernels hardware/data/aic-kernels --engine ENGINE -o hardware/profiles/ENGINE.yaml
 
 This module imports nothing from autoplan except :mod:`autoplan.cost.kernels` (its sibling,
-moved with it) and :mod:`autoplan.errors`.
+moved with it), :mod:`autoplan.errors` and the table reader
+:mod:`autoplan.calibrate.kernel_tables`.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
+from autoplan.calibrate.kernel_tables import numeric, select, table
 from autoplan.cost import kernels as kc
-from autoplan.errors import InputError
 from autoplan.inputs import kernels as km
-from autoplan.inputs.reading import read_bytes
 
 #: AIC system name -> autoplan device kind.
 SYSTEMS = {
@@ -94,66 +89,6 @@ LOSS, LOSS_SCALE = "soft_l1", 0.1
 AR_RANGE = (16 * 1024, 256 * 1024 * 1024)  # message sizes the all-reduce target covers
 
 
-MAX_TABLE_CHARS = 1 << 28  # 256 MiB of CSV text: a gzip bomb stops here
-
-
-@lru_cache(maxsize=16)
-def _table(data_dir: str, name: str) -> dict[str, np.ndarray]:
-    path = Path(data_dir) / f"{name}.csv.gz"
-    raw = read_bytes(path, "kernel table")  # a regular file of bounded size: no FIFO hang
-    try:
-        text = gzip.decompress(raw).decode("utf-8")
-        if len(text) > MAX_TABLE_CHARS:
-            raise ValueError(f"more than {MAX_TABLE_CHARS} characters uncompressed")
-        reader = csv.reader(io.StringIO(text, newline=""))
-        header = next(reader)
-        rows = list(reader)
-    except (OSError, EOFError, ValueError, StopIteration, csv.Error) as e:
-        raise InputError(f"cannot read kernel table {str(path)!r}: {e.__class__.__name__}: "
-                         f"{str(e)[:120]}") from None
-    for n, row in enumerate(rows, start=2):
-        if len(row) != len(header):  # zip(*rows) would cut every column to the shortest row
-            raise InputError(f"kernel table {str(path)!r} line {n}: {len(row)} fields, the "
-                             f"header has {len(header)}")
-    cols = list(zip(*rows)) if rows else [()] * len(header)
-    return _Table(name, {h: np.array(c, dtype=object) for h, c in zip(header, cols)})
-
-
-class _Table(dict):
-    """A kernel table's columns by name; a column it lacks is an InputError naming it."""
-
-    def __init__(self, name: str, cols: dict[str, np.ndarray]):
-        super().__init__(cols)
-        self.name = name
-
-    def __missing__(self, col: str):
-        raise InputError(f"kernel table {self.name}.csv.gz has no column {col!r}")
-
-
-def _num(tab: _Table, col: str) -> np.ndarray:
-    """A numeric column: finite, not negative (``latency_s``: positive)."""
-    out = np.array([_number(v) for v in tab[col]], dtype=float)
-    bad = ~np.isfinite(out) | ((out <= 0) if col == "latency_s" else (out < 0))
-    if bad.any():
-        need = "a positive" if col == "latency_s" else "a non-negative"
-        raise InputError(f"kernel table {tab.name}.csv.gz: column {col} holds "
-                         f"{str(tab[col][np.argmax(bad)])[:40]!r}, not {need} finite number")
-    return out
-
-
-def _number(v: str) -> float:
-    try:
-        return float(v)
-    except ValueError:
-        return float("nan")
-
-
-def _select(data_dir: str, name: str, system: str, framework: str) -> _Table:
-    tab = _table(data_dir, name)
-    mask = (tab["system"] == system) & (tab["framework"] == framework)
-    return _Table(name, {k: v[mask] for k, v in tab.items()})
-
-
 def _min_by_key(keys: list[tuple], t: np.ndarray) -> tuple[list[tuple], np.ndarray, np.ndarray]:
     """Collapse rows with equal keys to their minimum; returns (keys, t, index of kept row)."""
     best: dict[tuple, int] = {}
@@ -195,7 +130,7 @@ def _version(sel: dict[str, np.ndarray]) -> str:
 
 
 def _gemm_sets(data_dir, system, engine, notes):
-    sel = _select(data_dir, "gemm", system, engine)
+    sel = select(data_dir, "gemm", system, engine)
     out = {}
     kind = SYSTEMS[system]
     for raw, key in (("bfloat16", "bf16"), ("fp8", "fp8"), ("fp8_block", "fp8_block")):
@@ -207,10 +142,10 @@ def _gemm_sets(data_dir, system, engine, notes):
                          "to 4096 on every system (non-kernel work in the timed region; FINDINGS lists Blackwell, "
                          "the Hopper and L40S tables show the same)")
             continue
-        mm = _num(sel, "m")[m]
-        nn = _num(sel, "n")[m]
-        kk = _num(sel, "k")[m]
-        tt = _num(sel, "latency_s")[m]
+        mm = numeric(sel, "m")[m]
+        nn = numeric(sel, "n")[m]
+        kk = numeric(sel, "k")[m]
+        tt = numeric(sel, "latency_s")[m]
         keys, tt, idx = _min_by_key(list(zip(mm, nn, kk)), tt)
         mm, nn, kk = mm[idx], nn[idx], kk[idx]
         keep = np.ones(len(tt), dtype=bool)
@@ -230,7 +165,7 @@ def _gemm_sets(data_dir, system, engine, notes):
 
 
 def _decode_sets(data_dir, system, engine, notes):
-    sel = _select(data_dir, "attention_decode", system, engine)
+    sel = select(data_dir, "attention_decode", system, engine)
     out = {}
     kind = SYSTEMS[system]
     if system == "a100_sxm" and engine == "trtllm":
@@ -238,14 +173,14 @@ def _decode_sets(data_dir, system, engine, notes):
                      "1.0-1.65x the HBM peak for KV reads of 256 MB-2 GB (not physical)")
         return out
     for raw, key in (("bfloat16", "bf16"), ("fp8", "fp8")):
-        m = (sel["kv_dtype"] == raw) & (_num(sel, "head_dim") == 128)
+        m = (sel["kv_dtype"] == raw) & (numeric(sel, "head_dim") == 128)
         if not m.any():
             continue
-        b = _num(sel, "batch")[m]
-        step = _num(sel, "kv_len")[m]
-        h = _num(sel, "num_heads")[m]
-        kh = _num(sel, "num_kv_heads")[m]
-        tt = _num(sel, "latency_s")[m]
+        b = numeric(sel, "batch")[m]
+        step = numeric(sel, "kv_len")[m]
+        h = numeric(sel, "num_heads")[m]
+        kh = numeric(sel, "num_kv_heads")[m]
+        tt = numeric(sel, "latency_s")[m]
         keys, tt, idx = _min_by_key(list(zip(b, step, h, kh)), tt)
         b, step, h, kh = b[idx], step[idx], h[idx], kh[idx]
         ctx = step + 1.0  # attended length: the cached tokens plus the new one
@@ -264,18 +199,18 @@ def _decode_sets(data_dir, system, engine, notes):
 
 
 def _prefill_sets(data_dir, system, engine, notes):
-    sel = _select(data_dir, "attention_prefill", system, engine)
+    sel = select(data_dir, "attention_prefill", system, engine)
     out = {}
     for key in ("bf16", "fp8"):
         attn = sel["attn_dtype"]
-        m = ((attn == "fp8") if key == "fp8" else (attn != "fp8")) & (_num(sel, "head_dim") == 128)
+        m = ((attn == "fp8") if key == "fp8" else (attn != "fp8")) & (numeric(sel, "head_dim") == 128)
         if not m.any():
             continue
-        b = _num(sel, "batch")[m]
-        s = _num(sel, "isl")[m]
-        h = _num(sel, "num_heads")[m]
-        kh = _num(sel, "num_kv_heads")[m]
-        tt = _num(sel, "latency_s")[m]
+        b = numeric(sel, "batch")[m]
+        s = numeric(sel, "isl")[m]
+        h = numeric(sel, "num_heads")[m]
+        kh = numeric(sel, "num_kv_heads")[m]
+        tt = numeric(sel, "latency_s")[m]
         keys, tt, idx = _min_by_key(list(zip(b, s, h, kh)), tt)
         b, s, h, kh = b[idx], s[idx], h[idx], kh[idx]
         ds = Dataset(f"prefill_attention_{key}", tt, [(int(x), int(y)) for x, y in zip(h, kh)],
@@ -285,7 +220,7 @@ def _prefill_sets(data_dir, system, engine, notes):
 
 
 def _mla_sets(data_dir, system, engine, notes):
-    sel = _select(data_dir, "mla", system, engine)
+    sel = select(data_dir, "mla", system, engine)
     out = {}
     ops = set(sel["op"])
     scope = "kernel" if "mla_generation" in ops else "module"
@@ -300,11 +235,11 @@ def _mla_sets(data_dir, system, engine, notes):
             m = base & (sel["kv_dtype"] == raw)
             if not m.any():
                 continue
-            h = _num(sel, "num_heads")[m]
-            b = _num(sel, "batch")[m]
-            s = _num(sel, "isl")[m]
-            kv = _num(sel, "kv_len")[m]
-            tt = _num(sel, "latency_s")[m]
+            h = numeric(sel, "num_heads")[m]
+            b = numeric(sel, "batch")[m]
+            s = numeric(sel, "isl")[m]
+            kv = numeric(sel, "kv_len")[m]
+            tt = numeric(sel, "latency_s")[m]
             keys, tt, idx = _min_by_key(list(zip(h, b, s, kv)), tt)
             h, b, s, kv = h[idx], b[idx], s[idx], kv[idx]
             if phase == "decode":
@@ -348,7 +283,7 @@ MOE_EP_CLASS_NOTE = ("moe: moe_ep > 1 rows fitted apart (block moe_ep): this eng
 
 
 def _moe_sets(data_dir, system, engine, notes):
-    sel = _select(data_dir, "moe", system, engine)
+    sel = select(data_dir, "moe", system, engine)
     out = {}
     if not len(sel["latency_s"]):
         return out
@@ -360,14 +295,14 @@ def _moe_sets(data_dir, system, engine, notes):
         if not m.any():
             continue
         model = sel["model"][m]
-        tok = _num(sel, "num_tokens")[m]
-        hid = _num(sel, "hidden")[m]
-        inter = _num(sel, "inter")[m]
-        topk = _num(sel, "topk")[m]
-        ex = _num(sel, "experts")[m]
-        tp = _num(sel, "moe_tp")[m]
-        ep = _num(sel, "moe_ep")[m]
-        tt = _num(sel, "latency_s")[m]
+        tok = numeric(sel, "num_tokens")[m]
+        hid = numeric(sel, "hidden")[m]
+        inter = numeric(sel, "inter")[m]
+        topk = numeric(sel, "topk")[m]
+        ex = numeric(sel, "experts")[m]
+        tp = numeric(sel, "moe_tp")[m]
+        ep = numeric(sel, "moe_ep")[m]
+        tt = numeric(sel, "latency_s")[m]
         keys, tt, idx = _min_by_key(list(zip(model, tok, hid, inter, topk, ex, tp, ep)), tt)
         model, tok, hid, inter, topk, ex, tp, ep = (a[idx] for a in (model, tok, hid, inter, topk, ex, tp, ep))
         fl, byts, rows, assign, hit, tex = kc.moe_shape(tok, hid, inter, topk, ex, tp, ep, km.WEIGHT_BYTES[key])
@@ -417,13 +352,13 @@ kernel (1.7-1.9 us floor) stands in for both."""
 
 def _elementwise_sets(data_dir, system, engine, notes):
     source = ELEMENTWISE_STAND_IN.get(engine, engine)
-    sel = _select(data_dir, "elementwise", system, source)
+    sel = select(data_dir, "elementwise", system, source)
     m = sel["op"] == "scale_matrix"
     if not m.any():
         return {}
-    mm = _num(sel, "m")[m]
-    kk = _num(sel, "k")[m]
-    tt = _num(sel, "latency_s")[m]
+    mm = numeric(sel, "m")[m]
+    kk = numeric(sel, "k")[m]
+    tt = numeric(sel, "latency_s")[m]
     keys, tt, idx = _min_by_key(list(zip(mm, kk)), tt)
     mm, kk = mm[idx], kk[idx]
     byts = mm * kk * 3.0  # read BF16, write FP8
@@ -448,7 +383,7 @@ _CUSTOM_SOURCE = {"trtllm": "TRTLLM", "vllm": "vLLM_custom_graph", "sglang": "SG
 
 
 def _comm_sets(data_dir, system, engine, notes):
-    tab = _table(data_dir, "comm")
+    tab = table(data_dir, "comm")
     out = {}
     is_ar = (tab["system"] == system) & (tab["op"] == "all_reduce")
     for impl in km.ALLREDUCE_IMPLS:
@@ -458,9 +393,9 @@ def _comm_sets(data_dir, system, engine, notes):
             m = is_ar & (tab["framework"] == "nccl") & (tab["aic_pinned"] == "yes") & (tab["dtype"] == "half")
         if not m.any():
             continue
-        g = _num(tab, "num_gpus")[m]
-        mb = _num(tab, "message_bytes")[m]
-        tt = _num(tab, "latency_s")[m]
+        g = numeric(tab, "num_gpus")[m]
+        mb = numeric(tab, "message_bytes")[m]
+        tt = numeric(tab, "latency_s")[m]
         keys, tt, idx = _min_by_key(list(zip(g, mb)), tt)
         g, mb = g[idx], mb[idx]
         glitch = _allreduce_glitches(g, mb, tt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from autoplan.calibrate.kernel_data import ATTRIBUTION, HOLDOUT_EVERY
 from autoplan.calibrate.kernel_fit import KindReport
+from autoplan.calibrate.profile_io import comment_text
 from autoplan.inputs import kernels as km
 
 DATA_FILES = ("gemm", "attention_decode", "attention_prefill", "mla", "moe", "comm", "elementwise")
@@ -62,7 +63,7 @@ def profile_yaml(profiles: dict[str, km.KernelProfile], reports: dict[str, KindR
         r = reports[kind]
         cells = [f"{c} {cr.median_held * 100:.1f}/{cr.p90_held * 100:.1f}% ({cr.n_held})"
                  for c, cr in sorted(r.classes.items())]
-        lines.append(f"#   {kind} ({r.system} {r.version}):")
+        lines.append(f"#   {kind} ({r.system} {comment_text(r.version)}):")
         for i in range(0, len(cells), 3):
             lines.append("#     " + "; ".join(cells[i:i + 3]))
     lines += ["#", "# Attribution (hardware/data/aic-kernels/SOURCE.md):"]

@@ -21,6 +21,7 @@ from autoplan.cost.estimate import estimate
 from autoplan.cost.roofline import valid_tps
 from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
+from autoplan.inputs.names import MAX_NAME_BYTES, MAX_PATH_BYTES, check_name
 from autoplan.inputs.reading import read_text
 from autoplan.inputs.topology import MAX_DEVICES, Calibration
 from autoplan.inputs.workload import MAX_BATCH, MAX_TOKENS
@@ -70,6 +71,12 @@ def read_measurements(path: str | Path) -> list[Measurement]:
         if None in r:  # an unquoted comma shifts the fields after it
             raise InputError(f"{p.name} line {n}: the row has more fields than the header "
                              "(quote a field that holds a comma)")
+        for col in ("id", "engine", "model", "device_kind", "weight_dtype", "metric"):
+            if r[col]:  # printed in tables and written into profiles' comments
+                try:
+                    check_name(r[col], MAX_PATH_BYTES if col == "model" else MAX_NAME_BYTES)
+                except ValueError as e:
+                    raise InputError(f"{p.name} line {n}: {col} {e}") from None
         try:
             m = Measurement(
                 id=r["id"] or f"row{n}", engine=r["engine"], model=r["model"],
@@ -185,7 +192,16 @@ def predict(m: Measurement, profile: dict[str, Calibration] | None = None,
 
 
 def predict_on(m: Measurement, topo: Topology, tp: int, pp: int) -> float:
-    """The cost model's figure (ms) for a row on a given system."""
+    """The cost model's figure (ms) for a row on a given system (an error names the row:
+    its isl and context are the --isl and --osl a message speaks of)."""
+    try:
+        return _predict_on(m, topo, tp, pp)
+    except InputError as e:
+        raise InputError(f"row {m.id!r} ({m.metric}, isl {m.isl}, context {m.context}): "
+                         f"{e}") from None
+
+
+def _predict_on(m: Measurement, topo: Topology, tp: int, pp: int) -> float:
     kv = m.weight_dtype if m.weight_dtype in ("bf16", "fp16") or m.device_kind == "lpu" else "bf16"
     if m.metric == "ttft_ms":
         est = estimate(m.model, topo, tp, pp, device_kind=m.device_kind, isl=m.isl, osl=1,

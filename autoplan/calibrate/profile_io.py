@@ -18,7 +18,7 @@ HEADER = """\
 """
 
 
-def _one_line(text: str) -> str:
+def comment_text(text: str) -> str:
     """``text`` for one YAML comment line: a character that is not printable (a newline in
     a file name would end the comment and add YAML of its own) is written as its escape."""
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
@@ -54,8 +54,8 @@ def profile_yaml(cals: dict[str, Calibration], data: str, command: str,
         body["device_kinds"][kind] = {k: _sig(v) for k, v in d.items()}
         body["device_kinds"][kind]["source"] = cals[kind].source or f"fitted to {data}"
     only = f" (engine {engine} only)" if engine else ""
-    return (HEADER.format(data=_one_line(data), only=_one_line(only),
-                          command=_one_line(command))
+    return (HEADER.format(data=comment_text(data), only=comment_text(only),
+                          command=comment_text(command))
             + yaml.safe_dump(body, sort_keys=False))
 
 
@@ -66,6 +66,6 @@ def host_terms_yaml(terms: dict, command: str) -> str:
 
     body = {"host_terms": {e: t.model_dump() for e, t in terms.items()}}
     head = ["# Host terms of a serving deployment (autoplan/inputs/host_terms.py), fitted by:",
-            f"#   {_one_line(command)}",
+            f"#   {comment_text(command)}",
             "# Use: autoplan estimate|plan|pareto ... --host-terms THIS_FILE"]
     return "\n".join(head) + "\n" + yaml.safe_dump(body, sort_keys=False, width=120)

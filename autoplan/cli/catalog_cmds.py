@@ -4,6 +4,7 @@ and its calibration rather than one plan."""
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 
@@ -139,6 +140,7 @@ def _calibrate_kernels(data_dir: str, engine: str | None, out: str | None,
     from autoplan.catalog import check_engine
     from autoplan.errors import InputError
     from autoplan.files import check_writable, write_atomic
+    from autoplan.inputs.reading import os_reason, path_state, show
     from autoplan.render.terminal import print_kernel_fit
 
     if measurements is not None:
@@ -147,9 +149,27 @@ def _calibrate_kernels(data_dir: str, engine: str | None, out: str | None,
     if engine is None:
         raise InputError("calibrate --kernels needs --engine (vllm, sglang or trtllm)")
     check_engine(engine)
+    state = path_state(data_dir)
+    if state != "folder":
+        why = {"missing": "it does not exist", "file": "it is a file"}.get(state, None)
+        if why is None:
+            try:
+                os.stat(data_dir)
+                why = "it is not a folder"
+            except OSError as e:
+                why = os_reason(e)
+        raise InputError(f"--kernels {show(data_dir)}: {why}; give the folder of kernel "
+                         f"tables (hardware/data/aic-kernels)")
     if out:
         check_writable(out)
     profiles, reports = fit_engine_report(data_dir, engine)
+    # the device kinds with data: a kind whose tables hold no row of this engine is not
+    # written as an empty profile (it would price nothing and claim to)
+    reports = {k: r for k, r in reports.items() if r.classes}
+    profiles = {k: p for k, p in profiles.items() if k in reports}
+    if not reports:
+        raise InputError(f"--kernels {show(data_dir)}: no kernel row of engine {engine} to "
+                         f"fit (the tables hold no row whose framework is {engine})")
     if out:
         write_atomic(out, profile_yaml(profiles, reports, engine))
     if as_json:

@@ -204,6 +204,19 @@ class Topology:
         return cal
 
 
+def _same_as_builtin(topology: str, name: str, given: DeviceKind, builtin: DeviceKind) -> None:
+    """A topology may repeat a built-in kind's definition, not change it: plans, exports
+    and the engines' kernel data know the kind by its name (a custom kind gets a name of
+    its own, and export says engines cannot be told its figures)."""
+    a, b = given.model_dump(exclude={"calibration"}), builtin.model_dump(exclude={"calibration"})
+    changed = sorted(k for k in a if a[k] != b.get(k) and k not in ("description", "source"))
+    if changed or given.calibration not in (None, builtin.calibration):
+        fields = ", ".join(changed) or "calibration"
+        raise InputError(f"topology {topology!r}: device kind {name!r} is a built-in kind, and "
+                         f"this file defines it differently ({fields}); give a kind of your "
+                         f"own figures a name of its own")
+
+
 def build_topology(spec: TopologySpec, builtin_kinds: dict[str, DeviceKind] | None = None,
                    calibrations: dict[str, Calibration] | None = None) -> Topology:
     """Expand node groups into a graph and resolve device kinds and their calibration."""
@@ -215,6 +228,8 @@ def build_topology(spec: TopologySpec, builtin_kinds: dict[str, DeviceKind] | No
         if name in kinds:
             continue
         kind = spec.device_kinds.get(name) or builtin_kinds.get(name)
+        if name in spec.device_kinds and name in builtin_kinds:
+            _same_as_builtin(spec.name, name, spec.device_kinds[name], builtin_kinds[name])
         if kind is None:
             raise InputError(
                 f"topology {spec.name!r}: unknown device kind {name!r} (define it under "

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autoplan.errors import InputError, first_error
-from autoplan.inputs.names import ENGINES
+from autoplan.inputs.names import ENGINES, check_name
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -41,7 +41,12 @@ class HostTerms(BaseModel):
                                       "one request before its first token streams back, "
                                       "seconds (in the TTFT of served requests)")
     fitted_to: str = Field(default="", max_length=4000, description="the rows the values "
-                           "were fitted to")
+                           "were fitted to (printable text: it is printed with the figures)")
+
+    @field_validator("fitted_to")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        return check_name(v, 4000) if v else v
 
 
 def load_host_terms(path: str | Path) -> dict[str, HostTerms]:

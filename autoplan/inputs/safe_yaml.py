@@ -15,6 +15,48 @@ YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionE
 
 MAX_YAML_DEPTH = 64
 
+MAX_YAML_BYTES = 1 << 20
+"""A user's YAML file (a topology, a profile, host terms, sweep cases): 1 MiB, 18x the
+largest shipped profile. PyYAML's pure-Python parser, which the nesting limit needs,
+takes about 8 s a MiB here; a file near the 64 MiB read limit would take minutes."""
+
+MAX_YAML_EXPANDED = 4 << 20
+"""Characters of a user's YAML document once its aliases are written out (scalars plus
+one per collection and item): an anchor reused many times (one long ``description`` in
+every ``sources`` item) is small in the file and large in every plan that embeds it."""
+
+
+class _TooLarge(yaml.YAMLError):
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.problem = problem
+
+
+def _expanded_size(node: Any, memo: dict[int, int], active: set[int]) -> int:
+    """Characters of ``node`` with every alias written out; a node reached again through
+    an alias is counted again (memoised by identity: linear in the composed graph)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise _TooLarge("an alias refers to a node that contains it (a recursive document)")
+    if isinstance(node, yaml.ScalarNode):
+        size = len(node.value) + 1
+    else:
+        active.add(key)
+        try:
+            items = (node.value if isinstance(node, yaml.SequenceNode)
+                     else [n for pair in node.value for n in pair])
+            size = 1
+            for child in items:
+                size += _expanded_size(child, memo, active)
+                if size > MAX_YAML_EXPANDED:
+                    break
+        finally:
+            active.discard(key)
+    memo[key] = size
+    return size
+
 
 class _NoDuplicateKeys:
     """A constructor mixin: a mapping whose keys are all different."""
@@ -61,6 +103,13 @@ class _SafeLoader(_NoDuplicateKeys, yaml.SafeLoader):
         finally:
             self.depth -= 1
 
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if node is not None and _expanded_size(node, {}, set()) > MAX_YAML_EXPANDED:
+            raise _TooLarge(f"more than {MAX_YAML_EXPANDED} characters once its aliases "
+                            f"are written out")
+        return node
+
 
 class _ShippedLoader(_NoDuplicateKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """The package's own files (hardware data, profiles, topologies): libyaml's parser
@@ -78,4 +127,7 @@ def yaml_problem(e: BaseException) -> str:
 def safe_load_yaml(text: str, shipped: bool = False) -> Any:
     """``yaml.safe_load`` with a nesting limit and no duplicate keys (no Python tags: a
     SafeLoader); ``shipped``: a file of the package itself (see :class:`_ShippedLoader`)."""
+    if not shipped and len(text) > MAX_YAML_BYTES:
+        raise _TooLarge(f"more than {MAX_YAML_BYTES} characters (a user's YAML file is "
+                        f"at most 1 MiB)")
     return yaml.load(text, Loader=_ShippedLoader if shipped else _SafeLoader)  # no Python tags

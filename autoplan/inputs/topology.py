@@ -165,6 +165,10 @@ class DeviceKind(BaseModel):
             if not _MIN_FLOPS <= v <= _MAX_FLOPS:
                 raise ValueError(f"peak_flops_per_s.{k} must be between {_MIN_FLOPS:g} and "
                                  f"{_MAX_FLOPS:g}, got {v:g}")
+        names = [t.name for t in self.memory_tiers]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:  # the memory report and the plan name tiers: one tier per name
+            raise ValueError(f"memory tier {repeated[0]!r} is listed twice")
         return self
 
     @property

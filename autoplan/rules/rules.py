@@ -247,8 +247,11 @@ def memory(fig: Figures, max_memory_fraction: float, phases: Sequence[str]) -> l
     for ph in phases:
         for k, frac in enumerate(fig.stage_fraction[ph]):
             if frac > max_memory_fraction + 1e-12:
-                errs.append(f"memory headroom: {ph} stage {k} uses {frac:.1%} of device "
-                            f"memory, above {max_memory_fraction:.0%}")
+                d = 1  # digits enough to tell the two apart (3.6% above 4% read as a bug)
+                while d < 6 and f"{frac:.{d}%}" == f"{max_memory_fraction:.{d}%}":
+                    d += 1
+                errs.append(f"memory headroom: {ph} stage {k} uses {frac:.{d}%} of device "
+                            f"memory, above {max_memory_fraction:.{d}%}")
     return errs
 
 
