@@ -259,6 +259,9 @@ def profile_path(name_or_path: str | Path) -> Path:
     if state in ("file", "other") or (state == "folder" and "/" in str(name_or_path)):
         return p  # a path (the read says what it is if not a regular file)
     name = str(name_or_path)
+    if state == "folder":
+        raise InputError(f"profile {name!r} is a directory; give a profile YAML or a "
+                         f"shipped name ({', '.join(list_profiles())})")
     if p.suffix in (".yaml", ".yml") or "/" in name or "\\" in name:
         raise InputError(f"profile file {name!r} does not exist")
     f = (_dir("hardware") / "calibration.yaml" if name == "default"
@@ -325,6 +328,9 @@ def _topology_path(name_or_path: str) -> Path:
                              + ("is a directory" if state == "folder" else "does not exist"))
         return p  # "other" (a FIFO, a long name): the read names what it is
     f = _dir("topologies") / f"{name_or_path}.yaml"
+    if state == "folder" and path_state(f) != "file":
+        raise InputError(f"topology {name_or_path!r} is a directory; give a topology YAML "
+                         "or a shipped name (`autoplan topologies`)")
     if "/" in name_or_path or path_state(f) != "file":
         raise InputError(
             f"unknown topology {name_or_path!r}; see `autoplan topologies` or pass a YAML path"

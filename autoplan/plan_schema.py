@@ -183,8 +183,8 @@ class Plan(BaseModel):
     best_bound: float | None = Field(
         description="solver's proven bound on the objective; null when the search stopped "
         "before proving one (time limit, Ctrl-C, a cap on the designs enumerated)")
-    gap: float | None = Field(description="|objective - best_bound| / objective; null "
-                              "(unknown) when no bound is proven")
+    gap: float | None = Field(ge=0, description="|objective - best_bound| / objective; "
+                              "null (unknown) when no bound is proven")
     solve_seconds: float
     stop_reason: Literal["completed", "time_limit", "interrupted", "front_limit",
                          "link_bound", "iteration_limit", "batch_bound",

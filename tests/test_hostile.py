@@ -689,3 +689,44 @@ def test_a_builtin_kind_is_not_redefined(tmp_path):
     f.write_text(yaml.safe_dump(t))
     rc, out, err = run(["estimate", *LLAMA[:2], "--topology", f])
     one_line(rc, err, 2, "listed twice")
+
+
+def test_folders_and_empty_names_are_named(tmp_path, monkeypatch):
+    # a folder named without a slash was "unknown topology" / "unknown profile"
+    (tmp_path / "adir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(["estimate", *LLAMA[:2], "--topology", "adir"])
+    one_line(rc, err, 2, "topology 'adir' is a directory")
+    rc, out, err = run(["estimate", *LLAMA[:2], "--topology", "h100-sxm-x1", "--profile", "adir"])
+    one_line(rc, err, 2, "profile 'adir' is a directory")
+    plan = write_plan(tmp_path / "p.json", golden(COLOC))
+    rc, out, err = run(["export", plan, "--to", "dynamo", "--backend", ""])
+    one_line(rc, err, 2, "--backend is empty")
+
+
+def test_a_negative_gap_is_refused(tmp_path):
+    plan = write_plan(tmp_path / "p.json", _set(golden(COLOC), ("gap",), -1.0))
+    rc, out, err = run(["validate", plan])
+    one_line(rc, err, 2, "gap")
+
+
+def test_calibrate_skips_leave_one_out_on_many_rows_and_says_so(tmp_path):
+    # 100 rows ran over a minute with leave-one-out on by default (one fit per row)
+    from autoplan.catalog import catalog_root
+
+    src = (catalog_root() / "hardware" / "data" / "calibration.csv").read_text().splitlines()
+    head, rows = src[0], [r for r in src[1:] if r.strip()]
+    many = [head] + [f"x{i}-{j}{r[r.index(','):]}" for i in range(3) for j, r in enumerate(rows)]
+    h100 = sum("h100-sxm" in r for r in many[1:])
+    f = tmp_path / "many.csv"
+    f.write_text("\n".join(many) + "\n")
+    import autoplan.cli.catalog_cmds as cc
+
+    old = cc.AUTO_LOO_ROWS
+    cc.AUTO_LOO_ROWS = h100 - 1  # the rows of one kind just past the limit
+    try:
+        rc, out, err = run(["calibrate", f])
+    finally:
+        cc.AUTO_LOO_ROWS = old
+    assert rc == 0, err
+    assert f"leave-one-out skipped: {h100} rows" in err

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections import Counter
 
 import typer
 
 from autoplan.cli import options as O
 from autoplan.cli.options import app
 
+AUTO_LOO_ROWS = 24
+"""Rows of one device kind up to which calibrate reports leave-one-out errors unasked
+(each row is one more fit of its kind; 100 rows took over a minute here)."""
 
 @app.command("calibrate")
 def calibrate_cmd(
@@ -29,7 +34,9 @@ def calibrate_cmd(
                                      help="prior profile (default: shipped)"),
     engine: str | None = typer.Option(
         None, "--engine", metavar="ENGINE", help="fit only rows of this engine; the profile records it"),
-    leave_one_out: bool = typer.Option(True, "--loo/--no-loo", help="report leave-one-out error"),
+    leave_one_out: bool | None = typer.Option(
+        None, "--loo/--no-loo", help="report leave-one-out error: one more fit per row "
+        f"(default: when no device kind has more than {AUTO_LOO_ROWS} rows)"),
     host_terms: bool = typer.Option(
         False, "--host-terms", help="fit the engines' host terms (host_step_s, request_overhead_s "
         "of hardware/engines.yaml) to the current-engine rows of MEASUREMENTS.csv (a method "
@@ -69,6 +76,12 @@ def calibrate_cmd(
         if not rows:
             raise InputError(f"no rows of engine {engine!r} in {measurements}")
     priors = load_profile(prior or prior_path())
+    if leave_one_out is None:  # every row refits its kind: minutes for a few hundred rows
+        most = max(Counter(r.device_kind for r in rows).values())
+        leave_one_out = most <= AUTO_LOO_ROWS
+        if not leave_one_out:
+            print(f"autoplan: note: leave-one-out skipped: {most} rows of one device kind "
+                  f"would take {most} more fits (--loo runs it)", file=sys.stderr)
     fits = fit_all(rows, priors, leave_one_out=leave_one_out, topology=topology)
     cals = {}
     for f in fits:

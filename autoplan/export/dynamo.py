@@ -54,6 +54,8 @@ CONFIG_DIR = "/config"
 
 def backend_of(ctx: Ctx) -> str:
     """The backend: ``--backend``, else the engine that priced the plan, else vLLM."""
+    if ctx.backend is not None and not ctx.backend:
+        raise InputError("--backend is empty; expected one of vllm, sglang, trtllm")
     b = ctx.backend or ctx.plan.inputs.engine or "vllm"
     b = b.strip().lower()
     if b not in DYNAMO_BACKENDS:
