@@ -139,3 +139,18 @@ def test_block_scaled_checkpoint_prices_block_fp8_kernels():
     assert a.dtype == b.dtype == "fp8"
     assert a.tpot_ms != b.tpot_ms  # other kernels, same bytes
     assert a.memory[0].weights_gb == pytest.approx(b.memory[0].weights_gb)
+
+
+@pytest.mark.parametrize("model, flag", [
+    ("deepseek-ai/DeepSeek-V3", False),  # stored in FP8: the engine reads its config
+    ("Qwen/Qwen3-8B-FP8", False),
+    ("meta-llama/Llama-3.1-8B", True),  # 16-bit weights quantized on load
+])
+def test_export_leaves_a_stored_format_to_the_checkpoint(model, flag):
+    from autoplan.export import export
+
+    topo = "h200-x8" if "DeepSeek" in model else "h100-sxm-x1"
+    p = autoplan.plan(model, topo, dtype="fp8", isl=512, osl=64)
+    for engine in ("vllm", "sglang"):
+        script = export(p, engine).files["launch.sh"]
+        assert ("--quantization fp8" in script) is flag, (engine, model)

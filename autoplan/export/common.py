@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
+from autoplan.cost.context import model_of
 from autoplan.errors import InputError
 from autoplan.export.pools import Pool
 from autoplan.files import check_writable, make_folder, write_atomic
@@ -149,7 +150,12 @@ def precision_flags(ctx: Ctx, kv_fp8: str) -> list[str]:
     if i.dtype in dtype_names:
         flags += ["--dtype", dtype_names[i.dtype]]
     elif i.dtype == "fp8":
-        flags += ["--quantization", "fp8"]
+        ckpt = model_of(i).checkpoint
+        # a checkpoint stored in FP8 carries its quantization_config, which the engine
+        # reads; a --quantization flag must then match its quant_method (vLLM refuses fp8
+        # against compressed-tensors), so it is left to the checkpoint
+        if not (ckpt.dtype == "fp8" and ckpt.quant_method):
+            flags += ["--quantization", "fp8"]
     else:
         ctx.warn.append(f"weights format {i.dtype} has no single {ctx.label} flag: serve a "
                         f"checkpoint already quantized to {i.dtype} (the engine reads its "
