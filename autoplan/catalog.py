@@ -19,7 +19,7 @@ from autoplan.inputs.kernels import KernelProfile, load_kernel_profiles
 from autoplan.inputs.model import ModelSpec, load_model_file
 from autoplan.inputs.names import ENGINES
 from autoplan.inputs.reading import path_state, read_text
-from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml, yaml_problem
+from autoplan.inputs.safe_yaml import MAX_YAML_BYTES, YAML_ERRORS, safe_load_yaml, yaml_problem
 from autoplan.inputs.topology import (
     Calibration,
     DeviceKind,
@@ -45,7 +45,7 @@ def _shipped(path: Path) -> bool:
     """A file of the package's own catalog (not a user's)."""
     try:
         return path.resolve().is_relative_to(catalog_root().resolve())
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic-link loop (Python < 3.13)
         return False
 
 
@@ -259,13 +259,13 @@ def profile_path(name_or_path: str | Path) -> Path:
     if state in ("file", "other") or (state == "folder" and "/" in str(name_or_path)):
         return p  # a path (the read says what it is if not a regular file)
     name = str(name_or_path)
-    if state == "folder":
-        raise InputError(f"profile {name!r} is a directory; give a profile YAML or a "
-                         f"shipped name ({', '.join(list_profiles())})")
     if p.suffix in (".yaml", ".yml") or "/" in name or "\\" in name:
         raise InputError(f"profile file {name!r} does not exist")
     f = (_dir("hardware") / "calibration.yaml" if name == "default"
          else _dir("hardware") / "profiles" / f"{name}.yaml")
+    if path_state(f) != "file" and state == "folder":
+        raise InputError(f"profile {name!r} is a directory; give a profile YAML or a "
+                         f"shipped name ({', '.join(list_profiles())})")
     if path_state(f) != "file":
         raise InputError(f"unknown profile {name!r}; shipped profiles: "
                          f"{', '.join(list_profiles())}, or pass a YAML path")
@@ -339,9 +339,10 @@ def _topology_path(name_or_path: str) -> Path:
 
 
 def _read_yaml(path: Path) -> dict:
-    text = read_text(path, "file")  # a regular file, bounded
+    shipped = _shipped(path)
+    text = read_text(path, "file", None if shipped else MAX_YAML_BYTES)  # a regular file, bounded
     try:
-        data = safe_load_yaml(text, shipped=_shipped(path))
+        data = safe_load_yaml(text, shipped=shipped)
     except YAML_ERRORS as e:
         raise InputError(f"{str(path)!r} is not valid YAML{yaml_problem(e)}") from None
     if not isinstance(data, dict):

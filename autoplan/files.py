@@ -46,6 +46,11 @@ def _through_kernel_files(p: Path) -> str | None:
     followed link by link), if any: the rename of :func:`write_atomic` would replace the
     link (``/dev/stdout`` itself) with a regular file."""
     cur = os.path.abspath(p)
+    parent = os.path.dirname(cur)
+    real_parent = os.path.realpath(parent)
+    if (not (parent + "/").startswith(_KERNEL_FOLDERS) and real_parent != parent
+            and real_parent.startswith(_KERNEL_FOLDERS)):
+        return os.path.join(real_parent, os.path.basename(cur))  # /dev/fd/1: /proc/self/fd/1
     for hops in range(_MAX_LINKS):
         if hops and cur.startswith(_KERNEL_FOLDERS):
             return cur

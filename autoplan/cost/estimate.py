@@ -21,7 +21,7 @@ from autoplan.cost.pipeline import PhaseCost, StagePlacement, even_cuts, memorie
 from autoplan.cost.roofline import REQUEST, Bound, check_tp, phase_shape
 from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
-from autoplan.inputs.checkpoint import served_dtype
+from autoplan.inputs.checkpoint import served_dtype, served_kv_dtype
 from autoplan.inputs.context_length import check_context
 from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import ModelSpec
@@ -222,6 +222,7 @@ def estimate(
     :mod:`autoplan.inputs.host_terms`).
     """
     m = model if isinstance(model, ModelSpec) else load_model(model)
+    kv_dtype = served_kv_dtype(m.checkpoint, dtype, kv_dtype)
     dtype = served_dtype(m.checkpoint, dtype)
     if isinstance(profile, str):
         profile = load_profile(profile)

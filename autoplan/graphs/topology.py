@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from autoplan.errors import InputError, first_error
 from autoplan.inputs.reading import read_text
-from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml, yaml_problem
+from autoplan.inputs.safe_yaml import MAX_YAML_BYTES, YAML_ERRORS, safe_load_yaml, yaml_problem
 from autoplan.inputs.topology import Calibration, DeviceKind, LinkSpec, TopologySpec
 
 
@@ -208,13 +208,23 @@ def _same_as_builtin(topology: str, name: str, given: DeviceKind, builtin: Devic
     """A topology may repeat a built-in kind's definition, not change it: plans, exports
     and the engines' kernel data know the kind by its name (a custom kind gets a name of
     its own, and export says engines cannot be told its figures)."""
-    a, b = given.model_dump(exclude={"calibration"}), builtin.model_dump(exclude={"calibration"})
-    changed = sorted(k for k in a if a[k] != b.get(k) and k not in ("description", "source"))
+    def figures(kind: DeviceKind) -> dict:
+        d = kind.model_dump(exclude={"calibration", "description", "source"})
+        for ref in ("calibrate_like", "kernels_like"):  # itself: the built-in's own data
+            if d.get(ref) == name:
+                d[ref] = None
+        d["memory_tiers"] = [{k: v for k, v in t.items() if k != "name"}
+                             for t in d["memory_tiers"]]  # a tier's name is no figure
+        return d
+
+    a, b = figures(given), figures(builtin)
+    changed = sorted(k for k in a if a[k] != b.get(k))
     if changed or given.calibration not in (None, builtin.calibration):
         fields = ", ".join(changed) or "calibration"
         raise InputError(f"topology {topology!r}: device kind {name!r} is a built-in kind, and "
-                         f"this file defines it differently ({fields}); give a kind of your "
-                         f"own figures a name of its own")
+                         f"this file defines it differently ({fields}); leave it out of "
+                         f"device_kinds to use the built-in, or give a kind of your own "
+                         f"figures a name of its own")
 
 
 def build_topology(spec: TopologySpec, builtin_kinds: dict[str, DeviceKind] | None = None,
@@ -326,5 +336,5 @@ def parse_topology_yaml(text: str, origin: str,
 def load_topology_file(path: str | Path, builtin_kinds: dict[str, DeviceKind] | None = None,
                        calibrations: dict[str, Calibration] | None = None) -> Topology:
     p = Path(path)
-    text = read_text(p, "topology")  # a regular file, bounded
+    text = read_text(p, "topology", MAX_YAML_BYTES)  # a regular file, bounded
     return parse_topology_yaml(text, str(p), builtin_kinds, calibrations)

@@ -24,14 +24,26 @@ Formats read (``quant_method`` of ``quantization_config``):
 - ``compressed-tensors`` (llm-compressor): the first ``config_groups`` entry's
   ``weights``: ``type`` float with ``num_bits`` 8 is FP8 (``strategy`` block: blocked),
   ``type`` int with 8 or 4 bits is int8 / int4.
-- ``modelopt`` (NVIDIA ModelOpt): ``quant_algo`` FP8 is FP8 (per tensor).
+- ``modelopt`` (NVIDIA ModelOpt): ``quant_algo`` FP8 is FP8 (per tensor), at the top of
+  ``quantization_config`` or under its ``quantization`` key (both forms are in use). A
+  ModelOpt checkpoint whose format is only in ``hf_quant_config.json`` is not seen here.
 - ``gptq``, ``awq`` and their Marlin variants: ``bits`` 4 or 8 is int4 / int8.
 - ``bitsandbytes``: ``load_in_4bit`` / ``load_in_8bit``.
 
 Without a ``quantization_config`` the weights are 16-bit: ``float16`` in ``torch_dtype``
 (or ``dtype``, its newer name) is fp16, anything else bf16 (engines serve a float32
-checkpoint in 16 bits). A format outside this list (NVFP4, MXFP4, GGUF, ...) is not one
-autoplan prices: such a model needs ``--dtype``.
+checkpoint in 16 bits). A format outside this list (NVFP4, MXFP4, GGUF, ...), or a
+``quantization_config`` that cannot be read, is not one autoplan prices: such a model
+needs ``--dtype``, and loads with it.
+
+The KV cache of a checkpoint is kept in its activations' 16-bit format unless its config
+quantizes the cache (compressed-tensors ``kv_cache_scheme``, ModelOpt
+``kv_cache_quant_algo`` FP8): vLLM's and SGLang's ``--kv-cache-dtype auto``. That is the
+default of ``--kv-dtype`` when ``--dtype`` is not given either; with ``--dtype`` given the
+KV cache follows it (:func:`autoplan.inputs.request.default_kv_dtype`).
+
+Weights a checkpoint leaves unquantized (``modules_to_not_convert``, ``ignore``: the
+attention of Meta's Llama-3.1-405B-FP8) are priced in the checkpoint's format too.
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ _METHOD = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
 class CheckpointFormat(BaseModel):
-    """How a checkpoint's weights are stored."""
+    """How a checkpoint's weights (and, where its config says, its KV cache) are stored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,80 +69,107 @@ class CheckpointFormat(BaseModel):
                                 "quantization autoplan does not price (--dtype needed)")
     fp8_block_scaled: bool = Field(False, description="FP8 weights with one scale per "
                                    "128x128 block (engines' block-scaled FP8 kernels)")
+    kv_fp8: bool = Field(False, description="the config quantizes the KV cache to FP8 "
+                         "(compressed-tensors kv_cache_scheme, ModelOpt kv_cache_quant_algo)")
     quant_method: str | None = Field(None, pattern=_METHOD.pattern,
                                      description="the config's quantization_config "
                                      "quant_method, as given")
+    unpriced: str | None = Field(None, max_length=200, description="why dtype is None: "
+                                 "the format, in words (for the message that asks for --dtype)")
+
+    @property
+    def kv_dtype(self) -> str:
+        """The KV cache the engines keep for this checkpoint unless told otherwise: the
+        activations' 16-bit format (vLLM's and SGLang's ``--kv-cache-dtype auto``), FP8
+        where the config quantizes the cache."""
+        return "fp8" if self.kv_fp8 else ("fp16" if self.dtype == "fp16" else "bf16")
 
 
 BF16 = CheckpointFormat()
 
 
-def _bits(value: Any, key: str) -> int | None:
-    if value is None:
+def _int(value: Any) -> int | None:
+    """An integer (``128.0`` is 128; JSON writers differ); None for anything else."""
+    if isinstance(value, bool):
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"model config quantization_config key {key!r} must be an "
-                         f"integer, got {show_value(value)}")
-    return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _int_format(bits: int | None) -> DType | None:
     return {4: "int4", 8: "int8"}.get(bits) if bits is not None else None  # type: ignore[return-value]
 
 
-def _compressed_tensors(q: dict[str, Any]) -> tuple[DType | None, bool]:
+def _compressed_tensors(q: dict[str, Any]) -> tuple[DType | None, bool, str]:
     groups = q.get("config_groups")
     if not isinstance(groups, dict) or not groups:
-        return None, False
+        return None, False, "compressed-tensors without config_groups weights"
     first = groups[sorted(groups)[0]]
     weights = first.get("weights") if isinstance(first, dict) else None
     if not isinstance(weights, dict):
-        return None, False
-    bits = _bits(weights.get("num_bits"), "num_bits")
-    kind = weights.get("type")
+        return None, False, "compressed-tensors without config_groups weights"
+    bits, kind = _int(weights.get("num_bits")), weights.get("type")
     if kind == "float" and bits == 8:
-        return "fp8", weights.get("strategy") == "block"
-    if kind == "int":
-        return _int_format(bits), False
-    return None, False
+        return "fp8", weights.get("strategy") == "block", ""
+    if kind == "int" and _int_format(bits):
+        return _int_format(bits), False, ""
+    return None, False, f"compressed-tensors {show_value(kind)} weights of {show_value(bits)} bits"
+
+
+def _unpriced(method: str | None, why: str) -> CheckpointFormat:
+    return CheckpointFormat(dtype=None, quant_method=method, unpriced=why[:200])
 
 
 def checkpoint_format(cfg: dict[str, Any]) -> CheckpointFormat:
-    """The weight format of a parsed ``config.json`` (module docstring)."""
+    """The weight format of a parsed ``config.json`` (module docstring). A
+    ``quantization_config`` autoplan cannot read or does not price leaves the format
+    unknown (``dtype`` None), never an error: ``--dtype`` then says how it is served."""
     q = cfg.get("quantization_config")
     if q is None:
         torch_dtype = cfg.get("torch_dtype", cfg.get("dtype"))
         return CheckpointFormat(dtype="fp16" if torch_dtype == "float16" else "bf16")
     if not isinstance(q, dict):
-        raise InputError("model config key 'quantization_config' must be an object, got "
-                         f"{show_value(q)}")
+        return _unpriced(None, f"a quantization_config that is not an object ({show_value(q)})")
     method = q.get("quant_method")
     if not isinstance(method, str) or not _METHOD.match(method):
-        raise InputError("model config quantization_config has no readable 'quant_method' "
-                         f"(got {show_value(method)})")
+        return _unpriced(None, f"a quantization_config without a readable quant_method "
+                               f"({show_value(method)})")
     m = method.lower()
     dtype: DType | None = None
-    block = False
+    block, kv, why = False, False, f"quant_method {method!r}"
     if m == "fp8":
         wbs = q.get("weight_block_size")
-        if wbs is not None and not (isinstance(wbs, list) and len(wbs) == 2
-                                    and all(isinstance(v, int) and not isinstance(v, bool)
-                                            and v > 0 for v in wbs)):
-            raise InputError("model config quantization_config 'weight_block_size' must be "
-                             f"two positive integers, got {show_value(wbs)}")
-        dtype, block = "fp8", wbs is not None
+        if wbs is None:
+            dtype = "fp8"
+        elif isinstance(wbs, list) and len(wbs) == 2 and all((_int(v) or 0) > 0 for v in wbs):
+            dtype, block = "fp8", True
+        else:
+            why = f"fp8 with a weight_block_size of {show_value(wbs)}"
     elif m == "fbgemm_fp8":
         dtype = "fp8"
     elif m == "compressed-tensors":
-        dtype, block = _compressed_tensors(q)
+        dtype, block, why = _compressed_tensors(q)
+        kv = isinstance(q.get("kv_cache_scheme"), dict) and _int(q["kv_cache_scheme"].get("num_bits")) == 8 \
+            and q["kv_cache_scheme"].get("type") == "float"
     elif m == "modelopt":
-        dtype = "fp8" if str(q.get("quant_algo", "")).upper() == "FP8" else None
+        inner = q.get("quantization") if isinstance(q.get("quantization"), dict) else q
+        algo = str(inner.get("quant_algo", "")).upper()
+        dtype = "fp8" if algo == "FP8" else None
+        why = f"ModelOpt quant_algo {show_value(inner.get('quant_algo'))}"
+        kv = str(inner.get("kv_cache_quant_algo", "")).upper() == "FP8"
     elif m in ("gptq", "awq", "gptq_marlin", "awq_marlin", "marlin"):
-        dtype = _int_format(_bits(q.get("bits", q.get("w_bit")), "bits"))
+        raw = q.get("bits", q.get("w_bit"))
+        dtype = _int_format(_int(raw))
+        why = f"{method} of {show_value(raw)} bits"
     elif m == "bitsandbytes":
         dtype = "int4" if q.get("load_in_4bit") is True else (
             "int8" if q.get("load_in_8bit") is True else None)
-    return CheckpointFormat(dtype=dtype, fp8_block_scaled=block, quant_method=method)
+    if dtype is None:
+        return _unpriced(method, why)
+    return CheckpointFormat(dtype=dtype, fp8_block_scaled=block, kv_fp8=kv, quant_method=method)
 
 
 def served_dtype(fmt: CheckpointFormat, dtype: str | None) -> str:
@@ -138,7 +177,16 @@ def served_dtype(fmt: CheckpointFormat, dtype: str | None) -> str:
     if dtype is not None:
         return dtype
     if fmt.dtype is None:
-        raise InputError(f"the model's quantization_config (quant_method "
-                         f"{fmt.quant_method!r}) is not a weight format autoplan prices; "
-                         f"give --dtype ({', '.join(DTYPES)})")
+        raise InputError(f"the model's checkpoint holds {fmt.unpriced or 'an unknown format'}, "
+                         f"not a weight format autoplan prices; give --dtype "
+                         f"({', '.join(DTYPES)})")
     return fmt.dtype
+
+
+def served_kv_dtype(fmt: CheckpointFormat, dtype: str | None, kv_dtype: str | None) -> str | None:
+    """The KV format to price when none is given: the checkpoint's (its activations'
+    16-bit format unless its config quantizes the cache) where the weight format is the
+    checkpoint's too; None (the weight format's default) where ``dtype`` was given."""
+    if kv_dtype is not None or dtype is not None:
+        return kv_dtype
+    return fmt.kv_dtype

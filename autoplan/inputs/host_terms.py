@@ -53,10 +53,10 @@ def load_host_terms(path: str | Path) -> dict[str, HostTerms]:
     """The host terms of a ``--host-terms`` file, by engine (a regular file of bounded
     size, safe YAML; one-line errors)."""
     from autoplan.inputs.reading import read_text, show
-    from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml, yaml_problem
+    from autoplan.inputs.safe_yaml import MAX_YAML_BYTES, YAML_ERRORS, safe_load_yaml, yaml_problem
 
     p = Path(path)
-    text = read_text(p, "host terms")
+    text = read_text(p, "host terms", MAX_YAML_BYTES)
     try:
         doc = safe_load_yaml(text)
     except YAML_ERRORS as e:

@@ -339,10 +339,10 @@ def load_kernel_profiles(path, shipped: bool = False) -> dict[str, KernelProfile
 
     from autoplan.errors import first_error
     from autoplan.inputs.reading import read_text
-    from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml
+    from autoplan.inputs.safe_yaml import MAX_YAML_BYTES, YAML_ERRORS, safe_load_yaml
 
     p = Path(path)
-    text = read_text(p, "kernel profiles")
+    text = read_text(p, "kernel profiles", None if shipped else MAX_YAML_BYTES)
     try:
         doc = safe_load_yaml(text, shipped=shipped)
     except YAML_ERRORS:

@@ -88,6 +88,16 @@ class ModelSpec(BaseModel):
     # whether FP8 weights are block-scaled (autoplan.inputs.checkpoint).
     checkpoint: CheckpointFormat = BF16
 
+    @model_validator(mode="after")
+    def _older_plans(self) -> ModelSpec:
+        # A spec embedded in a plan written before the checkpoint field: DeepSeek's FP8
+        # weights were block-scaled by family then (as the published checkpoints are), so
+        # such a plan still validates to its own figures.
+        if "checkpoint" not in self.model_fields_set and self.family.startswith("deepseek"):
+            return self.model_copy(update={"checkpoint": CheckpointFormat(
+                dtype="fp8", fp8_block_scaled=True, quant_method="fp8")})
+        return self
+
     @property
     def is_moe_layer(self) -> tuple[bool, ...]:
         moe = set(self.moe.moe_layers) if self.moe else set()

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autoplan.errors import InputError
-from autoplan.inputs.checkpoint import served_dtype
+from autoplan.inputs.checkpoint import served_dtype, served_kv_dtype
 from autoplan.inputs.dtypes import DTYPES
 from autoplan.inputs.host_terms import HostTerms
 from autoplan.inputs.model import ModelSpec
@@ -117,7 +117,9 @@ class Request(BaseModel):
         checkpoint's format (:func:`autoplan.inputs.checkpoint.served_dtype`)."""
         if self.dtype is not None:
             return self
-        return self.model_copy(update={"dtype": served_dtype(model.checkpoint, None)})
+        ckpt = model.checkpoint
+        return self.model_copy(update={"dtype": served_dtype(ckpt, None),
+                                       "kv_dtype": served_kv_dtype(ckpt, None, self.kv_dtype)})
 
     @property
     def weight(self) -> str:
@@ -126,11 +128,13 @@ class Request(BaseModel):
         if self.dtype is not None:
             return self.dtype
         if isinstance(self.model, ModelSpec):
-            return served_dtype(self.model.checkpoint, None)
+            return self.served(self.model).weight
         raise ValueError("the request's weight format is not settled: call served(model)")
 
     @property
     def kv(self) -> str:
+        if self.dtype is None and isinstance(self.model, ModelSpec):
+            return self.served(self.model).kv
         return self.kv_dtype or default_kv_dtype(self.weight)
 
     @property

@@ -40,7 +40,7 @@ from autoplan.sweep.output import rows_csv, write_rows
 MAX_CASES = 10_000
 
 COLUMNS = ("model", "topology", "nodes", "network", "engine", "ttft_slo_ms", "tpot_slo_ms",
-           "status", "placement", "ttft_ms", "tpot_ms", "e2e_ms", "devices",
+           "status", "dtype", "kv_dtype", "placement", "ttft_ms", "tpot_ms", "e2e_ms", "devices",
            "throughput_tokens_per_s", "requests_per_s", "note")
 
 
@@ -103,9 +103,9 @@ class Cases(_Strict):
 
 def load_cases(path: str | Path) -> Cases:
     from autoplan.inputs.reading import read_text
-    from autoplan.inputs.safe_yaml import YAML_ERRORS, safe_load_yaml, yaml_problem
+    from autoplan.inputs.safe_yaml import MAX_YAML_BYTES, YAML_ERRORS, safe_load_yaml, yaml_problem
 
-    text = read_text(path, "sweep cases", 1 << 20)
+    text = read_text(path, "sweep cases", MAX_YAML_BYTES)
     try:
         data = safe_load_yaml(text)
     except YAML_ERRORS as e:
@@ -149,7 +149,9 @@ def solve_case(case: dict) -> dict:
         return {**row, "status": "infeasible", "note": " ".join(str(e).split())}
     except InputError as e:
         return {**row, "status": "error", "note": " ".join(str(e).split())}
-    return {**row, "status": p.status, "placement": p.placement, "ttft_ms": p.ttft_ms,
+    # the formats priced: given, else each model's checkpoint's (rows of one sweep differ)
+    return {**row, "status": p.status, "dtype": p.inputs.dtype, "kv_dtype": p.inputs.kv_dtype,
+            "placement": p.placement, "ttft_ms": p.ttft_ms,
             "tpot_ms": p.tpot_ms, "e2e_ms": p.e2e_ms, "devices": p.devices,
             "throughput_tokens_per_s": p.throughput_tokens_per_s,
             "requests_per_s": p.requests_per_s, "note": ""}
