@@ -69,7 +69,9 @@ DTYPE = typer.Option(None, "--dtype", show_default=False,
                           "its config's quantization_config; bf16 without one)")
 
 KV_DTYPE = typer.Option(None, "--kv-dtype",
-                        help="KV-cache format (default: --dtype for bf16/fp16/fp8, else bf16)")
+                        help="KV-cache format (default: --dtype for bf16/fp16/fp8, else bf16; "
+                             "without --dtype, the checkpoint's: its 16-bit activations "
+                             "unless its config quantizes the cache)")
 
 OBJECTIVE = typer.Option("latency", "--objective",
                          help="latency: fastest request; throughput: most tokens/s on the "
