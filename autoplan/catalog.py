@@ -263,10 +263,10 @@ def profile_path(name_or_path: str | Path) -> Path:
         raise InputError(f"profile file {name!r} does not exist")
     f = (_dir("hardware") / "calibration.yaml" if name == "default"
          else _dir("hardware") / "profiles" / f"{name}.yaml")
-    if path_state(f) != "file" and state == "folder":
-        raise InputError(f"profile {name!r} is a directory; give a profile YAML or a "
-                         f"shipped name ({', '.join(list_profiles())})")
     if path_state(f) != "file":
+        if state == "folder":
+            raise InputError(f"profile {name!r} is a directory; give a profile YAML or a "
+                             f"shipped name ({', '.join(list_profiles())})")
         raise InputError(f"unknown profile {name!r}; shipped profiles: "
                          f"{', '.join(list_profiles())}, or pass a YAML path")
     return f

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from collections import Counter
 
@@ -153,7 +154,7 @@ def _calibrate_kernels(data_dir: str, engine: str | None, out: str | None,
     from autoplan.catalog import check_engine
     from autoplan.errors import InputError
     from autoplan.files import check_writable, write_atomic
-    from autoplan.inputs.reading import os_reason, path_state, show
+    from autoplan.inputs.reading import os_reason, show, what_is
     from autoplan.render.terminal import print_kernel_fit
 
     if measurements is not None:
@@ -162,15 +163,15 @@ def _calibrate_kernels(data_dir: str, engine: str | None, out: str | None,
     if engine is None:
         raise InputError("calibrate --kernels needs --engine (vllm, sglang or trtllm)")
     check_engine(engine)
-    state = path_state(data_dir)
-    if state != "folder":
-        why = {"missing": "it does not exist", "file": "it is a file"}.get(state, None)
-        if why is None:
-            try:
-                os.stat(data_dir)
-                why = "it is not a folder"
-            except OSError as e:
-                why = os_reason(e)
+    try:
+        mode = os.stat(data_dir).st_mode
+        why = (None if stat.S_ISDIR(mode) else "it is a file" if stat.S_ISREG(mode)
+               else f"it is {what_is(mode)}")
+    except OSError as e:
+        why = os_reason(e)
+    except ValueError:
+        why = "the name has a NUL character"
+    if why is not None:
         raise InputError(f"--kernels {show(data_dir)}: {why}; give the folder of kernel "
                          f"tables (hardware/data/aic-kernels)")
     if out:
