@@ -208,3 +208,76 @@ def test_a_folder_named_like_a_shipped_profile_does_not_hide_it(tmp_path, monkey
     rc, out, err = run(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--topology",
                         "lpu-576", "--profile", "groq"])
     assert rc == 0, err
+
+
+def test_gptq_config_says_whether_the_lm_head_is_quantized():
+    head = lambda q: checkpoint_format(dict(LLAMA, quantization_config=q)).lm_head_quantized  # noqa: E731
+    assert head({"quant_method": "gptq", "bits": 4, "lm_head": True})
+    assert not head({"quant_method": "gptq", "bits": 4})
+    assert not head({"quant_method": "gptq", "bits": 4, "lm_head": "yes"})  # not a bool
+    assert not head({"quant_method": "awq", "bits": 4, "lm_head": True})  # AWQ never does
+    assert not head({"quant_method": "fp8", "weight_block_size": [128, 128]})
+
+
+def test_embedding_and_lm_head_stay_16_bit_under_quantized_weights():
+    # engines quantize linear layers only: an FP8 checkpoint holds its other weights in
+    # one byte and its embedding table and LM head (vocab x hidden each, untied) in two
+    from autoplan.cost.roofline import model_weight_bytes
+    from autoplan.inputs.workload import Precision
+
+    m = load_model("Qwen/Qwen3-8B-FP8")
+    assert not m.tie_word_embeddings
+    vh = m.vocab_size * m.hidden_size
+    p = parameter_count(m)
+    fp8 = model_weight_bytes(m, Precision("fp8"))
+    # (p - 2 vh) one-byte weights and 2 vh two-byte ones (the norms, also 16-bit, are
+    # 3e-5 of p)
+    assert fp8 == pytest.approx(p - 2 * vh + 2 * 2 * vh, rel=1e-4)
+    assert model_weight_bytes(m, Precision("bf16")) == 2 * p
+    e8 = estimate(m, "h100-sxm-x1", batch=1, isl=128, osl=64)
+    e16 = estimate(m, "h100-sxm-x1", batch=1, isl=128, osl=64, dtype="bf16")
+    assert e8.memory[0].weights_gb * 1e9 == pytest.approx(fp8, rel=1e-3)
+    # a decode step streams every weight but the embedding table (it gathers one row)
+    kind = next(iter(load_topology("h100-sxm-x1").kinds.values()))
+    bw = max(t.bandwidth_bytes_per_s for t in kind.memory_tiers)
+    streamed = (p - 2 * vh) * 1 + vh * 2
+    assert e8.tpot_ms / 1e3 > streamed / bw
+    assert e8.tpot_ms < e16.tpot_ms
+
+
+def test_a_quantized_lm_head_is_priced_in_the_weights_format(tmp_path):
+    from autoplan.cost.roofline import model_weight_bytes
+    from autoplan.inputs.workload import Precision
+
+    cfg = dict(LLAMA, vocab_size=32000, hidden_size=1024, intermediate_size=2048,
+               num_attention_heads=8)
+    q = {"quant_method": "gptq", "bits": 4, "group_size": 128}
+    plain = model_from_config(dict(cfg, quantization_config=q))
+    quant = model_from_config(dict(cfg, quantization_config=dict(q, lm_head=True)))
+    vh = 32000 * 1024
+    w = Precision("int4")
+    # int4 is half a byte: the quantized LM head saves 1.5 bytes per element
+    assert model_weight_bytes(plain, w) - model_weight_bytes(quant, w) == pytest.approx(1.5 * vh)
+    # a format given over the checkpoint's is quantized on load: its LM head stays 16-bit
+    assert model_weight_bytes(quant, Precision("fp8")) == model_weight_bytes(plain,
+                                                                             Precision("fp8"))
+    # tied: one table, 16-bit, whatever the weights' format
+    tied = model_from_config(dict(cfg, tie_word_embeddings=True, quantization_config=q))
+    assert model_weight_bytes(plain, w) - model_weight_bytes(tied, w) == pytest.approx(2 * vh)
+
+
+def test_an_moe_router_stays_16_bit():
+    # engines build the MoE router without a quantization config: counted by hand for a
+    # two-layer Mixtral of 4 experts (hidden 64, expert width 128, vocab 100)
+    from autoplan.cost.roofline import model_weight_bytes
+    from autoplan.inputs.workload import Precision
+
+    m = model_from_config({"model_type": "mixtral", "hidden_size": 64, "intermediate_size": 128,
+                           "num_hidden_layers": 2, "num_attention_heads": 4,
+                           "num_key_value_heads": 4, "vocab_size": 100,
+                           "num_local_experts": 4, "num_experts_per_tok": 2})
+    attention, experts, router, norms = 4 * 64 * 64, 4 * 3 * 64 * 128, 64 * 4, 2 * 64
+    one_byte = 2 * (attention + experts)
+    two_bytes = 2 * (router + norms) + 100 * 64 * 2 + 64  # + embedding, LM head, final norm
+    assert parameter_count(m) == one_byte + two_bytes
+    assert model_weight_bytes(m, Precision("fp8")) == one_byte + 2 * two_bytes

@@ -19,8 +19,8 @@ from autoplan.rules.validate import validate
 from autoplan.search.planner import plan
 
 GOLDEN = Path(__file__).parent / "golden"
-# Free shapes put one layer on a TP 1 stage and 93 on TP 8 here (the layer count does
-# not split evenly over the two nodes); no engine can start that pipeline.
+# Free shapes mix TP 1 stages with a TP 4 or TP 8 one here (the 94 layers do not split
+# evenly over the two nodes); no engine can start that pipeline.
 CASE = {"model": "Qwen/Qwen3-235B-A22B", "topology": "h200-2node", "time_limit_s": 30}
 
 
@@ -95,7 +95,9 @@ def test_explain_rules_out_a_mixed_tp_alternative_by_name() -> None:
     from autoplan.explain.context import Context
     from autoplan.explain.judge import broken_rules
     ctx = Context.of(_plan("vllm"))
-    mixed = plan_context(_plan(None)).pre  # TP 1 + TP 8: a shape vLLM cannot run
+    free = plan_context(_plan(None))
+    # a pipeline of TP 1 and TP 4 or 8 stages: a shape vLLM cannot run
+    mixed = next(st for st in (free.pre, free.dec) if len({s.tp for s in st}) > 1)
     fig = evaluate(ctx.model, ctx.topo, ctx.work, "colocated", mixed, mixed)
     devices = len({d for s in mixed for d in s.devices})
     errs = broken_rules(ctx, "colocated", mixed, mixed, fig, devices)

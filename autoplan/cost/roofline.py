@@ -24,7 +24,7 @@ Phases:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from autoplan.cost.kernel_ops import kernel_time_s
@@ -130,10 +130,45 @@ def kv_bytes_per_token_layer(model: ModelSpec, tp: int, precision: Precision) ->
     return 2 * kv_heads_per_device(model, tp) * model.head_dim * b
 
 
+def op_precision(op: Op, model: ModelSpec, precision: Precision) -> Precision:
+    """The formats ``op`` runs in: ``precision``, except that the embedding table, the LM
+    head and an MoE layer's router of quantized weights stay in the activations' 16-bit
+    format. The engines quantize the layers' linear projections only: vLLM's and SGLang's
+    FP8, AWQ and GPTQ methods leave ``VocabParallelEmbedding`` and ``ParallelLMHead``
+    unquantized, their MoE models build the router (``gate``) with ``quant_config=None``
+    (DeepSeek-V3's checkpoint stores it in BF16), and ModelOpt's FP8 recipe excludes
+    ``*lm_head*`` and the routers. A GPTQ checkpoint whose config says ``lm_head: true``
+    has its LM head quantized (:mod:`autoplan.inputs.checkpoint`)."""
+    if op.kind != "embedding" and op.name not in ("lm_head", "router"):
+        return precision
+    if bytes_per_element(precision.weight) >= bytes_per_element(precision.activation):
+        return precision
+    ck = model.checkpoint
+    if op.name == "lm_head" and ck.lm_head_quantized and precision.weight == ck.dtype:
+        return precision
+    return replace(precision, weight=precision.activation)
+
+
+def model_weight_bytes(model: ModelSpec, precision: Precision) -> float:
+    """Bytes of all the model's weights, each tied matrix once, each in the format it is
+    stored in (:func:`op_precision`; norms in the activations' format)."""
+    total = sum(op_weight_bytes(o, model, 1, precision) for o in head_ops(model))
+    kinds = Counter(model.layer_kind(i) for i in range(model.num_layers))
+    for lk in sorted(kinds):  # layers of a kind hold the same weights
+        total += kinds[lk] * sum(op_weight_bytes(o, model, 1, precision)
+                                 for o in layer_ops(model, lk))
+    for o in tail_ops(model):
+        if not (o.name == "lm_head" and model.tie_word_embeddings):
+            total += op_weight_bytes(o, model, 1, precision)
+    return total
+
+
 def op_weight_bytes(op: Op, model: ModelSpec, tp: int, precision: Precision,
                     ep: int = 1) -> float:
     """Bytes of this operator's weights held by one TP rank (experts: one rank of ``ep``
-    expert-parallel ranks, each expert split ``tp`` ways)."""
+    expert-parallel ranks, each expert split ``tp`` ways), in its format
+    (:func:`op_precision`)."""
+    precision = op_precision(op, model, precision)
     wb = bytes_per_element(precision.weight)
     if op.kind == "norm":
         return op.params() * bytes_per_element(precision.activation)
@@ -230,6 +265,7 @@ def op_cost(op: Op, model: ModelSpec, kind: DeviceKind, tp: int, shape: Shape,
     > 1 runs on one of ``ep`` expert-parallel ranks (``E / ep`` local experts, each split
     ``tp`` ways) for the ``shape.tokens`` tokens of all ranks."""
     cal: Calibration = kind.calibration  # type: ignore[assignment]
+    precision = op_precision(op, model, precision)
     ab = bytes_per_element(precision.activation)
     T = shape.tokens
     flops = 0.0

@@ -42,8 +42,15 @@ quantizes the cache (compressed-tensors ``kv_cache_scheme``, ModelOpt
 default of ``--kv-dtype`` when ``--dtype`` is not given either; with ``--dtype`` given the
 KV cache follows it (:func:`autoplan.inputs.request.default_kv_dtype`).
 
-Weights a checkpoint leaves unquantized (``modules_to_not_convert``, ``ignore``: the
-attention of Meta's Llama-3.1-405B-FP8) are priced in the checkpoint's format too.
+The engines quantize the layers' linear projections only: the embedding table, the LM
+head and the MoE routers of a quantized checkpoint stay in its 16-bit activation format
+(vLLM's and SGLang's FP8, AWQ and GPTQ methods leave ``VocabParallelEmbedding`` /
+``ParallelLMHead`` unquantized and build routers without a quantization config;
+ModelOpt's FP8 recipe excludes ``*lm_head*``), except a GPTQ config with ``lm_head``
+true, which quantizes the LM head (vLLM's ``GPTQConfig.lm_head_quantized``):
+:func:`autoplan.cost.roofline.op_precision`. Other weights a checkpoint leaves
+unquantized (``modules_to_not_convert``, ``ignore``: the attention of Meta's
+Llama-3.1-405B-FP8) are priced in the checkpoint's format.
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ class CheckpointFormat(BaseModel):
                                    "128x128 block (engines' block-scaled FP8 kernels)")
     kv_fp8: bool = Field(False, description="the config quantizes the KV cache to FP8 "
                          "(compressed-tensors kv_cache_scheme, ModelOpt kv_cache_quant_algo)")
+    lm_head_quantized: bool = Field(False, description="the LM head is stored in the "
+                                    "weights' format too (a GPTQ config's lm_head: true); "
+                                    "otherwise it stays 16-bit")
     quant_method: str | None = Field(None, pattern=_METHOD.pattern,
                                      description="the config's quantization_config "
                                      "quant_method, as given")
@@ -139,7 +149,7 @@ def checkpoint_format(cfg: dict[str, Any]) -> CheckpointFormat:
                                f"({show_value(method)})")
     m = method.lower()
     dtype: DType | None = None
-    block, kv, why = False, False, f"quant_method {method!r}"
+    block, kv, head, why = False, False, False, f"quant_method {method!r}"
     if m == "fp8":
         wbs = q.get("weight_block_size")
         if wbs is None:
@@ -164,12 +174,14 @@ def checkpoint_format(cfg: dict[str, Any]) -> CheckpointFormat:
         raw = q.get("bits", q.get("w_bit"))
         dtype = _int_format(_int(raw))
         why = f"{method} of {show_value(raw)} bits"
+        head = m.startswith("gptq") and q.get("lm_head") is True
     elif m == "bitsandbytes":
         dtype = "int4" if q.get("load_in_4bit") is True else (
             "int8" if q.get("load_in_8bit") is True else None)
     if dtype is None:
         return _unpriced(method, why)
-    return CheckpointFormat(dtype=dtype, fp8_block_scaled=block, kv_fp8=kv, quant_method=method)
+    return CheckpointFormat(dtype=dtype, fp8_block_scaled=block, kv_fp8=kv,
+                            lm_head_quantized=head, quant_method=method)
 
 
 def served_dtype(fmt: CheckpointFormat, dtype: str | None) -> str:

@@ -39,10 +39,8 @@ import sys
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-from autoplan.cost.roofline import kv_bytes_per_token_layer
-from autoplan.graphs.model_graph import parameter_count
+from autoplan.cost.roofline import kv_bytes_per_token_layer, model_weight_bytes
 from autoplan.graphs.topology import Topology
-from autoplan.inputs.dtypes import bytes_per_element
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.workload import MAX_BATCH, Workload
 from autoplan.search.replicas import Design, design_times, front
@@ -79,7 +77,7 @@ def batch_limits(model: ModelSpec, topo: Topology, work: Workload,
                   reverse=True)
     n = len(caps) if max_devices is None else min(len(caps), max_devices)
     free = sum(caps[:n]) * work.max_memory_fraction
-    free -= parameter_count(model) * bytes_per_element(work.precision.weight)
+    free -= model_weight_bytes(model, work.precision)
     per_token = kv_bytes_per_token_layer(model, 1, work.precision) * model.num_layers
     if free <= 0 or per_token <= 0:
         return 1, 1

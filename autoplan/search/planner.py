@@ -25,11 +25,10 @@ from autoplan.cost.context import spec_hash
 from autoplan.cost.evaluate import evaluate
 from autoplan.cost.inflight import inflight
 from autoplan.cost.pipeline import StagePlacement
+from autoplan.cost.roofline import model_weight_bytes
 from autoplan.errors import InfeasibleError, InputError
-from autoplan.graphs.model_graph import parameter_count
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.context_length import check_context
-from autoplan.inputs.dtypes import bytes_per_element
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.request import SLO_CAP_MS, Request
 from autoplan.inputs.workload import Workload
@@ -336,7 +335,7 @@ def _explain_infeasible(m: ModelSpec, topo: Topology, t: Tables, modes: list[str
                         request_rate: float | None = None,
                         searched: bool = False) -> InfeasibleError:
     """Name the binding constraint family, and what these devices can achieve."""
-    wb = parameter_count(m) * bytes_per_element(work.precision.weight)
+    wb = model_weight_bytes(m, work.precision)
     caps = sorted((topo.kinds[topo.device_kind_of(d)].capacity_bytes for d in topo.devices),
                   reverse=True)
     n = len(caps) if limits.max_devices is None else min(len(caps), limits.max_devices)
