@@ -67,6 +67,7 @@ def estimate_cmd(
     )
     _warn_pricing(est.engine, est.pricing, est.host_terms)
     _warn_profile(profile, [est.device_kind])
+    _warn_unquantized(model, est.dtype)
     if as_json:
         typer.echo(json.dumps(est.model_dump(mode="json", exclude_none=True), indent=2))
     else:
@@ -126,6 +127,7 @@ def plan_cmd(
     except KeyboardInterrupt:  # Ctrl-C before the search found any plan
         raise Interrupted("no plan found yet; nothing written") from None
     _warn_pricing(p.inputs.engine, p.pricing, p.inputs.host_terms)
+    _warn_unquantized(model, p.inputs.dtype)
     _warn_profile(profile, sorted({s.device_kind for ph in (p.prefill, p.decode)
                                    for s in ph.stages}))
     text = p.model_dump_json(indent=2)
@@ -246,6 +248,22 @@ def _warn_profile(profile: str | None, kinds: list[str]) -> None:
     if missing:
         print(f"autoplan: warning: profile {profile!r} does not cover {', '.join(missing)}; "
               "those devices keep --engine's figures", file=sys.stderr)
+
+
+def _warn_unquantized(model: str, dtype: str) -> None:
+    """Say on stderr when the checkpoint leaves modules unquantized that autoplan prices
+    in its quantized format (a ``modules_to_not_convert`` / ``ignore`` list)."""
+    from autoplan.catalog import load_model
+
+    ck = load_model(model).checkpoint
+    if not ck.unquantized_modules or dtype != ck.dtype:
+        return
+    n = ck.unquantized_modules
+    print(f"autoplan: warning: the checkpoint's quantization_config leaves {n} "
+          f"module{'s' if n > 1 else ''} (or pattern{'s' if n > 1 else ''}) unquantized "
+          f"beyond the embedding, LM head and routers; autoplan prices "
+          f"{'them' if n > 1 else 'it'} in {dtype}, so weight memory and decode time are "
+          "under-counted", file=sys.stderr)
 
 
 def _warn_pricing(engine: str | None, pricing: dict[str, str], host_terms=None) -> None:

@@ -49,8 +49,9 @@ head and the MoE routers of a quantized checkpoint stay in its 16-bit activation
 ModelOpt's FP8 recipe excludes ``*lm_head*``), except a GPTQ config with ``lm_head``
 true, which quantizes the LM head (vLLM's ``GPTQConfig.lm_head_quantized``):
 :func:`autoplan.cost.roofline.op_precision`. Other weights a checkpoint leaves
-unquantized (``modules_to_not_convert``, ``ignore``: the attention of Meta's
-Llama-3.1-405B-FP8) are priced in the checkpoint's format.
+unquantized (``modules_to_not_convert``, ``ignore``, ``exclude_modules``: the attention
+of Meta's Llama-3.1-405B-FP8) are priced in the checkpoint's format, which under-counts
+their bytes; ``estimate`` and ``plan`` say so on stderr (``unquantized_modules``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ class CheckpointFormat(BaseModel):
     lm_head_quantized: bool = Field(False, description="the LM head is stored in the "
                                     "weights' format too (a GPTQ config's lm_head: true); "
                                     "otherwise it stays 16-bit")
+    unquantized_modules: int = Field(0, ge=0, description="modules the config leaves "
+                                     "unquantized (modules_to_not_convert, ignore, "
+                                     "exclude_modules) beyond the embedding, LM head and "
+                                     "routers, which are priced 16-bit anyway; these are "
+                                     "priced in the weights' format")
     quant_method: str | None = Field(None, pattern=_METHOD.pattern,
                                      description="the config's quantization_config "
                                      "quant_method, as given")
@@ -127,6 +133,23 @@ def _compressed_tensors(q: dict[str, Any]) -> tuple[DType | None, bool, str]:
     if kind == "int" and _int_format(bits):
         return _int_format(bits), False, ""
     return None, False, f"compressed-tensors {show_value(kind)} weights of {show_value(bits)} bits"
+
+
+# Modules every quantized checkpoint keeps 16-bit (autoplan.cost.roofline.op_precision):
+# the embedding table, the LM head and MoE routers (``mlp.gate``, ``block_sparse_moe.gate``;
+# Qwen's one-output ``shared_expert_gate``, which the model graph does not carry).
+_ALWAYS_16 = re.compile(r"(lm_head|embed_tokens|wte|word_embeddings|shared_expert_gate|(^|\.|\*)gate)\$?$")
+_IGNORE_KEYS = ("modules_to_not_convert", "ignore", "ignored_layers", "exclude_modules")
+
+
+def _unquantized(q: dict[str, Any]) -> int:
+    """How many listed unquantized modules (or patterns) autoplan does not price 16-bit."""
+    n = 0
+    for key in _IGNORE_KEYS:
+        names = q.get(key)
+        if isinstance(names, list):
+            n += sum(1 for x in names if isinstance(x, str) and not _ALWAYS_16.search(x))
+    return n
 
 
 def _unpriced(method: str | None, why: str) -> CheckpointFormat:
@@ -181,7 +204,8 @@ def checkpoint_format(cfg: dict[str, Any]) -> CheckpointFormat:
     if dtype is None:
         return _unpriced(method, why)
     return CheckpointFormat(dtype=dtype, fp8_block_scaled=block, kv_fp8=kv,
-                            lm_head_quantized=head, quant_method=method)
+                            lm_head_quantized=head, unquantized_modules=_unquantized(q),
+                            quant_method=method)
 
 
 def served_dtype(fmt: CheckpointFormat, dtype: str | None) -> str:
