@@ -357,4 +357,19 @@ def random_instance(seed: int):
     work = Workload(rng.choice([128, 512, 2048]), rng.choice([16, 128]), rng.choice([1, 4, 32]),
                     Precision(dtype, "bf16", "bf16"), rng.choice([0.9, 0.5, 0.2, 0.05]))
     placement = rng.choice(["colocated", "disaggregated", "auto"])
+    # An FP8 checkpoint that keeps some projections 16-bit (its own generator, so the
+    # instances above stay those of earlier commits): the first or last layer's MLP, all
+    # attention, or the first MoE layer's experts, which the planner must price exactly.
+    qrng = random.Random(seed + 7_000_003)
+    if dtype == "fp8" and qrng.random() < 0.5:
+        first = cfg.get("mlp_only_layers", [])
+        keep = qrng.choice([["model.layers.0.mlp"], [f"model.layers.{layers - 1}.mlp"],
+                            ["self_attn", "lm_head"],
+                            ["re:.*self_attn.*", f"model.layers.{layers - 1}.mlp.down_proj",
+                             f"model.layers.{layers - 1}.mlp.gate_proj",
+                             f"model.layers.{layers - 1}.mlp.up_proj"],
+                            [f"model.layers.{len(first)}.mlp.experts.1.down_proj"]])
+        cfg["quantization_config"] = {"quant_method": "fbgemm_fp8",
+                                      "modules_to_not_convert": keep}
+        model = model_from_config(cfg, name=f"rand{seed}")
     return model, topo, spec, work, placement, rng

@@ -281,26 +281,3 @@ def test_an_moe_router_stays_16_bit():
     two_bytes = 2 * (router + norms) + 100 * 64 * 2 + 64  # + embedding, LM head, final norm
     assert parameter_count(m) == one_byte + two_bytes
     assert model_weight_bytes(m, Precision("fp8")) == one_byte + 2 * two_bytes
-
-
-def test_modules_left_unquantized_are_counted_and_said(tmp_path):
-    # Meta's Llama-3.1-405B-FP8 style: attention projections listed unquantized, with the
-    # LM head (priced 16-bit anyway); compressed-tensors' ignore with a router pattern
-    q = {"quant_method": "fbgemm_fp8", "modules_to_not_convert": [
-        "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.o_proj", "lm_head"]}
-    assert checkpoint_format(dict(LLAMA, quantization_config=q)).unquantized_modules == 2
-    ct = {"quant_method": "compressed-tensors", "ignore": ["lm_head", "re:.*mlp.gate$",
-                                                           "model.embed_tokens"],
-          "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float"}}}}
-    assert checkpoint_format(dict(LLAMA, quantization_config=ct)).unquantized_modules == 0
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps(dict(LLAMA, quantization_config=q)))
-    for cmd in (["estimate"], ["plan", "--isl", "64", "--osl", "8"]):
-        rc, out, err = run([*cmd, "--model", p, "--topology", "h100-sxm-x1"])
-        assert rc == 0, err
-        assert "leaves 2 modules (or patterns) unquantized" in err and "under-counted" in err
-    rc, out, err = run(["estimate", "--model", p, "--topology", "h100-sxm-x1", "--dtype", "bf16"])
-    assert rc == 0 and "unquantized" not in err  # served in 16 bits: nothing under-counted
-    p.write_text(json.dumps(dict(LLAMA, quantization_config=ct)))
-    rc, out, err = run(["estimate", "--model", p, "--topology", "h100-sxm-x1"])
-    assert rc == 0 and "unquantized" not in err

@@ -251,19 +251,19 @@ def _warn_profile(profile: str | None, kinds: list[str]) -> None:
 
 
 def _warn_unquantized(model: str, dtype: str) -> None:
-    """Say on stderr when the checkpoint leaves modules unquantized that autoplan prices
-    in its quantized format (a ``modules_to_not_convert`` / ``ignore`` list)."""
+    """Say on stderr when entries of the checkpoint's unquantized-module lists were not
+    applied (:mod:`autoplan.inputs.unquantized`): they name nothing autoplan models, or
+    are patterns it does not run."""
     from autoplan.catalog import load_model
 
     ck = load_model(model).checkpoint
     if not ck.unquantized_modules or dtype != ck.dtype:
         return
     n = ck.unquantized_modules
-    print(f"autoplan: warning: the checkpoint's quantization_config leaves {n} "
-          f"module{'s' if n > 1 else ''} (or pattern{'s' if n > 1 else ''}) unquantized "
-          f"beyond the embedding, LM head and routers; autoplan prices "
-          f"{'them' if n > 1 else 'it'} in {dtype}, so weight memory and decode time are "
-          "under-counted", file=sys.stderr)
+    print(f"autoplan: warning: {n} entr{'ies' if n > 1 else 'y'} of the checkpoint's "
+          f"quantization_config lists of unquantized modules name no layer projection "
+          f"autoplan models, or are patterns it does not run; not applied (what they name, "
+          f"if anything, is priced in {dtype})", file=sys.stderr)
 
 
 def _warn_pricing(engine: str | None, pricing: dict[str, str], host_terms=None) -> None:

@@ -61,6 +61,7 @@ from autoplan.graphs.topology import Topology
 from autoplan.inputs.dtypes import bytes_per_element
 from autoplan.inputs.model import ModelSpec
 from autoplan.inputs.topology import DeviceKind
+from autoplan.inputs.unquantized import base_kind
 from autoplan.inputs.workload import Precision
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ def expert_parallel_parts(model: ModelSpec, topo: Topology, st: StagePlacement,
                   op_cost(o, model, kind, st.tp, rank, precision, res))
                  for o in layer_ops(model, lk)]
         comm = n_ar * ar
-        if lk == "moe":
+        if base_kind(lk) == "moe":
             comm += dispatch_combine_s(model, topo, st, shape, precision)
         return PartCost(costs, comm)
 

@@ -138,12 +138,16 @@ def op_precision(op: Op, model: ModelSpec, precision: Precision) -> Precision:
     unquantized, their MoE models build the router (``gate``) with ``quant_config=None``
     (DeepSeek-V3's checkpoint stores it in BF16), and ModelOpt's FP8 recipe excludes
     ``*lm_head*`` and the routers. A GPTQ checkpoint whose config says ``lm_head: true``
-    has its LM head quantized (:mod:`autoplan.inputs.checkpoint`)."""
-    if op.kind != "embedding" and op.name not in ("lm_head", "router"):
+    has its LM head quantized (:mod:`autoplan.inputs.checkpoint`). Projections the
+    checkpoint itself leaves unquantized (``Op.sixteen_bit``:
+    :mod:`autoplan.inputs.unquantized`) stay 16-bit when it is served in its own format."""
+    if op.kind != "embedding" and op.name not in ("lm_head", "router") and not op.sixteen_bit:
         return precision
     if bytes_per_element(precision.weight) >= bytes_per_element(precision.activation):
         return precision
     ck = model.checkpoint
+    if op.sixteen_bit and precision.weight != ck.dtype:
+        return precision  # served in another format than the checkpoint's: quantized on load
     if op.name == "lm_head" and ck.lm_head_quantized and precision.weight == ck.dtype:
         return precision
     return replace(precision, weight=precision.activation)

@@ -11,13 +11,14 @@ which is what lets the planner count layers instead of listing them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
 import networkx as nx
 
 from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.unquantized import base_kind, sixteen_bit_ops
 
 OpKind = Literal["gemm", "qkv", "moe_gemm", "attention", "norm", "elementwise", "embedding"]
 # How TP shards a GEMM: "col" splits the output width, "row" the input width,
@@ -40,6 +41,7 @@ class Op:
     width: int = 0  # norm / elementwise: elements per token
     norm_params: int = 0  # parameters of a norm (1 or 2 vectors)
     kernels: int = 1  # kernel launches this operator costs
+    sixteen_bit: bool = False  # weights the checkpoint keeps 16-bit (autoplan.inputs.unquantized)
 
     def params(self) -> int:
         """Total parameters (all TP ranks together)."""
@@ -128,15 +130,17 @@ def _mlp_ops(model: ModelSpec, kind: str) -> list[Op]:
 
 @lru_cache(maxsize=256)
 def layer_ops(model: ModelSpec, kind: str) -> tuple[Op, ...]:
-    """The operators of one transformer layer of ``kind`` (``"dense"`` or ``"moe"``)."""
+    """The operators of one transformer layer of ``kind`` (``"dense"`` or ``"moe"``, with
+    the projections its checkpoint keeps 16-bit: :meth:`ModelSpec.layer_kind`)."""
     h = model.hidden_size
     ops = [_norm(model, "attn_norm", h), *_attention_ops(model)]
     if model.norms_per_layer >= 2:
         ops.append(_norm(model, "mlp_norm", h))
-    ops += _mlp_ops(model, kind)
+    ops += _mlp_ops(model, base_kind(kind))
     adds = 1 if model.parallel_attention else 2
     ops.append(Op("residual_add", "elementwise", width=h, kernels=adds))
-    return tuple(ops)
+    sixteen = sixteen_bit_ops(kind)
+    return tuple(replace(o, sixteen_bit=True) if o.name in sixteen else o for o in ops)
 
 
 @lru_cache(maxsize=64)

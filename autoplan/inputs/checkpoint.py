@@ -48,10 +48,11 @@ head and the MoE routers of a quantized checkpoint stay in its 16-bit activation
 ``ParallelLMHead`` unquantized and build routers without a quantization config;
 ModelOpt's FP8 recipe excludes ``*lm_head*``), except a GPTQ config with ``lm_head``
 true, which quantizes the LM head (vLLM's ``GPTQConfig.lm_head_quantized``):
-:func:`autoplan.cost.roofline.op_precision`. Other weights a checkpoint leaves
+:func:`autoplan.cost.roofline.op_precision`. Other projections a checkpoint leaves
 unquantized (``modules_to_not_convert``, ``ignore``, ``exclude_modules``: the attention
-of Meta's Llama-3.1-405B-FP8) are priced in the checkpoint's format, which under-counts
-their bytes; ``estimate`` and ``plan`` say so on stderr (``unquantized_modules``).
+of Meta's Llama-3.1-405B-FP8) are matched to the layers that hold them
+(:mod:`autoplan.inputs.unquantized`) and priced 16-bit; entries that name nothing autoplan
+models are counted (``unquantized_modules``) and ``estimate`` and ``plan`` say so on stderr.
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autoplan.errors import InputError
 from autoplan.inputs.dtypes import DTYPES, DType
 from autoplan.inputs.reading import show_value
+from autoplan.inputs.unquantized import ALWAYS_16, check_sixteen_bit, listed
 
 _METHOD = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -82,16 +84,29 @@ class CheckpointFormat(BaseModel):
     lm_head_quantized: bool = Field(False, description="the LM head is stored in the "
                                     "weights' format too (a GPTQ config's lm_head: true); "
                                     "otherwise it stays 16-bit")
-    unquantized_modules: int = Field(0, ge=0, description="modules the config leaves "
-                                     "unquantized (modules_to_not_convert, ignore, "
-                                     "exclude_modules) beyond the embedding, LM head and "
-                                     "routers, which are priced 16-bit anyway; these are "
-                                     "priced in the weights' format")
+    unquantized_modules: int = Field(0, ge=0, description="entries of the config's "
+                                     "unquantized-module lists (modules_to_not_convert, "
+                                     "ignore, exclude_modules) that name no module autoplan "
+                                     "models, or are patterns it does not run: not applied")
+    sixteen_bit: tuple[tuple[str, tuple[int, ...]], ...] = Field(
+        (), description="(operator, layers) of the layers' projections the config leaves "
+        "16-bit (autoplan.inputs.unquantized), priced in the activations' format when the "
+        "checkpoint is served in its own format")
     quant_method: str | None = Field(None, pattern=_METHOD.pattern,
                                      description="the config's quantization_config "
                                      "quant_method, as given")
     unpriced: str | None = Field(None, max_length=200, description="why dtype is None: "
                                  "the format, in words (for the message that asks for --dtype)")
+
+    @field_validator("sixteen_bit")
+    @classmethod
+    def _projections(cls, v):
+        check_sixteen_bit(v)
+        return v
+
+    def sixteen_bit_at(self, layer: int) -> tuple[str, ...]:
+        """The operators of ``layer`` whose weights this checkpoint keeps 16-bit."""
+        return tuple(op for op, layers in self.sixteen_bit if layer in layers)
 
     @property
     def kv_dtype(self) -> str:
@@ -135,21 +150,10 @@ def _compressed_tensors(q: dict[str, Any]) -> tuple[DType | None, bool, str]:
     return None, False, f"compressed-tensors {show_value(kind)} weights of {show_value(bits)} bits"
 
 
-# Modules every quantized checkpoint keeps 16-bit (autoplan.cost.roofline.op_precision):
-# the embedding table, the LM head and MoE routers (``mlp.gate``, ``block_sparse_moe.gate``;
-# Qwen's one-output ``shared_expert_gate``, which the model graph does not carry).
-_ALWAYS_16 = re.compile(r"(lm_head|embed_tokens|wte|word_embeddings|shared_expert_gate|(^|\.|\*)gate)\$?$")
-_IGNORE_KEYS = ("modules_to_not_convert", "ignore", "ignored_layers", "exclude_modules")
-
-
 def _unquantized(q: dict[str, Any]) -> int:
-    """How many listed unquantized modules (or patterns) autoplan does not price 16-bit."""
-    n = 0
-    for key in _IGNORE_KEYS:
-        names = q.get(key)
-        if isinstance(names, list):
-            n += sum(1 for x in names if isinstance(x, str) and not _ALWAYS_16.search(x))
-    return n
+    """How many listed unquantized modules (or patterns) are not 16-bit anyway (the
+    count before :func:`autoplan.inputs.unquantized.with_unquantized` matches them)."""
+    return sum(1 for x in listed(q) if not ALWAYS_16.search(x))
 
 
 def _unpriced(method: str | None, why: str) -> CheckpointFormat:

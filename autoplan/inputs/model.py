@@ -25,6 +25,7 @@ from autoplan.inputs.context_length import MAX_CONTEXT as _MAX_CONTEXT
 from autoplan.inputs.context_length import context_limit
 from autoplan.inputs.names import Name, PathName
 from autoplan.inputs.reading import DuplicateKey, config_int, loads_json, read_text, show_value
+from autoplan.inputs.unquantized import check_sixteen_bit, kind_of, with_unquantized
 
 
 class MLASpec(BaseModel):
@@ -98,14 +99,12 @@ class ModelSpec(BaseModel):
                 dtype="fp8", fp8_block_scaled=True, quant_method="fp8")})
         return self
 
-    @property
-    def is_moe_layer(self) -> tuple[bool, ...]:
-        moe = set(self.moe.moe_layers) if self.moe else set()
-        return tuple(i in moe for i in range(self.num_layers))
-
     def layer_kind(self, index: int) -> str:
-        """``"moe"`` or ``"dense"``: layers of one kind are identical."""
-        return "moe" if self.moe and index in set(self.moe.moe_layers) else "dense"
+        """``"moe"`` or ``"dense"``, with the projections the checkpoint keeps 16-bit
+        (``"dense:o_proj,qkv_proj"``, :func:`~autoplan.inputs.unquantized.kind_of`):
+        layers of one kind are identical."""
+        base = "moe" if self.moe and index in set(self.moe.moe_layers) else "dense"
+        return kind_of(base, self.checkpoint.sixteen_bit_at(index))
 
     @model_validator(mode="after")
     def _bounded(self) -> ModelSpec:
@@ -136,6 +135,7 @@ class ModelSpec(BaseModel):
                              f"multiple of num_kv_heads ({self.num_kv_heads})")
         if not (0 <= self.learned_positions <= _MAX_DIM + 2 and 1 <= self.norms_per_layer <= 2):
             raise ValueError("learned_positions or norms_per_layer is out of range")
+        check_sixteen_bit(self.checkpoint.sixteen_bit, self.num_layers)
         if self.max_context is not None and not 1 <= self.max_context <= _MAX_CONTEXT:
             raise ValueError(f"max_context must be in [1, {_MAX_CONTEXT}], got {self.max_context}")
         if self.published_parameters is not None and not 0 < self.published_parameters < 1e16:
@@ -274,7 +274,7 @@ def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
     max_context = context_limit(cfg)
     checkpoint = checkpoint_format(cfg)
     try:
-        return ModelSpec(
+        spec = ModelSpec(
             name=name or str(cfg.get("_name_or_path") or family),
             family=family,
             source=str(meta.get("source", "")),
@@ -285,7 +285,7 @@ def model_from_config(cfg: Any, name: str = "") -> ModelSpec:
         )
     except (ValidationError, TypeError, ValueError, OverflowError) as e:
         raise InputError(f"model config has an invalid value: {first_error(e)}") from None
-
+    return with_unquantized(spec, cfg)
 
 
 def _moe_layers(n_layers: int, first_dense: int, freq: int, dense_list: list[int]) -> tuple:

@@ -37,8 +37,10 @@ from autoplan.cost.roofline import (
     Shape,
     activation_message_bytes,
 )
+from autoplan.errors import InputError
 from autoplan.graphs.topology import Topology
 from autoplan.inputs.model import ModelSpec
+from autoplan.inputs.unquantized import base_kind
 from autoplan.inputs.workload import Workload
 from autoplan.search import roles as R
 from autoplan.search.configs import (
@@ -136,19 +138,29 @@ class Tables:
 
 
 def leading_dense(model: ModelSpec) -> int:
-    """Layers before the uniform run (dense layers ahead of the MoE layers)."""
-    if model.moe is None:
-        return 0
-    kinds = [model.layer_kind(i) for i in range(model.num_layers)]
+    """Layers before the uniform run (dense layers ahead of the MoE layers).
+
+    Stages price their real layers, at the positions of :func:`autoplan.search.roles.span`:
+    a middle stage of any length lies inside layers ``prefix + 1 .. N - 2``, so those must
+    be alike for the tables to hold for every cut; the run's first layer (on the stage
+    with the embedding) and the last (with the LM head) may differ, as a checkpoint that
+    keeps their projections 16-bit makes them (:mod:`autoplan.inputs.unquantized`)."""
+    base = [base_kind(model.layer_kind(i)) for i in range(model.num_layers)]
     p = 0
-    while p < len(kinds) and kinds[p] != kinds[-1]:
+    while p < len(base) and base[p] != base[-1]:
         p += 1
-    if any(k != kinds[-1] for k in kinds[p:]):
+    if any(k != base[-1] for k in base[p:]):
         # Interleaved dense and MoE layers: the cost model prices each stage from its
         # real layers, but the planner's count form needs a uniform run.
-        from autoplan.errors import InputError
-
         raise InputError(f"{model.name}: interleaved dense/MoE layers are not supported by the planner")
+    inner = {model.layer_kind(i) for i in range(p + 1, model.num_layers - 1)}
+    if len(inner) > 1:
+        odd = next(i for i in range(p + 2, model.num_layers - 1)
+                   if model.layer_kind(i) != model.layer_kind(p + 1))
+        raise InputError(f"{model.name}: layer {odd}'s weight formats differ from layer "
+                         f"{p + 1}'s (the checkpoint keeps other projections 16-bit); the "
+                         f"planner needs the layers between the first and the last alike "
+                         f"(estimate prices any layout)")
     return p
 
 

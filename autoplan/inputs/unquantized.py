@@ -1,0 +1,266 @@
+"""Which of a layer's projections a quantized checkpoint keeps in 16 bits.
+
+A ``quantization_config`` may list modules it leaves unquantized:
+``modules_to_not_convert`` (Transformers' FP8 and fbgemm_fp8 configs: Meta's
+Llama-3.1-405B-FP8 keeps every layer's attention and the first and last layers' MLP in
+BF16), ``ignore`` (compressed-tensors / llm-compressor), ``ignored_layers`` and
+``exclude_modules`` (NVIDIA ModelOpt). :func:`with_unquantized` matches those entries
+against the checkpoint's module names of each layer's projections and records, per
+operator, the layers whose weights stay 16-bit (``CheckpointFormat.sixteen_bit``); a
+layer with such weights is a layer kind of its own (:func:`kind_of`), so the cost model
+prices its bytes and GEMMs in the activations' 16-bit format
+(:func:`autoplan.cost.roofline.op_precision`).
+
+How an entry names modules (the conventions of the tools that write these lists):
+
+- ``re:PATTERN`` is a regular expression matched from the start of the module's name
+  (compressed-tensors). Patterns that quantify a group or hold more than
+  :data:`MAX_QUANTIFIERS` quantifiers are not run (their backtracking can take
+  exponential time); they count as entries not applied.
+- an entry with ``*`` or ``?`` is a shell-style wildcard over the whole name (ModelOpt's
+  ``exclude_modules``, e.g. ``model.layers.0.*``).
+- any other entry names every module whose dotted name contains its dotted components in
+  a row: the full name (``model.layers.0.mlp.down_proj``), a parent (``model.layers.0``:
+  all of layer 0) or a tail (``self_attn``, ``o_proj``). This is Transformers' substring
+  rule held to whole components, so ``layers.1`` does not name layer 10.
+
+Engines run a layer's Q, K and V projections (and the gate and up projections) as one
+fused GEMM in one format: a checkpoint that leaves some but not all of them unquantized
+is refused, as vLLM refuses it ("Detected some but not all shards of ... are quantized",
+``is_layer_skipped``, vllm/model_executor/layers/quantization/utils/quant_utils.py). An MoE
+layer's experts are one fused module: an entry naming any expert of a layer leaves all of
+that layer's experts 16-bit (vLLM's rule for ``experts`` prefixes in the same function).
+The embedding, the LM head and the routers are 16-bit anyway (:mod:`autoplan.inputs.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from autoplan.errors import InputError
+from autoplan.inputs.reading import show_value
+
+if TYPE_CHECKING:
+    from autoplan.inputs.model import ModelSpec
+
+IGNORE_KEYS = ("modules_to_not_convert", "ignore", "ignored_layers", "exclude_modules")
+MAX_ENTRIES = 20_000
+MAX_PATTERNS = 16
+MAX_QUANTIFIERS = 3
+MAX_ENTRY_CHARS = 512
+
+#: Operators of a layer whose weights a checkpoint may keep 16-bit (the model graph's names).
+PROJECTIONS = frozenset({"qkv_proj", "o_proj", "mlp_up", "mlp_down", "experts_up",
+                         "experts_down", "shared_up", "shared_down", "q_a_proj", "q_b_proj",
+                         "q_proj", "kv_a_proj", "kv_b_proj"})
+
+# Modules every quantized checkpoint keeps 16-bit (autoplan.cost.roofline.op_precision):
+# the embedding table, the LM head and MoE routers (``mlp.gate``, ``block_sparse_moe.gate``;
+# Qwen's one-output ``shared_expert_gate``, which the model graph does not carry).
+ALWAYS_16 = re.compile(r"(lm_head|embed_tokens|wte|word_embeddings|shared_expert_gate|(^|\.|\*)gate)\$?$")
+
+_QUANTIFIED_GROUP = re.compile(r"\)\s*(\*|\+|\?|\{)")
+_QUANTIFIER = re.compile(r"(?<!\\)(\*|\+|\{\d)")
+
+
+def listed(q: dict[str, Any]) -> list[str]:
+    """The entries of the config's unquantized-module lists, in order (non-strings are
+    skipped; a list that is not a list is none)."""
+    out: list[str] = []
+    for key in IGNORE_KEYS:
+        names = q.get(key)
+        if isinstance(names, list):
+            out += [x for x in names if isinstance(x, str)]
+    if len(out) > MAX_ENTRIES:
+        raise InputError(f"model config's quantization_config lists {len(out)} unquantized "
+                         f"modules; autoplan reads at most {MAX_ENTRIES}")
+    return out
+
+
+def _pattern(entry: str) -> Callable[[str], bool] | None:
+    """A matcher for a ``re:`` or wildcard entry; None when autoplan does not run it."""
+    if len(entry) > MAX_ENTRY_CHARS:
+        return None
+    if entry.startswith("re:"):
+        pat = entry[3:]
+        if _QUANTIFIED_GROUP.search(pat) or len(_QUANTIFIER.findall(pat)) > MAX_QUANTIFIERS:
+            return None
+        try:
+            rx = re.compile(pat)
+        except (re.error, RecursionError, OverflowError):
+            return None
+        return lambda name: rx.match(name) is not None
+    if entry.count("*") > 8:
+        return None
+    rx = re.compile(fnmatch.translate(entry))
+    return lambda name: rx.match(name) is not None
+
+
+def _runs(name: str) -> Iterable[str]:
+    """Every run of consecutive dotted components of ``name``."""
+    parts = name.split(".")
+    for i in range(len(parts)):
+        for j in range(i + 1, len(parts) + 1):
+            yield ".".join(parts[i:j])
+
+
+class _Matcher:
+    """The entries, indexed: component entries by their joined components, patterns compiled."""
+
+    def __init__(self, entries: list[str]):
+        self.entries = entries
+        self.used = [False] * len(entries)
+        self.exact: dict[str, list[int]] = {}
+        self.patterns: list[tuple[int, Callable[[str], bool]]] = []
+        self.numbers: set[int] = {0}
+        self.skipped = 0  # patterns autoplan does not run
+        for i, e in enumerate(entries):
+            if e.startswith("re:") or "*" in e or "?" in e:
+                m = _pattern(e)
+                if m is None or len(self.patterns) >= MAX_PATTERNS:
+                    self.skipped += 1
+                else:
+                    self.patterns.append((i, m))
+                continue
+            key = e.strip().strip(".")
+            if key and len(key) <= MAX_ENTRY_CHARS:
+                self.exact.setdefault(key, []).append(i)
+                self.numbers.update(int(c) for c in key.split(".") if c.isdigit() and len(c) < 7)
+
+    def __call__(self, name: str) -> bool:
+        hit = False
+        for run in _runs(name):
+            for i in self.exact.get(run, ()):
+                self.used[i] = hit = True
+        for i, m in self.patterns:
+            if m(name):
+                self.used[i] = hit = True
+        return hit
+
+
+def _family_names(model: ModelSpec) -> tuple[str, str, str, str]:
+    """(layer prefix with ``{i}``, attention module, MLP module, expert weight names)."""
+    f = model.family
+    if f in ("falcon", "refinedweb", "refinedwebmodel", "rw", "bloom"):
+        return "transformer.h.{i}", "self_attention", "mlp", ""
+    if f == "opt":
+        return "model.decoder.layers.{i}", "self_attn", "", ""
+    if f == "mixtral":
+        return "model.layers.{i}", "self_attn", "block_sparse_moe", "w1 w3 w2"
+    return "model.layers.{i}", "self_attn", "mlp", "gate_proj up_proj down_proj"
+
+
+def _units(model: ModelSpec, layer: int, ops: frozenset[str]):
+    """(operators, shard names, fused aliases, any-shard rule) of layer ``layer``."""
+    pre, att, mlp, experts = _family_names(model)
+    p = pre.format(i=layer)
+    a, m = f"{p}.{att}", (f"{p}.{mlp}" if mlp else p)
+    if model.family in ("falcon", "refinedweb", "refinedwebmodel", "rw", "bloom"):
+        yield ("qkv_proj",), [f"{a}.query_key_value"], [], False
+        yield ("o_proj",), [f"{a}.dense"], [], False
+        yield ("mlp_up",), [f"{m}.dense_h_to_4h"], [], False
+        yield ("mlp_down",), [f"{m}.dense_4h_to_h"], [], False
+        return
+    if "qkv_proj" in ops:
+        yield ("qkv_proj",), [f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj"], [f"{a}.qkv_proj"], False
+    for op, hf in (("q_a_proj", "q_a_proj"), ("q_b_proj", "q_b_proj"), ("q_proj", "q_proj"),
+                   ("kv_a_proj", "kv_a_proj_with_mqa"), ("kv_b_proj", "kv_b_proj")):
+        if op in ops and "qkv_proj" not in ops:
+            yield (op,), [f"{a}.{hf}"], [], False
+    yield ("o_proj",), [f"{a}.{'out_proj' if model.family == 'opt' else 'o_proj'}"], [], False
+    if model.family == "opt":
+        yield ("mlp_up",), [f"{p}.fc1"], [], False
+        yield ("mlp_down",), [f"{p}.fc2"], [], False
+        return
+    if "mlp_up" in ops:
+        yield ("mlp_up",), [f"{m}.gate_proj", f"{m}.up_proj"], [f"{m}.gate_up_proj"], False
+        yield ("mlp_down",), [f"{m}.down_proj"], [], False
+    if "experts_up" in ops:
+        yield ("experts_up", "experts_down"), experts.split(), [], True
+    if "shared_up" in ops:
+        s = f"{m}.{'shared_experts' if model.family.startswith('deepseek') else 'shared_expert'}"
+        yield ("shared_up",), [f"{s}.gate_proj", f"{s}.up_proj"], [f"{s}.gate_up_proj"], False
+        yield ("shared_down",), [f"{s}.down_proj"], [], False
+
+
+def _experts_listed(match: _Matcher, model: ModelSpec, layer: int, weights: list[str]) -> bool:
+    """Whether an entry names any expert of ``layer`` (expert indices the component
+    entries hold, and expert 0, stand for all of them; patterns try every expert)."""
+    pre, _, mlp, _ = _family_names(model)
+    base = f"{pre.format(i=layer)}.{mlp}.experts"
+    n = model.moe.num_experts  # type: ignore[union-attr]
+    js = range(n) if match.patterns else sorted(j for j in match.numbers if j < n)
+    hit = False
+    for j in js:  # every one, so that each entry naming an expert counts as applied
+        for w in weights:
+            hit = match(f"{base}.{j}.{w}") or hit
+    return hit
+
+
+def with_unquantized(model: ModelSpec, cfg: dict[str, Any]) -> ModelSpec:
+    """``model`` with the projections its config leaves 16-bit recorded (module docstring)."""
+    from autoplan.graphs.model_graph import layer_ops
+
+    q = cfg.get("quantization_config")
+    ck = model.checkpoint
+    if not isinstance(q, dict) or ck.dtype in (None, "bf16", "fp16"):
+        return model
+    entries = listed(q)
+    if not entries:
+        return model
+    match = _Matcher(entries)
+    found: dict[str, list[int]] = {}
+    for i in range(model.num_layers):
+        ops = frozenset(o.name for o in layer_ops(model, model.layer_kind(i)))
+        for names, shards, fused, any_shard in _units(model, i, ops):
+            if any_shard:
+                hit = _experts_listed(match, model, i, shards)
+            else:
+                whole = any([match(n) for n in fused])
+                each = [match(n) for n in shards]
+                if not whole and any(each) and not all(each):
+                    short = [s.rsplit(".", 1)[1] for s in shards]
+                    raise InputError(
+                        f"model config's quantization_config leaves "
+                        f"{', '.join(s for s, e in zip(short, each) if e)} of layer {i} "
+                        f"unquantized but not {', '.join(s for s, e in zip(short, each) if not e)}: "
+                        f"engines run them as one GEMM of one format (vLLM refuses such a checkpoint)")
+                hit = whole or all(each)
+            if hit:
+                for op in names:
+                    found.setdefault(op, []).append(i)
+    rest = sum(1 for e, u in zip(entries, match.used) if not u and not ALWAYS_16.search(e))
+    sixteen = tuple((op, tuple(found[op])) for op in sorted(found))
+    return model.model_copy(update={"checkpoint": ck.model_copy(
+        update={"sixteen_bit": sixteen, "unquantized_modules": rest})})
+
+
+def kind_of(base: str, ops: tuple[str, ...]) -> str:
+    """The layer kind of a ``base`` layer (``"dense"``, ``"moe"``) whose ``ops`` are 16-bit."""
+    return f"{base}:{','.join(ops)}" if ops else base
+
+
+def base_kind(kind: str) -> str:
+    """``"dense"`` or ``"moe"``: the operators a layer of ``kind`` runs."""
+    return kind.split(":", 1)[0]
+
+
+def sixteen_bit_ops(kind: str) -> frozenset[str]:
+    """The operators a layer of ``kind`` holds in 16 bits."""
+    _, _, ops = kind.partition(":")
+    return frozenset(ops.split(",")) if ops else frozenset()
+
+
+def check_sixteen_bit(value: Any, num_layers: int | None = None) -> None:
+    """Bounds of ``CheckpointFormat.sixteen_bit`` given whole (a plan's embedded spec)."""
+    for op, layers in value:
+        if op not in PROJECTIONS:
+            raise ValueError(f"sixteen_bit names {show_value(op)}, not a layer projection "
+                             f"({', '.join(sorted(PROJECTIONS))})")
+        if list(layers) != sorted(set(layers)) or (layers and layers[0] < 0) or (
+                num_layers is not None and layers and layers[-1] >= num_layers):
+            raise ValueError(f"sixteen_bit layers of {op} must be distinct increasing layer "
+                             f"indices of the model")
