@@ -177,3 +177,42 @@ def _set_sixteen(doc, value) -> int:
                 walk(v)
     walk(doc)
     return same
+
+
+def test_a_modelopt_export_is_read_from_its_hf_quant_config(tmp_path):
+    from autoplan.catalog import load_model
+
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA))
+    side = tmp_path / "hf_quant_config.json"
+    side.write_text(json.dumps({"producer": {"name": "modelopt", "version": "0.15.1"},
+                                "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8",
+                                                 "exclude_modules": ["lm_head", "model.layers.0.*"]}}))
+    ck = load_model(str(tmp_path)).checkpoint
+    assert (ck.dtype, ck.kv_dtype, ck.quant_method) == ("fp8", "fp8", "modelopt")
+    assert ck.sixteen_bit == tuple((op, (0,)) for op in ("mlp_down", "mlp_up", "o_proj", "qkv_proj"))
+    # a config that states its format wins over the sidecar
+    (tmp_path / "config.json").write_text(json.dumps(dict(LLAMA, quantization_config=fp8())))
+    assert load_model(str(tmp_path)).checkpoint.quant_method == "fbgemm_fp8"
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA))
+    for text, words in (("{not json", ("ModelOpt quantization config", "not valid JSON")),
+                        ('{"quantization": 3}', ("has no 'quantization' object",))):
+        side.write_text(text)
+        rc, _, err = run(["estimate", "--model", tmp_path, "--topology", "h100-sxm-x1"])
+        one_line(rc, err, 2, *words)
+    side.write_text(json.dumps({"quantization": {"quant_algo": "NVFP4"}}))
+    rc, _, err = run(["estimate", "--model", tmp_path, "--topology", "h100-sxm-x1"])
+    one_line(rc, err, 2, "ModelOpt quant_algo 'NVFP4'", "--dtype")
+
+
+@pytest.mark.parametrize("name", ["meta-llama/Llama-3.1-8B", "deepseek-ai/DeepSeek-V3",
+                                  "Qwen/Qwen3-235B-A22B", "mistralai/Mixtral-8x7B-v0.1",
+                                  "tiiuae/falcon-180B", "bigscience/bloom"])
+def test_the_projections_named_are_the_graphs(name):
+    from autoplan.catalog import load_model
+    from autoplan.graphs.model_graph import layer_ops
+    from autoplan.inputs.unquantized import PROJECTIONS, _projections
+
+    m = load_model(name)
+    for i in range(m.num_layers):
+        graph = {o.name for o in layer_ops(m, m.layer_kind(i))} & PROJECTIONS
+        assert _projections(m, i) == graph, i

@@ -25,8 +25,8 @@ Formats read (``quant_method`` of ``quantization_config``):
   ``weights``: ``type`` float with ``num_bits`` 8 is FP8 (``strategy`` block: blocked),
   ``type`` int with 8 or 4 bits is int8 / int4.
 - ``modelopt`` (NVIDIA ModelOpt): ``quant_algo`` FP8 is FP8 (per tensor), at the top of
-  ``quantization_config`` or under its ``quantization`` key (both forms are in use). A
-  ModelOpt checkpoint whose format is only in ``hf_quant_config.json`` is not seen here.
+  ``quantization_config`` or under its ``quantization`` key (both forms are in use), or
+  in the export's ``hf_quant_config.json`` beside a config without one (:func:`with_sidecar`).
 - ``gptq``, ``awq`` and their Marlin variants: ``bits`` 4 or 8 is int4 / int8.
 - ``bitsandbytes``: ``load_in_4bit`` / ``load_in_8bit``.
 
@@ -58,13 +58,14 @@ models are counted (``unquantized_modules``) and ``estimate`` and ``plan`` say s
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autoplan.errors import InputError
 from autoplan.inputs.dtypes import DTYPES, DType
-from autoplan.inputs.reading import show_value
+from autoplan.inputs.reading import path_state, read_json, show, show_value
 from autoplan.inputs.unquantized import ALWAYS_16, check_sixteen_bit, listed
 
 _METHOD = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -210,6 +211,26 @@ def checkpoint_format(cfg: dict[str, Any]) -> CheckpointFormat:
     return CheckpointFormat(dtype=dtype, fp8_block_scaled=block, kv_fp8=kv,
                             lm_head_quantized=head, unquantized_modules=_unquantized(q),
                             quant_method=method)
+
+
+def with_sidecar(cfg: Any, path: Path) -> Any:
+    """``cfg`` with the format of a ModelOpt export's ``hf_quant_config.json`` beside it
+    when the config itself has no ``quantization_config``: ModelOpt writes the format
+    there (``{"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "FP8",
+    "exclude_modules": [...]}}``) and the engines read it from the checkpoint folder
+    (TensorRT-LLM's ``ModelOPTQuantConfigReader.from_file``,
+    tensorrt_llm/_torch/auto_deploy/models/quant_config_reader.py; SGLang's and vLLM's
+    ModelOpt loaders)."""
+    if not isinstance(cfg, dict) or "quantization_config" in cfg:
+        return cfg
+    side = Path(path).parent / "hf_quant_config.json"
+    if path_state(side) == "missing":
+        return cfg
+    doc = read_json(side, "ModelOpt quantization config")
+    q = doc.get("quantization") if isinstance(doc, dict) else None
+    if not isinstance(q, dict):
+        raise InputError(f"ModelOpt quantization config {show(side)} has no 'quantization' object")
+    return {**cfg, "quantization_config": {**q, "quant_method": "modelopt"}}
 
 
 def served_dtype(fmt: CheckpointFormat, dtype: str | None) -> str:

@@ -13,18 +13,17 @@ GELU MLP), BLOOM and OPT (MHA, plain MLP, biases, LayerNorm).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from autoplan.errors import InputError, first_error
-from autoplan.inputs.checkpoint import BF16, CheckpointFormat, checkpoint_format
+from autoplan.inputs.checkpoint import BF16, CheckpointFormat, checkpoint_format, with_sidecar
 from autoplan.inputs.context_length import MAX_CONTEXT as _MAX_CONTEXT
 from autoplan.inputs.context_length import context_limit
 from autoplan.inputs.names import Name, PathName
-from autoplan.inputs.reading import DuplicateKey, config_int, loads_json, read_text, show_value
+from autoplan.inputs.reading import config_int, read_json, show_value
 from autoplan.inputs.unquantized import check_sixteen_bit, kind_of, with_unquantized
 
 
@@ -466,15 +465,7 @@ def _opt_family(cfg: dict[str, Any]) -> dict[str, Any]:
 def load_model_file(path: str | Path, name: str = "") -> ModelSpec:
     """Read a ``config.json`` file; errors name the file and the problem."""
     p = Path(path)
-    text = read_text(p, "model config")  # a regular file, bounded
-    try:
-        cfg = loads_json(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"model config {str(p)!r} is not valid JSON: {e.msg} at line {e.lineno}") from None
-    except DuplicateKey as e:
-        raise InputError(f"model config {str(p)!r}: {e}") from None
-    except (ValueError, RecursionError) as e:  # over-long integer literal, nesting too deep
-        raise InputError(f"model config {str(p)!r} is not valid JSON: {first_error(e)}") from None
+    cfg = with_sidecar(read_json(p, "model config"), p)
     try:
         return model_from_config(cfg, name=name or model_name(cfg, p))
     except InputError as e:

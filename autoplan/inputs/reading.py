@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from autoplan.errors import InputError
+from autoplan.errors import InputError, first_error
 
 MAX_INPUT_BYTES = 64 << 20
 """The largest input file read (64 MiB; real plans, configs and topologies are KBs)."""
@@ -158,3 +158,19 @@ def loads_json(text: str):
 
     return json.loads(text, object_pairs_hook=_unique_pairs)
 
+
+
+def read_json(path: str | Path, what: str):
+    """A JSON file (:func:`read_text`, :func:`loads_json`); every failure is one
+    :class:`InputError` naming ``what``, the file and the problem."""
+    import json
+
+    text = read_text(path, what)
+    try:
+        return loads_json(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{what} {show(path)} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    except DuplicateKey as e:
+        raise InputError(f"{what} {show(path)}: {e}") from None
+    except (ValueError, RecursionError) as e:  # over-long integer literal, nesting too deep
+        raise InputError(f"{what} {show(path)} is not valid JSON: {first_error(e)}") from None

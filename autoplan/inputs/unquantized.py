@@ -186,6 +186,23 @@ def _units(model: ModelSpec, layer: int, ops: frozenset[str]):
         yield ("shared_down",), [f"{s}.down_proj"], [], False
 
 
+def _projections(model: ModelSpec, layer: int) -> frozenset[str]:
+    """The projections layer ``layer`` holds (the names of
+    :func:`autoplan.graphs.model_graph.layer_ops`)."""
+    if model.mla is None:
+        ops = {"qkv_proj", "o_proj"}
+    else:
+        ops = {"q_a_proj", "q_b_proj"} if model.mla.q_lora_rank else {"q_proj"}
+        ops |= {"kv_a_proj", "kv_b_proj", "o_proj"}
+    if model.moe is not None and layer in model.moe.moe_layers:
+        ops |= {"experts_up", "experts_down"}
+        if model.moe.shared_intermediate_size:
+            ops |= {"shared_up", "shared_down"}
+    else:
+        ops |= {"mlp_up", "mlp_down"}
+    return frozenset(ops)
+
+
 def _experts_listed(match: _Matcher, model: ModelSpec, layer: int, weights: list[str]) -> bool:
     """Whether an entry names any expert of ``layer`` (expert indices the component
     entries hold, and expert 0, stand for all of them; patterns try every expert)."""
@@ -202,8 +219,6 @@ def _experts_listed(match: _Matcher, model: ModelSpec, layer: int, weights: list
 
 def with_unquantized(model: ModelSpec, cfg: dict[str, Any]) -> ModelSpec:
     """``model`` with the projections its config leaves 16-bit recorded (module docstring)."""
-    from autoplan.graphs.model_graph import layer_ops
-
     q = cfg.get("quantization_config")
     ck = model.checkpoint
     if not isinstance(q, dict) or ck.dtype in (None, "bf16", "fp16"):
@@ -214,7 +229,7 @@ def with_unquantized(model: ModelSpec, cfg: dict[str, Any]) -> ModelSpec:
     match = _Matcher(entries)
     found: dict[str, list[int]] = {}
     for i in range(model.num_layers):
-        ops = frozenset(o.name for o in layer_ops(model, model.layer_kind(i)))
+        ops = _projections(model, i)
         for names, shards, fused, any_shard in _units(model, i, ops):
             if any_shard:
                 hit = _experts_listed(match, model, i, shards)
