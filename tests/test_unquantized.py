@@ -81,7 +81,7 @@ def test_a_layer_index_names_that_layer_only():
 
 
 def test_some_shards_of_a_fused_gemm_are_refused(tmp_path):
-    with pytest.raises(InputError, match="q_proj of layer 2 unquantized but not k_proj, v_proj"):
+    with pytest.raises(InputError, match="leaves unquantized q_proj of layer 2 but not k_proj, v_proj"):
         model(fp8(modules_to_not_convert=["model.layers.2.self_attn.q_proj"]))
     p = tmp_path / "config.json"
     p.write_text(json.dumps(dict(LLAMA, quantization_config=fp8(
@@ -216,3 +216,18 @@ def test_the_projections_named_are_the_graphs(name):
     for i in range(m.num_layers):
         graph = {o.name for o in layer_ops(m, m.layer_kind(i))} & PROJECTIONS
         assert _projections(m, i) == graph, i
+
+
+def test_gptq_names_what_it_quantizes():
+    gptq = {"quant_method": "gptq", "bits": 4, "modules_in_block_to_quantize": [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"]]}
+    m = model(gptq)
+    assert m.checkpoint.dtype == "int4"
+    assert m.checkpoint.sixteen_bit == (("mlp_down", tuple(range(L))), ("mlp_up", tuple(range(L))))
+    # a plain list names the same; one shard of a fused GEMM alone is refused
+    flat = dict(gptq, modules_in_block_to_quantize=["self_attn", "nowhere.proj"])
+    assert model(flat).checkpoint.sixteen_bit == m.checkpoint.sixteen_bit
+    assert model(flat).checkpoint.unquantized_modules == 1
+    with pytest.raises(InputError, match="quantizes q_proj of layer 0 but not k_proj, v_proj"):
+        model(dict(gptq, modules_in_block_to_quantize=["self_attn.q_proj"]))
+    assert model({"quant_method": "gptq", "bits": 4}).checkpoint.sixteen_bit == ()

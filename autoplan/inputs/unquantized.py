@@ -4,7 +4,8 @@ A ``quantization_config`` may list modules it leaves unquantized:
 ``modules_to_not_convert`` (Transformers' FP8 and fbgemm_fp8 configs: Meta's
 Llama-3.1-405B-FP8 keeps every layer's attention and the first and last layers' MLP in
 BF16), ``ignore`` (compressed-tensors / llm-compressor), ``ignored_layers`` and
-``exclude_modules`` (NVIDIA ModelOpt). :func:`with_unquantized` matches those entries
+``exclude_modules`` (NVIDIA ModelOpt); a GPTQ config's ``modules_in_block_to_quantize``
+names the quantized ones instead. :func:`with_unquantized` matches those entries
 against the checkpoint's module names of each layer's projections and records, per
 operator, the layers whose weights stay 16-bit (``CheckpointFormat.sixteen_bit``); a
 layer with such weights is a layer kind of its own (:func:`kind_of`), so the cost model
@@ -217,37 +218,55 @@ def _experts_listed(match: _Matcher, model: ModelSpec, layer: int, weights: list
     return hit
 
 
+def _named(match: _Matcher, model: ModelSpec, i: int, unit, leaves: str) -> bool:
+    """Whether the entries name the unit's module(s) of layer ``i`` (``leaves``: what the
+    list does to them, for the message refusing a part of a fused GEMM)."""
+    _, shards, fused, any_shard = unit
+    if any_shard:
+        return _experts_listed(match, model, i, shards)
+    whole = any([match(n) for n in fused])
+    each = [match(n) for n in shards]
+    if not whole and any(each) and not all(each):
+        short = [s.rsplit(".", 1)[1] for s in shards]
+        raise InputError(
+            f"model config's quantization_config {leaves} "
+            f"{', '.join(s for s, e in zip(short, each) if e)} of layer {i} "
+            f"but not {', '.join(s for s, e in zip(short, each) if not e)}: "
+            f"engines run them as one GEMM of one format (vLLM refuses such a checkpoint)")
+    return whole or all(each)
+
+
+def _quantized_list(q: dict[str, Any]) -> list[str]:
+    """GPTQ's ``modules_in_block_to_quantize`` (a list, or a list of lists, of module
+    names inside a layer): when given, the projections it does not name stay 16-bit
+    (vLLM's ``is_layer_gptq_quantized``, vllm/model_executor/layers/quantization/utils/gptq_utils.py)."""
+    raw = q.get("modules_in_block_to_quantize")
+    if not isinstance(raw, list):
+        return []
+    out = [x for x in raw if isinstance(x, str)]
+    out += [y for x in raw if isinstance(x, list) for y in x if isinstance(y, str)]
+    return out[:MAX_ENTRIES]
+
+
 def with_unquantized(model: ModelSpec, cfg: dict[str, Any]) -> ModelSpec:
     """``model`` with the projections its config leaves 16-bit recorded (module docstring)."""
     q = cfg.get("quantization_config")
     ck = model.checkpoint
     if not isinstance(q, dict) or ck.dtype in (None, "bf16", "fp16"):
         return model
-    entries = listed(q)
-    if not entries:
+    entries, kept = listed(q), _quantized_list(q)
+    if not entries and not kept:
         return model
-    match = _Matcher(entries)
+    match, quantized = _Matcher(entries), _Matcher(kept)
     found: dict[str, list[int]] = {}
     for i in range(model.num_layers):
-        ops = _projections(model, i)
-        for names, shards, fused, any_shard in _units(model, i, ops):
-            if any_shard:
-                hit = _experts_listed(match, model, i, shards)
-            else:
-                whole = any([match(n) for n in fused])
-                each = [match(n) for n in shards]
-                if not whole and any(each) and not all(each):
-                    short = [s.rsplit(".", 1)[1] for s in shards]
-                    raise InputError(
-                        f"model config's quantization_config leaves "
-                        f"{', '.join(s for s, e in zip(short, each) if e)} of layer {i} "
-                        f"unquantized but not {', '.join(s for s, e in zip(short, each) if not e)}: "
-                        f"engines run them as one GEMM of one format (vLLM refuses such a checkpoint)")
-                hit = whole or all(each)
-            if hit:
-                for op in names:
+        for unit in _units(model, i, _projections(model, i)):
+            if _named(match, model, i, unit, "leaves unquantized") or (
+                    kept and not _named(quantized, model, i, unit, "quantizes")):
+                for op in unit[0]:
                     found.setdefault(op, []).append(i)
     rest = sum(1 for e, u in zip(entries, match.used) if not u and not ALWAYS_16.search(e))
+    rest += sum(1 for u in quantized.used if not u)
     sixteen = tuple((op, tuple(found[op])) for op in sorted(found))
     return model.model_copy(update={"checkpoint": ck.model_copy(
         update={"sixteen_bit": sixteen, "unquantized_modules": rest})})
