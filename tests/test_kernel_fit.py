@@ -66,45 +66,62 @@ def heldout(system: str, engine: str):
     return kf.heldout_rows(DATA, system, engine)
 
 
-def _one_digit_apart(got: float, want: float) -> bool:
-    """Equal to the 4 significant digits the YAML writes, allowing one step in the last
-    digit (a rounding boundary crossed by another platform's floating point)."""
-    if got == want:
-        return True
-    if want == 0 or got == 0 or not (math.isfinite(got) and math.isfinite(want)):
-        return False
-    step = 10.0 ** (math.floor(math.log10(abs(want))) - 3)
-    return abs(got - want) <= step * 1.000001
+#: How far a refit's latencies may drift from the shipped profile's, per class over all of
+#: its rows (fitted and held out): median / p90 of |refit / shipped - 1|. The fits are
+#: least squares from fixed starts; a new NumPy or SciPy moves a flat direction of some
+#: fits (a half-saturation count at its bound, 368 tokens or 1e6, pricing rows alike to
+#: 0.5%), so the shipped profile is compared by what it predicts, not digit by digit.
+DRIFT_MEDIAN, DRIFT_P90 = 0.005, 0.02
 
 
-def _compare(got, want, where: str, bad: list[str]) -> None:
+def _structure(got, want, where: str, bad: list[str]) -> None:
+    """Same keys, list lengths and non-float values (regimes, notes, names) as shipped."""
     if isinstance(want, dict):
         if not isinstance(got, dict) or set(got) != set(want):
             bad.append(f"{where}: keys {sorted(map(str, got))} != {sorted(map(str, want))}")
             return
         for k in want:
-            _compare(got[k], want[k], f"{where}.{k}", bad)
+            _structure(got[k], want[k], f"{where}.{k}", bad)
     elif isinstance(want, list):
         if not isinstance(got, list) or len(got) != len(want):
             bad.append(f"{where}: {got!r} != {want!r}")
             return
         for i, (g, w) in enumerate(zip(got, want)):
-            _compare(g, w, f"{where}[{i}]", bad)
+            _structure(g, w, f"{where}[{i}]", bad)
     elif isinstance(want, float) and not isinstance(want, bool):
-        if not isinstance(got, (int, float)) or not _one_digit_apart(float(got), want):
-            bad.append(f"{where}: refit {got!r} != shipped {want!r}")
+        if not isinstance(got, (int, float)) or not math.isfinite(float(got)):
+            bad.append(f"{where}: refit {got!r}, shipped {want!r}")
     elif got != want:
         bad.append(f"{where}: refit {got!r} != shipped {want!r}")
+
+
+def _drift(engine: str, refit: dict[str, km.KernelProfile], bad: list[str]) -> None:
+    """Classes whose refit latencies drift from the shipped profile's past DRIFT_*."""
+    ship = shipped(engine)
+    for system, kind in kd.SYSTEMS.items():
+        for cls, ds in kf.all_rows(DATA, system, engine).items():
+            d = np.abs(kf.predict_rows(refit[kind], cls, ds) / kf.predict_rows(ship[kind], cls, ds) - 1)
+            med, p90 = float(np.median(d)), float(np.percentile(d, 90))
+            if not (med <= DRIFT_MEDIAN and p90 <= DRIFT_P90):
+                bad.append(f"{engine}/{kind} {cls}: refit latencies {med:.2%} / {p90:.2%} "
+                           f"(median / p90) from the shipped profile's ({len(d)} rows)")
+
+
+def _is_the_refit(engine: str, refit: dict[str, km.KernelProfile]) -> list[str]:
+    ship = shipped(engine)
+    assert list(ship) == list(kd.SYSTEMS.values()) == list(refit)
+    bad: list[str] = []
+    for kind, p in refit.items():
+        _structure(p.model_dump(), ship[kind].model_dump(), f"{engine}/{kind}", bad)
+    if not bad:
+        _drift(engine, refit, bad)
+    return bad
 
 
 @pytest.mark.parametrize("engine", kd.ENGINES)
 def test_shipped_yaml_is_the_refit(engine):
     profiles, _ = kf.fit_engine_report(DATA, engine)
-    ship = shipped(engine)
-    assert list(ship) == list(kd.SYSTEMS.values()) == list(profiles)
-    bad: list[str] = []
-    for kind, p in profiles.items():
-        _compare(p.model_dump(), ship[kind].model_dump(), f"{engine}/{kind}", bad)
+    bad = _is_the_refit(engine, profiles)
     assert not bad, "\n".join(bad[:20])
     header = (PROFILES / f"{engine}.yaml").read_text(encoding="utf-8")
     assert kp.REFIT_COMMAND.format(engine=engine) in header and "NVIDIA CORPORATION & AFFILIATES" in header
@@ -262,13 +279,18 @@ def test_pricing_function_contract():
 
 def test_calibrate_kernels_command_rewrites_the_shipped_profile(tmp_path):
     """The refit command in each profile's header, run as a user would, writes the
-    shipped file byte for byte (vLLM; the others are checked value by value above)."""
+    shipped file: its header byte for byte, and the same profiles (structure exact,
+    latencies within DRIFT_*; vLLM, the others are checked above)."""
     from autoplan.cli import main
 
     out = tmp_path / "vllm.yaml"
     assert main(["calibrate", "--kernels", str(ROOT / "hardware/data/aic-kernels"),
                  "--engine", "vllm", "-o", str(out), "--json"]) == 0
-    assert out.read_text() == (PROFILES / "vllm.yaml").read_text()
+    written, ship = out.read_text(), (PROFILES / "vllm.yaml").read_text()
+    cut = "# Held-out |predicted/measured - 1|"  # the report's figures follow, as fitted
+    assert cut in ship and written.split(cut)[0] == ship.split(cut)[0]
+    bad = _is_the_refit("vllm", km.load_kernel_profiles(out))
+    assert not bad, "\n".join(bad[:20])
 
 
 def test_calibrate_kernels_refuses_a_fifo_table_without_hanging(tmp_path, capsys):

@@ -211,6 +211,13 @@ def heldout_rows(data_dir: str | Path, system: str, engine: str) -> dict[str, Da
     return out
 
 
+def all_rows(data_dir: str | Path, system: str, engine: str) -> dict[str, Dataset]:
+    """Every row of every class of one (system, engine) that the fit reads, fitted and
+    held out alike (the rows a refit is compared on)."""
+    sets, comm, _ = _class_sets(str(Path(data_dir)), system, engine, [])
+    return {cls: ds for cls, ds in {**sets, **comm}.items() if len(ds.t)}
+
+
 def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.KernelProfile, KindReport]:
     """Fit one (AIC system, engine) on its training rows; report errors on held-out rows."""
     data_dir = str(Path(data_dir))

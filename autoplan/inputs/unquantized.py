@@ -129,7 +129,7 @@ class _Matcher:
             key = e.strip().strip(".")
             if key and len(key) <= MAX_ENTRY_CHARS:
                 self.exact.setdefault(key, []).append(i)
-                self.numbers.update(int(c) for c in key.split(".") if c.isdigit() and len(c) < 7)
+                self.numbers.update(int(c) for c in key.split(".") if c.isascii() and c.isdigit() and len(c) < 7)
 
     def __call__(self, name: str) -> bool:
         hit = False
