@@ -33,6 +33,7 @@ from autoplan.calibrate.kernel_regimes import LENGTH_REGIMES, with_length_regime
 from autoplan.calibrate.kernel_report import KindReport, _errors, _report, _rounded, _rsig
 from autoplan.calibrate.kernel_specs import (
     MOE_MODEL_TERMS,
+    MOE_SHAPE_TERMS,
     decode_spec,
     elementwise_spec,
     fit_spec,
@@ -49,17 +50,23 @@ from autoplan.inputs import kernels as km
 
 
 def _moe_identifiable(spec, ds: Dataset, cls: str, notes: list[str]):
-    """The MoE spec with the terms the fitted rows cannot identify held at 0: the model's
-    expert-count terms where the rows hold one expert count (``per_token_s`` fitted in
-    their place), else ``per_token_s`` (:data:`~autoplan.calibrate.kernel_specs.MOE_MODEL_TERMS`).
+    """The MoE spec with the terms the fitted rows cannot identify held at 0. Where the rows
+    hold one expert count (one model: the shipped data have Mixtral-8x7B alone for BF16 and
+    per-tensor FP8), the model's expert-count terms (``per_token_s`` fitted in their place)
+    and the per-expert and per-assignment costs
+    (:data:`~autoplan.calibrate.kernel_specs.MOE_SHAPE_TERMS`); else ``per_token_s``
+    (:data:`~autoplan.calibrate.kernel_specs.MOE_MODEL_TERMS`).
     The EP / TP subsets some engines fit apart hold the same counts as their union in the
     shipped data (``tests/test_kernel_fit.py`` checks both blocks)."""
     counts = np.unique(ds.f["experts"]) if len(ds.t) else np.array([])
     if len(counts) == 1:
         notes.append(f"{cls}: rows of one expert count ({int(counts[0])}): the terms in the "
                      "model's experts are not identifiable; per_token_s is fitted in their "
-                     "place, per_model_expert_s and per_token_expert_s are 0")
-        return pinned(spec, MOE_MODEL_TERMS)
+                     "place, per_model_expert_s and per_token_expert_s are 0; per_expert_s and "
+                     "per_assignment_s are 0 too: with one expert shape the bytes and FLOPs grow with the "
+                     "experts hit and the assignments alike, so a cost per expert or per assignment would "
+                     "stand for bytes and FLOPs and not transfer to finer experts")
+        return pinned(spec, MOE_MODEL_TERMS + MOE_SHAPE_TERMS)
     return pinned(spec, ("per_token_ps",))
 
 
@@ -375,3 +382,26 @@ def fit_engine_report(data_dir: str | Path, engine: str) -> tuple[dict[str, km.K
 def fit_engine(data_dir: str | Path, engine: str) -> dict[str, km.KernelProfile]:
     """Fitted :class:`KernelProfile` per autoplan device kind for ``engine``."""
     return dict(fit_engine_report(data_dir, engine)[0])
+
+
+def moe_shape_transfer(data_dir: str | Path, system: str, engine: str, cls: str, fit_model: str,
+                       hold: tuple[str, ...] | None = None) -> np.ndarray | None:
+    """|predicted / measured - 1| on the TP-path (moe_ep 1) rows of the models other than
+    ``fit_model`` of one MoE class, priced by the MoE spec fitted to ``fit_model``'s TP-path
+    rows alone with the terms ``hold`` held at 0 (default: the ones a class of one expert
+    count holds, ``MOE_MODEL_TERMS + MOE_SHAPE_TERMS``). None where the class lacks either
+    side. A check of what a one-shape fit says about another expert shape
+    (``bench/moe_transfer.py``)."""
+    kind = SYSTEMS[system]
+    P16, P8, BW = PEAKS[kind]
+    ds = _moe_sets(str(data_dir), system, engine, []).get(cls)
+    P = P16 if cls == "moe_bf16" else P8
+    if ds is None or P is None:
+        return None
+    model = np.array([s[0] for s in ds.shape])
+    tp_path = ds.f["ep"] == 1
+    fit, judge = ds.take(tp_path & (model == fit_model)), ds.take(tp_path & (model != fit_model))
+    spec = pinned(moe_spec(P, BW), MOE_MODEL_TERMS + MOE_SHAPE_TERMS if hold is None else hold)
+    if len(fit.t) < 3 * len(spec.names) or not len(judge.t):
+        return None
+    return _errors(spec.pred(fit_spec(spec, fit), judge), judge.t)

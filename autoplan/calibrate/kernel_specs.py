@@ -146,6 +146,18 @@ with 16x the experts would take 16x of what no row showed to scale. Such a class
 fits the two and holds ``per_token_ps`` at 0 (one per-token term, not two)."""
 
 
+MOE_SHAPE_TERMS = ("per_assignment_us", "per_expert_us")
+"""The MoE terms a class of one expert shape cannot tell from its bytes and FLOPs: there
+the weight bytes are a fixed multiple of the experts hit and the FLOPs of the
+assignments, so a cost per expert hit or per assignment fits in their place, and moves to
+a model of finer experts as a cost no row measured (Mixtral-8x7B's BF16 rows on B200 under
+SGLang fitted 7.4 us per expert: 0.95 ms per layer for Qwen3-235B-A22B's 128 experts at
+610 tokens, 4x its expert bytes at the achieved bandwidth). Fitted on Mixtral-8x7B alone
+and judged on DeepSeek-V3 (the classes with both: block FP8, A100 BF16), holding them at 0
+gives median |error| 15.0% against 17.5% free, max over classes 27.5% against 84.7%
+(session note 13). A class with two expert shapes fits them."""
+
+
 def pinned(spec: Spec, names: tuple[str, ...]) -> Spec:
     """``spec`` with the parameters ``names`` held at 0 (not fitted)."""
     free = [i for i, n in enumerate(spec.names) if n not in names]
