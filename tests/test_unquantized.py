@@ -231,3 +231,51 @@ def test_gptq_names_what_it_quantizes():
     with pytest.raises(InputError, match="quantizes q_proj of layer 0 but not k_proj, v_proj"):
         model(dict(gptq, modules_in_block_to_quantize=["self_attn.q_proj"]))
     assert model({"quant_method": "gptq", "bits": 4}).checkpoint.sixteen_bit == ()
+
+
+def test_modelopt_lists_nested_in_its_quantization_block_are_read():
+    # vLLM's ModelOpt config reads quantization.exclude_modules of a config.json
+    nested = {"quant_method": "modelopt", "quantization": {"quant_algo": "FP8", "exclude_modules":
+                                                           ["lm_head", "model.layers.*.self_attn*"]}}
+    top = {"quant_method": "modelopt", "quant_algo": "FP8", "exclude_modules": ["lm_head", "model.layers.*.self_attn*"]}
+    m = model(nested)
+    assert m.checkpoint.sixteen_bit == model(top).checkpoint.sixteen_bit
+    assert dict(m.checkpoint.sixteen_bit) == {"o_proj": tuple(range(L)), "qkv_proj": tuple(range(L))}
+
+
+@pytest.mark.parametrize("value", ["self_attn", {"a": 1}, 5, [1, None], [["model.layers.0"]]])
+def test_a_list_that_is_not_a_list_of_names_is_refused(value):
+    with pytest.raises(InputError, match="modules_to_not_convert must be a list of module names"):
+        model(fp8(modules_to_not_convert=value))
+    with pytest.raises(InputError, match="quantization.exclude_modules must be a list"):
+        model({"quant_method": "modelopt", "quantization": {"quant_algo": "FP8", "exclude_modules": value}})
+    if not (isinstance(value, list) and value and isinstance(value[0], list)):
+        with pytest.raises(InputError, match="modules_in_block_to_quantize must be a list"):
+            model({"quant_method": "gptq", "bits": 4, "modules_in_block_to_quantize": value})
+
+
+def test_a_gptq_list_over_the_limit_is_refused_not_cut():
+    with pytest.raises(InputError, match="names 20002 modules; autoplan reads at most 20000"):
+        model({"quant_method": "gptq", "bits": 4,
+               "modules_in_block_to_quantize": ["junk"] * 20000 + ["self_attn", "mlp"]})
+
+
+def test_a_gptq_list_leaves_the_fused_experts_to_the_method():
+    # vLLM's GPTQ MoE method does not read modules_in_block_to_quantize: experts stay 4-bit
+    gptq = {"quant_method": "gptq", "bits": 4, "modules_in_block_to_quantize": [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"]]}
+    assert model(gptq, MIXTRAL).checkpoint.sixteen_bit == ()
+
+
+def test_backtracking_patterns_and_huge_expert_counts_load_at_once(tmp_path):
+    # alternatives and optional atoms backtrack like quantified groups: not run, counted
+    for pat in ["re:" + "(?:.|.)" * 30 + "X", "re:" + ".?" * 34 + "X"]:
+        assert model(fp8(ignore=[pat])).checkpoint.unquantized_modules == 1
+    # a pattern over a million experts is tried on the first ones and those it spells
+    many = dict(MIXTRAL, num_local_experts=10**6)
+    m = model(fp8(ignore=["re:nomatch", "re:.*layers.2.*experts.777777.*"]), many)
+    assert m.checkpoint.sixteen_bit == (("experts_down", (2,)), ("experts_up", (2,)))
+    # thousands of expert indices in plain entries: refused in one line
+    big = dict(MIXTRAL, num_local_experts=20000, num_hidden_layers=64)
+    with pytest.raises(InputError, match="expert module names"):
+        model(fp8(ignore=[f"x.{j}" for j in range(19999)]), big)

@@ -52,6 +52,8 @@ MAX_ENTRIES = 20_000
 MAX_PATTERNS = 16
 MAX_QUANTIFIERS = 3
 MAX_ENTRY_CHARS = 512
+EXPERTS_TRIED = 256  # a pattern is tried on these experts of a layer and the ones it spells
+MAX_EXPERT_NAMES = 400_000  # expert module names matched per config, all layers
 
 #: Operators of a layer whose weights a checkpoint may keep 16-bit (the model graph's names).
 PROJECTIONS = frozenset({"qkv_proj", "o_proj", "mlp_up", "mlp_down", "experts_up",
@@ -64,20 +66,33 @@ PROJECTIONS = frozenset({"qkv_proj", "o_proj", "mlp_up", "mlp_down", "experts_up
 ALWAYS_16 = re.compile(r"(lm_head|embed_tokens|wte|word_embeddings|shared_expert_gate|(^|\.|\*)gate)\$?$")
 
 _QUANTIFIED_GROUP = re.compile(r"\)\s*(\*|\+|\?|\{)")
-_QUANTIFIER = re.compile(r"(?<!\\)(\*|\+|\{\d)")
+# Every point a match may backtrack over: quantifiers (``?`` not opening a group's flags)
+# and alternatives.
+_QUANTIFIER = re.compile(r"(?<!\\)(\*|\+|\{\d|(?<!\()\?|\|)")
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    """A list of module names given under ``key``, or one line naming what it is instead."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise InputError(f"model config's quantization_config {key} must be a list of module "
+                         f"names, got {show_value(value)}")
+    return value
 
 
 def listed(q: dict[str, Any]) -> list[str]:
-    """The entries of the config's unquantized-module lists, in order (non-strings are
-    skipped; a list that is not a list is none)."""
+    """The entries of the config's unquantized-module lists, in order: the top-level keys
+    and ModelOpt's nested ``quantization`` block (``{"quant_method": "modelopt",
+    "quantization": {"exclude_modules": [...]}}``, where vLLM's ModelOpt config reads it)."""
     out: list[str] = []
-    for key in IGNORE_KEYS:
-        names = q.get(key)
-        if isinstance(names, list):
-            out += [x for x in names if isinstance(x, str)]
-    if len(out) > MAX_ENTRIES:
-        raise InputError(f"model config's quantization_config lists {len(out)} unquantized "
-                         f"modules; autoplan reads at most {MAX_ENTRIES}")
+    inner = q.get("quantization")
+    for block, where in ((q, ""), (inner if isinstance(inner, dict) else {}, "quantization.")):
+        for key in IGNORE_KEYS:
+            out += _strings(block.get(key), where + key)
+            if len(out) > MAX_ENTRIES:
+                raise InputError(f"model config's quantization_config lists more than {MAX_ENTRIES} "
+                                 f"unquantized modules; autoplan reads at most {MAX_ENTRIES}")
     return out
 
 
@@ -117,6 +132,8 @@ class _Matcher:
         self.exact: dict[str, list[int]] = {}
         self.patterns: list[tuple[int, Callable[[str], bool]]] = []
         self.numbers: set[int] = {0}
+        # experts a pattern is tried on: the first EXPERTS_TRIED and the numbers it spells
+        self.pattern_numbers: set[int] = set(range(EXPERTS_TRIED))
         self.skipped = 0  # patterns autoplan does not run
         for i, e in enumerate(entries):
             if e.startswith("re:") or "*" in e or "?" in e:
@@ -125,6 +142,7 @@ class _Matcher:
                     self.skipped += 1
                 else:
                     self.patterns.append((i, m))
+                    self.pattern_numbers.update(int(d) for d in re.findall(r"\d{1,7}", e))
                 continue
             key = e.strip().strip(".")
             if key and len(key) <= MAX_ENTRY_CHARS:
@@ -210,7 +228,11 @@ def _experts_listed(match: _Matcher, model: ModelSpec, layer: int, weights: list
     pre, _, mlp, _ = _family_names(model)
     base = f"{pre.format(i=layer)}.{mlp}.experts"
     n = model.moe.num_experts  # type: ignore[union-attr]
-    js = range(n) if match.patterns else sorted(j for j in match.numbers if j < n)
+    js = sorted(j for j in match.numbers | (match.pattern_numbers if match.patterns else set()) if j < n)
+    if len(js) * len(weights) * model.num_layers > MAX_EXPERT_NAMES:
+        raise InputError(f"model config's quantization_config names {len(js)} expert indices of "
+                         f"{n} experts in {model.num_layers} layers; autoplan matches at most "
+                         f"{MAX_EXPERT_NAMES} expert module names")
     hit = False
     for j in js:  # every one, so that each entry naming an expert counts as applied
         for w in weights:
@@ -240,12 +262,19 @@ def _quantized_list(q: dict[str, Any]) -> list[str]:
     """GPTQ's ``modules_in_block_to_quantize`` (a list, or a list of lists, of module
     names inside a layer): when given, the projections it does not name stay 16-bit
     (vLLM's ``is_layer_gptq_quantized``, vllm/model_executor/layers/quantization/utils/gptq_utils.py)."""
-    raw = q.get("modules_in_block_to_quantize")
-    if not isinstance(raw, list):
+    key = "modules_in_block_to_quantize"
+    raw = q.get(key)
+    if raw is None:
         return []
-    out = [x for x in raw if isinstance(x, str)]
-    out += [y for x in raw if isinstance(x, list) for y in x if isinstance(y, str)]
-    return out[:MAX_ENTRIES]
+    if not isinstance(raw, list) or not all(
+            isinstance(x, str) or (isinstance(x, list) and all(isinstance(y, str) for y in x)) for x in raw):
+        raise InputError(f"model config's quantization_config {key} must be a list of module names "
+                         f"or of lists of them, got {show_value(raw)}")
+    out = [y for x in raw for y in ([x] if isinstance(x, str) else x)]
+    if len(out) > MAX_ENTRIES:
+        raise InputError(f"model config's quantization_config {key} names {len(out)} modules; "
+                         f"autoplan reads at most {MAX_ENTRIES}")
+    return out
 
 
 def with_unquantized(model: ModelSpec, cfg: dict[str, Any]) -> ModelSpec:
@@ -261,8 +290,10 @@ def with_unquantized(model: ModelSpec, cfg: dict[str, Any]) -> ModelSpec:
     found: dict[str, list[int]] = {}
     for i in range(model.num_layers):
         for unit in _units(model, i, _projections(model, i)):
+            # GPTQ's list does not reach the fused MoE experts (vLLM's GPTQ MoE method
+            # reads only its ``dynamic`` rules)
             if _named(match, model, i, unit, "leaves unquantized") or (
-                    kept and not _named(quantized, model, i, unit, "quantizes")):
+                    kept and not unit[3] and not _named(quantized, model, i, unit, "quantizes")):
                 for op in unit[0]:
                     found.setdefault(op, []).append(i)
     rest = sum(1 for e, u in zip(entries, match.used) if not u and not ALWAYS_16.search(e))
