@@ -139,6 +139,10 @@ def test_the_planner_refuses_a_differing_inner_layer_and_keeps_ends_exact(tmp_pa
     topo = load_topology("h100-sxm-x8")
     with pytest.raises(InputError, match="layer 2's weight formats differ from layer 1's"):
         plan(odd, topo, isl=64, osl=8)
+    # the message names the odd layer, not the first of the run, when that is the odd one
+    first_odd = model(fp8(modules_to_not_convert=["model.layers.1.mlp"]), dict(LLAMA, num_hidden_layers=6))
+    with pytest.raises(InputError, match="layer 1's weight formats differ from layer 2's"):
+        plan(first_odd, topo, isl=64, osl=8)
     assert estimate(odd, topo, tp=1, isl=64, osl=8).tpot_ms > 0  # estimate prices any layout
     p = tmp_path / "config.json"
     p.write_text(json.dumps(dict(LLAMA, quantization_config=fp8(modules_to_not_convert=META))))

@@ -155,10 +155,13 @@ def leading_dense(model: ModelSpec) -> int:
         raise InputError(f"{model.name}: interleaved dense/MoE layers are not supported by the planner")
     inner = {model.layer_kind(i) for i in range(p + 1, model.num_layers - 1)}
     if len(inner) > 1:
-        odd = next(i for i in range(p + 2, model.num_layers - 1)
-                   if model.layer_kind(i) != model.layer_kind(p + 1))
+        run = range(p + 1, model.num_layers - 1)
+        kinds = [model.layer_kind(i) for i in run]
+        common = max(kinds, key=kinds.count)  # the most layers' kind (the first on a tie)
+        odd = next(i for i in run if model.layer_kind(i) != common)
+        ref = next(i for i in run if model.layer_kind(i) == common)
         raise InputError(f"{model.name}: layer {odd}'s weight formats differ from layer "
-                         f"{p + 1}'s (the checkpoint keeps other projections 16-bit); the "
+                         f"{ref}'s (the checkpoint keeps other projections 16-bit); the "
                          f"planner needs the layers between the first and the last alike "
                          f"(estimate prices any layout)")
     return p
