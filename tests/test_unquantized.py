@@ -283,3 +283,12 @@ def test_backtracking_patterns_and_huge_expert_counts_load_at_once(tmp_path):
     big = dict(MIXTRAL, num_local_experts=20000, num_hidden_layers=64)
     with pytest.raises(InputError, match="expert module names"):
         model(fp8(ignore=[f"x.{j}" for j in range(19999)]), big)
+
+
+def test_fp8_reads_modules_to_not_convert_only_without_ignored_layers():
+    # vLLM's Fp8Config: ignored_layers, else modules_to_not_convert
+    both = {"quant_method": "fp8", "ignored_layers": ["model.layers.0.mlp.down_proj"],
+            "modules_to_not_convert": ["model.layers.1.mlp.down_proj"]}
+    assert model(both).checkpoint.sixteen_bit == (("mlp_down", (0,)),)
+    alone = dict(both, ignored_layers=[])
+    assert model(alone).checkpoint.sixteen_bit == (("mlp_down", (1,)),)

@@ -87,9 +87,13 @@ def listed(q: dict[str, Any]) -> list[str]:
     "quantization": {"exclude_modules": [...]}}``, where vLLM's ModelOpt config reads it)."""
     out: list[str] = []
     inner = q.get("quantization")
+    # vLLM's FP8 config reads modules_to_not_convert only where ignored_layers is empty
+    fp8_picks = q.get("quant_method") == "fp8" and bool(_strings(q.get("ignored_layers"), "ignored_layers"))
     for block, where in ((q, ""), (inner if isinstance(inner, dict) else {}, "quantization.")):
         for key in IGNORE_KEYS:
-            out += _strings(block.get(key), where + key)
+            names = _strings(block.get(key), where + key)
+            if not (fp8_picks and block is q and key == "modules_to_not_convert"):
+                out += names
             if len(out) > MAX_ENTRIES:
                 raise InputError(f"model config's quantization_config lists more than {MAX_ENTRIES} "
                                  f"unquantized modules; autoplan reads at most {MAX_ENTRIES}")
