@@ -292,3 +292,16 @@ def test_fp8_reads_modules_to_not_convert_only_without_ignored_layers():
     assert model(both).checkpoint.sixteen_bit == (("mlp_down", (0,)),)
     alone = dict(both, ignored_layers=[])
     assert model(alone).checkpoint.sixteen_bit == (("mlp_down", (1,)),)
+
+
+def test_mla_down_projections_are_one_fused_gemm():
+    # vLLM runs DeepSeek's q_a_proj and kv_a_proj_with_mqa as fused_qkv_a_proj
+    from pathlib import Path
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "models/deepseek-ai/DeepSeek-V3.json").read_text())
+    q = dict(cfg["quantization_config"])
+    with pytest.raises(InputError, match="q_a_proj of layer 0 but not kv_a_proj_with_mqa"):
+        model_from_config(dict(cfg, quantization_config=dict(
+            q, modules_to_not_convert=["model.layers.0.self_attn.q_a_proj"])), "ds")
+    both = model_from_config(dict(cfg, quantization_config=dict(q, modules_to_not_convert=[
+        "model.layers.0.self_attn.q_a_proj", "model.layers.0.self_attn.kv_a_proj_with_mqa"])), "ds")
+    assert both.checkpoint.sixteen_bit == (("kv_a_proj", (0,)), ("q_a_proj", (0,)))

@@ -31,6 +31,8 @@ is refused, as vLLM refuses it ("Detected some but not all shards of ... are qua
 ``is_layer_skipped``, vllm/model_executor/layers/quantization/utils/quant_utils.py). An MoE
 layer's experts are one fused module: an entry naming any expert of a layer leaves all of
 that layer's experts 16-bit (vLLM's rule for ``experts`` prefixes in the same function).
+DeepSeek's ``q_a_proj`` and ``kv_a_proj_with_mqa`` are one such GEMM (vLLM's
+``fused_qkv_a_proj``) where the model has a ``q_lora_rank``.
 The embedding, the LM head and the routers are 16-bit anyway (:mod:`autoplan.inputs.checkpoint`).
 """
 
@@ -189,9 +191,14 @@ def _units(model: ModelSpec, layer: int, ops: frozenset[str]):
         return
     if "qkv_proj" in ops:
         yield ("qkv_proj",), [f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj"], [f"{a}.qkv_proj"], False
-    for op, hf in (("q_a_proj", "q_a_proj"), ("q_b_proj", "q_b_proj"), ("q_proj", "q_proj"),
+    if "q_a_proj" in ops:
+        # vLLM fuses MLA's two down-projections into one GEMM (fused_qkv_a_proj,
+        # packed_modules_mapping of its DeepSeek-V2/V3 model) where q_lora_rank is set
+        yield (("q_a_proj", "kv_a_proj"), [f"{a}.q_a_proj", f"{a}.kv_a_proj_with_mqa"],
+               [f"{a}.fused_qkv_a_proj"], False)
+    for op, hf in (("q_b_proj", "q_b_proj"), ("q_proj", "q_proj"),
                    ("kv_a_proj", "kv_a_proj_with_mqa"), ("kv_b_proj", "kv_b_proj")):
-        if op in ops and "qkv_proj" not in ops:
+        if op in ops and "qkv_proj" not in ops and not (op == "kv_a_proj" and "q_a_proj" in ops):
             yield (op,), [f"{a}.{hf}"], [], False
     yield ("o_proj",), [f"{a}.{'out_proj' if model.family == 'opt' else 'o_proj'}"], [], False
     if model.family == "opt":
