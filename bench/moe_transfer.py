@@ -25,11 +25,11 @@ sys.path.insert(0, str(REPO))
 
 from autoplan.calibrate.kernel_data import ENGINES, SYSTEMS  # noqa: E402
 from autoplan.calibrate.kernel_fit import moe_shape_transfer  # noqa: E402
-from autoplan.calibrate.kernel_specs import MOE_MODEL_TERMS, MOE_SHAPE_TERMS  # noqa: E402
+from autoplan.calibrate.kernel_specs import MOE_MODEL_TERMS, MOE_ONE_SHAPE_TERMS  # noqa: E402
 
 DATA = REPO / "hardware" / "data" / "aic-kernels"
 MODELS = ("Mixtral-8x7B", "DeepSeek-V3")
-VARIANTS = {"free": MOE_MODEL_TERMS, "held at 0": MOE_MODEL_TERMS + MOE_SHAPE_TERMS}
+VARIANTS = {"free": MOE_MODEL_TERMS, "held at 0": MOE_ONE_SHAPE_TERMS}
 
 
 def main() -> None:

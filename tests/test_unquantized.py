@@ -5,6 +5,7 @@ hold them, priced in 16 bits, and kept exact by the planner."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -296,7 +297,6 @@ def test_fp8_reads_modules_to_not_convert_only_without_ignored_layers():
 
 def test_mla_down_projections_are_one_fused_gemm():
     # vLLM runs DeepSeek's q_a_proj and kv_a_proj_with_mqa as fused_qkv_a_proj
-    from pathlib import Path
     cfg = json.loads((Path(__file__).resolve().parents[1] / "models/deepseek-ai/DeepSeek-V3.json").read_text())
     q = dict(cfg["quantization_config"])
     with pytest.raises(InputError, match="q_a_proj of layer 0 but not kv_a_proj_with_mqa"):

@@ -32,8 +32,7 @@ from autoplan.calibrate.kernel_data import (
 from autoplan.calibrate.kernel_regimes import LENGTH_REGIMES, with_length_regime
 from autoplan.calibrate.kernel_report import KindReport, _errors, _report, _rounded, _rsig
 from autoplan.calibrate.kernel_specs import (
-    MOE_MODEL_TERMS,
-    MOE_SHAPE_TERMS,
+    MOE_ONE_SHAPE_TERMS,
     decode_spec,
     elementwise_spec,
     fit_spec,
@@ -66,7 +65,7 @@ def _moe_identifiable(spec, ds: Dataset, cls: str, notes: list[str]):
                      "per_assignment_s are 0 too: with one expert shape the bytes and FLOPs grow with the "
                      "experts hit and the assignments alike, so a cost per expert or per assignment would "
                      "stand for bytes and FLOPs and not transfer to finer experts")
-        return pinned(spec, MOE_MODEL_TERMS + MOE_SHAPE_TERMS)
+        return pinned(spec, MOE_ONE_SHAPE_TERMS)
     return pinned(spec, ("per_token_ps",))
 
 
@@ -146,7 +145,7 @@ def predict_rows(p: km.KernelProfile, cls: str, ds: Dataset) -> np.ndarray:
     P16, P8, BW = PEAKS[p.device_kind]
     f = ds.f
     group, dkey = _split_cls(cls) if not cls.startswith("allreduce_") else ("allreduce", cls.split("_", 1)[1])
-    peak = P8 if dkey in ("fp8", "fp8_block") and group in ("gemm", "moe") else P16
+    peak = _peak(p.device_kind, dkey) if group in ("gemm", "moe") else P16
     if group == "prefill_attention" and dkey == "fp8":
         peak = P8
     if group == "gemm":
@@ -225,6 +224,13 @@ def all_rows(data_dir: str | Path, system: str, engine: str) -> dict[str, Datase
     return {cls: ds for cls, ds in {**sets, **comm}.items() if len(ds.t)}
 
 
+def _peak(kind: str, dkey: str) -> float | None:
+    """The datasheet peak FLOP/s a class of weight format ``dkey`` runs at on ``kind``
+    (None: an FP8 class on a GPU without FP8 units)."""
+    P16, P8, _ = PEAKS[kind]
+    return P8 if dkey in ("fp8", "fp8_block") else P16
+
+
 def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.KernelProfile, KindReport]:
     """Fit one (AIC system, engine) on its training rows; report errors on held-out rows."""
     data_dir = str(Path(data_dir))
@@ -236,13 +242,6 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
     P16, P8, BW = PEAKS[kind]
     notes: list[str] = []
     sets, comm, scope = _class_sets(data_dir, system, engine, notes)
-
-    def peak_for(dkey):
-        if dkey in ("fp8", "fp8_block"):
-            if P8 is None:
-                return None
-            return P8
-        return P16
 
     blocks: dict[str, dict] = {"gemm": {}, "decode_attention": {}, "prefill_attention": {}, "mla_decode": {},
                                "mla_prefill": {}, "moe": {}, "moe_ep": {}}
@@ -269,7 +268,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
         versions.update(ds.version.split(","))
         group, dkey = _split_cls(cls)
         if group in ("gemm", "moe"):
-            P = peak_for(dkey)
+            P = _peak(kind, dkey)
             if P is None:
                 notes.append(f"{cls}: no FP8 peak on {kind}; not fitted")
                 continue
@@ -277,7 +276,7 @@ def fit_system(data_dir: str | Path, system: str, engine: str) -> tuple[km.Kerne
         elif group == "decode_attention":
             spec = decode_spec(BW)
         elif group == "prefill_attention":
-            P = peak_for(dkey)
+            P = _peak(kind, dkey)
             if P is None:
                 continue
             spec = prefill_spec(P)
@@ -389,19 +388,18 @@ def moe_shape_transfer(data_dir: str | Path, system: str, engine: str, cls: str,
     """|predicted / measured - 1| on the TP-path (moe_ep 1) rows of the models other than
     ``fit_model`` of one MoE class, priced by the MoE spec fitted to ``fit_model``'s TP-path
     rows alone with the terms ``hold`` held at 0 (default: the ones a class of one expert
-    count holds, ``MOE_MODEL_TERMS + MOE_SHAPE_TERMS``). None where the class lacks either
+    count holds, ``MOE_ONE_SHAPE_TERMS``). None where the class lacks either
     side. A check of what a one-shape fit says about another expert shape
     (``bench/moe_transfer.py``)."""
     kind = SYSTEMS[system]
-    P16, P8, BW = PEAKS[kind]
     ds = _moe_sets(str(data_dir), system, engine, []).get(cls)
-    P = P16 if cls == "moe_bf16" else P8
+    P, BW = _peak(kind, _split_cls(cls)[1]), PEAKS[kind][2]
     if ds is None or P is None:
         return None
     model = np.array([s[0] for s in ds.shape])
     tp_path = ds.f["ep"] == 1
     fit, judge = ds.take(tp_path & (model == fit_model)), ds.take(tp_path & (model != fit_model))
-    spec = pinned(moe_spec(P, BW), MOE_MODEL_TERMS + MOE_SHAPE_TERMS if hold is None else hold)
+    spec = pinned(moe_spec(P, BW), MOE_ONE_SHAPE_TERMS if hold is None else hold)
     if len(fit.t) < 3 * len(spec.names) or not len(judge.t):
         return None
     return _errors(spec.pred(fit_spec(spec, fit), judge), judge.t)

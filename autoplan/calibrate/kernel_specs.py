@@ -154,8 +154,11 @@ a model of finer experts as a cost no row measured (Mixtral-8x7B's BF16 rows on 
 SGLang fitted 7.4 us per expert: 0.95 ms per layer for Qwen3-235B-A22B's 128 experts at
 610 tokens, 4x its expert bytes at the achieved bandwidth). Fitted on Mixtral-8x7B alone
 and judged on DeepSeek-V3 (the classes with both: block FP8, A100 BF16), holding them at 0
-gives median |error| 15.0% against 17.5% free, max over classes 27.5% against 84.7%
-(session note 13). A class with two expert shapes fits them."""
+gives median |error| 15.0% against 17.4% free, max over classes 27.5% against 84.7%
+(``bench/moe_transfer.py``). A class with two expert shapes fits them."""
+
+MOE_ONE_SHAPE_TERMS = MOE_MODEL_TERMS + MOE_SHAPE_TERMS
+"""What a MoE class whose rows hold one expert count holds at 0."""
 
 
 def pinned(spec: Spec, names: tuple[str, ...]) -> Spec:

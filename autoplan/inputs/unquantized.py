@@ -141,6 +141,7 @@ class _Matcher:
         # experts a pattern is tried on: the first EXPERTS_TRIED and the numbers it spells
         self.pattern_numbers: set[int] = set(range(EXPERTS_TRIED))
         self.skipped = 0  # patterns autoplan does not run
+        self._experts: list[int] | None = None
         for i, e in enumerate(entries):
             if e.startswith("re:") or "*" in e or "?" in e:
                 m = _pattern(e)
@@ -154,6 +155,20 @@ class _Matcher:
             if key and len(key) <= MAX_ENTRY_CHARS:
                 self.exact.setdefault(key, []).append(i)
                 self.numbers.update(int(c) for c in key.split(".") if c.isascii() and c.isdigit() and len(c) < 7)
+
+    def experts_tried(self, model: ModelSpec, weights: int) -> list[int]:
+        """The expert indices :func:`_experts_listed` tries in every MoE layer (the numbers
+        the entries spell; for patterns, also the first :data:`EXPERTS_TRIED`), computed and
+        bounded once per model."""
+        if self._experts is None:
+            n = model.moe.num_experts  # type: ignore[union-attr]
+            js = self.numbers | (self.pattern_numbers if self.patterns else set())
+            self._experts = sorted(j for j in js if j < n)
+            if len(self._experts) * weights * model.num_layers > MAX_EXPERT_NAMES:
+                raise InputError(f"model config's quantization_config names {len(self._experts)} expert "
+                                 f"indices of {n} experts in {model.num_layers} layers; autoplan matches "
+                                 f"at most {MAX_EXPERT_NAMES} expert module names")
+        return self._experts
 
     def __call__(self, name: str) -> bool:
         hit = False
@@ -238,14 +253,8 @@ def _experts_listed(match: _Matcher, model: ModelSpec, layer: int, weights: list
     entries hold, and expert 0, stand for all of them; patterns try every expert)."""
     pre, _, mlp, _ = _family_names(model)
     base = f"{pre.format(i=layer)}.{mlp}.experts"
-    n = model.moe.num_experts  # type: ignore[union-attr]
-    js = sorted(j for j in match.numbers | (match.pattern_numbers if match.patterns else set()) if j < n)
-    if len(js) * len(weights) * model.num_layers > MAX_EXPERT_NAMES:
-        raise InputError(f"model config's quantization_config names {len(js)} expert indices of "
-                         f"{n} experts in {model.num_layers} layers; autoplan matches at most "
-                         f"{MAX_EXPERT_NAMES} expert module names")
     hit = False
-    for j in js:  # every one, so that each entry naming an expert counts as applied
+    for j in match.experts_tried(model, len(weights)):  # every one, so that each entry naming an expert counts as applied
         for w in weights:
             hit = match(f"{base}.{j}.{w}") or hit
     return hit

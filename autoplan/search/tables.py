@@ -153,13 +153,12 @@ def leading_dense(model: ModelSpec) -> int:
         # Interleaved dense and MoE layers: the cost model prices each stage from its
         # real layers, but the planner's count form needs a uniform run.
         raise InputError(f"{model.name}: interleaved dense/MoE layers are not supported by the planner")
-    inner = {model.layer_kind(i) for i in range(p + 1, model.num_layers - 1)}
-    if len(inner) > 1:
-        run = range(p + 1, model.num_layers - 1)
-        kinds = [model.layer_kind(i) for i in run]
+    run = range(p + 1, model.num_layers - 1)
+    kinds = [model.layer_kind(i) for i in run]
+    if len(set(kinds)) > 1:
         common = max(kinds, key=kinds.count)  # the most layers' kind (the first on a tie)
-        odd = next(i for i in run if model.layer_kind(i) != common)
-        ref = next(i for i in run if model.layer_kind(i) == common)
+        odd = next(i for i, k in zip(run, kinds) if k != common)
+        ref = next(i for i, k in zip(run, kinds) if k == common)
         raise InputError(f"{model.name}: layer {odd}'s weight formats differ from layer "
                          f"{ref}'s (the checkpoint keeps other projections 16-bit); the "
                          f"planner needs the layers between the first and the last alike "
